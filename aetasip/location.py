@@ -1,0 +1,244 @@
+"""
+Registrations: bindings of a number to the contacts where it is reached.
+"""
+
+from __future__ import annotations
+
+import heapq
+from typing import Any
+
+import attrs
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+
+log = Logger()
+
+
+@attrs.define(slots=True, eq=False)
+class Binding:
+    """
+    One contact of one number, and where the REGISTER really came from.
+
+    @ivar aor: the number (the user space is one for every domain alias).
+    @ivar contact: the Contact URI as the agent registered it.
+    @ivar expiresAt: POSIX time at which the binding expires.
+    @ivar callID: Call-ID of the REGISTER that created or refreshed it.
+    @ivar cseq: its CSeq number.
+    @ivar transport: C{"udp"}, C{"tcp"} or C{"tls"}.
+    @ivar source: C{(host, port)} the REGISTER came from (the NAT's public side).
+    @ivar local: C{(host, port)} of the listening socket that received it, so the
+        agent is reached from the same port it talks to (5060 or 5070).
+    @ivar instance: the C{+sip.instance} Contact parameter (RFC 5626), or C{None}.
+    @ivar regID: the C{reg-id} Contact parameter, or C{None}.
+    @ivar path: Path header values (RFC 3327), in order.
+    @ivar userAgent: the User-Agent header, or C{""}.
+    @ivar q: the q Contact parameter, or C{None}.
+    @ivar registeredAt: POSIX time the binding was first created.
+    @ivar connection: the live stream connection (TCP/TLS) it arrived on; not
+        persisted: after a restart a TCP agent is reached when it reconnects.
+    """
+
+    aor: str
+    contact: str
+    expiresAt: float
+    callID: str
+    cseq: int
+    transport: str
+    source: tuple[str, int]
+    local: tuple[str, int]
+    instance: str | None = None
+    regID: int | None = None
+    path: list[str] = attrs.Factory(list)
+    userAgent: str = ""
+    q: float | None = None
+    registeredAt: float = 0.0
+    connection: object | None = None
+
+
+@attrs.frozen
+class RegistrationEvent:
+    """
+    A change of registration state, for L{IRegistrationListener}s.
+
+    @ivar kind: C{registered}, C{refreshed}, C{unregistered}, C{expired}
+        or C{conflict}.
+    @ivar binding: the binding concerned (for C{conflict}, the new agent's).
+    @ivar time: POSIX time of the event.
+    @ivar other: for C{conflict}, the binding of the agent already
+        registered; else C{None}.
+    @ivar outcome: for C{conflict}, what the registrar did (C{rejected},
+        C{replaced}, C{allowed}); else C{""}.
+    """
+
+    kind: str
+    binding: Binding
+    time: float
+    other: Binding | None = None
+    outcome: str = ""
+
+
+class LocationService:
+    """
+    The bindings of every number, in memory for the call path, written
+    behind to the store so a restart restores them.
+
+    Expiry is swept once a second rather than with a timer per binding.
+
+    @param clock: the time source (L{IReactorTime}).
+    @param store: an L{aetasip.store.AsyncStore} or C{None} (memory only).
+    @param flushInterval: seconds between writes of changed bindings.
+    """
+
+    SWEEP_INTERVAL = 1.0
+
+    def __init__(self, clock: IReactorTime, store: Any = None, flushInterval: float = 1.0) -> None:
+        self.clock = clock
+        self.store = store
+        self.flushInterval = flushInterval
+        self.listeners: list[Any] = []
+        self._byAOR: dict[str, list[Binding]] = {}
+        self._expiries: list[tuple[float, int, Binding]] = []
+        self._sequence = 0
+        self._dirty: dict[tuple[str, str], Binding] = {}
+        self._deleted: set[tuple[str, str]] = set()
+        self._sweeper: IDelayedCall | None = None
+        self._flusher: IDelayedCall | None = None
+        self._flushing: Deferred[None] | None = None
+
+    # -- lifecycle --------------------------------------------------------
+
+    def start(self) -> Deferred[None]:
+        """Restore unexpired bindings from the store and start sweeping."""
+        self._sweeper = self.clock.callLater(self.SWEEP_INTERVAL, self._sweep)
+        if self.store is None:
+            return succeed(None)
+        d: Deferred[list[Binding]] = self.store.loadBindings(self.clock.seconds())
+
+        def restored(bindings: list[Binding]) -> None:
+            for binding in bindings:
+                self._insert(binding)
+            log.info("Restored {count} bindings from the store", count=len(bindings))
+
+        return d.addCallback(restored)
+
+    def stop(self) -> Deferred[None]:
+        """Stop sweeping and write what changed."""
+        for call in (self._sweeper, self._flusher):
+            if call is not None and call.active():
+                call.cancel()
+        self._sweeper = self._flusher = None
+        return self.flush()
+
+    # -- queries ----------------------------------------------------------
+
+    def lookup(self, aor: str) -> list[Binding]:
+        now = self.clock.seconds()
+        return [b for b in self._byAOR.get(aor, ()) if b.expiresAt > now]
+
+    def bindings(self) -> list[Binding]:
+        now = self.clock.seconds()
+        return [b for bs in self._byAOR.values() for b in bs if b.expiresAt > now]
+
+    def __len__(self) -> int:
+        return sum(len(bs) for bs in self._byAOR.values())
+
+    # -- changes ----------------------------------------------------------
+
+    def add(self, binding: Binding) -> None:
+        self._insert(binding)
+        self._changed(binding)
+        self.emit("registered", binding)
+
+    def refresh(self, binding: Binding) -> None:
+        """C{binding} (already stored) got a new expiry, Call-ID or CSeq."""
+        self._schedule(binding)
+        self._changed(binding)
+        self.emit("refreshed", binding)
+
+    def remove(self, binding: Binding, kind: str = "unregistered") -> None:
+        bindings = self._byAOR.get(binding.aor)
+        if bindings is None or binding not in bindings:
+            return
+        bindings.remove(binding)
+        if not bindings:
+            del self._byAOR[binding.aor]
+        key = (binding.aor, binding.contact)
+        self._dirty.pop(key, None)
+        self._deleted.add(key)
+        self._scheduleFlush()
+        self.emit(kind, binding)
+
+    def emit(self, kind: str, binding: Binding, other: Binding | None = None, outcome: str = "") -> None:
+        event = RegistrationEvent(kind, binding, self.clock.seconds(), other, outcome)
+        for listener in self.listeners:
+            try:
+                listener.registrationEvent(event)
+            except Exception:
+                log.failure("Registration listener {listener} failed", listener=listener)
+
+    def _insert(self, binding: Binding) -> None:
+        self._byAOR.setdefault(binding.aor, []).append(binding)
+        self._schedule(binding)
+
+    def _schedule(self, binding: Binding) -> None:
+        self._sequence += 1
+        heapq.heappush(self._expiries, (binding.expiresAt, self._sequence, binding))
+
+    def _sweep(self) -> None:
+        now = self.clock.seconds()
+        expiries = self._expiries
+        while expiries and expiries[0][0] <= now:
+            expiresAt, _, binding = heapq.heappop(expiries)
+            # Stale heap entries (refreshed or removed since) are skipped.
+            if binding.expiresAt == expiresAt and binding in self._byAOR.get(binding.aor, ()):
+                self.remove(binding, "expired")
+        self._sweeper = self.clock.callLater(self.SWEEP_INTERVAL, self._sweep)
+
+    # -- persistence ------------------------------------------------------
+
+    def _changed(self, binding: Binding) -> None:
+        key = (binding.aor, binding.contact)
+        self._deleted.discard(key)
+        self._dirty[key] = binding
+        self._scheduleFlush()
+
+    def _scheduleFlush(self) -> None:
+        if self.store is not None and self._flusher is None:
+            self._flusher = self.clock.callLater(self.flushInterval, self._timedFlush)
+
+    def _timedFlush(self) -> None:
+        self._flusher = None
+        self.flush()
+
+    def flush(self) -> Deferred[None]:
+        """
+        Write changed and removed bindings to the store; the returned
+        Deferred fires when they are written. A failed write is logged and
+        retried at the next flush: bindings are never dropped from memory.
+        """
+        if self.store is None or (not self._dirty and not self._deleted):
+            return self._flushing if self._flushing is not None else succeed(None)
+        if self._flushing is not None:
+            # One write at a time; chain the next after it.
+            previous = self._flushing
+            return previous.addCallback(lambda _: self.flush())
+        dirty, deleted = list(self._dirty.values()), list(self._deleted)
+        self._dirty, self._deleted = {}, set()
+        d = self.store.deleteBindings(deleted) if deleted else succeed(None)
+        d.addCallback(lambda _: self.store.saveBindings(dirty) if dirty else None)
+
+        def failed(failure: Any) -> None:
+            log.failure("Writing {count} bindings to the store failed; retrying", failure, count=len(dirty))
+            for binding in dirty:
+                self._dirty.setdefault((binding.aor, binding.contact), binding)
+            self._deleted.update(k for k in deleted if k not in self._dirty)
+            self._scheduleFlush()
+
+        def done(_: object) -> None:
+            self._flushing = None
+
+        d.addErrback(failed)
+        d.addCallback(done)
+        self._flushing = d
+        return d

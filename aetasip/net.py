@@ -1,0 +1,82 @@
+"""
+Listening sockets: IPv4 and IPv6 side by side on the same port.
+
+A wildcard IPv6 socket ('::') would also take IPv4 traffic on Linux and
+clash with '0.0.0.0'; so sockets are made here with IPV6_V6ONLY set, and
+handed to the reactor with C{adoptDatagramPort} / C{adoptStreamPort}.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import socket
+from typing import Any
+
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IListeningPort
+
+WILDCARDS = ("0.0.0.0", "::")
+
+
+def family(address: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
+
+
+def hasIPv6() -> bool:
+    """Can this host bind an IPv6 socket at all?"""
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+def _socket(address: str, port: int, kind: socket.SocketKind) -> socket.socket:
+    fam = family(address)
+    sock = socket.socket(fam, kind)
+    try:
+        if fam == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        if kind == socket.SOCK_STREAM:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((address, port))
+        if kind == socket.SOCK_STREAM:
+            sock.listen(1024)
+        sock.setblocking(False)
+    except OSError as e:
+        sock.close()
+        raise CannotListenError(address, port, e) from None
+    return sock
+
+
+def listenUDP(reactor: Any, address: str, port: int, protocol: Any, maxPacketSize: int = 65535) -> IListeningPort:
+    """Bind a UDP socket on C{address}:C{port} for C{protocol}."""
+    sock = _socket(address, port, socket.SOCK_DGRAM)
+    try:
+        listening = reactor.adoptDatagramPort(sock.fileno(), sock.family, protocol, maxPacketSize)
+    finally:
+        sock.close()  # the reactor holds its own duplicate
+    return listening  # type: ignore[no-any-return]
+
+
+def listenTCP(reactor: Any, address: str, port: int, factory: Any) -> IListeningPort:
+    """Bind a listening TCP socket on C{address}:C{port} for C{factory}."""
+    sock = _socket(address, port, socket.SOCK_STREAM)
+    try:
+        listening = reactor.adoptStreamPort(sock.fileno(), sock.family, factory)
+    finally:
+        sock.close()
+    return listening  # type: ignore[no-any-return]
+
+
+def unavailableWildcard(address: str, error: CannotListenError) -> bool:
+    """
+    Is C{error} the failure to bind the IPv6 wildcard on a host without
+    IPv6, which is skipped with a warning rather than stopping the start?
+    """
+    reason = getattr(error.socketError, "errno", None)
+    return address == "::" and reason in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL, errno.EPROTONOSUPPORT)

@@ -1,0 +1,379 @@
+"""
+The registrar (RFC 3261 section 10.3), with digest authentication, NAT
+awareness (the binding remembers where the REGISTER really came from),
+Path (RFC 3327), +sip.instance/reg-id (RFC 5626) and conflict detection.
+
+One account on two agents at once is a conflict (SPEC, guide 5.2). Two
+bindings belong to the same agent when they share a +sip.instance, or
+(lacking instances) a Call-ID or a Contact URI; anything else registering
+the number is another agent. What then happens is the configured
+C{registrar.conflict} policy:
+
+  - C{reject} (default): the newcomer gets 403 and the registered agent
+    keeps the number until its binding is removed or expires;
+  - C{replace}: the newcomer's bindings replace the other agent's;
+  - C{allow}: both are kept and calls fork (plain RFC 3261).
+
+Every conflict is logged and raised as a C{conflict} event, whatever the
+policy.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from aetasip.auth import BackendUnavailable, Credentials
+from aetasip.location import Binding, LocationService
+from aetasip.sip.digest import DigestAuthenticator, Verdict, algorithmOf, parseDigest
+from aetasip.sip.errors import ParseError
+from aetasip.sip.headers import NameAddr, parseDeltaSeconds, parseNameAddr
+from aetasip.sip.message import Request, Response, makeResponse
+from aetasip.sip.transaction import Peer
+from aetasip.sip.uri import parseURI
+
+log = Logger()
+
+SUPPORTED = ("path",)
+RETRY_AFTER_UNAVAILABLE = 30
+
+
+def httpDate(now: float) -> str:
+    return time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(now))
+
+
+class Registrar:
+    """
+    Answers REGISTER requests.
+
+    @param config: the service L{aetasip.config.Config}.
+    @param auth: an L{IAuthBackend}.
+    @param location: the L{LocationService}.
+    @param digest: the L{DigestAuthenticator} (shared with the proxy).
+    @param isLocalDomain: callable telling whether a host is one of ours.
+    @param serverHeader: value of the Server header.
+    """
+
+    def __init__(
+        self,
+        config: Any,
+        auth: Any,
+        location: LocationService,
+        digest: DigestAuthenticator,
+        isLocalDomain: Any,
+        serverHeader: str = "aetasip",
+    ) -> None:
+        self.auth = auth
+        self.location = location
+        self.digest = digest
+        self.isLocalDomain = isLocalDomain
+        self.serverHeader = serverHeader
+        self.realm = config["sip.realm"]
+        self.minExpires = config["registrar.min_expires"]
+        self.maxExpires = config["registrar.max_expires"]
+        self.defaultExpires = config["registrar.default_expires"]
+        self.maxContacts = config["registrar.max_contacts"]
+        self.conflictPolicy = config["registrar.conflict"]
+        self.clock = location.clock
+
+    # -- entry ------------------------------------------------------------
+
+    def handle(self, request: Request, peer: Peer) -> Response | Deferred[Response]:
+        """
+        Answer C{request}, a REGISTER received from C{peer}.
+
+        @return: the response, or a Deferred firing with it when the
+            credentials lookup is asynchronous.
+        """
+        try:
+            uri = request.requestURI
+            to = request.toAddr
+        except ParseError as e:
+            return self._reply(request, 400, e.reason)
+        if uri.scheme not in ("sip", "sips"):
+            return self._reply(request, 416)
+        if not self.isLocalDomain(uri.host) or not self.isLocalDomain(to.uri.host):
+            return self._reply(request, 403, "Domain not served here")
+        unsupported = [o for o in _options(request, "require") if o not in SUPPORTED]
+        if unsupported:
+            response = self._reply(request, 420)
+            response.add("unsupported", ", ".join(unsupported))
+            return response
+        number = to.uri.user
+        if not number or not number.isdigit():
+            return self._reply(request, 404, "Not a number of this service")
+        params = self._credentialsFor(request)
+        if params is None:
+            return self._challenge(request)
+        if params.get("username") != number:
+            return self._reply(request, 403, "Credentials are not those of the registered number")
+        d = maybeDeferred(self.auth.credentials, number)
+        if d.called and not isinstance(getattr(d, "result", None), Failure):
+            # Cached credentials: answer at once, without a callback chain.
+            return self._authenticated(d.result, request, peer, number, params)
+        d.addCallback(self._authenticated, request, peer, number, params)
+        d.addErrback(self._backendFailed, request)
+        return d
+
+    def _credentialsFor(self, request: Request) -> dict[str, str] | None:
+        for value in request.getAll("authorization"):
+            params = parseDigest(value)
+            if params is not None and params.get("realm") == self.realm:
+                return params
+        return None
+
+    def _backendFailed(self, failure: Failure, request: Request) -> Response:
+        if failure.check(BackendUnavailable):
+            log.warn("Authentication backend unavailable: {error}", error=failure.getErrorMessage())
+        else:
+            log.failure("Authentication backend failed", failure)
+        response = self._reply(request, 503, "Authentication service unavailable")
+        response.add("retry-after", str(RETRY_AFTER_UNAVAILABLE))
+        return response
+
+    def _authenticated(
+        self, credentials: Credentials | None, request: Request, peer: Peer, number: str, params: dict[str, str]
+    ) -> Response:
+        if credentials is None:
+            log.info("REGISTER for unknown number {number} from {peer}", number=number, peer=peer)
+            return self._reply(request, 403, "Bad credentials")
+        algorithm = algorithmOf(params)
+        ha1 = credentials.ha1.get(algorithm) if algorithm else None
+        if ha1 is None or credentials.realm != self.realm:
+            return self._challenge(request)
+        verdict = self.digest.verify(params, "REGISTER", ha1, request.body)
+        if verdict is Verdict.STALE:
+            return self._challenge(request, stale=True)
+        if verdict is not Verdict.OK:
+            log.info("Bad credentials for {number} from {peer}", number=number, peer=peer)
+            return self._reply(request, 403, "Bad credentials")
+        try:
+            return self._register(request, peer, number)
+        except ParseError as e:
+            return self._reply(request, 400, e.reason)
+
+    def _challenge(self, request: Request, stale: bool = False) -> Response:
+        response = self._reply(request, 401)
+        for value in self.digest.challenges(stale=stale):
+            response.add("www-authenticate", value)
+        return response
+
+    # -- bindings ---------------------------------------------------------
+
+    def _register(self, request: Request, peer: Peer, number: str) -> Response:
+        now = self.clock.seconds()
+        callID = request.callID
+        cseq, _ = request.cseq
+        contactValues = request.getAll("contact")
+        expiresHeader = request.get("expires")
+        defaultExpires = (
+            parseDeltaSeconds(expiresHeader, self.defaultExpires) if expiresHeader is not None else self.defaultExpires
+        )
+        current = self.location.lookup(number)
+        if contactValues == ["*"]:
+            if defaultExpires != 0:
+                return self._reply(request, 400, "Wildcard Contact requires Expires: 0")
+            for binding in current:
+                if binding.callID != callID or binding.cseq < cseq:
+                    self.location.remove(binding)
+            return self._ok(request, number, now)
+        if "*" in contactValues:
+            return self._reply(request, 400, "Wildcard Contact must be alone")
+
+        # Check every contact before changing anything: a REGISTER is atomic.
+        changes: list[tuple[NameAddr, int, Binding | None]] = []
+        for value in contactValues:
+            contact = _parseContact(value)
+            expiresParam = contact.params.get("expires")
+            expires = parseDeltaSeconds(expiresParam, defaultExpires) if expiresParam is not None else defaultExpires
+            if 0 < expires < self.minExpires:
+                response = self._reply(request, 423)
+                response.add("min-expires", str(self.minExpires))
+                return response
+            existing = _sameBinding(current, contact)
+            if existing is not None and existing.callID == callID and existing.cseq >= cseq:
+                return self._reply(request, 500, "Out of order REGISTER")
+            changes.append((contact, min(expires, self.maxExpires), existing))
+
+        added = [c for c, e, existing in changes if e and existing is None]
+        if added:
+            others = [b for b in current if not _sameAgent(b, callID, [c for c, _, _ in changes])]
+            if others:
+                refused = self._conflict(request, peer, number, added[0], others, now)
+                if refused is not None:
+                    return refused
+                current = self.location.lookup(number)
+            if len(current) + len(added) > self.maxContacts:
+                return self._reply(request, 403, "Too many contacts for this number")
+
+        path = request.getAll("path") if "path" in _options(request, "supported") else []
+        userAgent = request.get("user-agent", "") or ""
+        for contact, expires, existing in changes:
+            if expires == 0:
+                if existing is not None:
+                    self.location.remove(existing)
+                continue
+            if existing is not None:
+                existing.expiresAt = now + expires
+                existing.callID, existing.cseq = callID, cseq
+                self._fillSource(existing, peer, path, userAgent, contact)
+                self.location.refresh(existing)
+            else:
+                binding = Binding(
+                    aor=number,
+                    contact=str(contact.uri),
+                    expiresAt=now + expires,
+                    callID=callID,
+                    cseq=cseq,
+                    transport=peer.transport,
+                    source=peer.source,
+                    local=peer.local,
+                    registeredAt=now,
+                )
+                self._fillSource(binding, peer, path, userAgent, contact)
+                self.location.add(binding)
+        response = self._ok(request, number, now)
+        if path:
+            for value in path:
+                response.add("path", value)
+        return response
+
+    def _fillSource(self, binding: Binding, peer: Peer, path: list[str], userAgent: str, contact: NameAddr) -> None:
+        binding.transport = peer.transport
+        binding.source = peer.source
+        binding.local = peer.local
+        binding.connection = peer.connection
+        binding.path = path
+        binding.userAgent = userAgent
+        binding.instance = _instance(contact)
+        regID = contact.params.get("reg-id")
+        binding.regID = int(regID) if regID and regID.isdigit() else None
+        q = contact.params.get("q")
+        try:
+            binding.q = float(q) if q else None
+        except ValueError:
+            binding.q = None
+
+    def _conflict(
+        self, request: Request, peer: Peer, number: str, contact: NameAddr, others: list[Binding], now: float
+    ) -> Response | None:
+        newcomer = Binding(
+            aor=number,
+            contact=str(contact.uri),
+            expiresAt=now,
+            callID=request.callID,
+            cseq=request.cseq[0],
+            transport=peer.transport,
+            source=peer.source,
+            local=peer.local,
+            userAgent=request.get("user-agent", "") or "",
+            registeredAt=now,
+        )
+        other = others[0]
+        outcome = {"reject": "rejected", "replace": "replaced", "allow": "allowed"}[self.conflictPolicy]
+        log.warn(
+            "Number {number} registered by two agents: {newSource} ({newUA}) while {oldSource} ({oldUA}) holds it: {outcome}",
+            number=number,
+            newSource=f"{peer.transport}:{peer.source[0]}:{peer.source[1]}",
+            newUA=newcomer.userAgent,
+            oldSource=f"{other.transport}:{other.source[0]}:{other.source[1]}",
+            oldUA=other.userAgent,
+            outcome=outcome,
+        )
+        self.location.emit("conflict", newcomer, other, outcome)
+        if self.conflictPolicy == "reject":
+            return self._reply(request, 403, "Number already registered by another agent")
+        if self.conflictPolicy == "replace":
+            for binding in others:
+                self.location.remove(binding)
+        return None
+
+    # -- responses --------------------------------------------------------
+
+    def _ok(self, request: Request, number: str, now: float) -> Response:
+        response = self._reply(request, 200)
+        for binding in self.location.lookup(number):
+            remaining = max(int(binding.expiresAt - now + 0.5), 1)
+            value = f"<{binding.contact}>;expires={remaining}"
+            if binding.instance is not None:
+                value += f';+sip.instance="{binding.instance}"'
+            if binding.regID is not None:
+                value += f";reg-id={binding.regID}"
+            response.add("contact", value)
+        response.add("date", httpDate(now))
+        return response
+
+    def _reply(self, request: Request, code: int, reason: str = "") -> Response:
+        response = makeResponse(request, code, reason, toTag=_toTag(request))
+        response.add("server", self.serverHeader)
+        if code in (200, 420):
+            response.add("supported", ", ".join(SUPPORTED))
+        return response
+
+
+def _toTag(request: Request) -> str:
+    """
+    A To tag stable across retransmissions and the REGISTER's retries
+    (RFC 3261 8.2.6.2 only asks that it be the same for a request).
+    """
+    return format(hash((request.callID, request.get("cseq"))) & 0xFFFFFFFF, "08x")
+
+
+def _options(request: Request, name: str) -> list[str]:
+    return [o.lower() for o in request.getAll(name)]
+
+
+def _parseContact(value: str) -> NameAddr:
+    contact = parseNameAddr(value)
+    if contact.uri.scheme not in ("sip", "sips"):
+        raise ParseError("Contact must be a sip or sips URI")
+    return contact
+
+
+def _instance(contact: NameAddr) -> str | None:
+    value = contact.params.get("+sip.instance")
+    if value is None:
+        return None
+    return value.strip('"').strip("<>") if value else None
+
+
+def _sameBinding(bindings: list[Binding], contact: NameAddr) -> Binding | None:
+    """
+    The binding C{contact} updates: the same instance and reg-id (RFC
+    5626), or else the same Contact URI (RFC 3261 10.3 step 7).
+    """
+    instance = _instance(contact)
+    regID = contact.params.get("reg-id")
+    if instance is not None:
+        for binding in bindings:
+            if binding.instance == instance and str(binding.regID) == str(regID):
+                return binding
+    uri = contact.uri
+    for binding in bindings:
+        if binding.contact == str(uri) or _sameURI(binding.contact, uri):
+            return binding
+    return None
+
+
+def _sameURI(text: str, uri: Any) -> bool:
+    try:
+        return bool(parseURI(text) == uri)
+    except ParseError:
+        return False
+
+
+def _sameAgent(binding: Binding, callID: str, contacts: list[NameAddr]) -> bool:
+    for contact in contacts:
+        instance = _instance(contact)
+        if instance is not None and binding.instance is not None:
+            if instance == binding.instance:
+                return True
+            continue
+        if binding.callID == callID or _sameURI(binding.contact, contact.uri):
+            return True
+    return False
+

@@ -1,0 +1,250 @@
+"""
+Server transactions (RFC 3261 section 17.2, with the RFC 6026 Accepted
+state): retransmitted requests are answered from the transaction and never
+reach the transaction user twice.
+
+Sans-IO: time comes from an injected L{IReactorTime} (a
+L{twisted.internet.task.Clock} in tests) and bytes leave through the
+C{send} callable of the L{Peer} a request came from.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+
+from aetasip.sip.message import Request, Response
+
+T1 = 0.5
+T2 = 4.0
+T4 = 5.0
+MAGIC_COOKIE = "z9hG4bK"
+
+
+class Peer:
+    """
+    The other end of a message: where it came from and how to answer.
+
+    @ivar transport: C{"udp"}, C{"tcp"} or C{"tls"}.
+    @ivar source: C{(host, port)} the message came from.
+    @ivar local: C{(host, port)} of our socket that received it.
+    @ivar send: callable writing bytes to that peer (on UDP, from the same
+        socket to C{source}; on streams, on the same connection).
+    @ivar connection: the stream connection, or C{None} on UDP.
+    """
+
+    __slots__ = ("connection", "local", "send", "source", "transport")
+
+    def __init__(
+        self,
+        transport: str,
+        source: tuple[str, int],
+        local: tuple[str, int],
+        send: Callable[[bytes], None],
+        connection: object | None = None,
+    ) -> None:
+        self.transport = transport
+        self.source = source
+        self.local = local
+        self.send = send
+        self.connection = connection
+
+    @property
+    def reliable(self) -> bool:
+        return self.transport != "udp"
+
+    def __repr__(self) -> str:
+        return f"<Peer {self.transport} {self.source[0]}:{self.source[1]}>"
+
+
+def transactionKey(request: Request) -> tuple[Any, ...]:
+    """
+    The key matching a request to its server transaction (17.2.3). An ACK
+    has the key of the INVITE it acknowledges.
+    """
+    via = request.topVia
+    method = "INVITE" if request.method == "ACK" else request.method
+    branch = via.branch
+    if branch and branch.startswith(MAGIC_COOKIE):
+        return (branch, via.host, via.port, method)
+    # RFC 2543 peers: no unique branch; match on the dialog identifiers.
+    number, _ = request.cseq
+    return (request.callID, number, request.fromAddr.tag, request.toAddr.tag, str(via), method)
+
+
+class ServerTransaction:
+    """
+    One server transaction. The transaction user answers with L{respond}.
+
+    @ivar request: the request that created it.
+    @ivar peer: where responses go.
+    @ivar state: C{trying}, C{proceeding}, C{completed}, C{confirmed},
+        C{accepted} or C{terminated}.
+    """
+
+    __slots__ = ("_layer", "_lastResponse", "_retransmitInterval", "_timers", "key", "peer", "request", "state")
+
+    def __init__(self, layer: ServerTransactionLayer, key: tuple[Any, ...], request: Request, peer: Peer) -> None:
+        self._layer = layer
+        self.key = key
+        self.request = request
+        self.peer = peer
+        self.state = "proceeding" if request.method == "INVITE" else "trying"
+        self._lastResponse: bytes | None = None
+        self._timers: list[IDelayedCall] = []
+        self._retransmitInterval = T1
+
+    @property
+    def isInvite(self) -> bool:
+        return self.request.method == "INVITE"
+
+    def respond(self, response: Response | bytes) -> None:
+        """
+        Send C{response} (a provisional or final response to our request)
+        and move the state machine on. Responses after the final one are
+        ignored: the transaction user may race with a timeout.
+        """
+        if self.state not in ("trying", "proceeding"):
+            return
+        data = response if isinstance(response, bytes) else response.toBytes()
+        code = int(data[8:11]) if isinstance(response, bytes) else response.code
+        self._lastResponse = data
+        self.peer.send(data)
+        if code < 200:
+            self.state = "proceeding"
+            return
+        if self.isInvite:
+            self._inviteFinal(code)
+        else:
+            self.state = "completed"
+            self._layer._completedNonInvite(self)
+
+    def _inviteFinal(self, code: int) -> None:
+        clock = self._layer.clock
+        if 200 <= code < 300:
+            # RFC 6026: absorb retransmitted INVITEs for 64*T1; the 2xx itself
+            # is retransmitted end to end by the UAS core, not by us.
+            self.state = "accepted"
+            self._timers.append(clock.callLater(64 * T1, self._terminate))
+            return
+        self.state = "completed"
+        if not self.peer.reliable:
+            self._timers.append(clock.callLater(T1, self._timerG))
+        self._timers.append(clock.callLater(64 * T1, self._timerH))
+
+    def _timerG(self) -> None:
+        if self.state != "completed" or self._lastResponse is None:
+            return
+        self.peer.send(self._lastResponse)
+        self._retransmitInterval = min(2 * self._retransmitInterval, T2)
+        self._timers.append(self._layer.clock.callLater(self._retransmitInterval, self._timerG))
+
+    def _timerH(self) -> None:
+        # No ACK came: give up (the transaction user may log it).
+        self._terminate()
+
+    def _retransmission(self, request: Request) -> None:
+        if request.method == "ACK":
+            if self.state == "completed":
+                self.state = "confirmed"
+                self._cancelTimers()
+                if self.peer.reliable:
+                    self._terminate()
+                else:
+                    self._timers.append(self._layer.clock.callLater(T4, self._terminate))
+            return
+        if self.state in ("proceeding", "completed") and self._lastResponse is not None:
+            self.peer.send(self._lastResponse)
+
+    def _cancelTimers(self) -> None:
+        for timer in self._timers:
+            if timer.active():
+                timer.cancel()
+        self._timers = []
+
+    def _terminate(self) -> None:
+        self._cancelTimers()
+        self.state = "terminated"
+        self._layer._forget(self)
+
+
+class ServerTransactionLayer:
+    """
+    All server transactions of one SIP element.
+
+    @param clock: the time source.
+    """
+
+    # How often completed non-INVITE transactions are swept out (their Timer J
+    # is rounded up to this): one sweep instead of one timer per transaction.
+    SWEEP_INTERVAL = 1.0
+
+    def __init__(self, clock: IReactorTime) -> None:
+        self.clock = clock
+        self.transactions: dict[tuple[Any, ...], ServerTransaction] = {}
+        self._expiring: deque[tuple[float, ServerTransaction]] = deque()
+        self._sweeper: IDelayedCall | None = None
+        self.retransmissionsAbsorbed = 0
+
+    def receive(self, request: Request, peer: Peer) -> ServerTransaction | None:
+        """
+        Match C{request} to its transaction.
+
+        @return: a new L{ServerTransaction} for the transaction user to
+            answer, or C{None} when the request was a retransmission or an
+            ACK of a non-2xx final response (absorbed here). An ACK for a
+            2xx is not part of any transaction: it comes back as a
+            transaction-less C{None} too, and the caller routes it with
+            L{isStrayAck}.
+        """
+        key = transactionKey(request)
+        existing = self.transactions.get(key)
+        if existing is not None:
+            self.retransmissionsAbsorbed += request.method != "ACK"
+            existing._retransmission(request)
+            return None
+        if request.method == "ACK":
+            return None
+        transaction = ServerTransaction(self, key, request, peer)
+        self.transactions[key] = transaction
+        return transaction
+
+    def isStrayAck(self, request: Request) -> bool:
+        """Is C{request} an ACK that matches no transaction (ACK for a 2xx)?"""
+        return request.method == "ACK" and transactionKey(request) not in self.transactions
+
+    def _completedNonInvite(self, transaction: ServerTransaction) -> None:
+        if transaction.peer.reliable:
+            # Timer J is zero on reliable transports.
+            self._forget(transaction)
+            transaction.state = "terminated"
+            return
+        self._expiring.append((self.clock.seconds() + 64 * T1, transaction))
+        if self._sweeper is None:
+            self._sweeper = self.clock.callLater(self.SWEEP_INTERVAL, self._sweep)
+
+    def _sweep(self) -> None:
+        now = self.clock.seconds()
+        expiring = self._expiring
+        while expiring and expiring[0][0] <= now:
+            _, transaction = expiring.popleft()
+            transaction.state = "terminated"
+            self._forget(transaction)
+        self._sweeper = self.clock.callLater(self.SWEEP_INTERVAL, self._sweep) if expiring else None
+
+    def _forget(self, transaction: ServerTransaction) -> None:
+        if self.transactions.get(transaction.key) is transaction:
+            del self.transactions[transaction.key]
+
+    def stop(self) -> None:
+        """Cancel every timer (service shutdown)."""
+        if self._sweeper is not None and self._sweeper.active():
+            self._sweeper.cancel()
+        self._sweeper = None
+        for transaction in list(self.transactions.values()):
+            transaction._cancelTimers()
+        self.transactions.clear()
+        self._expiring.clear()

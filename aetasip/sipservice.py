@@ -1,0 +1,304 @@
+"""
+The SIP element: transports → transaction layer → registrar (and, later,
+the proxy), hung on the service tree as L{SIPService}.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application import service
+from twisted.internet import ssl
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IListeningPort
+from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.failure import Failure
+
+from aetasip import __version__, net
+from aetasip.domains import LocalDomains
+from aetasip.location import LocationService
+from aetasip.registrar import SUPPORTED, Registrar
+from aetasip.sip.digest import DigestAuthenticator
+from aetasip.sip.errors import ParseError
+from aetasip.sip.message import BadRequest, Request, Response, makeResponse, parse
+from aetasip.sip.transaction import Peer, ServerTransaction, ServerTransactionLayer
+from aetasip.transport import SIPDatagramProtocol, SIPStreamFactory
+
+log = Logger()
+
+ALLOW = "REGISTER, OPTIONS"
+
+
+class SIPCore:
+    """
+    Everything between the transports and the registrar: parse, answer
+    bad requests, stamp Via (received/rport), match transactions and
+    dispatch by method. Never lets an exception reach the reactor.
+    """
+
+    def __init__(
+        self, transactions: ServerTransactionLayer, registrar: Registrar, isLocalDomain: Any, serverHeader: str
+    ) -> None:
+        self.transactions = transactions
+        self.registrar = registrar
+        self.isLocalDomain = isLocalDomain
+        self.serverHeader = serverHeader
+        self.connections: set[Any] = set()
+        self.counters = {"requests": 0, "responses": 0, "bad": 0, "dropped": 0}
+
+    # -- from the transports ----------------------------------------------
+
+    def connectionMade(self, connection: Any) -> None:
+        self.connections.add(connection)
+
+    def connectionLost(self, connection: Any) -> None:
+        self.connections.discard(connection)
+
+    def receive(self, data: bytes, peer: Peer, stream: bool = False) -> None:
+        try:
+            message = parse(data, stream)
+        except BadRequest as e:
+            self.counters["bad"] += 1
+            self._refuse(e, peer)
+            return
+        except ParseError as e:
+            self.counters["dropped"] += 1
+            log.debug("Dropped unparsable message from {peer}: {reason}", peer=peer, reason=e.reason)
+            return
+        except Exception:
+            self.counters["dropped"] += 1
+            log.failure("Parser failed on a message from {peer}", peer=peer)
+            return
+        try:
+            if isinstance(message, Response):
+                self.counters["responses"] += 1
+                # No client transactions yet: a stray response is dropped (RFC 3261 18.1.2).
+                log.debug("Dropped a response from {peer}: {response}", peer=peer, response=message)
+            else:
+                self.counters["requests"] += 1
+                self.request(message, peer)
+        except Exception:
+            log.failure("Failed on {message} from {peer}", message=message, peer=peer)
+
+    def _refuse(self, error: BadRequest, peer: Peer) -> None:
+        request = error.request
+        if request is None or request.method == "ACK":
+            log.debug("Dropped a bad request from {peer}: {reason}", peer=peer, reason=error.reason)
+            return
+        try:
+            self._stampVia(request, peer)
+        except ParseError:
+            pass
+        response = makeResponse(request, error.status, error.reason)
+        response.add("server", self.serverHeader)
+        log.info("Bad request from {peer}: {status} {reason}", peer=peer, status=error.status, reason=error.reason)
+        peer.send(response.toBytes())
+
+    # -- requests ---------------------------------------------------------
+
+    def request(self, request: Request, peer: Peer) -> None:
+        self._stampVia(request, peer)
+        transaction = self.transactions.receive(request, peer)
+        if transaction is None:
+            return
+        method = request.method
+        if method == "REGISTER":
+            self._answer(transaction, self.registrar.handle, request, peer)
+        elif method == "OPTIONS" and self._forUs(request):
+            transaction.respond(self.optionsResponse(request))
+        elif method == "CANCEL":
+            transaction.respond(self._reply(request, 481))
+        else:
+            response = self._reply(request, 405)
+            response.add("allow", ALLOW)
+            transaction.respond(response)
+
+    def _answer(self, transaction: ServerTransaction, handler: Any, request: Request, peer: Peer) -> None:
+        result = maybeDeferred(handler, request, peer)
+        if result.called and not isinstance(getattr(result, "result", None), Failure):
+            transaction.respond(result.result)
+            return
+
+        def failed(failure: Failure) -> Response:
+            log.failure("Failed to answer {request}", failure, request=request)
+            return self._reply(request, 500)
+
+        result.addErrback(failed)
+        result.addCallback(transaction.respond)
+
+    def _forUs(self, request: Request) -> bool:
+        """Is this OPTIONS addressed to the server itself (no other user)?"""
+        uri = request.requestURI
+        if not self.isLocalDomain(uri.host):
+            return False
+        if uri.user is None:
+            return True
+        # An agent pinging its own registration (common keep-alive form).
+        return bool(uri.user == request.fromAddr.uri.user)
+
+    def optionsResponse(self, request: Request) -> Response:
+        response = self._reply(request, 200)
+        response.add("allow", ALLOW)
+        response.add("accept", "application/sdp")
+        response.add("supported", ", ".join(SUPPORTED))
+        return response
+
+    def _reply(self, request: Request, code: int, reason: str = "") -> Response:
+        response = makeResponse(request, code, reason, toTag=format(hash(request.callID) & 0xFFFFFFFF, "08x"))
+        response.add("server", self.serverHeader)
+        return response
+
+    @staticmethod
+    def _stampVia(request: Request, peer: Peer) -> None:
+        """
+        Record where the request really came from in its top Via: received
+        (RFC 3261 18.2.1) and rport (RFC 3581), so responses carry it.
+        Responses themselves always go back to the packet's source: for a
+        NATed agent without rport that is the only address that works.
+        """
+        via = request.topVia
+        host, port = peer.source
+        viaHost = via.host[1:-1] if via.host.startswith("[") else via.host
+        changed = False
+        if "rport" in via.params and via.params["rport"] is None:
+            via.params["rport"] = str(port)
+            via.params["received"] = host
+            changed = True
+        elif viaHost != host:
+            via.params["received"] = host
+            changed = True
+        if changed:
+            for i, (name, value) in enumerate(request.headers):
+                if name == "via":
+                    rest = value.split(",", 1)[1] if "," in value else ""
+                    request.headers[i] = [name, f"{via}, {rest.strip()}" if rest else str(via)]
+                    break
+            request._index = None
+
+
+class SIPService(service.Service):
+    """
+    SIP on every configured address: UDP and TCP on each of C{sip.udp_ports}
+    / C{sip.tcp_ports}, TLS on C{sip.tls_port} when a certificate is set.
+
+    Ports are bound in L{privilegedStartService} (so a bind failure stops the
+    start with a clear message) and only start reading once the location
+    service has restored the bindings of the last run.
+
+    @ivar ports: the listening ports, as C{(transport, IListeningPort)}.
+    """
+
+    name = "sip"
+
+    def __init__(self, config: Any, auth: Any, store: Any = None, reactor: Any = None) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as globalReactor
+
+            reactor = globalReactor
+        self.config = config
+        self.reactor = reactor
+        self.domains = LocalDomains(config["sip.domains"], config["sip.listen"])
+        self.digest = DigestAuthenticator(
+            config["sip.realm"], config["auth.algorithms"], config["auth.nonce_lifetime"], now=reactor.seconds
+        )
+        self.location = LocationService(reactor, store)
+        self.serverHeader = f"aetasip/{__version__}"
+        self.registrar = Registrar(config, auth, self.location, self.digest, self.domains, self.serverHeader)
+        self.transactions = ServerTransactionLayer(reactor)
+        self.core = SIPCore(self.transactions, self.registrar, self.domains, self.serverHeader)
+        self.ports: list[tuple[str, IListeningPort]] = []
+
+    def privilegedStartService(self) -> None:
+        self._listen()
+        for _, port in self.ports:
+            port.stopReading()  # type: ignore[attr-defined]
+        super().privilegedStartService()
+
+    def startService(self) -> None:
+        if not self.ports:
+            self._listen()
+            for _, port in self.ports:
+                port.stopReading()  # type: ignore[attr-defined]
+        super().startService()
+        d = self.location.start()
+
+        def ready(_: object) -> None:
+            for _transport, port in self.ports:
+                port.startReading()  # type: ignore[attr-defined]
+            log.info(
+                "SIP ready on {ports}; domains {domains}",
+                ports=", ".join(self.describePorts()),
+                domains=", ".join(self.domains),
+            )
+
+        d.addCallback(ready)
+        d.addErrback(lambda f: log.failure("Could not restore bindings", f))
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        self.transactions.stop()
+        for connection in list(self.core.connections):
+            connection.transport.loseConnection()
+        stops = [maybeDeferred(port.stopListening) for _, port in self.ports]
+        self.ports = []
+        d = gatherResults(stops)
+        d.addCallback(lambda _: self.location.stop())
+        return d  # type: ignore[return-value]
+
+    def describePorts(self) -> list[str]:
+        out = []
+        for transport, port in self.ports:
+            address = port.getHost()  # type: ignore[attr-defined]
+            out.append(f"{transport}:{address.host}:{address.port}")
+        return out
+
+    def _listen(self) -> None:
+        config = self.config
+        maxSize = config["sip.max_message_size"]
+        idle = config["sip.tcp_idle_timeout"]
+        tls = self._tlsOptions()
+        for address in config["sip.listen"]:
+            try:
+                for portNumber in config["sip.udp_ports"]:
+                    protocol = SIPDatagramProtocol(self.core, (address, portNumber), maxSize)
+                    port = net.listenUDP(self.reactor, address, portNumber, protocol, maxSize)
+                    protocol.local = (address, port.getHost().port)  # type: ignore[attr-defined]
+                    self.ports.append(("udp", port))
+                for portNumber in config["sip.tcp_ports"]:
+                    self._listenStream("tcp", address, portNumber, maxSize, idle, None)
+                if tls is not None:
+                    self._listenStream("tls", address, config["sip.tls_port"], maxSize, idle, tls)
+            except CannotListenError as e:
+                if net.unavailableWildcard(address, e):
+                    log.warn("No IPv6 on this host: not listening on [::]")
+                    continue
+                for _, port in self.ports:
+                    port.stopListening()
+                self.ports = []
+                raise SystemExit(
+                    f"aetasip: cannot listen on {e.interface or '*'}:{e.port}: {e.socketError}"
+                ) from None
+
+    def _listenStream(self, name: str, address: str, portNumber: int, maxSize: int, idle: int, tls: Any) -> None:
+        factory = SIPStreamFactory(self.core, name, (address, portNumber), maxSize, idle)
+        wrapped = factory if tls is None else TLSMemoryBIOFactory(tls, False, factory)
+        port = net.listenTCP(self.reactor, address, portNumber, wrapped)
+        factory.local = (address, port.getHost().port)  # type: ignore[attr-defined]
+        self.ports.append((name, port))
+
+    def _tlsOptions(self) -> Any:
+        certificate = self.config["sip.tls_certificate"]
+        if certificate is None:
+            return None
+        keyFile = self.config["sip.tls_key"] or certificate
+        try:
+            with open(certificate) as f:
+                pem = f.read()
+            if keyFile != certificate:
+                with open(keyFile) as f:
+                    pem += "\n" + f.read()
+            return ssl.PrivateCertificate.loadPEM(pem).options()
+        except Exception as e:
+            raise SystemExit(f"aetasip: cannot load the TLS certificate {certificate} and key {keyFile}: {e}") from None

@@ -1,0 +1,105 @@
+"""
+Twisted adapters for SIP over UDP, TCP and TLS: they turn bytes on the
+wire into calls of the SIP core and write what it answers. Nothing else in
+aetasip touches a SIP socket.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
+from twisted.logger import Logger
+from twisted.protocols.policies import TimeoutMixin
+
+from aetasip.sip.framing import FramingError, Ping, StreamFramer, isKeepAlive
+from aetasip.sip.framing import Message as Frame
+from aetasip.sip.transaction import Peer
+
+log = Logger()
+
+CRLF = b"\r\n"
+PING = b"\r\n\r\n"
+
+
+class SIPDatagramProtocol(DatagramProtocol):
+    """
+    SIP on one UDP socket. Responses and requests to agents leave from
+    this same socket, so a NATed agent sees them come from the address it
+    registered with (5060 or 5070).
+
+    @param core: the L{aetasip.sipservice.SIPCore}.
+    @param local: C{(host, port)} this socket is bound to.
+    """
+
+    def __init__(self, core: Any, local: tuple[str, int], maxSize: int = 65535) -> None:
+        self.core = core
+        self.local = local
+        self.maxSize = maxSize
+
+    def datagramReceived(self, data: bytes, addr: Any) -> None:
+        if len(data) > self.maxSize:
+            log.debug("Dropped a {size}-byte datagram from {addr}", size=len(data), addr=addr)
+            return
+        if isKeepAlive(data):
+            # RFC 5626 CRLF keep-alive: answer a double CRLF ping with a pong.
+            if data.startswith(PING):
+                self.transport.write(CRLF, addr)
+            return
+        write = self.transport.write
+        peer = Peer("udp", (addr[0], addr[1]), self.local, lambda out: write(out, addr))
+        self.core.receive(data, peer)
+
+
+class SIPStreamProtocol(Protocol, TimeoutMixin):
+    """
+    SIP on one TCP or TLS connection, framed by Content-Length, with
+    RFC 5626 CRLF keep-alives. Idle connections are closed after the
+    configured timeout; every message or keep-alive resets it.
+    """
+
+    factory: SIPStreamFactory
+    peer: Peer
+
+    def connectionMade(self) -> None:
+        factory = self.factory
+        self.framer = StreamFramer(factory.maxSize)
+        remote, host = self.transport.getPeer(), self.transport.getHost()  # type: ignore[attr-defined]
+        self.peer = Peer(
+            factory.transportName, (remote.host, remote.port), factory.local, self.transport.write, connection=self
+        )
+        self.setTimeout(factory.idleTimeout)
+        factory.core.connectionMade(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.resetTimeout()
+        for frame in self.framer.feed(data):
+            if isinstance(frame, Frame):
+                self.factory.core.receive(frame.data, self.peer, stream=True)
+            elif isinstance(frame, Ping):
+                self.transport.write(CRLF)
+            elif isinstance(frame, FramingError):
+                log.info("Closing {peer}: {reason}", peer=self.peer, reason=frame.reason)
+                self.transport.loseConnection()
+                return
+
+    def timeoutConnection(self) -> None:
+        log.debug("Closing idle {peer}", peer=self.peer)
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.setTimeout(None)
+        self.factory.core.connectionLost(self)
+
+
+class SIPStreamFactory(Factory):
+    """Makes L{SIPStreamProtocol}s for one listening TCP or TLS port."""
+
+    protocol = SIPStreamProtocol
+
+    def __init__(self, core: Any, transportName: str, local: tuple[str, int], maxSize: int, idleTimeout: int) -> None:
+        self.core = core
+        self.transportName = transportName
+        self.local = local
+        self.maxSize = maxSize
+        self.idleTimeout = idleTimeout
