@@ -45,7 +45,7 @@ class IAuthBackendFactory(Interface):
         """
         Build a backend from its configuration section C{options}.
 
-        @param store: the service's L{aetasip.store.Store}, for backends
+        @param store: the service's L{aetasip.store.AsyncStore}, for backends
             that keep their data there.
         @return: a provider of L{IAuthBackend}.
         """

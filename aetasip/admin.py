@@ -1,0 +1,476 @@
+"""
+C{aetasip-admin}: provision accounts and look at registrations in the store.
+
+    aetasip-admin [--config FILE] [--store URL] account add NUMBER [--kind K] [--password P] [--name N] [--email E]
+    aetasip-admin account list [--kind K] [--csv]
+    aetasip-admin account show NUMBER
+    aetasip-admin account update NUMBER [--kind K] [--name N] [--email E]
+    aetasip-admin account passwd NUMBER [--password P]
+    aetasip-admin account del NUMBER
+    aetasip-admin location show [NUMBER]
+
+It uses the store and realm of the service's configuration file. Without
+C{--password}, a strong password is generated and printed once: only its
+digests are stored. Exit status: 0 on success, 1 when the store refuses
+(no such account, number taken, database unavailable), 2 for bad usage or
+configuration; the reason is one line on standard error.
+"""
+
+from __future__ import annotations
+
+import csv
+import getopt
+import re
+import secrets
+import string
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+import attrs
+from sqlalchemy.exc import SQLAlchemyError
+from twisted.python import usage
+
+from aetasip import __version__
+from aetasip.auth import ACCOUNT_KINDS
+from aetasip.config import Config, ConfigError, load
+from aetasip.location import Binding
+from aetasip.store import NUMBER_PATTERN, Account, NoSuchAccount, Store, StoreError
+
+PROGRAM = "aetasip-admin"
+
+PASSWORD_LENGTH = 20
+_PASSWORD_ALPHABET = string.ascii_letters + string.digits
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _now() -> float:
+    return time.time()
+
+
+def generatePassword() -> str:
+    """
+    A random SIP password of L{PASSWORD_LENGTH} letters and digits (some 119
+    bits), easy to type on a codec's front panel.
+    """
+    return "".join(secrets.choice(_PASSWORD_ALPHABET) for _ in range(PASSWORD_LENGTH))
+
+
+# -- checks of arguments -------------------------------------------------------
+
+
+def _number(value: str) -> str:
+    if NUMBER_PATTERN.fullmatch(value) is None:
+        raise usage.UsageError(f"invalid number {value!r}: expected 1 to 32 digits")
+    return value
+
+
+def _kind(value: str) -> str:
+    if value not in ACCOUNT_KINDS:
+        raise usage.UsageError(f"unknown kind {value!r}: expected one of {', '.join(ACCOUNT_KINDS)}")
+    return value
+
+
+def _text(what: str, value: str) -> str:
+    if _CONTROL.search(value):
+        raise usage.UsageError(f"invalid {what} {value!r}: control characters are not allowed")
+    return value
+
+
+def _email(value: str) -> str:
+    if value and _EMAIL.fullmatch(value) is None:
+        raise usage.UsageError(f"invalid e-mail address {value!r}")
+    return value
+
+
+def _password(value: str) -> str:
+    if not value:
+        raise usage.UsageError("the password must not be empty")
+    return _text("password", value)
+
+
+def _arguments(given: Sequence[str], names: Sequence[str], optional: int = 0) -> list[str | None]:
+    """
+    C{given}, checked against the positional C{names}, the last C{optional}
+    of which may be left out (they are C{None} then).
+    """
+    if len(given) < len(names) - optional:
+        raise usage.UsageError(f"missing {names[len(given)]}")
+    if len(given) > len(names):
+        raise usage.UsageError(f"unexpected argument {given[len(names)]!r}")
+    return [*given, *[None] * (len(names) - len(given))]
+
+
+# -- output ---------------------------------------------------------------------
+
+
+def _table(out: TextIO, headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(cell) for cell in column) for column in zip(headers, *rows, strict=False)]
+    for row in [headers, *rows]:
+        out.write("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() + "\n")
+
+
+def _date(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _showPassword(out: TextIO, password: str) -> None:
+    out.write(f"SIP password: {password}\n")
+    out.write("Write it down now: it is not stored and will not be shown again.\n")
+
+
+# -- commands ---------------------------------------------------------------------
+
+
+class _Help(Exception):
+    """
+    C{--help} or C{--version} was given; the argument is the text to show.
+    """
+
+
+@attrs.frozen
+class _Context:
+    """
+    What a command works with.
+    """
+
+    store: Store
+    config: Config
+    out: TextIO
+
+
+class _Options(usage.Options):
+    longdesc = ""
+
+    def opt_help(self) -> None:
+        """
+        Display this help and exit.
+        """
+        raise _Help(str(self))
+
+    opt_h = opt_help
+
+    def opt_version(self) -> None:
+        """
+        Display the version of aetasip and exit.
+        """
+        raise _Help(f"{PROGRAM} (aetasip) {__version__}\n")
+
+    def getSynopsis(self) -> str:
+        # An empty synopsis of a parent command would leave a double space.
+        return " ".join(super().getSynopsis().split())
+
+    def postOptions(self) -> None:
+        subCommands = getattr(self, "subCommands", None)
+        if subCommands and not hasattr(self, "subOptions"):
+            raise usage.UsageError("missing command: " + ", ".join(command[0] for command in subCommands))
+
+    def run(self, context: _Context) -> int:
+        """
+        Do the command; a command with sub-commands runs the one given.
+
+        @return: the exit status.
+        """
+        subOptions = getattr(self, "subOptions", None)
+        if not isinstance(subOptions, _Options):
+            raise usage.UsageError("missing command")
+        return subOptions.run(context)
+
+
+class _Command(_Options):
+    """
+    A command that takes no sub-command: its options may also follow its
+    arguments (C{account add 45675001 --kind test}), and C{--} ends them.
+    """
+
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        try:
+            found, arguments = getopt.gnu_getopt(list(options or []), self.shortOpt, self.longOpt)
+        except getopt.GetoptError as e:
+            raise usage.UsageError(str(e)) from None
+        ordered: list[str] = []
+        for option, value in found:
+            if option.startswith("--"):
+                ordered.append(f"{option}={value}" if option[2:] + "=" in self.longOpt else option)
+            else:
+                ordered.extend([option, value] if option[1] + ":" in self.shortOpt else [option])
+        super().parseOptions([*ordered, "--", *arguments])
+
+
+class _NumberCommand(_Command):
+    """
+    A command whose only argument is a number.
+    """
+
+    synopsis = "NUMBER"
+
+    def parseArgs(self, *args: str) -> None:
+        (number,) = _arguments(args, ["NUMBER"])
+        assert number is not None
+        self["number"] = _number(number)
+
+
+class AccountAdd(_NumberCommand):
+    synopsis = "NUMBER [options]"
+    optParameters = [
+        ["kind", "k", "premium", f"Kind of account: {', '.join(ACCOUNT_KINDS)}."],
+        ["password", "p", None, "SIP password (visible in the process list); without it, one is generated."],
+        ["name", "n", "", "Display name."],
+        ["email", "e", "", "Contact e-mail address."],
+    ]
+
+    def postOptions(self) -> None:
+        _kind(self["kind"])
+        _text("name", self["name"])
+        _email(self["email"])
+        if self["password"] is not None:
+            _password(self["password"])
+
+    def run(self, context: _Context) -> int:
+        password = self["password"] or generatePassword()
+        realm = context.config["sip.realm"]
+        context.store.addAccount(
+            self["number"], self["kind"], password, realm, displayName=self["name"], email=self["email"]
+        )
+        context.out.write(f"Added account {self['number']} ({self['kind']}) in realm {realm}.\n")
+        if self["password"] is None:
+            _showPassword(context.out, password)
+        return 0
+
+
+class AccountList(_Command):
+    synopsis = "[options]"
+    optParameters = [["kind", "k", None, "List only the accounts of this kind."]]
+    optFlags = [["csv", None, "Write CSV (with a header line) instead of a table."]]
+
+    def postOptions(self) -> None:
+        if self["kind"] is not None:
+            _kind(self["kind"])
+
+    def run(self, context: _Context) -> int:
+        found = context.store.listAccounts(self["kind"])
+        if self["csv"]:
+            writer = csv.writer(context.out, lineterminator="\n")
+            writer.writerow(["number", "kind", "name", "email", "realm", "created", "updated"])
+            for a in found:
+                writer.writerow(
+                    [a.number, a.kind, a.displayName, a.email, a.realm, _date(a.createdAt), _date(a.updatedAt)]
+                )
+            return 0
+        if not found:
+            context.out.write("No accounts.\n")
+            return 0
+        _table(
+            context.out,
+            ["NUMBER", "KIND", "NAME", "E-MAIL", "CREATED"],
+            [[a.number, a.kind, a.displayName, a.email, _date(a.createdAt)] for a in found],
+        )
+        return 0
+
+
+class AccountShow(_NumberCommand):
+    def run(self, context: _Context) -> int:
+        account = context.store.getAccount(self["number"])
+        if account is None:
+            raise NoSuchAccount(f"no account {self['number']}")
+        registrations = len(context.store.bindingsFor(account.number, _now()))
+        for label, value in self._fields(account, context.config["sip.realm"], registrations):
+            context.out.write(f"{label + ':':<17}{value}\n")
+        return 0
+
+    def _fields(self, account: Account, realm: str, registrations: int) -> list[tuple[str, str]]:
+        realmNote = "" if account.realm == realm else f" (not sip.realm {realm!r}: set a new password)"
+        return [
+            ("number", account.number),
+            ("kind", account.kind),
+            ("name", account.displayName),
+            ("e-mail", account.email),
+            ("realm", account.realm + realmNote),
+            ("digests", "MD5, SHA-256"),
+            ("portal password", "set" if account.portalPasswordHash else "not set"),
+            ("created", _date(account.createdAt)),
+            ("updated", _date(account.updatedAt)),
+            ("registrations", str(registrations)),
+        ]
+
+
+class AccountUpdate(_NumberCommand):
+    synopsis = "NUMBER [options]"
+    optParameters = [
+        ["kind", "k", None, f"New kind: {', '.join(ACCOUNT_KINDS)}."],
+        ["name", "n", None, "New display name."],
+        ["email", "e", None, "New contact e-mail address ('' to remove it)."],
+    ]
+
+    def postOptions(self) -> None:
+        if self["kind"] is None and self["name"] is None and self["email"] is None:
+            raise usage.UsageError("nothing to change: give --kind, --name or --email")
+        if self["kind"] is not None:
+            _kind(self["kind"])
+        if self["name"] is not None:
+            _text("name", self["name"])
+        if self["email"] is not None:
+            _email(self["email"])
+
+    def run(self, context: _Context) -> int:
+        context.store.updateAccount(self["number"], displayName=self["name"], email=self["email"], kind=self["kind"])
+        context.out.write(f"Updated account {self['number']}.\n")
+        return 0
+
+
+class AccountPasswd(_NumberCommand):
+    synopsis = "NUMBER [options]"
+    optParameters = [
+        ["password", "p", None, "New SIP password (visible in the process list); without it, one is generated."]
+    ]
+
+    def postOptions(self) -> None:
+        if self["password"] is not None:
+            _password(self["password"])
+
+    def run(self, context: _Context) -> int:
+        password = self["password"] or generatePassword()
+        context.store.setPassword(self["number"], password, context.config["sip.realm"])
+        context.out.write(f"Changed the SIP password of {self['number']}.\n")
+        if self["password"] is None:
+            _showPassword(context.out, password)
+        return 0
+
+
+class AccountDel(_NumberCommand):
+    def run(self, context: _Context) -> int:
+        removed = context.store.deleteAccount(self["number"])
+        context.out.write(f"Deleted account {self['number']} and its {removed} stored registration(s).\n")
+        return 0
+
+
+class AccountCommands(_Options):
+    synopsis = ""
+    subCommands = [
+        ["add", None, AccountAdd, "Create an account."],
+        ["list", None, AccountList, "List the accounts."],
+        ["show", None, AccountShow, "Show one account."],
+        ["update", None, AccountUpdate, "Change the kind, name or e-mail of an account."],
+        ["passwd", None, AccountPasswd, "Change the SIP password of an account."],
+        ["del", None, AccountDel, "Delete an account and its registrations."],
+    ]
+
+
+class LocationShow(_Command):
+    synopsis = "[NUMBER]"
+
+    def parseArgs(self, *args: str) -> None:
+        (number,) = _arguments(args, ["NUMBER"], optional=1)
+        self["number"] = None if number is None else _number(number)
+
+    def run(self, context: _Context) -> int:
+        now = _now()
+        number = self["number"]
+        found = context.store.allBindings(now) if number is None else context.store.bindingsFor(number, now)
+        if not found:
+            context.out.write("No registrations.\n" if number is None else f"No registrations for {number}.\n")
+            return 0
+        _table(context.out, ["NUMBER", "CONTACT", "SOURCE", "USER AGENT", "EXPIRES"], [_row(b, now) for b in found])
+        return 0
+
+
+def _row(binding: Binding, now: float) -> list[str]:
+    return [
+        binding.aor,
+        binding.contact,
+        f"{_address(*binding.source)}/{binding.transport}",
+        binding.userAgent,
+        f"in {max(0, round(binding.expiresAt - now))} s",
+    ]
+
+
+class LocationCommands(_Options):
+    synopsis = ""
+    subCommands = [["show", None, LocationShow, "Show the current registrations (of NUMBER)."]]
+
+
+class AdminOptions(_Options):
+    """
+    The command line of C{aetasip-admin}.
+    """
+
+    synopsis = f"Usage: {PROGRAM} [--config FILE] [--store URL]"
+    longdesc = (
+        "Provision accounts and look at registrations in the store of the configuration file (--config). "
+        "Exit status: 0 on success, 1 when the store refuses (no such account, number taken, database "
+        "unavailable), 2 for bad usage or configuration."
+    )
+    optParameters = [
+        ["config", "c", None, "The service's configuration file (default: the embedded defaults)."],
+        ["store", "s", None, "The store URL, instead of the configuration's store.url."],
+    ]
+    subCommands = [
+        ["account", None, AccountCommands, "Add, list, show, change and delete accounts."],
+        ["location", None, LocationCommands, "Show registrations."],
+    ]
+
+
+def _commandName(options: usage.Options) -> str:
+    words = [PROGRAM]
+    while True:
+        subCommand = getattr(options, "subCommand", None)
+        subOptions = getattr(options, "subOptions", None)
+        if not isinstance(subCommand, str) or not isinstance(subOptions, usage.Options):
+            return " ".join(words)
+        words.append(subCommand)
+        options = subOptions
+
+
+def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
+    """
+    Run C{aetasip-admin}.
+
+    @param argv: the arguments, without the program name; C{sys.argv[1:]} by default.
+    @param stdout: where results go; C{sys.stdout} by default.
+    @param stderr: where errors go, one line each; C{sys.stderr} by default.
+    @return: the exit status: 0 success, 1 refused by the store, 2 bad usage or configuration.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    out = sys.stdout if stdout is None else stdout
+    err = sys.stderr if stderr is None else stderr
+    options = AdminOptions()
+    try:
+        options.parseOptions(args)
+    except _Help as e:
+        text = str(e.args[0])
+        out.write(text if text.endswith("\n") else text + "\n")
+        return 0
+    except usage.UsageError as e:
+        name = _commandName(options)
+        err.write(f"{name}: {e} (see: {name} --help)\n")
+        return 2
+    try:
+        overrides: dict[str, Any] = {} if options["store"] is None else {"store.url": options["store"]}
+        config = load(options["config"], overrides)
+    except ConfigError as e:
+        err.write(f"{PROGRAM}: {e}\n")
+        return 2
+    store = Store(config["store.url"])
+    try:
+        store.open()
+        return options.run(_Context(store, config, out))
+    except StoreError as e:
+        err.write(f"{PROGRAM}: {e}\n")
+        return 1
+    except SQLAlchemyError as e:
+        problem = str(getattr(e, "orig", None) or e).splitlines()[0]
+        err.write(f"{PROGRAM}: store {store.describe()} unavailable: {problem}\n")
+        return 1
+    finally:
+        store.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

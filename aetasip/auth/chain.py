@@ -1,0 +1,127 @@
+"""
+Several authentication backends asked in order, and their construction
+from the configuration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.plugin import getPlugins
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+import twisted.plugins
+from aetasip.auth import BackendUnavailable, Credentials
+from aetasip.config import Config, ConfigError
+from aetasip.interfaces import IAuthBackend, IAuthBackendFactory
+
+log = Logger()
+
+
+@implementer(IAuthBackend)
+class AuthChain:
+    """
+    Asks its backends in order; the first that knows the number answers.
+
+    When a backend cannot answer (L{BackendUnavailable}, or any other
+    error, which is logged) the next ones are asked; if none of them knows
+    the number, the lookup fails with L{BackendUnavailable}, since the
+    backend that could not answer might have known it: the request is
+    answered 503, never 404 or 403.
+    """
+
+    name = "chain"
+
+    def __init__(self, backends: Sequence[IAuthBackend]) -> None:
+        """
+        @param backends: providers of L{IAuthBackend}, in the order to ask them.
+        """
+        self.backends = list(backends)
+
+    def credentials(self, number: str) -> defer.Deferred[Credentials | None]:
+        """
+        See L{IAuthBackend.credentials}. When the backends answer at once,
+        so does the chain.
+        """
+        return defer.Deferred.fromCoroutine(self._lookup(number))
+
+    async def _lookup(self, number: str) -> Credentials | None:
+        unavailable: list[str] = []
+        for backend in self.backends:
+            try:
+                answer = await defer.maybeDeferred(backend.credentials, number)
+            except BackendUnavailable as e:
+                log.warn(
+                    "Authentication backend {backend} unavailable for {number}: {error}",
+                    backend=backend.name,
+                    number=number,
+                    error=str(e),
+                )
+                unavailable.append(backend.name)
+                continue
+            except Exception:
+                log.failure(
+                    "Authentication backend {backend} failed for {number}",
+                    Failure(),
+                    backend=backend.name,
+                    number=number,
+                )
+                unavailable.append(backend.name)
+                continue
+            if answer is not None:
+                return answer
+        if unavailable:
+            raise BackendUnavailable(f"{', '.join(unavailable)} could not answer for {number}")
+        return None
+
+
+def backendFactories() -> dict[str, IAuthBackendFactory]:
+    """
+    The authentication backend factories installed as Twisted plugins
+    (C{twisted/plugins/*.py}), by name; when two have the same name, the
+    first found is kept.
+    """
+    factories: dict[str, IAuthBackendFactory] = {}
+    for factory in getPlugins(IAuthBackendFactory, twisted.plugins):
+        if factory.name in factories:
+            log.warn(
+                "Two authentication backends are named {name}; ignoring {factory!r}", name=factory.name, factory=factory
+            )
+            continue
+        factories[factory.name] = factory
+    return factories
+
+
+def backendOptions(config: Config) -> dict[str, Any]:
+    """
+    The options given to every backend factory: the C{auth} section of
+    C{config} without the C{auth.} prefix, and C{realm} (C{sip.realm}).
+    """
+    return {**config.section("auth"), "realm": config["sip.realm"]}
+
+
+def makeAuthBackend(config: Config, store: object = None) -> IAuthBackend:
+    """
+    The chain of the backends named in C{auth.backends}.
+
+    @param store: the service's L{aetasip.store.AsyncStore}, for the
+        backends that read it.
+    @raise ConfigError: for an unknown or repeated name, or a backend's own
+        configuration error.
+    """
+    names: list[str] = config["auth.backends"]
+    factories = backendFactories()
+    options = backendOptions(config)
+    backends: list[IAuthBackend] = []
+    for name in names:
+        factory = factories.get(name)
+        if factory is None:
+            raise ConfigError("auth.backends", name, "one of: " + ", ".join(sorted(factories)))
+        if names.count(name) > 1:
+            raise ConfigError("auth.backends", names, f"a list naming {name!r} once")
+        backends.append(IAuthBackend(factory.makeBackend(options, store)))
+    return AuthChain(backends)

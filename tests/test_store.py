@@ -1,0 +1,501 @@
+"""
+Tests for L{aetasip.store}: the SQL store on SQLite.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from contextlib import closing
+
+import sqlalchemy as sa
+from twisted.internet import defer
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from aetasip import store as storeModule
+from aetasip.auth import computeHA1
+from aetasip.location import Binding
+from aetasip.store import (
+    SCHEMA_VERSION,
+    AccountExists,
+    AsyncStore,
+    InvalidAccount,
+    NoSuchAccount,
+    SchemaTooNew,
+    Store,
+    StoreError,
+    StoreService,
+    engineURL,
+    hashPortalPassword,
+    verifyPortalPassword,
+)
+
+REALM = "aetasip"
+
+
+class FakeClock:
+    """
+    A settable time source for creation and update stamps.
+    """
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def sqliteURL(testCase: SynchronousTestCase) -> tuple[str, str]:
+    """
+    A SQLite URL in a new directory of C{testCase}, and the file's path.
+    """
+    directory = os.path.abspath(testCase.mktemp())
+    os.makedirs(directory)
+    path = os.path.join(directory, "store.db")
+    return f"sqlite:///{path}", path
+
+
+def sqlite(path: str, statement: str) -> list[tuple[object, ...]]:
+    """
+    Run C{statement} on the SQLite file C{path} behind the store's back.
+    """
+    with closing(sqlite3.connect(path)) as connection, connection:
+        return connection.execute(statement).fetchall()
+
+
+def openStore(testCase: SynchronousTestCase, clock: FakeClock | None = None) -> tuple[Store, str]:
+    url, path = sqliteURL(testCase)
+    store = Store(url, clock=clock or FakeClock())
+    store.open()
+    testCase.addCleanup(store.close)
+    return store, path
+
+
+def makeBinding(aor: str = "45675001", contact: str = "sip:45675001@192.168.1.10:5060", **changes: object) -> Binding:
+    values: dict[str, object] = {
+        "aor": aor,
+        "contact": contact,
+        "expiresAt": 2000.0,
+        "callID": "a84b4c76e66710",
+        "cseq": 314159,
+        "transport": "udp",
+        "source": ("203.0.113.5", 40123),
+        "local": ("198.51.100.1", 5070),
+        "instance": '"<urn:uuid:00000000-0000-1000-8000-000A95A0E128>"',
+        "regID": 1,
+        "path": ["<sip:edge1.example.net;lr>", "<sip:edge2.example.net;lr>"],
+        "userAgent": "AETA Scoopy+ 5.04",
+        "q": 0.5,
+        "registeredAt": 900.0,
+    }
+    values.update(changes)
+    return Binding(**values)  # type: ignore[arg-type]
+
+
+def fields(binding: Binding) -> dict[str, object]:
+    """
+    The persisted fields of C{binding}.
+    """
+    return {
+        name: getattr(binding, name)
+        for name in (
+            "aor contact expiresAt callID cseq transport source local instance regID path userAgent q registeredAt"
+        ).split()
+    }
+
+
+class MigrationTests(SynchronousTestCase):
+    """
+    Opening a store creates and upgrades its schema.
+    """
+
+    def test_empty_database_is_migrated_to_current_version(self) -> None:
+        store, path = openStore(self)
+        self.assertEqual(store.schemaVersion(), SCHEMA_VERSION)
+        self.assertEqual(sqlite(path, "SELECT version FROM schema_version"), [(SCHEMA_VERSION,)])
+
+    def test_migrated_tables_match_the_current_schema(self) -> None:
+        """
+        The migration steps create exactly the tables and columns the queries use.
+        """
+        _store, path = openStore(self)
+        engine = sa.create_engine(f"sqlite:///{path}")
+        self.addCleanup(engine.dispose)
+        inspector = sa.inspect(engine)
+        for table in storeModule.metadata.sorted_tables:
+            self.assertEqual(
+                {column["name"] for column in inspector.get_columns(table.name)},
+                {column.name for column in table.columns},
+                table.name,
+            )
+        self.assertEqual(inspector.get_pk_constraint("bindings")["constrained_columns"], ["aor", "contact"])
+
+    def test_reopening_keeps_data_and_version(self) -> None:
+        store, _path = openStore(self)
+        store.addAccount("45675001", "premium", "secret", REALM)
+        store.close()
+        store.open()
+        self.assertEqual(store.schemaVersion(), SCHEMA_VERSION)
+        self.assertIsNotNone(store.getAccount("45675001"))
+
+    def test_open_twice_is_harmless(self) -> None:
+        store, _path = openStore(self)
+        store.open()
+        self.assertEqual(store.listAccounts(), [])
+
+    def test_later_steps_run_once_from_the_stored_version(self) -> None:
+        store, _path = openStore(self)
+        store.close()
+        ran: list[int] = []
+
+        def step2(connection: sa.Connection) -> None:
+            ran.append(2)
+            connection.exec_driver_sql("CREATE TABLE extra (x INTEGER)")
+
+        self.patch(storeModule, "MIGRATIONS", [*storeModule.MIGRATIONS, step2])
+        self.patch(storeModule, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+        store.open()
+        store.close()
+        store.open()
+        self.assertEqual(ran, [2])
+        self.assertEqual(store.schemaVersion(), SCHEMA_VERSION + 1)
+
+    def test_failed_step_leaves_the_schema_as_it_was(self) -> None:
+        store, path = openStore(self)
+        store.close()
+
+        def step2(connection: sa.Connection) -> None:
+            connection.exec_driver_sql("CREATE TABLE extra (x INTEGER)")
+            raise RuntimeError("step failed")
+
+        self.patch(storeModule, "MIGRATIONS", [*storeModule.MIGRATIONS, step2])
+        self.patch(storeModule, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+        self.assertRaises(RuntimeError, store.open)
+        tables = {row[0] for row in sqlite(path, "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        self.assertNotIn("extra", tables)
+        self.assertEqual(sqlite(path, "SELECT version FROM schema_version"), [(SCHEMA_VERSION,)])
+
+    def test_newer_schema_is_refused(self) -> None:
+        store, path = openStore(self)
+        store.close()
+        sqlite(path, "UPDATE schema_version SET version = 99")
+        error = self.assertRaises(SchemaTooNew, store.open)
+        self.assertIn("schema version 99", str(error))
+        self.assertIn("upgrade aetasip", str(error))
+        self.assertRaises(StoreError, store.listAccounts)
+
+    def test_sqlite_file_uses_wal(self) -> None:
+        _store, path = openStore(self)
+        self.assertEqual(sqlite(path, "PRAGMA journal_mode"), [("wal",)])
+
+    def test_in_memory_database_is_one_database(self) -> None:
+        store = Store("sqlite://")
+        store.open()
+        self.addCleanup(store.close)
+        store.addAccount("15000", "test", "secret", REALM)
+        self.assertEqual([a.number for a in store.listAccounts()], ["15000"])
+
+    def test_unopened_store_refuses_queries(self) -> None:
+        store = Store("sqlite://")
+        error = self.assertRaises(StoreError, store.getAccount, "15000")
+        self.assertIn("not open", str(error))
+
+    def test_postgresql_urls_use_psycopg(self) -> None:
+        url = engineURL("postgresql://aetasip:pw@db.example.net:5432/aetasip")
+        self.assertEqual(url.drivername, "postgresql+psycopg")
+        self.assertEqual((url.host, url.port, url.database), ("db.example.net", 5432, "aetasip"))
+        self.assertFalse(Store("postgresql://aetasip:pw@db/aetasip").isSQLite)
+        self.assertTrue(Store("sqlite:///aetasip.db").isSQLite)
+
+    def test_described_url_hides_the_password(self) -> None:
+        description = Store("postgresql://aetasip:hunter2@db/aetasip").describe()
+        self.assertNotIn("hunter2", description)
+        self.assertIn("db/aetasip", description)
+
+
+class AccountTests(SynchronousTestCase):
+    """
+    Accounts: create, read, change, delete.
+    """
+
+    def setUp(self) -> None:
+        self.clock = FakeClock(1000.0)
+        self.store, self.path = openStore(self, self.clock)
+
+    def test_added_account_is_read_back(self) -> None:
+        added = self.store.addAccount("45675001", "premium", "secret", REALM, "Studio 1", "tech@example.net")
+        account = self.store.getAccount("45675001")
+        self.assertEqual(account, added)
+        assert account is not None
+        self.assertEqual(
+            (account.kind, account.displayName, account.email, account.realm),
+            ("premium", "Studio 1", "tech@example.net", REALM),
+        )
+        self.assertEqual(account.ha1MD5, computeHA1("MD5", "45675001", REALM, "secret"))
+        self.assertEqual(account.ha1SHA256, computeHA1("SHA-256", "45675001", REALM, "secret"))
+        self.assertEqual((account.createdAt, account.updatedAt), (1000.0, 1000.0))
+        self.assertIsNone(account.portalPasswordHash)
+
+    def test_unknown_account_is_none(self) -> None:
+        self.assertIsNone(self.store.getAccount("45675001"))
+        self.assertIsNone(self.store.credentials("45675001"))
+
+    def test_taken_number_is_refused(self) -> None:
+        self.store.addAccount("45675001", "premium", "secret", REALM)
+        error = self.assertRaises(AccountExists, self.store.addAccount, "45675001", "test", "other", REALM)
+        self.assertEqual(str(error), "account 45675001 already exists")
+        account = self.store.getAccount("45675001")
+        assert account is not None
+        self.assertEqual(account.kind, "premium")
+
+    def test_non_digit_number_is_refused(self) -> None:
+        for number in ["4567x001", "", "1" * 33, "+33123", "٤٥٦"]:
+            self.assertRaises(InvalidAccount, self.store.addAccount, number, "premium", "secret", REALM)
+        self.assertEqual(self.store.listAccounts(), [])
+
+    def test_wrong_kind_is_refused(self) -> None:
+        error = self.assertRaises(InvalidAccount, self.store.addAccount, "45675001", "gold", "secret", REALM)
+        self.assertIn("gold", str(error))
+
+    def test_empty_password_is_refused(self) -> None:
+        self.assertRaises(InvalidAccount, self.store.addAccount, "45675001", "premium", "", REALM)
+        self.assertRaises(InvalidAccount, self.store.addAccount, "45675001", "premium", "x", REALM, portalPassword="")
+
+    def test_plain_password_is_never_stored(self) -> None:
+        self.store.addAccount("45675001", "premium", "Plain-Secret-42", REALM, portalPassword="Portal-Secret-43")
+        self.store.setPassword("45675001", "Plain-Secret-44", REALM)
+        self.store.close()
+        for suffix in ["", "-wal"]:
+            if os.path.exists(self.path + suffix):
+                with open(self.path + suffix, "rb") as f:
+                    content = f.read()
+                for secret in [b"Plain-Secret-42", b"Portal-Secret-43", b"Plain-Secret-44"]:
+                    self.assertNotIn(secret, content)
+
+    def test_accounts_are_listed_by_number_and_filtered_by_kind(self) -> None:
+        self.store.addAccount("45675002", "premium", "a", REALM)
+        self.store.addAccount("15000", "test", "b", REALM)
+        self.store.addAccount("45675001", "escoopfone", "c", REALM)
+        self.assertEqual([a.number for a in self.store.listAccounts()], ["15000", "45675001", "45675002"])
+        self.assertEqual([a.number for a in self.store.listAccounts("premium")], ["45675002"])
+        self.assertEqual(self.store.listAccounts("hunting"), [])
+
+    def test_new_password_changes_the_digests(self) -> None:
+        self.store.addAccount("45675001", "premium", "old", REALM)
+        self.clock.now = 2000.0
+        self.store.setPassword("45675001", "new", "studio")
+        credentials = self.store.credentials("45675001")
+        assert credentials is not None
+        self.assertEqual(credentials.realm, "studio")
+        self.assertEqual(credentials.ha1["SHA-256"], computeHA1("SHA-256", "45675001", "studio", "new"))
+        self.assertEqual(credentials.ha1["MD5"], computeHA1("MD5", "45675001", "studio", "new"))
+        account = self.store.getAccount("45675001")
+        assert account is not None
+        self.assertEqual((account.createdAt, account.updatedAt), (1000.0, 2000.0))
+
+    def test_changes_to_unknown_account_are_refused(self) -> None:
+        self.assertRaises(NoSuchAccount, self.store.setPassword, "45675001", "new", REALM)
+        self.assertRaises(NoSuchAccount, self.store.setPortalPassword, "45675001", "new")
+        self.assertRaises(NoSuchAccount, self.store.updateAccount, "45675001", displayName="x")
+        self.assertRaises(NoSuchAccount, self.store.deleteAccount, "45675001")
+
+    def test_update_changes_only_given_fields(self) -> None:
+        self.store.addAccount("45675001", "test", "secret", REALM, "Studio 1", "old@example.net")
+        self.store.updateAccount("45675001", email="new@example.net")
+        self.store.updateAccount("45675001", kind="premium")
+        account = self.store.getAccount("45675001")
+        assert account is not None
+        self.assertEqual((account.kind, account.displayName, account.email), ("premium", "Studio 1", "new@example.net"))
+        self.assertRaises(InvalidAccount, self.store.updateAccount, "45675001", kind="gold")
+
+    def test_delete_removes_account_and_its_bindings(self) -> None:
+        self.store.addAccount("45675001", "premium", "secret", REALM)
+        self.store.saveBindings([makeBinding(), makeBinding(contact="sip:other@10.0.0.1"), makeBinding(aor="15000")])
+        self.assertEqual(self.store.deleteAccount("45675001"), 2)
+        self.assertIsNone(self.store.getAccount("45675001"))
+        self.assertEqual([b.aor for b in self.store.allBindings()], ["15000"])
+
+    def test_credentials_carry_kind_realm_and_both_digests(self) -> None:
+        self.store.addAccount("45675001", "escoopfone", "secret", REALM)
+        credentials = self.store.credentials("45675001")
+        assert credentials is not None
+        self.assertEqual((credentials.number, credentials.kind, credentials.realm), ("45675001", "escoopfone", REALM))
+        self.assertEqual(set(credentials.ha1), {"MD5", "SHA-256"})
+
+
+class PortalPasswordTests(SynchronousTestCase):
+    """
+    The self-care portal password is a salted scrypt hash.
+    """
+
+    def setUp(self) -> None:
+        self.store, self.path = openStore(self)
+        self.store.addAccount("45675001", "premium", "sip-secret", REALM, portalPassword="portal-secret")
+
+    def test_right_portal_password_is_accepted(self) -> None:
+        self.assertTrue(self.store.checkPortalPassword("45675001", "portal-secret"))
+
+    def test_wrong_portal_password_is_refused(self) -> None:
+        self.assertFalse(self.store.checkPortalPassword("45675001", "portal-secreT"))
+        self.assertFalse(self.store.checkPortalPassword("45675001", "sip-secret"))
+
+    def test_unknown_account_or_no_portal_password_is_refused(self) -> None:
+        self.assertFalse(self.store.checkPortalPassword("45675002", "portal-secret"))
+        self.store.addAccount("45675002", "premium", "sip-secret", REALM)
+        self.assertFalse(self.store.checkPortalPassword("45675002", ""))
+
+    def test_portal_password_can_be_changed_and_removed(self) -> None:
+        self.store.setPortalPassword("45675001", "new-portal")
+        self.assertTrue(self.store.checkPortalPassword("45675001", "new-portal"))
+        self.assertFalse(self.store.checkPortalPassword("45675001", "portal-secret"))
+        self.store.setPortalPassword("45675001", None)
+        self.assertFalse(self.store.checkPortalPassword("45675001", "new-portal"))
+
+    def test_hash_is_salted_and_self_describing(self) -> None:
+        first, second = hashPortalPassword("same"), hashPortalPassword("same")
+        self.assertNotEqual(first, second)
+        self.assertTrue(first.startswith("scrypt$n=16384,r=8,p=1$"))
+        self.assertTrue(verifyPortalPassword(first, "same"))
+        self.assertTrue(verifyPortalPassword(second, "same"))
+
+    def test_malformed_hash_matches_nothing(self) -> None:
+        for encoded in [
+            "",
+            "scrypt",
+            "md5$n=1,r=1,p=1$AAAA$AAAA",
+            "scrypt$n=x$AAAA$AAAA",
+            "scrypt$n=16384,r=8,p=1$!!$AA",
+        ]:
+            self.assertFalse(verifyPortalPassword(encoded, "anything"), encoded)
+
+
+class BindingTests(SynchronousTestCase):
+    """
+    Registrations survive a restart through the bindings table.
+    """
+
+    def setUp(self) -> None:
+        self.store, self.path = openStore(self)
+
+    def test_saved_binding_is_read_back_whole(self) -> None:
+        binding = makeBinding()
+        self.store.saveBindings([binding])
+        [loaded] = self.store.bindingsFor("45675001")
+        self.assertEqual(fields(loaded), fields(binding))
+        self.assertIsNone(loaded.connection)
+
+    def test_optional_fields_may_be_empty(self) -> None:
+        binding = makeBinding(instance=None, regID=None, path=[], userAgent="", q=None)
+        self.store.saveBindings([binding])
+        [loaded] = self.store.bindingsFor("45675001")
+        self.assertEqual(fields(loaded), fields(binding))
+
+    def test_saving_same_contact_updates_it(self) -> None:
+        self.store.saveBindings([makeBinding()])
+        refreshed = makeBinding(expiresAt=3000.0, cseq=314160, source=("203.0.113.6", 40200))
+        self.store.saveBindings([refreshed])
+        [loaded] = self.store.bindingsFor("45675001")
+        self.assertEqual(fields(loaded), fields(refreshed))
+
+    def test_bindings_are_deleted_by_number_and_contact(self) -> None:
+        self.store.saveBindings([makeBinding(), makeBinding(contact="sip:b@10.0.0.2"), makeBinding(aor="15000")])
+        self.store.deleteBindings([("45675001", "sip:b@10.0.0.2"), ("45675001", "sip:absent@10.0.0.3")])
+        self.assertEqual(
+            [(b.aor, b.contact) for b in self.store.allBindings()],
+            [("15000", "sip:45675001@192.168.1.10:5060"), ("45675001", "sip:45675001@192.168.1.10:5060")],
+        )
+
+    def test_load_returns_unexpired_and_deletes_expired(self) -> None:
+        self.store.saveBindings(
+            [
+                makeBinding(contact="sip:late@10.0.0.1", expiresAt=1600.0),
+                makeBinding(contact="sip:gone@10.0.0.2", expiresAt=1400.0),
+                makeBinding(contact="sip:early@10.0.0.3", expiresAt=1550.0),
+                makeBinding(aor="15000", contact="sip:at-now@10.0.0.4", expiresAt=1500.0),
+            ]
+        )
+        loaded = self.store.loadBindings(1500.0)
+        self.assertEqual([b.contact for b in loaded], ["sip:early@10.0.0.3", "sip:late@10.0.0.1"])
+        self.assertEqual(len(self.store.allBindings()), 2)
+
+    def test_bindings_for_a_number_can_skip_expired(self) -> None:
+        self.store.saveBindings(
+            [makeBinding(expiresAt=1400.0), makeBinding(contact="sip:b@10.0.0.2", expiresAt=1600.0)]
+        )
+        self.assertEqual(len(self.store.bindingsFor("45675001")), 2)
+        self.assertEqual([b.contact for b in self.store.bindingsFor("45675001", now=1500.0)], ["sip:b@10.0.0.2"])
+        self.assertEqual([b.contact for b in self.store.allBindings(now=1500.0)], ["sip:b@10.0.0.2"])
+
+    def test_empty_lists_do_nothing(self) -> None:
+        self.store.saveBindings([])
+        self.store.deleteBindings([])
+        self.assertEqual(self.store.allBindings(), [])
+
+
+class AsyncStoreTests(TestCase):
+    """
+    L{AsyncStore} and L{StoreService} run the store in threads.
+    """
+
+    def test_threads_by_database(self) -> None:
+        sqlite = AsyncStore(Store("sqlite://"))
+        postgresql = AsyncStore(Store("postgresql://aetasip@db/aetasip"))
+        self.assertEqual((sqlite._pool.min, sqlite._pool.max), (1, 1))
+        self.assertEqual((postgresql._pool.min, postgresql._pool.max), (4, 4))
+        self.assertEqual(AsyncStore(Store("sqlite://"), threads=3)._pool.max, 3)
+
+    @defer.inlineCallbacks
+    def test_service_opens_serves_and_stops(self):  # type: ignore[no-untyped-def]
+        url, _path = sqliteURL(self)
+        service = StoreService(url)
+        service.startService()
+        self.assertTrue(service.running)
+        store = service.store
+        account = yield store.addAccount("45675001", "premium", "secret", REALM)
+        self.assertEqual((yield store.getAccount("45675001")), account)
+        credentials = yield store.credentials("45675001")
+        self.assertEqual(credentials, account.credentials())
+        yield store.saveBindings([makeBinding(expiresAt=10.0**10)])
+        self.assertEqual(len((yield store.loadBindings(1.0))), 1)
+        yield service.stopService()
+        self.assertFalse(service.running)
+        failure = yield self.assertFailure(store.getAccount("45675001"), StoreError)
+        self.assertIn("stopped", str(failure))
+
+    @defer.inlineCallbacks
+    def test_errors_reach_the_caller(self):  # type: ignore[no-untyped-def]
+        url, _path = sqliteURL(self)
+        service = StoreService(url)
+        service.startService()
+        self.addCleanup(service.stopService)
+        yield service.store.addAccount("45675001", "premium", "secret", REALM)
+        yield self.assertFailure(service.store.addAccount("45675001", "premium", "x", REALM), AccountExists)
+
+    @defer.inlineCallbacks
+    def test_stop_waits_for_queued_work(self):  # type: ignore[no-untyped-def]
+        url, _path = sqliteURL(self)
+        service = StoreService(url)
+        service.startService()
+        queued = [service.store.addAccount(str(45675001 + i), "premium", "secret", REALM) for i in range(5)]
+        stopped = service.stopService()
+        results = yield defer.gatherResults(queued)
+        yield stopped
+        self.assertEqual(len(results), 5)
+        check = Store(url)
+        check.open()
+        self.addCleanup(check.close)
+        self.assertEqual(len(check.listAccounts()), 5)
+
+    def test_schema_too_new_stops_the_start(self) -> None:
+        url, path = sqliteURL(self)
+        Store(url).open()
+        sqlite(path, "UPDATE schema_version SET version = 99")
+        service = StoreService(url)
+        self.assertRaises(SchemaTooNew, service.startService)
+        self.assertFalse(service.running)
+
+    @defer.inlineCallbacks
+    def test_stop_before_start_closes_the_store(self):  # type: ignore[no-untyped-def]
+        store = AsyncStore(Store("sqlite://"))
+        yield store.stop()
+        yield self.assertFailure(store.credentials("15000"), StoreError)
