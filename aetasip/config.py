@@ -183,7 +183,12 @@ def _defaultServerName() -> str:
 KEYS: dict[str, Key] = {
     k.name: k
     for k in [
-        Key("server.name", _defaultServerName(), text, "Name of this server in logs, events and the User-Agent/Server header."),
+        Key(
+            "server.name",
+            _defaultServerName(),
+            text,
+            "Name of this server in logs, events and the User-Agent/Server header.",
+        ),
         # SIP transports
         Key(
             "sip.listen",
@@ -191,22 +196,49 @@ KEYS: dict[str, Key] = {
             listOf(ipAddress, "IP addresses", allowEmpty=False),
             "Addresses SIP listens on. '::' (all IPv6 addresses) is skipped with a warning on hosts without IPv6.",
         ),
-        Key("sip.udp_ports", [5060, 5070], listOf(port, "port numbers"), "UDP ports (5070 is the alternate port for routers that mangle 5060)."),
+        Key(
+            "sip.udp_ports",
+            [5060, 5070],
+            listOf(port, "port numbers"),
+            "UDP ports (5070 is the alternate port for routers that mangle 5060).",
+        ),
         Key("sip.tcp_ports", [5060, 5070], listOf(port, "port numbers"), "TCP ports."),
         Key("sip.tls_port", 5061, port, "TLS port, used only when sip.tls_certificate is set."),
-        Key("sip.tls_certificate", None, optional(readableFile), "PEM file with the certificate chain for SIP over TLS."),
-        Key("sip.tls_key", None, optional(readableFile), "PEM file with the private key (defaults to the certificate file)."),
+        Key(
+            "sip.tls_certificate", None, optional(readableFile), "PEM file with the certificate chain for SIP over TLS."
+        ),
+        Key(
+            "sip.tls_key",
+            None,
+            optional(readableFile),
+            "PEM file with the private key (defaults to the certificate file).",
+        ),
         Key(
             "sip.domains",
             [],
             listOf(hostname, "host names or IP addresses"),
             "Domain names and addresses this service answers for, all one user space. The machine's own names and listen addresses are always added.",
         ),
-        Key("sip.realm", "aetasip", text, "Digest realm. Changing it invalidates every stored HA1: set it once, before adding accounts."),
+        Key(
+            "sip.realm",
+            "aetasip",
+            text,
+            "Digest realm. Changing it invalidates every stored HA1: set it once, before adding accounts.",
+        ),
         Key("sip.max_message_size", 65535, integer(1024, 1048576), "Largest SIP message accepted, in bytes."),
-        Key("sip.tcp_idle_timeout", 3600, integer(10, 86400), "Seconds after which an idle TCP/TLS connection without bindings is closed."),
+        Key(
+            "sip.tcp_idle_timeout",
+            3600,
+            integer(10, 86400),
+            "Seconds after which an idle TCP/TLS connection without bindings is closed.",
+        ),
         # Digest
-        Key("auth.backends", ["sql"], listOf(text, "backend names", allowEmpty=False), "Authentication backends, asked in order; the first that knows a number answers."),
+        Key(
+            "auth.backends",
+            ["sql"],
+            listOf(text, "backend names", allowEmpty=False),
+            "Authentication backends, asked in order; the first that knows a number answers.",
+        ),
         Key(
             "auth.algorithms",
             ["MD5", "SHA-256"],
@@ -218,8 +250,18 @@ KEYS: dict[str, Key] = {
         Key("auth.nonce_lifetime", 300, integer(10, 86400), "Seconds a nonce is accepted; older ones get stale=true."),
         Key("auth.file", None, optional(text), "Path of the accounts file read by the 'file' backend."),
         # Registrar
-        Key("registrar.min_expires", 60, integer(1, 86400), "Shortest registration accepted (shorter ones get 423 Interval Too Brief)."),
-        Key("registrar.max_expires", 3600, integer(1, 604800), "Longest registration granted; longer requests are shortened."),
+        Key(
+            "registrar.min_expires",
+            60,
+            integer(1, 86400),
+            "Shortest registration accepted (shorter ones get 423 Interval Too Brief).",
+        ),
+        Key(
+            "registrar.max_expires",
+            3600,
+            integer(1, 604800),
+            "Longest registration granted; longer requests are shortened.",
+        ),
         Key("registrar.default_expires", 3600, integer(1, 604800), "Expiry of a contact whose REGISTER names none."),
         Key("registrar.max_contacts", 10, integer(1, 1000), "Most contacts one number may have bound at once."),
         Key(
@@ -229,16 +271,38 @@ KEYS: dict[str, Key] = {
             "When a second agent registers a number already registered by another: 'reject' it (403), "
             "'replace' the other agent's bindings, or 'allow' both (calls fork). Always logged and raised as a 'conflict' event.",
         ),
-        Key("registrar.options_ping_interval", 0, integer(0, 3600), "Seconds between OPTIONS pings to UDP agents to keep their NAT open (0: off)."),
+        Key(
+            "registrar.options_ping_interval",
+            0,
+            integer(0, 3600),
+            "Seconds between OPTIONS pings to UDP agents to keep their NAT open (0: off).",
+        ),
         # Store
-        Key("store.url", "sqlite:///aetasip.db", storeURL, "The store: a SQLite file (relative to the working directory) or a PostgreSQL URL."),
+        Key(
+            "store.url",
+            "sqlite:///aetasip.db",
+            storeURL,
+            "The store: a SQLite file (relative to the working directory) or a PostgreSQL URL.",
+        ),
         # STUN
         Key("stun.enabled", True, boolean, "Run the STUN server."),
-        Key("stun.listen", ["0.0.0.0", "::"], listOf(ipAddress, "IP addresses", allowEmpty=False), "Addresses the STUN server listens on."),
+        Key(
+            "stun.listen",
+            ["0.0.0.0", "::"],
+            listOf(ipAddress, "IP addresses", allowEmpty=False),
+            "Addresses the STUN server listens on.",
+        ),
         Key("stun.port", 3478, port, "STUN port, UDP and TCP."),
         Key("stun.alternate_port", None, optional(port), "Second STUN port: enables RFC 5780 NAT behaviour discovery."),
-        Key("stun.alternate_address", None, optional(ipAddress), "Second address for RFC 5780 (CHANGE-REQUEST change-IP)."),
-        Key("stun.rate_limit", 50, integer(0, 1000000), "Requests per second answered per source address (0: no limit)."),
+        Key(
+            "stun.alternate_address",
+            None,
+            optional(ipAddress),
+            "Second address for RFC 5780 (CHANGE-REQUEST change-IP).",
+        ),
+        Key(
+            "stun.rate_limit", 50, integer(0, 1000000), "Requests per second answered per source address (0: no limit)."
+        ),
     ]
 }
 

@@ -21,7 +21,7 @@ policy.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
@@ -114,7 +114,8 @@ class Registrar:
         d = maybeDeferred(self.auth.credentials, number)
         if d.called and not isinstance(getattr(d, "result", None), Failure):
             # Cached credentials: answer at once, without a callback chain.
-            return self._authenticated(d.result, request, peer, number, params)
+            credentials = cast(Credentials | None, d.result)
+            return self._authenticated(credentials, request, peer, number, params)
         d.addCallback(self._authenticated, request, peer, number, params)
         d.addErrback(self._backendFailed, request)
         return d
@@ -376,4 +377,3 @@ def _sameAgent(binding: Binding, callID: str, contacts: list[NameAddr]) -> bool:
         if binding.callID == callID or _sameURI(binding.contact, contact.uri):
             return True
     return False
-

@@ -5,7 +5,7 @@ the proxy), hung on the service tree as L{SIPService}.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from twisted.application import service
 from twisted.internet import ssl
@@ -118,7 +118,8 @@ class SIPCore:
     def _answer(self, transaction: ServerTransaction, handler: Any, request: Request, peer: Peer) -> None:
         result = maybeDeferred(handler, request, peer)
         if result.called and not isinstance(getattr(result, "result", None), Failure):
-            transaction.respond(result.result)
+            response = cast(Response, result.result)
+            transaction.respond(response)
             return
 
         def failed(failure: Failure) -> Response:
@@ -250,7 +251,7 @@ class SIPService(service.Service):
     def describePorts(self) -> list[str]:
         out = []
         for transport, port in self.ports:
-            address = port.getHost()  # type: ignore[attr-defined]
+            address: Any = port.getHost()
             out.append(f"{transport}:{address.host}:{address.port}")
         return out
 
@@ -277,9 +278,7 @@ class SIPService(service.Service):
                 for _, port in self.ports:
                     port.stopListening()
                 self.ports = []
-                raise SystemExit(
-                    f"aetasip: cannot listen on {e.interface or '*'}:{e.port}: {e.socketError}"
-                ) from None
+                raise SystemExit(f"aetasip: cannot listen on {e.interface or '*'}:{e.port}: {e.socketError}") from None
 
     def _listenStream(self, name: str, address: str, portNumber: int, maxSize: int, idle: int, tls: Any) -> None:
         factory = SIPStreamFactory(self.core, name, (address, portNumber), maxSize, idle)

@@ -16,7 +16,7 @@ from typing import Any
 from twisted.application import service
 from twisted.python import usage
 
-from aetasip import __version__, config
+from aetasip import config
 from aetasip.auth.chain import makeAuthBackend
 from aetasip.sipservice import SIPService
 from aetasip.store import StoreService
@@ -61,11 +61,6 @@ class Options(usage.Options):
             self["sip-port"].append(int(port))
         except ValueError:
             raise usage.UsageError(f"--sip-port {port!r}: expected a port number") from None
-
-    def opt_version(self) -> None:
-        """Print the version and exit."""
-        print(f"aetasip {__version__}")  # noqa: T201 -- the command's own output
-        raise SystemExit(0)
 
     def postOptions(self) -> None:
         overrides: dict[str, Any] = {}

@@ -32,6 +32,9 @@ class SIPDatagramProtocol(DatagramProtocol):
     @param local: C{(host, port)} this socket is bound to.
     """
 
+    transport: Any  # an IUDPTransport once started
+    noisy = False
+
     def __init__(self, core: Any, local: tuple[str, int], maxSize: int = 65535) -> None:
         self.core = core
         self.local = local
@@ -59,12 +62,13 @@ class SIPStreamProtocol(Protocol, TimeoutMixin):
     """
 
     factory: SIPStreamFactory
+    transport: Any  # an ITCPTransport (or its TLS wrapper) once connected
     peer: Peer
 
     def connectionMade(self) -> None:
         factory = self.factory
         self.framer = StreamFramer(factory.maxSize)
-        remote, host = self.transport.getPeer(), self.transport.getHost()  # type: ignore[attr-defined]
+        remote = self.transport.getPeer()
         self.peer = Peer(
             factory.transportName, (remote.host, remote.port), factory.local, self.transport.write, connection=self
         )
@@ -95,7 +99,8 @@ class SIPStreamProtocol(Protocol, TimeoutMixin):
 class SIPStreamFactory(Factory):
     """Makes L{SIPStreamProtocol}s for one listening TCP or TLS port."""
 
-    protocol = SIPStreamProtocol
+    protocol = SIPStreamProtocol  # type: ignore[assignment]
+    noisy = False
 
     def __init__(self, core: Any, transportName: str, local: tuple[str, int], maxSize: int, idleTimeout: int) -> None:
         self.core = core

@@ -85,7 +85,7 @@ class ServerTransaction:
         C{accepted} or C{terminated}.
     """
 
-    __slots__ = ("_layer", "_lastResponse", "_retransmitInterval", "_timers", "key", "peer", "request", "state")
+    __slots__ = ("_lastResponse", "_layer", "_retransmitInterval", "_timers", "key", "peer", "request", "state")
 
     def __init__(self, layer: ServerTransactionLayer, key: tuple[Any, ...], request: Request, peer: Peer) -> None:
         self._layer = layer
