@@ -150,8 +150,14 @@ class LocationService:
         self._changed(binding)
         self.emit("registered", binding)
 
-    def refresh(self, binding: Binding) -> None:
-        """C{binding} (already stored) got a new expiry, Call-ID or CSeq."""
+    def refresh(self, binding: Binding, contact: str | None = None) -> None:
+        """
+        C{binding} (already stored) got a new expiry, Call-ID or CSeq, and
+        perhaps a new C{contact} (an RFC 5626 instance that moved).
+        """
+        if contact is not None and contact != binding.contact:
+            self._deleted.add((binding.aor, binding.contact))
+            binding.contact = contact
         self._schedule(binding)
         self._changed(binding)
         self.emit("refreshed", binding)

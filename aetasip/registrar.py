@@ -16,6 +16,11 @@ C{registrar.conflict} policy:
 
 Every conflict is logged and raised as a C{conflict} event, whatever the
 policy.
+
+The digest C{uri} parameter is not required to equal the Request-URI:
+SIP ALGs in routers (the reason the service also listens on 5070) rewrite
+Request-URIs, and a captured Authorization cannot be replayed anyway
+(nonce-count tracking in L{DigestAuthenticator}).
 """
 
 from __future__ import annotations
@@ -222,7 +227,7 @@ class Registrar:
                 existing.expiresAt = now + expires
                 existing.callID, existing.cseq = callID, cseq
                 self._fillSource(existing, peer, path, userAgent, contact)
-                self.location.refresh(existing)
+                self.location.refresh(existing, str(contact.uri))
             else:
                 binding = Binding(
                     aor=number,
