@@ -37,6 +37,8 @@ class ConfigError(Exception):
         self.expected = expected
 
     def __str__(self) -> str:
+        if self.key.startswith("-"):
+            return f"{self.key} {self.value!r}: expected {self.expected}"
         return f"configuration key {self.key} = {self.value!r}: expected {self.expected}"
 
 
@@ -89,16 +91,18 @@ def optional(check: Checker) -> Checker:
 
 
 def listOf(check: Checker, what: str, allowEmpty: bool = True) -> Checker:
+    expected = f"a list of {what}" if allowEmpty else f"a non-empty list of {what}"
+
     def checkList(value: Any) -> list[Any]:
         if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
-            raise _expect(f"a list of {what}")
+            raise _expect(expected)
         items = list(value)
         if not items and not allowEmpty:
-            raise _expect(f"a non-empty list of {what}")
+            raise _expect(expected)
         try:
             return [check(item) for item in items]
         except _Invalid:
-            raise _expect(f"a list of {what}") from None
+            raise _expect(expected) from None
 
     return checkList
 

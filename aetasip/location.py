@@ -105,11 +105,13 @@ class LocationService:
         self._sweeper: IDelayedCall | None = None
         self._flusher: IDelayedCall | None = None
         self._flushing: Deferred[None] | None = None
+        self._stopped = False
 
     # -- lifecycle --------------------------------------------------------
 
     def start(self) -> Deferred[None]:
         """Restore unexpired bindings from the store and start sweeping."""
+        self._stopped = False
         self._sweeper = self.clock.callLater(self.SWEEP_INTERVAL, self._sweep)
         if self.store is None:
             return succeed(None)
@@ -124,6 +126,7 @@ class LocationService:
 
     def stop(self) -> Deferred[None]:
         """Stop sweeping and write what changed."""
+        self._stopped = True
         for call in (self._sweeper, self._flusher):
             if call is not None and call.active():
                 call.cancel()
@@ -210,7 +213,7 @@ class LocationService:
         self._scheduleFlush()
 
     def _scheduleFlush(self) -> None:
-        if self.store is not None and self._flusher is None:
+        if self.store is not None and self._flusher is None and not self._stopped:
             self._flusher = self.clock.callLater(self.flushInterval, self._timedFlush)
 
     def _timedFlush(self) -> None:

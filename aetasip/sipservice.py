@@ -210,6 +210,8 @@ class SIPService(service.Service):
         self.transactions = ServerTransactionLayer(reactor)
         self.core = SIPCore(self.transactions, self.registrar, self.domains, self.serverHeader)
         self.ports: list[tuple[str, IListeningPort]] = []
+        # Fires when the ports read, after the bindings of the last run are restored.
+        self.ready: Deferred[None] = Deferred()
 
     def privilegedStartService(self) -> None:
         self._listen()
@@ -236,6 +238,7 @@ class SIPService(service.Service):
 
         d.addCallback(ready)
         d.addErrback(lambda f: log.failure("Could not restore bindings", f))
+        d.addCallback(lambda _: self.ready.callback(None))
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
@@ -252,7 +255,8 @@ class SIPService(service.Service):
         out = []
         for transport, port in self.ports:
             address: Any = port.getHost()
-            out.append(f"{transport}:{address.host}:{address.port}")
+            host = f"[{address.host}]" if ":" in address.host else address.host
+            out.append(f"{transport}:{host}:{address.port}")
         return out
 
     def _listen(self) -> None:

@@ -14,12 +14,16 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.application import service
+from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
+from twisted.logger import Logger
 from twisted.python import usage
 
 from aetasip import config
 from aetasip.auth.chain import makeAuthBackend
 from aetasip.sipservice import SIPService
 from aetasip.store import StoreService
+
+log = Logger()
 
 
 class Options(usage.Options):
@@ -72,13 +76,38 @@ class Options(usage.Options):
             overrides["store.url"] = self["store"]
         if self["realm"] is not None:
             overrides["sip.realm"] = self["realm"]
-        try:
-            loaded = config.load(self["config"], {})
-            if self["domain"]:
-                overrides["sip.domains"] = [*loaded["sip.domains"], *self["domain"]]
-            self.config = loaded.replace(**{k.replace(".", "__"): v for k, v in overrides.items()})
-        except config.ConfigError as e:
-            raise usage.UsageError(str(e)) from None
+        self.overrides = overrides
+
+    def loadConfig(self) -> config.Config:
+        """
+        The configuration: defaults, then the file, then the command line.
+
+        @raise config.ConfigError: for a bad file, key or value.
+        """
+        loaded = config.load(self["config"], {})
+        overrides = dict(self.overrides)
+        if self["domain"]:
+            overrides["sip.domains"] = [*loaded["sip.domains"], *self["domain"]]
+        return loaded.replace(**{k.replace(".", "__"): v for k, v in overrides.items()})
+
+
+class AetasipService(service.MultiService):
+    """
+    The top of the tree. It stops its services one after the other, in
+    reverse order, each once the one after it has finished: the SIP
+    service writes its last bindings before the store closes.
+    """
+
+    def stopService(self) -> Deferred[None]:
+        service.Service.stopService(self)
+        return ensureDeferred(self._stopInTurn())
+
+    async def _stopInTurn(self) -> None:
+        for child in reversed(list(self)):
+            try:
+                await maybeDeferred(child.stopService)
+            except Exception:
+                log.failure("Stopping {service} failed", service=child.name)
 
 
 def makeService(options: Options | dict[str, Any], reactor: Any = None) -> service.MultiService:
@@ -86,8 +115,15 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> servi
     Build the service tree from parsed L{Options} (or a dict with a
     C{"config"} entry holding a L{config.Config}, for tests).
     """
-    cfg: config.Config = options.config if isinstance(options, Options) else options["config"]
-    top = service.MultiService()
+    if isinstance(options, Options):
+        try:
+            cfg = options.loadConfig()
+        except config.ConfigError as e:
+            # One line, no usage text and no traceback: twistd prints the message and exits 1.
+            raise SystemExit(f"aetasip: {e}") from None
+    else:
+        cfg = options["config"]
+    top = AetasipService()
     top.setName("aetasip")
 
     storeService = StoreService(cfg["store.url"], reactor=reactor)
@@ -96,7 +132,8 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> servi
         # here, with one line, before twistd detaches.
         storeService.store.store.open()
     except Exception as e:
-        raise SystemExit(f"aetasip: cannot open the store {cfg['store.url']}: {e}") from None
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise SystemExit(f"aetasip: cannot open the store {storeService.store.store.describe()}: {reason}") from None
     storeService.setServiceParent(top)
 
     try:

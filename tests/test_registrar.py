@@ -110,7 +110,9 @@ class DomainTests(SynchronousTestCase):
 class BindingTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.h = Harness()
-        self.agent = Agent("45675001", "secret1", source=("198.51.100.7", 40123), contact="sip:45675001@192.168.1.10:5060")
+        self.agent = Agent(
+            "45675001", "secret1", source=("198.51.100.7", 40123), contact="sip:45675001@192.168.1.10:5060"
+        )
 
     def test_binding_remembers_where_the_register_came_from(self) -> None:
         self.h.register(self.agent)

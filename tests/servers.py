@@ -1,0 +1,110 @@
+"""
+Fixtures for tests that need real programs and a running service tree:
+free loopback ports, required external tools, and aetasip itself started
+in-process on ephemeral ports.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.utils import getProcessOutputAndValue
+from twisted.trial.unittest import SkipTest
+
+from aetasip import config, tap
+
+CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def requireTool(testCase: Any, name: str, package: str) -> str:
+    """
+    The path of the program C{name}. When it is missing the test is
+    skipped, except under CI=true where it fails: CI must run every
+    server-backed test.
+    """
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} is not installed (Debian package {package}; see README.rst)"
+        if CI:
+            testCase.fail(message)
+        raise SkipTest(message)
+    return path
+
+
+def freePort(family: socket.AddressFamily = socket.AF_INET, host: str = "127.0.0.1") -> int:
+    """A port that is free for both UDP and TCP on C{host}."""
+    for _ in range(200):
+        with socket.socket(family, socket.SOCK_DGRAM) as udp:
+            udp.bind((host, 0))
+            port = udp.getsockname()[1]
+            with socket.socket(family, socket.SOCK_STREAM) as tcp:
+                try:
+                    tcp.bind((host, port))
+                except OSError:
+                    continue
+                return int(port)
+    raise RuntimeError("no free port")
+
+
+class RunningService:
+    """
+    The aetasip service tree started in this process (the trial reactor),
+    on loopback ports chosen free, with a SQLite store in C{directory}.
+    """
+
+    def __init__(self, directory: str, **settings: Any) -> None:
+        self.directory = directory
+        self.ports = [freePort(), freePort()]
+        base: dict[str, Any] = {
+            "sip.listen": ["127.0.0.1"],
+            "sip.udp_ports": self.ports,
+            "sip.tcp_ports": self.ports,
+            "store.url": f"sqlite:///{os.path.join(directory, 'aetasip.db')}",
+            "stun.enabled": False,
+        }
+        base.update({k.replace("__", "."): v for k, v in settings.items()})
+        self.config = config.build(base)
+        self.service: Any = None
+
+    @property
+    def storeURL(self) -> str:
+        return str(self.config["store.url"])
+
+    def start(self) -> Deferred[None]:
+        self.service = tap.makeService({"config": self.config})
+        self.service.privilegedStartService()
+        self.service.startService()
+        return self.ready()
+
+    def ready(self) -> Deferred[None]:
+        """Fires once the SIP ports read (bindings restored)."""
+        return self.sip.ready  # type: ignore[no-any-return]
+
+    def stop(self) -> Deferred[None]:
+        service, self.service = self.service, None
+        return service.stopService()  # type: ignore[no-any-return]
+
+    @property
+    def sip(self) -> Any:
+        return self.service.getServiceNamed("sip")
+
+
+def deferLater(seconds: float) -> Deferred[None]:
+    from twisted.internet.task import deferLater as _deferLater
+
+    return _deferLater(reactor, seconds, lambda: None)  # type: ignore[arg-type]
+
+
+async def run(
+    executable: str, *args: str, env: dict[str, str] | None = None, path: str | None = None
+) -> tuple[str, str, int]:
+    """Run a program; return its decoded stdout, stderr and exit code."""
+    out, err, code = await getProcessOutputAndValue(
+        executable, args, env=env if env is not None else dict(os.environ), path=path
+    )
+    return out.decode("utf-8", "replace"), err.decode("utf-8", "replace"), code
