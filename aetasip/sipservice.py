@@ -5,6 +5,7 @@ the proxy), hung on the service tree as L{SIPService}.
 
 from __future__ import annotations
 
+import socket
 from typing import Any, cast
 
 from twisted.application import service
@@ -18,6 +19,7 @@ from twisted.python.failure import Failure
 
 from aetasip import __version__, net
 from aetasip.domains import LocalDomains
+from aetasip.keepalive import OptionsPinger
 from aetasip.location import LocationService
 from aetasip.registrar import SUPPORTED, Registrar
 from aetasip.sip.digest import DigestAuthenticator
@@ -210,6 +212,10 @@ class SIPService(service.Service):
         self.transactions = ServerTransactionLayer(reactor)
         self.core = SIPCore(self.transactions, self.registrar, self.domains, self.serverHeader)
         self.ports: list[tuple[str, IListeningPort]] = []
+        self._udpByLocal: dict[tuple[str, int], SIPDatagramProtocol] = {}
+        self.pinger = OptionsPinger(
+            reactor, self.location, self.udpSender, config["registrar.options_ping_interval"], self._sentBy()
+        )
         # Fires when the ports read, after the bindings of the last run are restored.
         self.ready: Deferred[None] = Deferred()
 
@@ -237,11 +243,13 @@ class SIPService(service.Service):
             )
 
         d.addCallback(ready)
+        d.addCallback(lambda _: self.pinger.start())
         d.addErrback(lambda f: log.failure("Could not restore bindings", f))
         d.addCallback(lambda _: self.ready.callback(None))
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
+        self.pinger.stop()
         self.transactions.stop()
         for connection in list(self.core.connections):
             connection.transport.loseConnection()
@@ -250,6 +258,20 @@ class SIPService(service.Service):
         d = gatherResults(stops)
         d.addCallback(lambda _: self.location.stop())
         return d  # type: ignore[return-value]
+
+    def udpSender(self, local: tuple[str, int]) -> Any:
+        """The function sending a datagram from our UDP socket C{local}, or C{None}."""
+        protocol = self._udpByLocal.get(local)
+        if protocol is None or protocol.transport is None:
+            return None
+        return protocol.transport.write
+
+    def _sentBy(self) -> str:
+        """Our host for the Via of requests we send: a configured name first."""
+        for candidate in [*self.config["sip.domains"], *self.config["sip.listen"]]:
+            if candidate not in net.WILDCARDS:
+                return f"[{candidate}]" if ":" in candidate else str(candidate)
+        return socket.getfqdn()
 
     def describePorts(self) -> list[str]:
         out = []
@@ -270,6 +292,7 @@ class SIPService(service.Service):
                     protocol = SIPDatagramProtocol(self.core, (address, portNumber), maxSize)
                     port = net.listenUDP(self.reactor, address, portNumber, protocol, maxSize)
                     protocol.local = (address, port.getHost().port)  # type: ignore[attr-defined]
+                    self._udpByLocal[protocol.local] = protocol
                     self.ports.append(("udp", port))
                 for portNumber in config["sip.tcp_ports"]:
                     self._listenStream("tcp", address, portNumber, maxSize, idle, None)
