@@ -6,7 +6,7 @@ This is the one place that knows the whole tree (DESIGN.md)::
     MultiService "aetasip"
     ├── StoreService
     ├── SIPService
-    └── STUNService
+    └── STUNService (unless stun.enabled is False)
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from aetasip import config
 from aetasip.auth.chain import makeAuthBackend
 from aetasip.sipservice import SIPService
 from aetasip.store import StoreService
+from aetasip.stun import STUNService
 
 log = Logger()
 
@@ -143,4 +144,11 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> servi
 
     sip = SIPService(cfg, auth, storeService.store, reactor=reactor)
     sip.setServiceParent(top)
+
+    if cfg["stun.enabled"]:
+        try:
+            stun = STUNService(cfg, reactor=reactor)
+        except config.ConfigError as e:
+            raise SystemExit(f"aetasip: {e}") from None
+        stun.setServiceParent(top)
     return top

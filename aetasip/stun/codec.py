@@ -15,7 +15,7 @@ Decoding raises a subclass of L{STUNDecodeError} that tells the caller what
 RFC 8489 asks for:
     - L{NotSTUN}: not a STUN message at all; drop it silently;
     - L{BadFingerprint}: a FINGERPRINT that is wrong or not last; drop it
-      silently (RFC 8489 section 7.3);
+      silently (RFC 8489 section 7);
     - L{MalformedMessage}: a sound header but a broken body; a request gets a
       400 answer, built from L{MalformedMessage.header}.
 """
@@ -34,7 +34,7 @@ MAGIC_COOKIE_BYTES = MAGIC_COOKIE.to_bytes(4, "big")
 HEADER_LENGTH = 20
 FINGERPRINT_XOR = 0x5354554E
 
-# Methods (RFC 8489 section 18.2).
+# Methods (RFC 8489).
 BINDING = 0x001
 
 # Classes, as the two class bits C1 C0 (RFC 8489 section 5).
@@ -147,7 +147,7 @@ class NotSTUN(STUNDecodeError):
 class BadFingerprint(STUNDecodeError):
     """
     A FINGERPRINT attribute that does not match the message, or that is not
-    the last attribute. RFC 8489 section 7.3 asks to drop such a message
+    the last attribute. RFC 8489 section 7 asks to drop such a message
     silently: it is probably another protocol's packet.
     """
 

@@ -4,14 +4,14 @@ of the server's sockets; out comes the response, where to send it and from
 which socket, or nothing.
 
 The sockets of one listen address form a set of up to four I{roles}
-(RFC 5780 section 4.1): primary address and port, primary address and
+(RFC 5780): primary address and port, primary address and
 alternate port, alternate address and primary port, both alternate. A role
 is two bits, L{ALTERNATE_PORT} and L{ALTERNATE_ADDRESS}, so CHANGE-REQUEST
 flips bits of the role a request arrived on, and the "other" address of
 OTHER-ADDRESS is the role with both bits flipped.
 
 Binding requests get XOR-MAPPED-ADDRESS (RFC 8489), or MAPPED-ADDRESS for
-classic RFC 3489 clients (RFC 8489 section 12 / RFC 5389 section 12.2), plus
+classic RFC 3489 clients (RFC 8489 section 11, RFC 5389 section 12.2), plus
 RESPONSE-ORIGIN and OTHER-ADDRESS (SOURCE-ADDRESS and CHANGED-ADDRESS for
 classic clients) when known, SOFTWARE and FINGERPRINT. The common case, a
 Binding request without attributes, takes a short path that builds the
@@ -136,13 +136,29 @@ class Counters:
 
     def asDict(self) -> dict[str, int]:
         """
-        The counters by name (C{errors_420} for 420 responses), for metrics.
+        The counters by metric name: snake case (C{rate_limited},
+        C{not_stun}), C{errors} in all and C{errors_420} by code.
         """
-        values = {name: getattr(self, name) for name in self.__slots__ if name != "errors"}
+        values = {_METRIC_NAMES[name]: getattr(self, name) for name in self.__slots__ if name != "errors"}
         values["errors"] = sum(self.errors.values())
         for code, count in sorted(self.errors.items()):
             values[f"errors_{code}"] = count
         return values
+
+
+_METRIC_NAMES = {
+    "badFingerprint": "bad_fingerprint",
+    "changeRequests": "change_requests",
+    "classicRequests": "classic_requests",
+    "ignored": "ignored",
+    "indications": "indications",
+    "notSTUN": "not_stun",
+    "rateLimited": "rate_limited",
+    "requests": "requests",
+    "responses": "responses",
+    "sendFailures": "send_failures",
+    "tcpConnections": "tcp_connections",
+}
 
 
 class RateLimiter:
@@ -456,9 +472,10 @@ class STUNServer:
                     | (ALTERNATE_PORT if flags & codec.CHANGE_PORT else 0)
                 )
                 if sendRole not in endpoint.roles:
-                    # RFC 5780 section 6.1: a server without the alternate
-                    # address or port asked for treats CHANGE-REQUEST as an
-                    # attribute it does not understand.
+                    # No socket to answer from: answer as a server without
+                    # RFC 5780 does, CHANGE-REQUEST being comprehension-
+                    # required, so that the client knows the test is not
+                    # available here (rather than seeing a filtering NAT).
                     return self._error(data, classic, 420, (codec.CHANGE_REQUEST,), source, role)
                 counters.changeRequests += 1
 

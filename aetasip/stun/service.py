@@ -17,7 +17,7 @@ import errno
 import ipaddress
 import socket
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
@@ -156,6 +156,16 @@ def _hasIPv6() -> bool:
     finally:
         sock.close()
     return True
+
+
+class _BoundSet(NamedTuple):
+    """
+    The sockets bound for one listen address, by role.
+    """
+
+    addresses: dict[int, Address]
+    udp: dict[int, socket.socket]
+    tcp: dict[int, socket.socket]
 
 
 class _DatagramHandler(DatagramProtocol):
@@ -302,16 +312,35 @@ class STUNService(Service):
         self._sockets: list[socket.socket] = []
         self._factories: list[_StreamFactory] = []
 
+    def privilegedStartService(self) -> None:
+        """
+        Bind before the reactor runs (twistd), so that a port in use stops
+        the start with one line.
+        """
+        try:
+            self._listen()
+        except CannotListenError as e:
+            raise SystemExit(
+                f"aetasip: cannot listen for STUN on {e.interface or '*'}:{e.port}: {e.socketError}"
+            ) from None
+        Service.privilegedStartService(self)
+
     def startService(self) -> None:
         """
-        Bind every socket, then start reading them.
+        Bind every socket (unless L{privilegedStartService} did), then start
+        reading them.
 
         @raise CannotListenError: when an address or port cannot be bound.
         """
+        if not self.ports:
+            self._listen()
+        Service.startService(self)
+
+    def _listen(self) -> None:
         sets = self._usableSets()
         bound, ports = self._bindAll(sets)
-        self.primaryPort = ports[0]
-        self.alternatePort = ports[1] if self._config["stun.alternate_port"] is not None else None
+        self.primaryPort = ports[PRIMARY]
+        self.alternatePort = ports[ALTERNATE_PORT] if self._config["stun.alternate_port"] is not None else None
         try:
             self._adopt(bound)
         except BaseException:
@@ -320,11 +349,10 @@ class STUNService(Service):
             self.ports = []
             self._factories = []
             self._sockets = []
-            for _, _, udp, tcp in bound:
+            for _, udp, tcp in bound:
                 for sock in (*udp.values(), *tcp.values()):
                     sock.close()
             raise
-        Service.startService(self)
         log.info(
             "STUN listening on {addresses} (UDP and TCP)",
             addresses=", ".join(
@@ -368,12 +396,7 @@ class STUNService(Service):
             sets.append(roles)
         return sets
 
-    def _bindAll(
-        self, sets: list[dict[int, str]]
-    ) -> tuple[
-        list[tuple[dict[int, str], dict[int, Address], dict[int, socket.socket], dict[int, socket.socket]]],
-        dict[int, int],
-    ]:
+    def _bindAll(self, sets: list[dict[int, str]]) -> tuple[list[_BoundSet], dict[int, int]]:
         """
         Bind a UDP and a TCP socket for every role of every set.
 
@@ -381,18 +404,19 @@ class STUNService(Service):
         others; when another socket holds that number already, all is
         closed and tried again with a new one.
 
-        @return: per set (hosts, bound addresses, UDP sockets, TCP sockets),
-            and the bound port numbers (index 0 primary, 1 alternate).
+        @return: the sockets of every set, and the bound port numbers by
+            port role (L{PRIMARY}, L{ALTERNATE_PORT}).
         """
         primary = self._config["stun.port"]
         alternate = self._config["stun.alternate_port"]
+        ephemeral = primary == 0 or alternate == 0
         # With an ephemeral primary port the alternate is ephemeral as well:
         # a fixed one could not be known to be free beside it.
-        configured = {0: primary, 1: 0 if primary == 0 or alternate is None else alternate}
+        configured = {PRIMARY: primary, ALTERNATE_PORT: 0 if primary == 0 or alternate is None else alternate}
         for attempt in range(_EPHEMERAL_ATTEMPTS):
             ports = dict(configured)
             opened: list[socket.socket] = []
-            bound = []
+            bound: list[_BoundSet] = []
             try:
                 for roles in sets:
                     addresses: dict[int, Address] = {}
@@ -409,23 +433,19 @@ class STUNService(Service):
                             table[role] = sock
                             ports[which] = sock.getsockname()[1]
                         addresses[role] = (host, ports[which])
-                    bound.append((roles, addresses, udp, tcp))
+                    bound.append(_BoundSet(addresses, udp, tcp))
                 return bound, ports
             except CannotListenError as e:
                 for sock in opened:
                     sock.close()
-                ephemeral = configured[0] == 0 or configured[1] == 0
                 if ephemeral and e.socketError.errno == errno.EADDRINUSE and attempt + 1 < _EPHEMERAL_ATTEMPTS:
                     continue
                 raise
         raise AssertionError("unreachable")
 
-    def _adopt(
-        self,
-        bound: list[tuple[dict[int, str], dict[int, Address], dict[int, socket.socket], dict[int, socket.socket]]],
-    ) -> None:
+    def _adopt(self, bound: list[_BoundSet]) -> None:
         reactor = self._reactor
-        for _, addresses, udp, tcp in bound:
+        for addresses, udp, tcp in bound:
             for role, sock in udp.items():
                 endpoint = self.server.endpoint(role, addresses)
                 protocol = _DatagramHandler(self.server, endpoint, udp)
