@@ -253,6 +253,13 @@ KEYS: dict[str, Key] = {
         ),
         Key("auth.nonce_lifetime", 300, integer(10, 86400), "Seconds a nonce is accepted; older ones get stale=true."),
         Key("auth.file", None, optional(text), "Path of the accounts file read by the 'file' backend."),
+        Key(
+            "auth.cache_ttl",
+            60,
+            integer(0, 3600),
+            "Seconds the 'sql' backend reuses the credentials it read (0: ask the store every time). A password "
+            "changed with aetasip-admin applies within this time; an unknown number is remembered 5 s at most.",
+        ),
         # Registrar
         Key(
             "registrar.min_expires",

@@ -11,6 +11,7 @@ This is the one place that knows the whole tree (DESIGN.md)::
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 from twisted.application import service
@@ -92,12 +93,29 @@ class Options(usage.Options):
         return loaded.replace(**{k.replace(".", "__"): v for k, v in overrides.items()})
 
 
+def tuneGarbageCollector() -> None:
+    """
+    Keep the cyclic garbage collector off the request path: what exists
+    once the service has started (modules, configuration, restored
+    bindings) is frozen out of its scans, and young collections run every
+    50,000 allocations rather than 700. Requests make almost no cycles;
+    their objects are freed by reference counting.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+
+
 class AetasipService(service.MultiService):
     """
     The top of the tree. It stops its services one after the other, in
     reverse order, each once the one after it has finished: the SIP
     service writes its last bindings before the store closes.
     """
+
+    def startService(self) -> None:
+        super().startService()
+        tuneGarbageCollector()
 
     def stopService(self) -> Deferred[None]:
         service.Service.stopService(self)

@@ -78,6 +78,18 @@ class CacheTests(SynchronousTestCase):
         self.assertIsNone(self.successResultOf(self.backend.credentials("45675009")))
         self.assertEqual(len(self.store.lookups), 1)
 
+    def test_unknown_number_is_forgotten_sooner_than_an_account(self) -> None:
+        backend = SQLAuthBackend(self.store, cacheTTL=60.0, clock=self.clock)  # type: ignore[arg-type]
+        backend.credentials("45675009")
+        self.store.lookups[0][1].callback(None)
+        backend.credentials("45675001")
+        self.store.lookups[1][1].callback(STUDIO)
+        self.clock.advance(5)
+        # The number was just provisioned: asked again. The account stays cached.
+        self.assertNoResult(backend.credentials("45675009"))
+        self.assertEqual(self.successResultOf(backend.credentials("45675001")), STUDIO)
+        self.assertEqual(len(self.store.lookups), 3)
+
     def test_concurrent_lookups_share_one_query(self) -> None:
         first = self.backend.credentials("45675001")
         second = self.backend.credentials("45675001")

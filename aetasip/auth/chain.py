@@ -45,38 +45,36 @@ class AuthChain:
     def credentials(self, number: str) -> defer.Deferred[Credentials | None]:
         """
         See L{IAuthBackend.credentials}. When the backends answer at once,
-        so does the chain.
+        so does the chain: the returned Deferred has already fired (no
+        coroutine on the registrar's hot path).
         """
-        return defer.Deferred.fromCoroutine(self._lookup(number))
+        return self._ask(number, 0, [])
 
-    async def _lookup(self, number: str) -> Credentials | None:
-        unavailable: list[str] = []
-        for backend in self.backends:
-            try:
-                answer = await defer.maybeDeferred(backend.credentials, number)
-            except BackendUnavailable as e:
+    def _ask(self, number: str, index: int, unavailable: list[str]) -> defer.Deferred[Credentials | None]:
+        if index == len(self.backends):
+            if unavailable:
+                return defer.fail(BackendUnavailable(f"{', '.join(unavailable)} could not answer for {number}"))
+            return defer.succeed(None)
+        backend = self.backends[index]
+
+        def answered(answer: Credentials | None) -> Credentials | defer.Deferred[Credentials | None] | None:
+            return answer if answer is not None else self._ask(number, index + 1, unavailable)
+
+        def failed(reason: Failure) -> defer.Deferred[Credentials | None]:
+            if reason.check(BackendUnavailable):
                 log.warn(
                     "Authentication backend {backend} unavailable for {number}: {error}",
                     backend=backend.name,
                     number=number,
-                    error=str(e),
+                    error=reason.getErrorMessage(),
                 )
-                unavailable.append(backend.name)
-                continue
-            except Exception:
+            else:
                 log.failure(
-                    "Authentication backend {backend} failed for {number}",
-                    Failure(),
-                    backend=backend.name,
-                    number=number,
+                    "Authentication backend {backend} failed for {number}", reason, backend=backend.name, number=number
                 )
-                unavailable.append(backend.name)
-                continue
-            if answer is not None:
-                return answer
-        if unavailable:
-            raise BackendUnavailable(f"{', '.join(unavailable)} could not answer for {number}")
-        return None
+            return self._ask(number, index + 1, [*unavailable, backend.name])
+
+        return defer.maybeDeferred(backend.credentials, number).addCallbacks(answered, failed)
 
 
 def backendFactories() -> dict[str, IAuthBackendFactory]:
@@ -124,4 +122,5 @@ def makeAuthBackend(config: Config, store: object = None) -> IAuthBackend:
         if names.count(name) > 1:
             raise ConfigError("auth.backends", names, f"a list naming {name!r} once")
         backends.append(IAuthBackend(factory.makeBackend(options, store)))
-    return AuthChain(backends)
+    # One backend needs no chain: nothing between the registrar and its answer.
+    return backends[0] if len(backends) == 1 else AuthChain(backends)

@@ -20,6 +20,9 @@ from aetasip.store import AsyncStore, StoreError
 
 log = Logger()
 
+# Seconds an unknown number stays cached (at most cacheTTL).
+NEGATIVE_TTL = 5.0
+
 
 @implementer(IAuthBackend)
 class SQLAuthBackend:
@@ -40,7 +43,7 @@ class SQLAuthBackend:
     def __init__(
         self,
         store: AsyncStore,
-        cacheTTL: float = 5.0,
+        cacheTTL: float = 60.0,
         clock: IReactorTime | None = None,
         maxCached: int = 10000,
     ) -> None:
@@ -111,7 +114,10 @@ class SQLAuthBackend:
                 del self._cache[key]
             while len(self._cache) >= self._maxCached:
                 del self._cache[next(iter(self._cache))]
-        self._cache[number] = (now + self._ttl, answer)
+        # An unknown number is remembered briefly only: a number just added
+        # with aetasip-admin must register within seconds.
+        ttl = self._ttl if answer is not None else min(self._ttl, NEGATIVE_TTL)
+        self._cache[number] = (now + ttl, answer)
 
 
 def makeSQLBackend(options: dict[str, Any], store: AsyncStore | None) -> SQLAuthBackend:
@@ -124,4 +130,4 @@ def makeSQLBackend(options: dict[str, Any], store: AsyncStore | None) -> SQLAuth
     """
     if store is None:
         raise ConfigError("auth.backends", "sql", "a list naming 'sql' only when the service has a store")
-    return SQLAuthBackend(store, cacheTTL=float(options.get("cache_ttl", 5.0)))
+    return SQLAuthBackend(store, cacheTTL=float(options.get("cache_ttl", 60.0)))
