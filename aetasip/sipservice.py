@@ -26,6 +26,7 @@ from aetasip.sip.digest import DigestAuthenticator
 from aetasip.sip.errors import ParseError
 from aetasip.sip.message import BadRequest, Request, Response, makeResponse, parse
 from aetasip.sip.transaction import Peer, ServerTransaction, ServerTransactionLayer
+from aetasip.stun.server import STUNServer
 from aetasip.transport import SIPDatagramProtocol, SIPStreamFactory
 
 log = Logger()
@@ -213,6 +214,9 @@ class SIPService(service.Service):
         self.core = SIPCore(self.transactions, self.registrar, self.domains, self.serverHeader)
         self.ports: list[tuple[str, IListeningPort]] = []
         self._udpByLocal: dict[tuple[str, int], SIPDatagramProtocol] = {}
+        self.stunKeepalives = STUNServer(
+            software=self.serverHeader, rateLimit=config["stun.rate_limit"], clock=reactor.seconds
+        )
         self.pinger = OptionsPinger(
             reactor, self.location, self.udpSender, config["registrar.options_ping_interval"], self._sentBy()
         )
@@ -289,7 +293,7 @@ class SIPService(service.Service):
         for address in config["sip.listen"]:
             try:
                 for portNumber in config["sip.udp_ports"]:
-                    protocol = SIPDatagramProtocol(self.core, (address, portNumber), maxSize)
+                    protocol = SIPDatagramProtocol(self.core, (address, portNumber), maxSize, self.stunKeepalives)
                     port = net.listenUDP(self.reactor, address, portNumber, protocol, maxSize)
                     protocol.local = (address, port.getHost().port)  # type: ignore[attr-defined]
                     self._udpByLocal[protocol.local] = protocol

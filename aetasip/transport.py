@@ -20,6 +20,7 @@ log = Logger()
 
 CRLF = b"\r\n"
 PING = b"\r\n\r\n"
+STUN_MAGIC_COOKIE = b"\x21\x12\xa4\x42"
 
 
 class SIPDatagramProtocol(DatagramProtocol):
@@ -35,14 +36,25 @@ class SIPDatagramProtocol(DatagramProtocol):
     transport: Any  # an IUDPTransport once started
     noisy = False
 
-    def __init__(self, core: Any, local: tuple[str, int], maxSize: int = 65535) -> None:
+    def __init__(self, core: Any, local: tuple[str, int], maxSize: int = 65535, stun: Any = None) -> None:
+        """
+        @param stun: an L{aetasip.stun.server.STUNServer} answering the STUN
+            keep-alives of RFC 5626 (section 4.4.2) that agents send on
+            their SIP flow; or C{None} to drop them.
+        """
         self.core = core
         self.local = local
         self.maxSize = maxSize
+        self.stun = stun
+        self._stunEndpoint: Any = None
 
     def datagramReceived(self, data: bytes, addr: Any) -> None:
         if len(data) > self.maxSize:
             log.debug("Dropped a {size}-byte datagram from {addr}", size=len(data), addr=addr)
+            return
+        if data[:1] in (b"\x00", b"\x01") and data[4:8] == STUN_MAGIC_COOKIE:
+            # A SIP message starts with a letter; this is STUN on the SIP flow.
+            self._stunReceived(data, (addr[0], addr[1]))
             return
         if isKeepAlive(data):
             # RFC 5626 CRLF keep-alive: answer a double CRLF ping with a pong.
@@ -52,6 +64,22 @@ class SIPDatagramProtocol(DatagramProtocol):
         write = self.transport.write
         peer = Peer("udp", (addr[0], addr[1]), self.local, lambda out: write(out, addr))
         self.core.receive(data, peer)
+
+    def _stunReceived(self, data: bytes, source: tuple[str, int]) -> None:
+        if self.stun is None:
+            return
+        from aetasip.stun.server import PRIMARY
+
+        if self._stunEndpoint is None:
+            self._stunEndpoint = self.stun.endpoint(PRIMARY, {PRIMARY: self.local})
+        try:
+            reply = self.stun.datagram(data, source, self._stunEndpoint)
+        except Exception:
+            log.failure("STUN keep-alive from {source} failed", source=source)
+            return
+        if reply is not None:
+            response, destination, _ = reply
+            self.transport.write(response, destination)
 
 
 class SIPStreamProtocol(Protocol, TimeoutMixin):
