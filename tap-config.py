@@ -81,10 +81,86 @@ registrar = {
     "options_ping_interval": 0,
 }
 
+# -- LDAP authentication backend (auth.backends = ["ldap"]) ----------------
+ldap = {
+    # Directory servers of the 'ldap' backend, ldap://HOST[:PORT] or
+    # ldaps://HOST[:PORT], tried in order: the next one when a server is down, refuses
+    # the bind or fails TLS.
+    "urls": [],
+    # DN the service binds as (None: anonymous bind).
+    "bind_dn": None,
+    # Password of ldap.bind_dn.
+    "bind_password": None,
+    # DN under which accounts are searched; required by the 'ldap' backend.
+    "base": None,
+    # Search the whole subtree under ldap.base, or 'one' level only.
+    "scope": "subtree",
+    # Search filter; {number} stands for the SIP number, escaped (RFC 4515). It must
+    # match one entry.
+    "filter": "(uid={number})",
+    # Attribute holding the SIP password in clear text (None: use the HA1 attributes
+    # only). Hashed values ('{SSHA}...') cannot serve digest authentication: such
+    # accounts are refused, with a warning.
+    "password_attribute": "userPassword",
+    # Attribute holding the hex MD5 HA1, MD5(number ':' sip.realm ':' password); it wins
+    # over the password.
+    "ha1_md5_attribute": None,
+    # Attribute holding the hex SHA-256 HA1, computed like the MD5 one; it wins over the
+    # password.
+    "ha1_sha256_attribute": None,
+    # Attribute holding the account kind (None: ldap.default_kind).
+    "kind_attribute": None,
+    # Kind of the accounts without a kind attribute (or with an unknown kind, logged).
+    "default_kind": "premium",
+    # Upgrade ldap:// connections with StartTLS before binding.
+    "starttls": False,
+    # PEM file of the CA certificates trusted for StartTLS and ldaps:// (None: the
+    # system's trust store). The server's certificate must also name the host of its URL.
+    "ca_certificate": None,
+    # Seconds a directory may take to connect or to answer before it counts as down (503
+    # for the codec).
+    "timeout": 5,
+    # Connections to the directory, each used by one thread at a time.
+    "pool_size": 4,
+    # Seconds an answer of the directory is reused (0: ask it every time); an unknown
+    # number is remembered 5 s at most.
+    "cache_ttl": 60,
+}
+
 # -- Store (accounts, bindings) --------------------------------------------
 store = {
     # The store: a SQLite file (relative to the working directory) or a PostgreSQL URL.
     "url": "sqlite:///aetasip.db",
+}
+
+# -- Registration webhooks (README.rst, "Registration webhook") ------------
+notify = {
+    # URLs every registration event is POSTed to, as signed JSON (empty: no webhooks).
+    "urls": [],
+    # HMAC-SHA256 key signing each POST (X-Aetasip-Signature); required when
+    # notify.urls is set.
+    "secret": None,
+    # Events sent. 'refreshed' (every re-REGISTER of a codec) is off by default: it is
+    # by far the most frequent.
+    "events": ["registered", "unregistered", "expired", "conflict"],
+    # PEM file of the CA certificates trusted for https:// URLs (default: the system's
+    # trust store).
+    "ca_certificate": None,
+    # Seconds a POST may take, from connecting to the end of the answer.
+    "timeout": 10,
+    # Events waiting per URL; when full, the oldest are dropped (and counted).
+    "queue_size": 1000,
+    # Attempts per event and URL (the first included) before it is given up; any answer
+    # but 2xx is a failure.
+    "max_attempts": 10,
+    # Seconds before the first retry; the delay doubles at each further retry up to
+    # notify.max_backoff.
+    "retry_delay": 1,
+    # Longest delay between two attempts, in seconds.
+    "max_backoff": 60,
+    # Seconds a stopping service keeps delivering queued events; what is left then is
+    # logged as lost.
+    "shutdown_grace": 5,
 }
 
 # -- STUN server (RFC 8489, RFC 5780) --------------------------------------

@@ -288,12 +288,144 @@ KEYS: dict[str, Key] = {
             integer(0, 3600),
             "Seconds between OPTIONS pings to UDP agents to keep their NAT open (0: off).",
         ),
+        # LDAP authentication backend (checked further when auth.backends names 'ldap')
+        Key(
+            "ldap.urls",
+            [],
+            listOf(text, "ldap:// or ldaps:// URLs"),
+            "Directory servers of the 'ldap' backend, ldap://HOST[:PORT] or ldaps://HOST[:PORT], tried in order: "
+            "the next one when a server is down, refuses the bind or fails TLS.",
+        ),
+        Key("ldap.bind_dn", None, optional(text), "DN the service binds as (None: anonymous bind)."),
+        Key("ldap.bind_password", None, optional(text), "Password of ldap.bind_dn."),
+        Key("ldap.base", None, optional(text), "DN under which accounts are searched; required by the 'ldap' backend."),
+        Key(
+            "ldap.scope",
+            "subtree",
+            choice("subtree", "one"),
+            "Search the whole subtree under ldap.base, or 'one' level only.",
+        ),
+        Key(
+            "ldap.filter",
+            "(uid={number})",
+            text,
+            "Search filter; {number} stands for the SIP number, escaped (RFC 4515). It must match one entry.",
+        ),
+        Key(
+            "ldap.password_attribute",
+            "userPassword",
+            optional(text),
+            "Attribute holding the SIP password in clear text (None: use the HA1 attributes only). Hashed values "
+            "('{SSHA}...') cannot serve digest authentication: such accounts are refused, with a warning.",
+        ),
+        Key(
+            "ldap.ha1_md5_attribute",
+            None,
+            optional(text),
+            "Attribute holding the hex MD5 HA1, MD5(number ':' sip.realm ':' password); it wins over the password.",
+        ),
+        Key(
+            "ldap.ha1_sha256_attribute",
+            None,
+            optional(text),
+            "Attribute holding the hex SHA-256 HA1, computed like the MD5 one; it wins over the password.",
+        ),
+        Key(
+            "ldap.kind_attribute", None, optional(text), "Attribute holding the account kind (None: ldap.default_kind)."
+        ),
+        Key(
+            "ldap.default_kind",
+            "premium",
+            choice("factory", "premium", "escoopfone", "test", "hunting"),
+            "Kind of the accounts without a kind attribute (or with an unknown kind, logged).",
+        ),
+        Key("ldap.starttls", False, boolean, "Upgrade ldap:// connections with StartTLS before binding."),
+        Key(
+            "ldap.ca_certificate",
+            None,
+            optional(readableFile),
+            "PEM file of the CA certificates trusted for StartTLS and ldaps:// (None: the system's trust store). "
+            "The server's certificate must also name the host of its URL.",
+        ),
+        Key(
+            "ldap.timeout",
+            5,
+            integer(1, 300),
+            "Seconds a directory may take to connect or to answer before it counts as down (503 for the codec).",
+        ),
+        Key("ldap.pool_size", 4, integer(1, 64), "Connections to the directory, each used by one thread at a time."),
+        Key(
+            "ldap.cache_ttl",
+            60,
+            integer(0, 3600),
+            "Seconds an answer of the directory is reused (0: ask it every time); an unknown number is remembered "
+            "5 s at most.",
+        ),
         # Store
         Key(
             "store.url",
             "sqlite:///aetasip.db",
             storeURL,
             "The store: a SQLite file (relative to the working directory) or a PostgreSQL URL.",
+        ),
+        # Registration webhooks
+        Key(
+            "notify.urls",
+            [],
+            listOf(text, "http:// or https:// URLs"),
+            "URLs every registration event is POSTed to, as signed JSON (empty: no webhooks).",
+        ),
+        Key(
+            "notify.secret",
+            None,
+            optional(text),
+            "HMAC-SHA256 key signing each POST (X-Aetasip-Signature); required when notify.urls is set.",
+        ),
+        Key(
+            "notify.events",
+            ["registered", "unregistered", "expired", "conflict"],
+            listOf(
+                choice("registered", "refreshed", "unregistered", "expired", "conflict"),
+                "'registered', 'refreshed', 'unregistered', 'expired' or 'conflict'",
+            ),
+            "Events sent. 'refreshed' (every re-REGISTER of a codec) is off by default: it is by far the most frequent.",
+        ),
+        Key(
+            "notify.ca_certificate",
+            None,
+            optional(readableFile),
+            "PEM file of the CA certificates trusted for https:// URLs (default: the system's trust store).",
+        ),
+        Key(
+            "notify.timeout",
+            10,
+            number(0.1, 300),
+            "Seconds a POST may take, from connecting to the end of the answer.",
+        ),
+        Key(
+            "notify.queue_size",
+            1000,
+            integer(1, 1000000),
+            "Events waiting per URL; when full, the oldest are dropped (and counted).",
+        ),
+        Key(
+            "notify.max_attempts",
+            10,
+            integer(1, 1000),
+            "Attempts per event and URL (the first included) before it is given up; any answer but 2xx is a failure.",
+        ),
+        Key(
+            "notify.retry_delay",
+            1,
+            number(0.01, 3600),
+            "Seconds before the first retry; the delay doubles at each further retry up to notify.max_backoff.",
+        ),
+        Key("notify.max_backoff", 60, number(0.01, 86400), "Longest delay between two attempts, in seconds."),
+        Key(
+            "notify.shutdown_grace",
+            5,
+            number(0, 300),
+            "Seconds a stopping service keeps delivering queued events; what is left then is logged as lost.",
         ),
         # STUN
         Key("stun.enabled", True, boolean, "Run the STUN server."),

@@ -5,6 +5,7 @@ This is the one place that knows the whole tree (DESIGN.md)::
 
     MultiService "aetasip"
     ├── StoreService
+    ├── NotifierService (when notify.urls is set)
     ├── SIPService
     └── STUNService (unless stun.enabled is False)
 """
@@ -15,12 +16,13 @@ import gc
 from typing import Any
 
 from twisted.application import service
-from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
+from twisted.internet.defer import Deferred, ensureDeferred, gatherResults, maybeDeferred
 from twisted.logger import Logger
 from twisted.python import usage
 
 from aetasip import config
 from aetasip.auth.chain import makeAuthBackend
+from aetasip.notify import NotifierService
 from aetasip.sipservice import SIPService
 from aetasip.store import StoreService
 from aetasip.stun import STUNService
@@ -129,6 +131,24 @@ class AetasipService(service.MultiService):
                 log.failure("Stopping {service} failed", service=child.name)
 
 
+class BackendStopper(service.Service):
+    """
+    Stops, with the service, the authentication backends that hold
+    resources of their own (the LDAP backend's threads and connections).
+    It stands before the SIP service, so it stops after it.
+    """
+
+    name = "auth"
+
+    def __init__(self, backend: Any) -> None:
+        self.backends = list(getattr(backend, "backends", [backend]))
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        stops = [maybeDeferred(b.stop) for b in self.backends if callable(getattr(b, "stop", None))]
+        return gatherResults(stops).addCallback(lambda _: None)
+
+
 def makeService(options: Options | dict[str, Any], reactor: Any = None) -> service.MultiService:
     """
     Build the service tree from parsed L{Options} (or a dict with a
@@ -160,8 +180,21 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> servi
     except config.ConfigError as e:
         raise SystemExit(f"aetasip: {e}") from None
 
+    notifier = None
+    if cfg["notify.urls"]:
+        try:
+            notifier = NotifierService(cfg, reactor=reactor)
+        except config.ConfigError as e:
+            raise SystemExit(f"aetasip: {e}") from None
+        # Before SIP in the tree: started before it and stopped after it, no event is missed.
+        notifier.setServiceParent(top)
+
+    BackendStopper(auth).setServiceParent(top)
+
     sip = SIPService(cfg, auth, storeService.store, reactor=reactor)
     sip.setServiceParent(top)
+    if notifier is not None:
+        sip.location.listeners.append(notifier)
 
     if cfg["stun.enabled"]:
         try:

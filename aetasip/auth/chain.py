@@ -97,9 +97,10 @@ def backendFactories() -> dict[str, IAuthBackendFactory]:
 def backendOptions(config: Config) -> dict[str, Any]:
     """
     The options given to every backend factory: the C{auth} section of
-    C{config} without the C{auth.} prefix, and C{realm} (C{sip.realm}).
+    C{config} without the C{auth.} prefix, C{realm} (C{sip.realm}), and
+    C{ldap}, the C{ldap} section (for the C{ldap} backend).
     """
-    return {**config.section("auth"), "realm": config["sip.realm"]}
+    return {**config.section("auth"), "realm": config["sip.realm"], "ldap": config.section("ldap")}
 
 
 def makeAuthBackend(config: Config, store: object = None) -> IAuthBackend:

@@ -1,6 +1,7 @@
 """
 The authentication backends shipped with aetasip, as Twisted plugins:
-C{sql} (accounts in the store) and C{file} (an accounts file).
+C{sql} (accounts in the store), C{file} (an accounts file) and C{ldap}
+(an LDAP directory).
 
 The backend modules are imported only when a backend is made, so that
 scanning the plugins stays cheap.
@@ -44,5 +45,20 @@ class FileBackendFactory:
         return makeFileBackend(options, store)
 
 
+@implementer(IPlugin, IAuthBackendFactory)
+class LDAPBackendFactory:
+    """
+    Makes L{aetasip.auth.ldap.LDAPAuthBackend}s.
+    """
+
+    name = "ldap"
+
+    def makeBackend(self, options: dict[str, Any], store: Any) -> IAuthBackend:
+        from aetasip.auth.ldap import makeLDAPBackend
+
+        return makeLDAPBackend(options, store)
+
+
 sql = SQLBackendFactory()
 file = FileBackendFactory()
+ldap = LDAPBackendFactory()
