@@ -159,7 +159,11 @@ class LocationService:
         perhaps a new C{contact} (an RFC 5626 instance that moved).
         """
         if contact is not None and contact != binding.contact:
-            self._deleted.add((binding.aor, binding.contact))
+            old = (binding.aor, binding.contact)
+            # The old row goes; an unwritten change under the old key must
+            # not write the binding back (it may be removed before the flush).
+            self._dirty.pop(old, None)
+            self._deleted.add(old)
             binding.contact = contact
         self._schedule(binding)
         self._changed(binding)
@@ -235,19 +239,25 @@ class LocationService:
         dirty, deleted = list(self._dirty.values()), list(self._deleted)
         self._dirty, self._deleted = {}, set()
         d = self.store.deleteBindings(deleted) if deleted else succeed(None)
+        # Set before the callbacks: a store that answers at once (a failure
+        # from a stopped store) runs done() right away, which must clear it.
+        self._flushing = d
         d.addCallback(lambda _: self.store.saveBindings(dirty) if dirty else None)
 
         def failed(failure: Any) -> None:
             log.failure("Writing {count} bindings to the store failed; retrying", failure, count=len(dirty))
             for binding in dirty:
-                self._dirty.setdefault((binding.aor, binding.contact), binding)
+                key = (binding.aor, binding.contact)
+                # Removed since the write began: its deletion is what to retry.
+                if key not in self._deleted:
+                    self._dirty.setdefault(key, binding)
             self._deleted.update(k for k in deleted if k not in self._dirty)
             self._scheduleFlush()
 
         def done(_: object) -> None:
-            self._flushing = None
+            if self._flushing is d:
+                self._flushing = None
 
         d.addErrback(failed)
         d.addCallback(done)
-        self._flushing = d
         return d

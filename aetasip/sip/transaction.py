@@ -116,6 +116,11 @@ class ServerTransaction:
         if code < 200:
             self.state = "proceeding"
             return
+        if self._layer._stopped:
+            # Answered after the layer stopped (a slow backend during
+            # shutdown): sent, but no timer may outlive the layer.
+            self._terminate()
+            return
         if self.isInvite:
             self._inviteFinal(code)
         else:
@@ -187,6 +192,7 @@ class ServerTransactionLayer:
         self.transactions: dict[tuple[Any, ...], ServerTransaction] = {}
         self._expiring: deque[tuple[float, ServerTransaction]] = deque()
         self._sweeper: IDelayedCall | None = None
+        self._stopped = False
         self.retransmissionsAbsorbed = 0
 
     def receive(self, request: Request, peer: Peer) -> ServerTransaction | None:
@@ -198,23 +204,39 @@ class ServerTransactionLayer:
             ACK of a non-2xx final response (absorbed here). An ACK for a
             2xx is not part of any transaction: it comes back as a
             transaction-less C{None} too, and the caller routes it with
-            L{isStrayAck}.
+            L{isStrayAck}; so does an ACK matching a transaction in the
+            Accepted state (RFC 6026 section 8.7: passed to the TU).
         """
-        key = transactionKey(request)
-        existing = self.transactions.get(key)
+        existing = self._match(request)
         if existing is not None:
             self.retransmissionsAbsorbed += request.method != "ACK"
             existing._retransmission(request)
             return None
         if request.method == "ACK":
             return None
+        key = transactionKey(request)
         transaction = ServerTransaction(self, key, request, peer)
         self.transactions[key] = transaction
         return transaction
 
     def isStrayAck(self, request: Request) -> bool:
-        """Is C{request} an ACK that matches no transaction (ACK for a 2xx)?"""
-        return request.method == "ACK" and transactionKey(request) not in self.transactions
+        """
+        Is C{request} an ACK for the transaction user: one that matches no
+        transaction (ACK for a 2xx), or an Accepted one (RFC 6026 8.7)?
+        """
+        if request.method != "ACK":
+            return False
+        existing = self._match(request)
+        return existing is None or existing.state == "accepted"
+
+    def _match(self, request: Request) -> ServerTransaction | None:
+        key = transactionKey(request)
+        existing = self.transactions.get(key)
+        if existing is None and request.method == "ACK" and len(key) == 6 and key[3] is not None:
+            # RFC 2543 ACK (17.2.3): it carries the To tag of our response,
+            # which the INVITE it acknowledges had not (key[3] is the To tag).
+            existing = self.transactions.get((*key[:3], None, *key[4:]))
+        return existing
 
     def _completedNonInvite(self, transaction: ServerTransaction) -> None:
         if transaction.peer.reliable:
@@ -240,7 +262,8 @@ class ServerTransactionLayer:
             del self.transactions[transaction.key]
 
     def stop(self) -> None:
-        """Cancel every timer (service shutdown)."""
+        """Cancel every timer (service shutdown). Later answers arm none."""
+        self._stopped = True
         if self._sweeper is not None and self._sweeper.active():
             self._sweeper.cancel()
         self._sweeper = None
