@@ -79,18 +79,33 @@ class ServerTransaction:
     """
     One server transaction. The transaction user answers with L{respond}.
 
-    @ivar request: the request that created it.
+    @ivar request: the request that created it; C{None} once a non-INVITE
+        transaction completed over UDP.
     @ivar peer: where responses go.
     @ivar state: C{trying}, C{proceeding}, C{completed}, C{confirmed},
         C{accepted} or C{terminated}.
     """
 
-    __slots__ = ("_lastResponse", "_layer", "_retransmitInterval", "_timers", "key", "peer", "request", "state")
+    __slots__ = (
+        "_lastResponse",
+        "_layer",
+        "_retransmitInterval",
+        "_timers",
+        "key",
+        "method",
+        "peer",
+        "request",
+        "state",
+    )
 
     def __init__(self, layer: ServerTransactionLayer, key: tuple[Any, ...], request: Request, peer: Peer) -> None:
         self._layer = layer
         self.key = key
-        self.request = request
+        # Released once a non-INVITE transaction completes on UDP: its 32 s
+        # of absorbing retransmissions need only the response, and tens of
+        # thousands of retained requests would keep the garbage collector busy.
+        self.request: Request | None = request
+        self.method = request.method
         self.peer = peer
         self.state = "proceeding" if request.method == "INVITE" else "trying"
         self._lastResponse: bytes | None = None
@@ -99,7 +114,7 @@ class ServerTransaction:
 
     @property
     def isInvite(self) -> bool:
-        return self.request.method == "INVITE"
+        return self.method == "INVITE"
 
     def respond(self, response: Response | bytes) -> None:
         """
@@ -244,6 +259,7 @@ class ServerTransactionLayer:
             self._forget(transaction)
             transaction.state = "terminated"
             return
+        transaction.request = None
         self._expiring.append((self.clock.seconds() + 64 * T1, transaction))
         if self._sweeper is None:
             self._sweeper = self.clock.callLater(self.SWEEP_INTERVAL, self._sweep)
