@@ -28,7 +28,7 @@ from __future__ import annotations
 import time
 from typing import Any, cast
 
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -116,7 +116,10 @@ class Registrar:
             return self._challenge(request)
         if params.get("username") != number:
             return self._reply(request, 403, "Credentials are not those of the registered number")
-        d = maybeDeferred(self.auth.credentials, number)
+        try:
+            d = self.auth.credentials(number)
+        except Exception:
+            return self._backendFailed(Failure(), request)
         if d.called and not isinstance(getattr(d, "result", None), Failure):
             # Cached credentials: answer at once, without a callback chain.
             credentials = cast(Credentials | None, d.result)
@@ -191,7 +194,7 @@ class Registrar:
             return self._reply(request, 400, "Wildcard Contact must be alone")
 
         # Check every contact before changing anything: a REGISTER is atomic.
-        changes: list[tuple[NameAddr, int, Binding | None]] = []
+        changes: list[tuple[NameAddr, str, int, Binding | None]] = []
         for value in contactValues:
             contact = _parseContact(value)
             expiresParam = contact.params.get("expires")
@@ -200,14 +203,15 @@ class Registrar:
                 response = self._reply(request, 423)
                 response.add("min-expires", str(self.minExpires))
                 return response
-            existing = _sameBinding(current, contact)
+            text = str(contact.uri)
+            existing = _sameBinding(current, contact, text)
             if existing is not None and existing.callID == callID and existing.cseq >= cseq:
                 return self._reply(request, 500, "Out of order REGISTER")
-            changes.append((contact, min(expires, self.maxExpires), existing))
+            changes.append((contact, text, min(expires, self.maxExpires), existing))
 
-        added = [c for c, e, existing in changes if e and existing is None]
+        added = [c for c, _, e, existing in changes if e and existing is None]
         if added:
-            others = [b for b in current if not _sameAgent(b, callID, [c for c, _, _ in changes])]
+            others = [b for b in current if not _sameAgent(b, callID, [c for c, _, _, _ in changes])]
             if others:
                 refused = self._conflict(request, peer, number, added[0], others, now)
                 if refused is not None:
@@ -218,7 +222,7 @@ class Registrar:
 
         path = request.getAll("path") if "path" in _options(request, "supported") else []
         userAgent = request.get("user-agent", "") or ""
-        for contact, expires, existing in changes:
+        for contact, text, expires, existing in changes:
             if expires == 0:
                 if existing is not None:
                     self.location.remove(existing)
@@ -227,11 +231,11 @@ class Registrar:
                 existing.expiresAt = now + expires
                 existing.callID, existing.cseq = callID, cseq
                 self._fillSource(existing, peer, path, userAgent, contact)
-                self.location.refresh(existing, str(contact.uri))
+                self.location.refresh(existing, text)
             else:
                 binding = Binding(
                     aor=number,
-                    contact=str(contact.uri),
+                    contact=text,
                     expiresAt=now + expires,
                     callID=callID,
                     cseq=cseq,
@@ -347,7 +351,7 @@ def _instance(contact: NameAddr) -> str | None:
     return value.strip('"').strip("<>") if value else None
 
 
-def _sameBinding(bindings: list[Binding], contact: NameAddr) -> Binding | None:
+def _sameBinding(bindings: list[Binding], contact: NameAddr, text: str) -> Binding | None:
     """
     The binding C{contact} updates: the same instance and reg-id (RFC
     5626), or else the same Contact URI (RFC 3261 10.3 step 7).
@@ -360,7 +364,7 @@ def _sameBinding(bindings: list[Binding], contact: NameAddr) -> Binding | None:
                 return binding
     uri = contact.uri
     for binding in bindings:
-        if binding.contact == str(uri) or _sameURI(binding.contact, uri):
+        if binding.contact == text or _sameURI(binding.contact, uri):
             return binding
     return None
 

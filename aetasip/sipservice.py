@@ -5,8 +5,9 @@ the proxy), hung on the service tree as L{SIPService}.
 
 from __future__ import annotations
 
+import re
 import socket
-from typing import Any, cast
+from typing import Any
 
 from twisted.application import service
 from twisted.internet import ssl
@@ -24,6 +25,7 @@ from aetasip.location import LocationService
 from aetasip.registrar import SUPPORTED, Registrar
 from aetasip.sip.digest import DigestAuthenticator
 from aetasip.sip.errors import ParseError
+from aetasip.sip.headers import splitCommas
 from aetasip.sip.message import BadRequest, Request, Response, makeResponse, parse
 from aetasip.sip.transaction import Peer, ServerTransaction, ServerTransactionLayer
 from aetasip.stun.server import STUNServer
@@ -32,6 +34,15 @@ from aetasip.transport import SIPDatagramProtocol, SIPStreamFactory
 log = Logger()
 
 ALLOW = "REGISTER, OPTIONS"
+
+# An rport parameter without a value, in a Via header value.
+_BARE_RPORT = re.compile(r";[ \t]*rport(?=[ \t]*(?:;|$))", re.IGNORECASE)
+
+
+def _firstElement(value: str) -> tuple[str, str]:
+    """Split a Via header value after its first element: (first, ", rest")."""
+    first, *rest = splitCommas(value)
+    return first, "".join(f", {element}" for element in rest)
 
 
 class SIPCore:
@@ -119,10 +130,18 @@ class SIPCore:
             transaction.respond(response)
 
     def _answer(self, transaction: ServerTransaction, handler: Any, request: Request, peer: Peer) -> None:
-        result = maybeDeferred(handler, request, peer)
-        if result.called and not isinstance(getattr(result, "result", None), Failure):
-            response = cast(Response, result.result)
-            transaction.respond(response)
+        """
+        Send what C{handler} answers, at once or when its Deferred fires; a
+        handler that fails gets the request a 500.
+        """
+        try:
+            result = handler(request, peer)
+        except Exception:
+            log.failure("Failed to answer {request}", request=request)
+            transaction.respond(self._reply(request, 500))
+            return
+        if not isinstance(result, Deferred):
+            transaction.respond(result)
             return
 
         def failed(failure: Failure) -> Response:
@@ -161,25 +180,27 @@ class SIPCore:
         (RFC 3261 18.2.1) and rport (RFC 3581), so responses carry it.
         Responses themselves always go back to the packet's source: for a
         NATed agent without rport that is the only address that works.
+
+        The header text is edited in place (cheaper than writing the parsed
+        Via out again), and so is the parsed Via the request keeps.
         """
         via = request.topVia
         host, port = peer.source
         viaHost = via.host[1:-1] if via.host.startswith("[") else via.host
-        changed = False
-        if "rport" in via.params and via.params["rport"] is None:
+        rport = "rport" in via.params and via.params["rport"] is None
+        if not rport and viaHost == host:
+            return
+        via.params["received"] = host
+        if rport:
             via.params["rport"] = str(port)
-            via.params["received"] = host
-            changed = True
-        elif viaHost != host:
-            via.params["received"] = host
-            changed = True
-        if changed:
-            for i, (name, value) in enumerate(request.headers):
-                if name == "via":
-                    rest = value.split(",", 1)[1] if "," in value else ""
-                    request.headers[i] = [name, f"{via}, {rest.strip()}" if rest else str(via)]
-                    break
-            request._index = None
+        for i, (name, value) in enumerate(request.headers):
+            if name == "via":
+                first, rest = (value, "") if "," not in value else _firstElement(value)
+                if rport:
+                    first = _BARE_RPORT.sub(f";rport={port}", first, count=1)
+                request.headers[i] = [name, f"{first};received={host}{rest}"]
+                break
+        request._index = None
 
 
 class SIPService(service.Service):

@@ -61,9 +61,19 @@ class SIPDatagramProtocol(DatagramProtocol):
             if data.startswith(PING):
                 self.transport.write(CRLF, addr)
             return
-        write = self.transport.write
-        peer = Peer("udp", (addr[0], addr[1]), self.local, lambda out: write(out, addr))
+        send = self._send
+        peer = Peer("udp", (addr[0], addr[1]), self.local, lambda out: send(out, addr))
         self.core.receive(data, peer)
+
+    def _send(self, data: bytes, addr: Any) -> None:
+        # The socket directly: Port.write re-checks the address on every
+        # datagram, a measurable share of a REGISTER's cost.
+        try:
+            self.transport.socket.sendto(data, addr)
+        except OSError as e:
+            # A full send buffer or an ICMP error from an earlier datagram:
+            # UDP is lossy anyway, and retransmissions will follow.
+            log.debug("Cannot send to {addr}: {error}", addr=addr, error=e)
 
     def _stunReceived(self, data: bytes, source: tuple[str, int]) -> None:
         if self.stun is None:

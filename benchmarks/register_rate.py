@@ -93,7 +93,9 @@ def startServer(workdir: str, port: int, cores: tuple[str, str]) -> subprocess.P
     raise RuntimeError("aetasip did not start; see " + os.path.join(workdir, "server.log"))
 
 
-def step(csv: str, port: int, rate: int, duration: float, core: str, errors: str) -> tuple[int, int, float]:
+def step(
+    csv: str, port: int, sippPort: int, rate: int, duration: float, core: str, errors: str
+) -> tuple[int, int, float]:
     """
     Run sipp at C{rate} calls/s; return (successful, failed, seconds).
     sipp's error messages go to the file C{errors}.
@@ -108,7 +110,7 @@ def step(csv: str, port: int, rate: int, duration: float, core: str, errors: str
         "-i",
         "127.0.0.1",
         "-p",
-        str(freePort()),
+        str(sippPort),
         "-r",
         str(rate),
         "-m",
@@ -176,6 +178,9 @@ def main() -> int:
     try:
         csv = provision(workdir)
         port = freePort()
+        # The same agents in every step (same address and port): a new port
+        # would make each account look registered by a second agent.
+        sippPort = freePort()
         server = startServer(workdir, port, (args.server_core, args.sipp_core))
         best = 0
         rate = args.start
@@ -183,7 +188,7 @@ def main() -> int:
             if rate > args.max_rate:
                 break
             errors = os.path.join(workdir, f"errors-{rate}.log")
-            ok, failed, elapsed = step(csv, port, rate, args.duration, args.sipp_core, errors)
+            ok, failed, elapsed = step(csv, port, sippPort, rate, args.duration, args.sipp_core, errors)
             total = ok + failed
             kept = elapsed <= args.duration * 1.1 + 1.0
             clean = total >= int(rate * args.duration) and failed <= total * 0.001 and kept

@@ -246,7 +246,7 @@ class ConflictTests(SynchronousTestCase):
         self.assertEqual(code, 403)
         (binding,) = h.location.lookup("45675001")
         self.assertEqual(binding.source, ("198.51.100.7", 5060))
-        self.assertEqual([e for e in h.events if e.kind == "conflict"][0].outcome, "rejected")
+        self.assertEqual(next(e for e in h.events if e.kind == "conflict").outcome, "rejected")
 
     def test_rejected_agent_may_still_register_once_the_other_is_gone(self) -> None:
         h, _ = self.conflict("reject")
@@ -320,10 +320,10 @@ class OtherRequestTests(SynchronousTestCase):
 
     def test_unsupported_method_gets_405_with_allow(self) -> None:
         request = (
-            "SUBSCRIBE sip:45675002@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:40000;branch=z9hG4bK-sub\r\n"
-            "From: <sip:45675001@127.0.0.1>;tag=a\r\nTo: <sip:45675002@127.0.0.1>\r\nCall-ID: sub@test\r\n"
-            "CSeq: 1 SUBSCRIBE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
-        ).encode()
+            b"SUBSCRIBE sip:45675002@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:40000;branch=z9hG4bK-sub\r\n"
+            b"From: <sip:45675001@127.0.0.1>;tag=a\r\nTo: <sip:45675002@127.0.0.1>\r\nCall-ID: sub@test\r\n"
+            b"CSeq: 1 SUBSCRIBE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        )
         reply = self.h.sendOne(request)
         self.assertEqual(reply.code, 405)
         self.assertEqual(reply.get("allow"), "REGISTER, OPTIONS")

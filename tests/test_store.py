@@ -1,19 +1,26 @@
 """
 Tests for L{aetasip.store}: the SQL store on SQLite.
+
+The behaviours every database must have are in test cases that take their
+databases from L{SQLiteURLs}; L{tests.test_store_postgresql} runs the same
+test cases on PostgreSQL by giving them another mixin.
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
+import threading
+import time
 from contextlib import closing
+from typing import Any
 
 import sqlalchemy as sa
 from twisted.internet import defer
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from aetasip import store as storeModule
-from aetasip.auth import computeHA1
+from aetasip.auth import computeHA1, credentialsFromPassword
 from aetasip.location import Binding
 from aetasip.store import (
     SCHEMA_VERSION,
@@ -63,12 +70,62 @@ def sqlite(path: str, statement: str) -> list[tuple[object, ...]]:
         return connection.execute(statement).fetchall()
 
 
-def openStore(testCase: SynchronousTestCase, clock: FakeClock | None = None) -> tuple[Store, str]:
-    url, path = sqliteURL(testCase)
-    store = Store(url, clock=clock or FakeClock())
-    store.open()
-    testCase.addCleanup(store.close)
-    return store, path
+def execute(url: str, statement: str) -> list[tuple[object, ...]]:
+    """
+    Run C{statement} on the database of the store URL C{url} behind the
+    store's back, in a transaction of its own.
+
+    @return: the rows, if the statement returns any.
+    """
+    engine = sa.create_engine(engineURL(url), poolclass=sa.NullPool)
+    try:
+        with engine.begin() as connection:
+            result = connection.exec_driver_sql(statement)
+            return [tuple(row) for row in result] if result.returns_rows else []
+    finally:
+        engine.dispose()
+
+
+def tableNames(url: str) -> set[str]:
+    """
+    The tables of the database of the store URL C{url}.
+    """
+    engine = sa.create_engine(engineURL(url), poolclass=sa.NullPool)
+    try:
+        return set(sa.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+class StoreURLs:
+    """
+    Mixin for store test cases: where their databases are.
+    """
+
+    def newStoreURL(self) -> str:
+        """
+        The URL of a new, empty database.
+        """
+        raise NotImplementedError()
+
+    def openStore(self, clock: FakeClock | None = None) -> Store:
+        """
+        A store on a new database, open, closed when the test ends.
+        """
+        store = Store(self.newStoreURL(), clock=clock or FakeClock())
+        store.open()
+        self.addCleanup(store.close)  # type: ignore[attr-defined]
+        return store
+
+
+class SQLiteURLs(StoreURLs):
+    """
+    Each store is a new SQLite file.
+    """
+
+    def newStoreURL(self) -> str:
+        url, _path = sqliteURL(self)  # type: ignore[arg-type]
+        return url
 
 
 def makeBinding(aor: str = "45675001", contact: str = "sip:45675001@192.168.1.10:5060", **changes: object) -> Binding:
@@ -104,22 +161,22 @@ def fields(binding: Binding) -> dict[str, object]:
     }
 
 
-class MigrationTests(SynchronousTestCase):
+class MigrationTests(SQLiteURLs, SynchronousTestCase):
     """
     Opening a store creates and upgrades its schema.
     """
 
     def test_empty_database_is_migrated_to_current_version(self) -> None:
-        store, path = openStore(self)
+        store = self.openStore()
         self.assertEqual(store.schemaVersion(), SCHEMA_VERSION)
-        self.assertEqual(sqlite(path, "SELECT version FROM schema_version"), [(SCHEMA_VERSION,)])
+        self.assertEqual(execute(store.url, "SELECT version FROM schema_version"), [(SCHEMA_VERSION,)])
 
     def test_migrated_tables_match_the_current_schema(self) -> None:
         """
         The migration steps create exactly the tables and columns the queries use.
         """
-        _store, path = openStore(self)
-        engine = sa.create_engine(f"sqlite:///{path}")
+        store = self.openStore()
+        engine = sa.create_engine(engineURL(store.url), poolclass=sa.NullPool)
         self.addCleanup(engine.dispose)
         inspector = sa.inspect(engine)
         for table in storeModule.metadata.sorted_tables:
@@ -131,7 +188,7 @@ class MigrationTests(SynchronousTestCase):
         self.assertEqual(inspector.get_pk_constraint("bindings")["constrained_columns"], ["aor", "contact"])
 
     def test_reopening_keeps_data_and_version(self) -> None:
-        store, _path = openStore(self)
+        store = self.openStore()
         store.addAccount("45675001", "premium", "secret", REALM)
         store.close()
         store.open()
@@ -139,12 +196,12 @@ class MigrationTests(SynchronousTestCase):
         self.assertIsNotNone(store.getAccount("45675001"))
 
     def test_open_twice_is_harmless(self) -> None:
-        store, _path = openStore(self)
+        store = self.openStore()
         store.open()
         self.assertEqual(store.listAccounts(), [])
 
     def test_later_steps_run_once_from_the_stored_version(self) -> None:
-        store, _path = openStore(self)
+        store = self.openStore()
         store.close()
         ran: list[int] = []
 
@@ -161,7 +218,7 @@ class MigrationTests(SynchronousTestCase):
         self.assertEqual(store.schemaVersion(), SCHEMA_VERSION + 1)
 
     def test_failed_step_leaves_the_schema_as_it_was(self) -> None:
-        store, path = openStore(self)
+        store = self.openStore()
         store.close()
 
         def step2(connection: sa.Connection) -> None:
@@ -171,22 +228,80 @@ class MigrationTests(SynchronousTestCase):
         self.patch(storeModule, "MIGRATIONS", [*storeModule.MIGRATIONS, step2])
         self.patch(storeModule, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
         self.assertRaises(RuntimeError, store.open)
-        tables = {row[0] for row in sqlite(path, "SELECT name FROM sqlite_master WHERE type = 'table'")}
-        self.assertNotIn("extra", tables)
-        self.assertEqual(sqlite(path, "SELECT version FROM schema_version"), [(SCHEMA_VERSION,)])
+        self.assertNotIn("extra", tableNames(store.url))
+        self.assertEqual(execute(store.url, "SELECT version FROM schema_version"), [(SCHEMA_VERSION,)])
 
     def test_newer_schema_is_refused(self) -> None:
-        store, path = openStore(self)
+        store = self.openStore()
         store.close()
-        sqlite(path, "UPDATE schema_version SET version = 99")
+        execute(store.url, "UPDATE schema_version SET version = 99")
         error = self.assertRaises(SchemaTooNew, store.open)
         self.assertIn("schema version 99", str(error))
         self.assertIn("upgrade aetasip", str(error))
         self.assertRaises(StoreError, store.listAccounts)
 
+    def test_concurrent_opens_migrate_once(self) -> None:
+        """
+        Two stores opening one empty database at once (a main and a backup
+        server starting together): one migrates, the other waits for it and
+        finds the schema current.
+        """
+        url = self.newStoreURL()
+        ran: list[str] = []
+        firstStep = storeModule.MIGRATIONS[0]
+
+        def slowFirstStep(connection: sa.Connection) -> None:
+            ran.append(threading.current_thread().name)
+            time.sleep(0.3)  # while the other store tries to migrate too
+            firstStep(connection)
+
+        self.patch(storeModule, "MIGRATIONS", [slowFirstStep, *storeModule.MIGRATIONS[1:]])
+        stores = [Store(url), Store(url)]
+        for store in stores:
+            self.addCleanup(store.close)
+        together = threading.Barrier(len(stores))
+        errors: list[BaseException] = []
+
+        def opening(store: Store) -> None:
+            together.wait(10)
+            try:
+                store.open()
+            except BaseException as e:
+                errors.append(e)
+
+        threads = [threading.Thread(target=opening, args=(store,)) for store in stores]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        self.assertEqual(errors, [])
+        self.assertEqual(len(ran), 1)
+        self.assertEqual(execute(url, "SELECT version FROM schema_version"), [(SCHEMA_VERSION,)])
+        stores[0].addAccount("45675001", "premium", "secret", REALM)
+        self.assertIsNotNone(stores[1].getAccount("45675001"))
+
+
+class SQLiteFileTests(SynchronousTestCase):
+    """
+    What is particular to SQLite files and in-memory databases.
+    """
+
+    def setUp(self) -> None:
+        url, self.path = sqliteURL(self)
+        self.store = Store(url, clock=FakeClock())
+        self.store.open()
+        self.addCleanup(self.store.close)
+
     def test_sqlite_file_uses_wal(self) -> None:
-        _store, path = openStore(self)
-        self.assertEqual(sqlite(path, "PRAGMA journal_mode"), [("wal",)])
+        self.assertEqual(sqlite(self.path, "PRAGMA journal_mode"), [("wal",)])
+
+    def test_plain_password_is_never_written_to_the_file(self) -> None:
+        self.store.addAccount("45675001", "premium", "Plain-Secret-42", REALM, portalPassword="Portal-Secret-43")
+        self.store.setPassword("45675001", "Plain-Secret-44", REALM)
+        stored = repr([execute(self.store.url, f'SELECT * FROM "{table}"') for table in tableNames(self.store.url)])
+        self.assertIn(computeHA1("MD5", "45675001", REALM, "Plain-Secret-44"), stored)
+        for secret in ["Plain-Secret-42", "Portal-Secret-43", "Plain-Secret-44"]:
+            self.assertNotIn(secret, stored)
 
     def test_in_memory_database_is_one_database(self) -> None:
         store = Store("sqlite://")
@@ -194,6 +309,12 @@ class MigrationTests(SynchronousTestCase):
         self.addCleanup(store.close)
         store.addAccount("15000", "test", "secret", REALM)
         self.assertEqual([a.number for a in store.listAccounts()], ["15000"])
+
+
+class StoreURLTests(SynchronousTestCase):
+    """
+    What the URL of a store decides, without a database.
+    """
 
     def test_unopened_store_refuses_queries(self) -> None:
         store = Store("sqlite://")
@@ -212,15 +333,22 @@ class MigrationTests(SynchronousTestCase):
         self.assertNotIn("hunter2", description)
         self.assertIn("db/aetasip", description)
 
+    def test_threads_by_database(self) -> None:
+        sqlite = AsyncStore(Store("sqlite://"))
+        postgresql = AsyncStore(Store("postgresql://aetasip@db/aetasip"))
+        self.assertEqual((sqlite._pool.min, sqlite._pool.max), (1, 1))
+        self.assertEqual((postgresql._pool.min, postgresql._pool.max), (4, 4))
+        self.assertEqual(AsyncStore(Store("sqlite://"), threads=3)._pool.max, 3)
 
-class AccountTests(SynchronousTestCase):
+
+class AccountTests(SQLiteURLs, SynchronousTestCase):
     """
     Accounts: create, read, change, delete.
     """
 
     def setUp(self) -> None:
         self.clock = FakeClock(1000.0)
-        self.store, self.path = openStore(self, self.clock)
+        self.store = self.openStore(self.clock)
 
     def test_added_account_is_read_back(self) -> None:
         added = self.store.addAccount("45675001", "premium", "secret", REALM, "Studio 1", "tech@example.net")
@@ -264,13 +392,10 @@ class AccountTests(SynchronousTestCase):
     def test_plain_password_is_never_stored(self) -> None:
         self.store.addAccount("45675001", "premium", "Plain-Secret-42", REALM, portalPassword="Portal-Secret-43")
         self.store.setPassword("45675001", "Plain-Secret-44", REALM)
-        self.store.close()
-        for suffix in ["", "-wal"]:
-            if os.path.exists(self.path + suffix):
-                with open(self.path + suffix, "rb") as f:
-                    content = f.read()
-                for secret in [b"Plain-Secret-42", b"Portal-Secret-43", b"Plain-Secret-44"]:
-                    self.assertNotIn(secret, content)
+        stored = repr([execute(self.store.url, f'SELECT * FROM "{table}"') for table in tableNames(self.store.url)])
+        self.assertIn(computeHA1("MD5", "45675001", REALM, "Plain-Secret-44"), stored)
+        for secret in ["Plain-Secret-42", "Portal-Secret-43", "Plain-Secret-44"]:
+            self.assertNotIn(secret, stored)
 
     def test_accounts_are_listed_by_number_and_filtered_by_kind(self) -> None:
         self.store.addAccount("45675002", "premium", "a", REALM)
@@ -323,13 +448,13 @@ class AccountTests(SynchronousTestCase):
         self.assertEqual(set(credentials.ha1), {"MD5", "SHA-256"})
 
 
-class PortalPasswordTests(SynchronousTestCase):
+class PortalPasswordTests(SQLiteURLs, SynchronousTestCase):
     """
     The self-care portal password is a salted scrypt hash.
     """
 
     def setUp(self) -> None:
-        self.store, self.path = openStore(self)
+        self.store = self.openStore()
         self.store.addAccount("45675001", "premium", "sip-secret", REALM, portalPassword="portal-secret")
 
     def test_right_portal_password_is_accepted(self) -> None:
@@ -369,13 +494,13 @@ class PortalPasswordTests(SynchronousTestCase):
             self.assertFalse(verifyPortalPassword(encoded, "anything"), encoded)
 
 
-class BindingTests(SynchronousTestCase):
+class BindingTests(SQLiteURLs, SynchronousTestCase):
     """
     Registrations survive a restart through the bindings table.
     """
 
     def setUp(self) -> None:
-        self.store, self.path = openStore(self)
+        self.store = self.openStore()
 
     def test_saved_binding_is_read_back_whole(self) -> None:
         binding = makeBinding()
@@ -432,22 +557,14 @@ class BindingTests(SynchronousTestCase):
         self.assertEqual(self.store.allBindings(), [])
 
 
-class AsyncStoreTests(TestCase):
+class AsyncStoreTests(SQLiteURLs, TestCase):
     """
     L{AsyncStore} and L{StoreService} run the store in threads.
     """
 
-    def test_threads_by_database(self) -> None:
-        sqlite = AsyncStore(Store("sqlite://"))
-        postgresql = AsyncStore(Store("postgresql://aetasip@db/aetasip"))
-        self.assertEqual((sqlite._pool.min, sqlite._pool.max), (1, 1))
-        self.assertEqual((postgresql._pool.min, postgresql._pool.max), (4, 4))
-        self.assertEqual(AsyncStore(Store("sqlite://"), threads=3)._pool.max, 3)
-
     @defer.inlineCallbacks
     def test_service_opens_serves_and_stops(self):  # type: ignore[no-untyped-def]
-        url, _path = sqliteURL(self)
-        service = StoreService(url)
+        service = StoreService(self.newStoreURL())
         service.startService()
         self.assertTrue(service.running)
         store = service.store
@@ -464,8 +581,7 @@ class AsyncStoreTests(TestCase):
 
     @defer.inlineCallbacks
     def test_errors_reach_the_caller(self):  # type: ignore[no-untyped-def]
-        url, _path = sqliteURL(self)
-        service = StoreService(url)
+        service = StoreService(self.newStoreURL())
         service.startService()
         self.addCleanup(service.stopService)
         yield service.store.addAccount("45675001", "premium", "secret", REALM)
@@ -473,7 +589,7 @@ class AsyncStoreTests(TestCase):
 
     @defer.inlineCallbacks
     def test_stop_waits_for_queued_work(self):  # type: ignore[no-untyped-def]
-        url, _path = sqliteURL(self)
+        url = self.newStoreURL()
         service = StoreService(url)
         service.startService()
         queued = [service.store.addAccount(str(45675001 + i), "premium", "secret", REALM) for i in range(5)]
@@ -487,15 +603,43 @@ class AsyncStoreTests(TestCase):
         self.assertEqual(len(check.listAccounts()), 5)
 
     def test_schema_too_new_stops_the_start(self) -> None:
-        url, path = sqliteURL(self)
-        Store(url).open()
-        sqlite(path, "UPDATE schema_version SET version = 99")
+        url = self.newStoreURL()
+        first = Store(url)
+        first.open()
+        first.close()
+        execute(url, "UPDATE schema_version SET version = 99")
         service = StoreService(url)
         self.assertRaises(SchemaTooNew, service.startService)
         self.assertFalse(service.running)
 
     @defer.inlineCallbacks
     def test_stop_before_start_closes_the_store(self):  # type: ignore[no-untyped-def]
-        store = AsyncStore(Store("sqlite://"))
+        store = AsyncStore(Store(self.newStoreURL()))
         yield store.stop()
         yield self.assertFailure(store.credentials("15000"), StoreError)
+
+    @defer.inlineCallbacks
+    def test_four_threads_run_four_calls_at_once(self):  # type: ignore[no-untyped-def]
+        """
+        With four threads, four calls run at the same time, each on its own
+        connection, and every answer reaches its caller.
+        """
+        store = self.openStore()
+        threaded = AsyncStore(store, threads=4)
+        threaded.start()
+        self.addCleanup(threaded.stop)
+        numbers = [str(45675001 + i) for i in range(8)]
+        yield defer.gatherResults([threaded.addAccount(n, "premium", f"secret-{n}", REALM) for n in numbers])
+        together = threading.Barrier(4)
+        threads: set[int] = set()
+        lookUp = store.credentials
+
+        def credentials(number: str) -> Any:
+            threads.add(threading.get_ident())
+            together.wait(10)  # passes only when four calls run at once
+            return lookUp(number)
+
+        self.patch(store, "credentials", credentials)
+        answers = yield defer.gatherResults([threaded.credentials(n) for n in numbers])
+        self.assertEqual(answers, [credentialsFromPassword(n, "premium", REALM, f"secret-{n}") for n in numbers])
+        self.assertEqual(len(threads), 4)

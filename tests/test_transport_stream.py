@@ -107,7 +107,7 @@ class StreamTransportTests(TestCase):
         return client, Reply(await client.expect())
 
     async def test_register_over_tls_with_a_verified_certificate(self) -> None:
-        client, reply = await self.registerOver(tls=True)
+        _, reply = await self.registerOver(tls=True)
         self.assertEqual(reply.code, 200)
         (binding,) = self.server.sip.location.lookup("45675001")
         self.assertEqual(binding.transport, "tls")
@@ -115,7 +115,7 @@ class StreamTransportTests(TestCase):
         self.assertIsNotNone(binding.connection)
 
     async def test_register_over_tcp_keeps_the_connection(self) -> None:
-        client, reply = await self.registerOver(tls=False)
+        _, reply = await self.registerOver(tls=False)
         self.assertEqual(reply.code, 200)
         (binding,) = self.server.sip.location.lookup("45675001")
         self.assertEqual((binding.transport, binding.source[0]), ("tcp", "127.0.0.1"))

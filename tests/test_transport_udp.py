@@ -68,7 +68,9 @@ class UDPTransportTests(TestCase):
             found[kind] = attributes[4 : 4 + size]
             attributes = attributes[4 + size + (-size % 4) :]
         family, xport = struct.unpack("!xBH", found[0x0020][:4])
-        address = socket.inet_ntoa(bytes(a ^ b for a, b in zip(found[0x0020][4:8], struct.pack("!I", COOKIE))))
+        address = socket.inet_ntoa(
+            bytes(a ^ b for a, b in zip(found[0x0020][4:8], struct.pack("!I", COOKIE), strict=True))
+        )
         self.assertEqual((family, xport ^ (COOKIE >> 16), address), (1, self.port.getHost().port, "127.0.0.1"))
 
     async def test_crlf_ping_gets_a_pong_and_a_lone_crlf_nothing(self) -> None:

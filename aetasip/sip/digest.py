@@ -318,12 +318,14 @@ class DigestAuthenticator:
     def challenges(self, stale: bool = False) -> list[str]:
         """
         Values for C{WWW-Authenticate} (or C{Proxy-Authenticate}) headers,
-        one per algorithm offered, in order, each with its own fresh nonce.
+        one per algorithm offered, in order. They share one fresh nonce: an
+        agent answers one challenge only, and minting costs an HMAC.
 
         @param stale: add C{stale=true}, after a L{Verdict.STALE}.
         """
         suffix = ", stale=true" if stale else ""
-        return [f'{head}"{self._mintNonce()}"{tail}{suffix}' for head, tail in self._templates]
+        nonce = self._mintNonce()
+        return [f'{head}"{nonce}"{tail}{suffix}' for head, tail in self._templates]
 
     def verify(self, params: Mapping[str, str], method: str, ha1: str, entityBody: bytes = b"") -> Verdict:
         """

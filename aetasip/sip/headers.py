@@ -1,6 +1,10 @@
 """
 Structured header values: name-addr/addr-spec (From, To, Contact, Route…),
 Via, CSeq, generic parameters and comma-separated lists (RFC 3261 section 25).
+
+Each parser tries one compiled pattern for the well-formed common case and
+falls back to a step-by-step parser that handles the rare forms and words
+the error.
 """
 
 from __future__ import annotations
@@ -11,11 +15,34 @@ from aetasip.sip.errors import ParseError
 from aetasip.sip.uri import URI, parseHost, parseURI
 
 TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~")
-_PARAM_VALUE_CHARS = TOKEN_CHARS | frozenset("[]:")  # token / host (IPv6 reference)
 _WS = " \t"
 
+_TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
+# A quoted string, escapes included; lenient about control characters in it.
+_QUOTED = r'"(?:[^"\\]|\\[\s\S])*"'
+# generic-param value: token, host (IPv6 references included) or quoted string.
+_PARAM_VALUE = rf"[A-Za-z0-9\-.!%*_+`'~\[\]:]+|{_QUOTED}"
 
-_isToken = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+").fullmatch
+_isToken = re.compile(_TOKEN).fullmatch
+_isDigits = re.compile(r"[0-9]+").fullmatch
+_GENERIC_PARAM = re.compile(rf"[ \t]*;[ \t]*({_TOKEN})(?:[ \t]*=[ \t]*({_PARAM_VALUE}))?[ \t]*").match
+# Token words, LWS between them mandatory: "(?:token LWS*)*" would backtrack
+# exponentially on a long token that fails to match.
+_DISPLAY_WORDS = re.compile(rf"[ \t]*(?:{_TOKEN}(?:[ \t]+{_TOKEN})*)?[ \t]*").fullmatch
+# name-addr: optional display name (quoted or token words), <URI>, parameters.
+_NAME_ADDR = re.compile(
+    rf'[ \t]*(?:"((?:[^"\\]|\\[\s\S])*)"|({_TOKEN}(?:[ \t]+{_TOKEN})*))?[ \t]*<([^\x00-\x20<>"]+)>(.*)', re.S
+).fullmatch
+# addr-spec: a URI without ',', '?' or ';' (RFC 3261 20.10), then parameters.
+_ADDR_SPEC = re.compile(r'[ \t]*([^\x00-\x20;,?<>"]+)[ \t]*(;.*)?', re.S).fullmatch
+_VIA = re.compile(
+    rf"[ \t]*({_TOKEN})[ \t]*/[ \t]*({_TOKEN})[ \t]*/[ \t]*({_TOKEN})[ \t]+"
+    r"(\[[^\]]*\]|[A-Za-z0-9\-.]+)(?:[ \t]*:[ \t]*([0-9]{1,5}))?[ \t]*(;.*)?",
+    re.S,
+).fullmatch
+_CSEQ = re.compile(rf"[ \t]*([0-9]+)[ \t]+({_TOKEN})[ \t]*").fullmatch
+# Control characters a quoted string can only carry as quoted-pairs.
+_NEEDS_QUOTED_PAIR = re.compile(r'[\x00-\x08\x0b\x0c\x0e-\x1f\x7f"\\]')
 
 
 def isToken(text: str) -> bool:
@@ -25,10 +52,13 @@ def isToken(text: str) -> bool:
 def splitCommas(value: str) -> list[str]:
     """
     Split a header value at the commas that separate list elements, not
-    those inside quoted strings or C{<>}.
+    those inside quoted strings or C{<>}. Elements are stripped; empty
+    elements are kept (they make a list header invalid).
     """
     if "," not in value:
-        return [value.strip()]
+        return [value.strip(_WS)]
+    if '"' not in value and "<" not in value:
+        return [part.strip(_WS) for part in value.split(",")]
     parts = []
     start = 0
     quoted = angle = False
@@ -48,10 +78,10 @@ def splitCommas(value: str) -> list[str]:
         elif c == ">":
             angle = False
         elif c == "," and not angle:
-            parts.append(value[start:i].strip())
+            parts.append(value[start:i].strip(_WS))
             start = i + 1
         i += 1
-    parts.append(value[start:].strip())
+    parts.append(value[start:].strip(_WS))
     return parts
 
 
@@ -79,13 +109,17 @@ def _quotedEnd(text: str, i: int) -> int:
 
 def unquote(text: str) -> str:
     """The content of a quoted string, escapes resolved."""
-    inner = text[1:-1]
+    return _unescapeQuoted(text[1:-1])
+
+
+def _unescapeQuoted(inner: str) -> str:
     if "\\" not in inner:
         return inner
     out = []
     i = 0
-    while i < len(inner):
-        if inner[i] == "\\" and i + 1 < len(inner):
+    n = len(inner)
+    while i < n:
+        if inner[i] == "\\" and i + 1 < n:
             i += 1
         out.append(inner[i])
         i += 1
@@ -93,7 +127,14 @@ def unquote(text: str) -> str:
 
 
 def quote(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """
+    A quoted string for C{text}: quote, backslash and control characters
+    become quoted-pairs; CR and LF, which no quoted string may carry, become
+    spaces so a value can never break out of its header line.
+    """
+    if "\r" in text or "\n" in text:
+        text = text.replace("\r", " ").replace("\n", " ")
+    return '"' + _NEEDS_QUOTED_PAIR.sub(lambda m: "\\" + m.group(), text) + '"'
 
 
 def parseHeaderParams(text: str) -> dict[str, str | None]:
@@ -101,37 +142,21 @@ def parseHeaderParams(text: str) -> dict[str, str | None]:
     Parse C{;name=value;flag} header parameters (generic-param): values
     are tokens, hosts or quoted strings (kept with their quotes).
     Names are lower-cased.
+
+    @raise ParseError: for anything else, empty parameters included.
     """
     params: dict[str, str | None] = {}
-    i = _skipWS(text, 0)
-    n = len(text)
-    while i < n:
-        if text[i] != ";":
+    pos = 0
+    end = len(text)
+    while pos < end:
+        match = _GENERIC_PARAM(text, pos)
+        if match is None:
+            if not text[pos:].strip(_WS):
+                break
             raise ParseError("Invalid header parameters")
-        i = _skipWS(text, i + 1)
-        start = i
-        while i < n and text[i] in TOKEN_CHARS:
-            i += 1
-        name = text[start:i]
-        if not name:
-            raise ParseError("Empty header parameter")
-        i = _skipWS(text, i)
-        value: str | None = None
-        if i < n and text[i] == "=":
-            i = _skipWS(text, i + 1)
-            if i < n and text[i] == '"':
-                end = _quotedEnd(text, i)
-                value = text[i:end]
-                i = end
-            else:
-                start = i
-                while i < n and text[i] in _PARAM_VALUE_CHARS:
-                    i += 1
-                value = text[start:i]
-                if not value:
-                    raise ParseError("Empty header parameter value")
-            i = _skipWS(text, i)
+        name, value = match.group(1, 2)
         params[name.lower()] = value
+        pos = match.end()
     return params
 
 
@@ -159,7 +184,7 @@ class NameAddr:
     def __str__(self) -> str:
         display = ""
         if self.display:
-            display = (self.display if isToken(self.display.replace(" ", "")) else quote(self.display)) + " "
+            display = (self.display if _DISPLAY_WORDS(self.display) else quote(self.display)) + " "
         return f"{display}<{self.uri}>{formatParams(self.params)}"
 
     def __repr__(self) -> str:
@@ -179,9 +204,29 @@ def parseNameAddr(value: str) -> NameAddr:
 
     @raise ParseError: when malformed (unbalanced quotes, a display name
         that is neither token words nor a quoted string, spaces inside
-        C{<>}, …).
+        C{<>}, an addr-spec with ',' or '?', …).
     """
-    text = value.strip()
+    match = _NAME_ADDR(value)
+    if match is not None:
+        quoted, words, uri, rest = match.groups()
+        if quoted is not None:
+            display = _unescapeQuoted(quoted)
+        elif words is None:
+            display = ""
+        else:
+            display = words if "  " not in words and "\t" not in words else " ".join(words.split())
+        return NameAddr(parseURI(uri), display, parseHeaderParams(rest) if rest else {})
+    if "<" not in value:
+        match = _ADDR_SPEC(value)
+        if match is not None:
+            spec, rest = match.groups()
+            return NameAddr(parseURI(spec), "", parseHeaderParams(rest) if rest else {})
+    return _parseNameAddrSlowly(value)
+
+
+def _parseNameAddrSlowly(value: str) -> NameAddr:
+    """What the patterns refuse: mostly errors, worded precisely."""
+    text = value.strip(_WS)
     display = ""
     i = 0
     n = len(text)
@@ -194,10 +239,9 @@ def parseNameAddr(value: str) -> NameAddr:
     lt = text.find("<", i)
     if lt >= 0:
         if not display:
-            words = text[i:lt].split()
-            if not all(isToken(w) for w in words):
+            if not _DISPLAY_WORDS(text[i:lt]):
                 raise ParseError("Display name must be quoted")
-            display = " ".join(words)
+            display = " ".join(text[i:lt].split())
         gt = text.find(">", lt)
         if gt < 0:
             raise ParseError("Missing '>'")
@@ -211,19 +255,20 @@ def parseNameAddr(value: str) -> NameAddr:
             raise ParseError("Missing '<'")
         spec, semi, rest = text.partition(";")
         rest = semi + rest
+        spec = spec.rstrip(_WS)
         if not spec or any(c in _WS for c in spec):
             raise ParseError("Invalid addr-spec")
+        if "," in spec or "?" in spec:
+            raise ParseError("URI with ',' or '?' must be enclosed in <>")
         uri = parseURI(spec)
-        if uri.headers or "," in spec or "?" in spec:
-            # RFC 3261 20: an addr-spec with ',', '?' or ';' must be in <>.
-            raise ParseError("URI with headers must be enclosed in <>")
-    return NameAddr(uri, display, parseHeaderParams(rest) if rest.strip() else {})
+    return NameAddr(uri, display, parseHeaderParams(rest))
 
 
 class Via:
     """
     One Via header field value.
 
+    @ivar protocol: upper-cased C{name/version}, normally C{SIP/2.0}.
     @ivar transport: upper-cased transport (C{UDP}, C{TCP}, C{TLS}, C{WS}…).
     @ivar host: sent-by host (lower-cased; IPv6 in brackets).
     @ivar port: sent-by port or C{None}.
@@ -256,53 +301,43 @@ class Via:
     def __str__(self) -> str:
         return f"{self.protocol}/{self.transport} {self.sentBy()}{formatParams(self.params)}"
 
+    def __repr__(self) -> str:
+        return f"<Via {self}>"
+
 
 def parseVia(value: str) -> Via:
     """
     Parse one Via value: C{SIP / 2.0 / UDP host:port;params} (LWS allowed
-    around the slashes).
+    around the slashes and the colon).
 
     @raise ParseError: when malformed.
     """
-    slash1 = value.find("/")
-    slash2 = value.find("/", slash1 + 1)
-    if slash1 < 0 or slash2 < 0:
+    match = _VIA(value)
+    if match is None:
         raise ParseError("Invalid Via")
-    name = value[:slash1].strip()
-    version = value[slash1 + 1 : slash2].strip()
-    rest = value[slash2 + 1 :].lstrip()
-    i = 0
-    while i < len(rest) and rest[i] in TOKEN_CHARS:
-        i += 1
-    transport = rest[:i].upper()
-    if not transport or not isToken(name) or not isToken(version):
-        raise ParseError("Invalid Via protocol")
-    rest = rest[i:].lstrip()
-    semi = rest.find(";")
-    sentBy = (rest if semi < 0 else rest[:semi]).strip()
-    if not sentBy:
-        raise ParseError("Invalid Via sent-by")
-    # LWS is allowed around the ':' of sent-by
-    if " " in sentBy or "\t" in sentBy:
-        sentBy = "".join(sentBy.split())
-    host, port = parseHost(sentBy)
-    params = parseHeaderParams(rest[semi:]) if semi >= 0 else {}
-    return Via(transport, host, port, params, f"{name}/{version}".upper())
+    name, version, transport, host, port, params = match.groups()
+    host = parseHost(host)[0] if host[0] == "[" else host.lower()
+    portNumber = None if port is None else int(port)
+    if portNumber is not None and portNumber > 65535:
+        raise ParseError("Invalid port")
+    protocol = "SIP/2.0" if name == "SIP" and version == "2.0" else f"{name}/{version}".upper()
+    return Via(transport.upper(), host, portNumber, parseHeaderParams(params) if params else {}, protocol)
 
 
 def parseCSeq(value: str) -> tuple[int, str]:
     """
     @return: (sequence number, method).
     @raise ParseError: unless C{value} is C{number LWS method} with the
-        number below 2**31 (RFC 3261 8.1.1.5).
+        number below 2**31 (RFC 3261 8.1.1.5); leading zeros are allowed.
     """
-    parts = value.split()
-    if len(parts) != 2 or not parts[0].isdigit() or not isToken(parts[1]):
+    match = _CSEQ(value)
+    if match is None:
         raise ParseError("Invalid CSeq")
-    number = int(parts[0])
-    if number >= 2**31:
+    digits, method = match.groups()
+    # Bounded before int(): int() of thousands of digits is slow, and refused.
+    if len(digits.lstrip("0")) > 10 or int(digits) >= 2**31:
         raise ParseError("CSeq number too large")
-    return number, parts[1]
+    return int(digits), method
 
 
 def parseDeltaSeconds(value: str, default: int) -> int:
@@ -310,7 +345,9 @@ def parseDeltaSeconds(value: str, default: int) -> int:
     An Expires-like delta-seconds value; values that overflow 32 bits count
     as the maximum (RFC 3261 20.19 asks for 2**32-1). C{default} for garbage.
     """
-    value = value.strip()
-    if not value.isdigit():
+    value = value.strip(_WS)
+    if not _isDigits(value):
         return default
-    return min(int(value), 2**32 - 1) if len(value) < 12 else 2**32 - 1
+    # Bounded before int(), which refuses (and is slow for) thousands of digits.
+    value = value.lstrip("0") or "0"
+    return min(int(value), 2**32 - 1) if len(value) <= 10 else 2**32 - 1

@@ -2,11 +2,17 @@
 SIP messages: parse bytes into L{Request} / L{Response}, build and
 serialise them (RFC 3261 sections 7, 20 and 25).
 
-Parsing is split in two so the hot path stays cheap: L{parse} splits the
-start line and the header fields (unfolded, compact names expanded) and
-checks the fields every element relies on (Via, From, To, Call-ID, CSeq,
-Max-Forwards, Content-Length); structured values of other headers are
-parsed on demand through the accessors.
+L{parse} splits the start line and the header fields (unfolded, compact
+names expanded) and parses and checks every field whose structure the
+core or an application relies on: Via, From, To, Call-ID, CSeq,
+Max-Forwards, Content-Length and the name-addr lists (Contact, Route,
+Record-Route, Path). So once a message is parsed, none of its accessors
+raises; the parsed values are kept and reused by the accessors (a change
+of the headers drops them). Other headers stay text.
+
+A peer's malformed request raises L{BadRequest}, which carries the partly
+parsed request whenever it can be answered; anything else raises
+L{ParseError} and is dropped. No other exception escapes L{parse}.
 """
 
 from __future__ import annotations
@@ -109,7 +115,7 @@ _CANONICAL = {
     ]
 }
 
-# Headers defined as a single value: several occurrences are an error (RFC 4475 3.1.2.19).
+# Headers defined as a single value: several occurrences are an error (RFC 4475 3.3.8 multi01).
 _SINGLE = ("from", "to", "call-id", "cseq", "max-forwards", "content-length", "content-type")
 
 # Headers whose values are lists of comma-separated elements. Only these are split:
@@ -139,9 +145,33 @@ LIST_HEADERS = frozenset(
 
 _MAX_FORWARDS_LIMIT = 255
 
+# Fields every message needs, each exactly once but for Via (RFC 3261 8.1.1).
+_REQUIRED = ("via", "from", "to", "call-id", "cseq")
+# Name-addr lists parse() checks when present, besides Contact: only checked,
+# not kept, as they are seldom read and cheap to parse again.
+_ROUTE_LISTS = ("route", "record-route", "path")
+
+# Field names as most peers spell them, compact forms included, mapped to the
+# names headers are stored under: one dict lookup on the hot path instead of
+# lower() and the compact-form expansion.
+_FIELD_NAMES = {name: key for key, name in _CANONICAL.items()}
+_FIELD_NAMES.update((key, key) for key in _CANONICAL)
+_FIELD_NAMES.update(COMPACT_NAMES)
+_FIELD_NAMES.update((short.upper(), name) for short, name in COMPACT_NAMES.items())
+
+_WS = " \t"
+_isDigits = re.compile(r"[0-9]+").fullmatch
+_isVersion = re.compile(r"SIP/[0-9]+\.[0-9]+", re.I).fullmatch
+
 
 def canonicalName(name: str) -> str:
     return _CANONICAL.get(name) or "-".join(part.capitalize() for part in name.split("-"))
+
+
+def fieldName(name: str) -> str:
+    """The name a header is stored under: lower case, compact forms expanded."""
+    name = _FIELD_NAMES.get(name) or name.lower()
+    return COMPACT_NAMES.get(name, name) if len(name) == 1 else name
 
 
 class Message:
@@ -153,19 +183,22 @@ class Message:
     @ivar body: the message body.
     """
 
-    __slots__ = ("_cache", "_index", "body", "headers", "version")
+    __slots__ = ("_contacts", "_cseq", "_from", "_index", "_to", "_vias", "body", "headers", "version")
 
     def __init__(self, headers: list[list[str]] | None = None, body: bytes = b"", version: str = "SIP/2.0") -> None:
         self.headers = headers if headers is not None else []
         self.body = body
         self.version = version
-        self._index: dict[str, list[str]] | None = None
-        # Parsed structured values (From, To, top Via, CSeq), dropped on change.
-        self._cache: dict[str, object] = {}
+        self._changed()
 
     def _changed(self) -> None:
-        self._index = None
-        self._cache = {}
+        # Parsed structured values, dropped on every change of the headers.
+        self._index: dict[str, list[str]] | None = None
+        self._vias: list[Via] | None = None
+        self._from: NameAddr | None = None
+        self._to: NameAddr | None = None
+        self._cseq: tuple[int, str] | None = None
+        self._contacts: list[NameAddr] | None = None
 
     # -- access ------------------------------------------------------------
 
@@ -203,16 +236,16 @@ class Message:
     # -- change ------------------------------------------------------------
 
     def add(self, name: str, value: str) -> None:
-        self.headers.append([name.lower(), value])
+        self.headers.append([fieldName(name), value])
         self._changed()
 
     def addFirst(self, name: str, value: str) -> None:
-        self.headers.insert(0, [name.lower(), value])
+        self.headers.insert(0, [fieldName(name), value])
         self._changed()
 
     def set(self, name: str, value: str) -> None:
         """Replace every C{name} field with one, where the first stood."""
-        name = name.lower()
+        name = fieldName(name)
         for i, (existing, _) in enumerate(self.headers):
             if existing == name:
                 self.headers[i] = [name, value]
@@ -223,11 +256,13 @@ class Message:
         self._changed()
 
     def remove(self, name: str) -> None:
+        name = fieldName(name)
         self.headers = [h for h in self.headers if h[0] != name]
         self._changed()
 
     def removeFirstValue(self, name: str) -> str | None:
         """Remove the first element of list header C{name}; return it."""
+        name = fieldName(name)
         for i, (existing, value) in enumerate(self.headers):
             if existing == name:
                 parts = splitCommas(value)
@@ -243,31 +278,41 @@ class Message:
 
     @property
     def vias(self) -> list[Via]:
-        return [parseVia(v) for v in self.getAll("via")]
+        """Every Via value, top first."""
+        vias = self._vias
+        if vias is None:
+            vias = self._vias = self._parseVias()
+        return list(vias)
 
     @property
     def topVia(self) -> Via:
-        via = self._cache.get("via")
-        if via is None:
-            value = self.get("via")
-            if value is None:
-                raise ParseError("Missing Via")
-            via = self._cache["via"] = parseVia(splitCommas(value)[0] if "," in value else value)
-        return via  # type: ignore[return-value]
+        vias = self._vias
+        if vias is None:
+            vias = self._vias = self._parseVias()
+        return vias[0]
+
+    def _parseVias(self) -> list[Via]:
+        values = self._lookup().get("via")
+        if not values:
+            raise ParseError("Missing Via")
+        if len(values) == 1 and "," not in values[0]:
+            return [parseVia(values[0])]
+        # Empty elements (RFC 4475 badinv01) reach parseVia, which refuses them.
+        return [parseVia(element) for value in values for element in splitCommas(value)]
 
     @property
     def fromAddr(self) -> NameAddr:
-        addr = self._cache.get("from")
+        addr = self._from
         if addr is None:
-            addr = self._cache["from"] = parseNameAddr(self._required("from"))
-        return addr  # type: ignore[return-value]
+            addr = self._from = parseNameAddr(self._required("from"))
+        return addr
 
     @property
     def toAddr(self) -> NameAddr:
-        addr = self._cache.get("to")
+        addr = self._to
         if addr is None:
-            addr = self._cache["to"] = parseNameAddr(self._required("to"))
-        return addr  # type: ignore[return-value]
+            addr = self._to = parseNameAddr(self._required("to"))
+        return addr
 
     @property
     def callID(self) -> str:
@@ -275,14 +320,53 @@ class Message:
 
     @property
     def cseq(self) -> tuple[int, str]:
-        cseq = self._cache.get("cseq")
+        cseq = self._cseq
         if cseq is None:
-            cseq = self._cache["cseq"] = parseCSeq(self._required("cseq"))
-        return cseq  # type: ignore[return-value]
+            cseq = self._cseq = parseCSeq(self._required("cseq"))
+        return cseq
 
     @property
     def contacts(self) -> list[NameAddr]:
-        return [parseNameAddr(v) for v in self.getAll("contact")]
+        """
+        Every Contact value but the wildcard C{*} of a REGISTER that removes
+        all bindings: see L{wildcardContact}.
+        """
+        contacts = self._contacts
+        if contacts is None:
+            contacts = self._contacts = self.addresses("contact")
+        return list(contacts)
+
+    @property
+    def wildcardContact(self) -> bool:
+        """Is there a C{Contact: *} (RFC 3261 10.2.2)?"""
+        return "*" in self.getAll("contact")
+
+    @property
+    def routes(self) -> list[NameAddr]:
+        return self.addresses("route")
+
+    @property
+    def recordRoutes(self) -> list[NameAddr]:
+        return self.addresses("record-route")
+
+    def addresses(self, name: str) -> list[NameAddr]:
+        """
+        The values of name-addr list header C{name} (Contact, Route,
+        Record-Route, Path…); a Contact C{*} is left out.
+
+        @raise ParseError: for a malformed value, an empty one included;
+            never for Contact, Route, Record-Route and Path of a message
+            L{parse} returned.
+        """
+        result = []
+        for value in self._lookup().get(name, ()):
+            for element in splitCommas(value) if "," in value else (value.strip(_WS),):
+                if element == "*" and name == "contact":
+                    continue
+                if not element:
+                    raise ParseError(f"Empty {canonicalName(name)} value")
+                result.append(parseNameAddr(element))
+        return result
 
     def _required(self, name: str) -> str:
         value = self.get(name)
@@ -333,13 +417,15 @@ class Request(Message):
         super().__init__(headers, body, version)
         self.method = method
         self.uri = uri
-        self._uri: URI | None = None
+        self._uri: tuple[str, URI] | None = None
 
     @property
     def requestURI(self) -> URI:
-        if self._uri is None:
-            self._uri = parseURI(self.uri)
-        return self._uri
+        # Kept with the text it was parsed from, so a changed uri is parsed anew.
+        cached = self._uri
+        if cached is None or cached[0] != self.uri:
+            cached = self._uri = (self.uri, parseURI(self.uri))
+        return cached[1]
 
     def startLine(self) -> str:
         return f"{self.method} {self.uri} {self.version}"
@@ -376,10 +462,13 @@ class BadRequest(ParseError):
     """
     A request that parsed far enough to be answered, but is invalid.
 
-    @ivar request: the partly parsed L{Request}: enough (Via, From, To,
-        Call-ID, CSeq) to build the error response with L{makeResponse}, or
-        C{None} when even those are unusable and the message must be
-        dropped.
+    @ivar request: the partly parsed L{Request}: its Via fields (which say
+        where the answer goes) and whichever of From, To, Call-ID and CSeq
+        it has are enough for L{makeResponse}; or C{None} when it cannot be
+        answered and must be dropped. Its structured accessors may raise
+        L{ParseError}: the error may be in the very field they parse (a
+        broken top Via, RFC 4475 badinv01, leaves only the packet's source
+        address to answer to).
     """
 
     def __init__(self, reason: str, status: int, request: Request | None) -> None:
@@ -387,55 +476,12 @@ class BadRequest(ParseError):
         self.request = request
 
 
-# One unfolded header line, name and value; used when the section has no folding.
-_HEADER_LINE = re.compile(r"^([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*:[ \t]*(.*?)[ \t]*\r?$", re.M)
-
-
-def _splitHeaders(text: str) -> tuple[str, list[list[str]]]:
-    """
-    Split the header section into the start line and unfolded header
-    fields with lower-case, expanded names.
-    """
-    start, sep, block = text.partition("\n")
-    start = start.rstrip("\r")
-    block = block.rstrip("\r\n")
-    if not block:
-        return start, []
-    if "\n " not in block and "\n\t" not in block:
-        # Fast path: one compiled pattern over the whole section.
-        fields = _HEADER_LINE.findall(block)
-        if len(fields) == block.count("\n") + 1:
-            compact = COMPACT_NAMES
-            return start, [
-                [compact.get(name, name) if len(name) == 1 else name, value]
-                for name, value in ((n.lower(), v) for n, v in fields)
-            ]
-    return start, _splitFolded(block)
-
-
-def _splitFolded(block: str) -> list[list[str]]:
-    """The general case: folded lines, and precise errors."""
-    headers: list[list[str]] = []
-    for line in block.split("\n"):
-        line = line.rstrip("\r")
-        if not line:
-            continue
-        c = line[0]
-        if c == " " or c == "\t":
-            if not headers:
-                raise ParseError("Continuation line without a header")
-            headers[-1][1] = f"{headers[-1][1]} {line.strip()}".strip()
-            continue
-        name, colon, value = line.partition(":")
-        if not colon:
-            raise ParseError("Header line without a colon")
-        name = name.rstrip(" \t").lower()
-        if not isToken(name):
-            raise ParseError("Invalid header name")
-        if len(name) == 1:
-            name = COMPACT_NAMES.get(name, name)
-        headers.append([name, value.strip()])
-    return headers
+# One header line, name and value: the whole section in one findall when it
+# has no folded lines, the usual case. The value ends on a non-LWS character:
+# greedy, three times faster than a lazy (.*?) before the trailing LWS.
+_HEADER_LINE = re.compile(r"^([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*:[ \t]*((?:[^\r\n]*[^ \t\r\n])?)[ \t]*\r?$", re.M)
+# The empty line that ends the header section, whatever the line ends.
+_BLANK_LINE = re.compile(rb"\n\r?\n")
 
 
 def parse(data: bytes, stream: bool = False) -> Request | Response:
@@ -449,136 +495,194 @@ def parse(data: bytes, stream: bool = False) -> Request | Response:
     @raise ParseError: for anything else that is not a valid message
         (responses, garbage): drop it.
     """
-    end = data.find(b"\r\n\r\n")
-    if end >= 0:
-        bodyStart = end + 4
-    else:
-        end = data.find(b"\n\n")
-        if end < 0:
-            # A message with no body and no blank line (tolerated on UDP).
-            end = len(data)
-            bodyStart = end
-        else:
-            bodyStart = end + 2
-    try:
-        head = data[:end].decode("utf-8")
-    except UnicodeDecodeError:
-        head = data[:end].decode("utf-8", "surrogateescape")
-    start, headers = _splitHeaders(head)
-    body = data[bodyStart:]
+    head, body = _splitMessage(data)
+    start, headers, error = _splitHeaders(head)
     if start.startswith("SIP/"):
-        return _parseResponse(start, headers, body)
-    return _parseRequest(start, headers, body)
+        return _parseResponse(start, headers, body, error)
+    return _parseRequest(start, headers, body, error)
+
+
+def _splitMessage(data: bytes) -> tuple[str, bytes]:
+    """The header section, decoded, and the bytes after the empty line."""
+    if data[:1] in (b"\r", b"\n"):
+        # CRLFs before the start line are keep-alives (RFC 3261 7.5).
+        data = data.lstrip(b"\r\n")
+    end = data.find(b"\r\n\r\n")
+    if end >= 0 and data.find(b"\n\n", 0, end) < 0 and data.find(b"\n\r\n", 0, end + 2) < 0:
+        head = data[:end]
+        body = data[end + 4 :]
+    else:
+        # Bare LF line ends, mixed ones, or no empty line at all (tolerated
+        # on UDP for a message without body).
+        match = _BLANK_LINE.search(data)
+        if match is None:
+            head, body = data, b""
+        else:
+            head, body = data[: match.start()], data[match.end() :]
+    try:
+        return head.decode("utf-8"), body
+    except UnicodeDecodeError:
+        # Kept byte for byte: toBytes() writes the same bytes back.
+        return head.decode("utf-8", "surrogateescape"), body
+
+
+def _splitHeaders(text: str) -> tuple[str, list[list[str]], str | None]:
+    """
+    Split the header section into the start line and unfolded header
+    fields with stored (lower-case, expanded) names.
+
+    @return: start line, fields, and the first malformed line's error (the
+        malformed lines left out), so a request can still be answered.
+    """
+    start, _, block = text.partition("\n")
+    start = start.rstrip("\r")
+    block = block.rstrip("\r\n")
+    if not block:
+        return start, [], None
+    if "\n " not in block and "\n\t" not in block:
+        fields = _HEADER_LINE.findall(block)
+        if len(fields) == block.count("\n") + 1:
+            names = _FIELD_NAMES
+            return start, [[names.get(name) or fieldName(name), value] for name, value in fields], None
+    headers, error = _splitFolded(block)
+    return start, headers, error
+
+
+def _splitFolded(block: str) -> tuple[list[list[str]], str | None]:
+    """The general case: folded lines, and precise errors."""
+    # Each field as its name and its line pieces, joined once at the end: no
+    # quadratic concatenation for a value folded over thousands of lines.
+    fields: list[tuple[str, list[str]]] = []
+    error = None
+    for line in block.split("\n"):
+        line = line.rstrip("\r")
+        if not line:
+            continue
+        if line[0] in _WS:
+            if fields:
+                # Folding: the line break and leading LWS become one space.
+                fields[-1][1].append(line.strip(_WS))
+            elif error is None:
+                error = "Continuation line without a header"
+            continue
+        name, colon, value = line.partition(":")
+        name = name.rstrip(_WS)
+        if not colon or not isToken(name):
+            error = error or ("Header line without a colon" if not colon else "Invalid header name")
+            # Left out, with whatever folds onto it.
+            fields.append(("", []))
+            continue
+        fields.append((fieldName(name), [value.strip(_WS)]))
+    headers = [[name, " ".join(piece for piece in pieces if piece)] for name, pieces in fields if name]
+    return headers, error
 
 
 def _checkLength(message: Message, body: bytes) -> bytes:
+    """The body as Content-Length delimits it (RFC 3261 18.3)."""
     lengths = message._lookup().get("content-length")
     if not lengths:
         return body
     if len(lengths) > 1:
         raise ParseError("Multiple Content-Length headers")
     text = lengths[0]
-    if not text.isdigit():
+    if not _isDigits(text):
         raise ParseError("Invalid Content-Length")
-    length = int(text)
-    if length > len(body):
+    # Bounded before int(), which refuses thousands of digits.
+    if len(text.lstrip("0")) > 10 or int(text) > len(body):
         raise ParseError("Content-Length larger than the body")
+    length = int(text)
     return body[:length] if length < len(body) else body
 
 
-def _parseResponse(start: str, headers: list[list[str]], body: bytes) -> Response:
-    parts = start.split(" ", 2)
-    if len(parts) < 2 or parts[0].upper() != "SIP/2.0":
+def _parseResponse(start: str, headers: list[list[str]], body: bytes, error: str | None) -> Response:
+    version, _, rest = start.partition(" ")
+    code, _, reason = rest.partition(" ")
+    if error is not None:
+        raise ParseError(error)
+    if version.upper() != "SIP/2.0":
         raise ParseError("Invalid status line")
-    code = parts[1]
-    if len(code) != 3 or not code.isdigit() or not "100" <= code <= "699":
+    if len(code) != 3 or not _isDigits(code) or not "100" <= code <= "699":
         raise ParseError("Invalid status code")
-    response = Response(int(code), parts[2] if len(parts) > 2 else "", headers, b"", "SIP/2.0")
-    response.reason = parts[2] if len(parts) > 2 else ""
+    response = Response(int(code), reason, headers)
+    # Kept as sent, even empty (RFC 4475 noreason).
+    response.reason = reason
+    _checkFields(response)
     response.body = _checkLength(response, body)
-    _checkCommon(response)
     return response
 
 
-def _parseRequest(start: str, headers: list[list[str]], body: bytes) -> Request:
+def _parseRequest(start: str, headers: list[list[str]], body: bytes, error: str | None) -> Request:
     parts = start.split(" ")
-    if len(parts) != 3 or not all(parts):
-        # Without a usable request line we cannot know what to answer.
-        request = None
-        if len(parts) >= 3 and isToken(parts[0]):
-            request = Request(parts[0], parts[1], headers)
-            if _answerable(request):
-                raise BadRequest("Invalid Request-Line", 400, request)
-        raise ParseError("Invalid Request-Line")
-    method, uri, version = parts
-    request = Request(method, uri, headers, b"", version)
-    if not isToken(method):
-        raise ParseError("Invalid method")
-    if not _answerable(request):
-        raise ParseError("Missing or invalid Via, From, To, Call-ID or CSeq")
+    method = parts[0]
+    request = Request(method, parts[1] if len(parts) > 1 else "", headers)
+    if not isToken(method) or "via" not in request._lookup():
+        # No method or no Via: nothing to answer, nowhere to send it (RFC 3261 18.2.2).
+        raise ParseError(error or "Not a SIP request")
     try:
-        if version.upper() != "SIP/2.0":
-            if version.upper().startswith("SIP/"):
-                raise ParseError("Version Not Supported", 505)
-            raise ParseError("Invalid SIP version")
-        request.version = "SIP/2.0"
-        request.body = _checkLength(request, body)
-        _checkCommon(request)
-        number, cseqMethod = request.cseq
-        if cseqMethod != method:
+        if error is not None:
+            raise ParseError(error)
+        if len(parts) != 3 or not parts[1]:
+            # Extra or missing SP: RFC 4475 lwsruri, lwsstart, trws.
+            raise ParseError("Invalid Request-Line")
+        _checkVersion(parts[2])
+        uri = parseURI(parts[1])
+        if uri.headers:
+            # RFC 3261 19.1.1 forbids headers in a Request-URI (RFC 4475 escruri).
+            raise ParseError("Headers in the Request-URI")
+        request._uri = (request.uri, uri)
+        _checkFields(request)
+        if request.cseq[1] != method:
             raise ParseError("CSeq method does not match the Request-Line")
         maxForwards = request.get("max-forwards")
         if maxForwards is not None and (
-            not maxForwards.isdigit() or len(maxForwards) > 3 or int(maxForwards) > _MAX_FORWARDS_LIMIT
+            not _isDigits(maxForwards) or len(maxForwards.lstrip("0")) > 3 or int(maxForwards) > _MAX_FORWARDS_LIMIT
         ):
             raise ParseError("Invalid Max-Forwards")
-        parseURI(uri)
+        request.body = _checkLength(request, body)
     except ParseError as e:
         raise BadRequest(e.reason, e.status, request) from None
     return request
 
 
-def _answerable(request: Request) -> bool:
-    """
-    Does C{request} hold what an error response must copy (RFC 3261 8.2.6.2)?
-    """
-    index = request._lookup()
-    for name in ("via", "from", "to", "call-id", "cseq"):
-        values = index.get(name)
-        if not values or (name != "via" and len(values) > 1):
-            return False
-    try:
-        request.topVia  # noqa: B018 -- parse to validate
-        request.cseq  # noqa: B018
-        # The To tag must be readable, From may be broken (and then the 400 copies it).
-        request.toAddr  # noqa: B018
-    except ParseError:
-        return False
-    return True
+def _checkVersion(version: str) -> None:
+    """SIP-Version is case-insensitive; another version is a 505."""
+    if version != "SIP/2.0" and version.upper() != "SIP/2.0":
+        if _isVersion(version):
+            raise ParseError("Version Not Supported", 505)
+        raise ParseError("Invalid SIP version")
 
 
-def _checkCommon(message: Message) -> None:
-    """Checks that requests and responses share."""
+def _checkFields(message: Message) -> None:
+    """
+    Check and parse what requests and responses share, keeping the parsed
+    values for the accessors.
+    """
     index = message._lookup()
     for name in _SINGLE:
         values = index.get(name)
         if values is not None and len(values) > 1:
+            # RFC 4475 multi01, mcl01.
             raise ParseError(f"Multiple {canonicalName(name)} headers")
-    for name in ("via", "from", "to", "call-id", "cseq"):
+    for name in _REQUIRED:
         if name not in index:
+            # RFC 4475 insuf.
             raise ParseError(f"Missing {canonicalName(name)}")
-    message.fromAddr  # noqa: B018 -- parse to validate
-    message.toAddr  # noqa: B018
-    message.cseq  # noqa: B018
-    if not message.callID:
+    if not index["call-id"][0]:
         raise ParseError("Empty Call-ID")
+    # Parsed straight from the index and kept for the accessors.
+    message._from = parseNameAddr(index["from"][0])
+    message._to = parseNameAddr(index["to"][0])
+    message._cseq = parseCSeq(index["cseq"][0])
     vias = index["via"]
-    if len(vias) > 1 or "," in vias[0]:
-        for value in vias:
-            for element in splitCommas(value):
-                parseVia(element)
+    if len(vias) == 1 and "," not in vias[0]:
+        message._vias = [parseVia(vias[0])]
     else:
-        message.topVia  # noqa: B018
+        message._vias = message._parseVias()
+    if "contact" in index:
+        message._contacts = message.addresses("contact")
+    for name in _ROUTE_LISTS:
+        if name in index:
+            message.addresses(name)
 
 
 REASONS = {
@@ -638,14 +742,30 @@ REASONS = {
 
 def makeResponse(request: Request, code: int, reason: str = "", toTag: str | None = None) -> Response:
     """
-    A response to C{request} (RFC 3261 8.2.6.2): Via, From, Call-ID, CSeq
-    and To copied, a To tag added when C{toTag} is given and the request
-    had none.
+    A response to C{request} (RFC 3261 8.2.6.2): every Via, the first
+    From, To, Call-ID and CSeq copied (a request with several is invalid,
+    RFC 4475 multi01, and still answered), a To tag added when C{toTag} is
+    given and the request's To has none.
     """
     headers: list[list[str]] = []
+    copied: set[str] = set()
     for name, value in request.headers:
-        if name == "to" and toTag is not None and ";tag=" not in value.replace(" ", "").lower():
-            headers.append([name, f"{value};tag={toTag}"])
-        elif name in ("via", "from", "to", "call-id", "cseq"):
+        if name == "via":
+            headers.append([name, value])
+        elif name in _ANSWER_COPIES and name not in copied:
+            copied.add(name)
+            if name == "to" and toTag is not None and _lacksTag(request):
+                value = f"{value};tag={toTag}"
             headers.append([name, value])
     return Response(code, reason or REASONS.get(code, ""), headers)
+
+
+_ANSWER_COPIES = frozenset(("from", "to", "call-id", "cseq"))
+
+
+def _lacksTag(request: Request) -> bool:
+    """Does the first To have no tag? A To that does not parse is echoed as it is."""
+    try:
+        return request.toAddr.tag is None
+    except ParseError:
+        return False

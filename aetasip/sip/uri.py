@@ -6,24 +6,50 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from urllib.parse import unquote
 
 from aetasip.sip.errors import ParseError
 
 # Character classes of RFC 3261 25.1, as compiled matchers: far cheaper than
 # Python-level loops on the parsing hot path.
-_isHost = re.compile(r"[A-Za-z0-9\-.]+").fullmatch
-_isScheme = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*").fullmatch
-_hasBadURIChar = re.compile(r'[\x00-\x20<>"\x7f]').search
 _UNRESERVED = r"A-Za-z0-9\-_.!~*'()"
 _ESCAPED = r"%[0-9A-Fa-f]{2}"
-_USER = re.compile(rf"(?:[{_UNRESERVED}&=+$,;?/]|{_ESCAPED})+").fullmatch
-_PASSWORD = re.compile(rf"(?:[{_UNRESERVED}&=+$,]|{_ESCAPED})*").fullmatch
-_PARAM = re.compile(rf"(?:[{_UNRESERVED}\[\]/:&+$]|{_ESCAPED})+").fullmatch
-_HEADERS = re.compile(rf"(?:[{_UNRESERVED}\[\]/?:+$=&]|{_ESCAPED})+").fullmatch
-_SAFE_USER = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.!~*'()&=+$,/")
+_USER_CHAR = rf"(?:[{_UNRESERVED}&=+$,;?/]|{_ESCAPED})"
+_PASSWORD_CHAR = rf"(?:[{_UNRESERVED}&=+$,]|{_ESCAPED})"
+_PARAM_CHAR = rf"(?:[{_UNRESERVED}\[\]/:&+$]|{_ESCAPED})"
+_HEADERS_CHAR = rf"(?:[{_UNRESERVED}\[\]/?:+$=&]|{_ESCAPED})"
+
+_isHost = re.compile(r"[A-Za-z0-9\-.]+").fullmatch
+_isScheme = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*").fullmatch
+_isDigits = re.compile(r"[0-9]+").fullmatch
+_hasBadURIChar = re.compile(r'[\x00-\x20<>"\x7f]').search
+_USER = re.compile(f"{_USER_CHAR}+").fullmatch
+_PASSWORD = re.compile(f"{_PASSWORD_CHAR}*").fullmatch
+_PARAM = re.compile(f"{_PARAM_CHAR}+").fullmatch
+_HEADERS = re.compile(f"{_HEADERS_CHAR}+").fullmatch
+# RFC 3966 telephone-subscriber digits: global or local, visual separators.
+_TEL_NUMBER = re.compile(rf"(?:[0-9A-Fa-f*#+\-.()]|{_ESCAPED})+").fullmatch
+
+# A whole, well-formed SIP/SIPS URI in one match: the common case. Anything it
+# refuses goes through the step-by-step parser, which also words the error.
+# The user part may hold ';' and '?' (RFC 4475 semiuri, intmeth): the '@'
+# decides, and no valid host, parameter or header contains one.
+# Possessive quantifiers (++, *+): no part's characters include the delimiter
+# that ends it, so backtracking could only waste time (on host:port, say).
+_SIP_URI = re.compile(
+    rf"([Ss][Ii][Pp][Ss]?):(?:({_USER_CHAR}++)(?::({_PASSWORD_CHAR}*+))?@)?"
+    r"(\[[^\]]*+\]|[A-Za-z0-9\-.]++)(?::([0-9]{1,5}+))?"
+    rf"((?:;{_PARAM_CHAR}++(?:={_PARAM_CHAR}++)?)*+)(?:\?({_HEADERS_CHAR}++))?"
+).fullmatch
+
+_SAFE_USER = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.!~*'()&=+$,;?/")
 _SAFE_PASSWORD = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.!~*'()&=+$,")
+_SAFE_PARAM = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.!~*'()[]/:&+$")
+# Visual separators of RFC 3966 5.1.1, ignored when comparing TEL numbers.
+_VISUAL_SEPARATORS = str.maketrans("", "", "-.()")
+# Parameters that must match when either URI has them (RFC 3261 19.1.4).
+_SIGNIFICANT_PARAMS = ("transport", "user", "method", "ttl", "maddr")
 
 
 def _check(matcher: Callable[[str], object], text: str, what: str) -> str:
@@ -50,12 +76,7 @@ def parseHost(text: str) -> tuple[str, int | None]:
         end = text.find("]")
         if end < 0:
             raise ParseError("Unterminated IPv6 reference")
-        inside = text[1:end]
-        try:
-            address = ipaddress.IPv6Address(inside.split("%", 1)[0])
-        except ValueError:
-            raise ParseError("Invalid IPv6 reference") from None
-        host = f"[{address.compressed}]"
+        host = _ipv6Reference(text[: end + 1])
         rest = text[end + 1 :]
         if rest:
             if rest[0] != ":":
@@ -70,8 +91,27 @@ def parseHost(text: str) -> tuple[str, int | None]:
     return host.lower(), port
 
 
+def _ipv6Reference(reference: str) -> str:
+    """
+    Check a bracketed IPv6 reference; return it lower-cased, as written.
+
+    RFC 3261's ABNF allowed C{::} before an embedded IPv4 address to be
+    written C{:::}; RFC 5118 4.10 asks that both forms be accepted, so the
+    third colon is dropped there.
+    """
+    inside = reference[1:-1]
+    if ":::" in inside and "." in inside:
+        inside = inside.replace(":::", "::", 1)
+    try:
+        ipaddress.IPv6Address(inside.split("%", 1)[0])
+    except ValueError:
+        raise ParseError("Invalid IPv6 reference") from None
+    return f"[{inside.lower()}]"
+
+
 def _port(text: str) -> int:
-    if not text.isdigit() or len(text) > 5 or int(text) > 65535:
+    # Only ASCII digits: str.isdigit() also accepts '²', which int() refuses.
+    if len(text) > 5 or not _isDigits(text) or int(text) > 65535:
         raise ParseError("Invalid port")
     return int(text)
 
@@ -79,7 +119,7 @@ def _port(text: str) -> int:
 def parseParams(text: str) -> dict[str, str | None]:
     """
     Parse URI parameters C{name[=value];…} (without the leading ';').
-    Names are lower-cased; values keep their case and escapes.
+    Names are unescaped and lower-cased; values keep their case and escapes.
     """
     params: dict[str, str | None] = {}
     for item in text.split(";"):
@@ -94,6 +134,15 @@ def parseParams(text: str) -> dict[str, str | None]:
             params[unescape(name).lower()] = value
         else:
             params[unescape(name).lower()] = None
+    return params
+
+
+def _splitParams(text: str) -> dict[str, str | None]:
+    """L{parseParams} for text the URI pattern has already validated."""
+    params: dict[str, str | None] = {}
+    for item in text.split(";"):
+        name, eq, value = item.partition("=")
+        params[unescape(name).lower()] = value if eq else None
     return params
 
 
@@ -149,6 +198,7 @@ class URI:
             if self.port is not None:
                 parts += [":", str(self.port)]
         for name, value in self.params.items():
+            name = _escape(name, _SAFE_PARAM)
             parts += [";", name] if value is None else [";", name, "=", value]
         if self.headers:
             parts += ["?", self.headers]
@@ -159,35 +209,73 @@ class URI:
 
     def __eq__(self, other: object) -> bool:
         """
-        URI equality, simplified from RFC 3261 19.1.4: scheme, user,
-        password, host, port, and the transport/user/method/ttl/maddr
-        parameters when either side has them.
+        URI equivalence after RFC 3261 19.1.4: scheme, user and password
+        exactly (after unescaping), host case-insensitively (IPv6 by
+        address), port; the transport/user/method/ttl/maddr parameters must
+        match when either side has them, other parameters when both have
+        them; headers must match. TEL numbers compare without visual
+        separators (RFC 3966 4).
         """
         if not isinstance(other, URI):
             return NotImplemented
-        if (self.scheme, self.user, self.password, self.host, self.port) != (
-            other.scheme,
-            other.user,
-            other.password,
-            other.host,
-            other.port,
-        ):
+        if self.scheme != other.scheme:
             return False
-        if self.scheme not in ("sip", "sips", "tel"):
+        if self.scheme == "tel":
+            return _telNumber(self.user) == _telNumber(other.user) and _paramsEqual(
+                self.params, other.params, self.params.keys() | other.params.keys()
+            )
+        if self.scheme not in ("sip", "sips"):
             return self.opaque == other.opaque
-        for name in ("transport", "user", "method", "ttl", "maddr"):
-            a, b = self.params.get(name), other.params.get(name)
-            if (a or "").lower() != (b or "").lower():
-                return False
-        return True
+        if (self.user, self.password, self.port) != (other.user, other.password, other.port):
+            return False
+        if self.host != other.host and _hostKey(self.host) != _hostKey(other.host):
+            return False
+        names = (self.params.keys() & other.params.keys()).union(
+            name for name in _SIGNIFICANT_PARAMS if name in self.params or name in other.params
+        )
+        if not _paramsEqual(self.params, other.params, names):
+            return False
+        return _headerSet(self.headers) == _headerSet(other.headers)
 
     def __hash__(self) -> int:
-        return hash((self.scheme, self.user, self.host, self.port))
+        # From the same normalised parts equality compares, so equal URIs hash alike.
+        if self.scheme == "tel":
+            return hash(("tel", _telNumber(self.user)))
+        return hash((self.scheme, self.user, _hostKey(self.host), self.port))
 
     def copy(self) -> URI:
         return URI(
             self.scheme, self.user, self.host, self.port, dict(self.params), self.headers, self.password, self.opaque
         )
+
+
+def _telNumber(number: str | None) -> str:
+    return (number or "").translate(_VISUAL_SEPARATORS).lower()
+
+
+def _hostKey(host: str) -> str:
+    """A host in the form that compares: IPv6 references by address."""
+    if host.startswith("["):
+        try:
+            return f"[{ipaddress.IPv6Address(host[1:-1].split('%', 1)[0]).compressed}]"
+        except ValueError:
+            return host
+    return host
+
+
+def _paramsEqual(a: dict[str, str | None], b: dict[str, str | None], names: Iterable[str]) -> bool:
+    for name in names:
+        x, y = a.get(name), b.get(name)
+        if (name in a) != (name in b) or unescape(x or "").lower() != unescape(y or "").lower():
+            return False
+    return True
+
+
+def _headerSet(headers: str) -> frozenset[tuple[str, str]]:
+    if not headers:
+        return frozenset()
+    pairs = (item.partition("=") for item in headers.split("&"))
+    return frozenset((unescape(name).lower(), unescape(value)) for name, _, value in pairs)
 
 
 def _escape(text: str, safe: frozenset[str]) -> str:
@@ -202,6 +290,30 @@ def parseURI(text: str) -> URI:
 
     @raise ParseError: when C{text} is not a valid URI.
     """
+    match = _SIP_URI(text)
+    if match is None:
+        return _parseURISlowly(text)
+    scheme, user, password, host, port, params, headers = match.groups()
+    if user is not None and "%" in user:
+        user = unescape(user)
+    if password is not None and "%" in password:
+        password = unescape(password)
+    portNumber = None if port is None else int(port)
+    if portNumber is not None and portNumber > 65535:
+        raise ParseError("Invalid port")
+    return URI(
+        scheme.lower(),
+        user,
+        _ipv6Reference(host) if host[0] == "[" else host.lower(),
+        portNumber,
+        _splitParams(params[1:]) if params else {},
+        headers or "",
+        password,
+    )
+
+
+def _parseURISlowly(text: str) -> URI:
+    """Every URI the pattern refuses: TEL, other schemes, and errors."""
     scheme, colon, rest = text.partition(":")
     if not colon or not _isScheme(scheme):
         raise ParseError("Invalid URI scheme")
@@ -209,10 +321,11 @@ def parseURI(text: str) -> URI:
     if not rest or _hasBadURIChar(rest):
         raise ParseError("Invalid characters in URI")
     if scheme == "tel":
-        number, _, paramText = rest.partition(";")
+        number, semicolon, paramText = rest.partition(";")
         if not number:
             raise ParseError("Empty TEL number")
-        return URI("tel", user=unescape(number), params=parseParams(paramText) if paramText else {})
+        _check(_TEL_NUMBER, number, "number")
+        return URI("tel", user=unescape(number), params=parseParams(paramText) if semicolon else {})
     if scheme not in ("sip", "sips"):
         return URI(scheme, opaque=rest)
     user = password = None
@@ -225,9 +338,9 @@ def parseURI(text: str) -> URI:
         user = unescape(_check(_USER, userText, "user"))
         if colon:
             password = unescape(_check(_PASSWORD, passwordText, "password"))
-    rest, _, headers = rest.partition("?")
-    if headers:
+    rest, question, headers = rest.partition("?")
+    if question:
         _check(_HEADERS, headers, "headers")
-    hostport, _, paramText = rest.partition(";")
+    hostport, semicolon, paramText = rest.partition(";")
     host, port = parseHost(hostport)
-    return URI(scheme, user, host, port, parseParams(paramText) if paramText else {}, headers, password)
+    return URI(scheme, user, host, port, parseParams(paramText) if semicolon else {}, headers, password)

@@ -1,0 +1,444 @@
+"""
+SIP messages: L{aetasip.sip.message}.
+"""
+
+from __future__ import annotations
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from aetasip.sip.errors import ParseError
+from aetasip.sip.message import (
+    LIST_HEADERS,
+    REASONS,
+    BadRequest,
+    Request,
+    Response,
+    canonicalName,
+    makeResponse,
+    parse,
+)
+
+REGISTER = (
+    b"REGISTER sip:127.0.0.1:5060 SIP/2.0\r\n"
+    b"Via: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-1-0;rport\r\n"
+    b"From: <sip:45675001@127.0.0.1>;tag=1\r\n"
+    b"To: <sip:45675001@127.0.0.1>\r\n"
+    b"Call-ID: 1-123@127.0.0.1\r\n"
+    b"CSeq: 1 REGISTER\r\n"
+    b"Contact: <sip:45675001@127.0.0.1:5061>;expires=60\r\n"
+    b"Max-Forwards: 70\r\n"
+    b"Expires: 3600\r\n"
+    b"User-Agent: sipp\r\n"
+    b"Content-Length: 0\r\n"
+    b"\r\n"
+)
+
+RESPONSE = (
+    b"SIP/2.0 200 OK\r\n"
+    b"Via: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-1-0;rport=5061;received=127.0.0.1\r\n"
+    b"From: <sip:45675001@127.0.0.1>;tag=1\r\n"
+    b"To: <sip:45675001@127.0.0.1>;tag=abc\r\n"
+    b"Call-ID: 1-123@127.0.0.1\r\n"
+    b"CSeq: 1 REGISTER\r\n"
+    b"Content-Length: 5\r\n"
+    b"\r\n"
+    b"hello"
+)
+
+
+def request(data: bytes = REGISTER) -> Request:
+    message = parse(data)
+    assert isinstance(message, Request)
+    return message
+
+
+def replace(old: bytes, new: bytes, data: bytes = REGISTER) -> bytes:
+    assert old in data, old
+    return data.replace(old, new)
+
+
+class ParseRequestTests(SynchronousTestCase):
+    def test_register(self) -> None:
+        r = request()
+        self.assertEqual((r.method, r.uri, r.version), ("REGISTER", "sip:127.0.0.1:5060", "SIP/2.0"))
+        self.assertEqual((r.requestURI.host, r.requestURI.port), ("127.0.0.1", 5060))
+        self.assertEqual((r.topVia.transport, r.topVia.host, r.topVia.port), ("UDP", "127.0.0.1", 5061))
+        self.assertEqual(r.topVia.params, {"branch": "z9hG4bK-1-0", "rport": None})
+        self.assertEqual(r.fromAddr.tag, "1")
+        self.assertIsNone(r.toAddr.tag)
+        self.assertEqual(r.toAddr.uri.user, "45675001")
+        self.assertEqual(r.callID, "1-123@127.0.0.1")
+        self.assertEqual(r.cseq, (1, "REGISTER"))
+        [contact] = r.contacts
+        self.assertEqual((contact.uri.port, contact.params), (5061, {"expires": "60"}))
+        self.assertEqual(r.get("user-agent"), "sipp")
+        self.assertEqual(r.body, b"")
+
+    def test_header_names_case_insensitive(self) -> None:
+        r = request(replace(b"Call-ID:", b"cALL-iD  :", replace(b"Max-Forwards", b"MAX-FORWARDS")))
+        self.assertEqual(r.callID, "1-123@127.0.0.1")
+        self.assertEqual(r.get("max-forwards"), "70")
+
+    def test_compact_names(self) -> None:
+        data = REGISTER
+        for long, short in [
+            (b"Via:", b"v:"),
+            (b"From:", b"F:"),
+            (b"To:", b"t:"),
+            (b"Call-ID:", b"i:"),
+            (b"Contact:", b"M:"),
+            (b"Content-Length:", b"l:"),
+        ]:
+            data = replace(long, short, data)
+        r = request(data + b"")
+        self.assertEqual([name for name, _ in r.headers][:6], ["via", "from", "to", "call-id", "cseq", "contact"])
+        self.assertEqual(r.callID, "1-123@127.0.0.1")
+        self.assertEqual(r.get("content-length"), "0")
+        self.assertEqual(request(replace(b"User-Agent: sipp", b"k: path, gruu")).getAll("supported"), ["path", "gruu"])
+
+    def test_folding(self) -> None:
+        r = request(
+            replace(
+                b"To: <sip:45675001@127.0.0.1>\r\n",
+                b"To:\r\n <sip:45675001@127.0.0.1>\r\n\t;tag=x\r\nSubject: one\r\n   two  \r\n\tthree\r\n",
+            )
+        )
+        self.assertEqual(r.toAddr.tag, "x")
+        self.assertEqual(r.get("to"), "<sip:45675001@127.0.0.1> ;tag=x")
+        self.assertEqual(r.get("subject"), "one two three")
+
+    def test_lws_around_colon_and_trailing(self) -> None:
+        r = request(replace(b"User-Agent: sipp", b"User-Agent \t:   sipp  1.0 \t"))
+        self.assertEqual(r.get("user-agent"), "sipp  1.0")
+
+    def test_empty_value(self) -> None:
+        self.assertEqual(request(replace(b"User-Agent: sipp", b"Subject:")).get("subject"), "")
+
+    def test_bare_lf_tolerated(self) -> None:
+        r = request(REGISTER.replace(b"\r\n", b"\n"))
+        self.assertEqual(r.callID, "1-123@127.0.0.1")
+        self.assertEqual(r.body, b"")
+
+    def test_mixed_line_ends(self) -> None:
+        data = replace(b"Content-Length: 0\r\n\r\n", b"Content-Length: 4\n\r\nbody\r\n\r\nmore")
+        self.assertEqual(request(data).body, b"body")
+        data = replace(b"Content-Length: 0\r\n\r\n", b"Content-Length: 4\n\nbody\r\n\r\nmore")
+        self.assertEqual(request(data).body, b"body")
+
+    def test_missing_empty_line_tolerated(self) -> None:
+        self.assertEqual(request(REGISTER[:-2]).callID, "1-123@127.0.0.1")
+
+    def test_leading_crlf_ignored(self) -> None:
+        self.assertEqual(request(b"\r\n\r\n" + REGISTER).method, "REGISTER")
+
+    def test_body_delimited_by_content_length(self) -> None:
+        r = request(replace(b"Content-Length: 0\r\n\r\n", b"Content-Length: 4\r\n\r\nbodyINVITE sip:x SIP/2.0"))
+        self.assertEqual(r.body, b"body")
+
+    def test_body_without_content_length_is_the_rest(self) -> None:
+        r = request(replace(b"Content-Length: 0\r\n\r\n", b"\r\nhello\r\n"))
+        self.assertEqual(r.body, b"hello\r\n")
+
+    def test_multi_valued(self) -> None:
+        r = request(
+            replace(
+                b"Via: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-1-0;rport\r\n",
+                b"Via: SIP/2.0/UDP a;branch=z9hG4bK1, SIP/2.0/TCP b;branch=z9hG4bK2\r\nVia: SIP/2.0/UDP c\r\n",
+            )
+        )
+        self.assertEqual([v.host for v in r.vias], ["a", "b", "c"])
+        self.assertEqual(r.topVia.host, "a")
+        self.assertEqual(len(r.getAll("via")), 3)
+
+    def test_commas_only_split_in_list_headers(self) -> None:
+        r = request(replace(b"User-Agent: sipp", b"User-Agent: a, b\r\nDate: Sat, 13 Nov 2010 23:29:00 GMT"))
+        self.assertEqual(r.getAll("user-agent"), ["a, b"])
+        self.assertEqual(r.getAll("date"), ["Sat, 13 Nov 2010 23:29:00 GMT"])
+        self.assertIn("contact", LIST_HEADERS)
+        self.assertNotIn("www-authenticate", LIST_HEADERS)
+
+    def test_contact_list(self) -> None:
+        r = request(
+            replace(b"Contact: <sip:45675001@127.0.0.1:5061>;expires=60", b'Contact: "A, B" <sip:a@h>, <sip:b@h>;q=0.5')
+        )
+        self.assertEqual([c.uri.user for c in r.contacts], ["a", "b"])
+        self.assertEqual(r.contacts[0].display, "A, B")
+
+    def test_wildcard_contact(self) -> None:
+        r = request(replace(b"<sip:45675001@127.0.0.1:5061>;expires=60", b"*"))
+        self.assertTrue(r.wildcardContact)
+        self.assertEqual(r.contacts, [])
+        self.assertEqual(r.getAll("contact"), ["*"])
+        self.assertFalse(request().wildcardContact)
+
+    def test_routes(self) -> None:
+        r = request(replace(b"User-Agent: sipp", b"Route: <sip:p1;lr>, <sip:p2;lr>\r\nRecord-Route: <sip:p3;lr>"))
+        self.assertEqual([a.uri.host for a in r.routes], ["p1", "p2"])
+        self.assertEqual([a.uri.host for a in r.recordRoutes], ["p3"])
+        self.assertEqual(request().routes, [])
+
+    def test_version_is_case_insensitive(self) -> None:
+        self.assertEqual(request(replace(b"SIP/2.0\r\n", b"sip/2.0\r\n")).version, "SIP/2.0")
+
+    def test_max_forwards_leading_zeros(self) -> None:
+        self.assertEqual(request(replace(b"Max-Forwards: 70", b"Max-Forwards: 0068")).get("max-forwards"), "0068")
+
+    def test_missing_max_forwards_tolerated(self) -> None:
+        # RFC 2543 peers (RFC 4475 inv2543) send none.
+        self.assertFalse(request(replace(b"Max-Forwards: 70\r\n", b"")).has("max-forwards"))
+
+    def test_non_utf8_kept(self) -> None:
+        r = request(replace(b"User-Agent: sipp", b"User-Agent: caf\xe9"))
+        self.assertIn(b"User-Agent: caf\xe9\r\n", r.toBytes())
+
+    def test_extension_method(self) -> None:
+        r = request(replace(b"REGISTER", b"RE%47IST%45R"))
+        self.assertEqual(r.method, "RE%47IST%45R")
+        self.assertEqual(r.cseq, (1, "RE%47IST%45R"))
+
+
+class BadRequestTests(SynchronousTestCase):
+    def assertBad(self, data: bytes, status: int = 400) -> BadRequest:
+        error = self.assertRaises(BadRequest, parse, data)
+        self.assertEqual(error.status, status, error.reason)
+        self.assertIsNotNone(error.request)
+        return error
+
+    def test_invalid_requests(self) -> None:
+        for old, new in [
+            (b"REGISTER sip:127.0.0.1:5060 SIP/2.0", b"REGISTER  sip:127.0.0.1:5060 SIP/2.0"),
+            (b"REGISTER sip:127.0.0.1:5060 SIP/2.0", b"REGISTER sip:127.0.0.1:5060 SIP/2.0 "),
+            (b"REGISTER sip:127.0.0.1:5060 SIP/2.0", b"REGISTER <sip:127.0.0.1:5060> SIP/2.0"),
+            (b"REGISTER sip:127.0.0.1:5060 SIP/2.0", b"REGISTER sip:127.0.0.1:5060?Route=x SIP/2.0"),
+            (b"REGISTER sip:127.0.0.1:5060 SIP/2.0", b"REGISTER sip:127.0.0.1:5060 HTTP/1.1"),
+            (b"REGISTER sip:127.0.0.1:5060 SIP/2.0", b"REGISTER sip:127.0.0.1:5060"),
+            (b"CSeq: 1 REGISTER", b"CSeq: 1 INVITE"),
+            (b"CSeq: 1 REGISTER", b"CSeq: 4294967296 REGISTER"),
+            (b"CSeq: 1 REGISTER", b"CSeq: REGISTER"),
+            (b"Max-Forwards: 70", b"Max-Forwards: 256"),
+            (b"Max-Forwards: 70", b"Max-Forwards: -1"),
+            (b"Max-Forwards: 70", b"Max-Forwards: \xc2\xb2"),
+            (b"Content-Length: 0", b"Content-Length: 1"),
+            (b"Content-Length: 0", b"Content-Length: -1"),
+            (b"Content-Length: 0", b"Content-Length: \xc2\xb2"),
+            (b"Content-Length: 0", b"Content-Length: " + b"9" * 5000),
+            (b"Content-Length: 0", b"Content-Length: 0\r\nl: 0"),
+            (b"Call-ID: 1-123@127.0.0.1", b"Call-ID:"),
+            (b"Call-ID: 1-123@127.0.0.1", b"Call-ID: a\r\ni: b"),
+            (b"To: <sip:45675001@127.0.0.1>", b"To: <sip:45675001@127.0.0.1"),
+            (b"To: <sip:45675001@127.0.0.1>\r\n", b""),
+            (b"From: <sip:45675001@127.0.0.1>;tag=1", b"From: Bell, A <sip:a@b>;tag=1"),
+            (b"Contact: <sip:45675001@127.0.0.1:5061>;expires=60", b"Contact: <sip:a@b>,,<sip:c@d>"),
+            (b"Contact: <sip:45675001@127.0.0.1:5061>;expires=60", b"Contact: sip:a@b?x=y"),
+            (b"User-Agent: sipp", b"Route: <sip:p1;lr"),
+            (b"User-Agent: sipp", b"no colon here"),
+            (b"User-Agent: sipp", b"Bad Name: x"),
+            (b"Via: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-1-0;rport", b"Via: SIP/2.0/UDP 127.0.0.1:5061;;"),
+        ]:
+            self.assertBad(replace(old, new))
+
+    def test_reason_phrase_describes_the_error(self) -> None:
+        error = self.assertBad(replace(b"Content-Length: 0", b"Content-Length: 7"))
+        self.assertEqual(error.reason, "Content-Length larger than the body")
+        self.assertEqual(error.request.method if error.request else None, "REGISTER")
+
+    def test_unsupported_version_is_505(self) -> None:
+        error = self.assertBad(replace(b"SIP/2.0\r\n", b"SIP/3.0\r\n"), 505)
+        self.assertEqual(error.reason, "Version Not Supported")
+
+    def test_missing_fields_answered_with_what_there_is(self) -> None:
+        error = self.assertBad(replace(b"From: <sip:45675001@127.0.0.1>;tag=1\r\n", b""))
+        self.assertEqual(error.reason, "Missing From")
+        assert error.request is not None
+        response = makeResponse(error.request, 400, error.reason, toTag="x")
+        self.assertEqual([n for n, _ in response.headers], ["via", "to", "call-id", "cseq"])
+
+    def test_unanswerable_requests_are_dropped(self) -> None:
+        for data in [
+            b"",
+            b"\r\n\r\n",
+            b"garbage",
+            b"\x00\x01\x02\r\nVia: SIP/2.0/UDP h\r\n\r\n",
+            replace(b"Via: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-1-0;rport\r\n", b""),
+            replace(b"REGISTER sip", b"REG<ISTER sip"),
+        ]:
+            error = self.assertRaises(ParseError, parse, data)
+            self.assertFalse(isinstance(error, BadRequest), data)
+
+
+class ParseResponseTests(SynchronousTestCase):
+    def test_response(self) -> None:
+        response = parse(RESPONSE)
+        assert isinstance(response, Response)
+        self.assertEqual((response.code, response.reason, response.version), (200, "OK", "SIP/2.0"))
+        self.assertEqual(response.toAddr.tag, "abc")
+        self.assertEqual(response.topVia.params["received"], "127.0.0.1")
+        self.assertEqual(response.body, b"hello")
+
+    def test_reason_kept_as_sent(self) -> None:
+        for line, reason in [
+            (b"SIP/2.0 200 Okey Dokey", "Okey Dokey"),
+            (b"SIP/2.0 100 ", ""),
+            (b"SIP/2.0 100", ""),
+            ("SIP/2.0 200 Très bien".encode(), "Très bien"),
+        ]:
+            response = parse(RESPONSE.replace(b"SIP/2.0 200 OK", line))
+            assert isinstance(response, Response)
+            self.assertEqual(response.reason, reason)
+
+    def test_invalid_responses_are_dropped(self) -> None:
+        for old, new in [
+            (b"SIP/2.0 200 OK", b"SIP/2.0 4294967301 better not break the receiver"),
+            (b"SIP/2.0 200 OK", b"SIP/2.0 099 Low"),
+            (b"SIP/2.0 200 OK", b"SIP/2.0 700 High"),
+            (b"SIP/2.0 200 OK", b"SIP/2.0 2OO OK"),
+            (b"SIP/2.0 200 OK", b"SIP/3.0 200 OK"),
+            (b"CSeq: 1 REGISTER", b"CSeq: 9292394834772304023312 OPTIONS"),
+            (b"Content-Length: 5", b"Content-Length: 6"),
+            (b"Call-ID: 1-123@127.0.0.1\r\n", b""),
+            (b"To: <sip:45675001@127.0.0.1>;tag=abc", b'To: "x <sip:a@b>'),
+            (b"Content-Length: 5", b"Content-Length: 5\r\nbroken line"),
+        ]:
+            error = self.assertRaises(ParseError, parse, RESPONSE.replace(old, new))
+            self.assertFalse(isinstance(error, BadRequest), new)
+
+
+class SerialisationTests(SynchronousTestCase):
+    def test_round_trip(self) -> None:
+        r = request()
+        data = r.toBytes()
+        self.assertEqual(data, REGISTER)
+        again = request(data)
+        self.assertEqual(again.headers, r.headers)
+        self.assertEqual(bytes(r), data)
+
+    def test_canonical_names_and_expanded_compact_forms(self) -> None:
+        r = request(replace(b"Call-ID:", b"i:", replace(b"CSeq:", b"cseq:")))
+        self.assertIn(b"\r\nCall-ID: 1-123@127.0.0.1\r\nCSeq: 1 REGISTER\r\n", r.toBytes())
+        self.assertEqual(canonicalName("www-authenticate"), "WWW-Authenticate")
+        self.assertEqual(canonicalName("x-custom-header"), "X-Custom-Header")
+
+    def test_content_length_states_the_body(self) -> None:
+        r = request()
+        r.body = b"hello"
+        data = r.toBytes()
+        self.assertTrue(data.endswith(b"Content-Length: 5\r\n\r\nhello"))
+        self.assertEqual(data.count(b"Content-Length"), 1)
+        self.assertEqual(request(data).body, b"hello")
+
+    def test_folded_message_round_trips(self) -> None:
+        r = request(replace(b"User-Agent: sipp", b"Subject: a\r\n b"))
+        self.assertIn(b"\r\nSubject: a b\r\n", r.toBytes())
+
+    def test_response(self) -> None:
+        response = parse(RESPONSE)
+        self.assertEqual(response.toBytes(), RESPONSE)
+        self.assertEqual(Response(404).toBytes(), b"SIP/2.0 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+
+    def test_built_request(self) -> None:
+        r = Request("OPTIONS", "sip:alice@example.com")
+        r.add("Via", "SIP/2.0/UDP h;branch=z9hG4bKx")
+        r.add("v", "SIP/2.0/TCP i")
+        self.assertEqual(r.getAll("via"), ["SIP/2.0/UDP h;branch=z9hG4bKx", "SIP/2.0/TCP i"])
+        self.assertTrue(r.toBytes().startswith(b"OPTIONS sip:alice@example.com SIP/2.0\r\nVia: SIP/2.0/UDP h"))
+
+    def test_request_uri_follows_uri(self) -> None:
+        r = request()
+        self.assertEqual(r.requestURI.port, 5060)
+        r.uri = "sip:alice@example.com"
+        self.assertEqual(r.requestURI.user, "alice")
+
+
+class MakeResponseTests(SynchronousTestCase):
+    def test_copies_and_adds_to_tag(self) -> None:
+        r = request(
+            replace(
+                b"Via: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-1-0;rport\r\n",
+                b"Via: SIP/2.0/UDP a;branch=z9hG4bK1, SIP/2.0/UDP b\r\nVia: SIP/2.0/UDP c\r\n",
+            )
+        )
+        response = makeResponse(r, 200, toTag="abc")
+        self.assertEqual((response.code, response.reason), (200, "OK"))
+        self.assertEqual(response.getAll("via"), ["SIP/2.0/UDP a;branch=z9hG4bK1", "SIP/2.0/UDP b", "SIP/2.0/UDP c"])
+        self.assertEqual(response.get("from"), r.get("from"))
+        self.assertEqual(response.get("to"), "<sip:45675001@127.0.0.1>;tag=abc")
+        self.assertEqual(response.callID, r.callID)
+        self.assertEqual(response.get("cseq"), "1 REGISTER")
+        self.assertEqual([n for n, _ in response.headers], ["via", "via", "from", "to", "call-id", "cseq"])
+        self.assertEqual(response.toAddr.tag, "abc")
+
+    def test_keeps_an_existing_to_tag(self) -> None:
+        r = request(replace(b"To: <sip:45675001@127.0.0.1>", b"To: <sip:45675001@127.0.0.1> ; TAG = old"))
+        self.assertEqual(makeResponse(r, 200, toTag="new").toAddr.tag, "old")
+
+    def test_no_tag_asked(self) -> None:
+        self.assertEqual(makeResponse(request(), 100).get("to"), "<sip:45675001@127.0.0.1>")
+
+    def test_reason(self) -> None:
+        self.assertEqual(makeResponse(request(), 423).reason, REASONS[423])
+        self.assertEqual(makeResponse(request(), 400, "Missing Contact").reason, "Missing Contact")
+        self.assertEqual(makeResponse(request(), 299).reason, "")
+
+    def test_response_parses(self) -> None:
+        response = parse(makeResponse(request(), 200, toTag="abc").toBytes())
+        assert isinstance(response, Response)
+        self.assertEqual(response.code, 200)
+
+
+class ChangeTests(SynchronousTestCase):
+    def test_add_and_add_first(self) -> None:
+        r = request()
+        r.add("X-Extra", "1")
+        r.addFirst("Via", "SIP/2.0/UDP proxy;branch=z9hG4bKp")
+        self.assertEqual(r.get("x-extra"), "1")
+        self.assertEqual(r.headers[0], ["via", "SIP/2.0/UDP proxy;branch=z9hG4bKp"])
+        self.assertEqual(r.topVia.host, "proxy")
+        self.assertEqual(len(r.vias), 2)
+
+    def test_set_replaces_every_field_in_place(self) -> None:
+        r = request(replace(b"Expires: 3600\r\n", b"Expires: 1\r\nExpires: 2\r\n"))
+        position = [n for n, _ in r.headers].index("expires")
+        r.set("Expires", "60")
+        self.assertEqual(r.getAll("expires"), ["60"])
+        self.assertEqual([n for n, _ in r.headers].index("expires"), position)
+        r.set("Subject", "new")
+        self.assertEqual(r.headers[-1], ["subject", "new"])
+
+    def test_set_drops_parsed_values(self) -> None:
+        r = request()
+        self.assertIsNone(r.toAddr.tag)
+        r.set("to", "<sip:45675001@127.0.0.1>;tag=z")
+        self.assertEqual(r.toAddr.tag, "z")
+        r.set("CSeq", "2 REGISTER")
+        self.assertEqual(r.cseq, (2, "REGISTER"))
+
+    def test_remove(self) -> None:
+        r = request()
+        r.remove("Contact")
+        self.assertFalse(r.has("contact"))
+        self.assertEqual(r.contacts, [])
+        r.remove("not-there")
+
+    def test_remove_first_value(self) -> None:
+        r = request(
+            replace(
+                b"Via: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-1-0;rport\r\n",
+                b'Via: SIP/2.0/UDP a;x="1,2", SIP/2.0/UDP b\r\nVia: SIP/2.0/UDP c\r\n',
+            )
+        )
+        self.assertEqual(r.topVia.host, "a")
+        self.assertEqual(r.removeFirstValue("via"), 'SIP/2.0/UDP a;x="1,2"')
+        self.assertEqual(r.topVia.host, "b")
+        self.assertEqual(r.removeFirstValue("Via"), "SIP/2.0/UDP b")
+        self.assertEqual(r.getAll("via"), ["SIP/2.0/UDP c"])
+        self.assertEqual(r.removeFirstValue("via"), "SIP/2.0/UDP c")
+        self.assertIsNone(r.removeFirstValue("via"))
+        self.assertRaises(ParseError, lambda: r.topVia)
+
+    def test_accessors_of_missing_fields(self) -> None:
+        r = Request("OPTIONS", "sip:a@b")
+        self.assertRaises(ParseError, lambda: r.topVia)
+        self.assertRaises(ParseError, lambda: r.fromAddr)
+        self.assertRaises(ParseError, lambda: r.callID)
+        self.assertRaises(ParseError, lambda: r.cseq)
+        self.assertEqual(r.contacts, [])
