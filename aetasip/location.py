@@ -37,6 +37,8 @@ class Binding:
     @ivar registeredAt: POSIX time the binding was first created.
     @ivar connection: the live stream connection (TCP/TLS) it arrived on; not
         persisted: after a restart a TCP agent is reached when it reconnects.
+    @ivar storedExpiresAt: the expiry last written to the store (not itself
+        persisted), to tell which refreshes need writing.
     """
 
     aor: str
@@ -54,6 +56,7 @@ class Binding:
     q: float | None = None
     registeredAt: float = 0.0
     connection: object | None = None
+    storedExpiresAt: float = 0.0
 
 
 @attrs.frozen
@@ -119,6 +122,7 @@ class LocationService:
 
         def restored(bindings: list[Binding]) -> None:
             for binding in bindings:
+                binding.storedExpiresAt = binding.expiresAt
                 self._insert(binding)
             log.info("Restored {count} bindings from the store", count=len(bindings))
 
@@ -158,7 +162,9 @@ class LocationService:
         C{binding} (already stored) got a new expiry, Call-ID or CSeq, and
         perhaps a new C{contact} (an RFC 5626 instance that moved).
         """
+        moved = False
         if contact is not None and contact != binding.contact:
+            moved = True
             old = (binding.aor, binding.contact)
             # The old row goes; an unwritten change under the old key must
             # not write the binding back (it may be removed before the flush).
@@ -166,7 +172,13 @@ class LocationService:
             self._deleted.add(old)
             binding.contact = contact
         self._schedule(binding)
-        self._changed(binding)
+        now = self.clock.seconds()
+        # A refresh soon after the last write needs none: the stored expiry
+        # still covers half the new interval, so after a restart the binding
+        # outlives the agent's next refresh. This keeps an agent in a
+        # registration loop (or a REGISTER storm) from becoming a write storm.
+        if moved or binding.storedExpiresAt - now < (binding.expiresAt - now) / 2:
+            self._changed(binding)
         self.emit("refreshed", binding)
 
     def remove(self, binding: Binding, kind: str = "unregistered") -> None:
@@ -183,6 +195,8 @@ class LocationService:
         self.emit(kind, binding)
 
     def emit(self, kind: str, binding: Binding, other: Binding | None = None, outcome: str = "") -> None:
+        if not self.listeners:
+            return
         event = RegistrationEvent(kind, binding, self.clock.seconds(), other, outcome)
         for listener in self.listeners:
             try:
@@ -238,6 +252,8 @@ class LocationService:
             return previous.addCallback(lambda _: self.flush())
         dirty, deleted = list(self._dirty.values()), list(self._deleted)
         self._dirty, self._deleted = {}, set()
+        for binding in dirty:
+            binding.storedExpiresAt = binding.expiresAt
         d = self.store.deleteBindings(deleted) if deleted else succeed(None)
         # Set before the callbacks: a store that answers at once (a failure
         # from a stopped store) runs done() right away, which must clear it.
@@ -247,6 +263,7 @@ class LocationService:
         def failed(failure: Any) -> None:
             log.failure("Writing {count} bindings to the store failed; retrying", failure, count=len(dirty))
             for binding in dirty:
+                binding.storedExpiresAt = 0.0
                 key = (binding.aor, binding.contact)
                 # Removed since the write began: its deletion is what to retry.
                 if key not in self._deleted:

@@ -36,7 +36,7 @@ from aetasip.auth import BackendUnavailable, Credentials
 from aetasip.location import Binding, LocationService
 from aetasip.sip.digest import DigestAuthenticator, Verdict, algorithmOf, parseDigest
 from aetasip.sip.errors import ParseError
-from aetasip.sip.headers import NameAddr, parseDeltaSeconds, parseNameAddr
+from aetasip.sip.headers import NameAddr, parseDeltaSeconds
 from aetasip.sip.message import Request, Response, makeResponse
 from aetasip.sip.transaction import Peer
 from aetasip.sip.uri import parseURI
@@ -47,8 +47,16 @@ SUPPORTED = ("path",)
 RETRY_AFTER_UNAVAILABLE = 30
 
 
+_lastDate: tuple[int, str] = (-1, "")
+
+
 def httpDate(now: float) -> str:
-    return time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(now))
+    """The RFC 1123 date of C{now}, as in the Date header; made once a second."""
+    global _lastDate
+    second = int(now)
+    if _lastDate[0] != second:
+        _lastDate = (second, time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(second)))
+    return _lastDate[1]
 
 
 class Registrar:
@@ -195,8 +203,9 @@ class Registrar:
 
         # Check every contact before changing anything: a REGISTER is atomic.
         changes: list[tuple[NameAddr, str, int, Binding | None]] = []
-        for value in contactValues:
-            contact = _parseContact(value)
+        for contact in request.contacts:  # parsed and checked by parse()
+            if contact.uri.scheme not in ("sip", "sips"):
+                raise ParseError("Contact must be a sip or sips URI")
             expiresParam = contact.params.get("expires")
             expires = parseDeltaSeconds(expiresParam, defaultExpires) if expiresParam is not None else defaultExpires
             if 0 < expires < self.minExpires:
@@ -335,13 +344,6 @@ def _toTag(request: Request) -> str:
 
 def _options(request: Request, name: str) -> list[str]:
     return [o.lower() for o in request.getAll(name)]
-
-
-def _parseContact(value: str) -> NameAddr:
-    contact = parseNameAddr(value)
-    if contact.uri.scheme not in ("sip", "sips"):
-        raise ParseError("Contact must be a sip or sips URI")
-    return contact
 
 
 def _instance(contact: NameAddr) -> str | None:

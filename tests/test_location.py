@@ -548,3 +548,42 @@ class PersistenceTests(TestCase):
         self.clock.advance(1)
         self.assertEqual((yield self.rows()), [])
         self.assertEqual(self.spy.saves, [])
+
+
+class RefreshWriteTests(TestCase):
+    """
+    A refresh is written only when the stored expiry no longer covers half
+    of the new interval: an agent re-registering in a loop is no write storm,
+    and a restart still never expires a binding before its next refresh.
+    """
+
+    timeout = 10
+    setUp = PersistenceTests.setUp
+    service = PersistenceTests.service
+    rows = PersistenceTests.rows
+
+    @inlineCallbacks
+    def test_quick_refreshes_are_not_written_again(self) -> Any:
+        mine = binding(expires=3600)
+        self.location.add(mine)
+        self.clock.advance(1)
+        yield self.rows()
+        for _ in range(10):
+            self.clock.advance(1)
+            mine.expiresAt = self.clock.seconds() + 3600
+            self.location.refresh(mine)
+        self.clock.advance(1)
+        self.assertEqual(len(self.spy.saves), 1)
+
+    @inlineCallbacks
+    def test_refresh_late_in_the_interval_is_written(self) -> Any:
+        mine = binding(expires=600)
+        self.location.add(mine)
+        self.clock.advance(1)
+        yield self.rows()
+        self.clock.advance(400)
+        mine.expiresAt = self.clock.seconds() + 600
+        self.location.refresh(mine)
+        self.clock.advance(1)
+        self.assertEqual(len(self.spy.saves), 2)
+        self.assertEqual((yield self.rows()), [(mine.aor, mine.contact, mine.expiresAt)])
