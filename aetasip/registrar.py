@@ -109,6 +109,9 @@ class Registrar:
             return self._reply(request, 400, e.reason)
         if uri.scheme not in ("sip", "sips"):
             return self._reply(request, 416)
+        if to.uri.scheme not in ("sip", "sips"):
+            # RFC 3261 10.3: the address-of-record must be a SIP or SIPS URI.
+            return self._reply(request, 400, "To must be a sip or sips URI")
         if not self.isLocalDomain(uri.host) or not self.isLocalDomain(to.uri.host):
             return self._reply(request, 403, "Domain not served here")
         unsupported = [o for o in _options(request, "require") if o not in SUPPORTED]

@@ -34,6 +34,9 @@ from aetasip.transport import SIPDatagramProtocol, SIPStreamFactory
 log = Logger()
 
 ALLOW = "REGISTER, OPTIONS"
+KNOWN_METHODS = frozenset(
+    "INVITE ACK CANCEL BYE OPTIONS REGISTER INFO UPDATE PRACK MESSAGE SUBSCRIBE NOTIFY REFER PUBLISH".split()
+)
 
 # An rport parameter without a value, in a Via header value.
 _BARE_RPORT = re.compile(r";[ \t]*rport(?=[ \t]*(?:;|$))", re.IGNORECASE)
@@ -118,14 +121,22 @@ class SIPCore:
         if transaction is None:
             return
         method = request.method
-        if method == "REGISTER":
+        if request.requestURI.scheme not in ("sip", "sips", "tel"):
+            # RFC 3261 8.2.2.1: a scheme this service cannot route or serve.
+            transaction.respond(self._reply(request, 416))
+        elif method == "REGISTER":
             self._answer(transaction, self.registrar.handle, request, peer)
         elif method == "OPTIONS" and self._forUs(request):
             transaction.respond(self.optionsResponse(request))
         elif method == "CANCEL":
             transaction.respond(self._reply(request, 481))
-        else:
+        elif method in KNOWN_METHODS:
             response = self._reply(request, 405)
+            response.add("allow", ALLOW)
+            transaction.respond(response)
+        else:
+            # RFC 3261 8.2.1: a method we do not know at all.
+            response = self._reply(request, 501)
             response.add("allow", ALLOW)
             transaction.respond(response)
 

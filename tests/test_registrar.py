@@ -365,3 +365,47 @@ class AuthBackendTests(SynchronousTestCase):
         d, credentials = auth.pending
         d.callback(credentials)
         self.assertEqual(len(h.location.lookup("45675001")), 1)
+
+
+class TortureApplicationTests(SynchronousTestCase):
+    """
+    What RFC 4475 asks of the application once the parser accepted a
+    message (tests.test_sip_torture checks the parser's part).
+    """
+
+    def setUp(self) -> None:
+        self.h = Harness()
+
+    def message(self, name: str) -> bytes:
+        import os
+
+        with open(os.path.join(os.path.dirname(__file__), "torture", f"{name}.dat"), "rb") as f:
+            return f.read()
+
+    def test_unksm2_register_to_a_non_sip_aor_gets_400(self) -> None:
+        self.assertEqual(self.h.sendOne(self.message("unksm2")).code, 400)
+
+    def test_unkscm_unknown_request_uri_scheme_gets_416(self) -> None:
+        self.assertEqual(self.h.sendOne(self.message("unkscm")).code, 416)
+
+    def test_unknown_method_gets_501_known_unsupported_gets_405(self) -> None:
+        self.assertEqual(self.h.sendOne(self.message("intmeth")).code, 501)
+        self.assertEqual(
+            self.h.sendOne(
+                b"INFO sip:45675002@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:40000;branch=z9hG4bK-info\r\n"
+                b"From: <sip:45675001@127.0.0.1>;tag=a\r\nTo: <sip:45675002@127.0.0.1>\r\nCall-ID: info@test\r\n"
+                b"CSeq: 1 INFO\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+            ).code,
+            405,
+        )
+
+    def test_regaut01_unknown_authorization_scheme_is_challenged(self) -> None:
+        h = Harness(sip__domains=["example.com"])
+        self.assertEqual(h.sendOne(self.message("regaut01")).code, 401)
+
+    def test_badbranch_bare_magic_cookie_is_not_a_unique_branch(self) -> None:
+        first = self.message("badbranch")
+        other = first.replace(b"Call-ID: badbranch.", b"Call-ID: other.")
+        self.assertEqual(len(self.h.send(first)), 1)
+        # Same bare branch, another request: a new transaction, not a retransmission.
+        self.assertEqual(len(self.h.send(other)), 1)

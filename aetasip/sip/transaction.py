@@ -68,7 +68,8 @@ def transactionKey(request: Request) -> tuple[Any, ...]:
     via = request.topVia
     method = "INVITE" if request.method == "ACK" else request.method
     branch = via.branch
-    if branch and branch.startswith(MAGIC_COOKIE):
+    # A bare magic cookie is no unique branch (RFC 4475 badbranch).
+    if branch and branch.startswith(MAGIC_COOKIE) and len(branch) > len(MAGIC_COOKIE):
         return (branch, via.host, via.port, method)
     # RFC 2543 peers: no unique branch; match on the dialog identifiers.
     number, _ = request.cseq
