@@ -119,12 +119,13 @@ class Registrar:
             response = self._reply(request, 420)
             response.add("unsupported", ", ".join(unsupported))
             return response
-        number = to.uri.user
-        if not number or not number.isdigit():
-            return self._reply(request, 404, "Not a number of this service")
+        # RFC 3261 10.3: authenticate (step 3) before judging the AOR (step 5).
         params = self._credentialsFor(request)
         if params is None:
             return self._challenge(request)
+        number = to.uri.user
+        if not number or not number.isdigit():
+            return self._reply(request, 404, "Not a number of this service")
         if params.get("username") != number:
             return self._reply(request, 403, "Credentials are not those of the registered number")
         try:
