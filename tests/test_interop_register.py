@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import io
 import os
+import socket
 
 from twisted.trial.unittest import TestCase
 
-from aetasip import admin
-from tests.servers import RunningService, freePort, requireTool, run
+from aetasip import admin, net
+from tests.servers import CI, RunningService, freePort, requireTool, run
 
 SCENARIO = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "register.xml")
 
@@ -42,7 +43,9 @@ class SippRegistrationTests(TestCase):
         self.adminOutput = out.getvalue() + err.getvalue()
         return code
 
-    async def register(self, number: str, password: str, port: int, transport: str = "u1") -> tuple[str, int]:
+    async def register(
+        self, number: str, password: str, port: int, transport: str = "u1", host: str = "127.0.0.1"
+    ) -> tuple[str, int]:
         inf = os.path.join(self.directory, f"{number}.csv")
         with open(inf, "w") as f:
             f.write(f"SEQUENTIAL\n{number};[authentication username={number} password={password}]\n")
@@ -53,13 +56,13 @@ class SippRegistrationTests(TestCase):
             "-inf", inf,
             "-m", "1",
             "-t", transport,
-            "-i", "127.0.0.1",
-            "-p", str(freePort()),
+            "-i", host,
+            "-p", str(freePort(socket.AF_INET6 if ":" in host else socket.AF_INET, host)),
             "-timeout", "20s",
             "-recv_timeout", "5000",
             "-nostdin",
             "-trace_err", "-error_file", errors,
-            f"127.0.0.1:{port}",
+            f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
         )  # fmt: skip
         detail = out[-600:] + err[-600:]
         if os.path.exists(errors):
@@ -104,3 +107,53 @@ class SippRegistrationTests(TestCase):
         (binding,) = self.server.sip.location.lookup("45675001")
         self.assertEqual(binding.userAgent, "sipp-aetasip")
         self.assertEqual(binding.local[1], self.server.ports[1])
+
+
+class SippFileBackendTests(SippRegistrationTests):
+    """The same sipp registrations with accounts in an accounts file."""
+
+    def setUp(self):  # type: ignore[no-untyped-def]
+        self.sipp = requireTool(self, "sipp", "sip-tester")
+        self.directory = self.mktemp()
+        os.makedirs(self.directory)
+        accounts = os.path.join(self.directory, "accounts")
+        with open(accounts, "w") as f:
+            f.write("# test accounts\n45675001 premium plain:secret-one\n45675002 premium plain:secret-two\n")
+        self.server = RunningService(self.directory, auth__backends=["file"], auth__file=accounts)
+        self.addCleanup(self.stopServer)
+        return self.server.start()
+
+    async def test_bindings_survive_a_restart_and_show_in_the_cli(self) -> None:
+        detail, code = await self.register("45675001", "secret-one", self.server.ports[1], "u1")
+        self.assertEqual(code, 0, detail)
+        await self.server.stop()
+        await self.server.start()
+        (binding,) = self.server.sip.location.lookup("45675001")
+        self.assertEqual(binding.userAgent, "sipp-aetasip")
+
+
+class SippIPv6Tests(SippRegistrationTests):
+    """sipp registers over IPv6 loopback, UDP and TCP."""
+
+    def setUp(self):  # type: ignore[no-untyped-def]
+        self.sipp = requireTool(self, "sipp", "sip-tester")
+        if not net.hasIPv6():
+            self.fail("IPv6 loopback is not available") if CI else self.skipTest("no IPv6 here")
+        self.directory = self.mktemp()
+        os.makedirs(self.directory)
+        ports = [freePort(socket.AF_INET6, "::1"), freePort(socket.AF_INET6, "::1")]
+        self.server = RunningService(self.directory, sip__listen=["::1"], sip__udp_ports=ports, sip__tcp_ports=ports)
+        self.server.ports = ports
+        self.addCleanup(self.stopServer)
+        self.assertEqual(self.admin("account", "add", "45675001", "--password", "secret-one"), 0)
+        self.assertEqual(self.admin("account", "add", "45675002", "--password", "secret-two"), 0)
+        return self.server.start()
+
+    async def register(self, number: str, password: str, port: int, transport: str = "u1") -> tuple[str, int]:
+        return await super().register(number, password, port, transport, host="::1")
+
+    async def test_bindings_survive_a_restart_and_show_in_the_cli(self) -> None:
+        detail, code = await self.register("45675001", "secret-one", self.server.ports[0], "u1")
+        self.assertEqual(code, 0, detail)
+        (binding,) = self.server.sip.location.lookup("45675001")
+        self.assertEqual(binding.source[0], "::1")
