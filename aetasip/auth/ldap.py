@@ -36,13 +36,11 @@ from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from aetasip.auth import ACCOUNT_KINDS, ALGORITHMS, BackendUnavailable, Credentials, computeHA1
+from aetasip.auth.cache import CachedLookups
 from aetasip.config import KEYS, ConfigError
 from aetasip.interfaces import IAuthBackend
 
 log = Logger()
-
-# Seconds an unknown number stays cached (at most the cache TTL).
-NEGATIVE_TTL = 5.0
 
 # userPassword values hashed by the directory ("{SSHA}..."): no HA1 can be
 # derived from them.
@@ -361,10 +359,7 @@ class LDAPAuthBackend:
         self.directory = LDAPDirectory(settings)
         self._reactor = reactor
         self._clock = cast(IReactorTime, clock if clock is not None else reactor)
-        self._maxCached = maxCached
-        self._maxPending = maxPending
-        self._cache: dict[str, tuple[float, Credentials | None]] = {}
-        self._waiting: dict[str, list[defer.Deferred[Credentials | None]]] = {}
+        self.cache = CachedLookups(self._fetch, settings.cacheTTL, self._clock, maxCached, maxPending)
         self.threadPool: ThreadPool | None = None
         self._shutdownTrigger: Any = None
 
@@ -372,32 +367,19 @@ class LDAPAuthBackend:
         """
         See L{IAuthBackend.credentials}.
         """
-        cached = self._cache.get(number)
-        if cached is not None:
-            if cached[0] > self._clock.seconds():
-                return defer.succeed(cached[1])
-            del self._cache[number]
-        d: defer.Deferred[Credentials | None] = defer.Deferred()
-        waiting = self._waiting.get(number)
-        if waiting is not None:
-            waiting.append(d)
-            return d
-        if len(self._waiting) >= self._maxPending:
-            return defer.fail(BackendUnavailable(f"{len(self._waiting)} lookups already wait for the LDAP directory"))
-        self._waiting[number] = [d]
-        deferToThreadPool(
-            cast(IReactorThreads, self._reactor), self._threadPool(), self.directory.search, number
-        ).addCallbacks(self._found, self._failed, callbackArgs=(number,), errbackArgs=(number,))
-        return d
+        return self.cache.lookup(number)
 
     def forget(self, number: str | None = None) -> None:
         """
         Drop the cached answer for C{number}, or every cached answer.
         """
-        if number is None:
-            self._cache.clear()
-        else:
-            self._cache.pop(number, None)
+        self.cache.forget(number)
+
+    def _fetch(self, number: str) -> defer.Deferred[Credentials | None]:
+        d = deferToThreadPool(cast(IReactorThreads, self._reactor), self._threadPool(), self.directory.search, number)
+        return d.addCallbacks(
+            lambda entries: self._credentialsFrom(number, entries), self._failed, errbackArgs=(number,)
+        )
 
     def stop(self) -> None:
         """
@@ -428,23 +410,14 @@ class LDAPAuthBackend:
             )
         return self.threadPool
 
-    def _found(self, entries: list[Entry], number: str) -> None:
-        answer = self._credentialsFrom(number, entries)
-        if self.settings.cacheTTL > 0:
-            self._remember(number, answer)
-        for d in self._waiting.pop(number, []):
-            d.callback(answer)
-
-    def _failed(self, reason: Failure, number: str) -> None:
+    def _failed(self, reason: Failure, number: str) -> Failure:
         if reason.check(BackendUnavailable):
             log.warn(
                 "LDAP directory cannot answer for {number}: {error}", number=number, error=reason.getErrorMessage()
             )
-        else:
-            log.failure("LDAP lookup of {number} failed", reason, number=number)
-            reason = Failure(BackendUnavailable(f"LDAP lookup failed: {reason.getErrorMessage()}"))
-        for d in self._waiting.pop(number, []):
-            d.errback(reason)
+            return reason
+        log.failure("LDAP lookup of {number} failed", reason, number=number)
+        return Failure(BackendUnavailable(f"LDAP lookup failed: {reason.getErrorMessage()}"))
 
     def _credentialsFrom(self, number: str, entries: list[Entry]) -> Credentials | None:
         """
@@ -516,16 +489,6 @@ class LDAPAuthBackend:
             )
             kind = self.settings.defaultKind
         return Credentials(number, kind, self.realm, ha1)
-
-    def _remember(self, number: str, answer: Credentials | None) -> None:
-        now = self._clock.seconds()
-        if len(self._cache) >= self._maxCached:
-            for key in [key for key, (until, _) in self._cache.items() if until <= now]:
-                del self._cache[key]
-            while len(self._cache) >= self._maxCached:
-                del self._cache[next(iter(self._cache))]
-        ttl = self.settings.cacheTTL if answer is not None else min(self.settings.cacheTTL, NEGATIVE_TTL)
-        self._cache[number] = (now + ttl, answer)
 
 
 # -- configuration -------------------------------------------------------------

@@ -14,14 +14,12 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from aetasip.auth import BackendUnavailable, Credentials
+from aetasip.auth.cache import CachedLookups
 from aetasip.config import ConfigError
 from aetasip.interfaces import IAuthBackend
 from aetasip.store import AsyncStore, StoreError
 
 log = Logger()
-
-# Seconds an unknown number stays cached (at most cacheTTL).
-NEGATIVE_TTL = 5.0
 
 
 @implementer(IAuthBackend)
@@ -58,66 +56,29 @@ class SQLAuthBackend:
 
             clock = cast(IReactorTime, reactor)
         self._store = store
-        self._ttl = cacheTTL
-        self._clock = clock
-        self._maxCached = maxCached
-        self._cache: dict[str, tuple[float, Credentials | None]] = {}
-        self._waiting: dict[str, list[defer.Deferred[Credentials | None]]] = {}
+        self.cache = CachedLookups(self._fetch, cacheTTL, clock, maxCached)
 
     def credentials(self, number: str) -> defer.Deferred[Credentials | None]:
         """
         See L{IAuthBackend.credentials}.
         """
-        cached = self._cache.get(number)
-        if cached is not None:
-            if cached[0] > self._clock.seconds():
-                return defer.succeed(cached[1])
-            del self._cache[number]
-        d: defer.Deferred[Credentials | None] = defer.Deferred()
-        waiting = self._waiting.get(number)
-        if waiting is not None:
-            waiting.append(d)
-            return d
-        self._waiting[number] = [d]
-        self._store.credentials(number).addCallbacks(
-            self._answered, self._failed, callbackArgs=(number,), errbackArgs=(number,)
-        )
-        return d
+        return self.cache.lookup(number)
 
     def forget(self, number: str | None = None) -> None:
         """
         Drop the cached answer for C{number}, or every cached answer.
         """
-        if number is None:
-            self._cache.clear()
-        else:
-            self._cache.pop(number, None)
+        self.cache.forget(number)
 
-    def _answered(self, answer: Credentials | None, number: str) -> None:
-        if self._ttl > 0:
-            self._remember(number, answer)
-        for d in self._waiting.pop(number, []):
-            d.callback(answer)
+    def _fetch(self, number: str) -> defer.Deferred[Credentials | None]:
+        return self._store.credentials(number).addErrback(self._failed, number)
 
-    def _failed(self, reason: Failure, number: str) -> None:
+    def _failed(self, reason: Failure, number: str) -> Failure:
         if reason.check(SQLAlchemyError, StoreError):
             log.failure("Cannot read the credentials of {number} from the store", reason, number=number)
             problem = (reason.getErrorMessage().splitlines() or [type(reason.value).__name__])[0]
-            reason = Failure(BackendUnavailable(f"store: {problem}"))
-        for d in self._waiting.pop(number, []):
-            d.errback(reason)
-
-    def _remember(self, number: str, answer: Credentials | None) -> None:
-        now = self._clock.seconds()
-        if len(self._cache) >= self._maxCached:
-            for key in [key for key, (until, _) in self._cache.items() if until <= now]:
-                del self._cache[key]
-            while len(self._cache) >= self._maxCached:
-                del self._cache[next(iter(self._cache))]
-        # An unknown number is remembered briefly only: a number just added
-        # with aetasip-admin must register within seconds.
-        ttl = self._ttl if answer is not None else min(self._ttl, NEGATIVE_TTL)
-        self._cache[number] = (now + ttl, answer)
+            return Failure(BackendUnavailable(f"store: {problem}"))
+        return reason
 
 
 def makeSQLBackend(options: dict[str, Any], store: AsyncStore | None) -> SQLAuthBackend:

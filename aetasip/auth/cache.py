@@ -1,0 +1,97 @@
+"""
+The cache in front of authentication backends that ask another system (a
+database, a directory): a REGISTER storm must not become a query storm.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
+
+from aetasip.auth import BackendUnavailable, Credentials
+
+# Seconds an unknown number stays cached (at most the TTL): a number just
+# added with aetasip-admin must register within seconds.
+NEGATIVE_TTL = 5.0
+
+
+class CachedLookups:
+    """
+    Answers of C{fetch}, each kept C{ttl} seconds (C{None}, an unknown
+    number, L{NEGATIVE_TTL} seconds at most) and returned as an
+    already-fired L{Deferred}; concurrent lookups of one number share one
+    fetch; failures are not cached. When C{maxPending} numbers already wait
+    (a storm while the backend is slow), further lookups fail at once with
+    L{BackendUnavailable} rather than queue without bound.
+
+    @param fetch: asks the backend for a number; a L{Deferred} firing with
+        L{Credentials} or C{None}, failing with L{BackendUnavailable}.
+    @param ttl: seconds an answer is reused; 0 disables the cache.
+    @param clock: the time source.
+    @param maxCached: the most numbers kept.
+    @param maxPending: the most numbers waiting for C{fetch} at once, or
+        C{None} for no limit.
+    """
+
+    def __init__(
+        self,
+        fetch: Callable[[str], defer.Deferred[Credentials | None]],
+        ttl: float,
+        clock: IReactorTime,
+        maxCached: int = 10000,
+        maxPending: int | None = None,
+    ) -> None:
+        self.fetch = fetch
+        self.ttl = ttl
+        self.clock = clock
+        self.maxCached = maxCached
+        self.maxPending = maxPending
+        self._cache: dict[str, tuple[float, Credentials | None]] = {}
+        self._waiting: dict[str, list[defer.Deferred[Credentials | None]]] = {}
+
+    def lookup(self, number: str) -> defer.Deferred[Credentials | None]:
+        cached = self._cache.get(number)
+        if cached is not None:
+            if cached[0] > self.clock.seconds():
+                return defer.succeed(cached[1])
+            del self._cache[number]
+        d: defer.Deferred[Credentials | None] = defer.Deferred()
+        waiting = self._waiting.get(number)
+        if waiting is not None:
+            waiting.append(d)
+            return d
+        if self.maxPending is not None and len(self._waiting) >= self.maxPending:
+            return defer.fail(BackendUnavailable(f"{len(self._waiting)} lookups already wait for the backend"))
+        self._waiting[number] = [d]
+        self.fetch(number).addCallbacks(self._answered, self._failed, callbackArgs=(number,), errbackArgs=(number,))
+        return d
+
+    def forget(self, number: str | None = None) -> None:
+        """Drop the cached answer for C{number}, or every cached answer."""
+        if number is None:
+            self._cache.clear()
+        else:
+            self._cache.pop(number, None)
+
+    def _answered(self, answer: Credentials | None, number: str) -> None:
+        if self.ttl > 0:
+            self._remember(number, answer)
+        for d in self._waiting.pop(number, []):
+            d.callback(answer)
+
+    def _failed(self, reason: Failure, number: str) -> None:
+        for d in self._waiting.pop(number, []):
+            d.errback(reason)
+
+    def _remember(self, number: str, answer: Credentials | None) -> None:
+        now = self.clock.seconds()
+        if len(self._cache) >= self.maxCached:
+            for key in [key for key, (until, _) in self._cache.items() if until <= now]:
+                del self._cache[key]
+            while len(self._cache) >= self.maxCached:
+                del self._cache[next(iter(self._cache))]
+        ttl = self.ttl if answer is not None else min(self.ttl, NEGATIVE_TTL)
+        self._cache[number] = (now + ttl, answer)
