@@ -57,6 +57,9 @@ auth = {
     "nonce_lifetime": 300,
     # Path of the accounts file read by the 'file' backend.
     "file": None,
+    # Settings of third-party authentication backends, by backend name, e.g. {'example':
+    # {...}}; each backend reads its own entry.
+    "options": {},
     # Seconds the 'sql' backend reuses the credentials it read (0: ask the store every
     # time). A password changed with aetasip-admin applies within this time; an unknown
     # number is remembered 5 s at most.

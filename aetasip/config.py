@@ -153,6 +153,12 @@ def hostname(value: Any) -> str:
     return host.rstrip(".")
 
 
+def dictOfDicts(value: Any) -> dict[str, dict[str, Any]]:
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, dict) for k, v in value.items()):
+        raise _expect("a dict of backend names to dicts of their settings")
+    return value
+
+
 def storeURL(value: Any) -> str:
     if not isinstance(value, str) or not (
         value.startswith("sqlite:///") or value.startswith("postgresql://") or value == "sqlite://"
@@ -253,6 +259,13 @@ KEYS: dict[str, Key] = {
         ),
         Key("auth.nonce_lifetime", 300, integer(10, 86400), "Seconds a nonce is accepted; older ones get stale=true."),
         Key("auth.file", None, optional(text), "Path of the accounts file read by the 'file' backend."),
+        Key(
+            "auth.options",
+            {},
+            dictOfDicts,
+            "Settings of third-party authentication backends, by backend name, e.g. {'example': {...}}; "
+            "each backend reads its own entry.",
+        ),
         Key(
             "auth.cache_ttl",
             60,

@@ -7,7 +7,9 @@ test run: C{initdb} into a new temporary directory, then C{postgres} on
 (SCRAM) authentication. Each test then gets a database of its own, made
 with C{CREATE DATABASE} and dropped when the test ends, owned by an
 ordinary role (not a superuser), as in production. The server is stopped,
-by its process id, and its directory removed when the interpreter exits.
+by its process id, and its directory removed when trial ends the run
+(before the interpreter waits for threads a test may have left running),
+or else when the interpreter exits.
 
 PostgreSQL refuses to run as root: when the tests run as root, C{initdb}
 and C{postgres} run as the C{postgres} system user that the Debian
@@ -32,6 +34,7 @@ import tempfile
 import time
 from typing import Any, NoReturn
 
+from twisted.internet import reactor
 from twisted.trial.unittest import SkipTest
 
 from tests.servers import CI, freePort
@@ -323,6 +326,9 @@ def server(testCase: Any) -> PostgreSQLServer:
     except KeyError:
         _missing(testCase, f"there is no postgres system user to run PostgreSQL as (Debian package {PACKAGE})")
     candidate = PostgreSQLServer(binaries, account)
+    # Stopped when trial ends the run (it fires the reactor's shutdown), or
+    # at the latest when the interpreter exits.
+    reactor.addSystemEventTrigger("before", "shutdown", stopServer)
     atexit.register(candidate.stop)
     try:
         candidate.start()
@@ -332,6 +338,17 @@ def server(testCase: Any) -> PostgreSQLServer:
         raise testCase.failureException(_startError) from None
     _server = candidate
     return candidate
+
+
+def stopServer() -> None:
+    """
+    Stop the server of this test run, if it runs; the next test that needs
+    one starts another.
+    """
+    global _server
+    running, _server = _server, None
+    if running is not None:
+        running.stop()
 
 
 def postgresqlURL(testCase: Any) -> str:

@@ -48,11 +48,7 @@ def configuration(settings: dict[str, Any], pluginOptions: dict[str, Any]) -> co
     C{settings} checked as usual, with C{pluginOptions} as C{auth.options},
     the settings of plugin backends by backend name.
     """
-    if "auth.options" in config.KEYS:
-        return config.build({**settings, "auth.options": pluginOptions})
-    # Until the configuration schema has the key: the options reach the
-    # backends the same way (config.section("auth")["options"]).
-    return config.Config({**config.build(settings).values, "auth.options": pluginOptions})
+    return config.build({**settings, "auth.options": pluginOptions})
 
 
 class DroppedPluginTests(SynchronousTestCase):
