@@ -80,3 +80,35 @@ class IRegistrationListener(Interface):
         C{unregistered}, C{expired} or C{conflict}. It must not block and
         must not raise.
         """
+
+
+class IRoutingPolicy(Interface):
+    """
+    One step of call routing (L{aetasip.routing}).
+    """
+
+    name = Attribute("The name the configuration uses (routing.policies).")
+
+    def apply(call, directory):
+        """
+        Examine and refine C{call} (an L{aetasip.routing.Call}), looking
+        accounts and groups up in C{directory}.
+
+        @return: an L{aetasip.routing.Refusal} to refuse the call, or
+            C{None} to let the next step go on.
+        """
+
+
+class IRoutingPolicyFactory(Interface):
+    """
+    A named maker of L{IRoutingPolicy}s, discovered with
+    C{twisted.plugin.getPlugins}.
+    """
+
+    name = Attribute("The name operators use in routing.policies.")
+
+    def makePolicy(options):
+        """
+        @param options: the C{routing} configuration section.
+        @return: a provider of L{IRoutingPolicy}.
+        """
