@@ -1,0 +1,246 @@
+"""
+Client transactions (RFC 3261 section 17.1): what the proxy uses to send a
+request to the next hop and hear its answers.
+
+Sans-IO like the server side: time from an injected L{IReactorTime}, bytes
+out through a C{send} callable. The transaction user gets each response
+that matters (provisionals, the final response once, 2xx retransmissions
+for INVITE as RFC 6026 says) through C{onResponse}, and C{onTimeout} when
+Timer B or F fires without a final response.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+
+from aetasip.sip.message import Request, Response
+from aetasip.sip.transaction import MAGIC_COOKIE, T1, T2, T4
+
+ResponseHandler = Callable[[Response], None]
+
+
+def newBranch() -> str:
+    """A branch parameter unique in space and time (RFC 3261 8.1.1.7)."""
+    return MAGIC_COOKIE + os.urandom(8).hex()
+
+
+def ackFor(request: Request, response: Response) -> Request:
+    """
+    The ACK a client transaction sends for a 3xx-6xx response to the
+    INVITE C{request} (RFC 3261 17.1.1.3): same Request-URI, Call-ID, From,
+    CSeq number and top Via; the To of the response (with its tag); the
+    Route headers of the request.
+    """
+    number, _ = request.cseq
+    headers: list[list[str]] = []
+    via = request.get("via")
+    if via is not None:
+        headers.append(["via", request.getAll("via")[0]])
+    headers.append(["max-forwards", "70"])
+    for name in ("from", "call-id"):
+        value = request.get(name)
+        if value is not None:
+            headers.append([name, value])
+    to = response.get("to")
+    headers.append(["to", to if to is not None else request.get("to") or ""])
+    headers.append(["cseq", f"{number} ACK"])
+    for route in request.getAll("route"):
+        headers.append(["route", route])
+    return Request("ACK", request.uri, headers)
+
+
+def cancelFor(request: Request) -> Request:
+    """
+    The CANCEL of C{request} (RFC 3261 9.1): same Request-URI, Call-ID,
+    From, To, CSeq number and top Via (so it matches the same server
+    transaction downstream), and the same Route headers.
+    """
+    number, _ = request.cseq
+    headers: list[list[str]] = [["via", request.getAll("via")[0]], ["max-forwards", "70"]]
+    for name in ("from", "to", "call-id"):
+        value = request.get(name)
+        if value is not None:
+            headers.append([name, value])
+    headers.append(["cseq", f"{number} CANCEL"])
+    for route in request.getAll("route"):
+        headers.append(["route", route])
+    return Request("CANCEL", request.uri, headers)
+
+
+class ClientTransaction:
+    """
+    One client transaction.
+
+    @ivar request: the request sent; its top Via carries our branch.
+    @ivar state: C{calling} (INVITE) or C{trying}, then C{proceeding},
+        C{completed}, C{terminated}.
+    @ivar lastProvisional: the code of the last 1xx received, or 0.
+    """
+
+    def __init__(
+        self,
+        layer: ClientTransactionLayer,
+        request: Request,
+        send: Callable[[bytes], None],
+        reliable: bool,
+        onResponse: ResponseHandler,
+        onTimeout: Callable[[], None],
+    ) -> None:
+        self._layer = layer
+        self.request = request
+        self._send = send
+        self.reliable = reliable
+        self.onResponse = onResponse
+        self.onTimeout = onTimeout
+        self.isInvite = request.method == "INVITE"
+        self.state = "calling" if self.isInvite else "trying"
+        self.lastProvisional = 0
+        self._data = request.toBytes()
+        self._ack: bytes | None = None
+        self._interval = T1
+        self._retransmit: IDelayedCall | None = None
+        self._timeout: IDelayedCall | None = None
+        self._linger: IDelayedCall | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        branch = self.request.topVia.branch or ""
+        return (branch, "INVITE" if self.request.method in ("INVITE", "ACK") else self.request.method)
+
+    def start(self) -> None:
+        clock = self._layer.clock
+        self._send(self._data)
+        if not self.reliable:
+            self._retransmit = clock.callLater(T1, self._timerAE)
+        # Timer B (INVITE) or F (non-INVITE).
+        self._timeout = clock.callLater(64 * T1, self._timedOut)
+
+    def _timerAE(self) -> None:
+        self._retransmit = None
+        if self.state in ("completed", "terminated"):
+            return
+        if self.isInvite and self.state != "calling":
+            return
+        self._send(self._data)
+        if self.isInvite:
+            self._interval *= 2
+        else:
+            # Timer E: doubling up to T2, and T2 once a provisional came.
+            self._interval = T2 if self.state == "proceeding" else min(2 * self._interval, T2)
+        self._retransmit = self._layer.clock.callLater(self._interval, self._timerAE)
+
+    def _timedOut(self) -> None:
+        self._timeout = None
+        if self.state in ("calling", "trying", "proceeding"):
+            self._terminate()
+            self.onTimeout()
+
+    def receive(self, response: Response) -> None:
+        code = response.code
+        if code < 200:
+            if self.state in ("calling", "trying", "proceeding"):
+                self.state = "proceeding"
+                self.lastProvisional = code
+                if self.isInvite:
+                    # Timer A stops; so does Timer B: once the callee rings, how
+                    # long to wait is the proxy's business (Timer C, 16.6).
+                    self._cancel("_retransmit")
+                    self._cancel("_timeout")
+                self.onResponse(response)
+            return
+        if self.state in ("calling", "trying", "proceeding"):
+            self._final(response)
+        elif self.state == "completed" and self.isInvite and code >= 300 and self._ack is not None:
+            # A retransmitted final response: our ACK was lost (Timer D).
+            self._send(self._ack)
+        elif self.isInvite and 200 <= code < 300 and self.state == "accepted":
+            # RFC 6026: 2xx retransmissions go to the transaction user.
+            self.onResponse(response)
+
+    def _final(self, response: Response) -> None:
+        self._cancel("_retransmit")
+        self._cancel("_timeout")
+        clock = self._layer.clock
+        if self.isInvite and 200 <= response.code < 300:
+            # RFC 6026 Accepted: the ACK is end to end; absorb 2xx copies.
+            self.state = "accepted"
+            self._linger = clock.callLater(64 * T1, self._terminate)
+        elif self.isInvite:
+            self.state = "completed"
+            self._ack = ackFor(self.request, response).toBytes()
+            self._send(self._ack)
+            self._linger = clock.callLater(0 if self.reliable else 32, self._terminate)
+        else:
+            self.state = "completed"
+            self._linger = clock.callLater(0 if self.reliable else T4, self._terminate)
+        self.onResponse(response)
+
+    def _cancel(self, name: str) -> None:
+        call = getattr(self, name)
+        if call is not None and call.active():
+            call.cancel()
+        setattr(self, name, None)
+
+    def _terminate(self) -> None:
+        for name in ("_retransmit", "_timeout", "_linger"):
+            self._cancel(name)
+        self.state = "terminated"
+        self._layer._forget(self)
+
+
+class ClientTransactionLayer:
+    """
+    Every client transaction of the element, matched to responses by
+    branch and CSeq method (RFC 3261 17.1.3).
+    """
+
+    def __init__(self, clock: IReactorTime) -> None:
+        self.clock = clock
+        self.transactions: dict[tuple[str, str], ClientTransaction] = {}
+
+    def send(
+        self,
+        request: Request,
+        send: Callable[[bytes], None],
+        reliable: bool,
+        onResponse: ResponseHandler,
+        onTimeout: Callable[[], None],
+    ) -> ClientTransaction:
+        """
+        Start a client transaction for C{request}, whose top Via must carry
+        a unique branch (see L{newBranch}).
+        """
+        transaction = ClientTransaction(self, request, send, reliable, onResponse, onTimeout)
+        self.transactions[transaction.key] = transaction
+        transaction.start()
+        return transaction
+
+    def receive(self, response: Response) -> bool:
+        """
+        Hand C{response} to its transaction.
+
+        @return: whether a transaction took it; a response matching none
+            is for the proxy core to handle (a stray 2xx to forward).
+        """
+        try:
+            branch = response.topVia.branch or ""
+            _, method = response.cseq
+        except Exception:
+            return False
+        transaction = self.transactions.get((branch, "INVITE" if method == "ACK" else method))
+        if transaction is None:
+            return False
+        transaction.receive(response)
+        return True
+
+    def _forget(self, transaction: ClientTransaction) -> None:
+        if self.transactions.get(transaction.key) is transaction:
+            del self.transactions[transaction.key]
+
+    def stop(self) -> None:
+        """Cancel every timer (service shutdown)."""
+        for transaction in list(self.transactions.values()):
+            transaction._terminate()
