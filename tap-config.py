@@ -166,6 +166,29 @@ notify = {
     "shutdown_grace": 5,
 }
 
+# -- Call routing (README.rst, "Call routing") ------------------------------
+routing = {
+    # Routing policies a call goes through, in order; the first refusal answers the
+    # call. 'numberplan' resolves short numbers, 'hunting' expands hunting group
+    # numbers, 'blocking' applies the groups' incoming/outgoing call blocking, 'exists'
+    # refuses unknown numbers (404); third-party plugins add more.
+    "policies": ["numberplan", "hunting", "blocking", "exists"],
+    # The test number: open to groups with outgoing-call blocking.
+    "test_number": "15000",
+    # Length of a short number: dialled by a member of a group, it reaches the group's
+    # prefix + these digits.
+    "short_number_digits": 4,
+    # Hunting group number, after the group's prefix (45676000 for group 4567, or 6000
+    # dialled inside it).
+    "hunting_number": "6000",
+    # Seconds each member of a hunting series rings before the call moves on to the
+    # next one.
+    "hunting_ring_time": 20,
+    # Settings of third-party routing policies, by policy name, e.g.
+    # {"example": {...}}; each policy reads its own entry.
+    "options": {},
+}
+
 # -- STUN server (RFC 8489, RFC 5780) --------------------------------------
 stun = {
     # Run the STUN server.
