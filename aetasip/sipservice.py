@@ -5,6 +5,7 @@ the proxy), hung on the service tree as L{SIPService}.
 
 from __future__ import annotations
 
+import functools
 import re
 import socket
 from typing import Any
@@ -22,24 +23,31 @@ from aetasip import __version__, net
 from aetasip.domains import LocalDomains
 from aetasip.keepalive import OptionsPinger
 from aetasip.location import LocationService
+from aetasip.proxy import Hop, Proxy
 from aetasip.registrar import SUPPORTED, Registrar
+from aetasip.sip.client import ClientTransactionLayer
 from aetasip.sip.digest import DigestAuthenticator
 from aetasip.sip.errors import ParseError
 from aetasip.sip.headers import splitCommas
 from aetasip.sip.message import BadRequest, Request, Response, makeResponse, parse
 from aetasip.sip.transaction import Peer, ServerTransaction, ServerTransactionLayer
+from aetasip.sip.uri import URI
 from aetasip.stun.server import STUNServer
 from aetasip.transport import SIPDatagramProtocol, SIPStreamFactory
 
 log = Logger()
 
-ALLOW = "REGISTER, OPTIONS"
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, UPDATE, PRACK, MESSAGE, SUBSCRIBE, NOTIFY, REFER"
 KNOWN_METHODS = frozenset(
     "INVITE ACK CANCEL BYE OPTIONS REGISTER INFO UPDATE PRACK MESSAGE SUBSCRIBE NOTIFY REFER PUBLISH".split()
 )
 
 # An rport parameter without a value, in a Via header value.
 _BARE_RPORT = re.compile(r";[ \t]*rport(?=[ \t]*(?:;|$))", re.IGNORECASE)
+
+
+def _sendTo(write: Any, destination: tuple[str, int], data: bytes) -> None:
+    write(data, destination)
 
 
 def _firstElement(value: str) -> tuple[str, str]:
@@ -56,10 +64,18 @@ class SIPCore:
     """
 
     def __init__(
-        self, transactions: ServerTransactionLayer, registrar: Registrar, isLocalDomain: Any, serverHeader: str
+        self,
+        transactions: ServerTransactionLayer,
+        registrar: Registrar,
+        isLocalDomain: Any,
+        serverHeader: str,
+        proxy: Proxy | None = None,
+        clients: ClientTransactionLayer | None = None,
     ) -> None:
         self.transactions = transactions
         self.registrar = registrar
+        self.proxy = proxy
+        self.clients = clients
         self.isLocalDomain = isLocalDomain
         self.serverHeader = serverHeader
         self.connections: set[Any] = set()
@@ -91,8 +107,9 @@ class SIPCore:
         try:
             if isinstance(message, Response):
                 self.counters["responses"] += 1
-                # No client transactions yet: a stray response is dropped (RFC 3261 18.1.2).
-                log.debug("Dropped a response from {peer}: {response}", peer=peer, response=message)
+                if self.clients is None or not self.clients.receive(message):
+                    if self.proxy is not None:
+                        self.proxy.strayResponse(message)
             else:
                 self.counters["requests"] += 1
                 self.request(message, peer)
@@ -119,6 +136,8 @@ class SIPCore:
         self._stampVia(request, peer)
         transaction = self.transactions.receive(request, peer)
         if transaction is None:
+            if self.proxy is not None and self.transactions.isStrayAck(request):
+                self.proxy.statelessAck(request, peer)
             return
         method = request.method
         if request.requestURI.scheme not in ("sip", "sips", "tel"):
@@ -129,7 +148,12 @@ class SIPCore:
         elif method == "OPTIONS" and self._forUs(request):
             transaction.respond(self.optionsResponse(request))
         elif method == "CANCEL":
-            transaction.respond(self._reply(request, 481))
+            if self.proxy is None:
+                transaction.respond(self._reply(request, 481))
+            else:
+                self.proxy.cancel(request, transaction)
+        elif method in KNOWN_METHODS and self.proxy is not None:
+            self.proxy.handle(request, peer, transaction)
         elif method in KNOWN_METHODS:
             response = self._reply(request, 405)
             response.add("allow", ALLOW)
@@ -243,7 +267,24 @@ class SIPService(service.Service):
         self.serverHeader = f"aetasip/{__version__}"
         self.registrar = Registrar(config, auth, self.location, self.digest, self.domains, self.serverHeader)
         self.transactions = ServerTransactionLayer(reactor)
-        self.core = SIPCore(self.transactions, self.registrar, self.domains, self.serverHeader)
+        self.clients = ClientTransactionLayer(reactor)
+        self.proxy = Proxy(
+            reactor,
+            self.digest,
+            auth,
+            self.location,
+            self.domains,
+            self.clients,
+            self.hopTo,
+            self.hopToURI,
+            self.address,
+            config["sip.realm"],
+            self.serverHeader,
+            self.isOurs,
+        )
+        self.core = SIPCore(
+            self.transactions, self.registrar, self.domains, self.serverHeader, self.proxy, self.clients
+        )
         self.ports: list[tuple[str, IListeningPort]] = []
         self._udpByLocal: dict[tuple[str, int], SIPDatagramProtocol] = {}
         self.stunKeepalives = STUNServer(
@@ -287,6 +328,7 @@ class SIPService(service.Service):
         super().stopService()
         self.pinger.stop()
         self.transactions.stop()
+        self.clients.stop()
         for connection in list(self.core.connections):
             connection.transport.loseConnection()
         stops = [maybeDeferred(port.stopListening) for _, port in self.ports]
@@ -294,6 +336,50 @@ class SIPService(service.Service):
         d = gatherResults(stops)
         d.addCallback(lambda _: self.location.stop())
         return d  # type: ignore[return-value]
+
+    def hopTo(self, binding: Any) -> Hop | None:
+        """How to reach a registered agent: where its REGISTER came from."""
+        if binding.transport == "udp":
+            send = self.udpSender(binding.local)
+            if send is None:
+                return None
+            source = binding.source
+            return (lambda data: send(data, source)), False, "udp", binding.local
+        connection = binding.connection
+        if connection is None or connection not in self.core.connections:
+            return None
+        return connection.transport.write, True, binding.transport, binding.local
+
+    def hopToURI(self, uri: URI) -> Hop | None:
+        """
+        How to reach a URI outside the bindings (in-dialog targets, whose
+        Contacts we rewrote to real source addresses): on a live connection
+        from that address for TCP/TLS, else by UDP from our first socket
+        of its address family.
+        """
+        host = uri.host.strip("[]")
+        port = uri.port or 5060
+        transport = (uri.params.get("transport") or "udp").lower()
+        if transport != "udp":
+            for connection in self.core.connections:
+                if connection.peer.source == (host, port):
+                    return connection.transport.write, True, connection.peer.transport, connection.peer.local
+            return None
+        for local, protocol in self._udpByLocal.items():
+            if (":" in local[0]) == (":" in host) and protocol.transport is not None:
+                return functools.partial(_sendTo, protocol.transport.write, (host, port)), False, "udp", local
+        return None
+
+    def address(self, transport: str, local: tuple[str, int]) -> str:
+        """Our host:port for a socket, as in Via and Record-Route."""
+        return f"{self._sentBy()}:{local[1]}"
+
+    def isOurs(self, uri: URI) -> bool:
+        """Does a Route URI name this service (one of its names and ports)?"""
+        config = self.config
+        ports = {*config["sip.udp_ports"], *config["sip.tcp_ports"], config["sip.tls_port"]}
+        ports.update(port.getHost().port for _, port in self.ports)  # type: ignore[attr-defined]
+        return self.domains(uri.host) and (uri.port or 5060) in ports and uri.user is None
 
     def udpSender(self, local: tuple[str, int]) -> Any:
         """The function sending a datagram from our UDP socket C{local}, or C{None}."""

@@ -149,6 +149,17 @@ class FakeAuth:
         return succeed(self.accounts.get(number))
 
 
+class FakeUDPSocket:
+    """Stands for a listening UDP protocol and its transport."""
+
+    def __init__(self, sent: list[tuple[tuple[str, int], bytes]]) -> None:
+        self.sent = sent
+        self.transport = self
+
+    def write(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.sent.append(((addr[0], addr[1]), data))
+
+
 class Harness:
     """
     The SIP element (SIPService's core) on a L{Clock}, fed with bytes.
@@ -170,6 +181,9 @@ class Harness:
         self.events: list[Any] = []
         self.location.listeners.append(self)
         self.sent: list[tuple[tuple[str, int], bytes]] = []
+        # The service's UDP socket on 127.0.0.1:5060, for what it sends on its own
+        # (proxied requests, pings): recorded with their destination.
+        self.service._udpByLocal[("127.0.0.1", 5060)] = FakeUDPSocket(self.sent)  # type: ignore[assignment]
 
     def registrationEvent(self, event: Any) -> None:
         self.events.append(event)
@@ -179,7 +193,8 @@ class Harness:
         before = len(self.sent)
         peer = Peer(transport, source, ("127.0.0.1", 5060), lambda out: self.sent.append((source, out)))
         self.core.receive(data, peer, stream=transport != "udp")
-        return [Reply(out) for _, out in self.sent[before:]]
+        # Responses only: what the proxy forwards stays in self.sent.
+        return [Reply(out) for _, out in self.sent[before:] if out.startswith(b"SIP/2.0 ")]
 
     def sendOne(self, data: bytes, source: tuple[str, int] = ("127.0.0.1", 40000), transport: str = "udp") -> Reply:
         replies = self.send(data, source, transport)

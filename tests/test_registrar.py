@@ -318,15 +318,15 @@ class OtherRequestTests(SynchronousTestCase):
         reply = self.h.sendOne(self.options("sip:45675001@127.0.0.1"))
         self.assertEqual(reply.code, 200)
 
-    def test_unsupported_method_gets_405_with_allow(self) -> None:
+    def test_request_to_a_number_is_proxied_and_needs_credentials(self) -> None:
         request = (
             b"SUBSCRIBE sip:45675002@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:40000;branch=z9hG4bK-sub\r\n"
             b"From: <sip:45675001@127.0.0.1>;tag=a\r\nTo: <sip:45675002@127.0.0.1>\r\nCall-ID: sub@test\r\n"
             b"CSeq: 1 SUBSCRIBE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
         )
         reply = self.h.sendOne(request)
-        self.assertEqual(reply.code, 405)
-        self.assertEqual(reply.get("allow"), "REGISTER, OPTIONS")
+        self.assertEqual(reply.code, 407)
+        self.assertIn("Digest", reply.get("proxy-authenticate") or "")
 
     def test_bad_request_gets_400_with_a_reason(self) -> None:
         request = self.options().replace(b"CSeq: 1 OPTIONS", b"CSeq: 1 INVITE")
@@ -388,7 +388,7 @@ class TortureApplicationTests(SynchronousTestCase):
     def test_unkscm_unknown_request_uri_scheme_gets_416(self) -> None:
         self.assertEqual(self.h.sendOne(self.message("unkscm")).code, 416)
 
-    def test_unknown_method_gets_501_known_unsupported_gets_405(self) -> None:
+    def test_unknown_method_gets_501_known_ones_are_proxied(self) -> None:
         self.assertEqual(self.h.sendOne(self.message("intmeth")).code, 501)
         self.assertEqual(
             self.h.sendOne(
@@ -396,7 +396,7 @@ class TortureApplicationTests(SynchronousTestCase):
                 b"From: <sip:45675001@127.0.0.1>;tag=a\r\nTo: <sip:45675002@127.0.0.1>\r\nCall-ID: info@test\r\n"
                 b"CSeq: 1 INFO\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
             ).code,
-            405,
+            407,
         )
 
     def test_regaut01_unknown_authorization_scheme_is_challenged(self) -> None:

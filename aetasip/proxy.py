@@ -1,0 +1,548 @@
+"""
+The stateful proxy (RFC 3261 section 16): calls between registered agents.
+
+Out-of-dialog requests (an INVITE, a MESSAGE, an OPTIONS to a number) are
+authenticated (407, the registrar's digest machinery), routed to the
+callee's bindings, and forwarded through client transactions, one branch
+per binding, in parallel; responses come back through the response
+context of RFC 3261 16.7 (best response, 2xx and 6xx cancel the other
+branches). Dialog-creating requests are Record-Routed so in-dialog
+requests come back through the proxy; Contacts of agents behind NAT are
+rewritten to the address their packets really come from, so that the
+other side reaches them there (what Kamailio's fix_nated_contact does).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from aetasip.auth import BackendUnavailable, Credentials
+from aetasip.location import Binding, LocationService
+from aetasip.sip.client import ClientTransaction, ClientTransactionLayer, cancelFor, newBranch
+from aetasip.sip.digest import DigestAuthenticator, Verdict, algorithmOf, parseDigest
+from aetasip.sip.errors import ParseError
+from aetasip.sip.headers import parseNameAddr
+from aetasip.sip.message import Request, Response, makeResponse
+from aetasip.sip.transaction import Peer, ServerTransaction
+from aetasip.sip.uri import URI
+
+log = Logger()
+
+# RFC 3261 16.6 step 11: Timer C, more than 3 minutes.
+TIMER_C = 181.0
+
+Sender = Callable[[bytes], None]
+Hop = tuple[Sender, bool, str, tuple[str, int]]
+"""How to reach a next hop: (send, reliable, transport, our local socket)."""
+
+
+def copyRequest(request: Request) -> Request:
+    return Request(request.method, request.uri, [list(h) for h in request.headers], request.body)
+
+
+def copyResponse(response: Response) -> Response:
+    return Response(response.code, response.reason, [list(h) for h in response.headers], response.body)
+
+
+class Branch:
+    """One forwarded copy of a request, to one binding."""
+
+    __slots__ = ("binding", "client", "code", "request")
+
+    def __init__(self, binding: Binding, request: Request) -> None:
+        self.binding = binding
+        self.request = request
+        self.client: ClientTransaction | None = None
+        self.code = 0
+
+
+class ResponseContext:
+    """
+    The proxy's state for one forwarded request (RFC 3261 16.7).
+
+    @ivar server: the server transaction of the request.
+    @ivar peer: the agent that sent it.
+    """
+
+    def __init__(self, proxy: Proxy, request: Request, peer: Peer, server: ServerTransaction) -> None:
+        self.proxy = proxy
+        self.request = request
+        self.peer = peer
+        self.server = server
+        self.branches: list[Branch] = []
+        self.best: Response | None = None
+        self.answered = False
+        self.timerC: IDelayedCall | None = None
+
+    @property
+    def isInvite(self) -> bool:
+        return self.request.method == "INVITE"
+
+    def start(self, branches: list[Branch]) -> None:
+        self.branches = branches
+        for branch in branches:
+            self.proxy._send(self, branch)
+        if self.isInvite:
+            self.timerC = self.proxy.clock.callLater(TIMER_C, self._timerC)
+
+    def _timerC(self) -> None:
+        self.timerC = None
+        for branch in self.branches:
+            if branch.code < 200:
+                self.proxy._cancelBranch(branch)
+
+    def response(self, branch: Branch, response: Response) -> None:
+        code = response.code
+        if code < 200:
+            branch.code = max(branch.code, code)
+            if code > 100 and not self.answered:
+                if self.isInvite and self.timerC is not None:
+                    self.timerC.reset(TIMER_C)
+                self.server.respond(self.proxy._upstream(response, self.peer))
+            return
+        firstFinal = branch.code < 200
+        branch.code = code
+        if 200 <= code < 300:
+            # Every 2xx goes up (also later ones from other branches and the
+            # retransmissions of this one): the caller's UA sorts them out.
+            upstream = self.proxy._upstream(response, self.peer)
+            if not self.answered:
+                self.answered = True
+                self.server.respond(upstream)
+            else:
+                self.peer.send(upstream.toBytes())
+            self._cancelOthers(branch)
+            self._finish()
+            return
+        if not firstFinal:
+            return
+        if self.best is None or _better(response, self.best):
+            self.best = response
+        if code >= 600:
+            self._cancelOthers(branch)
+        if all(b.code >= 200 for b in self.branches):
+            self._sendBest()
+
+    def timeout(self, branch: Branch) -> None:
+        if branch.code < 200:
+            branch.code = 408
+            timeout = makeResponse(self.request, 408)
+            if self.best is None or _better(timeout, self.best):
+                self.best = timeout
+            if all(b.code >= 200 for b in self.branches):
+                self._sendBest()
+
+    def cancel(self) -> None:
+        """The caller cancelled: cancel every pending branch (RFC 3261 16.10)."""
+        for branch in self.branches:
+            if branch.code < 200:
+                self.proxy._cancelBranch(branch)
+
+    def _cancelOthers(self, winner: Branch) -> None:
+        for branch in self.branches:
+            if branch is not winner and branch.code < 200:
+                self.proxy._cancelBranch(branch)
+
+    def _sendBest(self) -> None:
+        if self.answered or self.best is None:
+            return
+        self.answered = True
+        best = self.best
+        if best.code == 503:
+            # RFC 3261 16.7 step 6: a 503 from downstream is not forwarded as such.
+            best = makeResponse(self.request, 500, "Service Unavailable Downstream")
+        else:
+            best = self.proxy._upstream(best, self.peer)
+        self.server.respond(best)
+        self._finish()
+
+    def _finish(self) -> None:
+        if self.timerC is not None and self.timerC.active():
+            self.timerC.cancel()
+        self.timerC = None
+        if all(b.code >= 200 for b in self.branches):
+            self.proxy._contexts.pop(self.server.key, None)
+
+
+def _better(candidate: Response, best: Response) -> bool:
+    """RFC 3261 16.7 step 6: a 6xx wins, then the lowest class."""
+    a, b = candidate.code, best.code
+    if (a >= 600) != (b >= 600):
+        return a >= 600
+    return a // 100 < b // 100
+
+
+class Proxy:
+    """
+    Routes requests between agents.
+
+    @param senderFor: the L{Hop} to a binding's agent (from the socket it
+        registered on, or on its connection); C{None} when it cannot be
+        reached (a TCP agent whose connection closed).
+    @param sendTo: the L{Hop} to a URI outside any binding (in-dialog
+        requests, stray responses), or C{None}.
+    @param address: our C{host:port} for a socket, C{(transport, local) -> str},
+        as it goes in Via and Record-Route.
+    @param isOurs: does a Route URI name this proxy?
+    """
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        digest: DigestAuthenticator,
+        auth: Any,
+        location: LocationService,
+        isLocalDomain: Callable[[str], bool],
+        clients: ClientTransactionLayer,
+        senderFor: Callable[[Binding], Hop | None],
+        sendTo: Callable[[URI], Hop | None],
+        address: Callable[[str, tuple[str, int]], str],
+        realm: str,
+        serverHeader: str,
+        isOurs: Callable[[URI], bool],
+    ) -> None:
+        self.clock = clock
+        self.digest = digest
+        self.auth = auth
+        self.location = location
+        self.isLocalDomain = isLocalDomain
+        self.clients = clients
+        self.senderFor = senderFor
+        self.sendTo = sendTo
+        self.address = address
+        self.realm = realm
+        self.serverHeader = serverHeader
+        self.isOurs = isOurs
+        self._contexts: dict[Any, ResponseContext] = {}
+
+    # -- entry points ---------------------------------------------------------
+
+    def handle(self, request: Request, peer: Peer, server: ServerTransaction) -> None:
+        """A request not for the registrar nor for the server itself."""
+        maxForwards = request.get("max-forwards")
+        if maxForwards is not None and maxForwards.isdigit() and int(maxForwards) == 0:
+            server.respond(self._reply(request, 483))
+            return
+        if request.toAddr.tag is not None:
+            self._inDialog(request, peer, server)
+            return
+        uri = request.requestURI
+        if not self.isLocalDomain(uri.host):
+            # No open relay: only numbers of this service are routed.
+            server.respond(self._reply(request, 403, "Domain not served here"))
+            return
+        params = self._credentialsFor(request)
+        if params is None:
+            server.respond(self._challenge(request))
+            return
+        caller = request.fromAddr.uri.user or ""
+        if params.get("username") != caller:
+            server.respond(self._reply(request, 403, "Credentials are not those of the caller"))
+            return
+        d = self.auth.credentials(caller)
+        d.addCallback(self._authenticated, request, peer, server, params)
+        d.addErrback(self._backendFailed, request, server)
+
+    def cancel(self, request: Request, server: ServerTransaction) -> None:
+        """
+        A CANCEL: answered 200 here (RFC 3261 16.10) and passed on to the
+        branches of the INVITE it cancels, or 481.
+        """
+        via = request.topVia
+        context = self._contexts.get((via.branch, via.host, via.port, "INVITE"))
+        if context is None:
+            server.respond(self._reply(request, 481))
+            return
+        server.respond(self._reply(request, 200))
+        context.cancel()
+
+    def statelessAck(self, request: Request, peer: Peer) -> None:
+        """An ACK for a 2xx: routed like any in-dialog request, without transaction."""
+        hop = self._popOurRoutes(request)
+        if hop is None:
+            return
+        outgoing = copyRequest(request)
+        outgoing.addFirst("via", self._via(hop[2], hop[3]))
+        self._decrementMaxForwards(outgoing)
+        hop[0](outgoing.toBytes())
+
+    def strayResponse(self, response: Response) -> None:
+        """
+        A response matching no client transaction: a 2xx retransmission
+        after ours ended. Forwarded statelessly to the next Via.
+        """
+        if not 200 <= response.code < 300:
+            return
+        try:
+            vias = response.vias
+        except ParseError:
+            return
+        if len(vias) < 2:
+            return
+        nextVia = vias[1]
+        host = nextVia.params.get("received") or nextVia.host.strip("[]")
+        rport = nextVia.params.get("rport")
+        port = int(rport) if rport and rport.isdigit() else nextVia.port or 5060
+        transport = nextVia.transport.lower()
+        params: dict[str, str | None] = {} if transport == "udp" else {"transport": transport}
+        hop = self.sendTo(URI("sip", None, f"[{host}]" if ":" in host else host, port, params))
+        if hop is not None:
+            upstream = copyResponse(response)
+            upstream.removeFirstValue("via")
+            hop[0](upstream.toBytes())
+
+    # -- out of dialog ----------------------------------------------------------
+
+    def _authenticated(
+        self,
+        credentials: Credentials | None,
+        request: Request,
+        peer: Peer,
+        server: ServerTransaction,
+        params: dict[str, str],
+    ) -> None:
+        if credentials is None:
+            server.respond(self._reply(request, 403, "Bad credentials"))
+            return
+        algorithm = algorithmOf(params)
+        ha1 = credentials.ha1.get(algorithm) if algorithm else None
+        if ha1 is None:
+            server.respond(self._challenge(request))
+            return
+        verdict = self.digest.verify(params, request.method, ha1, request.body)
+        if verdict is Verdict.STALE:
+            server.respond(self._challenge(request, stale=True))
+            return
+        if verdict is not Verdict.OK:
+            server.respond(self._reply(request, 403, "Bad credentials"))
+            return
+        self._route(request, peer, server, credentials)
+
+    def _route(self, request: Request, peer: Peer, server: ServerTransaction, caller: Credentials) -> None:
+        callee = request.requestURI.user or ""
+        if not callee:
+            server.respond(self._reply(request, 404))
+            return
+        d = self.auth.credentials(callee)
+
+        def found(account: Credentials | None) -> None:
+            if account is None:
+                server.respond(self._reply(request, 404))
+                return
+            bindings = [b for b in self.location.lookup(callee) if self.senderFor(b) is not None]
+            if not bindings:
+                server.respond(self._reply(request, 480))
+                return
+            self._forward(request, peer, server, bindings)
+
+        d.addCallback(found)
+        d.addErrback(self._backendFailed, request, server)
+
+    def _forward(self, request: Request, peer: Peer, server: ServerTransaction, bindings: list[Binding]) -> None:
+        if request.method == "INVITE":
+            server.respond(self._reply(request, 100))
+        context = ResponseContext(self, request, peer, server)
+        self._contexts[server.key] = context
+        branches = []
+        for binding in bindings:
+            outgoing = copyRequest(request)
+            outgoing.uri = binding.contact
+            self._decrementMaxForwards(outgoing)
+            self._removeOurCredentials(outgoing)
+            self._fixContact(outgoing, peer)
+            if request.method in ("INVITE", "SUBSCRIBE", "REFER"):
+                self._recordRoute(outgoing, peer, binding)
+            for route in reversed(binding.path):
+                outgoing.addFirst("route", route)
+            branches.append(Branch(binding, outgoing))
+        context.start(branches)
+
+    def _send(self, context: ResponseContext, branch: Branch) -> None:
+        hop = self.senderFor(branch.binding)
+        if hop is None:
+            context.timeout(branch)
+            return
+        send, reliable, transport, local = hop
+        outgoing = branch.request
+        outgoing.addFirst("via", self._via(transport, local))
+        branch.client = self.clients.send(
+            outgoing,
+            send,
+            reliable,
+            lambda response: self._fromBranch(context, branch, response),
+            lambda: context.timeout(branch),
+        )
+
+    def _fromBranch(self, context: ResponseContext, branch: Branch, response: Response) -> None:
+        if 200 <= response.code < 300 and context.isInvite:
+            self._fixContact(response, None, branch.binding)
+        context.response(branch, response)
+
+    def _cancelBranch(self, branch: Branch) -> None:
+        client = branch.client
+        if client is None or branch.code >= 200:
+            return
+        if branch.code == 0:
+            # RFC 3261 9.1: no CANCEL before a provisional response; the
+            # branch ends with its Timer B, or the CANCEL when a 1xx comes.
+            branch.code = 487
+            return
+        hop = self.senderFor(branch.binding)
+        if hop is None:
+            return
+        self.clients.send(cancelFor(client.request), hop[0], hop[1], lambda r: None, lambda: None)
+
+    # -- in dialog --------------------------------------------------------------
+
+    def _inDialog(self, request: Request, peer: Peer, server: ServerTransaction) -> None:
+        hop = self._popOurRoutes(request)
+        if hop is None:
+            server.respond(self._reply(request, 404, "No route for in-dialog request"))
+            return
+        send, reliable, transport, local = hop
+        outgoing = copyRequest(request)
+        outgoing.addFirst("via", self._via(transport, local))
+        self._decrementMaxForwards(outgoing)
+
+        def answered(response: Response) -> None:
+            server.respond(self._upstream(response, peer))
+
+        def timedOut() -> None:
+            server.respond(self._reply(request, 408))
+
+        self.clients.send(outgoing, send, reliable, answered, timedOut)
+
+    def _popOurRoutes(self, request: Request) -> Hop | None:
+        """
+        Loose routing (RFC 3261 16.4): drop the Route entries naming us;
+        then the next hop is the next Route, or the Request-URI.
+        """
+        while True:
+            value = request.get("route")
+            if value is None:
+                break
+            try:
+                uri = parseNameAddr(request.getAll("route")[0]).uri
+            except ParseError:
+                return None
+            if not self.isOurs(uri):
+                break
+            request.removeFirstValue("route")
+        routes = request.getAll("route")
+        try:
+            nextHop = parseNameAddr(routes[0]).uri if routes else request.requestURI
+        except ParseError:
+            return None
+        return self.sendTo(nextHop)
+
+    # -- message surgery --------------------------------------------------------
+
+    def _via(self, transport: str, local: tuple[str, int]) -> str:
+        return f"SIP/2.0/{transport.upper()} {self.address(transport, local)};branch={newBranch()};rport"
+
+    def _routeURI(self, transport: str, local: tuple[str, int]) -> str:
+        suffix = "" if transport == "udp" else f";transport={transport}"
+        return f"sip:{self.address(transport, local)}{suffix};lr"
+
+    def _recordRoute(self, outgoing: Request, peer: Peer, binding: Binding) -> None:
+        inbound = self._routeURI(peer.transport, peer.local)
+        outbound = self._routeURI(binding.transport, binding.local)
+        # Two entries when the legs use different sockets (RFC 5658): each
+        # side then reaches us on the socket it knows.
+        if outbound != inbound:
+            outgoing.addFirst("record-route", f"<{inbound}>")
+            outgoing.addFirst("record-route", f"<{outbound}>")
+        else:
+            outgoing.addFirst("record-route", f"<{inbound}>")
+
+    @staticmethod
+    def _decrementMaxForwards(request: Request) -> None:
+        value = request.get("max-forwards")
+        hops = int(value) if value is not None and value.isdigit() else 70
+        request.set("max-forwards", str(max(hops - 1, 0)))
+
+    def _removeOurCredentials(self, request: Request) -> None:
+        """RFC 3261 22.3: credentials for our realm stop here; others go on."""
+        kept = [v for v in request.getAll("proxy-authorization") if (parseDigest(v) or {}).get("realm") != self.realm]
+        request.remove("proxy-authorization")
+        for value in kept:
+            request.add("proxy-authorization", value)
+
+    @staticmethod
+    def _fixContact(message: Request | Response, peer: Peer | None, binding: Binding | None = None) -> None:
+        """
+        Point the Contact at the address the agent's packets come from, when
+        it differs (an agent behind NAT advertising its private address).
+        """
+        if peer is not None:
+            host, port, transport = peer.source[0], peer.source[1], peer.transport
+        elif binding is not None:
+            (host, port), transport = binding.source, binding.transport
+        else:
+            return
+        values = message.getAll("contact")
+        if len(values) != 1:
+            return
+        try:
+            contact = parseNameAddr(values[0])
+        except ParseError:
+            return
+        uri = contact.uri
+        address = f"[{host}]" if ":" in host else host
+        if uri.host == address and (uri.port or 5060) == port:
+            return
+        uri = uri.copy()
+        uri.host, uri.port = address, port
+        if transport != "udp":
+            uri.params["transport"] = transport
+        contact.uri = uri
+        message.set("contact", str(contact))
+
+    def _upstream(self, response: Response, peer: Peer) -> Response:
+        """C{response} without our Via, to go up (RFC 3261 16.7 step 9)."""
+        upstream = copyResponse(response)
+        upstream.removeFirstValue("via")
+        return upstream
+
+    # -- answers ------------------------------------------------------------------
+
+    def _credentialsFor(self, request: Request) -> dict[str, str] | None:
+        for value in request.getAll("proxy-authorization"):
+            params = parseDigest(value)
+            if params is not None and params.get("realm") == self.realm:
+                return params
+        return None
+
+    def _challenge(self, request: Request, stale: bool = False) -> Response:
+        response = self._reply(request, 407)
+        for value in self.digest.challenges(stale=stale):
+            response.add("proxy-authenticate", value)
+        return response
+
+    def _backendFailed(self, failure: Failure, request: Request, server: ServerTransaction) -> None:
+        if failure.check(BackendUnavailable):
+            log.warn("Authentication backend unavailable: {error}", error=failure.getErrorMessage())
+        else:
+            log.failure("Routing {request} failed", failure, request=request)
+        response = self._reply(request, 503, "Authentication service unavailable")
+        response.add("retry-after", "30")
+        server.respond(response)
+
+    def _reply(self, request: Request, code: int, reason: str = "") -> Response:
+        response = makeResponse(request, code, reason, toTag=format(hash(request.callID) & 0xFFFFFFFF, "08x"))
+        response.add("server", self.serverHeader)
+        return response
+
+
+def isOursFactory(isLocalDomain: Callable[[str], bool], ports: Callable[[], set[int]]) -> Callable[[URI], bool]:
+    """A Route URI names us when its host is ours and its port one of ours."""
+
+    def isOurs(uri: URI) -> bool:
+        return isLocalDomain(uri.host) and (uri.port or 5060) in ports() and uri.user is None
+
+    return isOurs

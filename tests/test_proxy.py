@@ -1,0 +1,180 @@
+"""
+The stateful proxy (RFC 3261 16) through the SIP core, with bytes and a
+Clock: two registered agents behind NAT call each other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from aetasip.sip.message import Request, parse
+from tests.sipagent import Agent, Harness, Reply
+
+A_SOURCE = ("198.51.100.7", 5060)
+B_SOURCE = ("203.0.113.9", 5062)
+
+
+def md5(text: str) -> str:
+    return hashlib.md5(text.encode()).hexdigest()
+
+
+def proxyAuthorization(method: str, uri: str, challenge: dict[str, str], user: str, password: str) -> str:
+    ha1 = md5(f"{user}:{challenge['realm']}:{password}")
+    response = md5(f"{ha1}:{challenge['nonce']}:00000001:c1:auth:{md5(f'{method}:{uri}')}")
+    return (
+        f'Proxy-Authorization: Digest username="{user}", realm="{challenge["realm"]}", nonce="{challenge["nonce"]}", '
+        f'uri="{uri}", response="{response}", algorithm=MD5, cnonce="c1", qop=auth, nc=00000001, '
+        f'opaque="{challenge.get("opaque", "")}"'
+    )
+
+
+def invite(callee: str = "45675002", extra: str = "", cseq: int = 1, branch: str = "z9hG4bK-a1") -> bytes:
+    uri = f"sip:{callee}@sip.example.net"
+    return (
+        f"INVITE {uri} SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.7:5060;branch={branch};rport\r\n"
+        "Max-Forwards: 70\r\nFrom: <sip:45675001@sip.example.net>;tag=a\r\n"
+        f"To: <{uri}>\r\nCall-ID: call-ab@test\r\nCSeq: {cseq} INVITE\r\n"
+        f"Contact: <sip:45675001@10.0.0.7:5060>\r\n{extra}"
+        "Content-Type: application/sdp\r\nContent-Length: 4\r\n\r\nv=0\n"
+    ).encode()
+
+
+def reply(request: Request, code: int, reason: str, contact: str = "") -> bytes:
+    """B's response to a request the proxy forwarded to it."""
+    number, method = request.cseq
+    lines = [f"SIP/2.0 {code} {reason}"]
+    lines += [f"Via: {v}" for v in request.getAll("via")]
+    lines += [f"Record-Route: {v}" for v in request.getAll("record-route")]
+    lines += [f"From: {request.get('from')}", f"To: {request.get('to')};tag=b"]
+    lines += [f"Call-ID: {request.callID}", f"CSeq: {number} {method}"]
+    if contact:
+        lines.append(f"Contact: <{contact}>")
+    lines.append("Content-Length: 0")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+class CallTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.h = Harness()
+        for number, password, source, contact in (
+            ("45675001", "secret1", A_SOURCE, "sip:45675001@10.0.0.7:5060"),
+            ("45675002", "secret2", B_SOURCE, "sip:45675002@10.0.0.9:5060"),
+        ):
+            self.assertEqual(self.h.register(Agent(number, password, source=source, contact=contact)).code, 200)
+
+    def sentTo(self, destination: tuple[str, int], start: int) -> list[bytes]:
+        return [data for where, data in self.h.sent[start:] if where == destination]
+
+    def call(self, callee: str = "45675002") -> tuple[Request, int]:
+        """A calls; returns the INVITE as B got it and the index after it."""
+        challenge = self.h.sendOne(invite(callee), A_SOURCE)
+        self.assertEqual(challenge.code, 407)
+        params = challenge.challenge()
+        auth = proxyAuthorization("INVITE", f"sip:{callee}@sip.example.net", params, "45675001", "secret1") + "\r\n"
+        start = len(self.h.sent)
+        self.h.send(invite(callee, auth, cseq=2, branch="z9hG4bK-a2"), A_SOURCE)
+        toA = [Reply(d) for d in self.sentTo(A_SOURCE, start)]
+        if toA and toA[-1].code != 100:
+            return Request("NONE", "sip:x"), len(self.h.sent)
+        self.assertEqual([r.code for r in toA], [100])
+        (forwarded,) = self.sentTo(B_SOURCE, start)
+        request = parse(forwarded)
+        assert isinstance(request, Request)
+        return request, len(self.h.sent)
+
+    def test_invite_without_credentials_gets_407(self) -> None:
+        reply = self.h.sendOne(invite(), A_SOURCE)
+        self.assertEqual(reply.code, 407)
+        self.assertIn('realm="aetasip"', reply.get("proxy-authenticate") or "")
+
+    def test_call_is_forwarded_to_where_the_callee_registered_from(self) -> None:
+        request, _ = self.call()
+        self.assertEqual(request.method, "INVITE")
+        self.assertEqual(request.uri, "sip:45675002@10.0.0.9:5060")
+        self.assertEqual(request.get("max-forwards"), "69")
+        self.assertTrue(request.topVia.branch and request.topVia.branch.startswith("z9hG4bK"))
+        self.assertEqual(request.topVia.host, "sip.example.net")
+        self.assertEqual(request.getAll("record-route"), ["<sip:sip.example.net:5060;lr>"])
+        self.assertIsNone(request.get("proxy-authorization"))
+        # The caller is behind NAT: its Contact now says where it really is.
+        self.assertEqual(request.contacts[0].uri.host, "198.51.100.7")
+        self.assertEqual(request.body, b"v=0\n")
+
+    def test_answer_is_relayed_and_the_dialog_goes_through_the_proxy(self) -> None:
+        request, start = self.call()
+        self.h.send(reply(request, 180, "Ringing"), B_SOURCE)
+        self.h.send(reply(request, 200, "OK", contact="sip:45675002@10.0.0.9:5060"), B_SOURCE)
+        toA = [Reply(d) for d in self.sentTo(A_SOURCE, start)]
+        self.assertEqual([r.code for r in toA], [180, 200])
+        ok = toA[-1]
+        self.assertEqual(len(ok.all("via")), 1)
+        self.assertIn("branch=z9hG4bK-a2", ok.get("via") or "")
+        self.assertEqual(ok.get("contact"), "<sip:45675002@203.0.113.9:5062>")
+        self.assertEqual(ok.all("record-route"), ["<sip:sip.example.net:5060;lr>"])
+
+        # ACK and BYE from A follow the Record-Route to B's real address.
+        start = len(self.h.sent)
+        dialog = (
+            "Via: SIP/2.0/UDP 10.0.0.7:5060;branch={branch};rport\r\nMax-Forwards: 70\r\n"
+            "Route: <sip:sip.example.net:5060;lr>\r\nFrom: <sip:45675001@sip.example.net>;tag=a\r\n"
+            "To: <sip:45675002@sip.example.net>;tag=b\r\nCall-ID: call-ab@test\r\n"
+        )
+        ack = f"ACK sip:45675002@203.0.113.9:5062 SIP/2.0\r\n{dialog.format(branch='z9hG4bK-ack')}CSeq: 2 ACK\r\nContent-Length: 0\r\n\r\n"
+        self.h.send(ack.encode(), A_SOURCE)
+        bye = f"BYE sip:45675002@203.0.113.9:5062 SIP/2.0\r\n{dialog.format(branch='z9hG4bK-bye')}CSeq: 3 BYE\r\nContent-Length: 0\r\n\r\n"
+        self.h.send(bye.encode(), A_SOURCE)
+        toB = [parse(d) for d in self.sentTo(B_SOURCE, start)]
+        self.assertEqual([m.method for m in toB], ["ACK", "BYE"])  # type: ignore[union-attr]
+        forwardedBye = toB[1]
+        assert isinstance(forwardedBye, Request)
+        self.assertEqual(forwardedBye.getAll("route"), [])
+        self.h.send(reply(forwardedBye, 200, "OK"), B_SOURCE)
+        self.assertEqual([Reply(d).code for d in self.sentTo(A_SOURCE, start)], [200])
+
+    def test_busy_callee_gives_486_and_the_proxy_acks_it(self) -> None:
+        request, start = self.call()
+        self.h.send(reply(request, 486, "Busy Here"), B_SOURCE)
+        self.assertEqual([Reply(d).code for d in self.sentTo(A_SOURCE, start)], [486])
+        (ack,) = self.sentTo(B_SOURCE, start)
+        self.assertTrue(ack.startswith(b"ACK sip:45675002@10.0.0.9:5060 "))
+
+    def test_cancel_before_answer(self) -> None:
+        request, start = self.call()
+        self.h.send(reply(request, 180, "Ringing"), B_SOURCE)
+        cancel = (
+            invite(branch="z9hG4bK-a2", cseq=2)
+            .replace(b"INVITE sip", b"CANCEL sip")
+            .replace(b"CSeq: 2 INVITE", b"CSeq: 2 CANCEL")
+        )
+        self.h.send(cancel, A_SOURCE)
+        toB = [parse(d) for d in self.sentTo(B_SOURCE, start)]
+        self.assertEqual([m.method for m in toB], ["CANCEL"])  # type: ignore[union-attr]
+        self.h.send(reply(toB[0], 200, "OK"), B_SOURCE)  # type: ignore[arg-type]
+        self.h.send(reply(request, 487, "Request Terminated"), B_SOURCE)
+        self.assertEqual([Reply(d).code for d in self.sentTo(A_SOURCE, start)], [180, 200, 487])
+
+    def test_unknown_number_gets_404_and_unregistered_gets_480(self) -> None:
+        self.h.auth.accounts["45675003"] = self.h.auth.accounts["45675002"]
+        for callee, code in (("45679999", 404), ("45675003", 480)):
+            challenge = self.h.sendOne(invite(callee, branch=f"z9hG4bK-{callee}"), A_SOURCE)
+            auth = proxyAuthorization(
+                "INVITE", f"sip:{callee}@sip.example.net", challenge.challenge(), "45675001", "secret1"
+            )
+            final = self.h.send(invite(callee, auth + "\r\n", cseq=2, branch=f"z9hG4bK-{callee}2"), A_SOURCE)
+            self.assertEqual([r.code for r in final], [code])
+
+    def test_no_open_relay(self) -> None:
+        data = invite().replace(b"sip:45675002@sip.example.net SIP/2.0", b"sip:someone@elsewhere.example.org SIP/2.0")
+        self.assertEqual(self.h.sendOne(data, A_SOURCE).code, 403)
+
+    def test_max_forwards_zero_gets_483(self) -> None:
+        self.assertEqual(self.h.sendOne(invite().replace(b"Max-Forwards: 70", b"Max-Forwards: 0"), A_SOURCE).code, 483)
+
+    def test_credentials_of_another_account_cannot_call(self) -> None:
+        challenge = self.h.sendOne(invite(), A_SOURCE)
+        auth = proxyAuthorization(
+            "INVITE", "sip:45675002@sip.example.net", challenge.challenge(), "45675002", "secret2"
+        )
+        self.assertEqual(self.h.sendOne(invite(extra=auth + "\r\n", cseq=2, branch="z9hG4bK-x"), A_SOURCE).code, 403)
