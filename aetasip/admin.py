@@ -8,10 +8,21 @@ C{aetasip-admin}: provision accounts and look at registrations in the store.
     aetasip-admin account passwd NUMBER [--password P]
     aetasip-admin account del NUMBER
     aetasip-admin location show [NUMBER]
+    aetasip-admin group add PREFIX --contact EMAIL [--incoming-block] [--outgoing-block] [--hunting]
+                                   [--quarterly-log] [--no-self-care]
+    aetasip-admin group list
+    aetasip-admin group show PREFIX
+    aetasip-admin group set PREFIX [--contact EMAIL] [--[no-]incoming-block] [--[no-]outgoing-block]
+                                   [--[no-]hunting] [--[no-]quarterly-log] [--[no-]self-care]
+    aetasip-admin group allocate PREFIX --count N [--kind premium|escoopfone]
+    aetasip-admin group attach PREFIX NUMBER
+    aetasip-admin group detach NUMBER
+    aetasip-admin group del PREFIX
 
 It uses the store and realm of the service's configuration file. Without
 C{--password}, a strong password is generated and printed once: only its
-digests are stored. Exit status: 0 on success, 1 when the store refuses
+digests are stored; C{group allocate} likewise prints the password of each
+new number once. Exit status: 0 on success, 1 when the store refuses
 (no such account, number taken, database unavailable), 2 for bad usage or
 configuration; the reason is one line on standard error.
 """
@@ -21,8 +32,6 @@ from __future__ import annotations
 import csv
 import getopt
 import re
-import secrets
-import string
 import sys
 import time
 from collections.abc import Sequence
@@ -37,26 +46,35 @@ from aetasip import __version__
 from aetasip.auth import ACCOUNT_KINDS
 from aetasip.config import Config, ConfigError, load
 from aetasip.location import Binding
-from aetasip.store import NUMBER_PATTERN, Account, NoSuchAccount, Store, StoreError
+from aetasip.store import (
+    EIGHT_DIGIT_KINDS,
+    HUNTING_NUMBER,
+    MEMBER_KINDS,
+    NUMBER_LENGTH,
+    NUMBER_PATTERN,
+    PASSWORD_LENGTH,
+    PREFIX_PATTERN,
+    Account,
+    Group,
+    InvalidGroup,
+    NoSuchAccount,
+    NoSuchGroup,
+    Store,
+    StoreError,
+    checkEmail,
+    generatePassword,
+)
 
 PROGRAM = "aetasip-admin"
 
-PASSWORD_LENGTH = 20
-_PASSWORD_ALPHABET = string.ascii_letters + string.digits
+__all__ = ["PASSWORD_LENGTH", "generatePassword", "main"]
+
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _now() -> float:
     return time.time()
-
-
-def generatePassword() -> str:
-    """
-    A random SIP password of L{PASSWORD_LENGTH} letters and digits (some 119
-    bits), easy to type on a codec's front panel.
-    """
-    return "".join(secrets.choice(_PASSWORD_ALPHABET) for _ in range(PASSWORD_LENGTH))
 
 
 # -- checks of arguments -------------------------------------------------------
@@ -66,6 +84,27 @@ def _number(value: str) -> str:
     if NUMBER_PATTERN.fullmatch(value) is None:
         raise usage.UsageError(f"invalid number {value!r}: expected 1 to 32 digits")
     return value
+
+
+def _prefix(value: str) -> str:
+    if PREFIX_PATTERN.fullmatch(value) is None:
+        raise usage.UsageError(f"invalid group prefix {value!r}: expected 4 digits")
+    return value
+
+
+def _contact(value: str) -> str:
+    try:
+        return checkEmail(value)
+    except InvalidGroup as e:
+        raise usage.UsageError(str(e)) from None
+
+
+def _numberForKind(number: str, kind: str) -> str:
+    if kind in EIGHT_DIGIT_KINDS and len(number) != NUMBER_LENGTH:
+        raise usage.UsageError(
+            f"invalid {kind} number {number!r}: premium, escoopfone and hunting numbers have {NUMBER_LENGTH} digits"
+        )
+    return number
 
 
 def _kind(value: str) -> str:
@@ -227,7 +266,7 @@ class AccountAdd(_NumberCommand):
     ]
 
     def postOptions(self) -> None:
-        _kind(self["kind"])
+        _numberForKind(self["number"], _kind(self["kind"]))
         _text("name", self["name"])
         _email(self["email"])
         if self["password"] is not None:
@@ -295,6 +334,7 @@ class AccountShow(_NumberCommand):
             ("realm", account.realm + realmNote),
             ("digests", "MD5, SHA-256"),
             ("portal password", "set" if account.portalPasswordHash else "not set"),
+            ("group", account.group or "none"),
             ("created", _date(account.createdAt)),
             ("updated", _date(account.updatedAt)),
             ("registrations", str(registrations)),
@@ -396,6 +436,234 @@ class LocationCommands(_Options):
     subCommands = [["show", None, LocationShow, "Show the current registrations (of NUMBER)."]]
 
 
+# -- groups ---------------------------------------------------------------------
+
+# (option, store keyword, help) of the on/off options of a group.
+_GROUP_FLAGS = [
+    ("incoming-block", "incomingBlock", "Refuse calls from outside the group to it."),
+    ("outgoing-block", "outgoingBlock", "Refuse calls from the group to outside it (except 15000)."),
+    ("hunting", "hunting", "Hunting group: prefix+6000 rings prefix+6001, 6002, … in turn."),
+    ("quarterly-log", "quarterlyLog", "Send a call log to the contact every quarter."),
+    ("self-care", "selfCare", "Let the members change their SIP password on the portal."),
+]
+
+
+def _onOffFlags() -> list[list[str | None]]:
+    flags: list[list[str | None]] = []
+    for option, _keyword, help in _GROUP_FLAGS:
+        flags.append([option, None, help])
+        flags.append([f"no-{option}", None, f"The opposite of --{option}."])
+    return flags
+
+
+def _showCreated(out: TextIO, created: Sequence[tuple[str, str]]) -> None:
+    _table(out, ["NUMBER", "SIP PASSWORD"], [[number, password] for number, password in created])
+    out.write("Write them down now: the passwords are not stored and will not be shown again.\n")
+
+
+def _onOff(value: bool) -> str:
+    return "on" if value else "off"
+
+
+class _PrefixCommand(_Command):
+    """
+    A command whose only argument is a group prefix.
+    """
+
+    synopsis = "PREFIX"
+
+    def parseArgs(self, *args: str) -> None:
+        (prefix,) = _arguments(args, ["PREFIX"])
+        assert prefix is not None
+        self["prefix"] = _prefix(prefix)
+
+
+class _GroupOptionsCommand(_PrefixCommand):
+    """
+    A command that sets the options of a group: C{--contact} and each
+    C{--OPTION}/C{--no-OPTION} pair.
+    """
+
+    synopsis = "PREFIX [options]"
+    optParameters = [["contact", "c", None, "The technical contact's e-mail address."]]
+    optFlags = _onOffFlags()
+
+    def groupOptions(self) -> dict[str, Any]:
+        """
+        The options given, as keywords of L{Store.updateGroup}.
+        """
+        options: dict[str, Any] = {}
+        if self["contact"] is not None:
+            options["contact"] = _contact(self["contact"])
+        for option, keyword, _help in _GROUP_FLAGS:
+            if self[option] and self[f"no-{option}"]:
+                raise usage.UsageError(f"--{option} and --no-{option} contradict each other")
+            if self[option] or self[f"no-{option}"]:
+                options[keyword] = bool(self[option])
+        return options
+
+
+class GroupAdd(_GroupOptionsCommand):
+    def postOptions(self) -> None:
+        if self["contact"] is None:
+            raise usage.UsageError("missing --contact EMAIL: every group has a technical contact")
+        self["options"] = self.groupOptions()
+
+    def run(self, context: _Context) -> int:
+        group = context.store.addGroup(self["prefix"], **self["options"])
+        context.out.write(
+            f"Added group {group.prefix} (contact {group.contact}); "
+            f"its numbers start at {group.prefix}{group.nextMember}.\n"
+        )
+        return 0
+
+
+class GroupSet(_GroupOptionsCommand):
+    def postOptions(self) -> None:
+        self["options"] = self.groupOptions()
+        if not self["options"]:
+            raise usage.UsageError("nothing to change: give --contact or an option such as --hunting")
+
+    def run(self, context: _Context) -> int:
+        created = context.store.updateGroup(self["prefix"], context.config["sip.realm"], **self["options"])
+        context.out.write(f"Updated group {self['prefix']}.\n")
+        if created:
+            context.out.write(f"New hunting series accounts in realm {context.config['sip.realm']}:\n")
+            _showCreated(context.out, created)
+        return 0
+
+
+class GroupList(_Command):
+    synopsis = ""
+
+    def run(self, context: _Context) -> int:
+        found = context.store.listGroups()
+        if not found:
+            context.out.write("No groups.\n")
+            return 0
+        rows = []
+        for group in found:
+            options = [option for option, keyword, _help in _GROUP_FLAGS if getattr(group, keyword)]
+            members = len(context.store.groupMembers(group.prefix))
+            rows.append([group.prefix, group.contact, str(members), ", ".join(options) or "-"])
+        _table(context.out, ["PREFIX", "CONTACT", "MEMBERS", "OPTIONS"], rows)
+        return 0
+
+
+class GroupShow(_PrefixCommand):
+    def run(self, context: _Context) -> int:
+        group = context.store.getGroup(self["prefix"])
+        if group is None:
+            raise NoSuchGroup(f"no group {self['prefix']}")
+        for label, value in _groupFields(group):
+            context.out.write(f"{label + ':':<17}{value}\n")
+        members = context.store.groupMembers(group.prefix)
+        series = context.store.huntingSeries(group.prefix)
+        context.out.write(f"\nMembers ({len(members)}):\n")
+        if members:
+            _table(context.out, ["NUMBER", "KIND", "NAME"], [[a.number, a.kind, a.displayName] for a in members])
+        context.out.write(f"\nHunting series ({len(series)}): {', '.join(a.number for a in series) or '-'}\n")
+        return 0
+
+
+def _groupFields(group: Group) -> list[tuple[str, str]]:
+    hunting = _onOff(group.hunting) + (f" (dial {group.huntingNumber})" if group.hunting else "")
+    return [
+        ("prefix", group.prefix),
+        ("contact", group.contact),
+        ("incoming block", _onOff(group.incomingBlock)),
+        ("outgoing block", _onOff(group.outgoingBlock)),
+        ("hunting", hunting),
+        ("quarterly log", _onOff(group.quarterlyLog)),
+        ("self-care", _onOff(group.selfCare)),
+        ("next number", f"{group.prefix}{group.nextMember} (or after the highest number taken)"),
+        ("created", _date(group.createdAt)),
+        ("updated", _date(group.updatedAt)),
+    ]
+
+
+MAX_ALLOCATION = 999
+
+
+class GroupAllocate(_PrefixCommand):
+    synopsis = "PREFIX --count N [options]"
+    optParameters = [
+        ["count", "n", None, "How many numbers to allocate."],
+        ["kind", "k", "premium", f"Kind of the new accounts: {', '.join(MEMBER_KINDS)}."],
+    ]
+
+    def postOptions(self) -> None:
+        if self["count"] is None:
+            raise usage.UsageError("missing --count N")
+        if re.fullmatch(r"[0-9]{1,4}", self["count"]) is None or not 1 <= int(self["count"]) <= MAX_ALLOCATION:
+            raise usage.UsageError(f"invalid count {self['count']!r}: expected 1 to {MAX_ALLOCATION}")
+        self["count"] = int(self["count"])
+        if self["kind"] not in MEMBER_KINDS:
+            raise usage.UsageError(f"invalid kind {self['kind']!r}: expected one of {', '.join(MEMBER_KINDS)}")
+
+    def run(self, context: _Context) -> int:
+        realm = context.config["sip.realm"]
+        created = context.store.allocate(self["prefix"], self["count"], self["kind"], realm)
+        members = [pair for pair in created if int(pair[0][4:]) < HUNTING_NUMBER]
+        context.out.write(
+            f"Allocated {len(members)} {self['kind']} number(s) in group {self['prefix']}, realm {realm}"
+            + (f", and {len(created) - len(members)} hunting series account(s)" if len(created) > len(members) else "")
+            + ":\n"
+        )
+        _showCreated(context.out, created)
+        return 0
+
+
+class GroupAttach(_Command):
+    synopsis = "PREFIX NUMBER"
+
+    def parseArgs(self, *args: str) -> None:
+        prefix, number = _arguments(args, ["PREFIX", "NUMBER"])
+        assert prefix is not None and number is not None
+        self["prefix"] = _prefix(prefix)
+        self["number"] = _number(number)
+
+    def run(self, context: _Context) -> int:
+        context.store.setAccountGroup(self["number"], self["prefix"])
+        context.out.write(f"Account {self['number']} now belongs to group {self['prefix']}.\n")
+        return 0
+
+
+class GroupDetach(_NumberCommand):
+    def run(self, context: _Context) -> int:
+        account = context.store.getAccount(self["number"])
+        if account is None:
+            raise NoSuchAccount(f"no account {self['number']}")
+        context.store.setAccountGroup(self["number"], None)
+        context.out.write(
+            f"Account {self['number']} left group {account.group}.\n"
+            if account.group
+            else f"Account {self['number']} belongs to no group.\n"
+        )
+        return 0
+
+
+class GroupDel(_PrefixCommand):
+    def run(self, context: _Context) -> int:
+        context.store.deleteGroup(self["prefix"])
+        context.out.write(f"Deleted group {self['prefix']}.\n")
+        return 0
+
+
+class GroupCommands(_Options):
+    synopsis = ""
+    subCommands = [
+        ["add", None, GroupAdd, "Create a group of premium numbers."],
+        ["list", None, GroupList, "List the groups."],
+        ["show", None, GroupShow, "Show a group's options, members and hunting series."],
+        ["set", None, GroupSet, "Change a group's contact or options."],
+        ["allocate", None, GroupAllocate, "Create the group's next numbers, with new passwords."],
+        ["attach", None, GroupAttach, "Make an existing account a member of a group."],
+        ["detach", None, GroupDetach, "Take an account out of its group."],
+        ["del", None, GroupDel, "Delete a group that has no accounts left."],
+    ]
+
+
 class AdminOptions(_Options):
     """
     The command line of C{aetasip-admin}.
@@ -403,7 +671,7 @@ class AdminOptions(_Options):
 
     synopsis = f"Usage: {PROGRAM} [--config FILE] [--store URL]"
     longdesc = (
-        "Provision accounts and look at registrations in the store of the configuration file (--config). "
+        "Provision accounts and groups, and look at registrations in the store of the configuration file (--config). "
         "Exit status: 0 on success, 1 when the store refuses (no such account, number taken, database "
         "unavailable), 2 for bad usage or configuration."
     )
@@ -414,6 +682,7 @@ class AdminOptions(_Options):
     subCommands = [
         ["account", None, AccountCommands, "Add, list, show, change and delete accounts."],
         ["location", None, LocationCommands, "Show registrations."],
+        ["group", None, GroupCommands, "Provision groups of premium numbers and allocate their numbers."],
     ]
 
 

@@ -25,6 +25,7 @@ import hmac
 import json
 import re
 import secrets
+import string
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -50,6 +51,40 @@ _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
 NUMBER_PATTERN = re.compile(r"[0-9]{1,32}")
+
+NUMBER_LENGTH = 8
+"""Digits of a premium, escoopfone or hunting number."""
+
+PREFIX_LENGTH = 4
+"""Digits of a group prefix."""
+
+PREFIX_PATTERN = re.compile(r"[0-9]{4}")
+
+EIGHT_DIGIT_KINDS = frozenset({"premium", "escoopfone", "hunting"})
+"""The kinds whose numbers have L{NUMBER_LENGTH} digits."""
+
+MEMBER_KINDS = ("premium", "escoopfone")
+"""The kinds of the regular members of a group."""
+
+FIRST_MEMBER = 5001
+LAST_MEMBER = 5999
+"""The range of the 4 last digits of a group's regular members."""
+
+HUNTING_NUMBER = 6000
+"""The last 4 digits of a group's hunting group number."""
+
+FIRST_HUNTING = 6001
+LAST_HUNTING = 6999
+"""The range of the 4 last digits of a group's hunting series."""
+
+EMAIL_PATTERN = re.compile(
+    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
+    r"(?=[A-Za-z0-9-]*[A-Za-z])[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+)
+
+PASSWORD_LENGTH = 20
+_PASSWORD_ALPHABET = string.ascii_letters + string.digits
 
 
 # -- errors ---------------------------------------------------------------------
@@ -85,6 +120,36 @@ class SchemaTooNew(StoreError):
     """
 
 
+class InvalidGroup(StoreError):
+    """
+    A group value (prefix, contact, option) or a membership is not acceptable.
+    """
+
+
+class GroupExists(StoreError):
+    """
+    A group with this prefix already exists.
+    """
+
+
+class NoSuchGroup(StoreError):
+    """
+    There is no group with this prefix.
+    """
+
+
+class GroupNotEmpty(StoreError):
+    """
+    The group still has accounts, so it cannot be deleted.
+    """
+
+
+class GroupFull(StoreError):
+    """
+    The group's sequence has no room for the numbers asked for.
+    """
+
+
 def checkNumber(number: str) -> str:
     """
     @return: C{number} if it is 1 to 32 ASCII digits.
@@ -93,6 +158,56 @@ def checkNumber(number: str) -> str:
     if not isinstance(number, str) or NUMBER_PATTERN.fullmatch(number) is None:
         raise InvalidAccount(f"invalid number {number!r}: expected 1 to 32 digits")
     return number
+
+
+def checkAccountNumber(number: str, kind: str) -> str:
+    """
+    Check C{number} for an account of C{kind}: premium, escoopfone and
+    hunting numbers have 8 digits (SPEC "Accounts and numbers"); factory and
+    test numbers (C{902080}, C{15000}) only need to be digits.
+
+    @return: C{number}.
+    @raise InvalidAccount: otherwise.
+    """
+    checkNumber(number)
+    checkKind(kind)
+    if kind in EIGHT_DIGIT_KINDS and len(number) != NUMBER_LENGTH:
+        raise InvalidAccount(
+            f"invalid {kind} number {number!r}: premium, escoopfone and hunting numbers have {NUMBER_LENGTH} digits"
+        )
+    return number
+
+
+def checkPrefix(prefix: str) -> str:
+    """
+    @return: C{prefix} if it is exactly 4 ASCII digits.
+    @raise InvalidGroup: otherwise.
+    """
+    if not isinstance(prefix, str) or PREFIX_PATTERN.fullmatch(prefix) is None:
+        raise InvalidGroup(f"invalid group prefix {prefix!r}: expected {PREFIX_LENGTH} digits")
+    return prefix
+
+
+def checkEmail(address: str) -> str:
+    """
+    A simple but real check of an e-mail address: a dot-atom local part, and
+    a domain of at least two labels of letters, digits and inner hyphens,
+    the last one not all digits; at most 254 characters.
+
+    @return: C{address}.
+    @raise InvalidGroup: otherwise.
+    """
+    if not isinstance(address, str) or len(address) > 254 or EMAIL_PATTERN.fullmatch(address) is None:
+        raise InvalidGroup(f"invalid e-mail address {address!r}")
+    return address
+
+
+def generatePassword() -> str:
+    """
+    A random SIP password of L{PASSWORD_LENGTH} letters and digits (some 119
+    bits), easy to type on a codec's front panel.
+    """
+    return "".join(secrets.choice(_PASSWORD_ALPHABET) for _ in range(PASSWORD_LENGTH))
 
 
 def checkKind(kind: str) -> str:
@@ -185,6 +300,7 @@ class Account:
         account has no portal password.
     @ivar createdAt: POSIX time of creation.
     @ivar updatedAt: POSIX time of the last change.
+    @ivar group: the prefix of the group it belongs to, or C{None}.
     """
 
     number: str
@@ -197,12 +313,64 @@ class Account:
     portalPasswordHash: str | None
     createdAt: float
     updatedAt: float
+    group: str | None = None
 
     def credentials(self) -> Credentials:
         """
         The digest credentials of this account.
         """
         return Credentials(self.number, self.kind, self.realm, {"MD5": self.ha1MD5, "SHA-256": self.ha1SHA256})
+
+
+@attrs.frozen
+class Group:
+    """
+    One row of the C{groups} table: a subscriber's group of premium numbers
+    (guide section 5).
+
+    @ivar prefix: the 4-digit prefix; members are prefix + 5001, 5002, …
+    @ivar contact: the technical contact's e-mail address.
+    @ivar incomingBlock: calls from outside the group to it are refused.
+    @ivar outgoingBlock: calls from the group to outside it are refused.
+    @ivar hunting: prefix + 6000 hunts the series prefix + 6001, 6002, …
+    @ivar quarterlyLog: a call log is sent to the contact every quarter.
+    @ivar selfCare: the members may use the self-care portal.
+    @ivar nextMember: the last 4 digits of the next member to allocate,
+        after every number ever assigned in the group.
+    @ivar nextHunting: the same for the hunting series.
+    @ivar createdAt: POSIX time of creation.
+    @ivar updatedAt: POSIX time of the last change.
+    """
+
+    prefix: str
+    contact: str
+    incomingBlock: bool
+    outgoingBlock: bool
+    hunting: bool
+    quarterlyLog: bool
+    selfCare: bool
+    nextMember: int
+    nextHunting: int
+    createdAt: float
+    updatedAt: float
+
+    @property
+    def huntingNumber(self) -> str:
+        """
+        The hunting group number, prefix + 6000.
+        """
+        return f"{self.prefix}{HUNTING_NUMBER}"
+
+
+GROUP_OPTIONS = {
+    "contact": "contact",
+    "incomingBlock": "incoming_block",
+    "outgoingBlock": "outgoing_block",
+    "hunting": "hunting",
+    "quarterlyLog": "quarterly_log",
+    "selfCare": "self_care",
+}
+"""The options of L{Store.updateGroup}, and their columns."""
 
 
 # -- the schema -----------------------------------------------------------------
@@ -226,6 +394,25 @@ accounts = sa.Table(
     sa.Column("ha1_md5", sa.String(32), nullable=False),
     sa.Column("ha1_sha256", sa.String(64), nullable=False),
     sa.Column("portal_password_hash", sa.Text, nullable=True),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Column("updated_at", sa.Double, nullable=False),
+    sa.Column("group_prefix", sa.String(4), nullable=True, index=True),
+)
+
+# No foreign key from accounts: the store checks membership in its write
+# transactions, and the row of a group is locked while its members change.
+groups = sa.Table(
+    "groups",
+    metadata,
+    sa.Column("prefix", sa.String(4), primary_key=True),
+    sa.Column("contact", sa.Text, nullable=False),
+    sa.Column("incoming_block", sa.Boolean, nullable=False),
+    sa.Column("outgoing_block", sa.Boolean, nullable=False),
+    sa.Column("hunting", sa.Boolean, nullable=False),
+    sa.Column("quarterly_log", sa.Boolean, nullable=False),
+    sa.Column("self_care", sa.Boolean, nullable=False),
+    sa.Column("next_member", sa.Integer, nullable=False),
+    sa.Column("next_hunting", sa.Integer, nullable=False),
     sa.Column("created_at", sa.Double, nullable=False),
     sa.Column("updated_at", sa.Double, nullable=False),
 )
@@ -295,7 +482,33 @@ def _migration1(connection: sa.Connection) -> None:
     v1.create_all(connection)
 
 
-MIGRATIONS: list[Callable[[sa.Connection], None]] = [_migration1]
+def _migration2(connection: sa.Connection) -> None:
+    """
+    Version 2: groups, and the group of each account. Existing accounts
+    join no group: only an allocation or an explicit attachment does.
+    """
+    v2 = sa.MetaData()
+    sa.Table(
+        "groups",
+        v2,
+        sa.Column("prefix", sa.String(4), primary_key=True),
+        sa.Column("contact", sa.Text, nullable=False),
+        sa.Column("incoming_block", sa.Boolean, nullable=False),
+        sa.Column("outgoing_block", sa.Boolean, nullable=False),
+        sa.Column("hunting", sa.Boolean, nullable=False),
+        sa.Column("quarterly_log", sa.Boolean, nullable=False),
+        sa.Column("self_care", sa.Boolean, nullable=False),
+        sa.Column("next_member", sa.Integer, nullable=False),
+        sa.Column("next_hunting", sa.Integer, nullable=False),
+        sa.Column("created_at", sa.Double, nullable=False),
+        sa.Column("updated_at", sa.Double, nullable=False),
+    )
+    v2.create_all(connection)
+    connection.exec_driver_sql("ALTER TABLE accounts ADD COLUMN group_prefix VARCHAR(4)")
+    connection.exec_driver_sql("CREATE INDEX ix_accounts_group_prefix ON accounts (group_prefix)")
+
+
+MIGRATIONS: list[Callable[[sa.Connection], None]] = [_migration1, _migration2]
 """
 The migration steps in order: step I{i} (from 0) brings the schema to
 version I{i + 1}.
@@ -372,6 +585,23 @@ def _account(row: sa.Row[Any]) -> Account:
         portalPasswordHash=row.portal_password_hash,
         createdAt=row.created_at,
         updatedAt=row.updated_at,
+        group=row.group_prefix,
+    )
+
+
+def _group(row: sa.Row[Any]) -> Group:
+    return Group(
+        prefix=row.prefix,
+        contact=row.contact,
+        incomingBlock=bool(row.incoming_block),
+        outgoingBlock=bool(row.outgoing_block),
+        hunting=bool(row.hunting),
+        quarterlyLog=bool(row.quarterly_log),
+        selfCare=bool(row.self_care),
+        nextMember=row.next_member,
+        nextHunting=row.next_hunting,
+        createdAt=row.created_at,
+        updatedAt=row.updated_at,
     )
 
 
@@ -387,6 +617,7 @@ def _accountRow(account: Account) -> dict[str, Any]:
         "portal_password_hash": account.portalPasswordHash,
         "created_at": account.createdAt,
         "updated_at": account.updatedAt,
+        "group_prefix": account.group,
     }
 
 
@@ -400,6 +631,65 @@ def _ha1Columns(number: str, realm: str, password: str) -> dict[str, str]:
         "ha1_md5": computeHA1("MD5", number, realm, password),
         "ha1_sha256": computeHA1("SHA-256", number, realm, password),
     }
+
+
+def _groupRow(group: Group) -> dict[str, Any]:
+    return {
+        "prefix": group.prefix,
+        "contact": group.contact,
+        "incoming_block": group.incomingBlock,
+        "outgoing_block": group.outgoingBlock,
+        "hunting": group.hunting,
+        "quarterly_log": group.quarterlyLog,
+        "self_care": group.selfCare,
+        "next_member": group.nextMember,
+        "next_hunting": group.nextHunting,
+        "created_at": group.createdAt,
+        "updated_at": group.updatedAt,
+    }
+
+
+def _flag(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidGroup(f"invalid value {value!r} for {name}: expected True or False")
+    return value
+
+
+def _groupValues(options: dict[str, Any]) -> dict[str, Any]:
+    """
+    The column values of the L{Store.updateGroup} C{options}, checked.
+    """
+    if not options:
+        raise InvalidGroup("nothing to change")
+    values: dict[str, Any] = {}
+    for name, value in options.items():
+        if name not in GROUP_OPTIONS:
+            raise InvalidGroup(f"unknown group option {name!r}: expected one of {', '.join(GROUP_OPTIONS)}")
+        values[GROUP_OPTIONS[name]] = checkEmail(value) if name == "contact" else _flag(name, value)
+    return values
+
+
+def _checkMembership(number: str, kind: str, group: Group) -> None:
+    """
+    Check that the account C{number} of C{kind} may belong to C{group}:
+    premium and escoopfone accounts from prefix + 5001 to 5999, hunting
+    accounts from prefix + 6001 to 6999 in a group with hunting on.
+
+    @raise InvalidAccount: otherwise.
+    """
+    prefix = group.prefix
+    if kind not in (*MEMBER_KINDS, "hunting"):
+        raise InvalidAccount(
+            f"a {kind} account cannot belong to a group: only premium, escoopfone and hunting accounts do"
+        )
+    hunting = kind == "hunting"
+    low, high = (FIRST_HUNTING, LAST_HUNTING) if hunting else (FIRST_MEMBER, LAST_MEMBER)
+    inside = len(number) == NUMBER_LENGTH and number.startswith(prefix) and low <= int(number[PREFIX_LENGTH:]) <= high
+    if not inside:
+        series = "hunting series" if hunting else "sequence"
+        raise InvalidAccount(f"{number} is not in the {series} of group {prefix}: {prefix}{low} to {prefix}{high}")
+    if hunting and not group.hunting:
+        raise InvalidAccount(f"group {prefix} has hunting off: hunting account {number} cannot belong to it")
 
 
 class Store:
@@ -562,16 +852,30 @@ class Store:
         displayName: str = "",
         email: str = "",
         portalPassword: str | None = None,
+        group: str | None = None,
     ) -> Account:
         """
         Create an account with the SIP password C{password} in C{realm}.
 
+        An account joins a group only when C{group} is given, even when its
+        number starts with a group's prefix; a hunting account must join its
+        group, which must have hunting on.
+
+        @param group: the prefix of the group the account joins, or C{None}.
         @return: the new account.
-        @raise InvalidAccount: for a bad number, kind, password or realm.
+        @raise InvalidAccount: for a bad number, kind, password or realm, or
+            a number that is not in C{group}'s sequence.
+        @raise NoSuchGroup: when there is no group C{group}.
         @raise AccountExists: when the number is taken.
         """
-        checkNumber(number)
-        checkKind(kind)
+        checkAccountNumber(number, kind)
+        if kind == "hunting" and group is None:
+            raise InvalidAccount(
+                f"hunting account {number} must belong to a group with hunting on: give its prefix, "
+                "or let the group allocate its hunting series"
+            )
+        if group is not None:
+            checkPrefix(group)
         if portalPassword == "":
             raise InvalidAccount("the portal password must not be empty")
         ha1 = _ha1Columns(number, realm, password)
@@ -587,9 +891,12 @@ class Store:
             portalPasswordHash=None if portalPassword is None else hashPortalPassword(portalPassword),
             createdAt=now,
             updatedAt=now,
+            group=group,
         )
         try:
             with self._transaction(write=True) as connection:
+                if group is not None:
+                    self._joinGroup(connection, number, kind, group, now)
                 connection.execute(accounts.insert().values(**_accountRow(account)))
         except sa.exc.IntegrityError:
             raise AccountExists(f"account {number} already exists") from None
@@ -647,16 +954,31 @@ class Store:
         Change the given fields of C{number}; C{None} leaves a field as it is.
 
         @raise NoSuchAccount: when there is no such account.
-        @raise InvalidAccount: for an unknown kind.
+        @raise InvalidAccount: for an unknown kind, or one its number or
+            group does not allow (a 5-digit premium account, a hunting
+            account outside a group with hunting on, a premium account in
+            the hunting series).
         """
         values: dict[str, Any] = {}
         if displayName is not None:
             values["display_name"] = displayName
         if email is not None:
             values["email"] = email
-        if kind is not None:
-            values["kind"] = checkKind(kind)
-        self._update(number, values)
+        if kind is None:
+            self._update(number, values)
+            return
+        checkAccountNumber(number, kind)
+        values["kind"] = kind
+        values["updated_at"] = self._clock()
+        with self._transaction(write=True) as connection:
+            prefix = connection.execute(sa.select(accounts.c.group_prefix).where(accounts.c.number == number)).first()
+            if prefix is None:
+                raise NoSuchAccount(f"no account {number}")
+            if prefix.group_prefix is not None:
+                _checkMembership(number, kind, self._lockGroup(connection, prefix.group_prefix))
+            elif kind == "hunting":
+                raise InvalidAccount(f"hunting account {number} must belong to a group with hunting on")
+            connection.execute(accounts.update().where(accounts.c.number == number).values(**values))
 
     def deleteAccount(self, number: str) -> int:
         """
@@ -697,6 +1019,279 @@ class Store:
             verifyPortalPassword(_dummyPortalHash(), password)
             return False
         return verifyPortalPassword(encoded, password)
+
+    # -- groups
+
+    def addGroup(
+        self,
+        prefix: str,
+        contact: str,
+        incomingBlock: bool = False,
+        outgoingBlock: bool = False,
+        hunting: bool = False,
+        quarterlyLog: bool = False,
+        selfCare: bool = True,
+    ) -> Group:
+        """
+        Create the group C{prefix}, with no member yet.
+
+        @param contact: the technical contact's e-mail address.
+        @return: the new group.
+        @raise InvalidGroup: for a bad prefix or contact.
+        @raise GroupExists: when the prefix is taken.
+        """
+        checkPrefix(prefix)
+        checkEmail(contact)
+        now = self._clock()
+        group = Group(
+            prefix=prefix,
+            contact=contact,
+            incomingBlock=_flag("incomingBlock", incomingBlock),
+            outgoingBlock=_flag("outgoingBlock", outgoingBlock),
+            hunting=_flag("hunting", hunting),
+            quarterlyLog=_flag("quarterlyLog", quarterlyLog),
+            selfCare=_flag("selfCare", selfCare),
+            nextMember=FIRST_MEMBER,
+            nextHunting=FIRST_HUNTING,
+            createdAt=now,
+            updatedAt=now,
+        )
+        try:
+            with self._transaction(write=True) as connection:
+                connection.execute(groups.insert().values(**_groupRow(group)))
+        except sa.exc.IntegrityError:
+            raise GroupExists(f"group {prefix} already exists") from None
+        return group
+
+    def getGroup(self, prefix: str) -> Group | None:
+        """
+        @return: the group C{prefix}, or C{None}.
+        """
+        with self._transaction() as connection:
+            row = connection.execute(sa.select(groups).where(groups.c.prefix == prefix)).first()
+        return None if row is None else _group(row)
+
+    def listGroups(self) -> list[Group]:
+        """
+        @return: every group, by prefix.
+        """
+        with self._transaction() as connection:
+            return [_group(row) for row in connection.execute(sa.select(groups).order_by(groups.c.prefix))]
+
+    def updateGroup(self, prefix: str, realm: str = "", **options: Any) -> list[tuple[str, str]]:
+        """
+        Change the given options of the group C{prefix}: C{contact},
+        C{incomingBlock}, C{outgoingBlock}, C{hunting}, C{quarterlyLog},
+        C{selfCare}.
+
+        Switching C{hunting} on creates the hunting series up to the size of
+        the group, with new passwords in C{realm}. Switching it off keeps
+        the series, unused, for when it is switched on again.
+
+        @return: the new hunting accounts, C{(number, password)} each, to show once.
+        @raise NoSuchGroup: when there is no such group.
+        @raise InvalidGroup: for an unknown option or a bad value.
+        @raise InvalidAccount: when the series must grow and C{realm} is empty.
+        @raise GroupFull: when the series would pass prefix + 6999.
+        """
+        checkPrefix(prefix)
+        values = _groupValues(options)
+        now = self._clock()
+        with self._transaction(write=True) as connection:
+            self._lockGroup(connection, prefix)
+            connection.execute(groups.update().where(groups.c.prefix == prefix).values(updated_at=now, **values))
+            group = self._lockGroup(connection, prefix)
+            return self._growHunting(connection, group, realm, now) if group.hunting else []
+
+    def deleteGroup(self, prefix: str) -> None:
+        """
+        Delete the group C{prefix}, which must have no account left.
+
+        @raise NoSuchGroup: when there is no such group.
+        @raise GroupNotEmpty: when accounts still belong to it.
+        """
+        checkPrefix(prefix)
+        with self._transaction(write=True) as connection:
+            self._lockGroup(connection, prefix)
+            left = connection.execute(
+                sa.select(sa.func.count()).select_from(accounts).where(accounts.c.group_prefix == prefix)
+            ).scalar_one()
+            if left:
+                raise GroupNotEmpty(f"group {prefix} still has {left} account(s): delete them (or detach them) first")
+            connection.execute(groups.delete().where(groups.c.prefix == prefix))
+
+    def allocate(self, prefix: str, count: int, kind: str = "premium", realm: str = "") -> list[tuple[str, str]]:
+        """
+        Create the next C{count} members of the group C{prefix}, continuing
+        its sequence (prefix + 5001, 5002, …) after every number ever
+        assigned in it, deleted ones included, each with a new random SIP
+        password in C{realm}. When the group has hunting on, its hunting
+        series grows to the same size in the same transaction.
+
+        @param kind: C{premium} or C{escoopfone}.
+        @return: the new accounts, members then hunting series, as
+            C{(number, password)}: the passwords are not stored, show them once.
+        @raise NoSuchGroup: when there is no such group.
+        @raise InvalidAccount: for another kind or an empty realm.
+        @raise InvalidGroup: for a count below 1.
+        @raise GroupFull: when the sequence would pass prefix + 5999.
+        """
+        checkPrefix(prefix)
+        if kind not in MEMBER_KINDS:
+            raise InvalidAccount(f"cannot allocate {kind!r} accounts: expected one of {', '.join(MEMBER_KINDS)}")
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise InvalidGroup(f"invalid count {count!r}: expected at least 1")
+        if not realm:
+            raise InvalidAccount("the realm must not be empty")
+        now = self._clock()
+        with self._transaction(write=True) as connection:
+            group = self._lockGroup(connection, prefix)
+            first = max(group.nextMember, self._highest(connection, prefix, FIRST_MEMBER, LAST_MEMBER) + 1)
+            last = first + count - 1
+            if last > LAST_MEMBER:
+                room = max(0, LAST_MEMBER - first + 1)
+                raise GroupFull(
+                    f"group {prefix} has room for {room} more number(s) (up to {prefix}{LAST_MEMBER}), not {count}"
+                )
+            created = self._insertAccounts(connection, prefix, kind, range(first, last + 1), realm, now)
+            connection.execute(
+                groups.update().where(groups.c.prefix == prefix).values(next_member=last + 1, updated_at=now)
+            )
+            if group.hunting:
+                created += self._growHunting(connection, group, realm, now)
+        return created
+
+    def setAccountGroup(self, number: str, prefix: str | None) -> None:
+        """
+        Attach the account C{number} to the group C{prefix}, or detach it
+        from its group with C{None}. The group's sequence then continues
+        after it.
+
+        @raise NoSuchAccount: when there is no such account.
+        @raise NoSuchGroup: when there is no such group.
+        @raise InvalidAccount: when the number or kind does not fit the
+            group, or to detach a hunting account (delete it instead).
+        """
+        if prefix is not None:
+            checkPrefix(prefix)
+        now = self._clock()
+        with self._transaction(write=True) as connection:
+            row = connection.execute(
+                sa.select(accounts.c.kind, accounts.c.group_prefix).where(accounts.c.number == number)
+            ).first()
+            if row is None:
+                raise NoSuchAccount(f"no account {number}")
+            if prefix is None:
+                if row.kind == "hunting" and row.group_prefix is not None:
+                    raise InvalidAccount(f"hunting account {number} cannot leave its group: delete it instead")
+            else:
+                self._joinGroup(connection, number, row.kind, prefix, now)
+            connection.execute(
+                accounts.update().where(accounts.c.number == number).values(group_prefix=prefix, updated_at=now)
+            )
+
+    def groupMembers(self, prefix: str) -> list[Account]:
+        """
+        @return: the premium and escoopfone accounts of the group C{prefix}, by number.
+        """
+        return self._groupAccounts(prefix, accounts.c.kind.in_(MEMBER_KINDS))
+
+    def huntingSeries(self, prefix: str) -> list[Account]:
+        """
+        @return: the hunting accounts of the group C{prefix}, by number.
+        """
+        return self._groupAccounts(prefix, accounts.c.kind == "hunting")
+
+    def _groupAccounts(self, prefix: str, condition: sa.ColumnElement[bool]) -> list[Account]:
+        query = sa.select(accounts).where(accounts.c.group_prefix == prefix, condition).order_by(accounts.c.number)
+        with self._transaction() as connection:
+            return [_account(row) for row in connection.execute(query)]
+
+    def _lockGroup(self, connection: sa.Connection, prefix: str) -> Group:
+        """
+        Read the group C{prefix}, locked until the transaction ends (SQLite
+        write transactions are serialised anyway).
+
+        @raise NoSuchGroup: when there is no such group.
+        """
+        row = connection.execute(sa.select(groups).where(groups.c.prefix == prefix).with_for_update()).first()
+        if row is None:
+            raise NoSuchGroup(f"no group {prefix}")
+        return _group(row)
+
+    def _joinGroup(self, connection: sa.Connection, number: str, kind: str, prefix: str, now: float) -> None:
+        """
+        Check that C{number} of C{kind} may join the group C{prefix}, and
+        move the group's high-water mark past it.
+        """
+        group = self._lockGroup(connection, prefix)
+        _checkMembership(number, kind, group)
+        following = int(number[PREFIX_LENGTH:]) + 1
+        column = "next_hunting" if kind == "hunting" else "next_member"
+        current = group.nextHunting if kind == "hunting" else group.nextMember
+        connection.execute(
+            groups.update().where(groups.c.prefix == prefix).values(**{column: max(current, following)}, updated_at=now)
+        )
+
+    def _highest(self, connection: sa.Connection, prefix: str, low: int, high: int) -> int:
+        """
+        The highest last 4 digits of the accounts from prefix + C{low} to
+        prefix + C{high}, in the group or not; C{low - 1} when there is none.
+        """
+        highest = connection.execute(
+            sa.select(sa.func.max(accounts.c.number)).where(
+                sa.func.length(accounts.c.number) == NUMBER_LENGTH,
+                accounts.c.number.between(f"{prefix}{low}", f"{prefix}{high}"),
+            )
+        ).scalar()
+        return low - 1 if highest is None else int(highest[PREFIX_LENGTH:])
+
+    def _insertAccounts(
+        self, connection: sa.Connection, prefix: str, kind: str, suffixes: range, realm: str, now: float
+    ) -> list[tuple[str, str]]:
+        created = [(f"{prefix}{suffix:04d}", generatePassword()) for suffix in suffixes]
+        rows = [
+            {
+                "number": number,
+                "kind": kind,
+                "display_name": "",
+                "email": "",
+                "portal_password_hash": None,
+                "created_at": now,
+                "updated_at": now,
+                "group_prefix": prefix,
+                **_ha1Columns(number, realm, password),
+            }
+            for number, password in created
+        ]
+        if rows:
+            connection.execute(accounts.insert(), rows)
+        return created
+
+    def _growHunting(self, connection: sa.Connection, group: Group, realm: str, now: float) -> list[tuple[str, str]]:
+        """
+        Create hunting accounts until the series is as long as the group has
+        members, after every hunting number ever assigned.
+        """
+        isHunting = accounts.c.kind == "hunting"
+        query = sa.select(isHunting, sa.func.count()).where(
+            accounts.c.group_prefix == group.prefix, accounts.c.kind.in_([*MEMBER_KINDS, "hunting"])
+        )
+        sizes = {bool(hunting): count for hunting, count in connection.execute(query.group_by(isHunting))}
+        missing = sizes.get(False, 0) - sizes.get(True, 0)
+        if missing <= 0:
+            return []
+        if not realm:
+            raise InvalidAccount("the realm must not be empty: the hunting series needs new accounts")
+        first = max(group.nextHunting, self._highest(connection, group.prefix, FIRST_HUNTING, LAST_HUNTING) + 1)
+        last = first + missing - 1
+        if last > LAST_HUNTING:
+            raise GroupFull(f"the hunting series of group {group.prefix} would pass {group.prefix}{LAST_HUNTING}")
+        created = self._insertAccounts(connection, group.prefix, "hunting", range(first, last + 1), realm, now)
+        connection.execute(
+            groups.update().where(groups.c.prefix == group.prefix).values(next_hunting=last + 1, updated_at=now)
+        )
+        return created
 
     # -- bindings
 
@@ -852,11 +1447,14 @@ class AsyncStore:
         displayName: str = "",
         email: str = "",
         portalPassword: str | None = None,
+        group: str | None = None,
     ) -> defer.Deferred[Account]:
         """
         L{Store.addAccount} in the pool.
         """
-        return self._run(self.store.addAccount, number, kind, password, realm, displayName, email, portalPassword)
+        return self._run(
+            self.store.addAccount, number, kind, password, realm, displayName, email, portalPassword, group
+        )
 
     def getAccount(self, number: str) -> defer.Deferred[Account | None]:
         """
@@ -907,6 +1505,73 @@ class AsyncStore:
         L{Store.checkPortalPassword} in the pool.
         """
         return self._run(self.store.checkPortalPassword, number, password)
+
+    def addGroup(
+        self,
+        prefix: str,
+        contact: str,
+        incomingBlock: bool = False,
+        outgoingBlock: bool = False,
+        hunting: bool = False,
+        quarterlyLog: bool = False,
+        selfCare: bool = True,
+    ) -> defer.Deferred[Group]:
+        """
+        L{Store.addGroup} in the pool.
+        """
+        return self._run(
+            self.store.addGroup, prefix, contact, incomingBlock, outgoingBlock, hunting, quarterlyLog, selfCare
+        )
+
+    def getGroup(self, prefix: str) -> defer.Deferred[Group | None]:
+        """
+        L{Store.getGroup} in the pool.
+        """
+        return self._run(self.store.getGroup, prefix)
+
+    def listGroups(self) -> defer.Deferred[list[Group]]:
+        """
+        L{Store.listGroups} in the pool.
+        """
+        return self._run(self.store.listGroups)
+
+    def updateGroup(self, prefix: str, realm: str = "", **options: Any) -> defer.Deferred[list[tuple[str, str]]]:
+        """
+        L{Store.updateGroup} in the pool.
+        """
+        return self._run(self.store.updateGroup, prefix, realm, **options)
+
+    def deleteGroup(self, prefix: str) -> defer.Deferred[None]:
+        """
+        L{Store.deleteGroup} in the pool.
+        """
+        return self._run(self.store.deleteGroup, prefix)
+
+    def allocate(
+        self, prefix: str, count: int, kind: str = "premium", realm: str = ""
+    ) -> defer.Deferred[list[tuple[str, str]]]:
+        """
+        L{Store.allocate} in the pool.
+        """
+        return self._run(self.store.allocate, prefix, count, kind, realm)
+
+    def setAccountGroup(self, number: str, prefix: str | None) -> defer.Deferred[None]:
+        """
+        L{Store.setAccountGroup} in the pool.
+        """
+        return self._run(self.store.setAccountGroup, number, prefix)
+
+    def groupMembers(self, prefix: str) -> defer.Deferred[list[Account]]:
+        """
+        L{Store.groupMembers} in the pool.
+        """
+        return self._run(self.store.groupMembers, prefix)
+
+    def huntingSeries(self, prefix: str) -> defer.Deferred[list[Account]]:
+        """
+        L{Store.huntingSeries} in the pool.
+        """
+        return self._run(self.store.huntingSeries, prefix)
 
     def saveBindings(self, toSave: Sequence[Binding]) -> defer.Deferred[None]:
         """

@@ -381,7 +381,9 @@ class CommandLineTests(AdminTestCase):
     def test_store_option_overrides_the_configuration(self) -> None:
         other = os.path.abspath(self.mktemp())
         out, err = StringIO(), StringIO()
-        status = admin.main(["--store", f"sqlite:///{other}", "account", "add", "15000", "-p", "x"], out, err)
+        status = admin.main(
+            ["--store", f"sqlite:///{other}", "account", "add", "15000", "-p", "x", "-k", "test"], out, err
+        )
         self.assertEqual((status, err.getvalue()), (0, ""))
         self.assertIn("in realm aetasip.", out.getvalue())
         self.assertTrue(os.path.exists(other))
