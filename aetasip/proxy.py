@@ -23,6 +23,8 @@ from twisted.python.failure import Failure
 
 from aetasip.auth import BackendUnavailable, Credentials
 from aetasip.location import Binding, LocationService
+from aetasip.routing import Account, Call, Directory, EmptyDirectory, OverlayDirectory
+from aetasip.routing.chain import RoutingChain
 from aetasip.sip.client import ClientTransaction, ClientTransactionLayer, cancelFor, newBranch
 from aetasip.sip.digest import DigestAuthenticator, Verdict, algorithmOf, parseDigest
 from aetasip.sip.errors import ParseError
@@ -92,9 +94,7 @@ class ResponseContext:
 
     def _timerC(self) -> None:
         self.timerC = None
-        for branch in self.branches:
-            if branch.code < 200:
-                self.proxy._cancelBranch(branch)
+        self.cancel()
 
     def response(self, branch: Branch, response: Response) -> None:
         code = response.code
@@ -138,10 +138,19 @@ class ResponseContext:
                 self._sendBest()
 
     def cancel(self) -> None:
-        """The caller cancelled: cancel every pending branch (RFC 3261 16.10)."""
+        """Cancel every pending branch (RFC 3261 16.10)."""
         for branch in self.branches:
             if branch.code < 200:
                 self.proxy._cancelBranch(branch)
+        # Branches cancelled before any response count as 487 at once.
+        if not self.answered and all(b.code >= 200 for b in self.branches):
+            if self.best is None:
+                self.best = makeResponse(self.request, 487)
+            self._sendBest()
+
+    def callerCancelled(self) -> None:
+        """The caller sent a CANCEL."""
+        self.cancel()
 
     def _cancelOthers(self, winner: Branch) -> None:
         for branch in self.branches:
@@ -167,6 +176,99 @@ class ResponseContext:
         self.timerC = None
         if all(b.code >= 200 for b in self.branches):
             self.proxy._contexts.pop(self.server.key, None)
+
+
+class HuntingContext:
+    """
+    A call to a hunting series: one member at a time, each rung for the
+    ring time; the caller hears ringing once.
+    """
+
+    def __init__(
+        self, proxy: Proxy, request: Request, peer: Peer, server: ServerTransaction, members: list[list[Binding]]
+    ) -> None:
+        self.proxy = proxy
+        self.request = request
+        self.peer = peer
+        self.server = server
+        self.members = members
+        self.index = -1
+        self.rang = False
+        self.busy = 0
+        self.current: ResponseContext | None = None
+        self.ringTimer: IDelayedCall | None = None
+
+    def next(self) -> None:
+        self.index += 1
+        if self.index == len(self.members):
+            # Everyone tried: busy if anyone was, else nobody answered.
+            code = 486 if self.busy else 480
+            self.server.respond(self.proxy._reply(self.request, code))
+            self.proxy._contexts.pop(self.server.key, None)
+            return
+        context = HuntingMember(self, self.proxy, self.request, self.peer, self.server)
+        self.current = context
+        self.proxy._contexts[self.server.key] = context
+        branches = [self.proxy._branch(self.request, self.peer, b) for b in self.members[self.index]]
+        context.start(branches)
+        self.ringTimer = self.proxy.clock.callLater(self.proxy.ringTime, self.ringTimeout)
+
+    def ringTimeout(self) -> None:
+        self.ringTimer = None
+        if self.current is not None:
+            self.current.cancel()
+
+    def memberDone(self, response: Response | None) -> None:
+        if self.ringTimer is not None and self.ringTimer.active():
+            self.ringTimer.cancel()
+        self.ringTimer = None
+        if response is not None and response.code >= 600:
+            self.server.respond(self.proxy._upstream(response, self.peer))
+            return
+        if response is not None and response.code == 486:
+            self.busy += 1
+        self.next()
+
+    def cancel(self) -> None:
+        """The caller gave up."""
+        self.index = len(self.members)
+        if self.ringTimer is not None and self.ringTimer.active():
+            self.ringTimer.cancel()
+        if self.current is not None:
+            self.current.cancel()
+
+
+class HuntingMember(ResponseContext):
+    """The response context of one member of a hunting series."""
+
+    def __init__(
+        self, hunt: HuntingContext, proxy: Proxy, request: Request, peer: Peer, server: ServerTransaction
+    ) -> None:
+        super().__init__(proxy, request, peer, server)
+        self.hunt = hunt
+
+    def response(self, branch: Branch, response: Response) -> None:
+        if response.code < 200:
+            if response.code == 180 and self.hunt.rang:
+                branch.code = max(branch.code, response.code)
+                return
+            if response.code == 180:
+                self.hunt.rang = True
+        super().response(branch, response)
+
+    def callerCancelled(self) -> None:
+        self.hunt.cancel()
+
+    def _sendBest(self) -> None:
+        if self.answered:
+            return
+        if self.hunt.index >= len(self.hunt.members):
+            # The caller cancelled: the 487 goes up.
+            super()._sendBest()
+            return
+        self.answered = True
+        self._finish()
+        self.hunt.memberDone(self.best)
 
 
 def _better(candidate: Response, best: Response) -> bool:
@@ -205,6 +307,9 @@ class Proxy:
         realm: str,
         serverHeader: str,
         isOurs: Callable[[URI], bool],
+        routing: Any = None,
+        directory: Directory | None = None,
+        ringTime: float = 20.0,
     ) -> None:
         self.clock = clock
         self.digest = digest
@@ -218,6 +323,9 @@ class Proxy:
         self.realm = realm
         self.serverHeader = serverHeader
         self.isOurs = isOurs
+        self.routing = routing if routing is not None else RoutingChain([])
+        self.directory: Directory = directory if directory is not None else EmptyDirectory()
+        self.ringTime = ringTime
         self._contexts: dict[Any, ResponseContext] = {}
 
     # -- entry points ---------------------------------------------------------
@@ -259,7 +367,7 @@ class Proxy:
             server.respond(self._reply(request, 481))
             return
         server.respond(self._reply(request, 200))
-        context.cancel()
+        context.callerCancelled()
 
     def statelessAck(self, request: Request, peer: Peer) -> None:
         """An ACK for a 2xx: routed like any in-dialog request, without transaction."""
@@ -324,43 +432,73 @@ class Proxy:
         self._route(request, peer, server, credentials)
 
     def _route(self, request: Request, peer: Peer, server: ServerTransaction, caller: Credentials) -> None:
-        callee = request.requestURI.user or ""
-        if not callee:
+        dialled = request.requestURI.user or ""
+        if not dialled:
             server.respond(self._reply(request, 404))
             return
-        d = self.auth.credentials(callee)
+        d = self.auth.credentials(dialled)
 
-        def found(account: Credentials | None) -> None:
-            if account is None:
+        def decide(known: Credentials | None) -> None:
+            accounts = {caller.number: Account(caller.number, caller.kind)}
+            if known is not None:
+                accounts[dialled] = Account(dialled, known.kind)
+            directory = OverlayDirectory(self.directory, accounts)
+            callerAccount = directory.account(caller.number)
+            assert callerAccount is not None
+            call = Call(callerAccount, dialled, dialled)
+            refusal = self.routing.route(call, directory)
+            if refusal is not None:
+                server.respond(self._reply(request, refusal.code, refusal.reason))
+                return
+            if call.series is not None:
+                self._hunt(request, peer, server, call.series)
+                return
+            if directory.account(call.callee) is None:
                 server.respond(self._reply(request, 404))
                 return
-            bindings = [b for b in self.location.lookup(callee) if self.senderFor(b) is not None]
+            bindings = [b for b in self.location.lookup(call.callee) if self.senderFor(b) is not None]
             if not bindings:
                 server.respond(self._reply(request, 480))
                 return
             self._forward(request, peer, server, bindings)
 
-        d.addCallback(found)
+        d.addCallback(decide)
         d.addErrback(self._backendFailed, request, server)
+
+    def _hunt(self, request: Request, peer: Peer, server: ServerTransaction, series: list[str]) -> None:
+        """
+        Ring the members of a hunting series one after the other (SPEC):
+        members without a binding are skipped; the next one rings after a
+        busy, unavailable or unanswered member; a 6xx or an answer ends it.
+        """
+        members = [[b for b in self.location.lookup(m) if self.senderFor(b) is not None] for m in series]
+        members = [bindings for bindings in members if bindings]
+        if not members:
+            server.respond(self._reply(request, 480))
+            return
+        if request.method == "INVITE":
+            server.respond(self._reply(request, 100))
+        HuntingContext(self, request, peer, server, members).next()
 
     def _forward(self, request: Request, peer: Peer, server: ServerTransaction, bindings: list[Binding]) -> None:
         if request.method == "INVITE":
             server.respond(self._reply(request, 100))
         context = ResponseContext(self, request, peer, server)
         self._contexts[server.key] = context
-        branches = []
-        for binding in bindings:
-            outgoing = copyRequest(request)
-            outgoing.uri = binding.contact
-            self._decrementMaxForwards(outgoing)
-            self._removeOurCredentials(outgoing)
-            self._fixContact(outgoing, peer)
-            if request.method in ("INVITE", "SUBSCRIBE", "REFER"):
-                self._recordRoute(outgoing, peer, binding)
-            for route in reversed(binding.path):
-                outgoing.addFirst("route", route)
-            branches.append(Branch(binding, outgoing))
-        context.start(branches)
+        context.start([self._branch(request, peer, binding) for binding in bindings])
+
+    def _branch(self, request: Request, peer: Peer, binding: Binding) -> Branch:
+        """The copy of C{request} for one binding (RFC 3261 16.6)."""
+        outgoing = copyRequest(request)
+        outgoing.uri = binding.contact
+        self._decrementMaxForwards(outgoing)
+        self._removeOurCredentials(outgoing)
+        self._fixContact(outgoing, peer)
+        if request.method in ("INVITE", "SUBSCRIBE", "REFER"):
+            self._recordRoute(outgoing, peer, binding)
+        for route in reversed(binding.path):
+            outgoing.addFirst("route", route)
+        return Branch(binding, outgoing)
 
     def _send(self, context: ResponseContext, branch: Branch) -> None:
         hop = self.senderFor(branch.binding)

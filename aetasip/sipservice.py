@@ -25,6 +25,8 @@ from aetasip.keepalive import OptionsPinger
 from aetasip.location import LocationService
 from aetasip.proxy import Hop, Proxy
 from aetasip.registrar import SUPPORTED, Registrar
+from aetasip.routing import Directory
+from aetasip.routing.chain import makeRoutingChain
 from aetasip.sip.client import ClientTransactionLayer
 from aetasip.sip.digest import DigestAuthenticator
 from aetasip.sip.errors import ParseError
@@ -252,7 +254,9 @@ class SIPService(service.Service):
 
     name = "sip"
 
-    def __init__(self, config: Any, auth: Any, store: Any = None, reactor: Any = None) -> None:
+    def __init__(
+        self, config: Any, auth: Any, store: Any = None, reactor: Any = None, directory: Directory | None = None
+    ) -> None:
         if reactor is None:
             from twisted.internet import reactor as globalReactor
 
@@ -281,6 +285,9 @@ class SIPService(service.Service):
             config["sip.realm"],
             self.serverHeader,
             self.isOurs,
+            makeRoutingChain(config),
+            directory,
+            config["routing.hunting_ring_time"],
         )
         self.core = SIPCore(
             self.transactions, self.registrar, self.domains, self.serverHeader, self.proxy, self.clients

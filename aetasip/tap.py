@@ -5,6 +5,7 @@ This is the one place that knows the whole tree (DESIGN.md)::
 
     MultiService "aetasip"
     ├── StoreService
+    ├── DirectoryService (accounts and groups for routing)
     ├── NotifierService (when notify.urls is set)
     ├── SIPService
     └── STUNService (unless stun.enabled is False)
@@ -22,6 +23,7 @@ from twisted.python import usage
 
 from aetasip import config
 from aetasip.auth.chain import makeAuthBackend
+from aetasip.directory import StoreDirectory
 from aetasip.notify import NotifierService
 from aetasip.sipservice import SIPService
 from aetasip.store import StoreService
@@ -191,7 +193,12 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> servi
 
     BackendStopper(auth).setServiceParent(top)
 
-    sip = SIPService(cfg, auth, storeService.store, reactor=reactor)
+    directory = StoreDirectory(storeService.store, clock=reactor)
+    directory.service().setServiceParent(top)
+    try:
+        sip = SIPService(cfg, auth, storeService.store, reactor=reactor, directory=directory)
+    except config.ConfigError as e:
+        raise SystemExit(f"aetasip: {e}") from None
     sip.setServiceParent(top)
     if notifier is not None:
         sip.location.listeners.append(notifier)

@@ -165,7 +165,7 @@ class Harness:
     The SIP element (SIPService's core) on a L{Clock}, fed with bytes.
     """
 
-    def __init__(self, auth: Any = None, store: Any = None, **settings: Any) -> None:
+    def __init__(self, auth: Any = None, store: Any = None, directory: Any = None, **settings: Any) -> None:
         from aetasip.sipservice import SIPService
 
         base = {"sip.domains": ["sip.example.net", "sip.example.fr"]}
@@ -174,7 +174,7 @@ class Harness:
         self.clock = Clock()
         self.clock.advance(1_800_000_000)
         self.auth = auth or FakeAuth({"45675001": "secret1", "45675002": "secret2"})
-        self.service = SIPService(self.config, self.auth, store, reactor=self.clock)
+        self.service = SIPService(self.config, self.auth, store, reactor=self.clock, directory=directory)
         self.core = self.service.core
         self.location = self.service.location
         self.location.start()

@@ -178,3 +178,90 @@ class CallTests(SynchronousTestCase):
             "INVITE", "sip:45675002@sip.example.net", challenge.challenge(), "45675002", "secret2"
         )
         self.assertEqual(self.h.sendOne(invite(extra=auth + "\r\n", cseq=2, branch="z9hG4bK-x"), A_SOURCE).code, 403)
+
+
+class RoutedCallTests(SynchronousTestCase):
+    """
+    Calls through the routing policies (the guide's examples), with the
+    group data of a directory and agents registered behind NAT.
+    """
+
+    PASSWORD = "pw"
+
+    def setUp(self) -> None:
+        from tests.routingdirectory import MemoryDirectory
+        from tests.sipagent import FakeAuth
+
+        self.directory = MemoryDirectory()
+        self.directory.addGroup("4567", hunting=True, outgoingBlock=True)
+        numbers = ["45675001", "45675002", "45995033", "45676001", "45676002", "45676003"]
+        for number in numbers[:2]:
+            self.directory.add(number, group="4567")
+        self.directory.add("45995033")
+        for number in numbers[3:]:
+            self.directory.add(number, kind="hunting", group="4567")
+        self.h = Harness(auth=FakeAuth(dict.fromkeys(numbers, self.PASSWORD)), directory=self.directory)
+        self.sources: dict[str, tuple[str, int]] = {}
+        for i, number in enumerate(numbers):
+            if number == "45676001":
+                continue  # a hunting member with no codec registered
+            source = ("203.0.113.9", 6000 + i)
+            self.sources[number] = source
+            agent = Agent(number, self.PASSWORD, source=source, contact=f"sip:{number}@10.0.0.{i + 10}:5060")
+            self.assertEqual(self.h.register(agent).code, 200)
+
+    def dial(self, dialled: str, branch: str) -> tuple[list[Reply], int]:
+        challenge = self.h.sendOne(invite(dialled, branch=branch + "a"), A_SOURCE)
+        auth = proxyAuthorization(
+            "INVITE", f"sip:{dialled}@sip.example.net", challenge.challenge(), "45675001", self.PASSWORD
+        )
+        start = len(self.h.sent)
+        return self.h.send(invite(dialled, auth + "\r\n", cseq=2, branch=branch + "b"), A_SOURCE), start
+
+    def forwardedTo(self, number: str, start: int) -> list[Request]:
+        requests = [parse(d) for where, d in self.h.sent[start:] if where == self.sources[number]]
+        return [r for r in requests if isinstance(r, Request)]
+
+    def test_short_number_reaches_the_same_group(self) -> None:
+        replies, start = self.dial("5002", "z9hG4bK-short")
+        self.assertEqual([r.code for r in replies], [100])
+        (request,) = self.forwardedTo("45675002", start)
+        self.assertEqual(request.uri, "sip:45675002@10.0.0.11:5060")
+
+    def test_outgoing_blocking_refuses_numbers_outside_the_group(self) -> None:
+        replies, _ = self.dial("45995033", "z9hG4bK-out")
+        self.assertEqual([(r.code, r.reason) for r in replies], [(403, "Outgoing calls blocked for this group")])
+
+    def test_hunting_skips_the_absent_member_and_moves_past_the_busy_one(self) -> None:
+        replies, start = self.dial("6000", "z9hG4bK-hunt")
+        self.assertEqual([r.code for r in replies], [100])
+        # 45676001 has no binding: the first INVITE, and the only one so far, goes to 45676002.
+        invites = [d for _, d in self.h.sent[start:] if d.startswith(b"INVITE ")]
+        self.assertEqual(len(invites), 1)
+        (first,) = self.forwardedTo("45676002", start)
+        self.h.send(reply(first, 180, "Ringing"), self.sources["45676002"])
+        self.h.send(reply(first, 486, "Busy Here"), self.sources["45676002"])
+        (second,) = [r for r in self.forwardedTo("45676003", start) if r.method == "INVITE"]
+        self.h.send(reply(second, 180, "Ringing"), self.sources["45676003"])
+        self.h.send(reply(second, 200, "OK", contact="sip:45676003@10.0.0.15:5060"), self.sources["45676003"])
+        toA = [Reply(d).code for where, d in self.h.sent[start:] if where == A_SOURCE]
+        # The caller hears ringing once, then the answer of the second member.
+        self.assertEqual(toA, [100, 180, 200])
+
+    def test_hunting_member_not_answering_in_time_is_skipped(self) -> None:
+        _, start = self.dial("6000", "z9hG4bK-ring")
+        (first,) = self.forwardedTo("45676002", start)
+        self.h.send(reply(first, 180, "Ringing"), self.sources["45676002"])
+        self.h.clock.advance(self.h.config["routing.hunting_ring_time"] + 0.1)
+        toFirst = [r.method for r in self.forwardedTo("45676002", start)]
+        self.assertEqual(toFirst, ["INVITE", "CANCEL"])
+        self.h.send(reply(first, 487, "Request Terminated"), self.sources["45676002"])
+        self.assertEqual(len([r for r in self.forwardedTo("45676003", start) if r.method == "INVITE"]), 1)
+
+    def test_everyone_busy_gives_486(self) -> None:
+        _, start = self.dial("45676000", "z9hG4bK-busy")
+        for number in ("45676002", "45676003"):
+            (invite_,) = [r for r in self.forwardedTo(number, start) if r.method == "INVITE"]
+            self.h.send(reply(invite_, 486, "Busy Here"), self.sources[number])
+        toA = [Reply(d).code for where, d in self.h.sent[start:] if where == A_SOURCE]
+        self.assertEqual(toA, [100, 486])

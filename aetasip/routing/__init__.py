@@ -87,3 +87,38 @@ class Call:
     dialled: str
     callee: str
     series: list[str] | None = None
+
+
+class OverlayDirectory:
+    """
+    A L{Directory} that knows some accounts better than the one below it:
+    the caller and the dialled number as the authentication backends know
+    them (file or LDAP accounts are not in the store's directory).
+    """
+
+    def __init__(self, below: Directory, accounts: dict[str, Account]) -> None:
+        self.below = below
+        self.accounts = accounts
+
+    def account(self, number: str) -> Account | None:
+        known = self.below.account(number)
+        return known if known is not None else self.accounts.get(number)
+
+    def group(self, prefix: str) -> Group | None:
+        return self.below.group(prefix)
+
+    def huntingSeries(self, prefix: str) -> list[str]:
+        return self.below.huntingSeries(prefix)
+
+
+class EmptyDirectory:
+    """A L{Directory} that knows nothing (no store)."""
+
+    def account(self, number: str) -> Account | None:
+        return None
+
+    def group(self, prefix: str) -> Group | None:
+        return None
+
+    def huntingSeries(self, prefix: str) -> list[str]:
+        return []
