@@ -60,7 +60,7 @@ class SippCallTests(TestCase):
             # On TCP the binding is the connection: one process registers and answers.
             done = self.sipp_("uas", "-sf", os.path.join(BENCHMARKS, "register_and_wait.xml"),
                               "-oocsf", os.path.join(BENCHMARKS, answer), "-inf", self.uas, "-m", "1",
-                              "-t", "t1", "-p", str(port), f"127.0.0.1:{serverPort}")  # fmt: skip
+                              "-t", "t1", "-d", "8000", "-p", str(port), f"127.0.0.1:{serverPort}")  # fmt: skip
             for _ in range(100):
                 if self.server.sip.location.lookup("45675002"):
                     break
