@@ -10,14 +10,13 @@ from typing import Any
 
 from twisted.internet import defer
 from twisted.logger import Logger
-from twisted.plugin import getPlugins
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-import twisted.plugins
 from aetasip.auth import BackendUnavailable, Credentials
-from aetasip.config import Config, ConfigError
+from aetasip.config import Config
 from aetasip.interfaces import IAuthBackend, IAuthBackendFactory
+from aetasip.plugins import chosen, namedPlugins
 
 log = Logger()
 
@@ -78,20 +77,8 @@ class AuthChain:
 
 
 def backendFactories() -> dict[str, IAuthBackendFactory]:
-    """
-    The authentication backend factories installed as Twisted plugins
-    (C{twisted/plugins/*.py}), by name; when two have the same name, the
-    first found is kept.
-    """
-    factories: dict[str, IAuthBackendFactory] = {}
-    for factory in getPlugins(IAuthBackendFactory, twisted.plugins):
-        if factory.name in factories:
-            log.warn(
-                "Two authentication backends are named {name}; ignoring {factory!r}", name=factory.name, factory=factory
-            )
-            continue
-        factories[factory.name] = factory
-    return factories
+    """The authentication backend factories installed as Twisted plugins, by name."""
+    return namedPlugins(IAuthBackendFactory, "authentication backends")
 
 
 def backendOptions(config: Config) -> dict[str, Any]:
@@ -112,16 +99,10 @@ def makeAuthBackend(config: Config, store: object = None) -> IAuthBackend:
     @raise ConfigError: for an unknown or repeated name, or a backend's own
         configuration error.
     """
-    names: list[str] = config["auth.backends"]
-    factories = backendFactories()
     options = backendOptions(config)
-    backends: list[IAuthBackend] = []
-    for name in names:
-        factory = factories.get(name)
-        if factory is None:
-            raise ConfigError("auth.backends", name, "one of: " + ", ".join(sorted(factories)))
-        if names.count(name) > 1:
-            raise ConfigError("auth.backends", names, f"a list naming {name!r} once")
-        backends.append(IAuthBackend(factory.makeBackend(options, store)))
+    backends = [
+        IAuthBackend(factory.makeBackend(options, store))
+        for factory in chosen("auth.backends", config["auth.backends"], backendFactories())
+    ]
     # One backend needs no chain: nothing between the registrar and its answer.
     return backends[0] if len(backends) == 1 else AuthChain(backends)

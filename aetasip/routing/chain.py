@@ -9,12 +9,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from twisted.logger import Logger
-from twisted.plugin import getPlugins
 from zope.interface import implementer
 
-import twisted.plugins
 from aetasip.config import Config, ConfigError
 from aetasip.interfaces import IRoutingPolicy, IRoutingPolicyFactory
+from aetasip.plugins import chosen, namedPlugins
 from aetasip.routing import Call, Directory, Refusal
 
 log = Logger()
@@ -57,18 +56,8 @@ class RoutingChain:
 
 
 def policyFactories() -> dict[str, IRoutingPolicyFactory]:
-    """
-    The routing policy factories installed as Twisted plugins
-    (C{twisted/plugins/*.py}), by name; when two have the same name, the
-    first found is kept.
-    """
-    factories: dict[str, IRoutingPolicyFactory] = {}
-    for factory in getPlugins(IRoutingPolicyFactory, twisted.plugins):
-        if factory.name in factories:
-            log.warn("Two routing policies are named {name}; ignoring {factory!r}", name=factory.name, factory=factory)
-            continue
-        factories[factory.name] = factory
-    return factories
+    """The routing policy factories installed as Twisted plugins, by name."""
+    return namedPlugins(IRoutingPolicyFactory, "routing policies")
 
 
 def routingOptions(config: Config) -> dict[str, Any]:
@@ -92,15 +81,9 @@ def makeRoutingChain(config: Config) -> RoutingChain:
     @raise ConfigError: for an unknown or repeated name, or a policy's own
         configuration error.
     """
-    names: list[str] = config["routing.policies"]
     options = routingOptions(config)
-    factories = policyFactories()
-    policies: list[IRoutingPolicy] = []
-    for name in names:
-        factory = factories.get(name)
-        if factory is None:
-            raise ConfigError("routing.policies", name, "one of: " + ", ".join(sorted(factories)))
-        if names.count(name) > 1:
-            raise ConfigError("routing.policies", names, f"a list naming {name!r} once")
-        policies.append(IRoutingPolicy(factory.makePolicy(options)))
+    policies = [
+        IRoutingPolicy(factory.makePolicy(options))
+        for factory in chosen("routing.policies", config["routing.policies"], policyFactories())
+    ]
     return RoutingChain(policies)
