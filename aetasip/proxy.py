@@ -58,7 +58,8 @@ class Branch:
 
     def __init__(self, binding: Binding, request: Request) -> None:
         self.binding = binding
-        self.request = request
+        # Handed to its client transaction when sent, and forgotten here.
+        self.request: Request | None = request
         self.client: ClientTransaction | None = None
         self.code = 0
 
@@ -74,16 +75,13 @@ class ResponseContext:
     def __init__(self, proxy: Proxy, request: Request, peer: Peer, server: ServerTransaction) -> None:
         self.proxy = proxy
         self.request = request
+        self.isInvite = request.method == "INVITE"
         self.peer = peer
         self.server = server
         self.branches: list[Branch] = []
         self.best: Response | None = None
         self.answered = False
         self.timerC: IDelayedCall | None = None
-
-    @property
-    def isInvite(self) -> bool:
-        return self.request.method == "INVITE"
 
     def start(self, branches: list[Branch]) -> None:
         self.branches = branches
@@ -176,6 +174,9 @@ class ResponseContext:
         self.timerC = None
         if all(b.code >= 200 for b in self.branches):
             self.proxy._contexts.pop(self.server.key, None)
+            # Only late 2xx copies may still come (through lingering client
+            # transactions); they need the peer, not the branches.
+            self.branches = []
 
 
 class HuntingContext:
@@ -507,6 +508,8 @@ class Proxy:
             return
         send, reliable, transport, local = hop
         outgoing = branch.request
+        assert outgoing is not None
+        branch.request = None
         outgoing.addFirst("via", self._via(transport, local))
         branch.client = self.clients.send(
             outgoing,
@@ -523,7 +526,7 @@ class Proxy:
 
     def _cancelBranch(self, branch: Branch) -> None:
         client = branch.client
-        if client is None or branch.code >= 200:
+        if client is None or client.request is None or branch.code >= 200:
             return
         if branch.code == 0:
             # RFC 3261 9.1: no CANCEL before a provisional response; the

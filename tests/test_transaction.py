@@ -99,6 +99,12 @@ class TransactionTestCase(SynchronousTestCase):
         assert transaction is not None, f"{message.method} matched an existing transaction"
         return transaction
 
+    def original(self, transaction: ServerTransaction) -> Request:
+        """The request of C{transaction}, also once it released it."""
+        request = transaction.request or self.requests.get(id(transaction))
+        assert request is not None
+        return request
+
     def respond(self, transaction: ServerTransaction, code: int) -> None:
         # A completed UDP transaction has released its request: answer with
         # the first response's headers then (only the status matters here).
@@ -252,22 +258,22 @@ class InviteTests(TransactionTestCase):
         transaction = self.invite(code=486)
         self.clock.advance(T1)
         self.assertEqual(len(self.out.sent), 2)
-        self.assertIsNone(self.receive(ack(transaction.request)))
+        self.assertIsNone(self.receive(ack(self.original(transaction))))
         self.assertEqual(transaction.state, "confirmed")
         self.clock.advance(T4 - 0.1)
         self.assertEqual(len(self.out.sent), 2)
 
     def test_acks_and_invites_in_confirmed_are_absorbed(self) -> None:
         transaction = self.invite(code=486)
-        self.receive(ack(transaction.request))
-        self.assertIsNone(self.receive(ack(transaction.request)))
+        self.receive(ack(self.original(transaction)))
+        self.assertIsNone(self.receive(ack(self.original(transaction))))
         self.assertIsNone(self.receive(request("INVITE")))
         self.assertEqual(transaction.state, "confirmed")
         self.assertEqual(self.out.codes, [486])
 
     def test_confirmed_terminates_after_timer_i(self) -> None:
         transaction = self.invite(code=486)
-        self.receive(ack(transaction.request))
+        self.receive(ack(self.original(transaction)))
         self.clock.advance(T4 - 0.1)
         self.assertIn(transaction.key, self.layer.transactions)
         self.clock.advance(0.1)
@@ -302,7 +308,7 @@ class InviteTests(TransactionTestCase):
 
     def test_ack_on_reliable_transports_terminates_at_once(self) -> None:
         transaction = self.invite("tls", code=486)
-        self.receive(ack(transaction.request), "tls")
+        self.receive(ack(self.original(transaction)), "tls")
         self.assertEqual(transaction.state, "terminated")
         self.assertEqual(self.layer.transactions, {})
         self.assertEqual(self.clock.getDelayedCalls(), [])
@@ -334,7 +340,7 @@ class InviteTests(TransactionTestCase):
     def test_ack_for_a_2xx_is_stray(self) -> None:
         transaction = self.invite(code=200)
         # An ACK for a 2xx is a transaction of its own: a new branch.
-        stray = ack(transaction.request, branch="z9hG4bK-ack2xx")
+        stray = ack(self.original(transaction), branch="z9hG4bK-ack2xx")
         self.assertTrue(self.layer.isStrayAck(stray))
         self.assertIsNone(self.receive(stray))
         self.assertEqual(transaction.state, "accepted")
@@ -343,14 +349,14 @@ class InviteTests(TransactionTestCase):
         # RFC 6026 section 8.7: an ACK matching an Accepted transaction is
         # passed to the TU, never swallowed.
         transaction = self.invite(code=200)
-        late = ack(transaction.request)
+        late = ack(self.original(transaction))
         self.assertIsNone(self.receive(late))
         self.assertTrue(self.layer.isStrayAck(late))
         self.assertEqual(transaction.state, "accepted")
 
     def test_ack_for_a_non_2xx_is_not_stray(self) -> None:
         transaction = self.invite(code=486)
-        self.assertFalse(self.layer.isStrayAck(ack(transaction.request)))
+        self.assertFalse(self.layer.isStrayAck(ack(self.original(transaction))))
 
     def test_ack_matching_nothing_is_stray_and_starts_nothing(self) -> None:
         orphan = request("ACK", branch="z9hG4bK-orphan", toTag="x")
@@ -387,7 +393,7 @@ class MatchingTests(TransactionTestCase):
     def test_ack_matches_the_invite_transaction(self) -> None:
         invite = self.start(request("INVITE"))
         self.respond(invite, 404)
-        self.assertIsNone(self.receive(ack(invite.request)))
+        self.assertIsNone(self.receive(ack(self.original(invite))))
         self.assertEqual(invite.state, "confirmed")
 
     def test_other_sent_by_port_does_not_match(self) -> None:
@@ -443,7 +449,7 @@ class MatchingTests(TransactionTestCase):
         # The ACK carries the To tag of our response, which the INVITE had not.
         invite = self.start(request("INVITE", branch=None))
         self.respond(invite, 486)
-        ackRequest = ack(invite.request, branch=None, toTag="srv")
+        ackRequest = ack(self.original(invite), branch=None, toTag="srv")
         self.assertFalse(self.layer.isStrayAck(ackRequest))
         self.assertIsNone(self.receive(ackRequest))
         self.assertEqual(invite.state, "confirmed")
@@ -453,7 +459,7 @@ class MatchingTests(TransactionTestCase):
     def test_rfc2543_ack_for_a_2xx_goes_to_the_transaction_user(self) -> None:
         invite = self.start(request("INVITE", branch=None))
         self.respond(invite, 200)
-        self.assertTrue(self.layer.isStrayAck(ack(invite.request, branch=None, toTag="srv")))
+        self.assertTrue(self.layer.isStrayAck(ack(self.original(invite), branch=None, toTag="srv")))
 
     def test_rfc2543_reinvite_retransmission_matches(self) -> None:
         invite = self.start(request("INVITE", branch=None, toTag="dialog", cseq=2))
@@ -472,7 +478,7 @@ class StopTests(TransactionTestCase):
         self.respond(accepted, 200)
         confirmed = self.start(request("INVITE", branch="z9hG4bK-ack"))
         self.respond(confirmed, 603)
-        self.receive(ack(confirmed.request, branch="z9hG4bK-ack"))
+        self.receive(ack(self.original(confirmed), branch="z9hG4bK-ack"))
         self.assertNotEqual(self.clock.getDelayedCalls(), [])
         self.layer.stop()
         self.assertEqual(self.clock.getDelayedCalls(), [])

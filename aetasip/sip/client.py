@@ -74,7 +74,8 @@ class ClientTransaction:
     """
     One client transaction.
 
-    @ivar request: the request sent; its top Via carries our branch.
+    @ivar request: the request sent (its top Via carries our branch), until
+        the final response; then C{None}.
     @ivar state: C{calling} (INVITE) or C{trying}, then C{proceeding},
         C{completed}, C{terminated}.
     @ivar lastProvisional: the code of the last 1xx received, or 0.
@@ -90,7 +91,10 @@ class ClientTransaction:
         onTimeout: Callable[[], None],
     ) -> None:
         self._layer = layer
-        self.request = request
+        # Released at the final response (see _final).
+        self.request: Request | None = request
+        branch = request.topVia.branch or ""
+        self.key = (branch, "INVITE" if request.method in ("INVITE", "ACK") else request.method)
         self._send = send
         self.reliable = reliable
         self.onResponse = onResponse
@@ -104,11 +108,6 @@ class ClientTransaction:
         self._retransmit: IDelayedCall | None = None
         self._timeout: IDelayedCall | None = None
         self._linger: IDelayedCall | None = None
-
-    @property
-    def key(self) -> tuple[str, str]:
-        branch = self.request.topVia.branch or ""
-        return (branch, "INVITE" if self.request.method in ("INVITE", "ACK") else self.request.method)
 
     def start(self) -> None:
         clock = self._layer.clock
@@ -170,12 +169,16 @@ class ClientTransaction:
             self._linger = clock.callLater(64 * T1, self._terminate)
         elif self.isInvite:
             self.state = "completed"
+            assert self.request is not None  # released just below
             self._ack = ackFor(self.request, response).toBytes()
             self._send(self._ack)
             self._linger = clock.callLater(0 if self.reliable else 32, self._terminate)
         else:
             self.state = "completed"
             self._linger = clock.callLater(0 if self.reliable else T4, self._terminate)
+        # What lingers (absorbing copies, re-sending the ACK) needs only bytes:
+        # 32 s of retained requests would make full GC passes stall the reactor.
+        self.request = None
         self.onResponse(response)
 
     def _cancel(self, name: str) -> None:

@@ -80,8 +80,8 @@ class ServerTransaction:
     """
     One server transaction. The transaction user answers with L{respond}.
 
-    @ivar request: the request that created it; C{None} once a non-INVITE
-        transaction completed over UDP.
+    @ivar request: the request that created it; C{None} once the final
+        response is sent (INVITE) or the transaction completed over UDP.
     @ivar peer: where responses go.
     @ivar state: C{trying}, C{proceeding}, C{completed}, C{confirmed},
         C{accepted} or C{terminated}.
@@ -102,9 +102,10 @@ class ServerTransaction:
     def __init__(self, layer: ServerTransactionLayer, key: tuple[Any, ...], request: Request, peer: Peer) -> None:
         self._layer = layer
         self.key = key
-        # Released once a non-INVITE transaction completes on UDP: its 32 s
-        # of absorbing retransmissions need only the response, and tens of
-        # thousands of retained requests would keep the garbage collector busy.
+        # Released once the final response is sent (on UDP for non-INVITE):
+        # the 32 s of absorbing retransmissions need only the response, and
+        # tens of thousands of retained requests would make the garbage
+        # collector's full passes stall the reactor.
         self.request: Request | None = request
         self.method = request.method
         self.peer = peer
@@ -144,6 +145,9 @@ class ServerTransaction:
             self._layer._completedNonInvite(self)
 
     def _inviteFinal(self, code: int) -> None:
+        # Accepted and Completed need only the response and the key: see
+        # the note where the request is kept.
+        self.request = None
         clock = self._layer.clock
         if 200 <= code < 300:
             # RFC 6026: absorb retransmitted INVITEs for 64*T1; the 2xx itself
