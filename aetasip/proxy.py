@@ -74,14 +74,20 @@ class ResponseContext:
 
     def __init__(self, proxy: Proxy, request: Request, peer: Peer, server: ServerTransaction) -> None:
         self.proxy = proxy
-        self.request = request
         self.isInvite = request.method == "INVITE"
+        # What the proxy's own answers copy (Via, From, To, Call-ID, CSeq),
+        # rather than the whole request, which may be long gone.
+        self.template = proxy._reply(request, 100)
         self.peer = peer
         self.server = server
         self.branches: list[Branch] = []
         self.best: Response | None = None
         self.answered = False
         self.timerC: IDelayedCall | None = None
+
+    def answer(self, code: int, reason: str = "") -> Response:
+        """A final response of the proxy's own to the request."""
+        return Response(code, reason, [list(h) for h in self.template.headers])
 
     def start(self, branches: list[Branch]) -> None:
         self.branches = branches
@@ -129,7 +135,7 @@ class ResponseContext:
     def timeout(self, branch: Branch) -> None:
         if branch.code < 200:
             branch.code = 408
-            timeout = makeResponse(self.request, 408)
+            timeout = self.answer(408)
             if self.best is None or _better(timeout, self.best):
                 self.best = timeout
             if all(b.code >= 200 for b in self.branches):
@@ -143,7 +149,7 @@ class ResponseContext:
         # Branches cancelled before any response count as 487 at once.
         if not self.answered and all(b.code >= 200 for b in self.branches):
             if self.best is None:
-                self.best = makeResponse(self.request, 487)
+                self.best = self.answer(487)
             self._sendBest()
 
     def callerCancelled(self) -> None:
@@ -162,7 +168,7 @@ class ResponseContext:
         best = self.best
         if best.code == 503:
             # RFC 3261 16.7 step 6: a 503 from downstream is not forwarded as such.
-            best = makeResponse(self.request, 500, "Service Unavailable Downstream")
+            best = self.answer(500, "Service Unavailable Downstream")
         else:
             best = self.proxy._upstream(best, self.peer)
         self.server.respond(best)
