@@ -29,7 +29,7 @@ from aetasip.sip.client import ClientTransaction, ClientTransactionLayer, cancel
 from aetasip.sip.digest import DigestAuthenticator, Verdict, algorithmOf, parseDigest
 from aetasip.sip.errors import ParseError
 from aetasip.sip.headers import parseNameAddr
-from aetasip.sip.message import Request, Response, makeResponse
+from aetasip.sip.message import Request, Response, localResponse
 from aetasip.sip.transaction import Peer, ServerTransaction
 from aetasip.sip.uri import URI
 
@@ -107,14 +107,14 @@ class ResponseContext:
             if code > 100 and not self.answered:
                 if self.isInvite and self.timerC is not None:
                     self.timerC.reset(TIMER_C)
-                self.server.respond(self.proxy._upstream(response, self.peer))
+                self.server.respond(self.proxy._upstream(response))
             return
         firstFinal = branch.code < 200
         branch.code = code
         if 200 <= code < 300:
             # Every 2xx goes up (also later ones from other branches and the
             # retransmissions of this one): the caller's UA sorts them out.
-            upstream = self.proxy._upstream(response, self.peer)
+            upstream = self.proxy._upstream(response)
             if not self.answered:
                 self.answered = True
                 self.server.respond(upstream)
@@ -170,7 +170,7 @@ class ResponseContext:
             # RFC 3261 16.7 step 6: a 503 from downstream is not forwarded as such.
             best = self.answer(500, "Service Unavailable Downstream")
         else:
-            best = self.proxy._upstream(best, self.peer)
+            best = self.proxy._upstream(best)
         self.server.respond(best)
         self._finish()
 
@@ -230,7 +230,7 @@ class HuntingContext:
             self.ringTimer.cancel()
         self.ringTimer = None
         if response is not None and response.code >= 600:
-            self.server.respond(self.proxy._upstream(response, self.peer))
+            self.server.respond(self.proxy._upstream(response))
             return
         if response is not None and response.code == 486:
             self.busy += 1
@@ -557,7 +557,7 @@ class Proxy:
         self._decrementMaxForwards(outgoing)
 
         def answered(response: Response) -> None:
-            server.respond(self._upstream(response, peer))
+            server.respond(self._upstream(response))
 
         def timedOut() -> None:
             server.respond(self._reply(request, 408))
@@ -650,7 +650,7 @@ class Proxy:
         contact.uri = uri
         message.set("contact", str(contact))
 
-    def _upstream(self, response: Response, peer: Peer) -> Response:
+    def _upstream(self, response: Response) -> Response:
         """C{response} without our Via, to go up (RFC 3261 16.7 step 9)."""
         upstream = copyResponse(response)
         upstream.removeFirstValue("via")
@@ -681,15 +681,4 @@ class Proxy:
         server.respond(response)
 
     def _reply(self, request: Request, code: int, reason: str = "") -> Response:
-        response = makeResponse(request, code, reason, toTag=format(hash(request.callID) & 0xFFFFFFFF, "08x"))
-        response.add("server", self.serverHeader)
-        return response
-
-
-def isOursFactory(isLocalDomain: Callable[[str], bool], ports: Callable[[], set[int]]) -> Callable[[URI], bool]:
-    """A Route URI names us when its host is ours and its port one of ours."""
-
-    def isOurs(uri: URI) -> bool:
-        return isLocalDomain(uri.host) and (uri.port or 5060) in ports() and uri.user is None
-
-    return isOurs
+        return localResponse(request, code, reason, self.serverHeader)

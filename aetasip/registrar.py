@@ -37,7 +37,7 @@ from aetasip.location import Binding, LocationService
 from aetasip.sip.digest import DigestAuthenticator, Verdict, algorithmOf, parseDigest
 from aetasip.sip.errors import ParseError
 from aetasip.sip.headers import NameAddr, parseDeltaSeconds
-from aetasip.sip.message import Request, Response, makeResponse
+from aetasip.sip.message import Request, Response, localResponse
 from aetasip.sip.transaction import Peer
 from aetasip.sip.uri import parseURI
 
@@ -331,19 +331,10 @@ class Registrar:
         return response
 
     def _reply(self, request: Request, code: int, reason: str = "") -> Response:
-        response = makeResponse(request, code, reason, toTag=_toTag(request))
-        response.add("server", self.serverHeader)
+        response = localResponse(request, code, reason, self.serverHeader)
         if code in (200, 420):
             response.add("supported", ", ".join(SUPPORTED))
         return response
-
-
-def _toTag(request: Request) -> str:
-    """
-    A To tag stable across retransmissions and the REGISTER's retries
-    (RFC 3261 8.2.6.2 only asks that it be the same for a request).
-    """
-    return format(hash((request.callID, request.get("cseq"))) & 0xFFFFFFFF, "08x")
 
 
 def _options(request: Request, name: str) -> list[str]:

@@ -31,7 +31,7 @@ from aetasip.sip.client import ClientTransactionLayer
 from aetasip.sip.digest import DigestAuthenticator
 from aetasip.sip.errors import ParseError
 from aetasip.sip.headers import splitCommas
-from aetasip.sip.message import BadRequest, Request, Response, makeResponse, parse
+from aetasip.sip.message import BadRequest, Request, Response, localResponse, parse
 from aetasip.sip.transaction import Peer, ServerTransaction, ServerTransactionLayer
 from aetasip.sip.uri import URI
 from aetasip.stun.server import STUNServer
@@ -127,8 +127,7 @@ class SIPCore:
             self._stampVia(request, peer)
         except ParseError:
             pass
-        response = makeResponse(request, error.status, error.reason)
-        response.add("server", self.serverHeader)
+        response = localResponse(request, error.status, error.reason, self.serverHeader)
         log.info("Bad request from {peer}: {status} {reason}", peer=peer, status=error.status, reason=error.reason)
         peer.send(response.toBytes())
 
@@ -206,9 +205,7 @@ class SIPCore:
         return response
 
     def _reply(self, request: Request, code: int, reason: str = "") -> Response:
-        response = makeResponse(request, code, reason, toTag=format(hash(request.callID) & 0xFFFFFFFF, "08x"))
-        response.add("server", self.serverHeader)
-        return response
+        return localResponse(request, code, reason, self.serverHeader)
 
     @staticmethod
     def _stampVia(request: Request, peer: Peer) -> None:

@@ -769,3 +769,16 @@ def _lacksTag(request: Request) -> bool:
         return request.toAddr.tag is None
     except ParseError:
         return False
+
+
+def localResponse(request: Request, code: int, reason: str = "", server: str = "") -> Response:
+    """
+    A response this element makes itself (not relayed): L{makeResponse}
+    with a To tag derived from the Call-ID and CSeq, so every answer to one
+    request carries the same tag, and a Server header.
+    """
+    tag = format(hash((request.get("call-id"), request.get("cseq"))) & 0xFFFFFFFF, "08x")
+    response = makeResponse(request, code, reason, toTag=tag)
+    if server:
+        response.add("server", server)
+    return response
