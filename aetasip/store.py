@@ -25,6 +25,7 @@ import hmac
 import json
 import re
 import secrets
+import sqlite3
 import string
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -88,6 +89,25 @@ _PASSWORD_ALPHABET = string.ascii_letters + string.digits
 
 
 # -- errors ---------------------------------------------------------------------
+
+
+def _switchToWAL(cursor: Any, patience: float) -> None:
+    """
+    Put a SQLite database in WAL mode, waiting up to C{patience} seconds.
+
+    SQLite answers "database is locked" at once, without calling the busy
+    handler, when another connection is switching the same new file to WAL
+    (two processes opening it together): try again until it is done.
+    """
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.02)
 
 
 class StoreError(Exception):
@@ -791,7 +811,7 @@ class Store:
             cursor = dbapiConnection.cursor()
             cursor.execute(f"PRAGMA busy_timeout = {busyMilliseconds}")
             # WAL: the admin CLI and the service use one file; readers do not block the writer.
-            cursor.execute("PRAGMA journal_mode = WAL")
+            _switchToWAL(cursor, self._busyTimeout)
             cursor.execute("PRAGMA synchronous = NORMAL")
             cursor.close()
 

@@ -295,6 +295,40 @@ class SQLiteFileTests(SynchronousTestCase):
     def test_sqlite_file_uses_wal(self) -> None:
         self.assertEqual(sqlite(self.path, "PRAGMA journal_mode"), [("wal",)])
 
+    def test_wal_switch_waits_for_another_connection_switching(self) -> None:
+        """
+        SQLite refuses at once, without its busy handler, to switch a file
+        another connection is switching to WAL: the store tries again.
+        """
+        attempts: list[str] = []
+
+        class Cursor:
+            def execute(self, statement: str) -> None:
+                attempts.append(statement)
+                if len(attempts) < 3:
+                    raise sqlite3.OperationalError("database is locked")
+
+        storeModule._switchToWAL(Cursor(), 5.0)
+        self.assertEqual(attempts, ["PRAGMA journal_mode = WAL"] * 3)
+
+    def test_wal_switch_gives_up_after_its_patience(self) -> None:
+        class Cursor:
+            def execute(self, statement: str) -> None:
+                raise sqlite3.OperationalError("database is locked")
+
+        self.assertRaises(sqlite3.OperationalError, storeModule._switchToWAL, Cursor(), 0.05)
+
+    def test_wal_switch_raises_other_errors_at_once(self) -> None:
+        calls: list[str] = []
+
+        class Cursor:
+            def execute(self, statement: str) -> None:
+                calls.append(statement)
+                raise sqlite3.OperationalError("disk I/O error")
+
+        self.assertRaises(sqlite3.OperationalError, storeModule._switchToWAL, Cursor(), 5.0)
+        self.assertEqual(len(calls), 1)
+
     def test_plain_password_is_never_written_to_the_file(self) -> None:
         self.store.addAccount("45675001", "premium", "Plain-Secret-42", REALM, portalPassword="Portal-Secret-43")
         self.store.setPassword("45675001", "Plain-Secret-44", REALM)
