@@ -40,6 +40,11 @@ sip = {
     "realm": "aetasip",
     # Largest SIP message accepted, in bytes.
     "max_message_size": 65535,
+    # Receive and send buffer of each SIP UDP socket, in bytes: room for the datagrams
+    # that arrive while the server is busy, instead of losing them to retransmissions.
+    # Above net.core.rmem_max it is forced when aetasip has CAP_NET_ADMIN (root
+    # outside a container), else capped by the kernel.
+    "udp_buffer_size": 4194304,
     # Seconds after which an idle TCP/TLS connection without bindings is closed.
     "tcp_idle_timeout": 3600,
 }

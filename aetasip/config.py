@@ -237,6 +237,14 @@ KEYS: dict[str, Key] = {
         ),
         Key("sip.max_message_size", 65535, integer(1024, 1048576), "Largest SIP message accepted, in bytes."),
         Key(
+            "sip.udp_buffer_size",
+            4194304,
+            integer(65536, 268435456),
+            "Receive and send buffer of each SIP UDP socket, in bytes: room for the datagrams that arrive while "
+            "the server is busy, instead of losing them to retransmissions. Above net.core.rmem_max it is forced "
+            "when aetasip has CAP_NET_ADMIN (root outside a container), else capped by the kernel.",
+        ),
+        Key(
             "sip.tcp_idle_timeout",
             3600,
             integer(10, 86400),

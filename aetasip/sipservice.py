@@ -416,7 +416,9 @@ class SIPService(service.Service):
             try:
                 for portNumber in config["sip.udp_ports"]:
                     protocol = SIPDatagramProtocol(self.core, (address, portNumber), maxSize, self.stunKeepalives)
-                    port = net.listenUDP(self.reactor, address, portNumber, protocol, maxSize)
+                    port = net.listenUDP(
+                        self.reactor, address, portNumber, protocol, maxSize, config["sip.udp_buffer_size"]
+                    )
                     protocol.local = (address, port.getHost().port)  # type: ignore[attr-defined]
                     self._udpByLocal[protocol.local] = protocol
                     self.ports.append(("udp", port))

@@ -18,7 +18,7 @@ import os
 import subprocess
 import sys
 
-from sipprate import HERE, arguments, freePort, openStore, pinned, raiseRate
+from sipprate import HERE, SIPP_BUFFER, arguments, freePort, openStore, pinned, raiseRate
 
 ACCOUNTS = 1000
 CALLEE = "30000000"
@@ -44,7 +44,7 @@ def startCallee(workdir: str, port: int) -> subprocess.Popen[bytes]:
     command = [
         "sipp", "-sf", os.path.join(HERE, "register_and_wait.xml"), "-oocsf", os.path.join(HERE, "call_uas_answer.xml"),
         "-inf", os.path.join(workdir, "callee.csv"), "-m", "1", "-d", "3600000", "-i", "127.0.0.1",
-        "-p", str(freePort()), "-nostdin", f"127.0.0.1:{port}",
+        "-p", str(freePort()), "-buff_size", str(SIPP_BUFFER), "-nostdin", f"127.0.0.1:{port}",
     ]  # fmt: skip
     return subprocess.Popen(
         pinned(args.sipp_core, command), cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL

@@ -26,6 +26,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.dirname(HERE)
 
 
+# sipp's socket buffers, as large as the server's (sip.udp_buffer_size): a
+# burst must not be lost in the load generator's own socket.
+SIPP_BUFFER = 4 * 1024 * 1024
+
+
 def freePort() -> int:
     """A port free on 127.0.0.1 for both UDP and TCP."""
     for _ in range(100):
@@ -101,7 +106,7 @@ def step(sippArgs: list[str], rate: int, duration: float, core: str, errors: str
     """
     command = [
         "sipp", *sippArgs, "-r", str(rate), "-m", str(int(rate * duration)), "-l", str(max(rate * 3, 100)),
-        "-recv_timeout", "8000", "-timeout", f"{int(duration * 3 + 10)}s", "-nostdin", "-nd",
+        "-recv_timeout", "8000", "-buff_size", str(SIPP_BUFFER), "-timeout", f"{int(duration * 3 + 10)}s", "-nostdin", "-nd",
         "-trace_err", "-error_file", errors,
     ]  # fmt: skip
     started = time.monotonic()
@@ -113,6 +118,17 @@ def step(sippArgs: list[str], rate: int, duration: float, core: str, errors: str
         return int(found[-1]) if found else 0
 
     return counter("Successful call"), counter("Failed call"), elapsed
+
+
+def cpuSeconds(pid: int) -> float:
+    """User + system CPU time of process C{pid} so far (Linux /proc), or 0."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    # Fields 14 and 15 of stat(5), counted after the ")" ending the command name.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def reportErrors(path: str) -> None:
@@ -140,6 +156,7 @@ def arguments(description: str, start: int, maxRate: int) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=20, help="most steps")
     parser.add_argument("--server-core", default="0")
     parser.add_argument("--sipp-core", default="1")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, sipp errors)")
     return parser.parse_args()
 
 
@@ -178,12 +195,15 @@ def raiseRate(
             if rate > args.max_rate:
                 break
             errors = os.path.join(workdir, f"errors-{rate}.log")
+            cpu = cpuSeconds(server.pid)
             ok, failed, elapsed = step(arguments, rate, args.duration, args.sipp_core, errors)
+            cpu = cpuSeconds(server.pid) - cpu
             total = ok + failed
             kept = elapsed <= args.duration * 1.1 + 1.0
             clean = total >= int(rate * args.duration) and failed <= total * 0.001 and kept
             verdict = "clean" if clean else "NOT clean"
-            print(f"rate {rate:6d}/s: {ok} ok, {failed} failed, {elapsed:.1f} s -> {verdict}", flush=True)
+            load = f"server CPU {100 * cpu / elapsed:.0f}%, {1e6 * cpu / max(total, 1):.0f} us/call"
+            print(f"rate {rate:6d}/s: {ok} ok, {failed} failed, {elapsed:.1f} s, {load} -> {verdict}", flush=True)
             if not clean:
                 reportErrors(errors)
                 break
@@ -194,4 +214,7 @@ def raiseRate(
     finally:
         stop(side)
         stop(server)
-        shutil.rmtree(workdir, ignore_errors=True)
+        if args.keep:
+            print(f"work directory kept: {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)

@@ -13,8 +13,9 @@ import struct
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import DatagramProtocol
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from aetasip import net
 from tests.servers import RunningService
 from tests.sipagent import Agent, Reply
 
@@ -100,3 +101,48 @@ class UDPTransportTests(TestCase):
         for which in (0, 1):
             self.send(agent.register(), which)
             self.assertEqual(Reply(await self.client.next()).code, 401)
+
+    def test_sip_sockets_get_the_configured_buffers(self) -> None:
+        """
+        Each SIP UDP socket has sip.udp_buffer_size (4 MiB by default) to
+        hold what arrives while the server is busy: forced past the kernel's
+        maximum when the process may (CAP_NET_ADMIN), capped by it otherwise.
+        """
+        wanted = 4 * 1024 * 1024
+        with open("/proc/sys/net/core/rmem_max") as f:
+            allowed = min(wanted, int(f.read()))
+        udp = [port for transport, port in self.server.sip.ports if transport == "udp"]
+        self.assertEqual(len(udp), 2)
+        for port in udp:
+            received = port.socket.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)  # type: ignore[attr-defined]
+            # Linux reports twice the size asked, its bookkeeping included.
+            self.assertGreaterEqual(received, allowed)
+
+
+class BufferSizeTests(SynchronousTestCase):
+    """net.setBufferSizes without the right to force past the kernel's maximum."""
+
+    def test_unprivileged_process_asks_for_what_the_kernel_allows(self) -> None:
+        calls: list[tuple[int, int]] = []
+
+        class Socket:
+            def setsockopt(self, level: int, option: int, value: int) -> None:
+                if option in (getattr(socket, "SO_RCVBUFFORCE", -1), getattr(socket, "SO_SNDBUFFORCE", -1)):
+                    raise PermissionError(1, "Operation not permitted")
+                calls.append((option, value))
+
+            def getsockopt(self, level: int, option: int) -> int:
+                return 425984
+
+        granted = net.setBufferSizes(Socket(), 1 << 20)  # type: ignore[arg-type]
+        self.assertEqual(calls, [(socket.SO_RCVBUF, 1 << 20), (socket.SO_SNDBUF, 1 << 20)])
+        self.assertEqual(granted, (425984, 425984))
+
+    def test_a_real_socket_gets_at_least_what_the_kernel_allows(self) -> None:
+        """Forced when the process may (CAP_NET_ADMIN), else up to net.core.rmem_max."""
+        with open("/proc/sys/net/core/rmem_max") as f:
+            maximum = int(f.read())
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            received, _ = net.setBufferSizes(sock, 8 << 20)
+        # Linux reports twice the size it books.
+        self.assertGreaterEqual(received, 2 * min(8 << 20, maximum))
