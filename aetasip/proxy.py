@@ -54,7 +54,7 @@ def copyResponse(response: Response) -> Response:
 class Branch:
     """One forwarded copy of a request, to one binding."""
 
-    __slots__ = ("binding", "client", "code", "request")
+    __slots__ = ("binding", "cancel", "client", "code", "request")
 
     def __init__(self, binding: Binding, request: Request) -> None:
         self.binding = binding
@@ -62,6 +62,9 @@ class Branch:
         self.request: Request | None = request
         self.client: ClientTransaction | None = None
         self.code = 0
+        # "" while wanted; "pending" when the proxy gave up on it before
+        # any 1xx (its CANCEL waits for one, RFC 3261 9.1); "sent".
+        self.cancel = ""
 
 
 class ResponseContext:
@@ -95,6 +98,12 @@ class ResponseContext:
             self.proxy._send(self, branch)
         if self.isInvite:
             self.timerC = self.proxy.clock.callLater(TIMER_C, self._timerC)
+
+    def stop(self) -> None:
+        """Drop the context's timers (the service stops)."""
+        if self.timerC is not None and self.timerC.active():
+            self.timerC.cancel()
+        self.timerC = None
 
     def _timerC(self) -> None:
         self.timerC = None
@@ -225,10 +234,14 @@ class HuntingContext:
         if self.current is not None:
             self.current.cancel()
 
-    def memberDone(self, response: Response | None) -> None:
+    def stopRinging(self) -> None:
+        """Cancel the ring timer of the current member."""
         if self.ringTimer is not None and self.ringTimer.active():
             self.ringTimer.cancel()
         self.ringTimer = None
+
+    def memberDone(self, response: Response | None) -> None:
+        self.stopRinging()
         if response is not None and response.code >= 600:
             self.server.respond(self.proxy._upstream(response))
             return
@@ -239,8 +252,7 @@ class HuntingContext:
     def cancel(self) -> None:
         """The caller gave up."""
         self.index = len(self.members)
-        if self.ringTimer is not None and self.ringTimer.active():
-            self.ringTimer.cancel()
+        self.stopRinging()
         if self.current is not None:
             self.current.cancel()
 
@@ -255,6 +267,9 @@ class HuntingMember(ResponseContext):
         self.hunt = hunt
 
     def response(self, branch: Branch, response: Response) -> None:
+        if 200 <= response.code < 300:
+            # Answered: the hunt is over.
+            self.hunt.stopRinging()
         if response.code < 200:
             if response.code == 180 and self.hunt.rang:
                 branch.code = max(branch.code, response.code)
@@ -265,6 +280,10 @@ class HuntingMember(ResponseContext):
 
     def callerCancelled(self) -> None:
         self.hunt.cancel()
+
+    def stop(self) -> None:
+        super().stop()
+        self.hunt.stopRinging()
 
     def _sendBest(self) -> None:
         if self.answered:
@@ -334,6 +353,15 @@ class Proxy:
         self.directory: Directory = directory if directory is not None else EmptyDirectory()
         self.ringTime = ringTime
         self._contexts: dict[Any, ResponseContext] = {}
+
+    def stop(self) -> None:
+        """
+        Forget every call in progress and its timers (the service stops;
+        the client transactions are the transaction layer's to stop).
+        """
+        contexts, self._contexts = self._contexts, {}
+        for context in contexts.values():
+            context.stop()
 
     # -- entry points ---------------------------------------------------------
 
@@ -526,23 +554,38 @@ class Proxy:
         )
 
     def _fromBranch(self, context: ResponseContext, branch: Branch, response: Response) -> None:
+        if response.code < 200 and branch.cancel:
+            # A branch given up on: its first 1xx lets its CANCEL go.
+            if branch.cancel == "pending":
+                self._sendCancel(branch)
+            return
         if 200 <= response.code < 300 and context.isInvite:
             self._fixContact(response, None, branch.binding)
         context.response(branch, response)
 
     def _cancelBranch(self, branch: Branch) -> None:
-        client = branch.client
-        if client is None or client.request is None or branch.code >= 200:
+        if branch.client is None or branch.code >= 200 or branch.cancel:
             return
         if branch.code == 0:
-            # RFC 3261 9.1: no CANCEL before a provisional response; the
-            # branch ends with its Timer B, or the CANCEL when a 1xx comes.
+            # RFC 3261 9.1: no CANCEL before a provisional response. The
+            # branch counts as ended; its CANCEL goes when a 1xx comes, or
+            # its Timer B ends it.
             branch.code = 487
+            branch.cancel = "pending"
+            return
+        self._sendCancel(branch)
+
+    def _sendCancel(self, branch: Branch) -> None:
+        branch.cancel = "sent"
+        client = branch.client
+        if client is None or client.request is None:
             return
         hop = self.senderFor(branch.binding)
         if hop is None:
             return
         self.clients.send(cancelFor(client.request), hop[0], hop[1], lambda r: None, lambda: None)
+        # Without a final response 64*T1 from now, the branch times out.
+        client.cancelled()
 
     # -- in dialog --------------------------------------------------------------
 

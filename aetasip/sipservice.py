@@ -331,6 +331,7 @@ class SIPService(service.Service):
     def stopService(self) -> Deferred[None]:
         super().stopService()
         self.pinger.stop()
+        self.proxy.stop()
         self.transactions.stop()
         self.clients.stop()
         for connection in list(self.core.connections):

@@ -155,6 +155,56 @@ class CallTests(SynchronousTestCase):
         self.h.send(reply(request, 487, "Request Terminated"), B_SOURCE)
         self.assertEqual([Reply(d).code for d in self.sentTo(A_SOURCE, start)], [180, 200, 487])
 
+    def cancelCall(self) -> list[int]:
+        """A cancels its call; the codes of the responses it gets at once."""
+        cancel = (
+            invite(branch="z9hG4bK-a2", cseq=2)
+            .replace(b"INVITE sip", b"CANCEL sip")
+            .replace(b"CSeq: 2 INVITE", b"CSeq: 2 CANCEL")
+        )
+        return [r.code for r in self.h.send(cancel, A_SOURCE)]
+
+    def test_callee_gone_after_ringing_the_cancelled_call_ends_with_408(self) -> None:
+        """
+        RFC 3261 9.1: nothing answers the CANCEL nor the INVITE; 64*T1
+        after the CANCEL the branch is over and the caller gets a final
+        response, not silence until Timer C.
+        """
+        request, start = self.call()
+        self.h.send(reply(request, 180, "Ringing"), B_SOURCE)
+        self.assertEqual(self.cancelCall(), [200])
+        # (The 407 of the first INVITE, never ACKed here, is retransmitted meanwhile.)
+        self.h.clock.advance(31)
+        self.assertEqual([Reply(d).code for d in self.sentTo(A_SOURCE, start) if b" 407 " not in d[:12]], [180, 200])
+        self.h.clock.advance(2)
+        self.assertEqual(
+            [Reply(d).code for d in self.sentTo(A_SOURCE, start) if b" 407 " not in d[:12]], [180, 200, 408]
+        )
+        self.assertEqual(self.h.service.proxy._contexts, {})
+
+    def test_cancel_waits_for_the_first_provisional(self) -> None:
+        """RFC 3261 9.1: no CANCEL before a 1xx; it goes when the 1xx comes."""
+        request, start = self.call()
+        self.assertEqual(self.cancelCall(), [200, 487])
+        self.assertEqual(self.sentTo(B_SOURCE, start), [])
+        self.h.send(reply(request, 180, "Ringing"), B_SOURCE)
+        self.h.send(reply(request, 183, "Session Progress"), B_SOURCE)
+        toB = [parse(d) for d in self.sentTo(B_SOURCE, start)]
+        self.assertEqual([m.method for m in toB], ["CANCEL"])  # type: ignore[union-attr]
+        # Nothing more goes up: the caller has its 487.
+        self.assertEqual([Reply(d).code for d in self.sentTo(A_SOURCE, start)], [200, 487])
+
+    def test_stopping_the_proxy_drops_every_timer(self) -> None:
+        self.call()
+        self.assertNotEqual(self.h.service.proxy._contexts, {})
+        self.h.service.proxy.stop()
+        self.h.service.clients.stop()
+        self.h.service.transactions.stop()
+        self.h.service.pinger.stop()
+        self.h.location.stop()
+        self.assertEqual(self.h.service.proxy._contexts, {})
+        self.assertEqual([c for c in self.h.clock.getDelayedCalls() if c.active()], [])
+
     def test_unknown_number_gets_404_and_unregistered_gets_480(self) -> None:
         self.h.auth.accounts["45675003"] = self.h.auth.accounts["45675002"]
         for callee, code in (("45679999", 404), ("45675003", 480)):
@@ -257,6 +307,33 @@ class RoutedCallTests(SynchronousTestCase):
         self.assertEqual(toFirst, ["INVITE", "CANCEL"])
         self.h.send(reply(first, 487, "Request Terminated"), self.sources["45676002"])
         self.assertEqual(len([r for r in self.forwardedTo("45676003", start) if r.method == "INVITE"]), 1)
+
+    def test_answer_ends_the_hunt_and_its_ring_timer(self) -> None:
+        _, start = self.dial("6000", "z9hG4bK-answer")
+        (first,) = self.forwardedTo("45676002", start)
+        self.h.send(reply(first, 180, "Ringing"), self.sources["45676002"])
+        ringTime = self.h.config["routing.hunting_ring_time"]
+        self.assertEqual(
+            len([c for c in self.h.clock.getDelayedCalls() if c.getTime() == self.h.clock.seconds() + ringTime]), 1
+        )
+        self.h.send(reply(first, 200, "OK", contact="sip:45676002@10.0.0.14:5060"), self.sources["45676002"])
+        self.assertEqual(
+            [c for c in self.h.clock.getDelayedCalls() if c.getTime() == self.h.clock.seconds() + ringTime], []
+        )
+        self.h.clock.advance(ringTime + 1)
+        # No CANCEL for the answered member, no INVITE to the next one.
+        self.assertEqual([r.method for r in self.forwardedTo("45676002", start)], ["INVITE"])
+        self.assertEqual(self.forwardedTo("45676003", start), [])
+
+    def test_stopping_the_proxy_during_a_hunt_drops_the_ring_timer(self) -> None:
+        _, start = self.dial("6000", "z9hG4bK-stop")
+        (first,) = self.forwardedTo("45676002", start)
+        self.h.send(reply(first, 180, "Ringing"), self.sources["45676002"])
+        self.h.service.proxy.stop()
+        ringTime = self.h.config["routing.hunting_ring_time"]
+        self.assertEqual(
+            [c for c in self.h.clock.getDelayedCalls() if c.getTime() == self.h.clock.seconds() + ringTime], []
+        )
 
     def test_everyone_busy_gives_486(self) -> None:
         _, start = self.dial("45676000", "z9hG4bK-busy")

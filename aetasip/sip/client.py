@@ -131,6 +131,16 @@ class ClientTransaction:
             self._interval = T2 if self.state == "proceeding" else min(2 * self._interval, T2)
         self._retransmit = self._layer.clock.callLater(self._interval, self._timerAE)
 
+    def cancelled(self) -> None:
+        """
+        The transaction user sent a CANCEL for this INVITE: if no final
+        response comes within 64*T1, the transaction ends as timed out
+        (RFC 3261 9.1), even though a provisional stopped Timer B.
+        """
+        if self.isInvite and self.state in ("calling", "proceeding"):
+            self._cancel("_timeout")
+            self._timeout = self._layer.clock.callLater(64 * T1, self._timedOut)
+
     def _timedOut(self) -> None:
         self._timeout = None
         if self.state in ("calling", "trying", "proceeding"):
