@@ -99,6 +99,8 @@ class StoreDirectory:
             self._loop.clock = clock
         self.loadedAt: float | None = None
         self._started = False
+        self._loading: defer.Deferred[None] | None = None
+        self._stopping: list[defer.Deferred[None]] = []
 
     @property
     def clock(self) -> IReactorTime:
@@ -152,7 +154,16 @@ class StoreDirectory:
         def failed(failure: Failure) -> None:
             log.failure("Could not load the accounts and groups; routing keeps the previous ones", failure)
 
-        return self.load().addErrback(failed)
+        def over(result: None) -> None:
+            self._loading = None
+            for waiting in self._stopping:
+                waiting.callback(None)
+            self._stopping = []
+
+        loading = self.load().addErrback(failed)
+        self._loading = loading
+        loading.addBoth(over)
+        return loading
 
     def start(self) -> defer.Deferred[None]:
         """
@@ -171,13 +182,21 @@ class StoreDirectory:
 
         return self._refresh().addCallback(loop)
 
-    def stop(self) -> None:
+    def stop(self) -> defer.Deferred[None]:
         """
         Stop the periodic loads; the snapshot stays as it is.
+
+        @return: a L{Deferred} that fires once the load in progress, if
+            any, is over: the store must not close under it.
         """
         self._started = False
         if self._loop.running:
             self._loop.stop()
+        if self._loading is None:
+            return defer.succeed(None)
+        waiting: defer.Deferred[None] = defer.Deferred()
+        self._stopping.append(waiting)
+        return waiting
 
     def service(self) -> DirectoryService:
         """
@@ -205,6 +224,6 @@ class DirectoryService(service.Service):
         super().startService()
         self.ready = self.directory.start()
 
-    def stopService(self) -> None:
+    def stopService(self) -> defer.Deferred[None]:
         super().stopService()
-        self.directory.stop()
+        return self.directory.stop()

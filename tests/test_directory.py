@@ -132,6 +132,24 @@ class StoreDirectoryTests(SQLiteURLs, TestCase):
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
     @defer.inlineCallbacks
+    def test_stop_waits_for_the_load_in_progress(self):  # type: ignore[no-untyped-def]
+        """
+        A service stopping right after it started: the store must not close
+        under the first load, so stopping waits for it.
+        """
+        held: defer.Deferred[list[Any]] = defer.Deferred()
+        self.patch(self.threaded, "listGroups", lambda: held)
+        started = self.directory.start()
+        stopped = self.directory.stop()
+        self.assertNoResult(stopped)
+        held.callback([])
+        yield stopped
+        yield started
+        self.assertIsNotNone(self.directory.account("45675001"))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertEqual(self.successResultOf(self.directory.stop()), None)
+
+    @defer.inlineCallbacks
     def test_service(self):  # type: ignore[no-untyped-def]
         parent = service.MultiService()
         directoryService = self.directory.service()
