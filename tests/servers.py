@@ -12,7 +12,7 @@ import socket
 from typing import Any
 
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import SkipTest
 
@@ -82,8 +82,12 @@ class RunningService:
         return self.ready()
 
     def ready(self) -> Deferred[None]:
-        """Fires once the SIP ports read (bindings restored)."""
-        return self.sip.ready  # type: ignore[no-any-return]
+        """
+        Fires once the SIP ports read (bindings restored) and routing has
+        its first snapshot of the accounts and groups provisioned before.
+        """
+        directory = self.service.getServiceNamed("directory")
+        return gatherResults([self.sip.ready, directory.ready]).addCallback(lambda _: None)
 
     def stop(self) -> Deferred[None]:
         service, self.service = self.service, None

@@ -13,10 +13,9 @@ from typing import Any
 
 from twisted.trial.unittest import TestCase
 
-from tests.servers import RunningService, freePort, requireTool, run
+from tests.servers import RunningService, requireTool
+from tests.sipp import Sipp
 from tests.slapd import PEOPLE, SERVICE_DN, SERVICE_PASSWORD, privateSlapd, useCheckoutPlugins
-
-SCENARIO = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "register.xml")
 
 
 class SippLDAPRegistrationTests(TestCase):
@@ -56,30 +55,10 @@ class SippLDAPRegistrationTests(TestCase):
             backend.stop()
 
     async def register(self, number: str, password: str) -> tuple[str, int]:
+        """Register C{number} with sipp over UDP; return what sipp said and its exit code."""
         assert self.server is not None
-        inf = os.path.join(self.workspace, f"{number}.csv")
-        with open(inf, "w") as f:
-            f.write(f"SEQUENTIAL\n{number};[authentication username={number} password={password}]\n")
-        errors = os.path.join(self.workspace, f"{number}-{freePort()}.err")
-        out, err, code = await run(
-            self.sipp,
-            "-sf", SCENARIO,
-            "-inf", inf,
-            "-m", "1",
-            "-t", "u1",
-            "-i", "127.0.0.1",
-            "-p", str(freePort()),
-            "-timeout", "20s",
-            "-recv_timeout", "5000",
-            "-nostdin",
-            "-trace_err", "-error_file", errors,
-            f"127.0.0.1:{self.server.ports[0]}",
-        )  # fmt: skip
-        detail = out[-600:] + err[-600:]
-        if os.path.exists(errors):
-            with open(errors) as f:
-                detail += f.read()
-        return detail, code
+        result = await Sipp(self.sipp, self.workspace).register(number, password, self.server.ports[0])
+        return result.detail, result.code
 
     async def test_register_with_the_password_in_the_directory(self) -> None:
         server = await self.startServer()

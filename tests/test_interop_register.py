@@ -14,9 +14,8 @@ import socket
 from twisted.trial.unittest import TestCase
 
 from aetasip import admin, net
-from tests.servers import CI, RunningService, freePort, requireTool, run
-
-SCENARIO = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "register.xml")
+from tests.servers import CI, RunningService, freePort, requireTool
+from tests.sipp import Sipp
 
 
 class SippRegistrationTests(TestCase):
@@ -46,29 +45,9 @@ class SippRegistrationTests(TestCase):
     async def register(
         self, number: str, password: str, port: int, transport: str = "u1", host: str = "127.0.0.1"
     ) -> tuple[str, int]:
-        inf = os.path.join(self.directory, f"{number}.csv")
-        with open(inf, "w") as f:
-            f.write(f"SEQUENTIAL\n{number};[authentication username={number} password={password}]\n")
-        errors = os.path.join(self.directory, f"{number}-{transport}-{port}.err")
-        out, err, code = await run(
-            self.sipp,
-            "-sf", SCENARIO,
-            "-inf", inf,
-            "-m", "1",
-            "-t", transport,
-            "-i", host,
-            "-p", str(freePort(socket.AF_INET6 if ":" in host else socket.AF_INET, host)),
-            "-timeout", "20s",
-            "-recv_timeout", "5000",
-            "-nostdin",
-            "-trace_err", "-error_file", errors,
-            f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
-        )  # fmt: skip
-        detail = out[-600:] + err[-600:]
-        if os.path.exists(errors):
-            with open(errors) as f:
-                detail += f.read()
-        return detail, code
+        """Register C{number} with sipp on C{host}:C{port}; return what sipp said and its exit code."""
+        result = await Sipp(self.sipp, self.directory).register(number, password, port, transport, host)
+        return result.detail, result.code
 
     async def test_register_over_udp_on_both_ports(self) -> None:
         first, second = self.server.ports
@@ -149,8 +128,10 @@ class SippIPv6Tests(SippRegistrationTests):
         self.assertEqual(self.admin("account", "add", "45675002", "--password", "secret-two"), 0)
         return self.server.start()
 
-    async def register(self, number: str, password: str, port: int, transport: str = "u1") -> tuple[str, int]:
-        return await super().register(number, password, port, transport, host="::1")
+    async def register(
+        self, number: str, password: str, port: int, transport: str = "u1", host: str = "::1"
+    ) -> tuple[str, int]:
+        return await super().register(number, password, port, transport, host)
 
     async def test_bindings_survive_a_restart_and_show_in_the_cli(self) -> None:
         detail, code = await self.register("45675001", "secret-one", self.server.ports[0], "u1")
