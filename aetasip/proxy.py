@@ -28,7 +28,7 @@ from aetasip.routing.chain import RoutingChain
 from aetasip.sip.client import ClientTransaction, ClientTransactionLayer, cancelFor, newBranch
 from aetasip.sip.digest import DigestAuthenticator, Verdict, algorithmOf, parseDigest
 from aetasip.sip.errors import ParseError
-from aetasip.sip.headers import parseNameAddr
+from aetasip.sip.headers import NameAddr, parseNameAddr
 from aetasip.sip.message import Request, Response, localResponse
 from aetasip.sip.transaction import Peer, ServerTransaction
 from aetasip.sip.uri import URI
@@ -379,16 +379,17 @@ class Proxy:
             # No open relay: only numbers of this service are routed.
             server.respond(self._reply(request, 403, "Domain not served here"))
             return
-        params = self._credentialsFor(request)
-        if params is None:
+        found = self._credentialsFor(request)
+        if found is None:
             server.respond(self._challenge(request))
             return
+        params, credentialsValue = found
         caller = request.fromAddr.uri.user or ""
         if params.get("username") != caller:
             server.respond(self._reply(request, 403, "Credentials are not those of the caller"))
             return
         d = self.auth.credentials(caller)
-        d.addCallback(self._authenticated, request, peer, server, params)
+        d.addCallback(self._authenticated, request, peer, server, params, credentialsValue)
         d.addErrback(self._backendFailed, request, server)
 
     def cancel(self, request: Request, server: ServerTransaction) -> None:
@@ -448,6 +449,7 @@ class Proxy:
         peer: Peer,
         server: ServerTransaction,
         params: dict[str, str],
+        credentialsValue: str,
     ) -> None:
         if credentials is None:
             server.respond(self._reply(request, 403, "Bad credentials"))
@@ -464,6 +466,9 @@ class Proxy:
         if verdict is not Verdict.OK:
             server.respond(self._reply(request, 403, "Bad credentials"))
             return
+        # RFC 3261 22.3: credentials for our realm stop here; others go on.
+        request.headers = [h for h in request.headers if h[1] != credentialsValue or h[0] != "proxy-authorization"]
+        request._index = None
         self._route(request, peer, server, credentials)
 
     def _route(self, request: Request, peer: Peer, server: ServerTransaction, caller: Credentials) -> None:
@@ -527,7 +532,6 @@ class Proxy:
         outgoing = copyRequest(request)
         outgoing.uri = binding.contact
         self._decrementMaxForwards(outgoing)
-        self._removeOurCredentials(outgoing)
         self._fixContact(outgoing, peer)
         if request.method in ("INVITE", "SUBSCRIBE", "REFER"):
             self._recordRoute(outgoing, peer, binding)
@@ -544,13 +548,15 @@ class Proxy:
         outgoing = branch.request
         assert outgoing is not None
         branch.request = None
-        outgoing.addFirst("via", self._via(transport, local))
+        branchID = newBranch()
+        outgoing.addFirst("via", self._via(transport, local, branchID))
         branch.client = self.clients.send(
             outgoing,
             send,
             reliable,
             lambda response: self._fromBranch(context, branch, response),
             lambda: context.timeout(branch),
+            branchID,
         )
 
     def _fromBranch(self, context: ResponseContext, branch: Branch, response: Response) -> None:
@@ -583,7 +589,7 @@ class Proxy:
         hop = self.senderFor(branch.binding)
         if hop is None:
             return
-        self.clients.send(cancelFor(client.request), hop[0], hop[1], lambda r: None, lambda: None)
+        self.clients.send(cancelFor(client.request), hop[0], hop[1], lambda r: None, lambda: None, client.key[0])
         # Without a final response 64*T1 from now, the branch times out.
         client.cancelled()
 
@@ -596,7 +602,8 @@ class Proxy:
             return
         send, reliable, transport, local = hop
         outgoing = copyRequest(request)
-        outgoing.addFirst("via", self._via(transport, local))
+        branchID = newBranch()
+        outgoing.addFirst("via", self._via(transport, local, branchID))
         self._decrementMaxForwards(outgoing)
 
         def answered(response: Response) -> None:
@@ -605,7 +612,7 @@ class Proxy:
         def timedOut() -> None:
             server.respond(self._reply(request, 408))
 
-        self.clients.send(outgoing, send, reliable, answered, timedOut)
+        self.clients.send(outgoing, send, reliable, answered, timedOut, branchID)
 
     def _popOurRoutes(self, request: Request) -> Hop | None:
         """
@@ -632,8 +639,8 @@ class Proxy:
 
     # -- message surgery --------------------------------------------------------
 
-    def _via(self, transport: str, local: tuple[str, int]) -> str:
-        return f"SIP/2.0/{transport.upper()} {self.address(transport, local)};branch={newBranch()};rport"
+    def _via(self, transport: str, local: tuple[str, int], branch: str | None = None) -> str:
+        return f"SIP/2.0/{transport.upper()} {self.address(transport, local)};branch={branch or newBranch()};rport"
 
     def _routeURI(self, transport: str, local: tuple[str, int]) -> str:
         suffix = "" if transport == "udp" else f";transport={transport}"
@@ -655,13 +662,6 @@ class Proxy:
         value = request.get("max-forwards")
         hops = int(value) if value is not None and value.isdigit() else 70
         request.set("max-forwards", str(max(hops - 1, 0)))
-
-    def _removeOurCredentials(self, request: Request) -> None:
-        """RFC 3261 22.3: credentials for our realm stop here; others go on."""
-        kept = [v for v in request.getAll("proxy-authorization") if (parseDigest(v) or {}).get("realm") != self.realm]
-        request.remove("proxy-authorization")
-        for value in kept:
-            request.add("proxy-authorization", value)
 
     @staticmethod
     def _fixContact(message: Request | Response, peer: Peer | None, binding: Binding | None = None) -> None:
@@ -690,8 +690,8 @@ class Proxy:
         uri.host, uri.port = address, port
         if transport != "udp":
             uri.params["transport"] = transport
-        contact.uri = uri
-        message.set("contact", str(contact))
+        # A new NameAddr: parsed ones are shared (see parseNameAddr).
+        message.set("contact", str(NameAddr(uri, contact.display, contact.params)))
 
     def _upstream(self, response: Response) -> Response:
         """C{response} without our Via, to go up (RFC 3261 16.7 step 9)."""
@@ -701,11 +701,12 @@ class Proxy:
 
     # -- answers ------------------------------------------------------------------
 
-    def _credentialsFor(self, request: Request) -> dict[str, str] | None:
+    def _credentialsFor(self, request: Request) -> tuple[dict[str, str], str] | None:
+        """The parsed credentials for our realm, and the header value they came from."""
         for value in request.getAll("proxy-authorization"):
             params = parseDigest(value)
             if params is not None and params.get("realm") == self.realm:
-                return params
+                return params, value
         return None
 
     def _challenge(self, request: Request, stale: bool = False) -> Response:

@@ -216,7 +216,8 @@ class SIPCore:
         NATed agent without rport that is the only address that works.
 
         The header text is edited in place (cheaper than writing the parsed
-        Via out again), and so is the parsed Via the request keeps.
+        Via out again); the parsed Via the request keeps is replaced by a
+        changed copy.
         """
         via = request.topVia
         host, port = peer.source
@@ -224,6 +225,8 @@ class SIPCore:
         rport = "rport" in via.params and via.params["rport"] is None
         if not rport and viaHost == host:
             return
+        # Parsed Vias are shared (see parseVia): the request gets its own.
+        via = via.copy()
         via.params["received"] = host
         if rport:
             via.params["rport"] = str(port)
@@ -235,6 +238,9 @@ class SIPCore:
                 request.headers[i] = [name, f"{first};received={host}{rest}"]
                 break
         request._index = None
+        vias = request._vias
+        assert vias is not None  # parsed by topVia above
+        request._vias = [via, *vias[1:]]
 
 
 class SIPService(service.Service):
@@ -290,6 +296,9 @@ class SIPService(service.Service):
             self.transactions, self.registrar, self.domains, self.serverHeader, self.proxy, self.clients
         )
         self.ports: list[tuple[str, IListeningPort]] = []
+        # What isOurs compares with, computed again when the ports change.
+        self._portNumbers: frozenset[int] | None = None
+        self._sentByHost: str | None = None
         self._udpByLocal: dict[tuple[str, int], SIPDatagramProtocol] = {}
         self.stunKeepalives = STUNServer(
             software=self.serverHeader, rateLimit=config["stun.rate_limit"], clock=reactor.seconds
@@ -338,6 +347,7 @@ class SIPService(service.Service):
             connection.transport.loseConnection()
         stops = [maybeDeferred(port.stopListening) for _, port in self.ports]
         self.ports = []
+        self._portNumbers = None
         d = gatherResults(stops)
         d.addCallback(lambda _: self.location.stop())
         return d  # type: ignore[return-value]
@@ -372,7 +382,7 @@ class SIPService(service.Service):
             return None
         for local, protocol in self._udpByLocal.items():
             if (":" in local[0]) == (":" in host) and protocol.transport is not None:
-                return functools.partial(_sendTo, protocol.transport.write, (host, port)), False, "udp", local
+                return functools.partial(_sendTo, protocol.sendTo, (host, port)), False, "udp", local
         return None
 
     def address(self, transport: str, local: tuple[str, int]) -> str:
@@ -381,24 +391,38 @@ class SIPService(service.Service):
 
     def isOurs(self, uri: URI) -> bool:
         """Does a Route URI name this service (one of its names and ports)?"""
-        config = self.config
-        ports = {*config["sip.udp_ports"], *config["sip.tcp_ports"], config["sip.tls_port"]}
-        ports.update(port.getHost().port for _, port in self.ports)  # type: ignore[attr-defined]
-        return self.domains(uri.host) and (uri.port or 5060) in ports and uri.user is None
+        return self.domains(uri.host) and (uri.port or 5060) in self._ourPorts() and uri.user is None
+
+    def _ourPorts(self) -> frozenset[int]:
+        """The configured SIP ports and those really bound (port 0 gets one)."""
+        ports = self._portNumbers
+        if ports is None:
+            config = self.config
+            numbers = {*config["sip.udp_ports"], *config["sip.tcp_ports"], config["sip.tls_port"]}
+            numbers.update(port.getHost().port for _, port in self.ports)  # type: ignore[attr-defined]
+            ports = self._portNumbers = frozenset(numbers)
+        return ports
 
     def udpSender(self, local: tuple[str, int]) -> Any:
         """The function sending a datagram from our UDP socket C{local}, or C{None}."""
         protocol = self._udpByLocal.get(local)
         if protocol is None or protocol.transport is None:
             return None
-        return protocol.transport.write
+        return protocol.sendTo
 
     def _sentBy(self) -> str:
-        """Our host for the Via of requests we send: a configured name first."""
-        for candidate in [*self.config["sip.domains"], *self.config["sip.listen"]]:
-            if candidate not in net.WILDCARDS:
-                return f"[{candidate}]" if ":" in candidate else str(candidate)
-        return socket.getfqdn()
+        """
+        Our host for the Via of requests we send: a configured name first,
+        else a listen address, else the machine's name (looked up once).
+        """
+        if self._sentByHost is None:
+            for candidate in [*self.config["sip.domains"], *self.config["sip.listen"]]:
+                if candidate not in net.WILDCARDS:
+                    self._sentByHost = f"[{candidate}]" if ":" in candidate else str(candidate)
+                    break
+            else:
+                self._sentByHost = socket.getfqdn()
+        return self._sentByHost
 
     def describePorts(self) -> list[str]:
         out = []
@@ -409,6 +433,7 @@ class SIPService(service.Service):
         return out
 
     def _listen(self) -> None:
+        self._portNumbers = None
         config = self.config
         maxSize = config["sip.max_message_size"]
         idle = config["sip.tcp_idle_timeout"]

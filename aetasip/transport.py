@@ -61,11 +61,15 @@ class SIPDatagramProtocol(DatagramProtocol):
             if data.startswith(PING):
                 self.transport.write(CRLF, addr)
             return
-        send = self._send
+        send = self.sendTo
         peer = Peer("udp", (addr[0], addr[1]), self.local, lambda out: send(out, addr))
         self.core.receive(data, peer)
 
-    def _send(self, data: bytes, addr: Any) -> None:
+    def sendTo(self, data: bytes, addr: Any) -> None:
+        """
+        Send a datagram from this socket to C{addr}, an IP address (no name
+        resolution) and port.
+        """
         # The socket directly: Port.write re-checks the address on every
         # datagram, a measurable share of a REGISTER's cost.
         try:

@@ -156,7 +156,7 @@ class FakeUDPSocket:
         self.sent = sent
         self.transport = self
 
-    def write(self, data: bytes, addr: tuple[str, int]) -> None:
+    def sendTo(self, data: bytes, addr: tuple[str, int]) -> None:
         self.sent.append(((addr[0], addr[1]), data))
 
 

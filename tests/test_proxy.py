@@ -102,6 +102,21 @@ class CallTests(SynchronousTestCase):
         self.assertEqual(request.contacts[0].uri.host, "198.51.100.7")
         self.assertEqual(request.body, b"v=0\n")
 
+    def test_only_our_realms_credentials_stop_here(self) -> None:
+        """RFC 3261 22.3: credentials for another realm go on downstream."""
+        theirs = (
+            'Proxy-Authorization: Digest username="a", realm="upstream.example", nonce="n", uri="sip:x", response="0"'
+        )
+        challenge = self.h.sendOne(invite(), A_SOURCE)
+        ours = proxyAuthorization(
+            "INVITE", "sip:45675002@sip.example.net", challenge.challenge(), "45675001", "secret1"
+        )
+        start = len(self.h.sent)
+        self.h.send(invite(extra=f"{theirs}\r\n{ours}\r\n", cseq=2, branch="z9hG4bK-a2"), A_SOURCE)
+        (forwarded,) = self.sentTo(B_SOURCE, start)
+        request = parse(forwarded)
+        self.assertEqual(request.getAll("proxy-authorization"), [theirs.split(": ", 1)[1]])
+
     def test_answer_is_relayed_and_the_dialog_goes_through_the_proxy(self) -> None:
         request, start = self.call()
         self.h.send(reply(request, 180, "Ringing"), B_SOURCE)

@@ -22,9 +22,24 @@ from aetasip.sip.transaction import MAGIC_COOKIE, T1, T2, T4
 ResponseHandler = Callable[[Response], None]
 
 
+# Random bytes for branches, drawn from the kernel a page at a time rather
+# than with a system call per request.
+_random = b""
+_randomUsed = 0
+
+
 def newBranch() -> str:
-    """A branch parameter unique in space and time (RFC 3261 8.1.1.7)."""
-    return MAGIC_COOKIE + os.urandom(8).hex()
+    """
+    A branch parameter unique in space and time (RFC 3261 8.1.1.7), and
+    unpredictable: 64 random bits, so nobody can forge responses to the
+    proxy's transactions from the branches they see.
+    """
+    global _random, _randomUsed
+    if _randomUsed >= len(_random):
+        _random, _randomUsed = os.urandom(4096), 0
+    start = _randomUsed
+    _randomUsed = start + 8
+    return MAGIC_COOKIE + _random[start : start + 8].hex()
 
 
 def ackFor(request: Request, response: Response) -> Request:
@@ -89,11 +104,13 @@ class ClientTransaction:
         reliable: bool,
         onResponse: ResponseHandler,
         onTimeout: Callable[[], None],
+        branch: str | None = None,
     ) -> None:
         self._layer = layer
         # Released at the final response (see _final).
         self.request: Request | None = request
-        branch = request.topVia.branch or ""
+        if branch is None:
+            branch = request.topVia.branch or ""
         self.key = (branch, "INVITE" if request.method in ("INVITE", "ACK") else request.method)
         self._send = send
         self.reliable = reliable
@@ -221,12 +238,16 @@ class ClientTransactionLayer:
         reliable: bool,
         onResponse: ResponseHandler,
         onTimeout: Callable[[], None],
+        branch: str | None = None,
     ) -> ClientTransaction:
         """
         Start a client transaction for C{request}, whose top Via must carry
         a unique branch (see L{newBranch}).
+
+        @param branch: that branch, when the caller knows it (saves parsing
+            the Via it just wrote).
         """
-        transaction = ClientTransaction(self, request, send, reliable, onResponse, onTimeout)
+        transaction = ClientTransaction(self, request, send, reliable, onResponse, onTimeout, branch)
         self.transactions[transaction.key] = transaction
         transaction.start()
         return transaction
