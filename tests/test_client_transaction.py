@@ -156,6 +156,7 @@ class ClientTransactionTests(SynchronousTestCase):
         self.assertEqual(parse(ack.toBytes()).method, "ACK")  # type: ignore[union-attr]
 
     def test_branches_are_unique_and_rfc3261(self) -> None:
+        # More than one 4 KiB draw of randomness.
         branches = {newBranch() for _ in range(1000)}
         self.assertEqual(len(branches), 1000)
         self.assertTrue(all(b.startswith("z9hG4bK") for b in branches))

@@ -276,3 +276,45 @@ class SplitCommasTests(SynchronousTestCase):
     def test_via_list(self) -> None:
         vias = splitCommas("SIP/2.0/UDP a;branch=1, SIP/2.0/TCP b;branch=2")
         self.assertEqual([parseVia(v).host for v in vias], ["a", "b"])
+
+
+class ParseCacheTests(SynchronousTestCase):
+    """
+    Parsed From/To/Contact/Via values are kept by their text and shared:
+    bounded in count and in value length, so hostile traffic cannot grow
+    memory; and the element never changes a shared value.
+    """
+
+    def test_same_text_gives_the_same_parsed_value(self) -> None:
+        value = "<sip:45675001@example.net>;tag=cache-1"
+        self.assertIs(parseNameAddr(value), parseNameAddr(value))
+        via = "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK-cache-1"
+        self.assertIs(parseVia(via), parseVia(via))
+
+    def test_cache_is_bounded(self) -> None:
+        from aetasip.sip import headers
+
+        for i in range(headers.CACHE_SIZE + 10):
+            parseNameAddr(f"<sip:{i}@example.net>;tag=flood")
+            parseVia(f"SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK-flood-{i}")
+        self.assertLessEqual(len(headers._nameAddrs), headers.CACHE_SIZE)
+        self.assertLessEqual(len(headers._vias), headers.CACHE_SIZE)
+
+    def test_long_values_are_not_kept(self) -> None:
+        from aetasip.sip import headers
+
+        value = f"<sip:{'9' * 300}@example.net>"
+        self.assertEqual(parseNameAddr(value).uri.user, "9" * 300)
+        self.assertNotIn(value, headers._nameAddrs)
+
+    def test_malformed_values_still_raise_every_time(self) -> None:
+        for _ in range(2):
+            self.assertRaises(ParseError, parseNameAddr, '"unterminated <sip:a@b>')
+            self.assertRaises(ParseError, parseVia, "SIP/2.0/UDP")
+
+    def test_via_copy_leaves_the_shared_value_alone(self) -> None:
+        text = "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK-copy;rport"
+        copy = parseVia(text).copy()
+        copy.params["received"] = "198.51.100.1"
+        self.assertNotIn("received", parseVia(text).params)
+        self.assertEqual(str(copy), "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK-copy;rport;received=198.51.100.1")
