@@ -23,6 +23,7 @@ from twisted.python.failure import Failure
 
 from aetasip.auth import BackendUnavailable, Credentials
 from aetasip.location import Binding, LocationService
+from aetasip.peers import KnownPeers
 from aetasip.routing import Account, Call, Directory, EmptyDirectory, OverlayDirectory
 from aetasip.routing.chain import RoutingChain
 from aetasip.sip.client import ClientTransaction, ClientTransactionLayer, cancelFor, newBranch
@@ -353,6 +354,9 @@ class Proxy:
         self.directory: Directory = directory if directory is not None else EmptyDirectory()
         self.ringTime = ringTime
         self._contexts: dict[Any, ResponseContext] = {}
+        # Where in-dialog requests and stray 2xx may go (fed by the location
+        # service's events too: see SIPService).
+        self.peers = KnownPeers(clock)
 
     def stop(self) -> None:
         """
@@ -407,7 +411,8 @@ class Proxy:
 
     def statelessAck(self, request: Request, peer: Peer) -> None:
         """An ACK for a 2xx: routed like any in-dialog request, without transaction."""
-        hop = self._popOurRoutes(request)
+        target = self._popOurRoutes(request)
+        hop = None if target is None else self._hopToParty(target, peer)
         if hop is None:
             return
         outgoing = copyRequest(request)
@@ -434,7 +439,7 @@ class Proxy:
         port = int(rport) if rport and rport.isdigit() else nextVia.port or 5060
         transport = nextVia.transport.lower()
         params: dict[str, str | None] = {} if transport == "udp" else {"transport": transport}
-        hop = self.sendTo(URI("sip", None, f"[{host}]" if ":" in host else host, port, params))
+        hop = self._hopToParty(URI("sip", None, f"[{host}]" if ":" in host else host, port, params))
         if hop is not None:
             upstream = copyResponse(response)
             upstream.removeFirstValue("via")
@@ -518,14 +523,22 @@ class Proxy:
             return
         if request.method == "INVITE":
             server.respond(self._reply(request, 100))
+        self._knowParties(peer, [b for bindings in members for b in bindings])
         HuntingContext(self, request, peer, server, members).next()
 
     def _forward(self, request: Request, peer: Peer, server: ServerTransaction, bindings: list[Binding]) -> None:
         if request.method == "INVITE":
             server.respond(self._reply(request, 100))
+        self._knowParties(peer, bindings)
         context = ResponseContext(self, request, peer, server)
         self._contexts[server.key] = context
         context.start([self._branch(request, peer, binding) for binding in bindings])
+
+    def _knowParties(self, caller: Peer, bindings: list[Binding]) -> None:
+        """The ends of a call being set up may send each other in-dialog requests."""
+        self.peers.add(caller.source)
+        for binding in bindings:
+            self.peers.add(binding.source)
 
     def _branch(self, request: Request, peer: Peer, binding: Binding) -> Branch:
         """The copy of C{request} for one binding (RFC 3261 16.6)."""
@@ -596,9 +609,13 @@ class Proxy:
     # -- in dialog --------------------------------------------------------------
 
     def _inDialog(self, request: Request, peer: Peer, server: ServerTransaction) -> None:
-        hop = self._popOurRoutes(request)
-        if hop is None:
+        target = self._popOurRoutes(request)
+        if target is None:
             server.respond(self._reply(request, 404, "No route for in-dialog request"))
+            return
+        hop = self._hopToParty(target, peer)
+        if hop is None:
+            server.respond(self._reply(request, 403, "Not a party to a call through this service"))
             return
         send, reliable, transport, local = hop
         outgoing = copyRequest(request)
@@ -614,10 +631,11 @@ class Proxy:
 
         self.clients.send(outgoing, send, reliable, answered, timedOut, branchID)
 
-    def _popOurRoutes(self, request: Request) -> Hop | None:
+    def _popOurRoutes(self, request: Request) -> URI | None:
         """
         Loose routing (RFC 3261 16.4): drop the Route entries naming us;
-        then the next hop is the next Route, or the Request-URI.
+        then the next hop is the next Route, or the Request-URI; C{None}
+        when one of them does not parse.
         """
         while True:
             value = request.get("route")
@@ -632,10 +650,28 @@ class Proxy:
             request.removeFirstValue("route")
         routes = request.getAll("route")
         try:
-            nextHop = parseNameAddr(routes[0]).uri if routes else request.requestURI
+            return parseNameAddr(routes[0]).uri if routes else request.requestURI
         except ParseError:
             return None
-        return self.sendTo(nextHop)
+
+    def _hopToParty(self, uri: URI, sender: Peer | None = None) -> Hop | None:
+        """
+        The hop to C{uri} outside a forwarded call's own transactions: only
+        to a party of this service's calls (see L{aetasip.peers}). Over
+        TCP/TLS only an existing connection from that address is used,
+        which the party opened. Each request that passes keeps both ends
+        known.
+        """
+        transport = (uri.params.get("transport") or "udp").lower()
+        address = (uri.host, uri.port or 5060)
+        if transport == "udp" and address not in self.peers:
+            return None
+        hop = self.sendTo(uri)
+        if hop is not None:
+            self.peers.add(address)
+            if sender is not None:
+                self.peers.add(sender.source)
+        return hop
 
     # -- message surgery --------------------------------------------------------
 

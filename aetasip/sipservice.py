@@ -292,6 +292,7 @@ class SIPService(service.Service):
             directory,
             config["routing.hunting_ring_time"],
         )
+        self.location.listeners.append(self.proxy.peers)
         self.core = SIPCore(
             self.transactions, self.registrar, self.domains, self.serverHeader, self.proxy, self.clients
         )
@@ -324,6 +325,9 @@ class SIPService(service.Service):
         d = self.location.start()
 
         def ready(_: object) -> None:
+            # Agents registered before a restart may be in calls.
+            for binding in self.location.bindings():
+                self.proxy.peers.add(binding.source)
             for _transport, port in self.ports:
                 port.startReading()  # type: ignore[attr-defined]
             log.info(

@@ -148,6 +148,53 @@ class CallTests(SynchronousTestCase):
         self.h.send(reply(forwardedBye, 200, "OK"), B_SOURCE)
         self.assertEqual([Reply(d).code for d in self.sentTo(A_SOURCE, start)], [200])
 
+    def inDialog(self, method: str, target: str, source: tuple[str, int] = A_SOURCE) -> list[Reply]:
+        """A request of the dialog of call-ab@test, through our Route, to C{target}."""
+        data = (
+            f"{method} {target} SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.7:5060;branch=z9hG4bK-{method}-x;rport\r\n"
+            "Max-Forwards: 70\r\nRoute: <sip:sip.example.net:5060;lr>\r\n"
+            "From: <sip:45675001@sip.example.net>;tag=a\r\nTo: <sip:45675002@sip.example.net>;tag=b\r\n"
+            f"Call-ID: call-ab@test\r\nCSeq: 9 {method}\r\nContent-Length: 0\r\n\r\n"
+        )
+        return self.h.send(data.encode(), source)
+
+    def test_in_dialog_requests_only_reach_parties_of_our_calls(self) -> None:
+        """
+        No relay: an in-dialog request (a To tag, our Route) for a host
+        that is neither registered nor in a call through us is refused, and
+        nothing is sent there; a stray 2xx is not reflected there either.
+        """
+        start = len(self.h.sent)
+        (refused,) = self.inDialog("BYE", "sip:victim@192.0.2.99:5060")
+        self.assertEqual((refused.code, refused.reason), (403, "Not a party to a call through this service"))
+        self.assertEqual(self.inDialog("ACK", "sip:victim@192.0.2.99:5060"), [])
+        stray = (
+            "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP sip.example.net:5060;branch=z9hG4bK-unknown\r\n"
+            "Via: SIP/2.0/UDP 192.0.2.99:5060;branch=z9hG4bK-victim\r\nFrom: <sip:a@x>;tag=1\r\n"
+            "To: <sip:b@x>;tag=2\r\nCall-ID: stray@test\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+        )
+        self.h.send(stray.encode(), B_SOURCE)
+        self.assertEqual([where for where, _ in self.h.sent[start:] if where[0] == "192.0.2.99"], [])
+
+    def test_in_dialog_requests_reach_registered_agents(self) -> None:
+        start = len(self.h.sent)
+        self.assertEqual(self.inDialog("INFO", "sip:45675002@203.0.113.9:5062"), [])
+        (forwarded,) = self.sentTo(B_SOURCE, start)
+        self.assertTrue(forwarded.startswith(b"INFO sip:45675002@203.0.113.9:5062 "))
+
+    def test_a_caller_that_never_registered_is_reached_during_its_call(self) -> None:
+        caller = ("192.0.2.50", 7000)
+        self.assertNotIn(caller, self.h.service.proxy.peers)
+        challenge = self.h.sendOne(invite(), caller)
+        auth = proxyAuthorization(
+            "INVITE", "sip:45675002@sip.example.net", challenge.challenge(), "45675001", "secret1"
+        )
+        self.h.send(invite(extra=auth + "\r\n", cseq=2, branch="z9hG4bK-c2"), caller)
+        self.assertIn(caller, self.h.service.proxy.peers)
+        start = len(self.h.sent)
+        self.assertEqual(self.inDialog("BYE", "sip:45675001@192.0.2.50:7000", B_SOURCE), [])
+        self.assertEqual(len([d for where, d in self.h.sent[start:] if where == caller]), 1)
+
     def test_busy_callee_gives_486_and_the_proxy_acks_it(self) -> None:
         request, start = self.call()
         self.h.send(reply(request, 486, "Busy Here"), B_SOURCE)
