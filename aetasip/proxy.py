@@ -14,6 +14,7 @@ other side reaches them there (what Kamailio's fix_nated_contact does).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from typing import Any
 
@@ -79,6 +80,8 @@ class ResponseContext:
     def __init__(self, proxy: Proxy, request: Request, peer: Peer, server: ServerTransaction) -> None:
         self.proxy = proxy
         self.isInvite = request.method == "INVITE"
+        # Ends the branch of each copy sent: a copy coming back is a loop.
+        self.loopTag = loopTag(request)
         # What the proxy's own answers copy (Via, From, To, Call-ID, CSeq),
         # rather than the whole request, which may be long gone.
         self.template = proxy._reply(request, 100)
@@ -298,6 +301,21 @@ class HuntingMember(ResponseContext):
         self.hunt.memberDone(self.best)
 
 
+_LOOP_TAG_LENGTH = 12
+_LOOPED_BRANCH_LENGTH = len(newBranch()) + 1 + _LOOP_TAG_LENGTH
+
+
+def loopTag(request: Request) -> str:
+    """
+    What identifies a request as it reached us (RFC 3261 16.6 step 8):
+    its Request-URI before translation, From and To tags, Call-ID and
+    CSeq number, hashed.
+    """
+    number, _ = request.cseq
+    text = f"{request.uri}\0{request.fromAddr.tag}\0{request.toAddr.tag}\0{request.callID}\0{number}"
+    return hashlib.md5(text.encode("utf-8", "surrogateescape"), usedforsecurity=False).hexdigest()[:_LOOP_TAG_LENGTH]
+
+
 def _better(candidate: Response, best: Response) -> bool:
     """RFC 3261 16.7 step 6: a 6xx wins, then the lowest class."""
     a, b = candidate.code, best.code
@@ -377,6 +395,9 @@ class Proxy:
             return
         if request.toAddr.tag is not None:
             self._inDialog(request, peer, server)
+            return
+        if self._looped(request):
+            server.respond(self._reply(request, 482))
             return
         uri = request.requestURI
         if not self.isLocalDomain(uri.host):
@@ -561,7 +582,7 @@ class Proxy:
         outgoing = branch.request
         assert outgoing is not None
         branch.request = None
-        branchID = newBranch()
+        branchID = f"{newBranch()}.{context.loopTag}"
         outgoing.addFirst("via", self._via(transport, local, branchID))
         branch.client = self.clients.send(
             outgoing,
@@ -653,6 +674,25 @@ class Proxy:
             return parseNameAddr(routes[0]).uri if routes else request.requestURI
         except ParseError:
             return None
+
+    def _looped(self, request: Request) -> bool:
+        """
+        Has this request been forwarded by us before, unchanged (RFC 3261
+        16.3 step 4, 16.6 step 8)? One of its Vias is ours and its branch
+        ends with the loop tag this very request gives. A request that
+        comes back changed (another Request-URI: a call forwarded back to
+        us) is a spiral, and is routed again.
+        """
+        tag = None
+        for via in request.vias:
+            branch = via.branch
+            if branch is None or len(branch) != _LOOPED_BRANCH_LENGTH or branch[-_LOOP_TAG_LENGTH - 1] != ".":
+                continue
+            if tag is None:
+                tag = loopTag(request)
+            if branch.endswith(tag) and self.isOurs(URI("sip", None, via.host, via.port)):
+                return True
+        return False
 
     def _hopToParty(self, uri: URI, sender: Peer | None = None) -> Hop | None:
         """

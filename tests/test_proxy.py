@@ -55,6 +55,14 @@ def reply(request: Request, code: int, reason: str, contact: str = "") -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
+def forwardedAgain(request: Request, uri: str) -> bytes:
+    """What an agent forwarding C{request} to C{uri} through us sends."""
+    again = Request(request.method, uri, [list(h) for h in request.headers], request.body)
+    again.addFirst("via", "SIP/2.0/UDP 10.0.0.9:5060;branch=z9hG4bK-fwd;rport")
+    again.remove("record-route")
+    return again.toBytes()
+
+
 class CallTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.h = Harness()
@@ -194,6 +202,22 @@ class CallTests(SynchronousTestCase):
         start = len(self.h.sent)
         self.assertEqual(self.inDialog("BYE", "sip:45675001@192.0.2.50:7000", B_SOURCE), [])
         self.assertEqual(len([d for where, d in self.h.sent[start:] if where == caller]), 1)
+
+    def test_a_request_coming_back_unchanged_is_a_loop(self) -> None:
+        """
+        RFC 3261 16.3 step 4: B's agent sends the INVITE back to us as it
+        got it, but for the Request-URI it was sent to us with: 482.
+        """
+        request, _ = self.call()
+        looped = forwardedAgain(request, "sip:45675002@sip.example.net")
+        (answer,) = self.h.send(looped, B_SOURCE)
+        self.assertEqual((answer.code, answer.reason), (482, "Loop Detected"))
+
+    def test_a_request_coming_back_for_another_number_is_a_spiral(self) -> None:
+        """B forwards the call to 45675001: routed again (here: challenged)."""
+        request, _ = self.call()
+        (answer,) = self.h.send(forwardedAgain(request, "sip:45675001@sip.example.net"), B_SOURCE)
+        self.assertEqual(answer.code, 407)
 
     def test_busy_callee_gives_486_and_the_proxy_acks_it(self) -> None:
         request, start = self.call()
