@@ -300,6 +300,7 @@ class SIPService(service.Service):
         # What isOurs compares with, computed again when the ports change.
         self._portNumbers: frozenset[int] | None = None
         self._sentByHost: str | None = None
+        self._bufferWarned = False
         self._udpByLocal: dict[tuple[str, int], SIPDatagramProtocol] = {}
         self.stunKeepalives = STUNServer(
             software=self.serverHeader, rateLimit=config["stun.rate_limit"], clock=reactor.seconds
@@ -449,6 +450,7 @@ class SIPService(service.Service):
                     port = net.listenUDP(
                         self.reactor, address, portNumber, protocol, maxSize, config["sip.udp_buffer_size"]
                     )
+                    self._checkBuffer(port, config["sip.udp_buffer_size"])
                     protocol.local = (address, port.getHost().port)  # type: ignore[attr-defined]
                     self._udpByLocal[protocol.local] = protocol
                     self.ports.append(("udp", port))
@@ -464,6 +466,22 @@ class SIPService(service.Service):
                     port.stopListening()
                 self.ports = []
                 raise SystemExit(f"aetasip: cannot listen on {e.interface or '*'}:{e.port}: {e.socketError}") from None
+
+    def _checkBuffer(self, port: Any, wanted: int) -> None:
+        """Say so, once, when the kernel gave a SIP UDP socket less buffer than configured."""
+        sock = getattr(port, "socket", None)
+        if sock is None or self._bufferWarned:
+            return
+        # Linux reports twice the size it granted (its bookkeeping included).
+        granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2
+        if granted < wanted:
+            self._bufferWarned = True
+            log.warn(
+                "SIP UDP sockets have {granted}-byte receive buffers, not the {wanted} of sip.udp_buffer_size: "
+                "raise net.core.rmem_max and wmem_max (etc/60-aetasip.conf)",
+                granted=granted,
+                wanted=wanted,
+            )
 
     def _listenStream(self, name: str, address: str, portNumber: int, maxSize: int, idle: int, tls: Any) -> None:
         factory = SIPStreamFactory(self.core, name, (address, portNumber), maxSize, idle)

@@ -146,3 +146,32 @@ class BufferSizeTests(SynchronousTestCase):
             received, _ = net.setBufferSizes(sock, 8 << 20)
         # Linux reports twice the size it books.
         self.assertGreaterEqual(received, 2 * min(8 << 20, maximum))
+
+
+class BufferWarningTests(TestCase):
+    """An operator learns when the kernel gives less buffer than configured."""
+
+    async def test_capped_buffer_is_logged_once(self) -> None:
+        from twisted.logger import globalLogPublisher
+
+        events: list[dict[str, object]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        directory = self.mktemp()
+        os.makedirs(directory)
+        wanted = 256 * 1024 * 1024
+        server = RunningService(directory, sip__udp_buffer_size=wanted)
+        self.addCleanup(server.stop)
+        await server.start()
+        granted = [
+            port.socket.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2  # type: ignore[attr-defined]
+            for transport, port in server.sip.ports
+            if transport == "udp"
+        ]
+        warnings = [e for e in events if "sip.udp_buffer_size" in str(e.get("log_format", ""))]
+        if min(granted) < wanted:
+            # Without CAP_NET_ADMIN, net.core.rmem_max caps the size: one warning for both sockets.
+            self.assertEqual(len(warnings), 1)
+            self.assertEqual(warnings[0]["granted"], granted[0])
+        else:
+            self.assertEqual(warnings, [])
