@@ -152,23 +152,31 @@ class Bench:
         sent, self.socket.sent = self.socket.sent, []
         return sent
 
-    def register(self) -> None:
+    def register(self, number: str = CALLEE_NUMBER, password: str = "callee", source: tuple[str, int] = CALLEE,
+                 i: int = 0) -> None:  # fmt: skip
+        """C{number} registers from C{source}: REGISTER, 401, REGISTER with digest MD5, 200."""
+        host, port = source
         head = (
-            f"REGISTER sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:7000;branch=z9hG4bK-reg{{n}};rport\r\n"
-            f"From: <sip:{CALLEE_NUMBER}@127.0.0.1>;tag=reg\r\nTo: <sip:{CALLEE_NUMBER}@127.0.0.1>\r\n"
-            f"Call-ID: reg@bench\r\nCSeq: {{n}} REGISTER\r\nContact: <sip:{CALLEE_NUMBER}@127.0.0.1:7000>\r\n"
+            f"REGISTER sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {host}:{port};branch=z9hG4bK-reg{i}-{{n}};rport\r\n"
+            f"From: <sip:{number}@127.0.0.1>;tag=reg{i}\r\nTo: <sip:{number}@127.0.0.1>\r\n"
+            f"Call-ID: reg{i}@bench\r\nCSeq: {{n}} REGISTER\r\nContact: <sip:{number}@{host}:{port}>\r\n"
             "Max-Forwards: 70\r\nExpires: 3600\r\n"
         )
-        (challenge,) = self.deliver((head.format(n=1) + "Content-Length: 0\r\n\r\n").encode(), CALLEE)
+        (challenge,) = self.deliver((head.format(n=1) + "Content-Length: 0\r\n\r\n").encode(), source)
         nonce = re.search(rb'nonce="([^"]+)"', challenge).group(1).decode()  # type: ignore[union-attr]
-        ha1 = md5(f"{CALLEE_NUMBER}:{REALM}:callee")
+        ha1 = md5(f"{number}:{REALM}:{password}")
         response = md5(f"{ha1}:{nonce}:{md5('REGISTER:sip:127.0.0.1')}")
         auth = (
-            f'Authorization: Digest username="{CALLEE_NUMBER}", realm="{REALM}", nonce="{nonce}", '
+            f'Authorization: Digest username="{number}", realm="{REALM}", nonce="{nonce}", '
             f'uri="sip:127.0.0.1", response="{response}", algorithm=MD5\r\n'
         )
-        (ok,) = self.deliver((head.format(n=2) + auth + "Content-Length: 0\r\n\r\n").encode(), CALLEE)
+        (ok,) = self.deliver((head.format(n=2) + auth + "Content-Length: 0\r\n\r\n").encode(), source)
         assert ok.startswith(b"SIP/2.0 200"), ok
+
+    def registration(self, i: int) -> None:
+        """What register_rate.py measures: caller i % 1,000 registers from its own port."""
+        index = i % CALLERS
+        self.register(str(20000000 + index), f"bench-{index}", ("127.0.0.1", 10000 + index), i)
 
     def call(self, i: int) -> None:
         index = i % CALLERS
@@ -251,11 +259,17 @@ class Bench:
         self.deliver(f"SIP/2.0 200 OK\r\n{copied}Content-Length: 0\r\n\r\n".encode(), CALLEE)
         assert len(byeReplies) == 1 and byeReplies[0].startswith(b"SIP/2.0 200"), byeReplies
 
-    def run(self, calls: int, rate: float) -> None:
-        """C{calls} calls, the clock moving as at C{rate} calls/s (timers fire, transactions end)."""
+    def run(self, calls: int, rate: float, register: bool = False) -> None:
+        """
+        C{calls} calls (or registrations), the clock moving as at C{rate}
+        calls/s (timers fire, transactions end).
+        """
         step = 1.0 / rate
         for i in range(self.calls, self.calls + calls):
-            self.call(i)
+            if register:
+                self.registration(i)
+            else:
+                self.call(i)
             start = time.perf_counter()
             self.clock.advance(step)
             self.elapsed += time.perf_counter() - start
@@ -268,22 +282,25 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3, help="runs; the best is kept")
     parser.add_argument("--rate", type=float, default=800.0, help="calls/s the clock advances at")
     parser.add_argument("--profile", metavar="FILE", help="write a cProfile of one run to FILE")
+    parser.add_argument(
+        "--register", action="store_true", help="time REGISTER with digest (register_rate.py's scenario) instead"
+    )
     args = parser.parse_args()
     calls = max(1, min(args.calls, 1_000_000))
     best = None
     for _ in range(max(1, args.repeat)):
         bench = Bench()
         tuneGarbageCollector()  # as twistd aetasip does once started
-        bench.run(min(calls, 1000), args.rate)  # warm up: caches, first allocations
+        bench.run(min(calls, 1000), args.rate, args.register)  # warm up: caches, first allocations
         bench.elapsed, bench.messages = 0.0, 0
         if args.profile:
             profiler = cProfile.Profile()
             profiler.enable()
-            bench.run(calls, args.rate)
+            bench.run(calls, args.rate, args.register)
             profiler.disable()
             profiler.dump_stats(args.profile)
         else:
-            bench.run(calls, args.rate)
+            bench.run(calls, args.rate, args.register)
         perCall = bench.elapsed / calls
         print(
             f"{calls} calls, {bench.messages} messages: {perCall * 1e6:.0f} us/call -> {1 / perCall:.0f} calls/s on one core"

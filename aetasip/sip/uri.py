@@ -187,18 +187,18 @@ class URI:
             return f"{self.scheme}:{self.opaque}"
         parts = [self.scheme, ":"]
         if self.scheme == "tel":
-            parts.append(_escape(self.user or "", _SAFE_USER))
+            parts.append(_escape(self.user or "", "user"))
         else:
             if self.user is not None:
-                parts.append(_escape(self.user, _SAFE_USER))
+                parts.append(_escape(self.user, "user"))
                 if self.password is not None:
-                    parts += [":", _escape(self.password, _SAFE_PASSWORD)]
+                    parts += [":", _escape(self.password, "password")]
                 parts.append("@")
             parts.append(self.host)
             if self.port is not None:
                 parts += [":", str(self.port)]
         for name, value in self.params.items():
-            name = _escape(name, _SAFE_PARAM)
+            name = _escape(name, "param")
             parts += [";", name] if value is None else [";", name, "=", value]
         if self.headers:
             parts += ["?", self.headers]
@@ -278,9 +278,21 @@ def _headerSet(headers: str) -> frozenset[tuple[str, str]]:
     return frozenset((unescape(name).lower(), unescape(value)) for name, _, value in pairs)
 
 
-def _escape(text: str, safe: frozenset[str]) -> str:
-    if all(c in safe for c in text):
+def _safeText(safe: frozenset[str]) -> Callable[[str], object]:
+    """A matcher of texts made only of C{safe} characters."""
+    return re.compile("[" + re.escape("".join(sorted(safe))) + "]*").fullmatch
+
+
+_SAFE = {"user": _SAFE_USER, "password": _SAFE_PASSWORD, "param": _SAFE_PARAM}
+# One C-level match decides that nothing needs escaping (the usual case).
+_SAFE_TEXT = {part: _safeText(safe) for part, safe in _SAFE.items()}
+
+
+def _escape(text: str, part: str) -> str:
+    """C{text} with the characters not safe in URI part C{part} %-escaped."""
+    if _SAFE_TEXT[part](text):
         return text
+    safe = _SAFE[part]
     return "".join(c if c in safe else "".join(f"%{b:02X}" for b in c.encode("utf-8", "surrogateescape")) for c in text)
 
 
