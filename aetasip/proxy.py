@@ -88,7 +88,10 @@ class ResponseContext:
         self.peer = peer
         self.server = server
         self.branches: list[Branch] = []
+        # The best final response so far, ready to go up (without our Via),
+        # and whether it is our own timeout.
         self.best: Response | None = None
+        self.bestIsTimeout = False
         self.answered = False
         self.timerC: IDelayedCall | None = None
 
@@ -139,7 +142,12 @@ class ResponseContext:
         if not firstFinal:
             return
         if self.best is None or _better(response, self.best):
-            self.best = response
+            # Without our Via, ready to go up; a 503 from downstream is not
+            # forwarded as such (RFC 3261 16.7 step 6).
+            self.best = (
+                self.answer(500, "Service Unavailable Downstream") if code == 503 else self.proxy._upstream(response)
+            )
+            self.bestIsTimeout = False
         if code >= 600:
             self._cancelOthers(branch)
         if all(b.code >= 200 for b in self.branches):
@@ -151,6 +159,7 @@ class ResponseContext:
             timeout = self.answer(408)
             if self.best is None or _better(timeout, self.best):
                 self.best = timeout
+                self.bestIsTimeout = True
             if all(b.code >= 200 for b in self.branches):
                 self._sendBest()
 
@@ -178,13 +187,11 @@ class ResponseContext:
         if self.answered or self.best is None:
             return
         self.answered = True
-        best = self.best
-        if best.code == 503:
-            # RFC 3261 16.7 step 6: a 503 from downstream is not forwarded as such.
-            best = self.answer(500, "Service Unavailable Downstream")
+        if self.bestIsTimeout and not self.isInvite:
+            # Our own timeout: RFC 4320 4.1, no 408 to a non-INVITE.
+            self.server.abandon()
         else:
-            best = self.proxy._upstream(best)
-        self.server.respond(best)
+            self.server.respond(self.best)
         self._finish()
 
     def _finish(self) -> None:
@@ -247,7 +254,8 @@ class HuntingContext:
     def memberDone(self, response: Response | None) -> None:
         self.stopRinging()
         if response is not None and response.code >= 600:
-            self.server.respond(self.proxy._upstream(response))
+            self.server.respond(response)
+            self.proxy._contexts.pop(self.server.key, None)
             return
         if response is not None and response.code == 486:
             self.busy += 1
@@ -566,7 +574,7 @@ class Proxy:
         outgoing = copyRequest(request)
         outgoing.uri = binding.contact
         self._decrementMaxForwards(outgoing)
-        self._fixContact(outgoing, peer)
+        self._fixContact(outgoing, peer.source, peer.transport)
         if request.method in ("INVITE", "SUBSCRIBE", "REFER"):
             self._recordRoute(outgoing, peer, binding)
         for route in reversed(binding.path):
@@ -599,8 +607,9 @@ class Proxy:
             if branch.cancel == "pending":
                 self._sendCancel(branch)
             return
-        if 200 <= response.code < 300 and context.isInvite:
-            self._fixContact(response, None, branch.binding)
+        if 100 < response.code < 300:
+            # Also 1xx (early dialogs, RFC 3262) and the 2xx of SUBSCRIBE and REFER.
+            self._fixContact(response, branch.binding.source, branch.binding.transport)
         context.response(branch, response)
 
     def _cancelBranch(self, branch: Branch) -> None:
@@ -643,12 +652,25 @@ class Proxy:
         branchID = newBranch()
         outgoing.addFirst("via", self._via(transport, local, branchID))
         self._decrementMaxForwards(outgoing)
+        # A target refresh (re-INVITE, UPDATE, SUBSCRIBE, NOTIFY) may carry a
+        # new Contact: it must stay reachable too, both ways.
+        self._fixContact(outgoing, peer.source, peer.transport)
+        # The agent answers from where we sent, when no other Route is left.
+        direct = not outgoing.has("route")
+        targetSource = (target.host[1:-1] if target.host.startswith("[") else target.host, target.port or 5060)
 
         def answered(response: Response) -> None:
-            server.respond(self._upstream(response))
+            upstream = self._upstream(response)
+            if direct and 100 < response.code < 300:
+                self._fixContact(upstream, targetSource, transport)
+            server.respond(upstream)
 
         def timedOut() -> None:
-            server.respond(self._reply(request, 408))
+            if request.method == "INVITE":
+                server.respond(self._reply(request, 408))
+            else:
+                # RFC 4320 4.1: no 408 to a non-INVITE; its sender gave up too.
+                server.abandon()
 
         self.clients.send(outgoing, send, reliable, answered, timedOut, branchID)
 
@@ -740,17 +762,14 @@ class Proxy:
         request.set("max-forwards", str(max(hops - 1, 0)))
 
     @staticmethod
-    def _fixContact(message: Request | Response, peer: Peer | None, binding: Binding | None = None) -> None:
+    def _fixContact(message: Request | Response, source: tuple[str, int], transport: str) -> None:
         """
-        Point the Contact at the address the agent's packets come from, when
-        it differs (an agent behind NAT advertising its private address).
+        Point the Contact at C{source}, the address the agent's packets come
+        from over C{transport}, when it differs (an agent behind NAT
+        advertising its private address): the other side of the dialog then
+        reaches it there, through us.
         """
-        if peer is not None:
-            host, port, transport = peer.source[0], peer.source[1], peer.transport
-        elif binding is not None:
-            (host, port), transport = binding.source, binding.transport
-        else:
-            return
+        host, port = source
         values = message.getAll("contact")
         if len(values) != 1:
             return

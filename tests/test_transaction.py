@@ -114,6 +114,19 @@ class TransactionTestCase(SynchronousTestCase):
 
 
 class NonInviteTests(TransactionTestCase):
+    def test_abandoned_transaction_absorbs_retransmissions_silently_then_ends(self) -> None:
+        """RFC 4320: a proxy whose next hop never answered sends no 408."""
+        transaction = self.start(request())
+        transaction.abandon()
+        self.assertEqual(transaction.state, "completed")
+        self.assertIsNone(self.receive(request()))
+        self.assertEqual(self.out.sent, [])
+        self.clock.advance(64 * 0.5 + 1)
+        self.assertEqual(transaction.state, "terminated")
+        self.assertNotIn(transaction.key, self.layer.transactions)
+        transaction.respond(makeResponse(request(), 200))
+        self.assertEqual(self.out.sent, [])
+
     def test_new_request_starts_a_transaction_in_trying(self) -> None:
         transaction = self.start(request())
         self.assertEqual(transaction.state, "trying")

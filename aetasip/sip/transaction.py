@@ -144,6 +144,21 @@ class ServerTransaction:
             self.state = "completed"
             self._layer._completedNonInvite(self)
 
+    def abandon(self) -> None:
+        """
+        End a non-INVITE transaction without a final response: what a
+        proxy does when the next hop never answered (RFC 4320 4.1: no 408
+        to a non-INVITE, whose client has given up too). Retransmissions
+        are absorbed in silence for 64*T1, as after a final response.
+        """
+        if self.isInvite or self.state not in ("trying", "proceeding"):
+            return
+        self.state = "completed"
+        if self._layer._stopped:
+            self._terminate()
+            return
+        self._layer._completedNonInvite(self)
+
     def _inviteFinal(self, code: int) -> None:
         # Accepted and Completed need only the response and the key: see
         # the note where the request is kept.
