@@ -39,7 +39,7 @@ from aetasip.transport import SIPDatagramProtocol, SIPStreamFactory
 
 log = Logger()
 
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, UPDATE, PRACK, MESSAGE, SUBSCRIBE, NOTIFY, REFER"
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, UPDATE, PRACK, MESSAGE, SUBSCRIBE, NOTIFY, REFER, PUBLISH"
 KNOWN_METHODS = frozenset(
     "INVITE ACK CANCEL BYE OPTIONS REGISTER INFO UPDATE PRACK MESSAGE SUBSCRIBE NOTIFY REFER PUBLISH".split()
 )
@@ -153,7 +153,8 @@ class SIPCore:
                 transaction.respond(self._reply(request, 481))
             else:
                 self.proxy.cancel(request, transaction)
-        elif method in KNOWN_METHODS and self.proxy is not None:
+        elif self.proxy is not None and (method in KNOWN_METHODS or self._forAnAgent(request)):
+            # RFC 3261 16.3 step 1: a proxy routes methods it does not know.
             self.proxy.handle(request, peer, transaction)
         elif method in KNOWN_METHODS:
             response = self._reply(request, 405)
@@ -186,6 +187,11 @@ class SIPCore:
 
         result.addErrback(failed)
         result.addCallback(transaction.respond)
+
+    @staticmethod
+    def _forAnAgent(request: Request) -> bool:
+        """Is C{request} for an agent (a number, or a dialog), not the server itself?"""
+        return request.requestURI.user is not None or request.toAddr.tag is not None
 
     def _forUs(self, request: Request) -> bool:
         """Is this OPTIONS addressed to the server itself (no other user)?"""

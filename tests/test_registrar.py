@@ -388,8 +388,17 @@ class TortureApplicationTests(SynchronousTestCase):
     def test_unkscm_unknown_request_uri_scheme_gets_416(self) -> None:
         self.assertEqual(self.h.sendOne(self.message("unkscm")).code, 416)
 
-    def test_unknown_method_gets_501_known_ones_are_proxied(self) -> None:
-        self.assertEqual(self.h.sendOne(self.message("intmeth")).code, 501)
+    def test_unknown_methods_are_proxied_to_numbers_and_501_for_the_server(self) -> None:
+        # RFC 4475 intmeth: an unknown method for a user, proxied (RFC 3261
+        # 16.3 step 1): challenged when its domain is served here.
+        self.assertEqual(self.h.sendOne(self.message("intmeth")).code, 403)
+        self.assertEqual(Harness(sip__domains=["example.com"]).sendOne(self.message("intmeth")).code, 407)
+        unknown = (
+            b"FOO sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:40000;branch=z9hG4bK-foo\r\n"
+            b"From: <sip:45675001@127.0.0.1>;tag=a\r\nTo: <sip:127.0.0.1>\r\nCall-ID: foo@test\r\n"
+            b"CSeq: 1 FOO\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        )
+        self.assertEqual(self.h.sendOne(unknown).code, 501)
         self.assertEqual(
             self.h.sendOne(
                 b"INFO sip:45675002@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:40000;branch=z9hG4bK-info\r\n"
