@@ -421,6 +421,40 @@ class RoutedCallTests(SynchronousTestCase):
             [c for c in self.h.clock.getDelayedCalls() if c.getTime() == self.h.clock.seconds() + ringTime], []
         )
 
+    def test_hunting_stops_on_a_6xx(self) -> None:
+        """A member declining everywhere (603) ends the hunt: the caller gets it, nobody else rings."""
+        _, start = self.dial("6000", "z9hG4bK-decline")
+        (first,) = self.forwardedTo("45676002", start)
+        self.h.send(reply(first, 603, "Decline"), self.sources["45676002"])
+        toA = [Reply(d) for where, d in self.h.sent[start:] if where == A_SOURCE]
+        self.assertEqual([r.code for r in toA], [100, 603])
+        self.assertEqual(len(toA[-1].all("via")), 1)
+        self.assertEqual(self.forwardedTo("45676003", start), [])
+        self.assertEqual(self.h.service.proxy._contexts, {})
+
+    def test_hunting_moves_past_an_unavailable_member(self) -> None:
+        _, start = self.dial("6000", "z9hG4bK-unavail")
+        (first,) = self.forwardedTo("45676002", start)
+        self.h.send(reply(first, 480, "Temporarily Unavailable"), self.sources["45676002"])
+        self.assertEqual([r.method for r in self.forwardedTo("45676003", start)], ["INVITE"])
+
+    def test_caller_giving_up_ends_the_hunt(self) -> None:
+        _, start = self.dial("6000", "z9hG4bK-giveup")
+        (first,) = self.forwardedTo("45676002", start)
+        self.h.send(reply(first, 180, "Ringing"), self.sources["45676002"])
+        cancel = (
+            invite("6000", branch="z9hG4bK-giveupb", cseq=2)
+            .replace(b"INVITE sip", b"CANCEL sip")
+            .replace(b"CSeq: 2 INVITE", b"CSeq: 2 CANCEL")
+        )
+        self.assertEqual([r.code for r in self.h.send(cancel, A_SOURCE)], [200])
+        (cancelled,) = [r for r in self.forwardedTo("45676002", start) if r.method == "CANCEL"]
+        self.h.send(reply(first, 487, "Request Terminated"), self.sources["45676002"])
+        toA = [Reply(d).code for where, d in self.h.sent[start:] if where == A_SOURCE]
+        self.assertEqual(toA, [100, 180, 200, 487])
+        self.h.clock.advance(self.h.config["routing.hunting_ring_time"] + 1)
+        self.assertEqual(self.forwardedTo("45676003", start), [])
+
     def test_everyone_busy_gives_486(self) -> None:
         _, start = self.dial("45676000", "z9hG4bK-busy")
         for number in ("45676002", "45676003"):
