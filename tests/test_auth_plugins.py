@@ -10,32 +10,18 @@ them on C{PYTHONPATH}, and puts that directory on C{sys.path}.
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import sys
 from typing import Any
 
-from twisted.plugin import pluginPackagePaths
-from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-import twisted.plugins
 from aetasip import config
 from aetasip.auth import credentialsFromPassword
 from aetasip.auth.chain import AuthChain, backendFactories, makeAuthBackend
 from aetasip.config import ConfigError
 from aetasip.interfaces import IAuthBackend, IAuthBackendFactory
+from tests.droppedplugin import DroppedPluginTestCase
 from tests.sipagent import Agent, Harness
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EXAMPLE = os.path.join(ROOT, "examples", "auth_plugin")
-EXAMPLE_FILES = ["example_backend.py", os.path.join("twisted", "plugins", "example_auth.py")]
-
-# The checkout's plugins (sql, file), whether or not aetasip is installed.
-CHECKOUT_PLUGINS = os.path.join(ROOT, "twisted", "plugins")
-
-# The modules the plugin brings, forgotten after each test.
-PLUGIN_MODULES = ["example_backend", "twisted.plugins.example_auth"]
 
 ACCOUNTS = {
     "45675001": {"kind": "premium", "password": "secret1"},
@@ -51,38 +37,14 @@ def configuration(settings: dict[str, Any], pluginOptions: dict[str, Any]) -> co
     return config.build({**settings, "auth.options": pluginOptions})
 
 
-class DroppedPluginTests(SynchronousTestCase):
+class DroppedPluginTests(DroppedPluginTestCase):
     """
     The example backend of the README, dropped on C{sys.path}.
     """
 
-    def setUp(self) -> None:
-        self.directory = os.path.abspath(self.mktemp())
-        for name in EXAMPLE_FILES:
-            os.makedirs(os.path.join(self.directory, os.path.dirname(name)), exist_ok=True)
-            shutil.copyfile(os.path.join(EXAMPLE, name), os.path.join(self.directory, name))
-        self.assertFalse(os.path.exists(os.path.join(self.directory, "twisted", "__init__.py")))
-        self.addCleanup(self.forgetPluginModules)
-        self.forgetPluginModules()
-
-    def forgetPluginModules(self) -> None:
-        for name in PLUGIN_MODULES:
-            sys.modules.pop(name, None)
-        if hasattr(twisted.plugins, "example_auth"):
-            delattr(twisted.plugins, "example_auth")
-
-    def dropPlugin(self) -> None:
-        """
-        Put the directory on C{sys.path}, and its C{twisted/plugins} on the
-        plugin path as C{twisted/plugins/__init__.py} does for the
-        directories on C{sys.path} when it is first imported.
-        """
-        self.patch(sys, "path", [*sys.path, self.directory])
-        known = list(twisted.plugins.__path__)
-        added = [
-            path for path in [CHECKOUT_PLUGINS, *pluginPackagePaths(twisted.plugins.__name__)] if path not in known
-        ]
-        self.patch(twisted.plugins, "__path__", known + added)
+    example = "auth_plugin"
+    pluginModule = "example_auth"
+    implementation = "example_backend"
 
     def exampleConfiguration(self, **settings: Any) -> config.Config:
         return configuration(
@@ -96,9 +58,7 @@ class DroppedPluginTests(SynchronousTestCase):
         factory = backendFactories()["example"]
         self.assertTrue(verifyObject(IAuthBackendFactory, factory))
         self.assertEqual(factory.name, "example")
-        module = sys.modules[type(factory).__module__]
-        self.assertEqual(module.__name__, "twisted.plugins.example_auth")
-        self.assertTrue(str(module.__file__).startswith(self.directory + os.sep))
+        self.assertFoundHere(factory)
 
     def test_plugin_on_pythonpath_is_found_by_a_new_process(self) -> None:
         """
@@ -106,13 +66,9 @@ class DroppedPluginTests(SynchronousTestCase):
         on C{PYTHONPATH} finds the plugin by itself.
         """
         program = "from aetasip.auth.chain import backendFactories; print(sorted(backendFactories()))"
-        environment = {**os.environ, "PYTHONPATH": os.pathsep.join([self.directory, ROOT])}
-        result = subprocess.run(
-            [sys.executable, "-c", program], env=environment, cwd=self.directory, capture_output=True, text=True
-        )
-        self.assertEqual(result.returncode, 0, result.stderr)
-        self.assertIn("'example'", result.stdout)
-        self.assertIn("'sql'", result.stdout)
+        printed = self.runWithPlugin(program)
+        self.assertIn("'example'", printed)
+        self.assertIn("'sql'", printed)
 
     def test_scanning_does_not_import_the_backend(self) -> None:
         self.dropPlugin()
