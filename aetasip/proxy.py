@@ -501,8 +501,7 @@ class Proxy:
             server.respond(self._reply(request, 403, "Bad credentials"))
             return
         # RFC 3261 22.3: credentials for our realm stop here; others go on.
-        request.headers = [h for h in request.headers if h[1] != credentialsValue or h[0] != "proxy-authorization"]
-        request._index = None
+        request.removeField("proxy-authorization", credentialsValue)
         self._route(request, peer, server, credentials)
 
     def _route(self, request: Request, peer: Peer, server: ServerTransaction, caller: Credentials) -> None:

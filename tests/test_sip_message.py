@@ -419,6 +419,15 @@ class ChangeTests(SynchronousTestCase):
         self.assertEqual(r.contacts, [])
         r.remove("not-there")
 
+    def test_remove_field_with_a_value(self) -> None:
+        r = request()
+        r.add("Proxy-Authorization", "Digest realm=a")
+        r.add("Proxy-Authorization", "Digest realm=b")
+        r.removeField("proxy-authorization", "Digest realm=a")
+        self.assertEqual(r.getAll("proxy-authorization"), ["Digest realm=b"])
+        r.removeField("Proxy-Authorization", "not there")
+        self.assertEqual(r.getAll("proxy-authorization"), ["Digest realm=b"])
+
     def test_remove_first_value(self) -> None:
         r = request(
             replace(

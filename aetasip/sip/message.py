@@ -260,6 +260,12 @@ class Message:
         self.headers = [h for h in self.headers if h[0] != name]
         self._changed()
 
+    def removeField(self, name: str, value: str) -> None:
+        """Remove the C{name} fields whose whole value is C{value}."""
+        name = fieldName(name)
+        self.headers = [h for h in self.headers if h[0] != name or h[1] != value]
+        self._changed()
+
     def removeFirstValue(self, name: str) -> str | None:
         """Remove the first element of list header C{name}; return it."""
         name = fieldName(name)
