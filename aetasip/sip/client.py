@@ -17,6 +17,7 @@ from collections.abc import Callable
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from aetasip.sip.message import Request, Response
+from aetasip.sip.timers import FixedTimers
 from aetasip.sip.transaction import MAGIC_COOKIE, T1, T2, T4
 
 ResponseHandler = Callable[[Response], None]
@@ -123,16 +124,16 @@ class ClientTransaction:
         self._ack: bytes | None = None
         self._interval = T1
         self._retransmit: IDelayedCall | None = None
-        self._timeout: IDelayedCall | None = None
-        self._linger: IDelayedCall | None = None
+        # The deadline of Timer B (INVITE) or F (non-INVITE) while it runs;
+        # it and the lingering after the final response are in the layer's
+        # FixedTimers.
+        self._timeoutAt: float | None = None
 
     def start(self) -> None:
-        clock = self._layer.clock
         self._send(self._data)
         if not self.reliable:
-            self._retransmit = clock.callLater(T1, self._timerAE)
-        # Timer B (INVITE) or F (non-INVITE).
-        self._timeout = clock.callLater(64 * T1, self._timedOut)
+            self._retransmit = self._layer.clock.callLater(T1, self._timerAE)
+        self._timeoutAt = self._layer.timers.after(64 * T1, self, "_timedOut")
 
     def _timerAE(self) -> None:
         self._retransmit = None
@@ -155,11 +156,12 @@ class ClientTransaction:
         (RFC 3261 9.1), even though a provisional stopped Timer B.
         """
         if self.isInvite and self.state in ("calling", "proceeding"):
-            self._cancel("_timeout")
-            self._timeout = self._layer.clock.callLater(64 * T1, self._timedOut)
+            self._timeoutAt = self._layer.timers.after(64 * T1, self, "_timedOut")
 
-    def _timedOut(self) -> None:
-        self._timeout = None
+    def _timedOut(self, deadline: float) -> None:
+        if deadline != self._timeoutAt:
+            return  # stopped (a 1xx, the final response) or started again
+        self._timeoutAt = None
         if self.state in ("calling", "trying", "proceeding"):
             self._terminate()
             self.onTimeout()
@@ -174,7 +176,7 @@ class ClientTransaction:
                     # Timer A stops; so does Timer B: once the callee rings, how
                     # long to wait is the proxy's business (Timer C, 16.6).
                     self._cancel("_retransmit")
-                    self._cancel("_timeout")
+                    self._timeoutAt = None
                 self.onResponse(response)
             return
         if self.state in ("calling", "trying", "proceeding"):
@@ -188,21 +190,29 @@ class ClientTransaction:
 
     def _final(self, response: Response) -> None:
         self._cancel("_retransmit")
-        self._cancel("_timeout")
-        clock = self._layer.clock
+        self._timeoutAt = None
+        timers = self._layer.timers
         if self.isInvite and 200 <= response.code < 300:
             # RFC 6026 Accepted: the ACK is end to end; absorb 2xx copies.
             self.state = "accepted"
-            self._linger = clock.callLater(64 * T1, self._terminate)
+            timers.after(64 * T1, self, "_lingered")
         elif self.isInvite:
             self.state = "completed"
             assert self.request is not None  # released just below
             self._ack = ackFor(self.request, response).toBytes()
             self._send(self._ack)
-            self._linger = clock.callLater(0 if self.reliable else 32, self._terminate)
+            # Timer D.
+            if self.reliable:
+                self._terminate()
+            else:
+                timers.after(32.0, self, "_lingered")
         else:
             self.state = "completed"
-            self._linger = clock.callLater(0 if self.reliable else T4, self._terminate)
+            # Timer K.
+            if self.reliable:
+                self._terminate()
+            else:
+                timers.after(T4, self, "_lingered")
         # What lingers (absorbing copies, re-sending the ACK) needs only bytes:
         # 32 s of retained requests would make full GC passes stall the reactor.
         self.request = None
@@ -214,9 +224,13 @@ class ClientTransaction:
             call.cancel()
         setattr(self, name, None)
 
+    def _lingered(self, deadline: float) -> None:
+        if self.state in ("accepted", "completed"):
+            self._terminate()
+
     def _terminate(self) -> None:
-        for name in ("_retransmit", "_timeout", "_linger"):
-            self._cancel(name)
+        self._cancel("_retransmit")
+        self._timeoutAt = None
         self.state = "terminated"
         self._layer._forget(self)
 
@@ -230,6 +244,7 @@ class ClientTransactionLayer:
     def __init__(self, clock: IReactorTime) -> None:
         self.clock = clock
         self.transactions: dict[tuple[str, str], ClientTransaction] = {}
+        self.timers = FixedTimers(clock)
 
     def send(
         self,
@@ -276,5 +291,6 @@ class ClientTransactionLayer:
 
     def stop(self) -> None:
         """Cancel every timer (service shutdown)."""
+        self.timers.stop()
         for transaction in list(self.transactions.values()):
             transaction._terminate()

@@ -10,13 +10,13 @@ C{send} callable of the L{Peer} a request came from.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from aetasip.sip.message import Request, Response
+from aetasip.sip.timers import FixedTimers
 
 T1 = 0.5
 T2 = 4.0
@@ -91,7 +91,7 @@ class ServerTransaction:
         "_lastResponse",
         "_layer",
         "_retransmitInterval",
-        "_timers",
+        "_timerG",
         "key",
         "method",
         "peer",
@@ -111,7 +111,9 @@ class ServerTransaction:
         self.peer = peer
         self.state = "proceeding" if request.method == "INVITE" else "trying"
         self._lastResponse: bytes | None = None
-        self._timers: list[IDelayedCall] = []
+        # Timer G (retransmissions, UDP); the fixed-length timers (H, I, J,
+        # Accepted) are in the layer's FixedTimers.
+        self._timerG: IDelayedCall | None = None
         self._retransmitInterval = T1
 
     @property
@@ -141,8 +143,7 @@ class ServerTransaction:
         if self.isInvite:
             self._inviteFinal(code)
         else:
-            self.state = "completed"
-            self._layer._completedNonInvite(self)
+            self._completedNonInvite()
 
     def abandon(self) -> None:
         """
@@ -153,38 +154,56 @@ class ServerTransaction:
         """
         if self.isInvite or self.state not in ("trying", "proceeding"):
             return
-        self.state = "completed"
         if self._layer._stopped:
             self._terminate()
             return
-        self._layer._completedNonInvite(self)
+        self._completedNonInvite()
+
+    def _completedNonInvite(self) -> None:
+        self.state = "completed"
+        if self.peer.reliable:
+            # Timer J is zero on reliable transports.
+            self._terminate()
+            return
+        # Retransmissions get the last response from now on: see the note
+        # where the request is kept.
+        self.request = None
+        self._layer.timers.after(64 * T1, self, "_expire")
 
     def _inviteFinal(self, code: int) -> None:
         # Accepted and Completed need only the response and the key: see
         # the note where the request is kept.
         self.request = None
-        clock = self._layer.clock
+        timers = self._layer.timers
         if 200 <= code < 300:
             # RFC 6026: absorb retransmitted INVITEs for 64*T1; the 2xx itself
             # is retransmitted end to end by the UAS core, not by us.
             self.state = "accepted"
-            self._timers.append(clock.callLater(64 * T1, self._terminate))
+            timers.after(64 * T1, self, "_expire")
             return
         self.state = "completed"
         if not self.peer.reliable:
-            self._timers.append(clock.callLater(T1, self._timerG))
-        self._timers.append(clock.callLater(64 * T1, self._timerH))
+            self._timerG = self._layer.clock.callLater(T1, self._retransmitFinal)
+        timers.after(64 * T1, self, "_timerH")
 
-    def _timerG(self) -> None:
+    def _retransmitFinal(self) -> None:
+        # Timer G.
+        self._timerG = None
         if self.state != "completed" or self._lastResponse is None:
             return
         self.peer.send(self._lastResponse)
         self._retransmitInterval = min(2 * self._retransmitInterval, T2)
-        self._timers.append(self._layer.clock.callLater(self._retransmitInterval, self._timerG))
+        self._timerG = self._layer.clock.callLater(self._retransmitInterval, self._retransmitFinal)
 
-    def _timerH(self) -> None:
+    def _timerH(self, deadline: float) -> None:
         # No ACK came: give up (the transaction user may log it).
-        self._terminate()
+        if self.state == "completed":
+            self._terminate()
+
+    def _expire(self, deadline: float) -> None:
+        # Timers I and J, and the end of Accepted: the lingering is over.
+        if self.state in ("accepted", "confirmed") or (self.state == "completed" and not self.isInvite):
+            self._terminate()
 
     def _retransmission(self, request: Request) -> None:
         if request.method == "ACK":
@@ -194,16 +213,16 @@ class ServerTransaction:
                 if self.peer.reliable:
                     self._terminate()
                 else:
-                    self._timers.append(self._layer.clock.callLater(T4, self._terminate))
+                    # Timer I.
+                    self._layer.timers.after(T4, self, "_expire")
             return
         if self.state in ("proceeding", "completed") and self._lastResponse is not None:
             self.peer.send(self._lastResponse)
 
     def _cancelTimers(self) -> None:
-        for timer in self._timers:
-            if timer.active():
-                timer.cancel()
-        self._timers = []
+        if self._timerG is not None and self._timerG.active():
+            self._timerG.cancel()
+        self._timerG = None
 
     def _terminate(self) -> None:
         self._cancelTimers()
@@ -218,15 +237,10 @@ class ServerTransactionLayer:
     @param clock: the time source.
     """
 
-    # How often completed non-INVITE transactions are swept out (their Timer J
-    # is rounded up to this): one sweep instead of one timer per transaction.
-    SWEEP_INTERVAL = 1.0
-
     def __init__(self, clock: IReactorTime) -> None:
         self.clock = clock
         self.transactions: dict[tuple[Any, ...], ServerTransaction] = {}
-        self._expiring: deque[tuple[float, ServerTransaction]] = deque()
-        self._sweeper: IDelayedCall | None = None
+        self.timers = FixedTimers(clock)
         self._stopped = False
         self.retransmissionsAbsorbed = 0
 
@@ -273,26 +287,6 @@ class ServerTransactionLayer:
             existing = self.transactions.get((*key[:3], None, *key[4:]))
         return existing
 
-    def _completedNonInvite(self, transaction: ServerTransaction) -> None:
-        if transaction.peer.reliable:
-            # Timer J is zero on reliable transports.
-            self._forget(transaction)
-            transaction.state = "terminated"
-            return
-        transaction.request = None
-        self._expiring.append((self.clock.seconds() + 64 * T1, transaction))
-        if self._sweeper is None:
-            self._sweeper = self.clock.callLater(self.SWEEP_INTERVAL, self._sweep)
-
-    def _sweep(self) -> None:
-        now = self.clock.seconds()
-        expiring = self._expiring
-        while expiring and expiring[0][0] <= now:
-            _, transaction = expiring.popleft()
-            transaction.state = "terminated"
-            self._forget(transaction)
-        self._sweeper = self.clock.callLater(self.SWEEP_INTERVAL, self._sweep) if expiring else None
-
     def _forget(self, transaction: ServerTransaction) -> None:
         if self.transactions.get(transaction.key) is transaction:
             del self.transactions[transaction.key]
@@ -300,10 +294,7 @@ class ServerTransactionLayer:
     def stop(self) -> None:
         """Cancel every timer (service shutdown). Later answers arm none."""
         self._stopped = True
-        if self._sweeper is not None and self._sweeper.active():
-            self._sweeper.cancel()
-        self._sweeper = None
+        self.timers.stop()
         for transaction in list(self.transactions.values()):
             transaction._cancelTimers()
         self.transactions.clear()
-        self._expiring.clear()
