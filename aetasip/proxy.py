@@ -84,7 +84,7 @@ class ResponseContext:
         self.loopTag = loopTag(request)
         # What the proxy's own answers copy (Via, From, To, Call-ID, CSeq),
         # rather than the whole request, which may be long gone.
-        self.template = proxy._reply(request, 100)
+        self.template: Response | None = proxy._reply(request, 100)
         self.peer = peer
         self.server = server
         self.branches: list[Branch] = []
@@ -96,7 +96,8 @@ class ResponseContext:
         self.timerC: IDelayedCall | None = None
 
     def answer(self, code: int, reason: str = "") -> Response:
-        """A final response of the proxy's own to the request."""
+        """A final response of the proxy's own to the request (before it is answered)."""
+        assert self.template is not None, "the request is answered already"
         return Response(code, reason, [list(h) for h in self.template.headers])
 
     def start(self, branches: list[Branch]) -> None:
@@ -154,7 +155,10 @@ class ResponseContext:
             self._sendBest()
 
     def timeout(self, branch: Branch) -> None:
-        if branch.code < 200:
+        if branch.code < 200 and self.answered:
+            # A branch left behind by the answer: nothing more goes up.
+            branch.code = 408
+        elif branch.code < 200:
             branch.code = 408
             timeout = self.answer(408)
             if self.best is None or _better(timeout, self.best):
@@ -198,6 +202,9 @@ class ResponseContext:
         if self.timerC is not None and self.timerC.active():
             self.timerC.cancel()
         self.timerC = None
+        # Answered: no answer of our own any more (late 2xx copies may still
+        # come through lingering client transactions, for 32 s).
+        self.template = None
         if all(b.code >= 200 for b in self.branches):
             self.proxy._contexts.pop(self.server.key, None)
             # Only late 2xx copies may still come (through lingering client

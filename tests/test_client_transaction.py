@@ -79,6 +79,29 @@ class ClientTransactionTests(SynchronousTestCase):
         self.assertEqual(self.times(), [0])
         self.assertEqual((self.responses, self.timeouts), ([180], 0))
 
+    def test_final_responses_over_tcp_reach_the_user_and_end_the_transaction(self) -> None:
+        for method, code in (("INVITE", 486), ("BYE", 200), ("INVITE", 200)):
+            request = invite(method)
+            self.start(request, reliable=True)
+            self.layer.receive(response(request, code))
+            self.assertEqual(self.responses[-1], code)
+        # Timers D and K are zero on reliable transports; Accepted lingers.
+        self.assertEqual(len(self.layer.transactions), 1)
+        self.clock.advance(32)
+        self.assertEqual(self.layer.transactions, {})
+        self.assertEqual(self.timeouts, 0)
+
+    def test_a_finished_transaction_lets_go_of_its_user(self) -> None:
+        """Its callbacks (which hold what holds it) are dropped: no cycle outlives it."""
+        request = invite("BYE")
+        transaction = self.start(request)
+        self.layer.receive(response(request, 200))
+        self.clock.advance(5)
+        self.assertEqual(transaction.state, "terminated")
+        transaction.onResponse(response(request, 200))
+        transaction.onTimeout()
+        self.assertEqual((self.responses, self.timeouts), ([200], 0))
+
     def test_non_2xx_final_is_acked_and_retransmissions_reacked(self) -> None:
         request = invite()
         self.start(request)

@@ -86,6 +86,10 @@ def cancelFor(request: Request) -> Request:
     return Request("CANCEL", request.uri, headers)
 
 
+def _ignore(*args: object) -> None:
+    """What a finished transaction calls instead of its user."""
+
+
 class ClientTransaction:
     """
     One client transaction.
@@ -163,8 +167,9 @@ class ClientTransaction:
             return  # stopped (a 1xx, the final response) or started again
         self._timeoutAt = None
         if self.state in ("calling", "trying", "proceeding"):
+            onTimeout = self.onTimeout
             self._terminate()
-            self.onTimeout()
+            onTimeout()
 
     def receive(self, response: Response) -> None:
         code = response.code
@@ -189,8 +194,13 @@ class ClientTransaction:
             self.onResponse(response)
 
     def _final(self, response: Response) -> None:
+        # Kept first: over TCP the transaction ends right here.
+        onResponse = self.onResponse
         self._cancel("_retransmit")
         self._timeoutAt = None
+        # What the transaction user gave for a timeout holds its request and
+        # more: 32 s of lingering need none of it.
+        self.onTimeout = _ignore
         timers = self._layer.timers
         if self.isInvite and 200 <= response.code < 300:
             # RFC 6026 Accepted: the ACK is end to end; absorb 2xx copies.
@@ -216,7 +226,7 @@ class ClientTransaction:
         # What lingers (absorbing copies, re-sending the ACK) needs only bytes:
         # 32 s of retained requests would make full GC passes stall the reactor.
         self.request = None
-        self.onResponse(response)
+        onResponse(response)
 
     def _cancel(self, name: str) -> None:
         call = getattr(self, name)
@@ -231,6 +241,10 @@ class ClientTransaction:
     def _terminate(self) -> None:
         self._cancel("_retransmit")
         self._timeoutAt = None
+        # Break the cycles through the transaction user's callbacks (they
+        # hold what holds this transaction): reference counting frees it all.
+        self.onResponse = _ignore
+        self.onTimeout = _ignore
         self.state = "terminated"
         self._layer._forget(self)
 
