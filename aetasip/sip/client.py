@@ -226,6 +226,9 @@ class ClientTransaction:
         # What lingers (absorbing copies, re-sending the ACK) needs only bytes:
         # 32 s of retained requests would make full GC passes stall the reactor.
         self.request = None
+        if self.state != "accepted":
+            # Only an Accepted INVITE hands responses up any more (2xx copies).
+            self.onResponse = _ignore
         onResponse(response)
 
     def _cancel(self, name: str) -> None:
