@@ -5,7 +5,6 @@ the proxy), hung on the service tree as L{SIPService}.
 
 from __future__ import annotations
 
-import functools
 import re
 import socket
 from typing import Any
@@ -35,7 +34,7 @@ from aetasip.sip.message import BadRequest, Request, Response, localResponse, pa
 from aetasip.sip.transaction import Peer, ServerTransaction, ServerTransactionLayer
 from aetasip.sip.uri import URI
 from aetasip.stun.server import STUNServer
-from aetasip.transport import SIPDatagramProtocol, SIPStreamFactory
+from aetasip.transport import DatagramSender, SIPDatagramProtocol, SIPStreamFactory
 
 log = Logger()
 
@@ -46,10 +45,6 @@ KNOWN_METHODS = frozenset(
 
 # An rport parameter without a value, in a Via header value.
 _BARE_RPORT = re.compile(r";[ \t]*rport(?=[ \t]*(?:;|$))", re.IGNORECASE)
-
-
-def _sendTo(write: Any, destination: tuple[str, int], data: bytes) -> None:
-    write(data, destination)
 
 
 def _firstElement(value: str) -> tuple[str, str]:
@@ -366,11 +361,10 @@ class SIPService(service.Service):
     def hopTo(self, binding: Any) -> Hop | None:
         """How to reach a registered agent: where its REGISTER came from."""
         if binding.transport == "udp":
-            send = self.udpSender(binding.local)
-            if send is None:
+            protocol = self._udpByLocal.get(binding.local)
+            if protocol is None or protocol.transport is None:
                 return None
-            source = binding.source
-            return (lambda data: send(data, source)), False, "udp", binding.local
+            return DatagramSender(protocol, binding.source), False, "udp", binding.local
         connection = binding.connection
         if connection is None or connection not in self.core.connections:
             return None
@@ -393,7 +387,7 @@ class SIPService(service.Service):
             return None
         for local, protocol in self._udpByLocal.items():
             if (":" in local[0]) == (":" in host) and protocol.transport is not None:
-                return functools.partial(_sendTo, protocol.sendTo, (host, port)), False, "udp", local
+                return DatagramSender(protocol, (host, port)), False, "udp", local
         return None
 
     def address(self, transport: str, local: tuple[str, int]) -> str:

@@ -61,8 +61,7 @@ class SIPDatagramProtocol(DatagramProtocol):
             if data.startswith(PING):
                 self.transport.write(CRLF, addr)
             return
-        send = self.sendTo
-        peer = Peer("udp", (addr[0], addr[1]), self.local, lambda out: send(out, addr))
+        peer = Peer("udp", (addr[0], addr[1]), self.local, DatagramSender(self, addr))
         self.core.receive(data, peer)
 
     def sendTo(self, data: bytes, addr: Any) -> None:
@@ -94,6 +93,26 @@ class SIPDatagramProtocol(DatagramProtocol):
         if reply is not None:
             response, destination, _ = reply
             self.transport.write(response, destination)
+
+
+class DatagramSender:
+    """
+    Sends datagrams to one address from one of our UDP sockets: a peer's
+    C{send}, or the hop to an agent. One small object where a closure
+    would be four, which live as long as a transaction (32 s) and are
+    scanned by the garbage collector.
+
+    @param protocol: the socket's protocol (anything with C{sendTo}).
+    """
+
+    __slots__ = ("addr", "protocol")
+
+    def __init__(self, protocol: Any, addr: Any) -> None:
+        self.protocol = protocol
+        self.addr = addr
+
+    def __call__(self, data: bytes) -> None:
+        self.protocol.sendTo(data, self.addr)
 
 
 class SIPStreamProtocol(Protocol, TimeoutMixin):
