@@ -10,18 +10,46 @@ top-level name::
 Keys are named ``section.key`` in errors and in ``tap-config.py``, which
 documents them all. Unknown sections or keys are errors: a typo must not be
 silently ignored.
+
+Each module declares the keys it reads, next to its code, when it is
+imported: L{declare} adds L{Key}s, L{declareCheck} a check of several keys
+together. This module imports the declaring modules itself on the first
+use of the keys (L{build}, L{load}, L{readFile}, L{sections}, L{keys}),
+whatever was imported before:
+
+    - aetasip's own: one line each in L{MODULES};
+    - a third-party plugin's: a Twisted plugin providing L{IConfigModule}
+      names the module. Next to the plugin's other files, on C{sys.path}::
+
+        # example_settings.py
+        from aetasip.config import Key, declare, integer
+
+        declare(Key("example.timeout", 5, integer(1, 60), "Seconds ..."))
+
+        # twisted/plugins/example_config.py
+        from aetasip.config import ConfigModule
+
+        exampleSettings = ConfigModule("example_settings")
+
+      The configuration file then takes a section C{example = {...}} and the
+      plugin reads C{config["example.timeout"]}. Document the keys where the
+      plugin is documented: C{tap-config.py} covers aetasip's own.
 """
 
 from __future__ import annotations
 
+import importlib
 import ipaddress
 import os
 import runpy
 import socket
 from collections.abc import Callable, Iterable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 import attrs
+from twisted.plugin import IPlugin
+from zope.interface import Attribute, Interface, implementer
 
 
 class ConfigError(Exception):
@@ -186,333 +214,269 @@ class Key:
     doc: str
 
 
+CrossCheck = Callable[[Mapping[str, Any]], None]
+"""
+A check of several keys together, given every value by dotted name; it
+raises L{ConfigError} naming the key to change.
+"""
+
+
+MODULES: tuple[str, ...] = (
+    # The modules of aetasip that declare keys: one line each, imported on
+    # first use of the registry (see L{keys}).
+    "aetasip.auth.chain",
+    "aetasip.auth.ldap",
+    "aetasip.notify",
+    "aetasip.routing.chain",
+    "aetasip.stun.service",
+)
+
+
+class IConfigModule(Interface):
+    """
+    A Twisted plugin naming a module that declares configuration keys: how
+    a third-party plugin adds its own section. See the module docstring.
+    """
+
+    module = Attribute("Dotted name of the module, importable from sys.path, whose import calls L{declare}.")
+
+
+@implementer(IPlugin, IConfigModule)
+@attrs.frozen
+class ConfigModule:
+    """
+    The L{IConfigModule} plugin of a third-party module that declares keys:
+    C{ConfigModule("example_settings")} in a C{twisted/plugins/} file.
+    """
+
+    module: str
+
+
+@attrs.define
+class _Registry:
+    """
+    Every declared key and cross-key check, and whether the declaring
+    modules (L{MODULES} and L{IConfigModule} plugins) have been imported.
+    """
+
+    keys: dict[str, Key] = attrs.Factory(dict)
+    checks: list[CrossCheck] = attrs.Factory(list)
+    loaded: bool = False
+
+    def copy(self) -> _Registry:
+        return _Registry(dict(self.keys), list(self.checks), self.loaded)
+
+
+_registry = _Registry()
+
+
+def declare(*keys: Key) -> None:
+    """
+    Add C{keys} to the configuration. The module that uses a section
+    declares it, when it is imported; for the file to be checked against
+    them it must also be listed in L{MODULES} or named by an
+    L{IConfigModule} plugin.
+
+    @raise ValueError: a programming error: a name that is not
+        C{section.key} (both Python identifiers, the section not starting
+        with C{_}), a name already declared, or a default its checker
+        refuses. Nothing is declared then.
+    """
+    names = [key.name for key in keys]
+    for key in keys:
+        section, dot, name = key.name.partition(".")
+        if not (dot and section.isidentifier() and name.isidentifier() and not section.startswith("_")):
+            raise ValueError(f"configuration key {key.name!r}: a name must be section.key")
+        if key.name in _registry.keys or names.count(key.name) > 1:
+            raise ValueError(f"configuration key {key.name} is declared twice")
+        try:
+            key.check(key.default)
+        except _Invalid as e:
+            raise ValueError(f"configuration key {key.name}: default {key.default!r}: expected {e.args[0]}") from None
+    _registry.keys.update((key.name, key) for key in keys)
+
+
+def declareCheck(check: CrossCheck) -> None:
+    """
+    Run C{check} on every configuration L{build} makes, after each value
+    was checked alone, in the order of declaration: for a rule between
+    keys (a minimum at most a maximum), declared by their owner.
+    """
+    _registry.checks.append(check)
+
+
+def _loaded() -> _Registry:
+    """
+    The registry, once every module that declares keys has been imported.
+
+    The modules are imported here, on first use, not at the top of this
+    module: they import this one for L{Key}, L{declare} and the checkers.
+    """
+    registry = _registry
+    if not registry.loaded:
+        for name in MODULES:
+            importlib.import_module(name)
+        # Scanning reads the plugins' cache: only the modules providing
+        # IConfigModule are imported.
+        from twisted.plugin import getPlugins
+
+        import twisted.plugins
+
+        for plugin in getPlugins(IConfigModule, twisted.plugins):
+            importlib.import_module(plugin.module)
+        # Set last: a declaring module that reads the keys while it is
+        # imported comes back here rather than getting a partial registry,
+        # and a failed import is tried again on the next use.
+        registry.loaded = True
+    return registry
+
+
+def keys() -> Mapping[str, Key]:
+    """Every declared key, by dotted name (read-only)."""
+    return MappingProxyType(_loaded().keys)
+
+
+def __getattr__(name: str) -> Mapping[str, Key]:
+    # config.KEYS, the table of every key before keys were declared by
+    # their modules, still reads: the registry is filled on first use.
+    if name == "KEYS":
+        return keys()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def sections() -> list[str]:
+    return sorted({name.split(".", 1)[0] for name in keys()})
+
+
+# -- core keys -----------------------------------------------------------------
+# The server.*, sip.*, registrar.* and store.* keys are declared here only
+# for now: the modules that own them (sipservice, registrar, store) are being
+# rewritten by others (issue 8). Each block then moves, as it is, into its
+# owner, which joins MODULES, like aetasip.notify; the registrar takes
+# _expiryBounds and its declareCheck along.
+
+
 def _defaultServerName() -> str:
     return socket.gethostname() or "aetasip"
 
 
-KEYS: dict[str, Key] = {
-    k.name: k
-    for k in [
-        Key(
-            "server.name",
-            _defaultServerName(),
-            text,
-            "Name of this server in logs, events and the User-Agent/Server header.",
-        ),
-        # SIP transports
-        Key(
-            "sip.listen",
-            ["0.0.0.0", "::"],
-            listOf(ipAddress, "IP addresses", allowEmpty=False),
-            "Addresses SIP listens on. '::' (all IPv6 addresses) is skipped with a warning on hosts without IPv6.",
-        ),
-        Key(
-            "sip.udp_ports",
-            [5060, 5070],
-            listOf(port, "port numbers"),
-            "UDP ports (5070 is the alternate port for routers that mangle 5060).",
-        ),
-        Key("sip.tcp_ports", [5060, 5070], listOf(port, "port numbers"), "TCP ports."),
-        Key("sip.tls_port", 5061, port, "TLS port, used only when sip.tls_certificate is set."),
-        Key(
-            "sip.tls_certificate", None, optional(readableFile), "PEM file with the certificate chain for SIP over TLS."
-        ),
-        Key(
-            "sip.tls_key",
-            None,
-            optional(readableFile),
-            "PEM file with the private key (defaults to the certificate file).",
-        ),
-        Key(
-            "sip.domains",
-            [],
-            listOf(hostname, "host names or IP addresses"),
-            "Domain names and addresses this service answers for, all one user space. The machine's own names and listen addresses are always added.",
-        ),
-        Key(
-            "sip.realm",
-            "aetasip",
-            text,
-            "Digest realm. Changing it invalidates every stored HA1: set it once, before adding accounts.",
-        ),
-        Key("sip.max_message_size", 65535, integer(1024, 1048576), "Largest SIP message accepted, in bytes."),
-        Key(
-            "sip.udp_buffer_size",
-            4194304,
-            integer(65536, 268435456),
-            "Receive and send buffer of each SIP UDP socket, in bytes: room for the datagrams that arrive while "
-            "the server is busy, instead of losing them to retransmissions. Above net.core.rmem_max it is forced "
-            "when aetasip has CAP_NET_ADMIN (root outside a container), else capped by the kernel.",
-        ),
-        Key(
-            "sip.tcp_idle_timeout",
-            3600,
-            integer(10, 86400),
-            "Seconds after which an idle TCP/TLS connection without bindings is closed.",
-        ),
-        # Digest
-        Key(
-            "auth.backends",
-            ["sql"],
-            listOf(text, "backend names", allowEmpty=False),
-            "Authentication backends, asked in order; the first that knows a number answers.",
-        ),
-        Key(
-            "auth.algorithms",
-            ["MD5", "SHA-256"],
-            listOf(choice("SHA-256", "MD5"), "'SHA-256' or 'MD5'", allowEmpty=False),
-            "Digest algorithms offered, one challenge each, in this order. Many agents (older codec firmware, sipp) "
-            "answer only the first challenge and only know MD5, so MD5 comes first by default; put SHA-256 first "
-            "when every agent of the fleet supports RFC 8760.",
-        ),
-        Key("auth.nonce_lifetime", 300, integer(10, 86400), "Seconds a nonce is accepted; older ones get stale=true."),
-        Key("auth.file", None, optional(text), "Path of the accounts file read by the 'file' backend."),
-        Key(
-            "auth.options",
-            {},
-            dictOfDicts,
-            "Settings of third-party authentication backends, by backend name, e.g. {'example': {...}}; "
-            "each backend reads its own entry.",
-        ),
-        Key(
-            "auth.cache_ttl",
-            60,
-            integer(0, 3600),
-            "Seconds the 'sql' backend reuses the credentials it read (0: ask the store every time). A password "
-            "changed with aetasip-admin applies within this time; an unknown number is remembered 5 s at most.",
-        ),
-        # Registrar
-        Key(
+declare(
+    Key(
+        "server.name",
+        _defaultServerName(),
+        text,
+        "Name of this server in logs, events and the User-Agent/Server header.",
+    ),
+    # SIP transports
+    Key(
+        "sip.listen",
+        ["0.0.0.0", "::"],
+        listOf(ipAddress, "IP addresses", allowEmpty=False),
+        "Addresses SIP listens on. '::' (all IPv6 addresses) is skipped with a warning on hosts without IPv6.",
+    ),
+    Key(
+        "sip.udp_ports",
+        [5060, 5070],
+        listOf(port, "port numbers"),
+        "UDP ports (5070 is the alternate port for routers that mangle 5060).",
+    ),
+    Key("sip.tcp_ports", [5060, 5070], listOf(port, "port numbers"), "TCP ports."),
+    Key("sip.tls_port", 5061, port, "TLS port, used only when sip.tls_certificate is set."),
+    Key("sip.tls_certificate", None, optional(readableFile), "PEM file with the certificate chain for SIP over TLS."),
+    Key(
+        "sip.tls_key",
+        None,
+        optional(readableFile),
+        "PEM file with the private key (defaults to the certificate file).",
+    ),
+    Key(
+        "sip.domains",
+        [],
+        listOf(hostname, "host names or IP addresses"),
+        "Domain names and addresses this service answers for, all one user space. The machine's own names and listen addresses are always added.",
+    ),
+    Key(
+        "sip.realm",
+        "aetasip",
+        text,
+        "Digest realm. Changing it invalidates every stored HA1: set it once, before adding accounts.",
+    ),
+    Key("sip.max_message_size", 65535, integer(1024, 1048576), "Largest SIP message accepted, in bytes."),
+    Key(
+        "sip.udp_buffer_size",
+        4194304,
+        integer(65536, 268435456),
+        "Receive and send buffer of each SIP UDP socket, in bytes: room for the datagrams that arrive while "
+        "the server is busy, instead of losing them to retransmissions. Above net.core.rmem_max it is forced "
+        "when aetasip has CAP_NET_ADMIN (root outside a container), else capped by the kernel.",
+    ),
+    Key(
+        "sip.tcp_idle_timeout",
+        3600,
+        integer(10, 86400),
+        "Seconds after which an idle TCP/TLS connection without bindings is closed.",
+    ),
+)
+
+
+declare(
+    # Registrar
+    Key(
+        "registrar.min_expires",
+        60,
+        integer(1, 86400),
+        "Shortest registration accepted (shorter ones get 423 Interval Too Brief).",
+    ),
+    Key(
+        "registrar.max_expires",
+        3600,
+        integer(1, 604800),
+        "Longest registration granted; longer requests are shortened.",
+    ),
+    Key("registrar.default_expires", 3600, integer(1, 604800), "Expiry of a contact whose REGISTER names none."),
+    Key("registrar.max_contacts", 10, integer(1, 1000), "Most contacts one number may have bound at once."),
+    Key(
+        "registrar.conflict",
+        "reject",
+        choice("reject", "replace", "allow"),
+        "When a second agent registers a number already registered by another: 'reject' it (403), "
+        "'replace' the other agent's bindings, or 'allow' both (calls fork). Always logged and raised as a 'conflict' event.",
+    ),
+    Key(
+        "registrar.options_ping_interval",
+        0,
+        integer(0, 3600),
+        "Seconds between OPTIONS pings to UDP agents to keep their NAT open (0: off).",
+    ),
+)
+
+
+def _expiryBounds(values: Mapping[str, Any]) -> None:
+    if values["registrar.min_expires"] > values["registrar.max_expires"]:
+        raise ConfigError(
             "registrar.min_expires",
-            60,
-            integer(1, 86400),
-            "Shortest registration accepted (shorter ones get 423 Interval Too Brief).",
-        ),
-        Key(
-            "registrar.max_expires",
-            3600,
-            integer(1, 604800),
-            "Longest registration granted; longer requests are shortened.",
-        ),
-        Key("registrar.default_expires", 3600, integer(1, 604800), "Expiry of a contact whose REGISTER names none."),
-        Key("registrar.max_contacts", 10, integer(1, 1000), "Most contacts one number may have bound at once."),
-        Key(
-            "registrar.conflict",
-            "reject",
-            choice("reject", "replace", "allow"),
-            "When a second agent registers a number already registered by another: 'reject' it (403), "
-            "'replace' the other agent's bindings, or 'allow' both (calls fork). Always logged and raised as a 'conflict' event.",
-        ),
-        Key(
-            "registrar.options_ping_interval",
-            0,
-            integer(0, 3600),
-            "Seconds between OPTIONS pings to UDP agents to keep their NAT open (0: off).",
-        ),
-        # LDAP authentication backend (checked further when auth.backends names 'ldap')
-        Key(
-            "ldap.urls",
-            [],
-            listOf(text, "ldap:// or ldaps:// URLs"),
-            "Directory servers of the 'ldap' backend, ldap://HOST[:PORT] or ldaps://HOST[:PORT], tried in order: "
-            "the next one when a server is down, refuses the bind or fails TLS.",
-        ),
-        Key("ldap.bind_dn", None, optional(text), "DN the service binds as (None: anonymous bind)."),
-        Key("ldap.bind_password", None, optional(text), "Password of ldap.bind_dn."),
-        Key("ldap.base", None, optional(text), "DN under which accounts are searched; required by the 'ldap' backend."),
-        Key(
-            "ldap.scope",
-            "subtree",
-            choice("subtree", "one"),
-            "Search the whole subtree under ldap.base, or 'one' level only.",
-        ),
-        Key(
-            "ldap.filter",
-            "(uid={number})",
-            text,
-            "Search filter; {number} stands for the SIP number, escaped (RFC 4515). It must match one entry.",
-        ),
-        Key(
-            "ldap.password_attribute",
-            "userPassword",
-            optional(text),
-            "Attribute holding the SIP password in clear text (None: use the HA1 attributes only). Hashed values "
-            "('{SSHA}...') cannot serve digest authentication: such accounts are refused, with a warning.",
-        ),
-        Key(
-            "ldap.ha1_md5_attribute",
-            None,
-            optional(text),
-            "Attribute holding the hex MD5 HA1, MD5(number ':' sip.realm ':' password); it wins over the password.",
-        ),
-        Key(
-            "ldap.ha1_sha256_attribute",
-            None,
-            optional(text),
-            "Attribute holding the hex SHA-256 HA1, computed like the MD5 one; it wins over the password.",
-        ),
-        Key(
-            "ldap.kind_attribute", None, optional(text), "Attribute holding the account kind (None: ldap.default_kind)."
-        ),
-        Key(
-            "ldap.default_kind",
-            "premium",
-            choice("factory", "premium", "escoopfone", "test", "hunting"),
-            "Kind of the accounts without a kind attribute (or with an unknown kind, logged).",
-        ),
-        Key("ldap.starttls", False, boolean, "Upgrade ldap:// connections with StartTLS before binding."),
-        Key(
-            "ldap.ca_certificate",
-            None,
-            optional(readableFile),
-            "PEM file of the CA certificates trusted for StartTLS and ldaps:// (None: the system's trust store). "
-            "The server's certificate must also name the host of its URL.",
-        ),
-        Key(
-            "ldap.timeout",
-            5,
-            integer(1, 300),
-            "Seconds a directory may take to connect or to answer before it counts as down (503 for the codec).",
-        ),
-        Key("ldap.pool_size", 4, integer(1, 64), "Connections to the directory, each used by one thread at a time."),
-        Key(
-            "ldap.cache_ttl",
-            60,
-            integer(0, 3600),
-            "Seconds an answer of the directory is reused (0: ask it every time); an unknown number is remembered "
-            "5 s at most.",
-        ),
-        # Store
-        Key(
-            "store.url",
-            "sqlite:///aetasip.db",
-            storeURL,
-            "The store: a SQLite file (relative to the working directory) or a PostgreSQL URL.",
-        ),
-        # Registration webhooks
-        Key(
-            "notify.urls",
-            [],
-            listOf(text, "http:// or https:// URLs"),
-            "URLs every registration event is POSTed to, as signed JSON (empty: no webhooks).",
-        ),
-        Key(
-            "notify.secret",
-            None,
-            optional(text),
-            "HMAC-SHA256 key signing each POST (X-Aetasip-Signature); required when notify.urls is set.",
-        ),
-        Key(
-            "notify.events",
-            ["registered", "unregistered", "expired", "conflict"],
-            listOf(
-                choice("registered", "refreshed", "unregistered", "expired", "conflict"),
-                "'registered', 'refreshed', 'unregistered', 'expired' or 'conflict'",
-            ),
-            "Events sent. 'refreshed' (every re-REGISTER of a codec) is off by default: it is by far the most frequent.",
-        ),
-        Key(
-            "notify.ca_certificate",
-            None,
-            optional(readableFile),
-            "PEM file of the CA certificates trusted for https:// URLs (default: the system's trust store).",
-        ),
-        Key(
-            "notify.timeout",
-            10,
-            number(0.1, 300),
-            "Seconds a POST may take, from connecting to the end of the answer.",
-        ),
-        Key(
-            "notify.queue_size",
-            1000,
-            integer(1, 1000000),
-            "Events waiting per URL; when full, the oldest are dropped (and counted).",
-        ),
-        Key(
-            "notify.max_attempts",
-            10,
-            integer(1, 1000),
-            "Attempts per event and URL (the first included) before it is given up; any answer but 2xx is a failure.",
-        ),
-        Key(
-            "notify.retry_delay",
-            1,
-            number(0.01, 3600),
-            "Seconds before the first retry; the delay doubles at each further retry up to notify.max_backoff.",
-        ),
-        Key("notify.max_backoff", 60, number(0.01, 86400), "Longest delay between two attempts, in seconds."),
-        Key(
-            "notify.shutdown_grace",
-            5,
-            number(0, 300),
-            "Seconds a stopping service keeps delivering queued events; what is left then is logged as lost.",
-        ),
-        # Call routing (checked further by aetasip.routing.chain.makeRoutingChain)
-        Key(
-            "routing.policies",
-            ["numberplan", "hunting", "blocking", "exists"],
-            listOf(text, "routing policy names", allowEmpty=False),
-            "Routing policies a call goes through, in order; the first refusal answers the call. 'numberplan' "
-            "resolves short numbers, 'hunting' expands hunting group numbers, 'blocking' applies the groups' "
-            "incoming/outgoing call blocking, 'exists' refuses unknown numbers (404); third-party plugins add more.",
-        ),
-        Key(
-            "routing.test_number",
-            "15000",
-            text,
-            "The test number: open to groups with outgoing-call blocking.",
-        ),
-        Key(
-            "routing.short_number_digits",
-            4,
-            integer(1, 15),
-            "Length of a short number: dialled by a member of a group, it reaches the group's prefix + these digits.",
-        ),
-        Key(
-            "routing.hunting_number",
-            "6000",
-            text,
-            "Hunting group number, after the group's prefix (45676000 for group 4567, or 6000 dialled inside it).",
-        ),
-        Key(
-            "routing.hunting_ring_time",
-            20,
-            integer(1, 600),
-            "Seconds each member of a hunting series rings before the call moves on to the next one.",
-        ),
-        Key(
-            "routing.options",
-            {},
-            dictOfDicts,
-            "Settings of third-party routing policies, by policy name, e.g. {'example': {...}}; each policy reads "
-            "its own entry.",
-        ),
-        # STUN
-        Key("stun.enabled", True, boolean, "Run the STUN server."),
-        Key(
-            "stun.listen",
-            ["0.0.0.0", "::"],
-            listOf(ipAddress, "IP addresses", allowEmpty=False),
-            "Addresses the STUN server listens on.",
-        ),
-        Key("stun.port", 3478, port, "STUN port, UDP and TCP."),
-        Key("stun.alternate_port", None, optional(port), "Second STUN port: enables RFC 5780 NAT behaviour discovery."),
-        Key(
-            "stun.alternate_address",
-            None,
-            optional(ipAddress),
-            "Second address for RFC 5780 (CHANGE-REQUEST change-IP).",
-        ),
-        Key(
-            "stun.rate_limit", 50, integer(0, 1000000), "Requests per second answered per source address (0: no limit)."
-        ),
-    ]
-}
+            values["registrar.min_expires"],
+            f"at most registrar.max_expires ({values['registrar.max_expires']})",
+        )
 
 
-def sections() -> list[str]:
-    return sorted({name.split(".", 1)[0] for name in KEYS})
+declareCheck(_expiryBounds)
+
+
+declare(
+    # Store
+    Key(
+        "store.url",
+        "sqlite:///aetasip.db",
+        storeURL,
+        "The store: a SQLite file (relative to the working directory) or a PostgreSQL URL.",
+    ),
+)
+
+# -- end of core keys --
+
+
+# -- configurations ------------------------------------------------------------
 
 
 @attrs.frozen
@@ -543,23 +507,21 @@ def build(settings: Mapping[str, Any], base: Mapping[str, Any] | None = None) ->
     Check C{settings} (dotted names to values) over C{base} (or the
     defaults) and return the resulting L{Config}.
 
-    @raise ConfigError: for an unknown key or a bad value.
+    @raise ConfigError: for an unknown key, a bad value, or values a
+        declared cross-key check refuses.
     """
-    values = dict(base) if base is not None else {k.name: k.default for k in KEYS.values()}
+    registry = _loaded()
+    values = dict(base) if base is not None else {k.name: k.default for k in registry.keys.values()}
     for name, value in settings.items():
-        key = KEYS.get(name)
+        key = registry.keys.get(name)
         if key is None:
             raise ConfigError(name, value, "a known key (see tap-config.py)")
         try:
             values[name] = key.check(value)
         except _Invalid as e:
             raise ConfigError(name, value, e.args[0]) from None
-    if values["registrar.min_expires"] > values["registrar.max_expires"]:
-        raise ConfigError(
-            "registrar.min_expires",
-            values["registrar.min_expires"],
-            f"at most registrar.max_expires ({values['registrar.max_expires']})",
-        )
+    for check in registry.checks:
+        check(values)
     return Config(values)
 
 

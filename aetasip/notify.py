@@ -59,11 +59,74 @@ from twisted.web.iweb import IAgent, IResponse
 from zope.interface import implementer
 
 from aetasip import __version__
-from aetasip.config import ConfigError
+from aetasip.config import ConfigError, Key, choice, declare, integer, listOf, number, optional, readableFile, text
 from aetasip.interfaces import IRegistrationListener
 from aetasip.location import Binding, RegistrationEvent
 
 log = Logger()
+
+# The notify.* configuration keys (documented in tap-config.py too); NotifierService
+# checks further what one key alone cannot tell.
+declare(
+    Key(
+        "notify.urls",
+        [],
+        listOf(text, "http:// or https:// URLs"),
+        "URLs every registration event is POSTed to, as signed JSON (empty: no webhooks).",
+    ),
+    Key(
+        "notify.secret",
+        None,
+        optional(text),
+        "HMAC-SHA256 key signing each POST (X-Aetasip-Signature); required when notify.urls is set.",
+    ),
+    Key(
+        "notify.events",
+        ["registered", "unregistered", "expired", "conflict"],
+        listOf(
+            choice("registered", "refreshed", "unregistered", "expired", "conflict"),
+            "'registered', 'refreshed', 'unregistered', 'expired' or 'conflict'",
+        ),
+        "Events sent. 'refreshed' (every re-REGISTER of a codec) is off by default: it is by far the most frequent.",
+    ),
+    Key(
+        "notify.ca_certificate",
+        None,
+        optional(readableFile),
+        "PEM file of the CA certificates trusted for https:// URLs (default: the system's trust store).",
+    ),
+    Key(
+        "notify.timeout",
+        10,
+        number(0.1, 300),
+        "Seconds a POST may take, from connecting to the end of the answer.",
+    ),
+    Key(
+        "notify.queue_size",
+        1000,
+        integer(1, 1000000),
+        "Events waiting per URL; when full, the oldest are dropped (and counted).",
+    ),
+    Key(
+        "notify.max_attempts",
+        10,
+        integer(1, 1000),
+        "Attempts per event and URL (the first included) before it is given up; any answer but 2xx is a failure.",
+    ),
+    Key(
+        "notify.retry_delay",
+        1,
+        number(0.01, 3600),
+        "Seconds before the first retry; the delay doubles at each further retry up to notify.max_backoff.",
+    ),
+    Key("notify.max_backoff", 60, number(0.01, 86400), "Longest delay between two attempts, in seconds."),
+    Key(
+        "notify.shutdown_grace",
+        5,
+        number(0, 300),
+        "Seconds a stopping service keeps delivering queued events; what is left then is logged as lost.",
+    ),
+)
 
 COUNTERS = ("delivered", "failed", "dropped", "abandoned", "lost", "queued")
 

@@ -1,14 +1,22 @@
 """
 Configuration: defaults, checks with one clear message, the file format,
-and tap-config.py documenting every key with its default.
+tap-config.py documenting every key with its default, and keys declared by
+the modules that own them.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Mapping
+from typing import Any
 
+from twisted.plugin import pluginPackagePaths
 from twisted.trial.unittest import SynchronousTestCase
 
+import twisted.plugins
 from aetasip import config
 
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -126,3 +134,184 @@ class ConfigTests(SynchronousTestCase):
                 # Machine-dependent defaults stand commented out, documented.
                 self.assertIn(f"# {name.split('.', 1)[1]!r}:", text.replace('"', "'"), name)
         self.assertEqual(set(settings) | {"server.name"}, set(config.KEYS))
+
+
+class DeclareTests(SynchronousTestCase):
+    """
+    Keys and cross-key checks declared by the modules that own them, with
+    L{config.declare} and L{config.declareCheck}.
+    """
+
+    def setUp(self) -> None:
+        # Every test declares into a copy of the filled registry, forgotten
+        # afterwards; the modules it writes are forgotten too.
+        config.keys()
+        self.registry = config._registry.copy()
+        self.patch(config, "_registry", self.registry)
+        self.directory = os.path.abspath(self.mktemp())
+        os.makedirs(os.path.join(self.directory, "twisted", "plugins"))
+        self.patch(sys, "path", [*sys.path, self.directory])
+        self.addCleanup(self.forgetModules)
+
+    def forgetModules(self) -> None:
+        for name in ("aetasip_test_settings", "twisted.plugins.aetasip_test_config"):
+            sys.modules.pop(name, None)
+        if hasattr(twisted.plugins, "aetasip_test_config"):
+            delattr(twisted.plugins, "aetasip_test_config")
+
+    def writeModule(self, path: str, source: str) -> None:
+        with open(os.path.join(self.directory, path), "w") as f:
+            f.write(textwrap.dedent(source))
+
+    def writeSettingsModule(self) -> None:
+        """A module declaring an C{example} section, as another service would."""
+        self.writeModule(
+            "aetasip_test_settings.py",
+            """
+            from aetasip.config import ConfigError, Key, declare, declareCheck, integer, text
+
+            declare(
+                Key("example.timeout", 5, integer(1, 60), "Seconds an example may take."),
+                Key("example.greeting", "hello", text, "What the example says."),
+            )
+
+
+            def _short(values):
+                if values["example.timeout"] > values["registrar.min_expires"]:
+                    raise ConfigError("example.timeout", values["example.timeout"], "at most registrar.min_expires")
+
+
+            declareCheck(_short)
+            """,
+        )
+
+    def writeFile(self, text: str) -> str:
+        path = self.mktemp() + ".py"
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def assertKnowsExample(self) -> None:
+        """build, readFile, load and sections know the example's keys."""
+        self.assertIn("example", config.sections())
+        self.assertEqual(config.build({})["example.timeout"], 5)
+        self.assertEqual(config.load().section("example"), {"timeout": 5, "greeting": "hello"})
+        path = self.writeFile("example = {'timeout': 7}\n")
+        self.assertEqual(config.readFile(path), {"example.timeout": 7})
+        self.assertEqual(config.load(path)["example.timeout"], 7)
+        self.assertIn("example.greeting", config.KEYS)
+        with self.assertRaises(config.ConfigError) as raised:
+            config.build({"example.timeout": 0})
+        self.assertEqual(
+            str(raised.exception), "configuration key example.timeout = 0: expected a whole number from 1 to 60"
+        )
+
+    def test_a_name_declared_twice_is_an_error(self) -> None:
+        with self.assertRaises(ValueError) as raised:
+            config.declare(config.Key("sip.realm", "other", config.text, "Declared again."))
+        self.assertEqual(str(raised.exception), "configuration key sip.realm is declared twice")
+        with self.assertRaises(ValueError):
+            config.declare(
+                config.Key("example.name", "a", config.text, "Once."),
+                config.Key("example.name", "b", config.text, "Twice in the same call."),
+            )
+        self.assertEqual(config.keys()["sip.realm"].default, "aetasip")
+        self.assertNotIn("example.name", config.keys())
+
+    def test_a_bad_name_or_default_is_an_error(self) -> None:
+        for name in ["example", "example.a.b", "_example.name", "example.not-a-name", "1example.name"]:
+            with self.assertRaises(ValueError, msg=name):
+                config.declare(config.Key(name, "a", config.text, "Badly named."))
+        with self.assertRaises(ValueError) as raised:
+            config.declare(config.Key("example.port", 70000, config.port, "Out of range."))
+        self.assertEqual(
+            str(raised.exception),
+            "configuration key example.port: default 70000: expected a whole number from 0 to 65535",
+        )
+        self.assertNotIn("example", config.sections())
+
+    def test_a_declared_key_is_known_to_build_read_file_and_sections(self) -> None:
+        self.assertNotIn("example", config.sections())
+        with self.assertRaises(config.ConfigError) as raised:
+            config.load(self.writeFile("example = {'timeout': 7}\n"))
+        self.assertIn("expected a known section", str(raised.exception))
+        config.declare(
+            config.Key("example.timeout", 5, config.integer(1, 60), "Seconds an example may take."),
+            config.Key("example.greeting", "hello", config.text, "What the example says."),
+        )
+        self.assertKnowsExample()
+
+    def test_a_declared_cross_check_runs(self) -> None:
+        seen: list[Mapping[str, Any]] = []
+
+        def check(values: Mapping[str, Any]) -> None:
+            seen.append(values)
+            if values["sip.tcp_idle_timeout"] < values["registrar.max_expires"]:
+                raise config.ConfigError(
+                    "sip.tcp_idle_timeout", values["sip.tcp_idle_timeout"], "at least registrar.max_expires"
+                )
+
+        config.declareCheck(check)
+        self.assertEqual(config.build({"sip.tcp_idle_timeout": 3600})["sip.tcp_idle_timeout"], 3600)
+        self.assertEqual(seen[-1]["sip.tcp_idle_timeout"], 3600)
+        with self.assertRaises(config.ConfigError) as raised:
+            config.build({}).replace(sip__tcp_idle_timeout=60)
+        self.assertEqual(
+            str(raised.exception),
+            "configuration key sip.tcp_idle_timeout = 60: expected at least registrar.max_expires",
+        )
+
+    def test_a_module_in_the_list_is_imported_on_first_use(self) -> None:
+        self.writeSettingsModule()
+        self.registry.loaded = False
+        self.patch(config, "MODULES", (*config.MODULES, "aetasip_test_settings"))
+        self.assertNotIn("aetasip_test_settings", sys.modules)
+        self.assertKnowsExample()
+        self.assertIn("aetasip_test_settings", sys.modules)
+        with self.assertRaises(config.ConfigError) as raised:
+            config.build({"example.timeout": 60, "registrar.min_expires": 30})
+        self.assertEqual(
+            str(raised.exception), "configuration key example.timeout = 60: expected at most registrar.min_expires"
+        )
+
+    def test_a_third_party_plugin_declares_keys(self) -> None:
+        """
+        The way of the module docstring: a Twisted plugin providing
+        L{config.IConfigModule} names the module that declares the keys.
+        """
+        self.writeSettingsModule()
+        self.writeModule(
+            os.path.join("twisted", "plugins", "aetasip_test_config.py"),
+            """
+            from aetasip.config import ConfigModule
+
+            exampleSettings = ConfigModule("aetasip_test_settings")
+            """,
+        )
+        known = list(twisted.plugins.__path__)
+        self.patch(
+            twisted.plugins,
+            "__path__",
+            known + [path for path in pluginPackagePaths(twisted.plugins.__name__) if path not in known],
+        )
+        self.registry.loaded = False
+        self.assertKnowsExample()
+
+    def test_every_key_is_known_whatever_was_imported_first(self) -> None:
+        """
+        A new interpreter, which has imported only some modules (or none),
+        checks against every key of the service.
+        """
+        expected = sorted({name.split(".", 1)[0] for name in config.keys()})
+        self.assertEqual(expected, config.sections())
+        for first in ["", "import aetasip.notify; ", "import aetasip.auth.ldap; import aetasip.stun.service; "]:
+            program = first + "from aetasip.config import sections, KEYS; print(sections(), len(KEYS))"
+            result = subprocess.run(
+                [sys.executable, "-c", program],
+                env={**os.environ, "PYTHONPATH": TOP},
+                cwd=self.directory,
+                capture_output=True,
+                text=True,
+            )
+            self.assertEqual(result.returncode, 0, result.stderr)
+            self.assertEqual(result.stdout, f"{expected} {len(config.keys())}\n", first)

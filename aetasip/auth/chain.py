@@ -14,11 +14,46 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from aetasip.auth import BackendUnavailable, Credentials
-from aetasip.config import Config
+from aetasip.config import Config, Key, choice, declare, dictOfDicts, integer, listOf, optional, text
 from aetasip.interfaces import IAuthBackend, IAuthBackendFactory
 from aetasip.plugins import chosen, namedPlugins
 
 log = Logger()
+
+# The auth.* configuration keys (documented in tap-config.py too): digest settings,
+# read by the registrar and the proxy, and the backends of the chain.
+declare(
+    Key(
+        "auth.backends",
+        ["sql"],
+        listOf(text, "backend names", allowEmpty=False),
+        "Authentication backends, asked in order; the first that knows a number answers.",
+    ),
+    Key(
+        "auth.algorithms",
+        ["MD5", "SHA-256"],
+        listOf(choice("SHA-256", "MD5"), "'SHA-256' or 'MD5'", allowEmpty=False),
+        "Digest algorithms offered, one challenge each, in this order. Many agents (older codec firmware, sipp) "
+        "answer only the first challenge and only know MD5, so MD5 comes first by default; put SHA-256 first "
+        "when every agent of the fleet supports RFC 8760.",
+    ),
+    Key("auth.nonce_lifetime", 300, integer(10, 86400), "Seconds a nonce is accepted; older ones get stale=true."),
+    Key("auth.file", None, optional(text), "Path of the accounts file read by the 'file' backend."),
+    Key(
+        "auth.options",
+        {},
+        dictOfDicts,
+        "Settings of third-party authentication backends, by backend name, e.g. {'example': {...}}; "
+        "each backend reads its own entry.",
+    ),
+    Key(
+        "auth.cache_ttl",
+        60,
+        integer(0, 3600),
+        "Seconds the 'sql' backend reuses the credentials it read (0: ask the store every time). A password "
+        "changed with aetasip-admin applies within this time; an unknown number is remembered 5 s at most.",
+    ),
+)
 
 
 @implementer(IAuthBackend)

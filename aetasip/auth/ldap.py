@@ -37,10 +37,86 @@ from zope.interface import implementer
 
 from aetasip.auth import ACCOUNT_KINDS, ALGORITHMS, BackendUnavailable, Credentials, computeHA1
 from aetasip.auth.cache import CachedLookups
-from aetasip.config import KEYS, ConfigError
+from aetasip.config import ConfigError, Key, boolean, choice, declare, integer, listOf, optional, readableFile, text
 from aetasip.interfaces import IAuthBackend
 
 log = Logger()
+
+# The ldap.* configuration keys of the 'ldap' backend (documented in tap-config.py
+# too), checked further by settingsFromSection when auth.backends names it.
+LDAP_KEYS = (
+    Key(
+        "ldap.urls",
+        [],
+        listOf(text, "ldap:// or ldaps:// URLs"),
+        "Directory servers of the 'ldap' backend, ldap://HOST[:PORT] or ldaps://HOST[:PORT], tried in order: "
+        "the next one when a server is down, refuses the bind or fails TLS.",
+    ),
+    Key("ldap.bind_dn", None, optional(text), "DN the service binds as (None: anonymous bind)."),
+    Key("ldap.bind_password", None, optional(text), "Password of ldap.bind_dn."),
+    Key("ldap.base", None, optional(text), "DN under which accounts are searched; required by the 'ldap' backend."),
+    Key(
+        "ldap.scope",
+        "subtree",
+        choice("subtree", "one"),
+        "Search the whole subtree under ldap.base, or 'one' level only.",
+    ),
+    Key(
+        "ldap.filter",
+        "(uid={number})",
+        text,
+        "Search filter; {number} stands for the SIP number, escaped (RFC 4515). It must match one entry.",
+    ),
+    Key(
+        "ldap.password_attribute",
+        "userPassword",
+        optional(text),
+        "Attribute holding the SIP password in clear text (None: use the HA1 attributes only). Hashed values "
+        "('{SSHA}...') cannot serve digest authentication: such accounts are refused, with a warning.",
+    ),
+    Key(
+        "ldap.ha1_md5_attribute",
+        None,
+        optional(text),
+        "Attribute holding the hex MD5 HA1, MD5(number ':' sip.realm ':' password); it wins over the password.",
+    ),
+    Key(
+        "ldap.ha1_sha256_attribute",
+        None,
+        optional(text),
+        "Attribute holding the hex SHA-256 HA1, computed like the MD5 one; it wins over the password.",
+    ),
+    Key("ldap.kind_attribute", None, optional(text), "Attribute holding the account kind (None: ldap.default_kind)."),
+    Key(
+        "ldap.default_kind",
+        "premium",
+        choice("factory", "premium", "escoopfone", "test", "hunting"),
+        "Kind of the accounts without a kind attribute (or with an unknown kind, logged).",
+    ),
+    Key("ldap.starttls", False, boolean, "Upgrade ldap:// connections with StartTLS before binding."),
+    Key(
+        "ldap.ca_certificate",
+        None,
+        optional(readableFile),
+        "PEM file of the CA certificates trusted for StartTLS and ldaps:// (None: the system's trust store). "
+        "The server's certificate must also name the host of its URL.",
+    ),
+    Key(
+        "ldap.timeout",
+        5,
+        integer(1, 300),
+        "Seconds a directory may take to connect or to answer before it counts as down (503 for the codec).",
+    ),
+    Key("ldap.pool_size", 4, integer(1, 64), "Connections to the directory, each used by one thread at a time."),
+    Key(
+        "ldap.cache_ttl",
+        60,
+        integer(0, 3600),
+        "Seconds an answer of the directory is reused (0: ask it every time); an unknown number is remembered "
+        "5 s at most.",
+    ),
+)
+declare(*LDAP_KEYS)
 
 # userPassword values hashed by the directory ("{SSHA}..."): no HA1 can be
 # derived from them.
@@ -547,7 +623,7 @@ def settingsFromSection(section: dict[str, Any]) -> LDAPSettings:
         URLs, the base, the filter, attribute names, and a password for the
         bind DN.
     """
-    defaults = {name[len("ldap.") :]: key.default for name, key in KEYS.items() if name.startswith("ldap.")}
+    defaults = {key.name[len("ldap.") :]: key.default for key in LDAP_KEYS}
     section = {**defaults, **section}
     servers = _parseURLs(section["urls"])
     if not section["base"]:

@@ -11,12 +11,56 @@ from typing import Any
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from aetasip.config import Config, ConfigError
+from aetasip.config import Config, ConfigError, Key, declare, dictOfDicts, integer, listOf, text
 from aetasip.interfaces import IRoutingPolicy, IRoutingPolicyFactory
 from aetasip.plugins import chosen, namedPlugins
 from aetasip.routing import Call, Directory, Refusal
 
 log = Logger()
+
+# The routing.* configuration keys (documented in tap-config.py too), checked further
+# by makeRoutingChain.
+declare(
+    Key(
+        "routing.policies",
+        ["numberplan", "hunting", "blocking", "exists"],
+        listOf(text, "routing policy names", allowEmpty=False),
+        "Routing policies a call goes through, in order; the first refusal answers the call. 'numberplan' "
+        "resolves short numbers, 'hunting' expands hunting group numbers, 'blocking' applies the groups' "
+        "incoming/outgoing call blocking, 'exists' refuses unknown numbers (404); third-party plugins add more.",
+    ),
+    Key(
+        "routing.test_number",
+        "15000",
+        text,
+        "The test number: open to groups with outgoing-call blocking.",
+    ),
+    Key(
+        "routing.short_number_digits",
+        4,
+        integer(1, 15),
+        "Length of a short number: dialled by a member of a group, it reaches the group's prefix + these digits.",
+    ),
+    Key(
+        "routing.hunting_number",
+        "6000",
+        text,
+        "Hunting group number, after the group's prefix (45676000 for group 4567, or 6000 dialled inside it).",
+    ),
+    Key(
+        "routing.hunting_ring_time",
+        20,
+        integer(1, 600),
+        "Seconds each member of a hunting series rings before the call moves on to the next one.",
+    ),
+    Key(
+        "routing.options",
+        {},
+        dictOfDicts,
+        "Settings of third-party routing policies, by policy name, e.g. {'example': {...}}; each policy reads "
+        "its own entry.",
+    ),
+)
 
 
 @implementer(IRoutingPolicy)

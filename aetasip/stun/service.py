@@ -29,7 +29,8 @@ from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
 from aetasip import __version__
-from aetasip.config import Config, ConfigError
+from aetasip.config import Config, ConfigError, Key, boolean, declare, integer, ipAddress, listOf, optional
+from aetasip.config import port as portNumber  # 'port' names the sockets below
 from aetasip.stun import codec
 from aetasip.stun.server import (
     ALTERNATE_ADDRESS,
@@ -43,6 +44,28 @@ from aetasip.stun.server import (
 )
 
 log = Logger()
+
+# The stun.* configuration keys (documented in tap-config.py too).
+declare(
+    Key("stun.enabled", True, boolean, "Run the STUN server."),
+    Key(
+        "stun.listen",
+        ["0.0.0.0", "::"],
+        listOf(ipAddress, "IP addresses", allowEmpty=False),
+        "Addresses the STUN server listens on.",
+    ),
+    Key("stun.port", 3478, portNumber, "STUN port, UDP and TCP."),
+    Key(
+        "stun.alternate_port", None, optional(portNumber), "Second STUN port: enables RFC 5780 NAT behaviour discovery."
+    ),
+    Key(
+        "stun.alternate_address",
+        None,
+        optional(ipAddress),
+        "Second address for RFC 5780 (CHANGE-REQUEST change-IP).",
+    ),
+    Key("stun.rate_limit", 50, integer(0, 1000000), "Requests per second answered per source address (0: no limit)."),
+)
 
 TCP_IDLE_TIMEOUT = 300
 """
