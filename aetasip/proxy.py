@@ -18,17 +18,18 @@ import hashlib
 from collections.abc import Callable
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from aetasip.auth import BackendUnavailable, Credentials
+from aetasip.auth.step import PROXY, Authentication, Outcome
 from aetasip.location import Binding, LocationService
 from aetasip.peers import KnownPeers
 from aetasip.routing import Account, Call, Directory, EmptyDirectory, OverlayDirectory
 from aetasip.routing.chain import RoutingChain
 from aetasip.sip.client import ClientTransaction, ClientTransactionLayer, cancelFor, newBranch
-from aetasip.sip.digest import DigestAuthenticator, Verdict, algorithmOf, parseDigest
 from aetasip.sip.errors import ParseError
 from aetasip.sip.headers import NameAddr, parseNameAddr
 from aetasip.sip.message import Request, Response, localResponse
@@ -356,7 +357,7 @@ class Proxy:
     def __init__(
         self,
         clock: IReactorTime,
-        digest: DigestAuthenticator,
+        authentication: Authentication,
         auth: Any,
         location: LocationService,
         isLocalDomain: Callable[[str], bool],
@@ -364,7 +365,6 @@ class Proxy:
         senderFor: Callable[[Binding], Hop | None],
         sendTo: Callable[[URI], Hop | None],
         address: Callable[[str, tuple[str, int]], str],
-        realm: str,
         serverHeader: str,
         isOurs: Callable[[URI], bool],
         routing: Any = None,
@@ -372,7 +372,7 @@ class Proxy:
         ringTime: float = 20.0,
     ) -> None:
         self.clock = clock
-        self.digest = digest
+        self.authentication = authentication
         self.auth = auth
         self.location = location
         self.isLocalDomain = isLocalDomain
@@ -380,7 +380,6 @@ class Proxy:
         self.senderFor = senderFor
         self.sendTo = sendTo
         self.address = address
-        self.realm = realm
         self.serverHeader = serverHeader
         self.isOurs = isOurs
         self.routing = routing if routing is not None else RoutingChain([])
@@ -419,18 +418,16 @@ class Proxy:
             # No open relay: only numbers of this service are routed.
             server.respond(self._reply(request, 403, "Domain not served here"))
             return
-        found = self._credentialsFor(request)
-        if found is None:
-            server.respond(self._challenge(request))
+        outcome = self.authentication.authenticate(request, PROXY, request.fromAddr.uri.user or "", peer)
+        if isinstance(outcome, Deferred):
+            outcome.addCallback(self._authenticated, request, peer, server)
+            outcome.addErrback(self._backendFailed, request, server)
             return
-        params, credentialsValue = found
-        caller = request.fromAddr.uri.user or ""
-        if params.get("username") != caller:
-            server.respond(self._reply(request, 403, "Credentials are not those of the caller"))
-            return
-        d = self.auth.credentials(caller)
-        d.addCallback(self._authenticated, request, peer, server, params, credentialsValue)
-        d.addErrback(self._backendFailed, request, server)
+        try:
+            self._authenticated(outcome, request, peer, server)
+        except Exception:
+            # As when the outcome comes later: a failure routing is a 503.
+            self._backendFailed(Failure(), request, server)
 
     def cancel(self, request: Request, server: ServerTransaction) -> None:
         """
@@ -483,33 +480,13 @@ class Proxy:
 
     # -- out of dialog ----------------------------------------------------------
 
-    def _authenticated(
-        self,
-        credentials: Credentials | None,
-        request: Request,
-        peer: Peer,
-        server: ServerTransaction,
-        params: dict[str, str],
-        credentialsValue: str,
-    ) -> None:
-        if credentials is None:
-            server.respond(self._reply(request, 403, "Bad credentials"))
-            return
-        algorithm = algorithmOf(params)
-        ha1 = credentials.ha1.get(algorithm) if algorithm else None
-        if ha1 is None:
-            server.respond(self._challenge(request))
-            return
-        verdict = self.digest.verify(params, request.method, ha1, request.body)
-        if verdict is Verdict.STALE:
-            server.respond(self._challenge(request, stale=True))
-            return
-        if verdict is not Verdict.OK:
-            server.respond(self._reply(request, 403, "Bad credentials"))
+    def _authenticated(self, outcome: Outcome, request: Request, peer: Peer, server: ServerTransaction) -> None:
+        if isinstance(outcome, Response):
+            server.respond(outcome)
             return
         # RFC 3261 22.3: credentials for our realm stop here; others go on.
-        request.removeField("proxy-authorization", credentialsValue)
-        self._route(request, peer, server, credentials)
+        request.removeField("proxy-authorization", outcome.header)
+        self._route(request, peer, server, outcome.credentials)
 
     def _route(self, request: Request, peer: Peer, server: ServerTransaction, caller: Credentials) -> None:
         dialled = request.requestURI.user or ""
@@ -801,20 +778,6 @@ class Proxy:
         return upstream
 
     # -- answers ------------------------------------------------------------------
-
-    def _credentialsFor(self, request: Request) -> tuple[dict[str, str], str] | None:
-        """The parsed credentials for our realm, and the header value they came from."""
-        for value in request.getAll("proxy-authorization"):
-            params = parseDigest(value)
-            if params is not None and params.get("realm") == self.realm:
-                return params, value
-        return None
-
-    def _challenge(self, request: Request, stale: bool = False) -> Response:
-        response = self._reply(request, 407)
-        for value in self.digest.challenges(stale=stale):
-            response.add("proxy-authenticate", value)
-        return response
 
     def _backendFailed(self, failure: Failure, request: Request, server: ServerTransaction) -> None:
         if failure.check(BackendUnavailable):

@@ -26,15 +26,13 @@ Request-URIs, and a captured Authorization cannot be replayed anyway
 from __future__ import annotations
 
 import time
-from typing import Any, cast
+from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
-from aetasip.auth import BackendUnavailable, Credentials
+from aetasip.auth.step import WWW, Authentication, Outcome
 from aetasip.location import Binding, LocationService
-from aetasip.sip.digest import DigestAuthenticator, Verdict, algorithmOf, parseDigest
 from aetasip.sip.errors import ParseError
 from aetasip.sip.headers import NameAddr, parseDeltaSeconds
 from aetasip.sip.message import Request, Response, localResponse
@@ -44,7 +42,6 @@ from aetasip.sip.uri import parseURI
 log = Logger()
 
 SUPPORTED = ("path",)
-RETRY_AFTER_UNAVAILABLE = 30
 
 
 _lastDate: tuple[int, str] = (-1, "")
@@ -64,9 +61,8 @@ class Registrar:
     Answers REGISTER requests.
 
     @param config: the service L{aetasip.config.Config}.
-    @param auth: an L{IAuthBackend}.
     @param location: the L{LocationService}.
-    @param digest: the L{DigestAuthenticator} (shared with the proxy).
+    @param authentication: the L{Authentication} step (shared with the proxy).
     @param isLocalDomain: callable telling whether a host is one of ours.
     @param serverHeader: value of the Server header.
     """
@@ -74,24 +70,26 @@ class Registrar:
     def __init__(
         self,
         config: Any,
-        auth: Any,
         location: LocationService,
-        digest: DigestAuthenticator,
+        authentication: Authentication,
         isLocalDomain: Any,
         serverHeader: str = "aetasip",
     ) -> None:
-        self.auth = auth
+        self.authentication = authentication
         self.location = location
-        self.digest = digest
         self.isLocalDomain = isLocalDomain
         self.serverHeader = serverHeader
-        self.realm = config["sip.realm"]
         self.minExpires = config["registrar.min_expires"]
         self.maxExpires = config["registrar.max_expires"]
         self.defaultExpires = config["registrar.default_expires"]
         self.maxContacts = config["registrar.max_contacts"]
         self.conflictPolicy = config["registrar.conflict"]
         self.clock = location.clock
+
+    @property
+    def auth(self) -> Any:
+        """The L{IAuthBackend} the registrar's credentials come from."""
+        return self.authentication.auth
 
     # -- entry ------------------------------------------------------------
 
@@ -120,68 +118,19 @@ class Registrar:
             response.add("unsupported", ", ".join(unsupported))
             return response
         # RFC 3261 10.3: authenticate (step 3) before judging the AOR (step 5).
-        params = self._credentialsFor(request)
-        if params is None:
-            return self._challenge(request)
-        number = to.uri.user
-        if not number or not number.isdigit():
-            return self._reply(request, 404, "Not a number of this service")
-        if params.get("username") != number:
-            return self._reply(request, 403, "Credentials are not those of the registered number")
-        try:
-            d = self.auth.credentials(number)
-        except Exception:
-            return self._backendFailed(Failure(), request)
-        if d.called and not isinstance(getattr(d, "result", None), Failure):
-            # Cached credentials: answer at once, without a callback chain.
-            credentials = cast(Credentials | None, d.result)
-            return self._authenticated(credentials, request, peer, number, params)
-        d.addCallback(self._authenticated, request, peer, number, params)
-        d.addErrback(self._backendFailed, request)
-        return d
+        number = to.uri.user or ""
+        outcome = self.authentication.authenticate(request, WWW, number, peer)
+        if isinstance(outcome, Deferred):
+            return outcome.addCallback(self._authenticated, request, peer, number)
+        return self._authenticated(outcome, request, peer, number)
 
-    def _credentialsFor(self, request: Request) -> dict[str, str] | None:
-        for value in request.getAll("authorization"):
-            params = parseDigest(value)
-            if params is not None and params.get("realm") == self.realm:
-                return params
-        return None
-
-    def _backendFailed(self, failure: Failure, request: Request) -> Response:
-        if failure.check(BackendUnavailable):
-            log.warn("Authentication backend unavailable: {error}", error=failure.getErrorMessage())
-        else:
-            log.failure("Authentication backend failed", failure)
-        response = self._reply(request, 503, "Authentication service unavailable")
-        response.add("retry-after", str(RETRY_AFTER_UNAVAILABLE))
-        return response
-
-    def _authenticated(
-        self, credentials: Credentials | None, request: Request, peer: Peer, number: str, params: dict[str, str]
-    ) -> Response:
-        if credentials is None:
-            log.info("REGISTER for unknown number {number} from {peer}", number=number, peer=peer)
-            return self._reply(request, 403, "Bad credentials")
-        algorithm = algorithmOf(params)
-        ha1 = credentials.ha1.get(algorithm) if algorithm else None
-        if ha1 is None or credentials.realm != self.realm:
-            return self._challenge(request)
-        verdict = self.digest.verify(params, "REGISTER", ha1, request.body)
-        if verdict is Verdict.STALE:
-            return self._challenge(request, stale=True)
-        if verdict is not Verdict.OK:
-            log.info("Bad credentials for {number} from {peer}", number=number, peer=peer)
-            return self._reply(request, 403, "Bad credentials")
+    def _authenticated(self, outcome: Outcome, request: Request, peer: Peer, number: str) -> Response:
+        if isinstance(outcome, Response):
+            return outcome
         try:
             return self._register(request, peer, number)
         except ParseError as e:
             return self._reply(request, 400, e.reason)
-
-    def _challenge(self, request: Request, stale: bool = False) -> Response:
-        response = self._reply(request, 401)
-        for value in self.digest.challenges(stale=stale):
-            response.add("www-authenticate", value)
-        return response
 
     # -- bindings ---------------------------------------------------------
 

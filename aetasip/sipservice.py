@@ -19,6 +19,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 
 from aetasip import __version__, net
+from aetasip.auth.step import Authentication
 from aetasip.domains import LocalDomains
 from aetasip.keepalive import OptionsPinger
 from aetasip.location import LocationService
@@ -273,12 +274,13 @@ class SIPService(service.Service):
         )
         self.location = LocationService(reactor, store)
         self.serverHeader = f"aetasip/{__version__}"
-        self.registrar = Registrar(config, auth, self.location, self.digest, self.domains, self.serverHeader)
+        self.authentication = Authentication(self.digest, auth, config["sip.realm"], self.serverHeader)
+        self.registrar = Registrar(config, self.location, self.authentication, self.domains, self.serverHeader)
         self.transactions = ServerTransactionLayer(reactor)
         self.clients = ClientTransactionLayer(reactor)
         self.proxy = Proxy(
             reactor,
-            self.digest,
+            self.authentication,
             auth,
             self.location,
             self.domains,
@@ -286,7 +288,6 @@ class SIPService(service.Service):
             self.hopTo,
             self.hopToURI,
             self.address,
-            config["sip.realm"],
             self.serverHeader,
             self.isOurs,
             makeRoutingChain(config),
