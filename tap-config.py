@@ -194,6 +194,37 @@ routing = {
     "options": {},
 }
 
+# -- Calls (README.rst, "Calls") --------------------------------------------
+calls = {
+    # Seconds between the in-dialog OPTIONS sent to both parties of an answered call
+    # (0: none). A party that answers 408 or 481, or not before the next probe, is
+    # gone: the call is released (BYE to both, end cause 'dead dialog'). With 30 s, a
+    # call whose codec lost power ends within 90 s.
+    "probe_interval": 30,
+    # Seconds after which an answered call is released (BYE to both, end cause
+    # 'duration limit'); 0: no limit (broadcast links may run for days).
+    "max_duration": 0,
+    # Smallest RFC 4028 session interval accepted: an INVITE asking for less gets 422
+    # with this Min-SE (or has it raised when its sender does not know session
+    # timers). A session not refreshed within its interval is released as a dead
+    # dialog.
+    "min_session_expires": 90,
+    # Dialogs kept in memory; past this the oldest are forgotten (their calls go on:
+    # in-dialog requests are still routed by the signed token in their Route).
+    "max_dialogs": 100000,
+    # Secret key signing the dialog tokens of Record-Route. None: a random key kept in
+    # the store, shared by every server on the same store, so calls survive a restart
+    # or a switch to a backup server.
+    "dialog_key": None,
+    # Call observers (plugins providing ICallObserverFactory), told when calls start,
+    # ring, are answered and end.
+    "observers": [],
+    # The media handler (a plugin providing IMediaHandlerFactory) that sees every SDP
+    # offer and answer; None: SDP passes untouched and media flows directly between
+    # the agents.
+    "media_handler": None,
+}
+
 # -- STUN server (RFC 8489, RFC 5780) --------------------------------------
 stun = {
     # Run the STUN server.

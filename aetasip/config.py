@@ -226,6 +226,7 @@ MODULES: tuple[str, ...] = (
     # first use of the registry (see L{keys}).
     "aetasip.auth.chain",
     "aetasip.auth.ldap",
+    "aetasip.calls.settings",
     "aetasip.notify",
     "aetasip.routing.chain",
     "aetasip.stun.service",

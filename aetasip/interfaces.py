@@ -112,3 +112,98 @@ class IRoutingPolicyFactory(Interface):
         @param options: the C{routing} configuration section.
         @return: a provider of L{IRoutingPolicy}.
         """
+
+
+class ICallObserver(Interface):
+    """
+    Hears what happens to calls (L{aetasip.calls.call.Call}): call
+    records, metrics and the portal are observers. Each method is called
+    synchronously, once per call and in this order (a call may skip
+    ringing and answered); it must not block. An observer that raises is
+    logged and does not disturb the call.
+    """
+
+    def callStarted(call):
+        """The call was routed and its first branches went out."""
+
+    def callRinging(call):
+        """A callee rings (180 or 183)."""
+
+    def callAnswered(call):
+        """A callee answered: the 2xx went up to the caller."""
+
+    def callEnded(call):
+        """The call is over: C{call.endCause}, C{call.status} say how."""
+
+
+class ICallObserverFactory(Interface):
+    """
+    A named maker of L{ICallObserver}s, discovered with
+    C{twisted.plugin.getPlugins} and named in C{calls.observers}.
+    """
+
+    name = Attribute("The name operators use in calls.observers.")
+
+    def makeObserver(config, store):
+        """
+        @param config: the service's L{aetasip.config.Config}.
+        @param store: the service's async store.
+        @return: a provider of L{ICallObserver}; if it is also an
+            L{twisted.application.service.IService}, it is started and
+            stopped with the service.
+        """
+
+
+class IMediaHandler(Interface):
+    """
+    Sees every SDP offer and answer of every call, and may rewrite them
+    (the RTP relay). Each call returns a L{Deferred}: the proxy forwards
+    the message once it fires, and keeps the order of a call's messages.
+
+    @ivar name: short name, for logs.
+    """
+
+    name = Attribute("Short name of this handler, used in logs.")
+
+    def offer(call, key, sender, sdp):
+        """
+        An SDP offer from C{sender} (C{"caller"} or C{"callee"}) on the
+        branch C{key} of C{call} (the initial INVITE once per forked
+        branch, a late offer in a 2xx, a re-INVITE, an UPDATE).
+
+        @return: a L{Deferred} firing with the SDP (bytes) to forward;
+            failing refuses the offer: the sender gets 503 (the branch is
+            cancelled for an initial INVITE).
+        """
+
+    def answer(call, key, sender, sdp):
+        """
+        An SDP answer from C{sender} on branch C{key} (in a 18x, a 2xx, an
+        ACK or a PRACK).
+
+        @return: a L{Deferred} firing with the SDP to forward; a failure is
+            logged and the answer forwarded unchanged.
+        """
+
+    def callEnded(call):
+        """C{call} is over: release what it holds. Must not raise."""
+
+
+class IMediaHandlerFactory(Interface):
+    """
+    A named maker of L{IMediaHandler}s, discovered with
+    C{twisted.plugin.getPlugins} and named in C{calls.media_handler}.
+    """
+
+    name = Attribute("The name operators use in calls.media_handler.")
+
+    def makeHandler(config, calls):
+        """
+        @param config: the service's L{aetasip.config.Config}.
+        @param calls: the L{aetasip.calls.control.CallControl} of the
+            service, through which a handler ends a call
+            (C{calls.release(call, cause)}) or lists calls.
+        @return: a provider of L{IMediaHandler}; if it is also an
+            L{twisted.application.service.IService}, it is started and
+            stopped with the service.
+        """

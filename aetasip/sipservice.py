@@ -5,6 +5,7 @@ the proxy), hung on the service tree as L{SIPService}.
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 from typing import Any
@@ -20,10 +21,14 @@ from twisted.python.failure import Failure
 
 from aetasip import __version__, net
 from aetasip.auth.step import Authentication
+from aetasip.calls.call import CallObservers
+from aetasip.calls.media import MediaHook
+from aetasip.calls.proxy import Hop, Proxy
+from aetasip.calls.settings import callSettings
+from aetasip.calls.token import DialogSigner
 from aetasip.domains import LocalDomains
 from aetasip.keepalive import OptionsPinger
 from aetasip.location import LocationService
-from aetasip.proxy import Hop, Proxy
 from aetasip.registrar import SUPPORTED, Registrar
 from aetasip.routing import Directory
 from aetasip.routing.chain import makeRoutingChain
@@ -107,7 +112,7 @@ class SIPCore:
                 self.counters["responses"] += 1
                 if self.clients is None or not self.clients.receive(message):
                     if self.proxy is not None:
-                        self.proxy.strayResponse(message)
+                        self.proxy.strayResponse(message, peer)
             else:
                 self.counters["requests"] += 1
                 self.request(message, peer)
@@ -260,7 +265,15 @@ class SIPService(service.Service):
     name = "sip"
 
     def __init__(
-        self, config: Any, auth: Any, store: Any = None, reactor: Any = None, directory: Directory | None = None
+        self,
+        config: Any,
+        auth: Any,
+        store: Any = None,
+        reactor: Any = None,
+        directory: Directory | None = None,
+        observers: CallObservers | None = None,
+        media: Any = None,
+        dialogKey: bytes | None = None,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as globalReactor
@@ -278,10 +291,12 @@ class SIPService(service.Service):
         self.registrar = Registrar(config, self.location, self.authentication, self.domains, self.serverHeader)
         self.transactions = ServerTransactionLayer(reactor)
         self.clients = ClientTransactionLayer(reactor)
+        if dialogKey is None:
+            configured = config["calls.dialog_key"]
+            dialogKey = configured.encode() if configured is not None else os.urandom(32)
         self.proxy = Proxy(
             reactor,
             self.authentication,
-            auth,
             self.location,
             self.domains,
             self.clients,
@@ -290,11 +305,14 @@ class SIPService(service.Service):
             self.address,
             self.serverHeader,
             self.isOurs,
+            DialogSigner(dialogKey),
             makeRoutingChain(config),
             directory,
             config["routing.hunting_ring_time"],
+            observers,
+            MediaHook(media),
+            callSettings(config),
         )
-        self.location.listeners.append(self.proxy.peers)
         self.core = SIPCore(
             self.transactions, self.registrar, self.domains, self.serverHeader, self.proxy, self.clients
         )
@@ -328,9 +346,6 @@ class SIPService(service.Service):
         d = self.location.start()
 
         def ready(_: object) -> None:
-            # Agents registered before a restart may be in calls.
-            for binding in self.location.bindings():
-                self.proxy.peers.add(binding.source)
             for _transport, port in self.ports:
                 port.startReading()  # type: ignore[attr-defined]
             log.info(

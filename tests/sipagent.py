@@ -165,16 +165,37 @@ class Harness:
     The SIP element (SIPService's core) on a L{Clock}, fed with bytes.
     """
 
-    def __init__(self, auth: Any = None, store: Any = None, directory: Any = None, **settings: Any) -> None:
+    def __init__(
+        self,
+        auth: Any = None,
+        store: Any = None,
+        directory: Any = None,
+        observers: Any = None,
+        media: Any = None,
+        dialogKey: bytes | None = None,
+        clock: Clock | None = None,
+        **settings: Any,
+    ) -> None:
         from aetasip.sipservice import SIPService
 
         base = {"sip.domains": ["sip.example.net", "sip.example.fr"]}
         base.update({k.replace("__", "."): v for k, v in settings.items()})
         self.config = config.build(base)
-        self.clock = Clock()
-        self.clock.advance(1_800_000_000)
+        if clock is None:
+            clock = Clock()
+            clock.advance(1_800_000_000)
+        self.clock = clock
         self.auth = auth or FakeAuth({"45675001": "secret1", "45675002": "secret2"})
-        self.service = SIPService(self.config, self.auth, store, reactor=self.clock, directory=directory)
+        self.service = SIPService(
+            self.config,
+            self.auth,
+            store,
+            reactor=self.clock,
+            directory=directory,
+            observers=observers,
+            media=media,
+            dialogKey=dialogKey,
+        )
         self.core = self.service.core
         self.location = self.service.location
         self.location.start()

@@ -26,7 +26,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.trial.unittest import TestCase
 
 from aetasip import admin
-from aetasip.proxy import HuntingContext
+from aetasip.calls.hunting import HuntingContext
 from tests.servers import RunningService, requireTool
 from tests.sipp import Callee, Sipp, SippRun
 

@@ -104,7 +104,8 @@ class CallTests(SynchronousTestCase):
         self.assertEqual(request.get("max-forwards"), "69")
         self.assertTrue(request.topVia.branch and request.topVia.branch.startswith("z9hG4bK"))
         self.assertEqual(request.topVia.host, "sip.example.net")
-        self.assertEqual(request.getAll("record-route"), ["<sip:sip.example.net:5060;lr>"])
+        (recordRoute,) = request.getAll("record-route")
+        self.assertRegex(recordRoute, r"^<sip:sip\.example\.net:5060;lr;dlg=[A-Za-z0-9_-]+>$")
         self.assertIsNone(request.get("proxy-authorization"))
         # The caller is behind NAT: its Contact now says where it really is.
         self.assertEqual(request.contacts[0].uri.host, "198.51.100.7")
@@ -135,7 +136,7 @@ class CallTests(SynchronousTestCase):
         self.assertEqual(len(ok.all("via")), 1)
         self.assertIn("branch=z9hG4bK-a2", ok.get("via") or "")
         self.assertEqual(ok.get("contact"), "<sip:45675002@203.0.113.9:5062>")
-        self.assertEqual(ok.all("record-route"), ["<sip:sip.example.net:5060;lr>"])
+        self.assertEqual(ok.all("record-route"), request.getAll("record-route"))
 
         # ACK and BYE from A follow the Record-Route to B's real address.
         start = len(self.h.sent)
@@ -168,13 +169,13 @@ class CallTests(SynchronousTestCase):
 
     def test_in_dialog_requests_only_reach_parties_of_our_calls(self) -> None:
         """
-        No relay: an in-dialog request (a To tag, our Route) for a host
-        that is neither registered nor in a call through us is refused, and
-        nothing is sent there; a stray 2xx is not reflected there either.
+        No relay: an in-dialog request (a To tag, our Route) outside any
+        dialog the proxy set up gets 481, and nothing is sent anywhere; a
+        stray 2xx is not reflected either.
         """
         start = len(self.h.sent)
         (refused,) = self.inDialog("BYE", "sip:victim@192.0.2.99:5060")
-        self.assertEqual((refused.code, refused.reason), (403, "Not a party to a call through this service"))
+        self.assertEqual(refused.code, 481)
         self.assertEqual(self.inDialog("ACK", "sip:victim@192.0.2.99:5060"), [])
         stray = (
             "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP sip.example.net:5060;branch=z9hG4bK-unknown\r\n"
@@ -182,26 +183,33 @@ class CallTests(SynchronousTestCase):
             "To: <sip:b@x>;tag=2\r\nCall-ID: stray@test\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
         )
         self.h.send(stray.encode(), B_SOURCE)
-        self.assertEqual([where for where, _ in self.h.sent[start:] if where[0] == "192.0.2.99"], [])
+        self.assertEqual([where for where, _ in self.h.sent[start:] if not where == A_SOURCE], [])
 
-    def test_in_dialog_requests_reach_registered_agents(self) -> None:
+    def test_registered_agents_are_not_reached_outside_a_dialog(self) -> None:
+        """Being registered is not enough: an in-dialog request needs a dialog of ours."""
         start = len(self.h.sent)
-        self.assertEqual(self.inDialog("INFO", "sip:45675002@203.0.113.9:5062"), [])
-        (forwarded,) = self.sentTo(B_SOURCE, start)
-        self.assertTrue(forwarded.startswith(b"INFO sip:45675002@203.0.113.9:5062 "))
+        self.assertEqual([r.code for r in self.inDialog("INFO", "sip:45675002@203.0.113.9:5062")], [481])
+        self.assertEqual(self.sentTo(B_SOURCE, start), [])
 
     def test_a_caller_that_never_registered_is_reached_during_its_call(self) -> None:
         caller = ("192.0.2.50", 7000)
-        self.assertNotIn(caller, self.h.service.proxy.peers)
         challenge = self.h.sendOne(invite(), caller)
         auth = proxyAuthorization(
             "INVITE", "sip:45675002@sip.example.net", challenge.challenge(), "45675001", "secret1"
         )
         self.h.send(invite(extra=auth + "\r\n", cseq=2, branch="z9hG4bK-c2"), caller)
-        self.assertIn(caller, self.h.service.proxy.peers)
+        (forwarded,) = [parse(d) for where, d in self.h.sent if where == B_SOURCE and d.startswith(b"INVITE")]
+        assert isinstance(forwarded, Request)
+        self.h.send(reply(forwarded, 200, "OK", contact="sip:45675002@10.0.0.9:5060"), B_SOURCE)
         start = len(self.h.sent)
-        self.assertEqual(self.inDialog("BYE", "sip:45675001@192.0.2.50:7000", B_SOURCE), [])
-        self.assertEqual(len([d for where, d in self.h.sent[start:] if where == caller]), 1)
+        bye = (
+            "BYE sip:45675001@192.0.2.50:7000 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.9:5060;branch=z9hG4bK-byeb;rport\r\n"
+            f"Max-Forwards: 70\r\nRoute: {forwarded.getAll('record-route')[0]}\r\n"
+            "From: <sip:45675002@sip.example.net>;tag=b\r\nTo: <sip:45675001@sip.example.net>;tag=a\r\n"
+            "Call-ID: call-ab@test\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n"
+        )
+        self.assertEqual(self.h.send(bye.encode(), B_SOURCE), [])
+        self.assertEqual([d[:4] for where, d in self.h.sent[start:] if where == caller], [b"BYE "])
 
     def test_a_request_coming_back_unchanged_is_a_loop(self) -> None:
         """

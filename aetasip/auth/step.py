@@ -131,11 +131,11 @@ class Authentication:
         try:
             d = self.auth.credentials(number)
         except Exception:
-            return self._backendFailed(Failure(), request)
+            return self.backendFailed(Failure(), request)
         if d.called and not isinstance(getattr(d, "result", None), Failure):
             return self._verify(d.result, request, kind, number, peer, params, header)
         d.addCallback(self._verify, request, kind, number, peer, params, header)
-        d.addErrback(self._backendFailed, request)
+        d.addErrback(self.backendFailed, request)
         return d
 
     def challenge(self, request: Request, kind: Kind, stale: bool = False) -> Response:
@@ -185,7 +185,7 @@ class Authentication:
             return self._reply(request, 403, "Bad credentials")
         return Authenticated(credentials, header)
 
-    def _backendFailed(self, failure: Failure, request: Request) -> Response:
+    def backendFailed(self, failure: Failure, request: Request) -> Response:
         if failure.check(BackendUnavailable):
             log.warn("Authentication backend unavailable: {error}", error=failure.getErrorMessage())
         else:

@@ -1,0 +1,133 @@
+"""
+Dialogs the proxy set up (RFC 3261 section 12), and the table that finds
+them by Call-ID and tags.
+
+Only a dialog of this table (or one rebuilt from a signed token, see
+L{aetasip.calls.token}) lets an in-dialog request, an ACK for a 2xx or a
+stray 2xx through: each goes to the *other* leg of its dialog, at the
+address that leg's signalling comes from, never where the message itself
+says.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from aetasip.calls.call import Call, Leg
+
+EARLY = "early"
+CONFIRMED = "confirmed"
+TERMINATED = "terminated"
+
+CALLER = "caller"
+CALLEE = "callee"
+
+
+class Dialog:
+    """
+    One dialog between a caller and a callee through this proxy.
+
+    @ivar method: what created it: C{INVITE}, C{SUBSCRIBE} or C{REFER}.
+    @ivar call: the L{Call} of an INVITE dialog (C{None} for subscriptions).
+    @ivar key: the branch (L{aetasip.calls.call.Target} key) it came from.
+    @ivar legs: the caller's and the callee's L{Leg}, by side.
+    @ivar cseq: the highest CSeq number each side sent, by side (0: none yet).
+    @ivar routes: the Route set towards each side beyond this proxy (Record-Route
+        entries other proxies added), by side, in sending order.
+    @ivar expires: for a subscription dialog, the clock time it lapses.
+    """
+
+    def __init__(
+        self,
+        method: str,
+        callID: str,
+        callerTag: str,
+        calleeTag: str,
+        callerLeg: Leg,
+        calleeLeg: Leg,
+        key: str,
+        call: Call | None = None,
+        state: str = EARLY,
+    ) -> None:
+        self.method = method
+        self.callID = callID
+        self.callerTag = callerTag
+        self.calleeTag = calleeTag
+        self.legs = {CALLER: callerLeg, CALLEE: calleeLeg}
+        self.key = key
+        self.call = call
+        self.state = state
+        self.cseq = {CALLER: 0, CALLEE: 0}
+        self.routes: dict[str, list[str]] = {CALLER: [], CALLEE: []}
+        self.expires: float | None = None
+        # The numbers at each end (From and To users), for the requests
+        # the proxy makes in the dialog's name (probes, BYE).
+        self.uris = {CALLER: "", CALLEE: ""}
+
+    def __repr__(self) -> str:
+        return f"<Dialog {self.method} {self.callID} {self.callerTag}/{self.calleeTag} {self.state}>"
+
+    def sideOf(self, fromTag: str | None) -> str | None:
+        """Which side sent a request whose From tag is C{fromTag}."""
+        if fromTag == self.callerTag:
+            return CALLER
+        if fromTag == self.calleeTag:
+            return CALLEE
+        return None
+
+    @staticmethod
+    def other(side: str) -> str:
+        return CALLEE if side == CALLER else CALLER
+
+    def sent(self, side: str, cseq: int) -> None:
+        """C{side} sent a request with CSeq number C{cseq}."""
+        if cseq > self.cseq[side]:
+            self.cseq[side] = cseq
+
+
+class DialogTable:
+    """
+    The dialogs in progress, by C{(Call-ID, caller tag, callee tag)}.
+
+    Bounded: past C{limit} dialogs the oldest is forgotten (its calls keep
+    working through the signed tokens in their Route headers).
+    """
+
+    def __init__(self, limit: int = 100_000) -> None:
+        self.limit = limit
+        self._dialogs: dict[tuple[str, str, str], Dialog] = {}
+
+    def __len__(self) -> int:
+        return len(self._dialogs)
+
+    def __iter__(self) -> Iterator[Dialog]:
+        return iter(list(self._dialogs.values()))
+
+    def add(self, dialog: Dialog) -> Dialog:
+        """Keep C{dialog}; one with the same identifiers already kept wins."""
+        key = (dialog.callID, dialog.callerTag, dialog.calleeTag)
+        existing = self._dialogs.get(key)
+        if existing is not None:
+            return existing
+        if len(self._dialogs) >= self.limit:
+            del self._dialogs[next(iter(self._dialogs))]
+        self._dialogs[key] = dialog
+        return dialog
+
+    def find(self, callID: str, fromTag: str | None, toTag: str | None) -> Dialog | None:
+        """The dialog of a message with these identifiers, whichever side sent it."""
+        if fromTag is None or toTag is None:
+            return None
+        dialogs = self._dialogs
+        return dialogs.get((callID, fromTag, toTag)) or dialogs.get((callID, toTag, fromTag))
+
+    def remove(self, dialog: Dialog) -> None:
+        dialog.state = TERMINATED
+        key = (dialog.callID, dialog.callerTag, dialog.calleeTag)
+        if self._dialogs.get(key) is dialog:
+            del self._dialogs[key]
+
+    def clear(self) -> None:
+        for dialog in list(self._dialogs.values()):
+            dialog.state = TERMINATED
+        self._dialogs.clear()

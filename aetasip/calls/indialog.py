@@ -1,0 +1,419 @@
+"""
+In-dialog traffic: requests with a To tag, ACKs for 2xx and stray 2xx.
+
+Each is routed through a L{Dialog} the proxy set up, found in the table by
+Call-ID and tags, or rebuilt from the signed token of our own Route (a
+restart, a backup server); it goes to the *other* leg of that dialog, at
+the address that leg's signalling comes from, and only when it comes from
+one of the legs. Anything else gets 481 (no such dialog) or 403 (a forged
+token, a stranger) and is sent nowhere: the service is neither a relay nor
+a reflector.
+
+The router also makes the requests the proxy sends in a dialog's name:
+the OPTIONS probes of L{aetasip.calls.liveness} and the BYEs that release
+a call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from twisted.logger import Logger
+
+from aetasip.calls.call import Call, EndCause, Leg
+from aetasip.calls.context import Branch, ResponseContext
+from aetasip.calls.dialog import CALLEE, CALLER, CONFIRMED, EARLY, Dialog
+from aetasip.calls.media import ANSWER, OFFER, kindOfRequestSDP, sdpOf
+from aetasip.calls.surgery import (
+    contactURI,
+    copyRequest,
+    decrementMaxForwards,
+    fixContact,
+    fixedURI,
+    normalHost,
+    upstream,
+)
+from aetasip.calls.token import DialogToken
+from aetasip.sip.client import newBranch
+from aetasip.sip.errors import ParseError
+from aetasip.sip.headers import parseNameAddr, splitCommas
+from aetasip.sip.message import Request, Response
+from aetasip.sip.transaction import Peer, ServerTransaction
+from aetasip.sip.uri import URI, parseURI
+
+if TYPE_CHECKING:
+    from aetasip.calls.proxy import Proxy
+
+log = Logger()
+
+# What _dialogFor answers for a token that does not verify.
+FORGED = object()
+
+# Methods whose Contact refreshes the sender's remote target (RFC 3261 12.2,
+# RFC 3311, RFC 6665).
+TARGET_REFRESH = frozenset({"INVITE", "UPDATE", "SUBSCRIBE", "NOTIFY", "REFER"})
+
+# How long a subscription dialog is kept past its expiry without news.
+_SUBSCRIPTION_GRACE = 32.0
+_REFER_LIFETIME = 3600.0
+
+
+def _sameHost(leg: Leg, peer: Peer) -> bool:
+    return normalHost(leg.source[0]) == normalHost(peer.source[0])
+
+
+class DialogRouter:
+    """The proxy's in-dialog half (see the module docstring)."""
+
+    def __init__(self, proxy: Proxy) -> None:
+        self.proxy = proxy
+
+    # -- requests ---------------------------------------------------------
+
+    def request(self, request: Request, peer: Peer, server: ServerTransaction) -> None:
+        """A request with a To tag."""
+        proxy = self.proxy
+        found = self._ourRoutes(request)
+        if found is None:
+            server.respond(proxy._reply(request, 400, "Malformed Route"))
+            return
+        dialog = self._dialogFor(request, found)
+        if dialog is FORGED:
+            log.info("Forged dialog token in {method} from {peer}", method=request.method, peer=peer)
+            server.respond(proxy._reply(request, 403, "Not a dialog of this service"))
+            return
+        if not isinstance(dialog, Dialog):
+            server.respond(proxy._reply(request, 481))
+            return
+        side = dialog.sideOf(request.fromAddr.tag)
+        if side is None:
+            server.respond(proxy._reply(request, 481))
+            return
+        if not _sameHost(dialog.legs[side], peer):
+            log.info("{method} of a dialog from a stranger {peer}", method=request.method, peer=peer)
+            server.respond(proxy._reply(request, 403, "Not a party to this call"))
+            return
+        self._learn(dialog.legs[side], peer)
+        method = request.method
+        other = Dialog.other(side)
+        leg = dialog.legs[other]
+        dialog.sent(side, request.cseq[0])
+        if method == "BYE":
+            self._ended(dialog, EndCause.CALLER_BYE if side == CALLER else EndCause.CALLEE_BYE)
+        elif method == "NOTIFY" and (request.get("subscription-state") or "").lower().startswith("terminated"):
+            proxy.dialogs.remove(dialog)
+        if proxy.hopToLeg(leg) is None:
+            server.respond(proxy._reply(request, 480, "Party unreachable"))
+            return
+        outgoing = copyRequest(request)
+        decrementMaxForwards(outgoing)
+        # A target refresh may carry a new Contact: it must stay reachable too.
+        fixContact(outgoing, peer.source, peer.transport)
+        if method in TARGET_REFRESH:
+            contact = contactURI(outgoing)
+            if contact is not None:
+                dialog.legs[side].contact = contact
+        if method == "SUBSCRIBE":
+            self._subscriptionExpires(dialog, request)
+        context = ResponseContext(proxy, request, peer, server, dialog=dialog)
+        context.extra = {"to": other, "key": dialog.key}
+        if method == "INVITE":
+            # A CANCEL of a re-INVITE finds it there.
+            proxy._contexts[server.key] = context
+        kind = kindOfRequestSDP(method)
+        context.hadOffer = kind == OFFER and sdpOf(request) is not None
+        branch = Branch(leg, outgoing)
+        call = dialog.call
+        if call is None or (proxy.media.handler is None and not proxy.media.pending(call)):
+            context.start([branch])
+            return
+
+        def refused(failure: object) -> None:
+            proxy._contexts.pop(server.key, None)
+            server.respond(proxy._reply(request, 503, "Media relay unavailable"))
+
+        proxy.media.process(call, outgoing, kind, dialog.key, side, lambda _: context.start([branch]), refused)
+
+    def ack(self, request: Request, peer: Peer) -> None:
+        """An ACK for a 2xx: to the other leg, statelessly; dropped outside our dialogs."""
+        proxy = self.proxy
+        found = self._ourRoutes(request)
+        dialog = None if found is None else self._dialogFor(request, found)
+        if not isinstance(dialog, Dialog):
+            log.debug("Dropped an ACK outside our dialogs from {peer}", peer=peer)
+            return
+        side = dialog.sideOf(request.fromAddr.tag)
+        if side is None or not _sameHost(dialog.legs[side], peer):
+            return
+        hop = proxy.hopToLeg(dialog.legs[Dialog.other(side)])
+        if hop is None:
+            return
+        outgoing = copyRequest(request)
+        outgoing.addFirst("via", proxy._via(hop[2], hop[3]))
+        decrementMaxForwards(outgoing)
+        send = hop[0]
+        if dialog.call is None:
+            send(outgoing.toBytes())
+            return
+        # SDP in an ACK answers an offer made in the 2xx (RFC 3264 late offer).
+        proxy.media.process(dialog.call, outgoing, ANSWER, dialog.key, side, lambda m: send(m.toBytes()))
+
+    def strayResponse(self, response: Response, peer: Peer | None) -> None:
+        """A 2xx no client transaction took (a retransmission): to the leg that asked."""
+        if not 200 <= response.code < 300:
+            return
+        try:
+            dialog = self.proxy.dialogs.find(response.callID, response.fromAddr.tag, response.toAddr.tag)
+            if dialog is None or len(response.vias) < 2:
+                return
+        except ParseError:
+            return
+        side = dialog.sideOf(response.fromAddr.tag)
+        if side is None:
+            return
+        if peer is not None and not _sameHost(dialog.legs[Dialog.other(side)], peer):
+            return
+        hop = self.proxy.hopToLeg(dialog.legs[side])
+        if hop is not None:
+            hop[0](upstream(response).toBytes())
+
+    # -- finding dialogs ------------------------------------------------------
+
+    def _ourRoutes(self, request: Request) -> list[str] | None:
+        """
+        Loose routing (RFC 3261 16.4): drop the Route entries naming us.
+        @return: the dialog tokens they carried (maybe none); C{None} when
+            a Route does not parse.
+        """
+        tokens: list[str] = []
+        while request.get("route") is not None:
+            try:
+                uri = parseNameAddr(request.getAll("route")[0]).uri
+            except ParseError:
+                return None
+            if not self.proxy.isOurs(uri):
+                break
+            token = uri.params.get("dlg")
+            if token:
+                tokens.append(token)
+            request.removeFirstValue("route")
+        return tokens
+
+    def _dialogFor(self, request: Request, tokens: list[str]) -> Dialog | object | None:
+        """The dialog of C{request}, from the table or a token; L{FORGED}; or C{None}."""
+        proxy = self.proxy
+        fromTag, toTag = request.fromAddr.tag, request.toAddr.tag
+        dialog = proxy.dialogs.find(request.callID, fromTag, toTag)
+        if dialog is not None:
+            if dialog.expires is not None and dialog.expires < proxy.clock.seconds():
+                proxy.dialogs.remove(dialog)
+            else:
+                return dialog
+        if not tokens:
+            return None
+        verified = proxy.signer.verify(tokens[0], request.callID, (fromTag, toTag))
+        if verified is None:
+            return FORGED
+        return self._rebuild(request, verified)
+
+    def _rebuild(self, request: Request, token: DialogToken) -> Dialog:
+        """A dialog (and its call) from a verified token: we set it up before a restart."""
+        proxy = self.proxy
+        fromTag, toTag = request.fromAddr.tag or "", request.toAddr.tag or ""
+        callerTag = token.callerTag
+        fromCaller = fromTag == callerTag
+        calleeTag = toTag if fromCaller else fromTag
+        callerLeg, calleeLeg = token.callerLeg.leg(), token.calleeLeg.leg()
+        call = None
+        if token.method == "INVITE":
+            call = Call(
+                proxy.clock.seconds,
+                request.callID,
+                callerTag,
+                token.caller,
+                "",
+                "",
+                callerLeg,
+                token.callee,
+                proxy.observers,
+            )
+            call.recovered = True
+            call.resolve(token.callee)
+            target = call.addTarget(token.callee, calleeLeg)
+            target.key = token.key
+            target.status = 200
+            proxy.calls[call.id] = call
+            call.whenEnded(proxy._callEnded)
+            call.start()
+            call.answered(target, calleeTag)
+        dialog = Dialog(
+            token.method, request.callID, callerTag, calleeTag, callerLeg, calleeLeg, token.key, call, CONFIRMED
+        )
+        fromURI, toURI = str(request.fromAddr.uri), str(request.toAddr.uri)
+        dialog.uris = {CALLER: fromURI, CALLEE: toURI} if fromCaller else {CALLER: toURI, CALLEE: fromURI}
+        # The Request-URI is the receiver's remote target.
+        dialog.legs[CALLEE if fromCaller else CALLER].contact = request.uri
+        dialog = proxy.dialogs.add(dialog)
+        if call is not None:
+            call.dialogs.append(dialog)
+            proxy.liveness.watch(dialog, None)
+        log.info("Dialog {dialog} rebuilt from its signed Route", dialog=dialog)
+        return dialog
+
+    def dialogFromResponse(
+        self, context: ResponseContext, branch: Branch, response: Response, early: bool
+    ) -> Dialog | None:
+        """The dialog a 1xx or 2xx with a To tag makes (or confirms)."""
+        proxy = self.proxy
+        tag = response.toAddr.tag
+        if tag is None:
+            return None
+        call = context.call
+        existing = proxy.dialogs.find(context.callID, context.fromTag, tag)
+        if existing is not None:
+            if not early:
+                existing.state = CONFIRMED
+                self._calleeAnswer(existing, response)
+            return existing
+        peer = context.peer
+        callerLeg = (
+            call.callerLeg if call is not None else Leg(peer.source, peer.transport, peer.local, peer.connection)
+        )
+        key = branch.target.key if branch.target is not None else "0"
+        dialog = Dialog(
+            context.method,
+            context.callID,
+            context.fromTag,
+            tag,
+            callerLeg,
+            branch.leg,
+            key,
+            call,
+            EARLY if early else CONFIRMED,
+        )
+        dialog.uris = {CALLER: context.fromURI, CALLEE: context.toURI}
+        dialog.cseq[CALLER] = context.cseq
+        if context.contact is not None:
+            try:
+                fixed = fixedURI(parseURI(context.contact), peer.source, peer.transport)
+            except ParseError:
+                fixed = None
+            callerLeg.contact = str(fixed) if fixed is not None else context.contact
+        self._calleeAnswer(dialog, response)
+        if call is None:
+            self._subscriptionExpires(dialog, response)
+        dialog = proxy.dialogs.add(dialog)
+        if call is not None:
+            call.dialogs.append(dialog)
+        return dialog
+
+    def _calleeAnswer(self, dialog: Dialog, response: Response) -> None:
+        contact = contactURI(response)
+        if contact is not None:
+            dialog.legs[CALLEE].contact = contact
+        routes: list[str] = []
+        for value in response.getAll("record-route"):
+            routes.extend(splitCommas(value))
+        ours = [i for i, route in enumerate(routes) if self._isOurRoute(route)]
+        if ours:
+            dialog.routes[CALLER] = list(reversed(routes[: ours[0]]))
+            dialog.routes[CALLEE] = routes[ours[-1] + 1 :]
+
+    def _isOurRoute(self, route: str) -> bool:
+        try:
+            return self.proxy.isOurs(parseNameAddr(route).uri)
+        except ParseError:
+            return False
+
+    def refreshed(self, context: ResponseContext, branch: Branch, response: Response) -> None:
+        """The 2xx of an in-dialog request went up."""
+        dialog = context.dialog
+        assert dialog is not None
+        side = context.extra.get("to", CALLEE)
+        if context.method in TARGET_REFRESH:
+            contact = contactURI(response)
+            if contact is not None:
+                dialog.legs[side].contact = contact
+        if context.method in ("INVITE", "UPDATE"):
+            self.proxy.liveness.refreshed(dialog, response)
+        elif context.method == "SUBSCRIBE":
+            self._subscriptionExpires(dialog, response)
+
+    def _subscriptionExpires(self, dialog: Dialog, message: Request | Response) -> None:
+        if dialog.method == "INVITE":
+            return
+        value = message.get("expires")
+        lifetime = float(value) if value is not None and value.isdigit() else _REFER_LIFETIME
+        dialog.expires = self.proxy.clock.seconds() + lifetime + _SUBSCRIPTION_GRACE
+
+    def _learn(self, leg: Leg, peer: Peer) -> None:
+        """A leg's requests now come from C{peer} (a NAT rebinding, a new connection)."""
+        if leg.source != peer.source or leg.connection is not peer.connection:
+            leg.source, leg.transport, leg.local = peer.source, peer.transport, peer.local
+            leg.connection = peer.connection
+
+    def _ended(self, dialog: Dialog, cause: str) -> None:
+        """A BYE went through C{dialog}: the dialog is over, and its call if it was the answer."""
+        self.proxy.dialogs.remove(dialog)
+        self.proxy.liveness.forget(dialog)
+        call = dialog.call
+        if call is not None and call.answeredBy is not None and call.answeredBy.key == dialog.key:
+            call.end(cause)
+
+    # -- requests in a dialog's name ----------------------------------------------
+
+    def release(self, call: Call, cause: str, detail: str) -> None:
+        """End C{call} from the server's side (see L{Proxy.release})."""
+        if call.answeredBy is None:
+            control = call.control
+            call.end(cause, 487, detail)
+            if control is not None:
+                control.cancel()
+            return
+        for dialog in [d for d in call.dialogs if d.state == CONFIRMED and d.key == call.answeredBy.key]:
+            for side in (CALLER, CALLEE):
+                self.requestInDialog(dialog, side, "BYE", lambda code: None, reason=cause)
+        call.end(cause, detail=detail)
+
+    def requestInDialog(
+        self, dialog: Dialog, side: str, method: str, onFinal: Callable[[int | None], None], reason: str = ""
+    ) -> None:
+        """
+        Send C{method} to C{side} of C{dialog}, as if from the other side;
+        C{onFinal} gets the final status, or C{None} when none came (or the
+        leg cannot be reached).
+        """
+        proxy = self.proxy
+        leg = dialog.legs[side]
+        hop = proxy.hopToLeg(leg)
+        if hop is None:
+            onFinal(None)
+            return
+        other = Dialog.other(side)
+        if method == "BYE":
+            # Past every CSeq the other side used, so it is not out of order.
+            dialog.cseq[other] += 1
+        cseq = max(dialog.cseq[other], 1)
+        tags = {CALLER: dialog.callerTag, CALLEE: dialog.calleeTag}
+        host = f"[{leg.source[0]}]" if ":" in leg.source[0] else leg.source[0]
+        target = leg.contact or str(URI("sip", None, host, leg.source[1]))
+        branch = newBranch()
+        headers = [["via", proxy._via(hop[2], hop[3], branch)], ["max-forwards", "70"]]
+        headers += [["route", route] for route in dialog.routes[side]]
+        headers += [
+            ["from", f"<{dialog.uris[other]}>;tag={tags[other]}"],
+            ["to", f"<{dialog.uris[side]}>;tag={tags[side]}"],
+            ["call-id", dialog.callID],
+            ["cseq", f"{cseq} {method}"],
+        ]
+        if reason:
+            headers.append(["reason", f'SIP;text="{reason}"'])
+        headers.append(["user-agent", proxy.serverHeader])
+        request = Request(method, target, headers)
+
+        def answered(response: Response) -> None:
+            if response.code >= 200:
+                onFinal(response.code)
+
+        proxy.clients.send(request, hop[0], hop[1], answered, lambda: onFinal(None), branch)

@@ -1,0 +1,133 @@
+"""
+Dead calls end by themselves (a codec lost power: no BYE ever comes).
+
+Every answered call is probed: an in-dialog OPTIONS to both legs every
+C{calls.probe_interval} seconds. A leg that answers 408 or 481, or has not
+answered its probe by the next one (or whose transaction times out), is
+gone: the call is released (BYE to both legs, end cause C{dead dialog}).
+RFC 4028 session timers are honoured when the agents ask for them: a
+session not refreshed within its interval is released the same way. An
+optional maximum duration releases long calls (off by default: broadcast
+links run for days).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+
+from aetasip.calls import sessiontimer
+from aetasip.calls.call import Call, EndCause
+from aetasip.calls.dialog import CALLEE, CALLER, TERMINATED, Dialog
+from aetasip.sip.message import Response
+
+if TYPE_CHECKING:
+    from aetasip.calls.proxy import CallSettings, Proxy
+
+
+class Watch:
+    """The timers of one watched dialog."""
+
+    __slots__ = ("dialog", "duration", "outstanding", "probe", "session")
+
+    def __init__(self, dialog: Dialog) -> None:
+        self.dialog = dialog
+        self.probe: IDelayedCall | None = None
+        self.session: IDelayedCall | None = None
+        self.duration: IDelayedCall | None = None
+        self.outstanding = {CALLER: False, CALLEE: False}
+
+    def cancel(self) -> None:
+        for name in ("probe", "session", "duration"):
+            timer = getattr(self, name)
+            if timer is not None and timer.active():
+                timer.cancel()
+            setattr(self, name, None)
+
+
+class Liveness:
+    """Watches the answered calls' dialogs (see the module docstring)."""
+
+    def __init__(self, proxy: Proxy, clock: IReactorTime, settings: CallSettings) -> None:
+        self.proxy = proxy
+        self.clock = clock
+        self.settings = settings
+        self._watches: dict[Dialog, Watch] = {}
+
+    def __len__(self) -> int:
+        return len(self._watches)
+
+    def watch(self, dialog: Dialog, answer: Response | None) -> None:
+        """Watch the dialog of an answered call (C{answer}: its 2xx, for the session timer)."""
+        if dialog.call is None or dialog in self._watches:
+            return
+        watch = self._watches[dialog] = Watch(dialog)
+        if self.settings.probeInterval:
+            watch.probe = self.clock.callLater(self.settings.probeInterval, self._probe, watch)
+        if self.settings.maxDuration:
+            watch.duration = self.clock.callLater(
+                self.settings.maxDuration, self._release, watch, EndCause.DURATION_LIMIT, "longest call reached"
+            )
+        if answer is not None:
+            self.refreshed(dialog, answer)
+
+    def refreshed(self, dialog: Dialog, answer: Response) -> None:
+        """A 2xx of an INVITE or UPDATE: the session interval starts again."""
+        watch = self._watches.get(dialog)
+        if watch is None:
+            return
+        interval = sessiontimer.interval(answer)
+        if watch.session is not None and watch.session.active():
+            watch.session.cancel()
+        watch.session = None
+        if interval:
+            watch.session = self.clock.callLater(
+                interval, self._release, watch, EndCause.DEAD_DIALOG, "session timer expired"
+            )
+
+    def forget(self, dialog: Dialog) -> None:
+        watch = self._watches.pop(dialog, None)
+        if watch is not None:
+            watch.cancel()
+
+    def forgetCall(self, call: Call) -> None:
+        for dialog in call.dialogs:
+            self.forget(dialog)
+
+    def stop(self) -> None:
+        watches, self._watches = self._watches, {}
+        for watch in watches.values():
+            watch.cancel()
+
+    def _probe(self, watch: Watch) -> None:
+        watch.probe = None
+        dialog = watch.dialog
+        if dialog.state == TERMINATED or self._watches.get(dialog) is not watch:
+            return
+        for side in (CALLER, CALLEE):
+            if watch.outstanding[side]:
+                self._release(watch, EndCause.DEAD_DIALOG, f"the {side} stopped answering")
+                return
+        watch.probe = self.clock.callLater(self.settings.probeInterval, self._probe, watch)
+        for side in (CALLER, CALLEE):
+            watch.outstanding[side] = True
+            self.proxy.router.requestInDialog(dialog, side, "OPTIONS", self._answered(watch, side))
+
+    def _answered(self, watch: Watch, side: str) -> Any:
+        def answered(code: int | None) -> None:
+            if self._watches.get(watch.dialog) is not watch:
+                return
+            if code is None or code in (408, 481):
+                reason = "no answer" if code is None else str(code)
+                self._release(watch, EndCause.DEAD_DIALOG, f"the {side} answered a probe with {reason}")
+            else:
+                watch.outstanding[side] = False
+
+        return answered
+
+    def _release(self, watch: Watch, cause: str, detail: str) -> None:
+        call = watch.dialog.call
+        self.forget(watch.dialog)
+        if call is not None and not call.ended:
+            self.proxy.release(call, cause, detail)

@@ -1,0 +1,145 @@
+"""
+The media hook: where every SDP of a call meets the L{IMediaHandler}.
+
+Which SDP is an offer and which an answer follows RFC 3264 as SIP carries
+it (RFC 3261 13.2.1, RFC 3262, RFC 3311, RFC 6337): SDP in an INVITE,
+re-INVITE or UPDATE is an offer, and SDP in its responses the answer
+(a 18x may preview it, the 2xx repeats it); an INVITE without SDP gets the
+offer in its 2xx (or a reliable 18x) and the answer in the ACK (or PRACK).
+
+The handler answers with Deferreds; a call's messages leave in the order
+they came, each after the SDP work of those before it. Without a handler,
+nothing waits: messages go on at once (the hot path stays as it was).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from aetasip.calls.call import Call
+from aetasip.sip.message import Request, Response
+
+log = Logger()
+
+OFFER = "offer"
+ANSWER = "answer"
+
+
+def sdpOf(message: Request | Response) -> bytes | None:
+    """The SDP body of C{message}, or C{None}."""
+    body = message.body
+    if not body:
+        return None
+    contentType = message.get("content-type")
+    if contentType is None or contentType.split(";", 1)[0].strip().lower() != "application/sdp":
+        return None
+    return body
+
+
+def kindOfRequestSDP(method: str) -> str:
+    """What SDP in a request is: an answer in an ACK or PRACK, else an offer."""
+    return ANSWER if method in ("ACK", "PRACK") else OFFER
+
+
+def kindOfResponseSDP(requestHadOffer: bool) -> str:
+    """What SDP in a response is: the answer to the request's offer, else an offer."""
+    return ANSWER if requestHadOffer else OFFER
+
+
+class MediaHook:
+    """
+    Hands the SDP of a call's messages to the media handler, in order.
+
+    @param handler: an L{IMediaHandler}, or C{None}: SDP is left untouched
+        and nothing waits.
+    """
+
+    def __init__(self, handler: Any = None) -> None:
+        self.handler = handler
+        # The last pending message of each call, by Call: later ones wait for it.
+        self._tails: dict[Call, Deferred[Any]] = {}
+
+    def pending(self, call: Call | None) -> bool:
+        return call is not None and call in self._tails
+
+    def process(
+        self,
+        call: Call | None,
+        message: Request | Response,
+        kind: str | None,
+        key: str,
+        sender: str,
+        then: Callable[[Request | Response], None],
+        failed: Callable[[Failure], None] | None = None,
+    ) -> None:
+        """
+        Run C{then(message)} once the handler has rewritten the SDP of
+        C{message} (when C{kind} is an offer or an answer and a handler is
+        set), after the messages of C{call} before it; at once when there
+        is nothing to wait for.
+
+        @param failed: what to do when an offer is refused (the handler
+            failed); an answer that fails is forwarded unchanged.
+        """
+        handler = self.handler
+        sdp = sdpOf(message) if handler is not None and kind is not None and call is not None else None
+        if sdp is None and not self.pending(call):
+            then(message)
+            return
+        assert call is not None
+        previous = self._tails.get(call)
+        d: Deferred[Any] = Deferred()
+        if previous is None:
+            d.callback(None)
+        else:
+            previous.addBoth(lambda _: d.callback(None))
+
+        if sdp is not None:
+            d.addCallback(lambda _: self._rewrite(call, message, kind or OFFER, key, sender, sdp))
+
+        def refused(failure: Failure) -> None:
+            if failed is None:
+                log.failure("Media handler failed on {call}", failure, call=call)
+                return
+            failed(failure)
+
+        # A refusal of the handler goes to failed; a failure to forward, to the log.
+        d.addCallbacks(lambda _: then(message), refused)
+        d.addErrback(lambda f: log.failure("Forwarding a message of {call} failed", f, call=call))
+        self._tails[call] = d
+
+        def done(result: object) -> object:
+            if self._tails.get(call) is d:
+                del self._tails[call]
+            return result
+
+        d.addBoth(done)
+
+    def _rewrite(self, call: Call, message: Request | Response, kind: str, key: str, sender: str, sdp: bytes) -> Any:
+        assert self.handler is not None
+        method = self.handler.offer if kind == OFFER else self.handler.answer
+        d = method(call, key, sender, sdp)
+
+        def rewritten(body: bytes) -> None:
+            message.body = body
+
+        def answerFailed(failure: Failure) -> Failure | None:
+            if kind == OFFER:
+                return failure
+            log.failure("Media handler failed on an answer of {call}: forwarded as it is", failure, call=call)
+            return None
+
+        return d.addCallbacks(rewritten, answerFailed)
+
+    def callEnded(self, call: Call) -> None:
+        if self.handler is None:
+            return
+        try:
+            self.handler.callEnded(call)
+        except Exception:
+            log.failure("Media handler failed to end {call}", call=call)

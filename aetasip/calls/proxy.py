@@ -1,0 +1,586 @@
+"""
+The stateful proxy (RFC 3261 section 16): calls between registered agents.
+
+Out-of-dialog requests (an INVITE, a MESSAGE, an OPTIONS to a number) are
+authenticated (407, the shared L{aetasip.auth.step.Authentication}),
+routed by the routing policies to the callee's bindings, and forwarded
+through client transactions, one branch per binding, in parallel (see
+L{aetasip.calls.context}). An INVITE becomes a L{Call}, whose events the
+call observers hear; every SDP passes through the media hook.
+Dialog-creating requests are Record-Routed with a signed token, so that
+in-dialog requests come back through the proxy and only ever reach the
+other leg of a dialog it set up (L{aetasip.calls.indialog}). Contacts of
+agents behind NAT are rewritten to the address their packets really come
+from (what Kamailio's fix_nated_contact does).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from aetasip.auth import Credentials
+from aetasip.auth.step import PROXY, Authenticated, Authentication, Outcome
+from aetasip.calls.call import Call, CallObservers, EndCause, Leg
+from aetasip.calls.context import Branch, ResponseContext
+from aetasip.calls.dialog import CALLEE, CALLER, DialogTable
+from aetasip.calls.hunting import HuntingContext
+from aetasip.calls.indialog import DialogRouter
+from aetasip.calls.liveness import Liveness
+from aetasip.calls.media import OFFER, MediaHook, kindOfResponseSDP, sdpOf
+from aetasip.calls.sessiontimer import sessionExpires
+from aetasip.calls.surgery import (
+    LOOP_TAG_LENGTH,
+    LOOPED_BRANCH_LENGTH,
+    copyRequest,
+    decrementMaxForwards,
+    fixContact,
+    loopTag,
+    upstream,
+)
+from aetasip.calls.token import DialogSigner
+from aetasip.location import Binding, LocationService
+from aetasip.routing import Account, Directory, EmptyDirectory, OverlayDirectory
+from aetasip.routing import Call as RoutedCall
+from aetasip.routing.chain import RoutingChain
+from aetasip.sip.client import ClientTransactionLayer, cancelFor, newBranch
+from aetasip.sip.message import Request, Response, localResponse
+from aetasip.sip.transaction import Peer, ServerTransaction
+from aetasip.sip.uri import URI
+
+log = Logger()
+
+Sender = Callable[[bytes], None]
+Hop = tuple[Sender, bool, str, tuple[str, int]]
+"""How to reach a next hop: (send, reliable, transport, our local socket)."""
+
+
+@attrs.frozen
+class CallSettings:
+    """
+    The C{calls} section of the configuration (L{aetasip.calls.settings}).
+
+    @ivar probeInterval: seconds between in-dialog OPTIONS to both legs of
+        an answered call (0: no probes).
+    @ivar maxDuration: seconds after which an answered call is released
+        (0: no limit).
+    @ivar minSessionExpires: the smallest RFC 4028 session interval accepted.
+    @ivar maxDialogs: how many dialogs the table keeps.
+    """
+
+    probeInterval: float = 30.0
+    maxDuration: float = 0.0
+    minSessionExpires: int = 90
+    maxDialogs: int = 100_000
+
+
+class Proxy:
+    """
+    Routes requests between agents, and keeps the calls they make.
+
+    @param senderFor: the L{Hop} to a leg (a binding, or a dialog's leg: from
+        the socket it talks to, or on its connection); C{None} when it cannot
+        be reached (a TCP agent whose connection closed).
+    @param sendTo: the L{Hop} to a URI on a connection from its address
+        (a leg whose connection is not known: rebuilt from a token).
+    @param address: our C{host:port} for a socket, C{(transport, local) -> str},
+        as it goes in Via and Record-Route.
+    @param isOurs: does a Route URI name this proxy?
+    @param signer: signs and checks the dialog tokens of Record-Route.
+
+    @ivar calls: the calls in progress, by L{Call.id}.
+    @ivar dialogs: the L{DialogTable}.
+    """
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        authentication: Authentication,
+        location: LocationService,
+        isLocalDomain: Callable[[str], bool],
+        clients: ClientTransactionLayer,
+        senderFor: Callable[[Any], Hop | None],
+        sendTo: Callable[[URI], Hop | None],
+        address: Callable[[str, tuple[str, int]], str],
+        serverHeader: str,
+        isOurs: Callable[[URI], bool],
+        signer: DialogSigner,
+        routing: Any = None,
+        directory: Directory | None = None,
+        ringTime: float = 20.0,
+        observers: CallObservers | None = None,
+        media: MediaHook | None = None,
+        settings: CallSettings | None = None,
+    ) -> None:
+        self.clock = clock
+        self.authentication = authentication
+        self.auth = authentication.auth
+        self.location = location
+        self.isLocalDomain = isLocalDomain
+        self.clients = clients
+        self.senderFor = senderFor
+        self.sendTo = sendTo
+        self.address = address
+        self.serverHeader = serverHeader
+        self.isOurs = isOurs
+        self.signer = signer
+        self.routing = routing if routing is not None else RoutingChain([])
+        self.directory: Directory = directory if directory is not None else EmptyDirectory()
+        self.ringTime = ringTime
+        self.observers = observers if observers is not None else CallObservers()
+        self.media = media if media is not None else MediaHook()
+        self.settings = settings if settings is not None else CallSettings()
+        self._contexts: dict[Any, ResponseContext] = {}
+        self.calls: dict[int, Call] = {}
+        self.dialogs = DialogTable(self.settings.maxDialogs)
+        self.liveness = Liveness(self, clock, self.settings)
+        self.router = DialogRouter(self)
+
+    def stop(self) -> None:
+        """
+        The service stops: every call in progress ends (C{server shutdown};
+        no BYE: after a restart, their signed Routes still carry them) and
+        every timer is dropped (the client transactions are the transaction
+        layer's to stop).
+        """
+        contexts, self._contexts = self._contexts, {}
+        for context in contexts.values():
+            context.stop()
+        self.liveness.stop()
+        for call in list(self.calls.values()):
+            call.end(EndCause.SERVER_SHUTDOWN)
+        self.dialogs.clear()
+
+    # -- the calls, for observers, handlers and operators ------------------
+
+    def activeCalls(self) -> list[Call]:
+        """The calls in progress, oldest first."""
+        return sorted(self.calls.values(), key=lambda c: c.id)
+
+    def release(self, call: Call, cause: str = EndCause.OPERATOR_RELEASE, detail: str = "") -> None:
+        """
+        End C{call} from the server's side: an answered call gets a BYE on
+        both legs, a call still being set up is cancelled (the caller gets
+        487). Ends it with C{cause}.
+        """
+        if call.ended:
+            return
+        self.router.release(call, cause, detail)
+
+    # -- entry points ---------------------------------------------------------
+
+    def handle(self, request: Request, peer: Peer, server: ServerTransaction) -> None:
+        """A request not for the registrar nor for the server itself."""
+        maxForwards = request.get("max-forwards")
+        if maxForwards is not None and maxForwards.isdigit() and int(maxForwards) == 0:
+            server.respond(self._reply(request, 483))
+            return
+        if request.toAddr.tag is not None:
+            self.router.request(request, peer, server)
+            return
+        if self._looped(request):
+            server.respond(self._reply(request, 482))
+            return
+        uri = request.requestURI
+        if not self.isLocalDomain(uri.host):
+            # No open relay: only numbers of this service are routed.
+            server.respond(self._reply(request, 403, "Domain not served here"))
+            return
+        caller = request.fromAddr.uri.user or ""
+        outcome = self.authentication.authenticate(request, PROXY, caller, peer)
+        if isinstance(outcome, Deferred):
+            outcome.addCallback(self._authenticated, request, peer, server)
+            outcome.addErrback(lambda f: log.failure("Routing {request} failed", f, request=request))
+        else:
+            self._authenticated(outcome, request, peer, server)
+
+    def cancel(self, request: Request, server: ServerTransaction) -> None:
+        """
+        A CANCEL: answered 200 here (RFC 3261 16.10) and passed on to the
+        branches of the INVITE it cancels, or 481.
+        """
+        via = request.topVia
+        context = self._contexts.get((via.branch, via.host, via.port, "INVITE"))
+        if context is None:
+            server.respond(self._reply(request, 481))
+            return
+        server.respond(self._reply(request, 200))
+        context.callerCancelled()
+
+    def statelessAck(self, request: Request, peer: Peer) -> None:
+        """An ACK for a 2xx: to the other leg of its dialog, without transaction."""
+        self.router.ack(request, peer)
+
+    def strayResponse(self, response: Response, peer: Peer | None = None) -> None:
+        """
+        A response matching no client transaction: a 2xx retransmission
+        after ours ended. Forwarded to the other leg of its dialog.
+        """
+        self.router.strayResponse(response, peer)
+
+    # -- out of dialog ----------------------------------------------------------
+
+    def _authenticated(self, outcome: Outcome, request: Request, peer: Peer, server: ServerTransaction) -> None:
+        if not isinstance(outcome, Authenticated):
+            server.respond(outcome)
+            return
+        # RFC 3261 22.3: credentials for our realm stop here; others go on.
+        request.removeField("proxy-authorization", outcome.header)
+        self._route(request, peer, server, outcome.credentials)
+
+    def _route(self, request: Request, peer: Peer, server: ServerTransaction, caller: Credentials) -> None:
+        dialled = request.requestURI.user or ""
+        if not dialled:
+            server.respond(self._reply(request, 404))
+            return
+        call = None
+        if request.method == "INVITE":
+            refusal = sessionExpires(request, self.settings.minSessionExpires, self._reply)
+            if refusal is not None:
+                server.respond(refusal)
+                return
+            call = self._newCall(request, peer, caller, dialled)
+        d = self.auth.credentials(dialled)
+
+        def decide(known: Credentials | None) -> None:
+            accounts = {caller.number: Account(caller.number, caller.kind)}
+            if known is not None:
+                accounts[dialled] = Account(dialled, known.kind)
+            directory = OverlayDirectory(self.directory, accounts)
+            callerAccount = directory.account(caller.number)
+            assert callerAccount is not None
+            routed = RoutedCall(callerAccount, dialled, dialled)
+            refusal = self.routing.route(routed, directory)
+            if refusal is not None:
+                self._refuse(request, server, call, refusal.code, refusal.reason)
+                return
+            if call is not None:
+                call.resolve(routed.callee)
+            if routed.series is not None:
+                self._hunt(request, peer, server, routed.series, call)
+                return
+            if directory.account(routed.callee) is None:
+                self._refuse(request, server, call, 404)
+                return
+            bindings = [b for b in self.location.lookup(routed.callee) if self.senderFor(b) is not None]
+            if not bindings:
+                self._refuse(request, server, call, 480)
+                return
+            self._forward(request, peer, server, routed.callee, caller.number, bindings, call)
+
+        def failed(failure: Failure) -> None:
+            response = self.authentication.backendFailed(failure, request)
+            server.respond(response)
+            if call is not None:
+                call.end(EndCause.REJECTED, response.code)
+
+        d.addCallback(decide)
+        d.addErrback(failed)
+
+    def _newCall(self, request: Request, peer: Peer, caller: Credentials, dialled: str) -> Call:
+        fromTag = request.fromAddr.tag or ""
+        leg = Leg(peer.source, peer.transport, peer.local, peer.connection)
+        call = Call(
+            self.clock.seconds,
+            request.callID,
+            fromTag,
+            caller.number,
+            caller.kind,
+            request.requestURI.host,
+            leg,
+            dialled,
+            self.observers,
+        )
+        self.calls[call.id] = call
+        call.whenEnded(self._callEnded)
+        call.start()
+        return call
+
+    def _callEnded(self, call: Call) -> None:
+        self.calls.pop(call.id, None)
+        call.control = None
+        self.liveness.forgetCall(call)
+        for dialog in call.dialogs:
+            self.dialogs.remove(dialog)
+        call.dialogs = []
+        self.media.callEnded(call)
+
+    def _refuse(
+        self, request: Request, server: ServerTransaction, call: Call | None, code: int, reason: str = ""
+    ) -> None:
+        server.respond(self._reply(request, code, reason))
+        if call is not None:
+            call.end(EndCause.REJECTED, code, reason)
+
+    def _hunt(
+        self, request: Request, peer: Peer, server: ServerTransaction, series: list[str], call: Call | None
+    ) -> None:
+        """Ring the members of a hunting series one after the other (see L{HuntingContext})."""
+        members = [(m, [b for b in self.location.lookup(m) if self.senderFor(b) is not None]) for m in series]
+        members = [(number, bindings) for number, bindings in members if bindings]
+        if not members:
+            self._refuse(request, server, call, 480)
+            return
+        if call is None:
+            # A hunting number reached by a MESSAGE or an OPTIONS: the first member.
+            number, bindings = members[0]
+            caller = request.fromAddr.uri.user or ""
+            self._forward(request, peer, server, number, caller, bindings, None)
+            return
+        server.respond(self._reply(request, 100))
+        hunt = HuntingContext(self, request, peer, server, members, call)
+        call.control = hunt
+        hunt.next()
+
+    def _forward(
+        self,
+        request: Request,
+        peer: Peer,
+        server: ServerTransaction,
+        callee: str,
+        caller: str,
+        bindings: list[Binding],
+        call: Call | None,
+    ) -> None:
+        if request.method == "INVITE":
+            server.respond(self._reply(request, 100))
+        context = ResponseContext(self, request, peer, server, call)
+        if call is not None:
+            call.control = context
+        self._contexts[server.key] = context
+        branches = [self._branch(request, peer, binding, callee, caller, call) for binding in bindings]
+        self._startBranches(context, request, branches)
+
+    def _branch(
+        self, request: Request, peer: Peer, binding: Binding, callee: str, caller: str, call: Call | None
+    ) -> Branch:
+        """The copy of C{request} for one binding (RFC 3261 16.6)."""
+        outgoing = copyRequest(request)
+        outgoing.uri = binding.contact
+        decrementMaxForwards(outgoing)
+        fixContact(outgoing, peer.source, peer.transport)
+        leg = Leg(binding.source, binding.transport, binding.local, binding.connection, binding.contact)
+        target = call.addTarget(callee, leg) if call is not None else None
+        if request.method in ("INVITE", "SUBSCRIBE", "REFER"):
+            callerLeg = call.callerLeg if call is not None else Leg(peer.source, peer.transport, peer.local)
+            token = self.signer.sign(
+                request.method,
+                request.callID,
+                request.fromAddr.tag or "",
+                caller,
+                callee,
+                target.key if target is not None else "0",
+                callerLeg,
+                leg,
+            )
+            self._recordRoute(outgoing, peer.transport, peer.local, leg.transport, leg.local, token)
+        for route in reversed(binding.path):
+            outgoing.addFirst("route", route)
+        return Branch(leg, outgoing, target)
+
+    def _startBranches(self, context: ResponseContext, request: Request, branches: list[Branch]) -> None:
+        """Send C{branches}, each once the media handler has seen its offer."""
+        if sdpOf(request) is not None:
+            context.hadOffer = True
+        call = context.call
+        if self.media.handler is None or call is None or not context.hadOffer:
+            context.start(branches)
+            return
+        context.start([])
+        context.branches = branches
+        for branch in branches:
+            assert branch.request is not None and branch.target is not None
+            self.media.process(
+                call,
+                branch.request,
+                OFFER,
+                branch.target.key,
+                CALLER,
+                lambda _, branch=branch: self._send(context, branch),  # type: ignore[misc]
+                lambda failure, branch=branch: self._mediaRefused(context, branch, failure),  # type: ignore[misc]
+            )
+
+    def _mediaRefused(self, context: ResponseContext, branch: Branch, failure: Failure) -> None:
+        log.warn("Media refused for {call}: {error}", call=context.call, error=failure.getErrorMessage())
+        if context.call is not None:
+            context.call.endDetail = f"media: {failure.getErrorMessage()}"
+        branch.request = None
+        context.refuse(branch, 503, "Media relay unavailable")
+
+    def _send(self, context: ResponseContext, branch: Branch) -> None:
+        if branch.code >= 200:
+            return  # cancelled while its media was being prepared
+        hop = self.senderFor(branch.leg)
+        if hop is None:
+            context.timeout(branch)
+            return
+        send, reliable, transport, local = hop
+        outgoing = branch.request
+        assert outgoing is not None
+        branch.request = None
+        branchID = f"{newBranch()}.{context.loopTag}"
+        outgoing.addFirst("via", self._via(transport, local, branchID))
+        branch.client = self.clients.send(
+            outgoing,
+            send,
+            reliable,
+            lambda response: self._fromBranch(context, branch, response),
+            lambda: context.timeout(branch),
+            branchID,
+        )
+
+    def _fromBranch(self, context: ResponseContext, branch: Branch, response: Response) -> None:
+        code = response.code
+        if code < 200 and branch.cancel:
+            # A branch given up on: its first 1xx lets its CANCEL go.
+            if branch.cancel == "pending":
+                self._sendCancel(branch)
+            return
+        if 100 < code < 300:
+            # Also 1xx (early dialogs, RFC 3262) and the 2xx of SUBSCRIBE and REFER.
+            fixContact(response, branch.leg.source, branch.leg.transport)
+        call = context.call if context.dialog is None else context.dialog.call
+        if call is None or code == 100 or (self.media.handler is None and not self.media.pending(call)):
+            context.response(branch, response)
+            return
+        kind = kindOfResponseSDP(context.hadOffer) if code < 300 else None
+        key = branch.target.key if branch.target is not None else context.extra.get("key", "1")
+        sender = context.extra.get("to", CALLEE)
+        self.media.process(call, response, kind, key, sender, lambda r: context.response(branch, r))  # type: ignore[arg-type]
+
+    # -- what the contexts tell ---------------------------------------------------
+
+    def _provisional(self, context: ResponseContext, branch: Branch, response: Response) -> None:
+        """A 1xx (not 100) goes up."""
+        if context.dialog is not None:
+            return
+        call = context.call
+        if call is not None:
+            call.ringing()
+        if context.method == "INVITE" and response.toAddr.tag is not None:
+            # An early dialog: PRACK and UPDATE may come before the answer.
+            self.router.dialogFromResponse(context, branch, response, early=True)
+
+    def _answered(self, context: ResponseContext, branch: Branch, response: Response) -> None:
+        """A branch's first 2xx goes up."""
+        if context.dialog is not None:
+            self.router.refreshed(context, branch, response)
+            return
+        if context.method not in ("INVITE", "SUBSCRIBE", "REFER") or response.toAddr.tag is None:
+            return
+        dialog = self.router.dialogFromResponse(context, branch, response, early=False)
+        call = context.call
+        if call is not None and dialog is not None and call.answeredBy is None:
+            call.answered(branch.target, response.toAddr.tag)
+            self.liveness.watch(dialog, response)
+
+    def _failed(self, context: ResponseContext, best: Response) -> None:
+        """The best final non-2xx response went up (or our own timeout)."""
+        call = context.call
+        if call is None or context.dialog is not None:
+            return
+        if context.cancelledBy == "caller":
+            cause = EndCause.CANCELLED
+        elif context.cancelledBy is not None or best.code == 408:
+            cause = EndCause.NO_ANSWER
+        else:
+            cause = EndCause.REJECTED
+        call.end(cause, best.code, best.reason if cause == EndCause.REJECTED else "")
+
+    # -- cancelling ------------------------------------------------------------
+
+    def _cancelBranch(self, branch: Branch) -> None:
+        if branch.code >= 200 or branch.cancel:
+            return
+        if branch.client is None or branch.code == 0:
+            # RFC 3261 9.1: no CANCEL before a provisional response. The
+            # branch counts as ended; its CANCEL goes when a 1xx comes, or
+            # its Timer B ends it (or it was never sent).
+            branch.code = 487
+            branch.cancel = "pending"
+            return
+        self._sendCancel(branch)
+
+    def _sendCancel(self, branch: Branch) -> None:
+        branch.cancel = "sent"
+        client = branch.client
+        if client is None or client.request is None:
+            return
+        hop = self.senderFor(branch.leg)
+        if hop is None:
+            return
+        self.clients.send(cancelFor(client.request), hop[0], hop[1], lambda r: None, lambda: None, client.key[0])
+        # Without a final response 64*T1 from now, the branch times out.
+        client.cancelled()
+
+    # -- loops -------------------------------------------------------------------
+
+    def _looped(self, request: Request) -> bool:
+        """
+        Has this request been forwarded by us before, unchanged (RFC 3261
+        16.3 step 4, 16.6 step 8)? One of its Vias is ours and its branch
+        ends with the loop tag this very request gives. A request that
+        comes back changed (another Request-URI: a call forwarded back to
+        us) is a spiral, and is routed again.
+        """
+        tag = None
+        for via in request.vias:
+            branch = via.branch
+            if branch is None or len(branch) != LOOPED_BRANCH_LENGTH or branch[-LOOP_TAG_LENGTH - 1] != ".":
+                continue
+            if tag is None:
+                tag = loopTag(request)
+            if branch.endswith(tag) and self.isOurs(URI("sip", None, via.host, via.port)):
+                return True
+        return False
+
+    # -- message surgery --------------------------------------------------------
+
+    def _via(self, transport: str, local: tuple[str, int], branch: str | None = None) -> str:
+        return f"SIP/2.0/{transport.upper()} {self.address(transport, local)};branch={branch or newBranch()};rport"
+
+    def _routeURI(self, transport: str, local: tuple[str, int], token: str) -> str:
+        suffix = "" if transport == "udp" else f";transport={transport}"
+        return f"sip:{self.address(transport, local)}{suffix};lr;dlg={token}"
+
+    def _recordRoute(
+        self,
+        outgoing: Request,
+        inTransport: str,
+        inLocal: tuple[str, int],
+        outTransport: str,
+        outLocal: tuple[str, int],
+        token: str,
+    ) -> None:
+        inbound = self._routeURI(inTransport, inLocal, token)
+        outbound = self._routeURI(outTransport, outLocal, token)
+        # Two entries when the legs use different sockets (RFC 5658): each
+        # side then reaches us on the socket it knows.
+        if outbound != inbound:
+            outgoing.addFirst("record-route", f"<{inbound}>")
+            outgoing.addFirst("record-route", f"<{outbound}>")
+        else:
+            outgoing.addFirst("record-route", f"<{inbound}>")
+
+    def _upstream(self, response: Response) -> Response:
+        return upstream(response)
+
+    def _reply(self, request: Request, code: int, reason: str = "") -> Response:
+        return localResponse(request, code, reason, self.serverHeader)
+
+    def hopToLeg(self, leg: Leg) -> Hop | None:
+        """How to reach C{leg}: its socket or connection, else a connection from its address."""
+        hop = self.senderFor(leg)
+        if hop is None and leg.transport != "udp":
+            host = f"[{leg.source[0]}]" if ":" in leg.source[0] else leg.source[0]
+            hop = self.sendTo(URI("sip", None, host, leg.source[1], {"transport": leg.transport}))
+        return hop
+
+
+__all__ = ["CALLEE", "CALLER", "CallSettings", "Hop", "Proxy"]

@@ -1,0 +1,623 @@
+"""
+Calls as objects (issue 8): their events, the dialogs that carry their
+in-dialog traffic (and nobody else's), the signed Route that outlives a
+restart, dead calls, session timers, and the media hook. Sans-IO: bytes
+through the SIP core on a Clock.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from aetasip.auth import credentialsFromPassword
+from aetasip.calls.call import CallObservers, EndCause
+from aetasip.calls.token import DialogSigner
+from aetasip.sip.message import Request, parse
+from tests.sipagent import Agent, Harness, Reply
+from tests.test_proxy import A_SOURCE, B_SOURCE, invite, proxyAuthorization, reply
+from tests.test_proxy_methods import A_CONTACT, B_CONTACT, B_REAL, dialogReply, request, withHeaders
+
+C_SOURCE = ("192.0.2.66", 5060)
+STRANGER = ("192.0.2.99", 5060)
+SDP = b"v=0\r\no=a 1 1 IN IP4 10.0.0.7\r\ns=-\r\nc=IN IP4 10.0.0.7\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
+SDP_B = b"v=0\r\no=b 1 1 IN IP4 10.0.0.9\r\ns=-\r\nc=IN IP4 10.0.0.9\r\nt=0 0\r\nm=audio 5000 RTP/AVP 0\r\n"
+KEY = b"k" * 32
+
+
+class Recorder:
+    """An ICallObserver writing down what it hears."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, Any]] = []
+
+    def callStarted(self, call: Any) -> None:
+        self.events.append(("started", call))
+
+    def callRinging(self, call: Any) -> None:
+        self.events.append(("ringing", call))
+
+    def callAnswered(self, call: Any) -> None:
+        self.events.append(("answered", call))
+
+    def callEnded(self, call: Any) -> None:
+        self.events.append(("ended", call))
+
+    def names(self) -> list[str]:
+        return [name for name, _ in self.events]
+
+
+class Rewriter:
+    """An IMediaHandler that marks the SDP it sees, at once or when told."""
+
+    name = "rewriter"
+
+    def __init__(self, wait: bool = False, refuse: bool = False) -> None:
+        self.seen: list[tuple[str, str, str, bytes]] = []
+        self.waiting: list[Deferred[bytes]] = []
+        self.wait = wait
+        self.refuse = refuse
+        self.ended: list[Any] = []
+
+    def _handle(self, kind: str, key: str, sender: str, sdp: bytes) -> Deferred[bytes]:
+        self.seen.append((kind, key, sender, sdp))
+        if self.refuse and kind == "offer":
+            return fail(RuntimeError("no ports left"))
+        rewritten = sdp.replace(b"c=IN IP4 ", f"c=IN IP4 relay-{kind}-{sender}.".encode())
+        if self.wait:
+            d: Deferred[bytes] = Deferred()
+            self.waiting.append(d)
+            d.addCallback(lambda _: rewritten)
+            return d
+        return succeed(rewritten)
+
+    def offer(self, call: Any, key: str, sender: str, sdp: bytes) -> Deferred[bytes]:
+        return self._handle("offer", key, sender, sdp)
+
+    def answer(self, call: Any, key: str, sender: str, sdp: bytes) -> Deferred[bytes]:
+        return self._handle("answer", key, sender, sdp)
+
+    def callEnded(self, call: Any) -> None:
+        self.ended.append(call)
+
+    def release(self) -> None:
+        waiting, self.waiting = self.waiting, []
+        for d in waiting:
+            d.callback(None)
+
+
+class CallTestCase(SynchronousTestCase):
+    """A (45675001) and B (45675002) registered from behind their NATs."""
+
+    settings: dict[str, Any] = {}
+
+    def setUp(self) -> None:
+        self.recorder = Recorder()
+        self.media: Any = None
+        self.makeHarness()
+
+    def makeHarness(self, clock: Clock | None = None, **extra: Any) -> Harness:
+        settings = {"calls__probe_interval": 0, **self.settings, **extra}
+        self.h = Harness(
+            observers=CallObservers([self.recorder]), media=self.media, dialogKey=KEY, clock=clock, **settings
+        )
+        self.h.auth.accounts["45675003"] = credentialsFromPassword("45675003", "premium", "aetasip", "secret3")
+        for number, password, source, contact in (
+            ("45675001", "secret1", A_SOURCE, A_CONTACT),
+            ("45675002", "secret2", B_SOURCE, B_CONTACT),
+        ):
+            self.assertEqual(self.h.register(Agent(number, password, source=source, contact=contact)).code, 200)
+        return self.h
+
+    def sentTo(self, destination: tuple[str, int], start: int) -> list[bytes]:
+        return [data for where, data in self.h.sent[start:] if where == destination]
+
+    def requestsTo(self, destination: tuple[str, int], start: int) -> list[Request]:
+        requests = [parse(d) for d in self.sentTo(destination, start) if not d.startswith(b"SIP/2.0 ")]
+        return [r for r in requests if isinstance(r, Request)]
+
+    def repliesTo(self, destination: tuple[str, int], start: int) -> list[Reply]:
+        return [Reply(d) for d in self.sentTo(destination, start) if d.startswith(b"SIP/2.0 ")]
+
+    def call(self, callee: str = "45675002", extra: str = "", body: bytes = b"v=0\n") -> tuple[Request, int]:
+        """A calls C{callee}; the INVITE as B got it, and the index before it."""
+        challenge = self.h.sendOne(invite(callee), A_SOURCE)
+        auth = proxyAuthorization(
+            "INVITE", f"sip:{callee}@sip.example.net", challenge.challenge(), "45675001", "secret1"
+        )
+        data = invite(callee, f"{extra}{auth}\r\n", cseq=2, branch="z9hG4bK-a2")
+        if body != b"v=0\n":
+            head = data.split(b"\r\n\r\n", 1)[0].replace(b"Content-Length: 4", f"Content-Length: {len(body)}".encode())
+            if not body:
+                head = head.replace(b"Content-Type: application/sdp\r\n", b"")
+            data = head + b"\r\n\r\n" + body
+        start = len(self.h.sent)
+        self.h.send(data, A_SOURCE)
+        invites = [r for r in self.requestsTo(B_SOURCE, start) if r.method == "INVITE"]
+        return (invites[0] if invites else Request("NONE", "sip:x")), start
+
+    def answered(self, **kwargs: Any) -> tuple[Request, int]:
+        sent, start = self.call(**kwargs)
+        self.h.send(reply(sent, 180, "Ringing"), B_SOURCE)
+        self.h.send(reply(sent, 200, "OK", contact=B_CONTACT), B_SOURCE)
+        self.assertEqual([r.code for r in self.repliesTo(A_SOURCE, start)], [100, 180, 200])
+        return sent, start
+
+    def fromA(self, method: str, cseq: int, route: str | None, **kwargs: Any) -> list[Reply]:
+        """A sends C{method} in the dialog call-ab@test (tags a, b) to B's real address."""
+        source = kwargs.pop("source", A_SOURCE)
+        headers = [f"Route: {route}"] if route else []
+        headers += kwargs.pop("headers", [])
+        data = request(method, B_REAL, cseq, toTag="b", callID="call-ab@test", headers=headers, **kwargs)
+        return self.h.send(data, source)
+
+    def fromB(self, method: str, cseq: int, route: str | None, source: tuple[str, int] = B_SOURCE) -> list[Reply]:
+        """B sends C{method} in the dialog to A's real address."""
+        headers = [f"Route: {route}"] if route else []
+        data = request(
+            method,
+            "sip:45675001@198.51.100.7:5060",
+            cseq,
+            sender="45675002",
+            receiver="45675001",
+            fromTag="b",
+            toTag="a",
+            callID="call-ab@test",
+            via="10.0.0.9:5060",
+            headers=headers,
+        )
+        return self.h.send(data, source)
+
+
+class CallEventTests(CallTestCase):
+    """The events of calls, in order, with their causes."""
+
+    def test_answered_call_then_caller_bye(self) -> None:
+        sent, _ = self.answered()
+        self.h.clock.advance(7)
+        self.fromA("BYE", 3, sent.getAll("record-route")[0])
+        self.assertEqual(self.recorder.names(), ["started", "ringing", "answered", "ended"])
+        call = self.recorder.events[-1][1]
+        self.assertEqual(
+            (call.caller, call.dialled, call.callee, call.status), ("45675001", "45675002", "45675002", 200)
+        )
+        self.assertEqual(call.endCause, EndCause.CALLER_BYE)
+        self.assertEqual(call.callerLeg.source, A_SOURCE)
+        self.assertEqual(call.domain, "sip.example.net")
+        self.assertEqual(call.duration, 7.0)
+        self.assertEqual(call.answeredBy.leg.source, B_SOURCE)
+        self.assertEqual(self.h.service.proxy.calls, {})
+        self.assertEqual(len(self.h.service.proxy.dialogs), 0)
+
+    def test_callee_bye(self) -> None:
+        sent, _ = self.answered()
+        self.fromB("BYE", 1, sent.getAll("record-route")[0])
+        self.assertEqual(self.recorder.events[-1][1].endCause, EndCause.CALLEE_BYE)
+
+    def test_busy_call(self) -> None:
+        sent, _ = self.call()
+        self.h.send(reply(sent, 486, "Busy Here"), B_SOURCE)
+        self.assertEqual(self.recorder.names(), ["started", "ended"])
+        call = self.recorder.events[-1][1]
+        self.assertEqual((call.endCause, call.status, call.targets[0].status), (EndCause.REJECTED, 486, 486))
+
+    def test_cancelled_call(self) -> None:
+        sent, _start = self.call()
+        self.h.send(reply(sent, 180, "Ringing"), B_SOURCE)
+        cancel = (
+            invite(branch="z9hG4bK-a2", cseq=2)
+            .replace(b"INVITE sip", b"CANCEL sip")
+            .replace(b"CSeq: 2 INVITE", b"CSeq: 2 CANCEL")
+        )
+        self.h.send(cancel, A_SOURCE)
+        self.h.send(reply(sent, 487, "Request Terminated"), B_SOURCE)
+        self.assertEqual(self.recorder.names(), ["started", "ringing", "ended"])
+        call = self.recorder.events[-1][1]
+        self.assertEqual((call.endCause, call.status), (EndCause.CANCELLED, 487))
+
+    def test_unanswered_call_ends_at_timer_c(self) -> None:
+        sent, start = self.call()
+        self.h.send(reply(sent, 180, "Ringing"), B_SOURCE)
+        self.h.clock.advance(182)
+        (cancel,) = [r for r in self.requestsTo(B_SOURCE, start) if r.method == "CANCEL"]
+        self.h.send(reply(cancel, 200, "OK"), B_SOURCE)
+        self.h.send(reply(sent, 487, "Request Terminated"), B_SOURCE)
+        self.assertEqual(self.recorder.names(), ["started", "ringing", "ended"])
+        call = self.recorder.events[-1][1]
+        self.assertEqual((call.endCause, call.status), (EndCause.NO_ANSWER, 487))
+
+    def test_call_refused_by_routing(self) -> None:
+        _sent, start = self.call("45679999")
+        self.assertEqual([r.code for r in self.repliesTo(A_SOURCE, start)], [404])
+        self.assertEqual(self.recorder.names(), ["started", "ended"])
+        call = self.recorder.events[-1][1]
+        self.assertEqual((call.endCause, call.status, call.targets), (EndCause.REJECTED, 404, []))
+
+    def test_unauthenticated_invite_is_no_call(self) -> None:
+        self.assertEqual(self.h.sendOne(invite(), A_SOURCE).code, 407)
+        self.assertEqual(self.recorder.events, [])
+
+    def test_forked_call_keeps_every_branch(self) -> None:
+        """B registered twice: two branches; one answers, the other is cancelled."""
+        self.makeHarness(registrar__conflict="allow")
+        self.assertEqual(
+            self.h.register(Agent("45675002", "secret2", source=C_SOURCE, contact="sip:45675002@10.0.0.66")).code, 200
+        )
+        start = len(self.h.sent)
+        sent, _ = self.call()
+        (other,) = [r for r in self.requestsTo(C_SOURCE, start) if r.method == "INVITE"]
+        self.h.send(reply(other, 180, "Ringing"), C_SOURCE)
+        self.h.send(reply(sent, 200, "OK", contact=B_CONTACT), B_SOURCE)
+        call = self.recorder.events[-1][1]
+        self.assertEqual(self.recorder.names(), ["started", "ringing", "answered"])
+        self.assertEqual([t.leg.source for t in call.targets], [B_SOURCE, C_SOURCE])
+        self.assertEqual(call.answeredBy.leg.source, B_SOURCE)
+        self.assertEqual([r.method for r in self.requestsTo(C_SOURCE, start)], ["INVITE", "CANCEL"])
+
+
+class HuntingEventTests(CallTestCase):
+    """A call to a hunting series: one call, its members resolved in turn."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        from aetasip.routing import Call as RoutedCall
+
+        class Series:
+            name = "series"
+
+            def apply(self, call: RoutedCall, directory: Any) -> None:
+                if call.dialled == "45676000":
+                    call.series = ["45675003", "45675002"]
+
+        self.h.service.proxy.routing.policies.insert(0, Series())
+        self.assertEqual(
+            self.h.register(Agent("45675003", "secret3", source=C_SOURCE, contact="sip:45675003@10.0.0.66")).code, 200
+        )
+        self.h.auth.accounts["45676000"] = self.h.auth.accounts["45675002"]
+
+    def test_busy_member_then_answer(self) -> None:
+        start = len(self.h.sent)
+        _sent, _ = self.call("45676000")
+        (first,) = [r for r in self.requestsTo(C_SOURCE, start) if r.method == "INVITE"]
+        self.h.send(reply(first, 486, "Busy Here"), C_SOURCE)
+        (second,) = [r for r in self.requestsTo(B_SOURCE, start) if r.method == "INVITE"]
+        self.h.send(reply(second, 180, "Ringing"), B_SOURCE)
+        self.h.send(reply(second, 200, "OK", contact=B_CONTACT), B_SOURCE)
+        self.assertEqual(self.recorder.names(), ["started", "ringing", "answered"])
+        call = self.recorder.events[-1][1]
+        self.assertEqual(call.dialled, "45676000")
+        self.assertEqual(call.resolved, ["45676000", "45675003", "45675002"])
+        self.assertEqual([(t.number, t.status) for t in call.targets], [("45675003", 486), ("45675002", 200)])
+        self.assertEqual(call.callee, "45675002")
+
+    def test_nobody_answers(self) -> None:
+        start = len(self.h.sent)
+        _sent, _ = self.call("45676000")
+        (first,) = [r for r in self.requestsTo(C_SOURCE, start) if r.method == "INVITE"]
+        self.h.send(reply(first, 480, "Temporarily Unavailable"), C_SOURCE)
+        (second,) = [r for r in self.requestsTo(B_SOURCE, start) if r.method == "INVITE"]
+        self.h.send(reply(second, 480, "Temporarily Unavailable"), B_SOURCE)
+        self.assertEqual(self.recorder.names(), ["started", "ended"])
+        call = self.recorder.events[-1][1]
+        self.assertEqual((call.endCause, call.status), (EndCause.NO_ANSWER, 480))
+
+
+class StrangerTests(CallTestCase):
+    """Nobody but the two parties of a dialog of ours gets anything through it."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.sent, _ = self.answered()
+        self.route = self.sent.getAll("record-route")[0]
+
+    def assertNothingLeft(self, start: int) -> None:
+        self.assertEqual([where for where, _ in self.h.sent[start:] if where != STRANGER], [])
+
+    def test_stranger_requests_in_a_dialog_are_refused(self) -> None:
+        for method in ("BYE", "INFO", "INVITE"):
+            start = len(self.h.sent)
+            (refused,) = self.fromA(method, 10, self.route, source=STRANGER)
+            self.assertEqual((refused.code, refused.reason), (403, "Not a party to this call"))
+            self.assertNothingLeft(start)
+        start = len(self.h.sent)
+        self.assertEqual(self.fromA("ACK", 2, self.route, source=STRANGER), [])
+        self.assertNothingLeft(start)
+        self.assertEqual(self.recorder.names()[-1], "answered")
+
+    def test_stranger_stray_2xx_is_not_reflected(self) -> None:
+        start = len(self.h.sent)
+        stray = (
+            "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP sip.example.net:5060;branch=z9hG4bK-gone\r\n"
+            "Via: SIP/2.0/UDP 10.0.0.7:5060;branch=z9hG4bK-x;received=198.51.100.7;rport=5060\r\n"
+            "From: <sip:45675001@sip.example.net>;tag=a\r\nTo: <sip:45675002@sip.example.net>;tag=b\r\n"
+            "Call-ID: call-ab@test\r\nCSeq: 2 INVITE\r\nContent-Length: 0\r\n\r\n"
+        )
+        self.h.send(stray.encode(), STRANGER)
+        self.assertNothingLeft(start)
+        # From B itself, the retransmission reaches A.
+        self.h.send(stray.encode(), B_SOURCE)
+        self.assertEqual([r.code for r in self.repliesTo(A_SOURCE, start)], [200])
+
+    def test_unknown_dialog_gets_481(self) -> None:
+        start = len(self.h.sent)
+        data = request("BYE", B_REAL, 3, toTag="zz", callID="other@test")
+        (refused,) = self.h.send(data, A_SOURCE)
+        self.assertEqual(refused.code, 481)
+        self.assertEqual(self.requestsTo(B_SOURCE, start), [])
+
+    def test_forged_token_gets_403(self) -> None:
+        """A Route token edited to point at another host does not verify."""
+        signer = DialogSigner(b"not the key" * 3)
+        token = signer.sign("INVITE", "call-x@test", "x", "45675001", "45675002", "1", _leg(A_SOURCE), _leg(STRANGER))
+        start = len(self.h.sent)
+        data = request(
+            "BYE",
+            "sip:v@192.0.2.99",
+            3,
+            toTag="y",
+            fromTag="x",
+            callID="call-x@test",
+            headers=[f"Route: <sip:sip.example.net:5060;lr;dlg={token}>"],
+        )
+        (refused,) = self.h.send(data, A_SOURCE)
+        self.assertEqual(refused.code, 403)
+        self.assertEqual([where for where, _ in self.h.sent[start:] if where != A_SOURCE], [])
+
+    def test_token_of_another_dialog_is_refused(self) -> None:
+        """Our own valid token, pasted into another Call-ID: 403, nothing sent."""
+        start = len(self.h.sent)
+        data = request("BYE", B_REAL, 3, toTag="b", callID="another@test", headers=[f"Route: {self.route}"])
+        (refused,) = self.h.send(data, A_SOURCE)
+        self.assertEqual(refused.code, 403)
+        self.assertEqual(self.requestsTo(B_SOURCE, start), [])
+
+
+def _leg(source: tuple[str, int]) -> Any:
+    from aetasip.calls.call import Leg
+
+    return Leg(source, "udp", ("127.0.0.1", 5060))
+
+
+class RestartTests(CallTestCase):
+    """A restarted service routes the calls in progress by their signed Route."""
+
+    def test_bye_after_restart_reaches_the_other_party(self) -> None:
+        sent, _ = self.answered()
+        route = sent.getAll("record-route")[0]
+        self.h.service.proxy.stop()
+        self.assertEqual(self.recorder.events[-1][1].endCause, EndCause.SERVER_SHUTDOWN)
+        # A new service on the same key and clock, knowing no dialog.
+        before = len(self.recorder.events)
+        self.makeHarness(clock=self.h.clock)
+        start = len(self.h.sent)
+        self.assertEqual(self.fromB("BYE", 1, route), [])
+        (bye,) = self.requestsTo(A_SOURCE, start)
+        self.assertEqual((bye.method, bye.uri), ("BYE", "sip:45675001@198.51.100.7:5060"))
+        self.assertEqual(bye.callID, "call-ab@test")
+        self.assertEqual(bye.getAll("route"), [])
+        self.assertEqual([n for n, _ in self.recorder.events[before:]], ["started", "answered", "ended"])
+        call = self.recorder.events[-1][1]
+        self.assertTrue(call.recovered)
+        self.assertEqual((call.caller, call.callee, call.endCause), ("45675001", "45675002", EndCause.CALLEE_BYE))
+
+    def test_reinvite_after_restart_reaches_the_callee(self) -> None:
+        sent, _ = self.answered()
+        route = sent.getAll("record-route")[0]
+        self.makeHarness(clock=self.h.clock)
+        start = len(self.h.sent)
+        self.assertEqual([r.code for r in self.fromA("INVITE", 3, route, contact=A_CONTACT)], [])
+        (reinvite,) = self.requestsTo(B_SOURCE, start)
+        self.assertEqual(reinvite.method, "INVITE")
+
+    def test_another_key_does_not_verify(self) -> None:
+        sent, _ = self.answered()
+        route = sent.getAll("record-route")[0]
+        self.h = Harness(dialogKey=b"another key entirely", clock=self.h.clock)
+        (refused,) = self.fromB("BYE", 1, route)
+        self.assertEqual(refused.code, 403)
+
+
+class DeadCallTests(CallTestCase):
+    """Calls whose agent vanished end by themselves."""
+
+    settings = {"calls__probe_interval": 30}
+
+    def probe(self, start: int) -> tuple[Request, Request]:
+        (toA,) = [r for r in self.requestsTo(A_SOURCE, start) if r.method == "OPTIONS"]
+        (toB,) = [r for r in self.requestsTo(B_SOURCE, start) if r.method == "OPTIONS"]
+        return toA, toB
+
+    def test_probes_go_to_both_legs_in_the_dialog(self) -> None:
+        _sent, _ = self.answered()
+        start = len(self.h.sent)
+        self.h.clock.advance(30)
+        toA, toB = self.probe(start)
+        self.assertEqual((toB.uri, toB.callID, toB.get("cseq")), (B_REAL, "call-ab@test", "2 OPTIONS"))
+        self.assertEqual((toB.fromAddr.tag, toB.toAddr.tag), ("a", "b"))
+        self.assertEqual((toA.uri, toA.fromAddr.tag, toA.toAddr.tag), ("sip:45675001@198.51.100.7:5060", "b", "a"))
+        # Both answer: the call goes on.
+        self.h.send(dialogReply(toA, 200, "OK"), A_SOURCE)
+        self.h.send(dialogReply(toB, 200, "OK"), B_SOURCE)
+        self.h.clock.advance(30)
+        self.assertEqual(self.recorder.names()[-1], "answered")
+
+    def test_a_silent_leg_ends_the_call_with_bye_to_both(self) -> None:
+        self.answered()
+        start = len(self.h.sent)
+        self.h.clock.advance(30)
+        toA, _ = self.probe(start)
+        self.h.send(dialogReply(toA, 200, "OK"), A_SOURCE)
+        start = len(self.h.sent)
+        self.h.clock.advance(30)
+        byes = {where: parse(d) for where, d in self.h.sent[start:] if d.startswith(b"BYE ")}
+        self.assertEqual(set(byes), {A_SOURCE, B_SOURCE})
+        toA = byes[A_SOURCE]
+        assert isinstance(toA, Request)
+        # In B's name, past every CSeq B used.
+        self.assertEqual((toA.fromAddr.tag, toA.toAddr.tag, toA.get("cseq")), ("b", "a", "1 BYE"))
+        call = self.recorder.events[-1][1]
+        self.assertEqual((self.recorder.names()[-1], call.endCause), ("ended", EndCause.DEAD_DIALOG))
+        self.assertIn("callee", call.endDetail)
+        self.assertEqual(self.h.service.proxy.calls, {})
+
+    def test_a_481_ends_the_call(self) -> None:
+        self.answered()
+        start = len(self.h.sent)
+        self.h.clock.advance(30)
+        _, toB = self.probe(start)
+        self.h.send(dialogReply(toB, 481, "Call/Transaction Does Not Exist"), B_SOURCE)
+        self.assertEqual(self.recorder.events[-1][1].endCause, EndCause.DEAD_DIALOG)
+
+    def test_default_interval_ends_a_dead_call_within_90_seconds(self) -> None:
+        self.answered()
+        self.h.clock.pump([1.0] * 90)
+        self.assertEqual(self.recorder.events[-1][1].endCause, EndCause.DEAD_DIALOG)
+
+    def test_operator_release(self) -> None:
+        self.answered()
+        call = self.recorder.events[-1][1]
+        start = len(self.h.sent)
+        self.h.service.proxy.release(call)
+        self.assertEqual({where for where, d in self.h.sent[start:] if d.startswith(b"BYE ")}, {A_SOURCE, B_SOURCE})
+        self.assertEqual(call.endCause, EndCause.OPERATOR_RELEASE)
+
+    def test_release_while_ringing_cancels(self) -> None:
+        sent, start = self.call()
+        self.h.send(reply(sent, 180, "Ringing"), B_SOURCE)
+        call = self.recorder.events[-1][1]
+        self.h.service.proxy.release(call)
+        self.assertEqual([r.method for r in self.requestsTo(B_SOURCE, start)], ["INVITE", "CANCEL"])
+        self.assertEqual(call.endCause, EndCause.OPERATOR_RELEASE)
+
+    def test_stopping_leaves_no_timer(self) -> None:
+        self.answered()
+        service = self.h.service
+        service.proxy.stop()
+        service.clients.stop()
+        service.transactions.stop()
+        service.pinger.stop()
+        self.h.location.stop()
+        self.assertEqual([c for c in self.h.clock.getDelayedCalls() if c.active()], [])
+
+
+class SessionTimerTests(CallTestCase):
+    """RFC 4028, as the agents ask for it."""
+
+    def test_session_not_refreshed_is_released(self) -> None:
+        sent, _ = self.call(extra="Supported: timer\r\nSession-Expires: 120\r\n")
+        self.h.send(
+            withHeaders(reply(sent, 200, "OK", contact=B_CONTACT), "Session-Expires: 120;refresher=uac"), B_SOURCE
+        )
+        self.h.clock.advance(119)
+        self.assertEqual(self.recorder.names()[-1], "answered")
+        self.h.clock.advance(2)
+        call = self.recorder.events[-1][1]
+        self.assertEqual((call.endCause, call.endDetail), (EndCause.DEAD_DIALOG, "session timer expired"))
+
+    def test_refresh_keeps_the_session(self) -> None:
+        sent, _ = self.call(extra="Supported: timer\r\nSession-Expires: 120\r\n")
+        route = sent.getAll("record-route")[0]
+        self.h.send(
+            withHeaders(reply(sent, 200, "OK", contact=B_CONTACT), "Session-Expires: 120;refresher=uac"), B_SOURCE
+        )
+        self.h.clock.advance(60)
+        start = len(self.h.sent)
+        self.fromA("UPDATE", 3, route, contact=A_CONTACT)
+        (update,) = self.requestsTo(B_SOURCE, start)
+        self.h.send(dialogReply(update, 200, "OK", ["Session-Expires: 120;refresher=uac"]), B_SOURCE)
+        self.h.clock.advance(100)
+        self.assertEqual(self.recorder.names()[-1], "answered")
+
+    def test_too_short_interval_gets_422(self) -> None:
+        _sent, start = self.call(extra="Supported: timer\r\nSession-Expires: 30\r\n")
+        (refused,) = self.repliesTo(A_SOURCE, start)
+        self.assertEqual((refused.code, refused.get("min-se")), (422, "90"))
+
+    def test_too_short_interval_is_raised_for_agents_without_timers(self) -> None:
+        sent, _ = self.call(extra="Session-Expires: 30\r\n")
+        self.assertEqual((sent.get("session-expires"), sent.get("min-se")), ("90", "90"))
+
+
+class DurationTests(CallTestCase):
+    settings = {"calls__max_duration": 3600}
+
+    def test_longest_call_is_released(self) -> None:
+        self.answered()
+        self.h.clock.advance(3601)
+        self.assertEqual(self.recorder.events[-1][1].endCause, EndCause.DURATION_LIMIT)
+
+
+class MediaHookTests(CallTestCase):
+    """Every SDP passes through the media handler, and the agents see what it made."""
+
+    def setUp(self) -> None:
+        self.recorder = Recorder()
+        self.media = Rewriter()
+        self.makeHarness()
+
+    def test_offer_and_answer_of_a_call(self) -> None:
+        sent, start = self.call(body=SDP)
+        self.assertIn(b"c=IN IP4 relay-offer-caller.10.0.0.7", sent.body)
+        self.h.send(withSDP(reply(sent, 183, "Session Progress", contact=B_CONTACT), SDP_B), B_SOURCE)
+        self.h.send(withSDP(reply(sent, 200, "OK", contact=B_CONTACT), SDP_B), B_SOURCE)
+        toA = self.repliesTo(A_SOURCE, start)
+        self.assertEqual([r.code for r in toA], [100, 183, 200])
+        for r in toA[1:]:
+            self.assertIn(b"c=IN IP4 relay-answer-callee.10.0.0.9", r.data)
+        self.assertEqual(
+            [(k, key, s) for k, key, s, _ in self.media.seen],
+            [("offer", "1", "caller"), ("answer", "1", "callee"), ("answer", "1", "callee")],
+        )
+        self.fromA("BYE", 3, sent.getAll("record-route")[0])
+        self.assertEqual(len(self.media.ended), 1)
+
+    def test_late_offer(self) -> None:
+        sent, start = self.call(body=b"")
+        self.assertEqual(sent.body, b"")
+        self.h.send(withSDP(reply(sent, 200, "OK", contact=B_CONTACT), SDP_B), B_SOURCE)
+        self.assertIn(b"relay-offer-callee", self.repliesTo(A_SOURCE, start)[-1].data)
+        start = len(self.h.sent)
+        self.fromA("ACK", 2, sent.getAll("record-route")[0], contentType="application/sdp", body=SDP)
+        (ack,) = self.requestsTo(B_SOURCE, start)
+        self.assertIn(b"relay-answer-caller", ack.body)
+
+    def test_reinvite(self) -> None:
+        sent, _ = self.call(body=SDP)
+        self.h.send(withSDP(reply(sent, 200, "OK", contact=B_CONTACT), SDP_B), B_SOURCE)
+        start = len(self.h.sent)
+        self.fromA(
+            "INVITE", 3, sent.getAll("record-route")[0], contact=A_CONTACT, contentType="application/sdp", body=SDP
+        )
+        (reinvite,) = self.requestsTo(B_SOURCE, start)
+        self.assertIn(b"relay-offer-caller", reinvite.body)
+        self.h.send(withSDP(dialogReply(reinvite, 200, "OK", [f"Contact: <{B_CONTACT}>"]), SDP_B), B_SOURCE)
+        self.assertIn(b"relay-answer-callee", self.repliesTo(A_SOURCE, start)[-1].data)
+
+    def test_messages_keep_their_order_while_the_handler_works(self) -> None:
+        self.media.wait = True
+        sent, start = self.call(body=SDP)
+        self.assertEqual(sent.method, "NONE")  # the offer is still being worked on
+        self.media.release()
+        (sent,) = self.requestsTo(B_SOURCE, start)
+        self.h.send(withSDP(reply(sent, 183, "Session Progress", contact=B_CONTACT), SDP_B), B_SOURCE)
+        self.h.send(reply(sent, 180, "Ringing"), B_SOURCE)
+        self.assertEqual([r.code for r in self.repliesTo(A_SOURCE, start)], [100])
+        self.media.release()
+        self.assertEqual([r.code for r in self.repliesTo(A_SOURCE, start)], [100, 183, 180])
+
+    def test_refused_offer_answers_503(self) -> None:
+        self.media.refuse = True
+        _sent, start = self.call(body=SDP)
+        self.assertEqual([r.code for r in self.repliesTo(A_SOURCE, start)], [100, 503])
+        self.assertEqual(self.requestsTo(B_SOURCE, start), [])
+        call = self.recorder.events[-1][1]
+        self.assertEqual((call.endCause, call.status), (EndCause.REJECTED, 503))
+
+
+def withSDP(data: bytes, sdp: bytes) -> bytes:
+    """A message without body, given C{sdp}."""
+    head = data.split(b"\r\n\r\n", 1)[0].replace(b"Content-Length: 0", b"Content-Type: application/sdp")
+    return head + f"\r\nContent-Length: {len(sdp)}\r\n\r\n".encode() + sdp
