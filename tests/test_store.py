@@ -1,5 +1,5 @@
 """
-Tests for L{aetasip.store}: the SQL store on SQLite.
+Tests for L{aetasip.store}: the SQL store on SQLite, and its async facade.
 
 The behaviours every database must have are in test cases that take their
 databases from L{SQLiteURLs}; L{tests.test_store_postgresql} runs the same
@@ -19,14 +19,15 @@ import sqlalchemy as sa
 from twisted.internet import defer
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from aetasip import store as storeModule
 from aetasip.auth import computeHA1, credentialsFromPassword
 from aetasip.location import Binding
 from aetasip.store import (
     SCHEMA_VERSION,
+    SECRET_LENGTH,
     AccountExists,
     AsyncStore,
     InvalidAccount,
+    InvalidValue,
     NoSuchAccount,
     SchemaTooNew,
     Store,
@@ -34,6 +35,9 @@ from aetasip.store import (
     StoreService,
     engineURL,
     hashPortalPassword,
+    inThreads,
+    schema,
+    sql,
     verifyPortalPassword,
 )
 
@@ -95,6 +99,55 @@ def tableNames(url: str) -> set[str]:
         return set(sa.inspect(engine).get_table_names())
     finally:
         engine.dispose()
+
+
+def makeVersion(url: str, version: int) -> None:
+    """
+    Bring the empty database of C{url} to schema C{version} with the first
+    migration steps, as an older aetasip left it.
+    """
+    engine = sa.create_engine(engineURL(url), poolclass=sa.NullPool)
+    try:
+        with engine.begin() as connection:
+            schema.schemaVersion.create(connection)
+            connection.execute(schema.schemaVersion.insert().values(version=version))
+            for step in schema.MIGRATIONS[:version]:
+                step(connection)
+    finally:
+        engine.dispose()
+
+
+def columnNames(url: str) -> dict[str, set[str]]:
+    """
+    The columns of each table of the database of C{url}.
+    """
+    engine = sa.create_engine(engineURL(url), poolclass=sa.NullPool)
+    try:
+        inspector = sa.inspect(engine)
+        return {
+            table: {column["name"] for column in inspector.get_columns(table)} for table in inspector.get_table_names()
+        }
+    finally:
+        engine.dispose()
+
+
+# The tables of schema version 2, as released: migration steps 1 and 2 must
+# keep making exactly these.
+VERSION_2_COLUMNS = {
+    "schema_version": {"version"},
+    "accounts": set(
+        "number kind display_name email realm ha1_md5 ha1_sha256 portal_password_hash created_at updated_at "
+        "group_prefix".split()
+    ),
+    "bindings": set(
+        "aor contact expires_at call_id cseq transport source_host source_port local_host local_port instance "
+        "reg_id path user_agent q registered_at".split()
+    ),
+    "groups": set(
+        "prefix contact incoming_block outgoing_block hunting quarterly_log self_care next_member next_hunting "
+        "created_at updated_at".split()
+    ),
+}
 
 
 class StoreURLs:
@@ -179,7 +232,7 @@ class MigrationTests(SQLiteURLs, SynchronousTestCase):
         engine = sa.create_engine(engineURL(store.url), poolclass=sa.NullPool)
         self.addCleanup(engine.dispose)
         inspector = sa.inspect(engine)
-        for table in storeModule.metadata.sorted_tables:
+        for table in schema.metadata.sorted_tables:
             self.assertEqual(
                 {column["name"] for column in inspector.get_columns(table.name)},
                 {column.name for column in table.columns},
@@ -209,8 +262,8 @@ class MigrationTests(SQLiteURLs, SynchronousTestCase):
             ran.append(2)
             connection.exec_driver_sql("CREATE TABLE extra (x INTEGER)")
 
-        self.patch(storeModule, "MIGRATIONS", [*storeModule.MIGRATIONS, step2])
-        self.patch(storeModule, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+        self.patch(schema, "MIGRATIONS", [*schema.MIGRATIONS, step2])
+        self.patch(schema, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
         store.open()
         store.close()
         store.open()
@@ -225,8 +278,8 @@ class MigrationTests(SQLiteURLs, SynchronousTestCase):
             connection.exec_driver_sql("CREATE TABLE extra (x INTEGER)")
             raise RuntimeError("step failed")
 
-        self.patch(storeModule, "MIGRATIONS", [*storeModule.MIGRATIONS, step2])
-        self.patch(storeModule, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+        self.patch(schema, "MIGRATIONS", [*schema.MIGRATIONS, step2])
+        self.patch(schema, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
         self.assertRaises(RuntimeError, store.open)
         self.assertNotIn("extra", tableNames(store.url))
         self.assertEqual(execute(store.url, "SELECT version FROM schema_version"), [(SCHEMA_VERSION,)])
@@ -240,6 +293,45 @@ class MigrationTests(SQLiteURLs, SynchronousTestCase):
         self.assertIn("upgrade aetasip", str(error))
         self.assertRaises(StoreError, store.listAccounts)
 
+    def test_released_steps_are_frozen(self) -> None:
+        """
+        Steps 1 and 2 were released: they still make the version 2 schema,
+        column for column. Change the schema with a new step instead.
+        """
+        url = self.newStoreURL()
+        makeVersion(url, 2)
+        self.assertEqual(columnNames(url), VERSION_2_COLUMNS)
+
+    def test_empty_database_gets_the_secrets_table(self) -> None:
+        store = self.openStore()
+        self.assertEqual((SCHEMA_VERSION, store.schemaVersion()), (3, 3))
+        self.assertEqual(columnNames(store.url)["secrets"], {"name", "value", "created_at"})
+
+    def test_version_2_database_is_migrated_to_3(self) -> None:
+        url = self.newStoreURL()
+        makeVersion(url, 2)
+        before = Store(url)
+        before.open()
+        self.addCleanup(before.close)
+        self.assertEqual(before.schemaVersion(), 3)
+        self.assertEqual(columnNames(url), {**VERSION_2_COLUMNS, "secrets": {"name", "value", "created_at"}})
+        self.assertEqual(len(before.secret("dialog-token")), 32)
+
+    def test_version_2_data_survives_the_migration(self) -> None:
+        url = self.newStoreURL()
+        makeVersion(url, 2)
+        execute(
+            url,
+            "INSERT INTO accounts (number, kind, display_name, email, realm, ha1_md5, ha1_sha256, created_at, "
+            f"updated_at) VALUES ('45675001', 'premium', 'Studio 1', '', '{REALM}', "
+            f"'{computeHA1('MD5', '45675001', REALM, 'secret')}', "
+            f"'{computeHA1('SHA-256', '45675001', REALM, 'secret')}', 1.0, 1.0)",
+        )
+        store = Store(url)
+        store.open()
+        self.addCleanup(store.close)
+        self.assertEqual(store.credentials("45675001"), credentialsFromPassword("45675001", "premium", REALM, "secret"))
+
     def test_concurrent_opens_migrate_once(self) -> None:
         """
         Two stores opening one empty database at once (a main and a backup
@@ -248,14 +340,14 @@ class MigrationTests(SQLiteURLs, SynchronousTestCase):
         """
         url = self.newStoreURL()
         ran: list[str] = []
-        firstStep = storeModule.MIGRATIONS[0]
+        firstStep = schema.MIGRATIONS[0]
 
         def slowFirstStep(connection: sa.Connection) -> None:
             ran.append(threading.current_thread().name)
             time.sleep(0.3)  # while the other store tries to migrate too
             firstStep(connection)
 
-        self.patch(storeModule, "MIGRATIONS", [slowFirstStep, *storeModule.MIGRATIONS[1:]])
+        self.patch(schema, "MIGRATIONS", [slowFirstStep, *schema.MIGRATIONS[1:]])
         stores = [Store(url), Store(url)]
         for store in stores:
             self.addCleanup(store.close)
@@ -308,7 +400,7 @@ class SQLiteFileTests(SynchronousTestCase):
                 if len(attempts) < 3:
                     raise sqlite3.OperationalError("database is locked")
 
-        storeModule._switchToWAL(Cursor(), 5.0)
+        schema.switchToWAL(Cursor(), 5.0)
         self.assertEqual(attempts, ["PRAGMA journal_mode = WAL"] * 3)
 
     def test_wal_switch_gives_up_after_its_patience(self) -> None:
@@ -316,7 +408,7 @@ class SQLiteFileTests(SynchronousTestCase):
             def execute(self, statement: str) -> None:
                 raise sqlite3.OperationalError("database is locked")
 
-        self.assertRaises(sqlite3.OperationalError, storeModule._switchToWAL, Cursor(), 0.05)
+        self.assertRaises(sqlite3.OperationalError, schema.switchToWAL, Cursor(), 0.05)
 
     def test_wal_switch_raises_other_errors_at_once(self) -> None:
         calls: list[str] = []
@@ -326,7 +418,7 @@ class SQLiteFileTests(SynchronousTestCase):
                 calls.append(statement)
                 raise sqlite3.OperationalError("disk I/O error")
 
-        self.assertRaises(sqlite3.OperationalError, storeModule._switchToWAL, Cursor(), 5.0)
+        self.assertRaises(sqlite3.OperationalError, schema.switchToWAL, Cursor(), 5.0)
         self.assertEqual(len(calls), 1)
 
     def test_plain_password_is_never_written_to_the_file(self) -> None:
@@ -677,3 +769,158 @@ class AsyncStoreTests(SQLiteURLs, TestCase):
         answers = yield defer.gatherResults([threaded.credentials(n) for n in numbers])
         self.assertEqual(answers, [credentialsFromPassword(n, "premium", REALM, f"secret-{n}") for n in numbers])
         self.assertEqual(len(threads), 4)
+
+
+class SecretTests(SQLiteURLs, SynchronousTestCase):
+    """
+    L{Store.secret}: random keys made once and shared by every store on
+    one database.
+    """
+
+    def setUp(self) -> None:
+        self.store = self.openStore()
+
+    def otherStore(self) -> Store:
+        """
+        Another store on the same database: another server.
+        """
+        other = Store(self.store.url)
+        other.open()
+        self.addCleanup(other.close)
+        return other
+
+    def test_secret_is_made_once_then_kept(self) -> None:
+        secret = self.store.secret("dialog-token")
+        self.assertIsInstance(secret, bytes)
+        self.assertEqual(len(secret), SECRET_LENGTH)
+        self.assertEqual(self.store.secret("dialog-token"), secret)
+        self.store.close()
+        self.store.open()
+        self.assertEqual(self.store.secret("dialog-token"), secret)
+
+    def test_each_name_has_its_own_secret(self) -> None:
+        self.assertNotEqual(self.store.secret("dialog-token"), self.store.secret("other"))
+
+    def test_two_stores_on_one_database_share_the_secret(self) -> None:
+        other = self.otherStore()
+        self.assertEqual(other.secret("dialog-token"), self.store.secret("dialog-token"))
+
+    def test_secret_made_meanwhile_by_another_store_is_kept(self) -> None:
+        """
+        Another store makes the secret after this one found none and before
+        it inserts its own: this one keeps and returns the other's.
+        """
+        other = self.otherStore()
+        theirs: list[bytes] = []
+        newSecret = sql._newSecret
+
+        def meanwhile() -> bytes:
+            if not theirs:  # the first candidate is this store's; the other's is made as usual
+                theirs.append(b"")
+                theirs[0] = other.secret("dialog-token")
+            return newSecret()
+
+        self.patch(sql, "_newSecret", meanwhile)
+        mine = self.store.secret("dialog-token")
+        self.assertEqual([mine], theirs)
+        self.assertEqual(execute(self.store.url, "SELECT count(*) FROM secrets"), [(1,)])
+
+    def test_stores_asking_at_once_get_one_secret(self) -> None:
+        """
+        Two servers starting together on a new database both ask for the
+        secret at once: they get the same one.
+        """
+        stores = [self.store, self.otherStore()]
+        together = threading.Barrier(len(stores))
+        found: list[bytes] = []
+        errors: list[BaseException] = []
+
+        def asking(store: Store) -> None:
+            together.wait(10)
+            try:
+                found.append(store.secret("dialog-token"))
+            except BaseException as e:
+                errors.append(e)
+
+        threads = [threading.Thread(target=asking, args=(store,)) for store in stores]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        self.assertEqual(errors, [])
+        self.assertEqual(len(found), 2)
+        self.assertEqual(found[0], found[1])
+
+    def test_bad_names_are_refused(self) -> None:
+        for name in ["", "x" * 65]:
+            self.assertRaises(InvalidValue, self.store.secret, name)
+
+
+class FacadeTests(SQLiteURLs, TestCase):
+    """
+    L{AsyncStore} is one generic wrapper: L{AsyncStore.run}, and the store
+    methods it names with L{inThreads}.
+    """
+
+    def setUp(self) -> None:
+        self.store = self.openStore()
+        self.threaded = AsyncStore(self.store)
+        self.threaded.start()
+        self.addCleanup(self.threaded.stop)
+
+    def test_each_wrapped_method_is_the_store_method_of_its_name(self) -> None:
+        wrapped = {name: value for name, value in vars(AsyncStore).items() if isinstance(value, inThreads)}
+        self.assertIn("secret", wrapped)
+        self.assertIn("credentials", wrapped)
+        for name, value in wrapped.items():
+            self.assertEqual(value.name, name)
+            self.assertTrue(callable(getattr(Store, name)), name)
+
+    def test_every_store_method_is_wrapped_but_closing_and_describing(self) -> None:
+        """
+        A new L{Store} method is also named in L{AsyncStore}, or the
+        service could not use it; C{close} is L{AsyncStore.stop}'s.
+        """
+        public = {name for name in dir(Store) if not name.startswith("_") and callable(getattr(Store, name))}
+        self.assertIn("addGroup", public)
+        unwrapped = {name for name in public if not isinstance(vars(AsyncStore).get(name), inThreads)}
+        self.assertEqual(unwrapped, {"close", "describe", "schemaVersion"})
+
+    @defer.inlineCallbacks
+    def test_wrapped_method_runs_in_the_store_thread(self):  # type: ignore[no-untyped-def]
+        threads: list[str] = []
+        getAccount = self.store.getAccount
+
+        def spy(number: str) -> Any:
+            threads.append(threading.current_thread().name)
+            return getAccount(number)
+
+        self.patch(self.store, "getAccount", spy)
+        self.assertIsNone((yield self.threaded.getAccount("45675001")))
+        self.assertEqual(len(threads), 1)
+        self.assertIn("aetasip-store", threads[0])
+
+    @defer.inlineCallbacks
+    def test_run_calls_any_function_in_the_store_thread(self):  # type: ignore[no-untyped-def]
+        def work(a: int, b: int = 0) -> tuple[str, int]:
+            return threading.current_thread().name, a + b
+
+        name, total = yield self.threaded.run(work, 2, b=3)
+        self.assertIn("aetasip-store", name)
+        self.assertEqual(total, 5)
+
+    @defer.inlineCallbacks
+    def test_run_reports_errors_and_refuses_after_stop(self):  # type: ignore[no-untyped-def]
+        threaded = AsyncStore(Store(self.store.url))
+        threaded.start()
+        yield threaded.open()
+        yield self.assertFailure(threaded.run(threaded.store.deleteAccount, "45675001"), NoSuchAccount)
+        yield threaded.stop()
+        failure = yield self.assertFailure(threaded.run(lambda: 1), StoreError)
+        self.assertIn("stopped", str(failure))
+
+    @defer.inlineCallbacks
+    def test_secret_in_threads(self):  # type: ignore[no-untyped-def]
+        secret = yield self.threaded.secret("dialog-token")
+        self.assertEqual(secret, self.store.secret("dialog-token"))
+        self.assertEqual(len(secret), SECRET_LENGTH)

@@ -2,8 +2,8 @@
 The store and the C{sql} authentication backend on a real PostgreSQL.
 
 The test cases of L{tests.test_store} (migrations, concurrent migration,
-accounts, portal passwords, bindings, L{AsyncStore} threads,
-L{StoreService}) run again here, each test with a new database on the
+accounts, portal passwords, bindings, shared secrets, L{AsyncStore}
+threads, L{StoreService}) run again here, each test with a new database on the
 server that L{tests.postgres} starts. Then what only a database server
 has: the C{sql} backend when the server goes away and comes back, and a
 server that is not there when the service or the admin CLI starts.
@@ -72,6 +72,19 @@ class PostgreSQLBindingTests(PostgreSQLURLs, test_store.BindingTests):
 class PostgreSQLAsyncStoreTests(PostgreSQLURLs, test_store.AsyncStoreTests):
     """
     L{AsyncStore} and L{StoreService} on PostgreSQL.
+    """
+
+
+class PostgreSQLSecretTests(PostgreSQLURLs, test_store.SecretTests):
+    """
+    Shared secrets on PostgreSQL: two servers on one database, asking at
+    once or one after the other, get the same secret.
+    """
+
+
+class PostgreSQLFacadeTests(PostgreSQLURLs, test_store.FacadeTests):
+    """
+    The generic async facade on PostgreSQL (four threads).
     """
 
 

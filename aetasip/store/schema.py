@@ -1,0 +1,318 @@
+"""
+The store's tables, their migrations, and the database engines.
+
+The schema is versioned: the C{schema_version} table holds the number of
+the last migration step applied, and L{migrate} applies the missing steps
+of L{MIGRATIONS} in the caller's transaction, serialised between processes
+(a write lock on SQLite, an advisory lock on PostgreSQL). A schema newer
+than this code knows is refused with L{SchemaTooNew}.
+
+The tables below are the current schema, used by the queries. Each
+migration step creates or alters tables with its own definitions, frozen
+as they were at its version: never change a step once released, add one.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable
+from typing import Any
+
+import sqlalchemy as sa
+from twisted.logger import Logger
+
+from aetasip.store.models import SchemaTooNew
+
+log = Logger()
+
+WRITE_OPTION = "aetasip_write"
+"""
+The execution option of a connection whose transaction will write: on
+SQLite it begins with C{BEGIN IMMEDIATE} (see L{makeEngine}).
+"""
+
+metadata = sa.MetaData()
+
+schemaVersion = sa.Table("schema_version", metadata, sa.Column("version", sa.Integer, nullable=False))
+
+accounts = sa.Table(
+    "accounts",
+    metadata,
+    sa.Column("number", sa.String(32), primary_key=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("display_name", sa.Text, nullable=False),
+    sa.Column("email", sa.Text, nullable=False),
+    sa.Column("realm", sa.Text, nullable=False),
+    sa.Column("ha1_md5", sa.String(32), nullable=False),
+    sa.Column("ha1_sha256", sa.String(64), nullable=False),
+    sa.Column("portal_password_hash", sa.Text, nullable=True),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Column("updated_at", sa.Double, nullable=False),
+    sa.Column("group_prefix", sa.String(4), nullable=True, index=True),
+)
+
+# No foreign key from accounts: the store checks membership in its write
+# transactions, and the row of a group is locked while its members change.
+groups = sa.Table(
+    "groups",
+    metadata,
+    sa.Column("prefix", sa.String(4), primary_key=True),
+    sa.Column("contact", sa.Text, nullable=False),
+    sa.Column("incoming_block", sa.Boolean, nullable=False),
+    sa.Column("outgoing_block", sa.Boolean, nullable=False),
+    sa.Column("hunting", sa.Boolean, nullable=False),
+    sa.Column("quarterly_log", sa.Boolean, nullable=False),
+    sa.Column("self_care", sa.Boolean, nullable=False),
+    sa.Column("next_member", sa.Integer, nullable=False),
+    sa.Column("next_hunting", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Column("updated_at", sa.Double, nullable=False),
+)
+
+# No foreign key to accounts: numbers of other backends (file, LDAP) register too.
+bindings = sa.Table(
+    "bindings",
+    metadata,
+    sa.Column("aor", sa.String(32), primary_key=True),
+    sa.Column("contact", sa.Text, primary_key=True),
+    sa.Column("expires_at", sa.Double, nullable=False, index=True),
+    sa.Column("call_id", sa.Text, nullable=False),
+    sa.Column("cseq", sa.Integer, nullable=False),
+    sa.Column("transport", sa.String(8), nullable=False),
+    sa.Column("source_host", sa.Text, nullable=False),
+    sa.Column("source_port", sa.Integer, nullable=False),
+    sa.Column("local_host", sa.Text, nullable=False),
+    sa.Column("local_port", sa.Integer, nullable=False),
+    sa.Column("instance", sa.Text, nullable=True),
+    sa.Column("reg_id", sa.Integer, nullable=True),
+    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("user_agent", sa.Text, nullable=False),
+    sa.Column("q", sa.Double, nullable=True),
+    sa.Column("registered_at", sa.Double, nullable=False),
+)
+
+# Random keys shared by every server on one store (see Store.secret).
+storedSecrets = sa.Table(
+    "secrets",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.LargeBinary, nullable=False),
+    sa.Column("created_at", sa.Double, nullable=False),
+)
+
+
+# -- migrations -------------------------------------------------------------------
+
+
+def _migration1(connection: sa.Connection) -> None:
+    """
+    Version 1: accounts and bindings.
+    """
+    v1 = sa.MetaData()
+    sa.Table(
+        "accounts",
+        v1,
+        sa.Column("number", sa.String(32), primary_key=True),
+        sa.Column("kind", sa.String(16), nullable=False),
+        sa.Column("display_name", sa.Text, nullable=False),
+        sa.Column("email", sa.Text, nullable=False),
+        sa.Column("realm", sa.Text, nullable=False),
+        sa.Column("ha1_md5", sa.String(32), nullable=False),
+        sa.Column("ha1_sha256", sa.String(64), nullable=False),
+        sa.Column("portal_password_hash", sa.Text, nullable=True),
+        sa.Column("created_at", sa.Double, nullable=False),
+        sa.Column("updated_at", sa.Double, nullable=False),
+    )
+    sa.Table(
+        "bindings",
+        v1,
+        sa.Column("aor", sa.String(32), primary_key=True),
+        sa.Column("contact", sa.Text, primary_key=True),
+        sa.Column("expires_at", sa.Double, nullable=False, index=True),
+        sa.Column("call_id", sa.Text, nullable=False),
+        sa.Column("cseq", sa.Integer, nullable=False),
+        sa.Column("transport", sa.String(8), nullable=False),
+        sa.Column("source_host", sa.Text, nullable=False),
+        sa.Column("source_port", sa.Integer, nullable=False),
+        sa.Column("local_host", sa.Text, nullable=False),
+        sa.Column("local_port", sa.Integer, nullable=False),
+        sa.Column("instance", sa.Text, nullable=True),
+        sa.Column("reg_id", sa.Integer, nullable=True),
+        sa.Column("path", sa.Text, nullable=False),
+        sa.Column("user_agent", sa.Text, nullable=False),
+        sa.Column("q", sa.Double, nullable=True),
+        sa.Column("registered_at", sa.Double, nullable=False),
+    )
+    v1.create_all(connection)
+
+
+def _migration2(connection: sa.Connection) -> None:
+    """
+    Version 2: groups, and the group of each account. Existing accounts
+    join no group: only an allocation or an explicit attachment does.
+    """
+    v2 = sa.MetaData()
+    sa.Table(
+        "groups",
+        v2,
+        sa.Column("prefix", sa.String(4), primary_key=True),
+        sa.Column("contact", sa.Text, nullable=False),
+        sa.Column("incoming_block", sa.Boolean, nullable=False),
+        sa.Column("outgoing_block", sa.Boolean, nullable=False),
+        sa.Column("hunting", sa.Boolean, nullable=False),
+        sa.Column("quarterly_log", sa.Boolean, nullable=False),
+        sa.Column("self_care", sa.Boolean, nullable=False),
+        sa.Column("next_member", sa.Integer, nullable=False),
+        sa.Column("next_hunting", sa.Integer, nullable=False),
+        sa.Column("created_at", sa.Double, nullable=False),
+        sa.Column("updated_at", sa.Double, nullable=False),
+    )
+    v2.create_all(connection)
+    connection.exec_driver_sql("ALTER TABLE accounts ADD COLUMN group_prefix VARCHAR(4)")
+    connection.exec_driver_sql("CREATE INDEX ix_accounts_group_prefix ON accounts (group_prefix)")
+
+
+def _migration3(connection: sa.Connection) -> None:
+    """
+    Version 3: secrets, random keys by name that every server on the store
+    shares (the key of the proxy's signed Record-Route tokens).
+    """
+    v3 = sa.MetaData()
+    sa.Table(
+        "secrets",
+        v3,
+        sa.Column("name", sa.String(64), primary_key=True),
+        sa.Column("value", sa.LargeBinary, nullable=False),
+        sa.Column("created_at", sa.Double, nullable=False),
+    )
+    v3.create_all(connection)
+
+
+MIGRATIONS: list[Callable[[sa.Connection], None]] = [_migration1, _migration2, _migration3]
+"""
+The migration steps in order: step I{i} (from 0) brings the schema to
+version I{i + 1}.
+"""
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+# Key of the PostgreSQL advisory lock that serialises migrations ("aetasip").
+_MIGRATION_LOCK = 0x61657461736970
+
+
+def readVersion(connection: sa.Connection) -> int:
+    """
+    The version of the schema in the database (0: empty database).
+    """
+    if not sa.inspect(connection).has_table("schema_version"):
+        return 0
+    version = connection.execute(sa.select(schemaVersion.c.version)).scalar()
+    return 0 if version is None else int(version)
+
+
+def migrate(connection: sa.Connection, description: str) -> None:
+    """
+    Bring the schema up to date in the write transaction of C{connection}.
+
+    @param description: the store, for messages.
+    @raise SchemaTooNew: when the schema is newer than L{MIGRATIONS}.
+    """
+    if connection.dialect.name == "postgresql":
+        connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
+    schemaVersion.create(connection, checkfirst=True)
+    version = connection.execute(sa.select(schemaVersion.c.version)).scalar()
+    if version is None:
+        connection.execute(schemaVersion.insert().values(version=0))
+        version = 0
+    # Read at each call, not at import: tests add steps.
+    steps = MIGRATIONS
+    if version > len(steps):
+        raise SchemaTooNew(
+            f"the store {description} has schema version {version}, but this aetasip knows "
+            f"versions up to {len(steps)}: upgrade aetasip"
+        )
+    for newVersion in range(version + 1, len(steps) + 1):
+        steps[newVersion - 1](connection)
+        connection.execute(schemaVersion.update().values(version=newVersion))
+        log.info("Store {store} migrated to schema version {version}", store=description, version=newVersion)
+
+
+# -- engines ------------------------------------------------------------------------
+
+
+def engineURL(url: str) -> sa.URL:
+    """
+    The SQLAlchemy URL for a C{store.url}: C{postgresql://} URLs use psycopg 3.
+    """
+    parsed = sa.make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def switchToWAL(cursor: Any, patience: float) -> None:
+    """
+    Put a SQLite database in WAL mode, waiting up to C{patience} seconds.
+
+    SQLite answers "database is locked" at once, without calling the busy
+    handler, when another connection is switching the same new file to WAL
+    (two processes opening it together): try again until it is done.
+    """
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.02)
+
+
+def makeEngine(url: str, busyTimeout: float) -> sa.Engine:
+    """
+    The engine of a C{store.url}.
+
+    @param busyTimeout: seconds a SQLite statement waits for another
+        process's write lock, or a PostgreSQL connection for the server.
+    """
+    parsed = engineURL(url)
+    if parsed.get_backend_name() == "sqlite":
+        return _makeSQLiteEngine(parsed, busyTimeout)
+    return sa.create_engine(
+        parsed,
+        pool_pre_ping=True,
+        connect_args={"connect_timeout": max(1, round(busyTimeout))},
+    )
+
+
+def _makeSQLiteEngine(url: sa.URL, busyTimeout: float) -> sa.Engine:
+    options: dict[str, Any] = {"connect_args": {"check_same_thread": False}}
+    if url.database in (None, "", ":memory:"):
+        # One shared connection, or each connection would be a new database.
+        options["poolclass"] = sa.StaticPool
+    engine = sa.create_engine(url, **options)
+    busyMilliseconds = int(busyTimeout * 1000)
+
+    @sa.event.listens_for(engine, "connect")
+    def connect(dbapiConnection: Any, record: Any) -> None:
+        # We emit BEGIN ourselves (below): pysqlite's own transaction
+        # handling would commit before DDL and never take the write lock
+        # up front.
+        dbapiConnection.isolation_level = None
+        cursor = dbapiConnection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {busyMilliseconds}")
+        # WAL: the admin CLI and the service use one file; readers do not block the writer.
+        switchToWAL(cursor, busyTimeout)
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def begin(connection: sa.Connection) -> None:
+        # A transaction that will write takes the write lock at once: a
+        # deferred one that reads first could not wait for it later.
+        write = connection.get_execution_options().get(WRITE_OPTION, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    return engine

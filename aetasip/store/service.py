@@ -1,0 +1,47 @@
+"""
+L{StoreService}: the store in the service tree.
+"""
+
+from __future__ import annotations
+
+from twisted.application import service
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorFromThreads
+
+from aetasip.store.facade import AsyncStore
+from aetasip.store.sql import Store
+
+
+class StoreService(service.Service):
+    """
+    Opens the store when it starts and closes it when it stops.
+
+    @ivar store: the L{AsyncStore} the other services use.
+    """
+
+    name = "store"
+
+    def __init__(self, url: str, threads: int | None = None, reactor: IReactorFromThreads | None = None) -> None:
+        """
+        @param url: the C{store.url}.
+        @param threads: see L{AsyncStore}.
+        """
+        self.store = AsyncStore(Store(url), threads=threads, reactor=reactor)
+
+    def startService(self) -> None:
+        """
+        Open the store and migrate its schema, synchronously: nothing may use
+        it before, and a failure (database down, schema too new) must stop
+        the start. L{Store.open} does nothing when already open, so
+        C{makeService} may open it first to report such a failure early.
+        """
+        self.store.store.open()
+        self.store.start()
+        super().startService()
+
+    def stopService(self) -> defer.Deferred[None]:
+        """
+        Finish the queries under way, then close the store.
+        """
+        super().stopService()
+        return self.store.stop()
