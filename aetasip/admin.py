@@ -34,9 +34,9 @@ import getopt
 import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import Any, ParamSpec, TextIO, TypeVar
 
 import attrs
 from sqlalchemy.exc import SQLAlchemyError
@@ -47,30 +47,37 @@ from aetasip.auth import ACCOUNT_KINDS
 from aetasip.config import Config, ConfigError, load
 from aetasip.location import Binding
 from aetasip.store import (
-    EIGHT_DIGIT_KINDS,
-    HUNTING_NUMBER,
+    MAX_ALLOCATION,
     MEMBER_KINDS,
-    NUMBER_LENGTH,
-    NUMBER_PATTERN,
     PASSWORD_LENGTH,
-    PREFIX_PATTERN,
     Account,
     Group,
-    InvalidGroup,
+    InvalidValue,
+    NewPassword,
     NoSuchAccount,
     NoSuchGroup,
+    Provisioning,
     Store,
     StoreError,
+    checkAccountEmail,
+    checkAccountNumber,
+    checkCount,
     checkEmail,
+    checkKind,
+    checkMemberKind,
+    checkNumber,
+    checkPassword,
+    checkPrefix,
+    checkText,
     generatePassword,
 )
 
 PROGRAM = "aetasip-admin"
 
-__all__ = ["PASSWORD_LENGTH", "generatePassword", "main"]
+__all__ = ["MAX_ALLOCATION", "PASSWORD_LENGTH", "generatePassword", "main"]
 
-_EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 def _now() -> float:
@@ -80,55 +87,16 @@ def _now() -> float:
 # -- checks of arguments -------------------------------------------------------
 
 
-def _number(value: str) -> str:
-    if NUMBER_PATTERN.fullmatch(value) is None:
-        raise usage.UsageError(f"invalid number {value!r}: expected 1 to 32 digits")
-    return value
-
-
-def _prefix(value: str) -> str:
-    if PREFIX_PATTERN.fullmatch(value) is None:
-        raise usage.UsageError(f"invalid group prefix {value!r}: expected 4 digits")
-    return value
-
-
-def _contact(value: str) -> str:
+def _usage(check: Callable[_P, _R], *args: _P.args, **kwargs: _P.kwargs) -> _R:
+    """
+    Check an argument with one of the store's rules (L{aetasip.store.models}):
+    a value it refuses is bad usage (exit status 2), refused before the store
+    is opened.
+    """
     try:
-        return checkEmail(value)
-    except InvalidGroup as e:
+        return check(*args, **kwargs)
+    except InvalidValue as e:
         raise usage.UsageError(str(e)) from None
-
-
-def _numberForKind(number: str, kind: str) -> str:
-    if kind in EIGHT_DIGIT_KINDS and len(number) != NUMBER_LENGTH:
-        raise usage.UsageError(
-            f"invalid {kind} number {number!r}: premium, escoopfone and hunting numbers have {NUMBER_LENGTH} digits"
-        )
-    return number
-
-
-def _kind(value: str) -> str:
-    if value not in ACCOUNT_KINDS:
-        raise usage.UsageError(f"unknown kind {value!r}: expected one of {', '.join(ACCOUNT_KINDS)}")
-    return value
-
-
-def _text(what: str, value: str) -> str:
-    if _CONTROL.search(value):
-        raise usage.UsageError(f"invalid {what} {value!r}: control characters are not allowed")
-    return value
-
-
-def _email(value: str) -> str:
-    if value and _EMAIL.fullmatch(value) is None:
-        raise usage.UsageError(f"invalid e-mail address {value!r}")
-    return value
-
-
-def _password(value: str) -> str:
-    if not value:
-        raise usage.UsageError("the password must not be empty")
-    return _text("password", value)
 
 
 def _arguments(given: Sequence[str], names: Sequence[str], optional: int = 0) -> list[str | None]:
@@ -177,10 +145,12 @@ class _Help(Exception):
 @attrs.frozen
 class _Context:
     """
-    What a command works with.
+    What a command works with: commands read from C{store} and make their
+    changes through C{provisioning}.
     """
 
     store: Store
+    provisioning: Provisioning
     config: Config
     out: TextIO
 
@@ -253,7 +223,7 @@ class _NumberCommand(_Command):
     def parseArgs(self, *args: str) -> None:
         (number,) = _arguments(args, ["NUMBER"])
         assert number is not None
-        self["number"] = _number(number)
+        self["number"] = _usage(checkNumber, number)
 
 
 class AccountAdd(_NumberCommand):
@@ -266,21 +236,20 @@ class AccountAdd(_NumberCommand):
     ]
 
     def postOptions(self) -> None:
-        _numberForKind(self["number"], _kind(self["kind"]))
-        _text("name", self["name"])
-        _email(self["email"])
+        _usage(checkAccountNumber, self["number"], self["kind"])
+        _usage(checkText, "name", self["name"])
+        _usage(checkAccountEmail, self["email"])
         if self["password"] is not None:
-            _password(self["password"])
+            _usage(checkPassword, self["password"])
 
     def run(self, context: _Context) -> int:
-        password = self["password"] or generatePassword()
-        realm = context.config["sip.realm"]
-        context.store.addAccount(
-            self["number"], self["kind"], password, realm, displayName=self["name"], email=self["email"]
+        added = context.provisioning.addAccount(
+            self["number"], self["kind"], self["password"], displayName=self["name"], email=self["email"]
         )
-        context.out.write(f"Added account {self['number']} ({self['kind']}) in realm {realm}.\n")
+        account = added.account
+        context.out.write(f"Added account {account.number} ({account.kind}) in realm {account.realm}.\n")
         if self["password"] is None:
-            _showPassword(context.out, password)
+            _showPassword(context.out, added.password)
         return 0
 
 
@@ -291,7 +260,7 @@ class AccountList(_Command):
 
     def postOptions(self) -> None:
         if self["kind"] is not None:
-            _kind(self["kind"])
+            _usage(checkKind, self["kind"])
 
     def run(self, context: _Context) -> int:
         found = context.store.listAccounts(self["kind"])
@@ -353,14 +322,16 @@ class AccountUpdate(_NumberCommand):
         if self["kind"] is None and self["name"] is None and self["email"] is None:
             raise usage.UsageError("nothing to change: give --kind, --name or --email")
         if self["kind"] is not None:
-            _kind(self["kind"])
+            _usage(checkKind, self["kind"])
         if self["name"] is not None:
-            _text("name", self["name"])
+            _usage(checkText, "name", self["name"])
         if self["email"] is not None:
-            _email(self["email"])
+            _usage(checkAccountEmail, self["email"])
 
     def run(self, context: _Context) -> int:
-        context.store.updateAccount(self["number"], displayName=self["name"], email=self["email"], kind=self["kind"])
+        context.provisioning.updateAccount(
+            self["number"], displayName=self["name"], email=self["email"], kind=self["kind"]
+        )
         context.out.write(f"Updated account {self['number']}.\n")
         return 0
 
@@ -373,20 +344,19 @@ class AccountPasswd(_NumberCommand):
 
     def postOptions(self) -> None:
         if self["password"] is not None:
-            _password(self["password"])
+            _usage(checkPassword, self["password"])
 
     def run(self, context: _Context) -> int:
-        password = self["password"] or generatePassword()
-        context.store.setPassword(self["number"], password, context.config["sip.realm"])
+        changed = context.provisioning.setPassword(self["number"], self["password"])
         context.out.write(f"Changed the SIP password of {self['number']}.\n")
         if self["password"] is None:
-            _showPassword(context.out, password)
+            _showPassword(context.out, changed.password)
         return 0
 
 
 class AccountDel(_NumberCommand):
     def run(self, context: _Context) -> int:
-        removed = context.store.deleteAccount(self["number"])
+        removed = context.provisioning.deleteAccount(self["number"])
         context.out.write(f"Deleted account {self['number']} and its {removed} stored registration(s).\n")
         return 0
 
@@ -408,7 +378,7 @@ class LocationShow(_Command):
 
     def parseArgs(self, *args: str) -> None:
         (number,) = _arguments(args, ["NUMBER"], optional=1)
-        self["number"] = None if number is None else _number(number)
+        self["number"] = None if number is None else _usage(checkNumber, number)
 
     def run(self, context: _Context) -> int:
         now = _now()
@@ -456,8 +426,8 @@ def _onOffFlags() -> list[list[str | None]]:
     return flags
 
 
-def _showCreated(out: TextIO, created: Sequence[tuple[str, str]]) -> None:
-    _table(out, ["NUMBER", "SIP PASSWORD"], [[number, password] for number, password in created])
+def _showCreated(out: TextIO, created: Sequence[NewPassword]) -> None:
+    _table(out, ["NUMBER", "SIP PASSWORD"], [[new.number, new.password] for new in created])
     out.write("Write them down now: the passwords are not stored and will not be shown again.\n")
 
 
@@ -475,7 +445,7 @@ class _PrefixCommand(_Command):
     def parseArgs(self, *args: str) -> None:
         (prefix,) = _arguments(args, ["PREFIX"])
         assert prefix is not None
-        self["prefix"] = _prefix(prefix)
+        self["prefix"] = _usage(checkPrefix, prefix)
 
 
 class _GroupOptionsCommand(_PrefixCommand):
@@ -490,11 +460,11 @@ class _GroupOptionsCommand(_PrefixCommand):
 
     def groupOptions(self) -> dict[str, Any]:
         """
-        The options given, as keywords of L{Store.updateGroup}.
+        The options given, as keywords of L{Provisioning.updateGroup}.
         """
         options: dict[str, Any] = {}
         if self["contact"] is not None:
-            options["contact"] = _contact(self["contact"])
+            options["contact"] = _usage(checkEmail, self["contact"])
         for option, keyword, _help in _GROUP_FLAGS:
             if self[option] and self[f"no-{option}"]:
                 raise usage.UsageError(f"--{option} and --no-{option} contradict each other")
@@ -510,7 +480,7 @@ class GroupAdd(_GroupOptionsCommand):
         self["options"] = self.groupOptions()
 
     def run(self, context: _Context) -> int:
-        group = context.store.addGroup(self["prefix"], **self["options"])
+        group = context.provisioning.addGroup(self["prefix"], **self["options"])
         context.out.write(
             f"Added group {group.prefix} (contact {group.contact}); "
             f"its numbers start at {group.prefix}{group.nextMember}.\n"
@@ -525,10 +495,10 @@ class GroupSet(_GroupOptionsCommand):
             raise usage.UsageError("nothing to change: give --contact or an option such as --hunting")
 
     def run(self, context: _Context) -> int:
-        created = context.store.updateGroup(self["prefix"], context.config["sip.realm"], **self["options"])
+        created = context.provisioning.updateGroup(self["prefix"], **self["options"])
         context.out.write(f"Updated group {self['prefix']}.\n")
         if created:
-            context.out.write(f"New hunting series accounts in realm {context.config['sip.realm']}:\n")
+            context.out.write(f"New hunting series accounts in realm {context.provisioning.realm}:\n")
             _showCreated(context.out, created)
         return 0
 
@@ -582,9 +552,6 @@ def _groupFields(group: Group) -> list[tuple[str, str]]:
     ]
 
 
-MAX_ALLOCATION = 999
-
-
 class GroupAllocate(_PrefixCommand):
     synopsis = "PREFIX --count N [options]"
     optParameters = [
@@ -595,22 +562,21 @@ class GroupAllocate(_PrefixCommand):
     def postOptions(self) -> None:
         if self["count"] is None:
             raise usage.UsageError("missing --count N")
-        if re.fullmatch(r"[0-9]{1,4}", self["count"]) is None or not 1 <= int(self["count"]) <= MAX_ALLOCATION:
-            raise usage.UsageError(f"invalid count {self['count']!r}: expected 1 to {MAX_ALLOCATION}")
-        self["count"] = int(self["count"])
-        if self["kind"] not in MEMBER_KINDS:
-            raise usage.UsageError(f"invalid kind {self['kind']!r}: expected one of {', '.join(MEMBER_KINDS)}")
+        # Digits become a number for the rule to judge; anything else it refuses as it is.
+        count = self["count"]
+        self["count"] = _usage(checkCount, int(count) if re.fullmatch(r"[0-9]{1,9}", count) else count)
+        _usage(checkMemberKind, self["kind"])
 
     def run(self, context: _Context) -> int:
-        realm = context.config["sip.realm"]
-        created = context.store.allocate(self["prefix"], self["count"], self["kind"], realm)
-        members = [pair for pair in created if int(pair[0][4:]) < HUNTING_NUMBER]
+        allocation = context.provisioning.allocate(self["prefix"], self["count"], self["kind"])
+        series = allocation.huntingSeries
         context.out.write(
-            f"Allocated {len(members)} {self['kind']} number(s) in group {self['prefix']}, realm {realm}"
-            + (f", and {len(created) - len(members)} hunting series account(s)" if len(created) > len(members) else "")
+            f"Allocated {len(allocation.members)} {self['kind']} number(s) in group {self['prefix']}, "
+            f"realm {context.provisioning.realm}"
+            + (f", and {len(series)} hunting series account(s)" if series else "")
             + ":\n"
         )
-        _showCreated(context.out, created)
+        _showCreated(context.out, allocation.created)
         return 0
 
 
@@ -620,24 +586,21 @@ class GroupAttach(_Command):
     def parseArgs(self, *args: str) -> None:
         prefix, number = _arguments(args, ["PREFIX", "NUMBER"])
         assert prefix is not None and number is not None
-        self["prefix"] = _prefix(prefix)
-        self["number"] = _number(number)
+        self["prefix"] = _usage(checkPrefix, prefix)
+        self["number"] = _usage(checkNumber, number)
 
     def run(self, context: _Context) -> int:
-        context.store.setAccountGroup(self["number"], self["prefix"])
+        context.provisioning.attach(self["number"], self["prefix"])
         context.out.write(f"Account {self['number']} now belongs to group {self['prefix']}.\n")
         return 0
 
 
 class GroupDetach(_NumberCommand):
     def run(self, context: _Context) -> int:
-        account = context.store.getAccount(self["number"])
-        if account is None:
-            raise NoSuchAccount(f"no account {self['number']}")
-        context.store.setAccountGroup(self["number"], None)
+        left = context.provisioning.detach(self["number"])
         context.out.write(
-            f"Account {self['number']} left group {account.group}.\n"
-            if account.group
+            f"Account {self['number']} left group {left}.\n"
+            if left is not None
             else f"Account {self['number']} belongs to no group.\n"
         )
         return 0
@@ -645,7 +608,7 @@ class GroupDetach(_NumberCommand):
 
 class GroupDel(_PrefixCommand):
     def run(self, context: _Context) -> int:
-        context.store.deleteGroup(self["prefix"])
+        context.provisioning.deleteGroup(self["prefix"])
         context.out.write(f"Deleted group {self['prefix']}.\n")
         return 0
 
@@ -729,7 +692,7 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None, stderr
     store = Store(config["store.url"])
     try:
         store.open()
-        return options.run(_Context(store, config, out))
+        return options.run(_Context(store, Provisioning(store, config["sip.realm"]), config, out))
     except StoreError as e:
         err.write(f"{PROGRAM}: {e}\n")
         return 1

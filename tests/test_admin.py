@@ -165,6 +165,22 @@ class AccountAddTests(AdminTestCase):
         self.assertRefused(2, ["account", "add", "45675001", "--email", "not an address"], "e-mail")
         self.assertRefused(2, ["account", "add", "45675001", "--name", "two\nlines"], "control characters")
 
+    def test_email_follows_the_group_contact_rule(self) -> None:
+        """
+        An account's e-mail address is checked by the store's one e-mail
+        rule, the one of a group's contact.
+        """
+        for address in ["tech@localhost", "tech@192.0.2.1", "a@b@example.net"]:
+            self.assertRefused(2, ["account", "add", "45675001", "--email", address], "invalid e-mail address")
+            self.assertRefused(2, ["group", "add", "4567", "--contact", address], "invalid e-mail address")
+        self.succeed("account", "add", "45675001", "--email", "first.last+sip@studio-1.example.co.uk")
+
+    def test_refused_password_is_not_shown(self) -> None:
+        code, out, err = self.call("account", "add", "45675001", "--password", "Sec\x7fret-42")
+        self.assertEqual((code, out), (2, ""))
+        self.assertIn("control characters", err)
+        self.assertNotIn("ret-42", err)
+
 
 class AccountReadTests(AdminTestCase):
     """
