@@ -5,7 +5,8 @@ SQLite or PostgreSQL.
     - L{models}: the records (L{Account}, L{Group}), the errors and the
       rules on values, written once for the store, provisioning and the CLI;
     - L{schema}: the tables, their versioned migrations and the engines;
-    - L{sql}: L{Store}, synchronous (L{queries} holds its building blocks);
+    - L{sql}: L{Store}, synchronous; its group methods are in L{groups},
+      its conversions between rows and records in L{rows};
     - L{facade}: L{AsyncStore}, the store in threads, for the service;
     - L{service}: L{StoreService}, which opens and closes it;
     - L{provisioning}: L{Provisioning}, what C{aetasip-admin} and the admin

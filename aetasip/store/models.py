@@ -210,9 +210,10 @@ def checkPrefix(prefix: object) -> str:
 
 def checkEmail(address: object) -> str:
     """
-    A simple but real check of a group's contact address: a dot-atom local
-    part, and a domain of at least two labels of letters, digits and inner
-    hyphens, the last one not all digits; at most 254 characters.
+    The one e-mail rule (a group's contact; an account's address through
+    L{checkAccountEmail}), simple but real: a dot-atom local part, and a
+    domain of at least two labels of letters, digits and inner hyphens, the
+    last one not all digits; at most 254 characters.
 
     @return: C{address}.
     @raise InvalidGroup: otherwise.
