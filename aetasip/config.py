@@ -42,7 +42,6 @@ import importlib
 import ipaddress
 import os
 import runpy
-import socket
 from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
@@ -228,6 +227,9 @@ MODULES: tuple[str, ...] = (
     "aetasip.auth.ldap",
     "aetasip.calls.settings",
     "aetasip.notify",
+    "aetasip.registrar",
+    "aetasip.sipservice",
+    "aetasip.store.service",
     "aetasip.routing.chain",
     "aetasip.stun.service",
 )
@@ -347,134 +349,6 @@ def __getattr__(name: str) -> Mapping[str, Key]:
 
 def sections() -> list[str]:
     return sorted({name.split(".", 1)[0] for name in keys()})
-
-
-# -- core keys -----------------------------------------------------------------
-# The server.*, sip.*, registrar.* and store.* keys are declared here only
-# for now: the modules that own them (sipservice, registrar, store) are being
-# rewritten by others (issue 8). Each block then moves, as it is, into its
-# owner, which joins MODULES, like aetasip.notify; the registrar takes
-# _expiryBounds and its declareCheck along.
-
-
-def _defaultServerName() -> str:
-    return socket.gethostname() or "aetasip"
-
-
-declare(
-    Key(
-        "server.name",
-        _defaultServerName(),
-        text,
-        "Name of this server in logs, events and the User-Agent/Server header.",
-    ),
-    # SIP transports
-    Key(
-        "sip.listen",
-        ["0.0.0.0", "::"],
-        listOf(ipAddress, "IP addresses", allowEmpty=False),
-        "Addresses SIP listens on. '::' (all IPv6 addresses) is skipped with a warning on hosts without IPv6.",
-    ),
-    Key(
-        "sip.udp_ports",
-        [5060, 5070],
-        listOf(port, "port numbers"),
-        "UDP ports (5070 is the alternate port for routers that mangle 5060).",
-    ),
-    Key("sip.tcp_ports", [5060, 5070], listOf(port, "port numbers"), "TCP ports."),
-    Key("sip.tls_port", 5061, port, "TLS port, used only when sip.tls_certificate is set."),
-    Key("sip.tls_certificate", None, optional(readableFile), "PEM file with the certificate chain for SIP over TLS."),
-    Key(
-        "sip.tls_key",
-        None,
-        optional(readableFile),
-        "PEM file with the private key (defaults to the certificate file).",
-    ),
-    Key(
-        "sip.domains",
-        [],
-        listOf(hostname, "host names or IP addresses"),
-        "Domain names and addresses this service answers for, all one user space. The machine's own names and listen addresses are always added.",
-    ),
-    Key(
-        "sip.realm",
-        "aetasip",
-        text,
-        "Digest realm. Changing it invalidates every stored HA1: set it once, before adding accounts.",
-    ),
-    Key("sip.max_message_size", 65535, integer(1024, 1048576), "Largest SIP message accepted, in bytes."),
-    Key(
-        "sip.udp_buffer_size",
-        4194304,
-        integer(65536, 268435456),
-        "Receive and send buffer of each SIP UDP socket, in bytes: room for the datagrams that arrive while "
-        "the server is busy, instead of losing them to retransmissions. Above net.core.rmem_max it is forced "
-        "when aetasip has CAP_NET_ADMIN (root outside a container), else capped by the kernel.",
-    ),
-    Key(
-        "sip.tcp_idle_timeout",
-        3600,
-        integer(10, 86400),
-        "Seconds after which an idle TCP/TLS connection without bindings is closed.",
-    ),
-)
-
-
-declare(
-    # Registrar
-    Key(
-        "registrar.min_expires",
-        60,
-        integer(1, 86400),
-        "Shortest registration accepted (shorter ones get 423 Interval Too Brief).",
-    ),
-    Key(
-        "registrar.max_expires",
-        3600,
-        integer(1, 604800),
-        "Longest registration granted; longer requests are shortened.",
-    ),
-    Key("registrar.default_expires", 3600, integer(1, 604800), "Expiry of a contact whose REGISTER names none."),
-    Key("registrar.max_contacts", 10, integer(1, 1000), "Most contacts one number may have bound at once."),
-    Key(
-        "registrar.conflict",
-        "reject",
-        choice("reject", "replace", "allow"),
-        "When a second agent registers a number already registered by another: 'reject' it (403), "
-        "'replace' the other agent's bindings, or 'allow' both (calls fork). Always logged and raised as a 'conflict' event.",
-    ),
-    Key(
-        "registrar.options_ping_interval",
-        0,
-        integer(0, 3600),
-        "Seconds between OPTIONS pings to UDP agents to keep their NAT open (0: off).",
-    ),
-)
-
-
-def _expiryBounds(values: Mapping[str, Any]) -> None:
-    if values["registrar.min_expires"] > values["registrar.max_expires"]:
-        raise ConfigError(
-            "registrar.min_expires",
-            values["registrar.min_expires"],
-            f"at most registrar.max_expires ({values['registrar.max_expires']})",
-        )
-
-
-declareCheck(_expiryBounds)
-
-
-declare(
-    # Store
-    Key(
-        "store.url",
-        "sqlite:///aetasip.db",
-        storeURL,
-        "The store: a SQLite file (relative to the working directory) or a PostgreSQL URL.",
-    ),
-)
-
-# -- end of core keys --
 
 
 # -- configurations ------------------------------------------------------------

@@ -26,12 +26,14 @@ Request-URIs, and a captured Authorization cannot be replayed anyway
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from aetasip.auth.step import WWW, Authentication, Outcome
+from aetasip.config import ConfigError, Key, choice, declare, declareCheck, integer
 from aetasip.location import Binding, LocationService
 from aetasip.sip.errors import ParseError
 from aetasip.sip.headers import NameAddr, parseDeltaSeconds
@@ -40,6 +42,51 @@ from aetasip.sip.transaction import Peer
 from aetasip.sip.uri import parseURI
 
 log = Logger()
+
+
+declare(
+    # Registrar
+    Key(
+        "registrar.min_expires",
+        60,
+        integer(1, 86400),
+        "Shortest registration accepted (shorter ones get 423 Interval Too Brief).",
+    ),
+    Key(
+        "registrar.max_expires",
+        3600,
+        integer(1, 604800),
+        "Longest registration granted; longer requests are shortened.",
+    ),
+    Key("registrar.default_expires", 3600, integer(1, 604800), "Expiry of a contact whose REGISTER names none."),
+    Key("registrar.max_contacts", 10, integer(1, 1000), "Most contacts one number may have bound at once."),
+    Key(
+        "registrar.conflict",
+        "reject",
+        choice("reject", "replace", "allow"),
+        "When a second agent registers a number already registered by another: 'reject' it (403), "
+        "'replace' the other agent's bindings, or 'allow' both (calls fork). Always logged and raised as a 'conflict' event.",
+    ),
+    Key(
+        "registrar.options_ping_interval",
+        0,
+        integer(0, 3600),
+        "Seconds between OPTIONS pings to UDP agents to keep their NAT open (0: off).",
+    ),
+)
+
+
+def _expiryBounds(values: Mapping[str, Any]) -> None:
+    if values["registrar.min_expires"] > values["registrar.max_expires"]:
+        raise ConfigError(
+            "registrar.min_expires",
+            values["registrar.min_expires"],
+            f"at most registrar.max_expires ({values['registrar.max_expires']})",
+        )
+
+
+declareCheck(_expiryBounds)
+
 
 SUPPORTED = ("path",)
 

@@ -1,12 +1,12 @@
 """
-The SIP element: transports → transaction layer → registrar (and, later,
-the proxy), hung on the service tree as L{SIPService}.
+The SIP transports and transaction layers, hung on the service tree as
+L{SIPService}: UDP, TCP and TLS ports feeding the L{SIPCore}, which hands
+requests to the registrar and the proxy that L{aetasip.tap} builds and
+attaches.
 """
 
 from __future__ import annotations
 
-import os
-import re
 import socket
 from typing import Any
 
@@ -17,237 +17,85 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
-from twisted.python.failure import Failure
 
-from aetasip import __version__, net
-from aetasip.auth.step import Authentication
-from aetasip.calls.call import CallObservers
-from aetasip.calls.media import MediaHook
-from aetasip.calls.proxy import Hop, Proxy
-from aetasip.calls.settings import callSettings
-from aetasip.calls.token import DialogSigner
+from aetasip import net
+from aetasip.calls.proxy import Hop
+from aetasip.config import Key, declare, hostname, integer, ipAddress, listOf, optional, readableFile, text
+from aetasip.config import port as portNumber
 from aetasip.domains import LocalDomains
+from aetasip.element.core import SIPCore
 from aetasip.keepalive import OptionsPinger
 from aetasip.location import LocationService
-from aetasip.registrar import SUPPORTED, Registrar
-from aetasip.routing import Directory
-from aetasip.routing.chain import makeRoutingChain
 from aetasip.sip.client import ClientTransactionLayer
-from aetasip.sip.digest import DigestAuthenticator
-from aetasip.sip.errors import ParseError
-from aetasip.sip.headers import splitCommas
-from aetasip.sip.message import BadRequest, Request, Response, localResponse, parse
-from aetasip.sip.transaction import Peer, ServerTransaction, ServerTransactionLayer
+from aetasip.sip.transaction import ServerTransactionLayer
 from aetasip.sip.uri import URI
 from aetasip.stun.server import STUNServer
 from aetasip.transport import DatagramSender, SIPDatagramProtocol, SIPStreamFactory
 
 log = Logger()
 
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, UPDATE, PRACK, MESSAGE, SUBSCRIBE, NOTIFY, REFER, PUBLISH"
-KNOWN_METHODS = frozenset(
-    "INVITE ACK CANCEL BYE OPTIONS REGISTER INFO UPDATE PRACK MESSAGE SUBSCRIBE NOTIFY REFER PUBLISH".split()
+
+def _defaultServerName() -> str:
+    return socket.gethostname() or "aetasip"
+
+
+declare(
+    Key(
+        "server.name",
+        _defaultServerName(),
+        text,
+        "Name of this server in logs, events and the User-Agent/Server header.",
+    ),
+    # SIP transports
+    Key(
+        "sip.listen",
+        ["0.0.0.0", "::"],
+        listOf(ipAddress, "IP addresses", allowEmpty=False),
+        "Addresses SIP listens on. '::' (all IPv6 addresses) is skipped with a warning on hosts without IPv6.",
+    ),
+    Key(
+        "sip.udp_ports",
+        [5060, 5070],
+        listOf(portNumber, "port numbers"),
+        "UDP ports (5070 is the alternate port for routers that mangle 5060).",
+    ),
+    Key("sip.tcp_ports", [5060, 5070], listOf(portNumber, "port numbers"), "TCP ports."),
+    Key("sip.tls_port", 5061, portNumber, "TLS port, used only when sip.tls_certificate is set."),
+    Key("sip.tls_certificate", None, optional(readableFile), "PEM file with the certificate chain for SIP over TLS."),
+    Key(
+        "sip.tls_key",
+        None,
+        optional(readableFile),
+        "PEM file with the private key (defaults to the certificate file).",
+    ),
+    Key(
+        "sip.domains",
+        [],
+        listOf(hostname, "host names or IP addresses"),
+        "Domain names and addresses this service answers for, all one user space. The machine's own names and listen addresses are always added.",
+    ),
+    Key(
+        "sip.realm",
+        "aetasip",
+        text,
+        "Digest realm. Changing it invalidates every stored HA1: set it once, before adding accounts.",
+    ),
+    Key("sip.max_message_size", 65535, integer(1024, 1048576), "Largest SIP message accepted, in bytes."),
+    Key(
+        "sip.udp_buffer_size",
+        4194304,
+        integer(65536, 268435456),
+        "Receive and send buffer of each SIP UDP socket, in bytes: room for the datagrams that arrive while "
+        "the server is busy, instead of losing them to retransmissions. Above net.core.rmem_max it is forced "
+        "when aetasip has CAP_NET_ADMIN (root outside a container), else capped by the kernel.",
+    ),
+    Key(
+        "sip.tcp_idle_timeout",
+        3600,
+        integer(10, 86400),
+        "Seconds after which an idle TCP/TLS connection without bindings is closed.",
+    ),
 )
-
-# An rport parameter without a value, in a Via header value.
-_BARE_RPORT = re.compile(r";[ \t]*rport(?=[ \t]*(?:;|$))", re.IGNORECASE)
-
-
-def _firstElement(value: str) -> tuple[str, str]:
-    """Split a Via header value after its first element: (first, ", rest")."""
-    first, *rest = splitCommas(value)
-    return first, "".join(f", {element}" for element in rest)
-
-
-class SIPCore:
-    """
-    Everything between the transports and the registrar: parse, answer
-    bad requests, stamp Via (received/rport), match transactions and
-    dispatch by method. Never lets an exception reach the reactor.
-    """
-
-    def __init__(
-        self,
-        transactions: ServerTransactionLayer,
-        registrar: Registrar,
-        isLocalDomain: Any,
-        serverHeader: str,
-        proxy: Proxy | None = None,
-        clients: ClientTransactionLayer | None = None,
-    ) -> None:
-        self.transactions = transactions
-        self.registrar = registrar
-        self.proxy = proxy
-        self.clients = clients
-        self.isLocalDomain = isLocalDomain
-        self.serverHeader = serverHeader
-        self.connections: set[Any] = set()
-        self.counters = {"requests": 0, "responses": 0, "bad": 0, "dropped": 0}
-
-    # -- from the transports ----------------------------------------------
-
-    def connectionMade(self, connection: Any) -> None:
-        self.connections.add(connection)
-
-    def connectionLost(self, connection: Any) -> None:
-        self.connections.discard(connection)
-
-    def receive(self, data: bytes, peer: Peer, stream: bool = False) -> None:
-        try:
-            message = parse(data, stream)
-        except BadRequest as e:
-            self.counters["bad"] += 1
-            self._refuse(e, peer)
-            return
-        except ParseError as e:
-            self.counters["dropped"] += 1
-            log.debug("Dropped unparsable message from {peer}: {reason}", peer=peer, reason=e.reason)
-            return
-        except Exception:
-            self.counters["dropped"] += 1
-            log.failure("Parser failed on a message from {peer}", peer=peer)
-            return
-        try:
-            if isinstance(message, Response):
-                self.counters["responses"] += 1
-                if self.clients is None or not self.clients.receive(message):
-                    if self.proxy is not None:
-                        self.proxy.strayResponse(message, peer)
-            else:
-                self.counters["requests"] += 1
-                self.request(message, peer)
-        except Exception:
-            log.failure("Failed on {message} from {peer}", message=message, peer=peer)
-
-    def _refuse(self, error: BadRequest, peer: Peer) -> None:
-        request = error.request
-        if request is None or request.method == "ACK":
-            log.debug("Dropped a bad request from {peer}: {reason}", peer=peer, reason=error.reason)
-            return
-        try:
-            self._stampVia(request, peer)
-        except ParseError:
-            pass
-        response = localResponse(request, error.status, error.reason, self.serverHeader)
-        log.info("Bad request from {peer}: {status} {reason}", peer=peer, status=error.status, reason=error.reason)
-        peer.send(response.toBytes())
-
-    # -- requests ---------------------------------------------------------
-
-    def request(self, request: Request, peer: Peer) -> None:
-        self._stampVia(request, peer)
-        transaction = self.transactions.receive(request, peer)
-        if transaction is None:
-            if self.proxy is not None and self.transactions.isStrayAck(request):
-                self.proxy.statelessAck(request, peer)
-            return
-        method = request.method
-        if request.requestURI.scheme not in ("sip", "sips", "tel"):
-            # RFC 3261 8.2.2.1: a scheme this service cannot route or serve.
-            transaction.respond(self._reply(request, 416))
-        elif method == "REGISTER":
-            self._answer(transaction, self.registrar.handle, request, peer)
-        elif method == "OPTIONS" and self._forUs(request):
-            transaction.respond(self.optionsResponse(request))
-        elif method == "CANCEL":
-            if self.proxy is None:
-                transaction.respond(self._reply(request, 481))
-            else:
-                self.proxy.cancel(request, transaction)
-        elif self.proxy is not None and (method in KNOWN_METHODS or self._forAnAgent(request)):
-            # RFC 3261 16.3 step 1: a proxy routes methods it does not know.
-            self.proxy.handle(request, peer, transaction)
-        elif method in KNOWN_METHODS:
-            response = self._reply(request, 405)
-            response.add("allow", ALLOW)
-            transaction.respond(response)
-        else:
-            # RFC 3261 8.2.1: a method we do not know at all.
-            response = self._reply(request, 501)
-            response.add("allow", ALLOW)
-            transaction.respond(response)
-
-    def _answer(self, transaction: ServerTransaction, handler: Any, request: Request, peer: Peer) -> None:
-        """
-        Send what C{handler} answers, at once or when its Deferred fires; a
-        handler that fails gets the request a 500.
-        """
-        try:
-            result = handler(request, peer)
-        except Exception:
-            log.failure("Failed to answer {request}", request=request)
-            transaction.respond(self._reply(request, 500))
-            return
-        if not isinstance(result, Deferred):
-            transaction.respond(result)
-            return
-
-        def failed(failure: Failure) -> Response:
-            log.failure("Failed to answer {request}", failure, request=request)
-            return self._reply(request, 500)
-
-        result.addErrback(failed)
-        result.addCallback(transaction.respond)
-
-    @staticmethod
-    def _forAnAgent(request: Request) -> bool:
-        """Is C{request} for an agent (a number, or a dialog), not the server itself?"""
-        return request.requestURI.user is not None or request.toAddr.tag is not None
-
-    def _forUs(self, request: Request) -> bool:
-        """Is this OPTIONS addressed to the server itself (no other user)?"""
-        uri = request.requestURI
-        if not self.isLocalDomain(uri.host):
-            return False
-        if uri.user is None:
-            return True
-        # An agent pinging its own registration (common keep-alive form).
-        return bool(uri.user == request.fromAddr.uri.user)
-
-    def optionsResponse(self, request: Request) -> Response:
-        response = self._reply(request, 200)
-        response.add("allow", ALLOW)
-        response.add("accept", "application/sdp")
-        response.add("supported", ", ".join(SUPPORTED))
-        return response
-
-    def _reply(self, request: Request, code: int, reason: str = "") -> Response:
-        return localResponse(request, code, reason, self.serverHeader)
-
-    @staticmethod
-    def _stampVia(request: Request, peer: Peer) -> None:
-        """
-        Record where the request really came from in its top Via: received
-        (RFC 3261 18.2.1) and rport (RFC 3581), so responses carry it.
-        Responses themselves always go back to the packet's source: for a
-        NATed agent without rport that is the only address that works.
-
-        The header text is edited in place (cheaper than writing the parsed
-        Via out again); the parsed Via the request keeps is replaced by a
-        changed copy.
-        """
-        via = request.topVia
-        host, port = peer.source
-        viaHost = via.host[1:-1] if via.host.startswith("[") else via.host
-        rport = "rport" in via.params and via.params["rport"] is None
-        if not rport and viaHost == host:
-            return
-        # Parsed Vias are shared (see parseVia): the request gets its own.
-        via = via.copy()
-        via.params["received"] = host
-        if rport:
-            via.params["rport"] = str(port)
-        for i, (name, value) in enumerate(request.headers):
-            if name == "via":
-                first, rest = (value, "") if "," not in value else _firstElement(value)
-                if rport:
-                    first = _BARE_RPORT.sub(f";rport={port}", first, count=1)
-                request.headers[i] = [name, f"{first};received={host}{rest}"]
-                break
-        request._index = None
-        vias = request._vias
-        assert vias is not None  # parsed by topVia above
-        request._vias = [via, *vias[1:]]
 
 
 class SIPService(service.Service):
@@ -265,15 +113,7 @@ class SIPService(service.Service):
     name = "sip"
 
     def __init__(
-        self,
-        config: Any,
-        auth: Any,
-        store: Any = None,
-        reactor: Any = None,
-        directory: Directory | None = None,
-        observers: CallObservers | None = None,
-        media: Any = None,
-        dialogKey: bytes | None = None,
+        self, config: Any, location: LocationService, domains: LocalDomains, serverHeader: str, reactor: Any = None
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as globalReactor
@@ -281,41 +121,16 @@ class SIPService(service.Service):
             reactor = globalReactor
         self.config = config
         self.reactor = reactor
-        self.domains = LocalDomains(config["sip.domains"], config["sip.listen"])
-        self.digest = DigestAuthenticator(
-            config["sip.realm"], config["auth.algorithms"], config["auth.nonce_lifetime"], now=reactor.seconds
-        )
-        self.location = LocationService(reactor, store)
-        self.serverHeader = f"aetasip/{__version__}"
-        self.authentication = Authentication(self.digest, auth, config["sip.realm"], self.serverHeader)
-        self.registrar = Registrar(config, self.location, self.authentication, self.domains, self.serverHeader)
+        self.domains = domains
+        self.location = location
+        self.serverHeader = serverHeader
         self.transactions = ServerTransactionLayer(reactor)
         self.clients = ClientTransactionLayer(reactor)
-        if dialogKey is None:
-            configured = config["calls.dialog_key"]
-            dialogKey = configured.encode() if configured is not None else os.urandom(32)
-        self.proxy = Proxy(
-            reactor,
-            self.authentication,
-            self.location,
-            self.domains,
-            self.clients,
-            self.hopTo,
-            self.hopToURI,
-            self.address,
-            self.serverHeader,
-            self.isOurs,
-            DialogSigner(dialogKey),
-            makeRoutingChain(config),
-            directory,
-            config["routing.hunting_ring_time"],
-            observers,
-            MediaHook(media),
-            callSettings(config),
-        )
-        self.core = SIPCore(
-            self.transactions, self.registrar, self.domains, self.serverHeader, self.proxy, self.clients
-        )
+        # The transaction users, handed in by whoever builds the tree
+        # (aetasip.tap.makeSIPService): see attach().
+        self.core: SIPCore = None  # type: ignore[assignment]
+        self.registrar: Any = None
+        self.proxy: Any = None
         self.ports: list[tuple[str, IListeningPort]] = []
         # What isOurs compares with, computed again when the ports change.
         self._portNumbers: frozenset[int] | None = None
@@ -330,6 +145,12 @@ class SIPService(service.Service):
         )
         # Fires when the ports read, after the bindings of the last run are restored.
         self.ready: Deferred[None] = Deferred()
+
+    def attach(self, core: SIPCore, registrar: Any, proxy: Any) -> None:
+        """The transaction users the transports feed: before the service starts."""
+        self.core = core
+        self.registrar = registrar
+        self.proxy = proxy
 
     def privilegedStartService(self) -> None:
         self._listen()
@@ -362,7 +183,6 @@ class SIPService(service.Service):
     def stopService(self) -> Deferred[None]:
         super().stopService()
         self.pinger.stop()
-        self.proxy.stop()
         self.transactions.stop()
         self.clients.stop()
         for connection in list(self.core.connections):

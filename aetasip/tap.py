@@ -7,13 +7,16 @@ This is the one place that knows the whole tree (DESIGN.md)::
     ├── StoreService
     ├── DirectoryService (accounts and groups for routing)
     ├── NotifierService (when notify.urls is set)
-    ├── SIPService
+    ├── SIPService (transports, transaction layers; the registrar and the
+    │   proxy built here by makeSIPService, and attached to it)
+    ├── CallService (the calls: their observers and media handler)
     └── STUNService (unless stun.enabled is False)
 """
 
 from __future__ import annotations
 
 import gc
+import os
 from typing import Any
 
 from twisted.application import service
@@ -21,10 +24,26 @@ from twisted.internet.defer import Deferred, ensureDeferred, gatherResults, mayb
 from twisted.logger import Logger
 from twisted.python import usage
 
-from aetasip import config
+from aetasip import __version__, config
 from aetasip.auth.chain import makeAuthBackend
+from aetasip.auth.step import Authentication
+from aetasip.calls.call import CallObservers
+from aetasip.calls.media import MediaHook
+from aetasip.calls.proxy import Proxy
+from aetasip.calls.service import CallService
+from aetasip.calls.settings import callSettings
+from aetasip.calls.token import DialogSigner
 from aetasip.directory import StoreDirectory
+from aetasip.domains import LocalDomains
+from aetasip.element.core import SIPCore
+from aetasip.interfaces import ICallObserverFactory, IMediaHandlerFactory
+from aetasip.location import LocationService
 from aetasip.notify import NotifierService
+from aetasip.plugins import chosen, namedPlugins
+from aetasip.registrar import Registrar
+from aetasip.routing import Directory
+from aetasip.routing.chain import makeRoutingChain
+from aetasip.sip.digest import DigestAuthenticator
 from aetasip.sipservice import SIPService
 from aetasip.store import StoreService
 from aetasip.stun import STUNService
@@ -97,6 +116,17 @@ class Options(usage.Options):
         return loaded.replace(**{k.replace(".", "__"): v for k, v in overrides.items()})
 
 
+def dialogKey(cfg: config.Config, storeService: StoreService) -> bytes:
+    """
+    The key of the dialog tokens: C{calls.dialog_key}, else the store's
+    secret, shared by every server on the same store.
+    """
+    configured = cfg["calls.dialog_key"]
+    if configured is not None:
+        return configured.encode()
+    return storeService.store.store.secret("dialog-token")
+
+
 def tuneGarbageCollector() -> None:
     """
     Keep the cyclic garbage collector off the request path: what exists
@@ -151,6 +181,81 @@ class BackendStopper(service.Service):
         return gatherResults(stops).addCallback(lambda _: None)
 
 
+def makeSIPService(
+    cfg: config.Config,
+    auth: Any,
+    store: Any = None,
+    reactor: Any = None,
+    directory: Directory | None = None,
+    observers: CallObservers | None = None,
+    media: Any = None,
+    dialogKey: bytes | None = None,
+) -> SIPService:
+    """
+    The SIP element: transports and transaction layers (L{SIPService}),
+    and the registrar, the shared authentication step and the proxy they
+    feed, built here and attached to it.
+
+    @param dialogKey: the key of the dialog tokens (see
+        L{aetasip.calls.token}); default: C{calls.dialog_key}, else a
+        random one (in-dialog requests then do not survive a restart).
+    """
+    if reactor is None:
+        from twisted.internet import reactor as globalReactor
+
+        reactor = globalReactor
+    serverHeader = f"aetasip/{__version__}"
+    domains = LocalDomains(cfg["sip.domains"], cfg["sip.listen"])
+    digest = DigestAuthenticator(
+        cfg["sip.realm"], cfg["auth.algorithms"], cfg["auth.nonce_lifetime"], now=reactor.seconds
+    )
+    authentication = Authentication(digest, auth, cfg["sip.realm"], serverHeader)
+    location = LocationService(reactor, store)
+    registrar = Registrar(cfg, location, authentication, domains, serverHeader)
+    sip = SIPService(cfg, location, domains, serverHeader, reactor)
+    if dialogKey is None:
+        configured = cfg["calls.dialog_key"]
+        dialogKey = configured.encode() if configured is not None else os.urandom(32)
+    proxy = Proxy(
+        reactor,
+        authentication,
+        location,
+        domains,
+        sip.clients,
+        sip.hopTo,
+        sip.hopToURI,
+        sip.address,
+        serverHeader,
+        sip.isOurs,
+        DialogSigner(dialogKey),
+        makeRoutingChain(cfg),
+        directory,
+        cfg["routing.hunting_ring_time"],
+        observers,
+        MediaHook(media),
+        callSettings(cfg),
+    )
+    sip.attach(SIPCore(sip.transactions, registrar, domains, serverHeader, proxy, sip.clients), registrar, proxy)
+    return sip
+
+
+def callParts(cfg: config.Config, store: Any) -> tuple[CallObservers, Any]:
+    """
+    The call observers and the media handler factory the configuration
+    names (C{calls.observers}, C{calls.media_handler}).
+
+    @raise config.ConfigError: for a name no plugin has.
+    """
+    factories = chosen("calls.observers", cfg["calls.observers"], namedPlugins(ICallObserverFactory, "call observers"))
+    observers = CallObservers(factory.makeObserver(cfg, store) for factory in factories)
+    mediaFactory = None
+    if cfg["calls.media_handler"] is not None:
+        (mediaFactory,) = chosen(
+            "calls.media_handler", [cfg["calls.media_handler"]], namedPlugins(IMediaHandlerFactory, "media handlers")
+        )
+    return observers, mediaFactory
+
+
 def makeService(options: Options | dict[str, Any], reactor: Any = None) -> service.MultiService:
     """
     Build the service tree from parsed L{Options} (or a dict with a
@@ -196,12 +301,22 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> servi
     directory = StoreDirectory(storeService.store, clock=reactor)
     directory.service().setServiceParent(top)
     try:
-        sip = SIPService(cfg, auth, storeService.store, reactor=reactor, directory=directory)
+        observers, mediaFactory = callParts(cfg, storeService.store)
+        sip = makeSIPService(
+            cfg, auth, storeService.store, reactor, directory, observers, dialogKey=dialogKey(cfg, storeService)
+        )
+        parts = list(observers.observers)
+        if mediaFactory is not None:
+            # The handler may end calls (a media timeout): it gets the proxy.
+            sip.proxy.media.handler = mediaFactory.makeHandler(cfg, sip.proxy)
+            parts.append(sip.proxy.media.handler)
     except config.ConfigError as e:
         raise SystemExit(f"aetasip: {e}") from None
     sip.setServiceParent(top)
     if notifier is not None:
         sip.location.listeners.append(notifier)
+    # After SIP: stopped before it, so the calls end while their transports live.
+    CallService(sip.proxy, parts).setServiceParent(top)
 
     if cfg["stun.enabled"]:
         try:

@@ -29,7 +29,7 @@ class SIPDatagramProtocol(DatagramProtocol):
     this same socket, so a NATed agent sees them come from the address it
     registered with (5060 or 5070).
 
-    @param core: the L{aetasip.sipservice.SIPCore}.
+    @param core: the L{aetasip.element.core.SIPCore}.
     @param local: C{(host, port)} this socket is bound to.
     """
 

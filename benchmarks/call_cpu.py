@@ -37,8 +37,7 @@ from twisted.internet.defer import succeed
 from aetasip import config
 from aetasip.auth import credentialsFromPassword
 from aetasip.sip.transaction import Peer
-from aetasip.sipservice import SIPService
-from aetasip.tap import tuneGarbageCollector
+from aetasip.tap import makeSIPService, tuneGarbageCollector
 
 REALM = "aetasip"
 SERVER = ("127.0.0.1", 5060)
@@ -125,7 +124,7 @@ class Bench:
     def __init__(self) -> None:
         settings = config.build({"sip.domains": ["127.0.0.1"], "sip.realm": REALM})
         self.clock = HeapClock(1_800_000_000.0)
-        self.service = SIPService(settings, Accounts(), reactor=self.clock)
+        self.service = makeSIPService(settings, Accounts(), reactor=self.clock)
         self.core = self.service.core
         self.service.location.start()
         self.socket = Socket()

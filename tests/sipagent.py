@@ -176,7 +176,7 @@ class Harness:
         clock: Clock | None = None,
         **settings: Any,
     ) -> None:
-        from aetasip.sipservice import SIPService
+        from aetasip.tap import makeSIPService
 
         base = {"sip.domains": ["sip.example.net", "sip.example.fr"]}
         base.update({k.replace("__", "."): v for k, v in settings.items()})
@@ -186,7 +186,7 @@ class Harness:
             clock.advance(1_800_000_000)
         self.clock = clock
         self.auth = auth or FakeAuth({"45675001": "secret1", "45675002": "secret2"})
-        self.service = SIPService(
+        self.service = makeSIPService(
             self.config,
             self.auth,
             store,

@@ -8,8 +8,18 @@ from twisted.application import service
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorFromThreads
 
+from aetasip.config import Key, declare, storeURL
 from aetasip.store.facade import AsyncStore
 from aetasip.store.sql import Store
+
+declare(
+    Key(
+        "store.url",
+        "sqlite:///aetasip.db",
+        storeURL,
+        "The store: a SQLite file (relative to the working directory) or a PostgreSQL URL.",
+    ),
+)
 
 
 class StoreService(service.Service):
