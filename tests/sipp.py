@@ -14,12 +14,16 @@ from __future__ import annotations
 import itertools
 import os
 import re
+import signal
 import socket
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from twisted.internet import reactor
 from twisted.internet.defer import Deferred
+from twisted.internet.protocol import ProcessProtocol
+from twisted.python.failure import Failure
 
 from tests.servers import deferLater, freePort, run
 
@@ -171,6 +175,58 @@ class Callee:
     done: Deferred[SippRun]
 
 
+class _Collector(ProcessProtocol):
+    """Collects a sipp's output; C{done} fires with its L{SippRun} when it exits."""
+
+    def __init__(self, label: str, errorFile: str, messageFile: str | None) -> None:
+        self.label, self.errorFile, self.messageFile = label, errorFile, messageFile
+        self.out: list[bytes] = []
+        self.err: list[bytes] = []
+        self.done: Deferred[SippRun] = Deferred()
+
+    def outReceived(self, data: bytes) -> None:
+        self.out.append(data)
+
+    def errReceived(self, data: bytes) -> None:
+        self.err.append(data)
+
+    def processEnded(self, reason: Failure) -> None:
+        value: Any = reason.value  # ProcessDone or ProcessTerminated
+        # Killed by a signal: -N, as subprocess says.
+        code = value.exitCode if value.exitCode is not None else -(value.signal or 0)
+        out = b"".join(self.out).decode("utf-8", "replace")
+        err = b"".join(self.err).decode("utf-8", "replace")
+        self.done.callback(SippRun(self.label, code, out, err, self.errorFile, self.messageFile))
+
+
+@dataclass(frozen=True)
+class SippProcess:
+    """
+    A sipp started by L{Sipp.start}.
+
+    @ivar pid: its process id (this test started it: it may kill it).
+    @ivar done: fires with its L{SippRun} once it exits.
+    """
+
+    pid: int
+    done: Deferred[SippRun]
+    label: str
+    errorFile: str
+    messageFile: str | None
+
+    def messages(self) -> list[SipMessage]:
+        """The messages it sent and received so far (sipp writes its trace as it goes)."""
+        return SippRun(self.label, 0, "", "", self.errorFile, self.messageFile).messages()
+
+    def kill(self) -> None:
+        """SIGKILL: the agent vanishes at once, as a codec losing power (its run's code is -9)."""
+        if not self.done.called:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass  # it has just exited
+
+
 class Sipp:
     """
     Runs sipp scenarios for a test, with their files in C{directory}.
@@ -181,6 +237,45 @@ class Sipp:
     def __init__(self, executable: str, directory: str) -> None:
         self.executable = executable
         self.directory = os.path.abspath(directory)
+
+    def _command(
+        self,
+        name: str,
+        scenarioName: str,
+        args: Sequence[str],
+        remote: str | None,
+        host: str,
+        port: int | None,
+        transport: str,
+        inf: str | None,
+        timeout: int,
+        messages: bool,
+    ) -> tuple[str, list[str], str, str | None]:
+        """The label, arguments, error file and message file of a run (see L{run})."""
+        label = f"{name}-{next(_runs)}"
+        errorFile = os.path.join(self.directory, f"{label}.err")
+        messageFile = os.path.join(self.directory, f"{label}.msg") if messages else None
+        if port is None:
+            port = freePort(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
+        argv = [
+            "-sf", scenario(scenarioName),
+            "-m", "1",
+            "-t", transport,
+            "-i", host,
+            "-p", str(port),
+            "-timeout", f"{timeout}s",
+            "-timeout_error",
+            "-nostdin",
+            "-trace_err", "-error_file", errorFile,
+        ]  # fmt: skip
+        if inf is not None:
+            argv += ["-inf", inf]
+        if messageFile is not None:
+            argv += ["-trace_msg", "-message_file", messageFile]
+        argv += list(args)
+        if remote is not None:
+            argv.append(remote)
+        return label, argv, errorFile, messageFile
 
     def run(
         self,
@@ -204,35 +299,41 @@ class Sipp:
         @param args: more sipp options.
         @param messages: trace the messages, for L{SippRun.messages}.
         """
-        label = f"{name}-{next(_runs)}"
-        errorFile = os.path.join(self.directory, f"{label}.err")
-        messageFile = os.path.join(self.directory, f"{label}.msg") if messages else None
-        if port is None:
-            port = freePort(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
-        argv = [
-            "-sf", scenario(scenarioName),
-            "-m", "1",
-            "-t", transport,
-            "-i", host,
-            "-p", str(port),
-            "-timeout", f"{timeout}s",
-            "-timeout_error",
-            "-nostdin",
-            "-trace_err", "-error_file", errorFile,
-        ]  # fmt: skip
-        if inf is not None:
-            argv += ["-inf", inf]
-        if messageFile is not None:
-            argv += ["-trace_msg", "-message_file", messageFile]
-        argv += args
-        if remote is not None:
-            argv.append(remote)
+        label, argv, errorFile, messageFile = self._command(
+            name, scenarioName, args, remote, host, port, transport, inf, timeout, messages
+        )
 
         async def running() -> SippRun:
             out, err, code = await run(self.executable, *argv, path=self.directory)
             return SippRun(label, code, out, err, errorFile, messageFile)
 
         return Deferred.fromCoroutine(running())
+
+    def start(
+        self,
+        name: str,
+        scenarioName: str,
+        *args: str,
+        remote: str | None = None,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        transport: str = "u1",
+        inf: str | None = None,
+        timeout: int = 20,
+        messages: bool = False,
+    ) -> SippProcess:
+        """
+        Like L{run}, but return the running sipp at once: its PID, so that
+        a test can kill it mid-call (an agent that vanishes), and C{done}.
+        """
+        label, argv, errorFile, messageFile = self._command(
+            name, scenarioName, args, remote, host, port, transport, inf, timeout, messages
+        )
+        protocol = _Collector(label, errorFile, messageFile)
+        process = reactor.spawnProcess(
+            protocol, self.executable, [self.executable, *argv], env=dict(os.environ), path=self.directory
+        )
+        return SippProcess(int(process.pid), protocol.done, label, errorFile, messageFile)
 
     def register(
         self,
