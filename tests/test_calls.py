@@ -327,6 +327,20 @@ class StrangerTests(CallTestCase):
         self.assertNothingLeft(start)
         self.assertEqual(self.recorder.names()[-1], "answered")
 
+    def test_same_host_other_port_is_a_stranger(self) -> None:
+        """Another agent behind A's NAT (or on A's host) cannot end or take over A's call."""
+        neighbour = (A_SOURCE[0], A_SOURCE[1] + 1)
+        start = len(self.h.sent)
+        (refused,) = self.fromA("BYE", 10, self.route, source=neighbour)
+        self.assertEqual(refused.code, 403)
+        (refused,) = self.fromA("INVITE", 11, self.route, source=neighbour, contact="sip:x@198.51.100.7:5061")
+        self.assertEqual(refused.code, 403)
+        self.assertEqual([where for where, _ in self.h.sent[start:] if where != neighbour], [])
+        # A is still where it was: the probes and B's BYE go there.
+        start = len(self.h.sent)
+        self.fromB("BYE", 1, self.route)
+        self.assertEqual([d[:4] for where, d in self.h.sent[start:] if where == A_SOURCE], [b"BYE "])
+
     def test_stranger_stray_2xx_is_not_reflected(self) -> None:
         start = len(self.h.sent)
         stray = (

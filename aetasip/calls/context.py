@@ -25,6 +25,9 @@ if TYPE_CHECKING:
     from aetasip.calls.dialog import Dialog
     from aetasip.calls.proxy import Proxy
 
+# Requests that create dialogs (and are Record-Routed).
+DIALOG_METHODS = frozenset({"INVITE", "SUBSCRIBE", "REFER"})
+
 # RFC 3261 16.6 step 11: Timer C, more than 3 minutes.
 TIMER_C = 181.0
 
@@ -71,8 +74,9 @@ class ResponseContext:
         self.proxy = proxy
         self.method = request.method
         self.isInvite = request.method == "INVITE"
-        # Ends the branch of each copy sent: a copy coming back is a loop.
-        self.loopTag = loopTag(request)
+        # Ends the branch of each copy sent: a copy coming back is a loop
+        # (only requests outside a dialog are checked for loops).
+        self.loopTag = loopTag(request) if dialog is None else ""
         # What the proxy's own answers copy (Via, From, To, Call-ID, CSeq),
         # rather than the whole request, which may be long gone.
         self.template: Response | None = proxy._reply(request, 100)
@@ -96,7 +100,7 @@ class ResponseContext:
         self.fromURI = str(request.fromAddr.uri)
         self.toURI = str(request.toAddr.uri)
         self.cseq = request.cseq[0]
-        self.contact = contactURI(request) if self.method != "BYE" else None
+        self.contact = contactURI(request) if dialog is None and self.method in DIALOG_METHODS else None
         # In dialog: the side the request goes to, and the dialog's branch key.
         self.extra: dict[str, Any] = {}
 

@@ -59,8 +59,13 @@ _SUBSCRIPTION_GRACE = 32.0
 _REFER_LIFETIME = 3600.0
 
 
-def _sameHost(leg: Leg, peer: Peer) -> bool:
-    return normalHost(leg.source[0]) == normalHost(peer.source[0])
+def _fromLeg(leg: Leg, peer: Peer) -> bool:
+    """
+    Does C{peer} stand for C{leg}: the same address and port? (A host alone
+    would let anyone behind the same NAT, or on the same host, end or
+    take over the call.)
+    """
+    return leg.source[1] == peer.source[1] and normalHost(leg.source[0]) == normalHost(peer.source[0])
 
 
 class DialogRouter:
@@ -90,7 +95,7 @@ class DialogRouter:
         if side is None:
             server.respond(proxy._reply(request, 481))
             return
-        if not _sameHost(dialog.legs[side], peer):
+        if not _fromLeg(dialog.legs[side], peer):
             log.info("{method} of a dialog from a stranger {peer}", method=request.method, peer=peer)
             server.respond(proxy._reply(request, 403, "Not a party to this call"))
             return
@@ -144,7 +149,7 @@ class DialogRouter:
             log.debug("Dropped an ACK outside our dialogs from {peer}", peer=peer)
             return
         side = dialog.sideOf(request.fromAddr.tag)
-        if side is None or not _sameHost(dialog.legs[side], peer):
+        if side is None or not _fromLeg(dialog.legs[side], peer):
             return
         hop = proxy.hopToLeg(dialog.legs[Dialog.other(side)])
         if hop is None:
@@ -172,7 +177,7 @@ class DialogRouter:
         side = dialog.sideOf(response.fromAddr.tag)
         if side is None:
             return
-        if peer is not None and not _sameHost(dialog.legs[Dialog.other(side)], peer):
+        if peer is not None and not _fromLeg(dialog.legs[Dialog.other(side)], peer):
             return
         hop = self.proxy.hopToLeg(dialog.legs[side])
         if hop is not None:
@@ -272,7 +277,7 @@ class DialogRouter:
         call = context.call
         existing = proxy.dialogs.find(context.callID, context.fromTag, tag)
         if existing is not None:
-            if not early:
+            if not early and existing.state == EARLY:
                 existing.state = CONFIRMED
                 self._calleeAnswer(existing, response)
             return existing
@@ -300,7 +305,10 @@ class DialogRouter:
             except ParseError:
                 fixed = None
             callerLeg.contact = str(fixed) if fixed is not None else context.contact
-        self._calleeAnswer(dialog, response)
+        if not early:
+            # What requests in the dialog's name need (probes, BYE): only
+            # confirmed dialogs get them.
+            self._calleeAnswer(dialog, response)
         if call is None:
             self._subscriptionExpires(dialog, response)
         dialog = proxy.dialogs.add(dialog)
@@ -315,7 +323,8 @@ class DialogRouter:
         routes: list[str] = []
         for value in response.getAll("record-route"):
             routes.extend(splitCommas(value))
-        ours = [i for i, route in enumerate(routes) if self._isOurRoute(route)]
+        # Ours carry a token: other proxies' entries are not even parsed.
+        ours = [i for i, route in enumerate(routes) if ";dlg=" in route and self._isOurRoute(route)]
         if ours:
             dialog.routes[CALLER] = list(reversed(routes[: ours[0]]))
             dialog.routes[CALLEE] = routes[ours[-1] + 1 :]
@@ -348,10 +357,9 @@ class DialogRouter:
         dialog.expires = self.proxy.clock.seconds() + lifetime + _SUBSCRIPTION_GRACE
 
     def _learn(self, leg: Leg, peer: Peer) -> None:
-        """A leg's requests now come from C{peer} (a NAT rebinding, a new connection)."""
-        if leg.source != peer.source or leg.connection is not peer.connection:
-            leg.source, leg.transport, leg.local = peer.source, peer.transport, peer.local
-            leg.connection = peer.connection
+        """A leg's requests now come on C{peer}'s connection (it connected again from the same address)."""
+        if leg.connection is not peer.connection:
+            leg.transport, leg.local, leg.connection = peer.transport, peer.local, peer.connection
 
     def _ended(self, dialog: Dialog, cause: str) -> None:
         """A BYE went through C{dialog}: the dialog is over, and its call if it was the answer."""

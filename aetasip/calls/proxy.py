@@ -424,7 +424,7 @@ class Proxy:
         outgoing = branch.request
         assert outgoing is not None
         branch.request = None
-        branchID = f"{newBranch()}.{context.loopTag}"
+        branchID = f"{newBranch()}.{context.loopTag}" if context.loopTag else newBranch()
         outgoing.addFirst("via", self._via(transport, local, branchID))
         branch.client = self.clients.send(
             outgoing,
