@@ -149,10 +149,9 @@ class GroupMethods:
     clock and the transactions.
     """
 
+    # Provided by the Store this is mixed into.
     _clock: Callable[[], float]
-
-    def _transaction(self, write: bool = False) -> AbstractContextManager[sa.Connection]:
-        raise NotImplementedError()
+    _transaction: Callable[..., AbstractContextManager[sa.Connection]]
 
     def addGroup(
         self,
