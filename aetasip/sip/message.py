@@ -191,14 +191,26 @@ class Message:
         self.version = version
         self._changed()
 
-    def _changed(self) -> None:
-        # Parsed structured values, dropped on every change of the headers.
+    def _changed(self, name: str | None = None) -> None:
+        # Parsed structured values, dropped when their header changes (all
+        # of them when C{name} is not given); the index on every change.
         self._index: dict[str, list[str]] | None = None
-        self._vias: list[Via] | None = None
-        self._from: NameAddr | None = None
-        self._to: NameAddr | None = None
-        self._cseq: tuple[int, str] | None = None
-        self._contacts: list[NameAddr] | None = None
+        if name is None:
+            self._vias: list[Via] | None = None
+            self._from: NameAddr | None = None
+            self._to: NameAddr | None = None
+            self._cseq: tuple[int, str] | None = None
+            self._contacts: list[NameAddr] | None = None
+        elif name == "via":
+            self._vias = None
+        elif name == "contact":
+            self._contacts = None
+        elif name == "from":
+            self._from = None
+        elif name == "to":
+            self._to = None
+        elif name == "cseq":
+            self._cseq = None
 
     # -- access ------------------------------------------------------------
 
@@ -236,12 +248,14 @@ class Message:
     # -- change ------------------------------------------------------------
 
     def add(self, name: str, value: str) -> None:
-        self.headers.append([fieldName(name), value])
-        self._changed()
+        name = fieldName(name)
+        self.headers.append([name, value])
+        self._changed(name)
 
     def addFirst(self, name: str, value: str) -> None:
-        self.headers.insert(0, [fieldName(name), value])
-        self._changed()
+        name = fieldName(name)
+        self.headers.insert(0, [name, value])
+        self._changed(name)
 
     def set(self, name: str, value: str) -> None:
         """Replace every C{name} field with one, where the first stood."""
@@ -253,18 +267,18 @@ class Message:
                 break
         else:
             self.headers.append([name, value])
-        self._changed()
+        self._changed(name)
 
     def remove(self, name: str) -> None:
         name = fieldName(name)
         self.headers = [h for h in self.headers if h[0] != name]
-        self._changed()
+        self._changed(name)
 
     def removeField(self, name: str, value: str) -> None:
         """Remove the C{name} fields whose whole value is C{value}."""
         name = fieldName(name)
         self.headers = [h for h in self.headers if h[0] != name or h[1] != value]
-        self._changed()
+        self._changed(name)
 
     def removeFirstValue(self, name: str) -> str | None:
         """Remove the first element of list header C{name}; return it."""
@@ -276,7 +290,7 @@ class Message:
                     self.headers[i] = [name, ", ".join(parts[1:])]
                 else:
                     del self.headers[i]
-                self._changed()
+                self._changed(name)
                 return parts[0]
         return None
 
