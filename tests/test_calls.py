@@ -197,6 +197,22 @@ class CallEventTests(CallTestCase):
         self.fromB("BYE", 1, sent.getAll("record-route")[0])
         self.assertEqual(self.recorder.events[-1][1].endCause, EndCause.CALLEE_BYE)
 
+    def test_update_in_an_early_dialog_belongs_to_the_call(self) -> None:
+        """An UPDATE before the answer (no 100rel) finds its call by the token of its Route."""
+        sent, _ = self.call()
+        self.h.send(reply(sent, 183, "Session Progress", contact=B_CONTACT), B_SOURCE)
+        start = len(self.h.sent)
+        self.assertEqual(self.fromA("UPDATE", 3, sent.getAll("record-route")[0], contact=A_CONTACT), [])
+        (update,) = self.requestsTo(B_SOURCE, start)
+        self.assertEqual(update.method, "UPDATE")
+        self.assertEqual(self.recorder.names(), ["started", "ringing"])
+        (call,) = self.h.service.proxy.calls.values()
+        self.assertFalse(call.recovered)
+        self.assertEqual([d.state for d in call.dialogs], ["early"])
+        self.h.send(reply(sent, 200, "OK", contact=B_CONTACT), B_SOURCE)
+        self.assertEqual([d.state for d in call.dialogs], ["confirmed"])
+        self.assertEqual(self.recorder.names(), ["started", "ringing", "answered"])
+
     def test_busy_call(self) -> None:
         sent, _ = self.call()
         self.h.send(reply(sent, 486, "Busy Here"), B_SOURCE)

@@ -53,8 +53,8 @@ class Leg:
     @ivar transport: C{udp}, C{tcp} or C{tls}.
     @ivar local: our socket C{(host, port)} it talks to.
     @ivar connection: the stream connection it opened, or C{None}.
-    @ivar contact: its remote target (Contact URI, as rewritten to
-        C{source}), once known.
+    @ivar contact: its Contact (a header value or a URI, as last seen);
+        requests to it go to that URI pointed at C{source}.
     """
 
     source: tuple[str, int]
@@ -194,7 +194,8 @@ class Call:
 
     def start(self) -> None:
         """The call is routed and its first branches go out: callStarted."""
-        self._observers.tell("callStarted", self)
+        if self._observers.observers:
+            self._observers.tell("callStarted", self)
 
     def ringing(self) -> None:
         """A callee rings (a 180 or 183): callRinging, once."""
@@ -202,7 +203,8 @@ class Call:
             return
         self.state = RINGING
         self.ringingAt = self._clock()
-        self._observers.tell("callRinging", self)
+        if self._observers.observers:
+            self._observers.tell("callRinging", self)
 
     def answered(self, target: Target | None, calleeTag: str | None) -> None:
         """A 2xx went up to the caller: callAnswered, once."""
@@ -213,7 +215,8 @@ class Call:
         self.calleeTag = calleeTag
         self.answeredAt = self._clock()
         self.status = 200
-        self._observers.tell("callAnswered", self)
+        if self._observers.observers:
+            self._observers.tell("callAnswered", self)
 
     def end(self, cause: str, status: int = 0, detail: str = "") -> bool:
         """
@@ -237,7 +240,8 @@ class Call:
                 f(self)
             except Exception:
                 log.failure("Ending {call} failed", call=self)
-        self._observers.tell("callEnded", self)
+        if self._observers.observers:
+            self._observers.tell("callEnded", self)
         return True
 
     def whenEnded(self, f: Callable[[Call], None]) -> None:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet.interfaces import IDelayedCall
 
 from aetasip.calls.call import Call, Leg, Target
-from aetasip.calls.surgery import better, contactURI, loopTag
+from aetasip.calls.surgery import better, loopTag
 from aetasip.sip.client import ClientTransaction
 from aetasip.sip.message import Request, Response
 from aetasip.sip.transaction import Peer, ServerTransaction
@@ -77,9 +77,9 @@ class ResponseContext:
         # Ends the branch of each copy sent: a copy coming back is a loop
         # (only requests outside a dialog are checked for loops).
         self.loopTag = loopTag(request) if dialog is None else ""
-        # What the proxy's own answers copy (Via, From, To, Call-ID, CSeq),
-        # rather than the whole request, which may be long gone.
-        self.template: Response | None = proxy._reply(request, 100)
+        # What the proxy's own answers are made from, until the request is
+        # answered (the server transaction keeps it that long anyway).
+        self.request: Request | None = request
         self.peer = peer
         self.server = server
         self.call = call
@@ -97,17 +97,19 @@ class ResponseContext:
         # long gone when the answer comes.
         self.callID = request.callID
         self.fromTag = request.fromAddr.tag or ""
-        self.fromURI = str(request.fromAddr.uri)
-        self.toURI = str(request.toAddr.uri)
         self.cseq = request.cseq[0]
-        self.contact = contactURI(request) if dialog is None and self.method in DIALOG_METHODS else None
+        # Parsed already (and shared): kept as they are, written out only
+        # when the proxy sends a request in the dialog's name.
+        self.fromURI = request.fromAddr.uri
+        self.toURI = request.toAddr.uri
+        self.contact = request.get("contact") if dialog is None and self.method in DIALOG_METHODS else None
         # In dialog: the side the request goes to, and the dialog's branch key.
         self.extra: dict[str, Any] = {}
 
     def answer(self, code: int, reason: str = "") -> Response:
         """A final response of the proxy's own to the request (before it is answered)."""
-        assert self.template is not None, "the request is answered already"
-        return Response(code, reason, [list(h) for h in self.template.headers])
+        assert self.request is not None, "the request is answered already"
+        return self.proxy._reply(self.request, code, reason)
 
     def start(self, branches: list[Branch]) -> None:
         self.branches = branches
@@ -188,7 +190,7 @@ class ResponseContext:
         branch.code = code
         if branch.target is not None:
             branch.target.status = code
-        refusal = self.answer(code, reason) if self.template is not None else None
+        refusal = self.answer(code, reason) if self.request is not None else None
         if refusal is not None and (self.best is None or better(refusal, self.best)):
             self.best = refusal
             self.bestIsTimeout = False
@@ -235,7 +237,7 @@ class ResponseContext:
         self.timerC = None
         # Answered: no answer of our own any more (late 2xx copies may still
         # come through lingering client transactions, for 32 s).
-        self.template = None
+        self.request = None
         if all(b.code >= 200 for b in self.branches):
             self.proxy._contexts.pop(self.server.key, None)
             # Only late 2xx copies may still come (through lingering client

@@ -33,7 +33,7 @@ class Dialog:
     @ivar legs: the caller's and the callee's L{Leg}, by side.
     @ivar cseq: the highest CSeq number each side sent, by side (0: none yet).
     @ivar routes: the Route set towards each side beyond this proxy (Record-Route
-        entries other proxies added), by side, in sending order.
+        entries other proxies added), by side, in sending order, once worked out.
     @ivar expires: for a subscription dialog, the clock time it lapses.
     """
 
@@ -58,11 +58,14 @@ class Dialog:
         self.call = call
         self.state = state
         self.cseq = {CALLER: 0, CALLEE: 0}
-        self.routes: dict[str, list[str]] = {CALLER: [], CALLEE: []}
+        # The Record-Route values of the answer, and the Route sets towards
+        # each side they give (worked out when first needed).
+        self.recordRoute: list[str] = []
+        self.routes: dict[str, list[str]] | None = None
         self.expires: float | None = None
         # The numbers at each end (From and To users), for the requests
         # the proxy makes in the dialog's name (probes, BYE).
-        self.uris = {CALLER: "", CALLEE: ""}
+        self.uris: dict[str, object] = {CALLER: "", CALLEE: ""}
 
     def __repr__(self) -> str:
         return f"<Dialog {self.method} {self.callID} {self.callerTag}/{self.calleeTag} {self.state}>"

@@ -24,9 +24,8 @@ from twisted.logger import Logger
 from aetasip.calls.call import Call, EndCause, Leg
 from aetasip.calls.context import Branch, ResponseContext
 from aetasip.calls.dialog import CALLEE, CALLER, CONFIRMED, EARLY, Dialog
-from aetasip.calls.media import ANSWER, OFFER, kindOfRequestSDP, sdpOf
+from aetasip.calls.media import ANSWER, OFFER, kindOfRequestSDP, kindOfResponseSDP, sdpOf
 from aetasip.calls.surgery import (
-    contactURI,
     copyRequest,
     decrementMaxForwards,
     fixContact,
@@ -40,10 +39,10 @@ from aetasip.sip.errors import ParseError
 from aetasip.sip.headers import parseNameAddr, splitCommas
 from aetasip.sip.message import Request, Response
 from aetasip.sip.transaction import Peer, ServerTransaction
-from aetasip.sip.uri import URI, parseURI
+from aetasip.sip.uri import URI
 
 if TYPE_CHECKING:
-    from aetasip.calls.proxy import Proxy
+    from aetasip.calls.proxy import Hop, Proxy
 
 log = Logger()
 
@@ -108,7 +107,8 @@ class DialogRouter:
             self._ended(dialog, EndCause.CALLER_BYE if side == CALLER else EndCause.CALLEE_BYE)
         elif method == "NOTIFY" and (request.get("subscription-state") or "").lower().startswith("terminated"):
             proxy.dialogs.remove(dialog)
-        if proxy.hopToLeg(leg) is None:
+        hop = proxy.hopToLeg(leg)
+        if hop is None:
             server.respond(proxy._reply(request, 480, "Party unreachable"))
             return
         outgoing = copyRequest(request)
@@ -116,29 +116,76 @@ class DialogRouter:
         # A target refresh may carry a new Contact: it must stay reachable too.
         fixContact(outgoing, peer.source, peer.transport)
         if method in TARGET_REFRESH:
-            contact = contactURI(outgoing)
+            contact = outgoing.get("contact")
             if contact is not None:
                 dialog.legs[side].contact = contact
         if method == "SUBSCRIBE":
             self._subscriptionExpires(dialog, request)
+        kind = kindOfRequestSDP(method)
+        hadOffer = kind == OFFER and sdpOf(request) is not None
+        call = dialog.call
+        media = proxy.media
+        # Without a handler nothing is ever pending (see MediaHook.process).
+        direct = call is None or media.handler is None
+        if method != "INVITE":
+            # No Timer C, no CANCEL: one client transaction is all it takes.
+            if direct:
+                self._forward(dialog, other, outgoing, hop, server, hadOffer)
+            else:
+                media.process(
+                    call,
+                    outgoing,
+                    kind,
+                    dialog.key,
+                    side,
+                    lambda _: self._forward(dialog, other, outgoing, hop, server, hadOffer),
+                    lambda _: server.respond(proxy._reply(request, 503, "Media relay unavailable")),
+                )
+            return
         context = ResponseContext(proxy, request, peer, server, dialog=dialog)
         context.extra = {"to": other, "key": dialog.key}
-        if method == "INVITE":
-            # A CANCEL of a re-INVITE finds it there.
-            proxy._contexts[server.key] = context
-        kind = kindOfRequestSDP(method)
-        context.hadOffer = kind == OFFER and sdpOf(request) is not None
+        # A CANCEL of a re-INVITE finds it there.
+        proxy._contexts[server.key] = context
+        context.hadOffer = hadOffer
         branch = Branch(leg, outgoing)
-        call = dialog.call
-        if call is None or (proxy.media.handler is None and not proxy.media.pending(call)):
+        if direct:
             context.start([branch])
             return
+        assert call is not None
 
         def refused(failure: object) -> None:
             proxy._contexts.pop(server.key, None)
             server.respond(proxy._reply(request, 503, "Media relay unavailable"))
 
         proxy.media.process(call, outgoing, kind, dialog.key, side, lambda _: context.start([branch]), refused)
+
+    def _forward(
+        self, dialog: Dialog, to: str, outgoing: Request, hop: Hop, server: ServerTransaction, hadOffer: bool
+    ) -> None:
+        """Send a non-INVITE in-dialog request to the leg C{to}; its answers go back up."""
+        proxy = self.proxy
+        send, reliable, transport, local = hop
+        branch = newBranch()
+        outgoing.addFirst("via", proxy._via(transport, local, branch))
+        method = outgoing.method
+        leg = dialog.legs[to]
+
+        def answered(response: Response) -> None:
+            code = response.code
+            if 100 < code < 300:
+                fixContact(response, leg.source, leg.transport)
+            if 200 <= code < 300:
+                self._refreshedBy(dialog, method, to, response)
+            answer = upstream(response)
+            call = dialog.call
+            media = proxy.media
+            if call is None or media.handler is None or not 200 <= code < 300:
+                server.respond(answer)
+                return
+            media.process(call, answer, kindOfResponseSDP(hadOffer), dialog.key, to, server.respond)  # type: ignore[arg-type]
+
+        # RFC 4320 4.1: no 408 to a non-INVITE; its sender gave up too.
+        proxy.clients.send(outgoing, send, reliable, answered, server.abandon, branch)
 
     def ack(self, request: Request, peer: Peer) -> None:
         """An ACK for a 2xx: to the other leg, statelessly; dropped outside our dialogs."""
@@ -230,6 +277,11 @@ class DialogRouter:
         fromCaller = fromTag == callerTag
         calleeTag = toTag if fromCaller else fromTag
         callerLeg, calleeLeg = token.callerLeg.leg(), token.calleeLeg.leg()
+        live = proxy.callsByDialogID.get((request.callID, callerTag)) if token.method == "INVITE" else None
+        if live is not None:
+            # A call in progress here: an early dialog of one of its branches
+            # (a PRACK or an UPDATE before the answer).
+            return self._earlyDialog(request, token, live, calleeTag, calleeLeg, fromCaller)
         call = None
         if token.method == "INVITE":
             call = Call(
@@ -255,7 +307,7 @@ class DialogRouter:
         dialog = Dialog(
             token.method, request.callID, callerTag, calleeTag, callerLeg, calleeLeg, token.key, call, CONFIRMED
         )
-        fromURI, toURI = str(request.fromAddr.uri), str(request.toAddr.uri)
+        fromURI, toURI = request.fromAddr.uri, request.toAddr.uri
         dialog.uris = {CALLER: fromURI, CALLEE: toURI} if fromCaller else {CALLER: toURI, CALLEE: fromURI}
         # The Request-URI is the receiver's remote target.
         dialog.legs[CALLEE if fromCaller else CALLER].contact = request.uri
@@ -264,6 +316,23 @@ class DialogRouter:
             call.dialogs.append(dialog)
             proxy.liveness.watch(dialog, None)
         log.info("Dialog {dialog} rebuilt from its signed Route", dialog=dialog)
+        return dialog
+
+    def _earlyDialog(
+        self, request: Request, token: DialogToken, call: Call, calleeTag: str, calleeLeg: Leg, fromCaller: bool
+    ) -> Dialog:
+        target = call.target(token.key)
+        if target is not None:
+            calleeLeg = target.leg
+        state = EARLY if call.answeredBy is None else CONFIRMED
+        dialog = Dialog(
+            "INVITE", call.callID, call.callerTag, calleeTag, call.callerLeg, calleeLeg, token.key, call, state
+        )
+        fromURI, toURI = request.fromAddr.uri, request.toAddr.uri
+        dialog.uris = {CALLER: fromURI, CALLEE: toURI} if fromCaller else {CALLER: toURI, CALLEE: fromURI}
+        dialog.legs[CALLEE if fromCaller else CALLER].contact = request.uri
+        dialog = self.proxy.dialogs.add(dialog)
+        call.dialogs.append(dialog)
         return dialog
 
     def dialogFromResponse(
@@ -300,11 +369,7 @@ class DialogRouter:
         dialog.uris = {CALLER: context.fromURI, CALLEE: context.toURI}
         dialog.cseq[CALLER] = context.cseq
         if context.contact is not None:
-            try:
-                fixed = fixedURI(parseURI(context.contact), peer.source, peer.transport)
-            except ParseError:
-                fixed = None
-            callerLeg.contact = str(fixed) if fixed is not None else context.contact
+            callerLeg.contact = context.contact
         if not early:
             # What requests in the dialog's name need (probes, BYE): only
             # confirmed dialogs get them.
@@ -317,17 +382,23 @@ class DialogRouter:
         return dialog
 
     def _calleeAnswer(self, dialog: Dialog, response: Response) -> None:
-        contact = contactURI(response)
+        """What requests in the dialog's name need from the answer, kept as text (parsed when used)."""
+        contact = response.get("contact")
         if contact is not None:
             dialog.legs[CALLEE].contact = contact
-        routes: list[str] = []
-        for value in response.getAll("record-route"):
-            routes.extend(splitCommas(value))
-        # Ours carry a token: other proxies' entries are not even parsed.
-        ours = [i for i, route in enumerate(routes) if ";dlg=" in route and self._isOurRoute(route)]
-        if ours:
-            dialog.routes[CALLER] = list(reversed(routes[: ours[0]]))
-            dialog.routes[CALLEE] = routes[ours[-1] + 1 :]
+        dialog.recordRoute = [value for name, value in response.headers if name == "record-route"]
+
+    def _routesTo(self, dialog: Dialog, side: str) -> list[str]:
+        """The Route set towards C{side} beyond this proxy (other proxies' Record-Route entries)."""
+        if dialog.routes is None:
+            routes = [route for value in dialog.recordRoute for route in splitCommas(value)]
+            # Ours carry a token: other proxies' entries are not even parsed.
+            ours = [i for i, route in enumerate(routes) if ";dlg=" in route and self._isOurRoute(route)]
+            dialog.routes = {CALLER: [], CALLEE: []}
+            if ours:
+                dialog.routes[CALLER] = list(reversed(routes[: ours[0]]))
+                dialog.routes[CALLEE] = routes[ours[-1] + 1 :]
+        return dialog.routes[side]
 
     def _isOurRoute(self, route: str) -> bool:
         try:
@@ -339,14 +410,17 @@ class DialogRouter:
         """The 2xx of an in-dialog request went up."""
         dialog = context.dialog
         assert dialog is not None
-        side = context.extra.get("to", CALLEE)
-        if context.method in TARGET_REFRESH:
-            contact = contactURI(response)
+        self._refreshedBy(dialog, context.method, context.extra.get("to", CALLEE), response)
+
+    def _refreshedBy(self, dialog: Dialog, method: str, side: str, response: Response) -> None:
+        """C{side} answered C{method} in C{dialog} with a 2xx."""
+        if method in TARGET_REFRESH:
+            contact = response.get("contact")
             if contact is not None:
                 dialog.legs[side].contact = contact
-        if context.method in ("INVITE", "UPDATE"):
+        if method in ("INVITE", "UPDATE"):
             self.proxy.liveness.refreshed(dialog, response)
-        elif context.method == "SUBSCRIBE":
+        elif method == "SUBSCRIBE":
             self._subscriptionExpires(dialog, response)
 
     def _subscriptionExpires(self, dialog: Dialog, message: Request | Response) -> None:
@@ -384,6 +458,23 @@ class DialogRouter:
                 self.requestInDialog(dialog, side, "BYE", lambda code: None, reason=cause)
         call.end(cause, detail=detail)
 
+    @staticmethod
+    def _remoteTarget(leg: Leg) -> str:
+        """
+        Where a request to C{leg} is addressed: its Contact, pointed at the
+        address its packets come from (as the other party sees it).
+        """
+        uri = None
+        if leg.contact:
+            try:
+                uri = parseNameAddr(leg.contact).uri
+            except ParseError:
+                pass
+        if uri is None:
+            host = f"[{leg.source[0]}]" if ":" in leg.source[0] else leg.source[0]
+            return str(URI("sip", None, host, leg.source[1]))
+        return str(fixedURI(uri, leg.source, leg.transport) or uri)
+
     def requestInDialog(
         self, dialog: Dialog, side: str, method: str, onFinal: Callable[[int | None], None], reason: str = ""
     ) -> None:
@@ -404,11 +495,10 @@ class DialogRouter:
             dialog.cseq[other] += 1
         cseq = max(dialog.cseq[other], 1)
         tags = {CALLER: dialog.callerTag, CALLEE: dialog.calleeTag}
-        host = f"[{leg.source[0]}]" if ":" in leg.source[0] else leg.source[0]
-        target = leg.contact or str(URI("sip", None, host, leg.source[1]))
+        target = self._remoteTarget(leg)
         branch = newBranch()
         headers = [["via", proxy._via(hop[2], hop[3], branch)], ["max-forwards", "70"]]
-        headers += [["route", route] for route in dialog.routes[side]]
+        headers += [["route", route] for route in self._routesTo(dialog, side)]
         headers += [
             ["from", f"<{dialog.uris[other]}>;tag={tags[other]}"],
             ["to", f"<{dialog.uris[side]}>;tag={tags[side]}"],

@@ -21,29 +21,43 @@ from aetasip.calls import sessiontimer
 from aetasip.calls.call import Call, EndCause
 from aetasip.calls.dialog import CALLEE, CALLER, TERMINATED, Dialog
 from aetasip.sip.message import Response
+from aetasip.sip.timers import FixedTimers
 
 if TYPE_CHECKING:
     from aetasip.calls.proxy import CallSettings, Proxy
 
 
 class Watch:
-    """The timers of one watched dialog."""
+    """
+    What is watched of one dialog. Its probe and duration timers are in
+    the L{FixedTimers} of its L{Liveness} (one reactor call for all
+    calls); a forgotten watch lets go of its dialog, and ignores its
+    timers when they come.
+    """
 
-    __slots__ = ("dialog", "duration", "outstanding", "probe", "session")
+    __slots__ = ("dialog", "liveness", "outstanding", "probeAt", "session")
 
-    def __init__(self, dialog: Dialog) -> None:
-        self.dialog = dialog
-        self.probe: IDelayedCall | None = None
+    def __init__(self, liveness: Liveness, dialog: Dialog) -> None:
+        self.liveness = liveness
+        self.dialog: Dialog | None = dialog
+        self.probeAt: float | None = None
         self.session: IDelayedCall | None = None
-        self.duration: IDelayedCall | None = None
         self.outstanding = {CALLER: False, CALLEE: False}
 
     def cancel(self) -> None:
-        for name in ("probe", "session", "duration"):
-            timer = getattr(self, name)
-            if timer is not None and timer.active():
-                timer.cancel()
-            setattr(self, name, None)
+        self.dialog = None
+        self.probeAt = None
+        if self.session is not None and self.session.active():
+            self.session.cancel()
+        self.session = None
+
+    def probeDue(self, deadline: float) -> None:
+        if deadline == self.probeAt and self.dialog is not None:
+            self.liveness._probe(self)
+
+    def durationDue(self, deadline: float) -> None:
+        if self.dialog is not None:
+            self.liveness._release(self, EndCause.DURATION_LIMIT, "longest call reached")
 
 
 class Liveness:
@@ -53,6 +67,7 @@ class Liveness:
         self.proxy = proxy
         self.clock = clock
         self.settings = settings
+        self.timers = FixedTimers(clock)
         self._watches: dict[Dialog, Watch] = {}
 
     def __len__(self) -> int:
@@ -62,13 +77,11 @@ class Liveness:
         """Watch the dialog of an answered call (C{answer}: its 2xx, for the session timer)."""
         if dialog.call is None or dialog in self._watches:
             return
-        watch = self._watches[dialog] = Watch(dialog)
+        watch = self._watches[dialog] = Watch(self, dialog)
         if self.settings.probeInterval:
-            watch.probe = self.clock.callLater(self.settings.probeInterval, self._probe, watch)
+            watch.probeAt = self.timers.after(self.settings.probeInterval, watch, "probeDue")
         if self.settings.maxDuration:
-            watch.duration = self.clock.callLater(
-                self.settings.maxDuration, self._release, watch, EndCause.DURATION_LIMIT, "longest call reached"
-            )
+            self.timers.after(self.settings.maxDuration, watch, "durationDue")
         if answer is not None:
             self.refreshed(dialog, answer)
 
@@ -96,27 +109,28 @@ class Liveness:
             self.forget(dialog)
 
     def stop(self) -> None:
+        self.timers.stop()
         watches, self._watches = self._watches, {}
         for watch in watches.values():
             watch.cancel()
 
     def _probe(self, watch: Watch) -> None:
-        watch.probe = None
         dialog = watch.dialog
-        if dialog.state == TERMINATED or self._watches.get(dialog) is not watch:
+        assert dialog is not None
+        if dialog.state == TERMINATED:
             return
         for side in (CALLER, CALLEE):
             if watch.outstanding[side]:
                 self._release(watch, EndCause.DEAD_DIALOG, f"the {side} stopped answering")
                 return
-        watch.probe = self.clock.callLater(self.settings.probeInterval, self._probe, watch)
+        watch.probeAt = self.timers.after(self.settings.probeInterval, watch, "probeDue")
         for side in (CALLER, CALLEE):
             watch.outstanding[side] = True
             self.proxy.router.requestInDialog(dialog, side, "OPTIONS", self._answered(watch, side))
 
     def _answered(self, watch: Watch, side: str) -> Any:
         def answered(code: int | None) -> None:
-            if self._watches.get(watch.dialog) is not watch:
+            if watch.dialog is None:
                 return
             if code is None or code in (408, 481):
                 reason = "no answer" if code is None else str(code)
@@ -127,6 +141,8 @@ class Liveness:
         return answered
 
     def _release(self, watch: Watch, cause: str, detail: str) -> None:
+        if watch.dialog is None:
+            return
         call = watch.dialog.call
         self.forget(watch.dialog)
         if call is not None and not call.ended:

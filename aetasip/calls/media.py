@@ -88,7 +88,7 @@ class MediaHook:
         """
         handler = self.handler
         sdp = sdpOf(message) if handler is not None and kind is not None and call is not None else None
-        if sdp is None and not self.pending(call):
+        if sdp is None and (call is None or call not in self._tails):
             then(message)
             return
         assert call is not None

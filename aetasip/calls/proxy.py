@@ -138,6 +138,8 @@ class Proxy:
         self.settings = settings if settings is not None else CallSettings()
         self._contexts: dict[Any, ResponseContext] = {}
         self.calls: dict[int, Call] = {}
+        # The same, by Call-ID and caller tag: what an early dialog's token names.
+        self.callsByDialogID: dict[tuple[str, str], Call] = {}
         self.dialogs = DialogTable(self.settings.maxDialogs)
         self.liveness = Liveness(self, clock, self.settings)
         self.router = DialogRouter(self)
@@ -298,12 +300,14 @@ class Proxy:
             self.observers,
         )
         self.calls[call.id] = call
+        self.callsByDialogID[(call.callID, call.callerTag)] = call
         call.whenEnded(self._callEnded)
         call.start()
         return call
 
     def _callEnded(self, call: Call) -> None:
         self.calls.pop(call.id, None)
+        self.callsByDialogID.pop((call.callID, call.callerTag), None)
         call.control = None
         self.liveness.forgetCall(call)
         for dialog in call.dialogs:
@@ -386,10 +390,12 @@ class Proxy:
 
     def _startBranches(self, context: ResponseContext, request: Request, branches: list[Branch]) -> None:
         """Send C{branches}, each once the media handler has seen its offer."""
-        if sdpOf(request) is not None:
-            context.hadOffer = True
         call = context.call
-        if self.media.handler is None or call is None or not context.hadOffer:
+        if self.media.handler is None or call is None:
+            context.start(branches)
+            return
+        context.hadOffer = sdpOf(request) is not None
+        if not context.hadOffer:
             context.start(branches)
             return
         context.start([])
@@ -416,7 +422,7 @@ class Proxy:
     def _send(self, context: ResponseContext, branch: Branch) -> None:
         if branch.code >= 200:
             return  # cancelled while its media was being prepared
-        hop = self.senderFor(branch.leg)
+        hop = self.hopToLeg(branch.leg)
         if hop is None:
             context.timeout(branch)
             return
@@ -446,7 +452,7 @@ class Proxy:
             # Also 1xx (early dialogs, RFC 3262) and the 2xx of SUBSCRIBE and REFER.
             fixContact(response, branch.leg.source, branch.leg.transport)
         call = context.call if context.dialog is None else context.dialog.call
-        if call is None or code == 100 or (self.media.handler is None and not self.media.pending(call)):
+        if call is None or code == 100 or self.media.handler is None:
             context.response(branch, response)
             return
         kind = kindOfResponseSDP(context.hadOffer) if code < 300 else None
@@ -463,8 +469,10 @@ class Proxy:
         call = context.call
         if call is not None:
             call.ringing()
-        if context.method == "INVITE" and response.toAddr.tag is not None:
-            # An early dialog: PRACK and UPDATE may come before the answer.
+        # A reliable 18x makes its early dialog now: its PRACK is sure to
+        # come. Others make theirs only if a request (an UPDATE before the
+        # answer) does, from the token of its Route.
+        if context.method == "INVITE" and "100rel" in (response.get("require") or "").lower():
             self.router.dialogFromResponse(context, branch, response, early=True)
 
     def _answered(self, context: ResponseContext, branch: Branch, response: Response) -> None:

@@ -15,10 +15,8 @@ MIN_SE_FLOOR = 90
 
 
 def interval(message: Message) -> int | None:
-    """The delta-seconds of C{Session-Expires} (or its compact form C{x}), or C{None}."""
+    """The delta-seconds of C{Session-Expires} (the parser names its compact form C{x} so too), or C{None}."""
     value = message.get("session-expires")
-    if value is None:
-        value = message.get("x")
     if value is None:
         return None
     delta = value.split(";", 1)[0].strip()
@@ -28,7 +26,7 @@ def interval(message: Message) -> int | None:
 
 
 def supportsTimer(message: Message) -> bool:
-    for value in message.getAll("supported") + message.getAll("k"):
+    for value in message.getAll("supported"):
         if "timer" in (option.strip().lower() for option in splitCommas(value)):
             return True
     return False
