@@ -113,6 +113,36 @@ class Call:
         restart or a switch of server: its start is unknown.
     """
 
+    __slots__ = (
+        "_clock",
+        "_observers",
+        "_onEnd",
+        "answeredAt",
+        "answeredBy",
+        "callID",
+        "calleeTag",
+        "caller",
+        "callerKind",
+        "callerLeg",
+        "callerTag",
+        "control",
+        "dialled",
+        "dialogs",
+        "domain",
+        "endCause",
+        "endDetail",
+        "endedAt",
+        "id",
+        "media",
+        "recovered",
+        "resolved",
+        "ringingAt",
+        "started",
+        "state",
+        "status",
+        "targets",
+    )
+
     def __init__(
         self,
         clock: Callable[[], float],

@@ -62,6 +62,32 @@ class ResponseContext:
         the branches, for the call's end cause.
     """
 
+    __slots__ = (
+        "answered",
+        "best",
+        "bestIsTimeout",
+        "branches",
+        "call",
+        "callID",
+        "cancelledBy",
+        "contact",
+        "cseq",
+        "dialog",
+        "extra",
+        "fromTag",
+        "fromURI",
+        "hadOffer",
+        "isInvite",
+        "loopTag",
+        "method",
+        "peer",
+        "proxy",
+        "request",
+        "server",
+        "timerC",
+        "toURI",
+    )
+
     def __init__(
         self,
         proxy: Proxy,

@@ -37,6 +37,22 @@ class Dialog:
     @ivar expires: for a subscription dialog, the clock time it lapses.
     """
 
+    __slots__ = (
+        "call",
+        "callID",
+        "calleeTag",
+        "callerTag",
+        "cseq",
+        "expires",
+        "key",
+        "legs",
+        "method",
+        "recordRoute",
+        "routes",
+        "state",
+        "uris",
+    )
+
     def __init__(
         self,
         method: str,

@@ -102,6 +102,8 @@ class HuntingContext:
 class HuntingMember(ResponseContext):
     """The response context of one member of a hunting series."""
 
+    __slots__ = ("hunt",)
+
     def __init__(
         self, hunt: HuntingContext, proxy: Proxy, request: Request, peer: Peer, server: ServerTransaction, call: Call
     ) -> None:
