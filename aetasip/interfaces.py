@@ -154,6 +154,27 @@ class ICallObserverFactory(Interface):
         """
 
 
+class ICallControl(Interface):
+    """
+    What media handlers, the test line, the admin API and the portal may do
+    with the calls in progress (L{aetasip.calls.control.CallControl}).
+    """
+
+    def active():
+        """The calls in progress (L{aetasip.calls.call.Call}), oldest first."""
+
+    def find(callID):
+        """The calls in progress with this SIP Call-ID (usually one)."""
+
+    def release(call, cause, detail):
+        """
+        End C{call} from the server's side: an answered call gets a BYE on
+        both legs, one still being set up is cancelled (the caller gets
+        487). C{cause} is one of L{aetasip.calls.call.EndCause}; C{detail}
+        a short text for its record. Nothing happens to an ended call.
+        """
+
+
 class IMediaHandler(Interface):
     """
     Sees every SDP offer and answer of every call, and may rewrite them
@@ -189,6 +210,65 @@ class IMediaHandler(Interface):
         """C{call} is over: release what it holds. Must not raise."""
 
 
+class IRelay(Interface):
+    """
+    One RTP relay node: the built-in relay (L{aetasip.relay}) or an
+    rtpengine reached over its ng protocol. The relay's media handler
+    decides which legs of a call are relayed and through which node, then
+    asks the node to rewrite each SDP so that media goes through it. The
+    model is rtpengine's (offer, answer, delete, query, keyed by Call-ID and
+    tags), so both kinds of node fit it.
+
+    A session is named by C{(callID, fromTag)}; the callee side of a forked
+    call by its C{branch} (the L{aetasip.calls.call.Target} key) until the
+    answer gives its C{toTag}.
+
+    @ivar name: the node's name (a key of the relay configuration).
+    """
+
+    name = Attribute("The node's name in the configuration.")
+
+    def offer(callID, fromTag, branch, sender, sdp, source, latchAnySource):
+        """
+        An SDP offer from C{sender} (C{"caller"} or C{"callee"}, a
+        re-INVITE may come from either) whose signalling came from
+        C{source} (C{(host, port)}).
+
+        @param latchAnySource: the sender is behind NAT: its media is
+            latched from the first packet coming from C{source}'s host,
+            any port, and nothing is sent to the address its SDP
+            advertises until then.
+        @return: a L{Deferred} firing with the SDP to forward (pointing at
+            the relay), or failing (no ports left, node unreachable).
+        """
+
+    def answer(callID, fromTag, toTag, branch, sender, sdp, source, latchAnySource):
+        """The SDP answer to the last offer, like L{offer}."""
+
+    def delete(callID, fromTag):
+        """
+        Release the session's ports. Always safe to call, also for a
+        session the node does not know.
+
+        @return: a L{Deferred} firing with the final
+            L{aetasip.relay.stats.RelayStats}, or C{None} if the node had
+            no such session.
+        """
+
+    def query(callID, fromTag):
+        """
+        @return: a L{Deferred} firing with the session's current
+            L{aetasip.relay.stats.RelayStats}, or C{None}.
+        """
+
+    def sessions():
+        """
+        @return: a L{Deferred} firing with a list of C{(callID, fromTag,
+            RelayStats)} for every session the node holds (for
+            C{aetasip-admin relay show} and the admin API).
+        """
+
+
 class IMediaHandlerFactory(Interface):
     """
     A named maker of L{IMediaHandler}s, discovered with
@@ -200,9 +280,9 @@ class IMediaHandlerFactory(Interface):
     def makeHandler(config, calls):
         """
         @param config: the service's L{aetasip.config.Config}.
-        @param calls: the L{aetasip.calls.control.CallControl} of the
-            service, through which a handler ends a call
-            (C{calls.release(call, cause)}) or lists calls.
+        @param calls: the service's L{ICallControl}, through which a
+            handler ends a call (C{calls.release(call, cause, detail)}) or
+            lists calls.
         @return: a provider of L{IMediaHandler}; if it is also an
             L{twisted.application.service.IService}, it is started and
             stopped with the service.

@@ -28,6 +28,7 @@ from aetasip import __version__, config
 from aetasip.auth.chain import makeAuthBackend
 from aetasip.auth.step import Authentication
 from aetasip.calls.call import CallObservers
+from aetasip.calls.control import CallControl
 from aetasip.calls.media import MediaHook
 from aetasip.calls.proxy import Proxy
 from aetasip.calls.service import CallService
@@ -307,8 +308,8 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> servi
         )
         parts = list(observers.observers)
         if mediaFactory is not None:
-            # The handler may end calls (a media timeout): it gets the proxy.
-            sip.proxy.media.handler = mediaFactory.makeHandler(cfg, sip.proxy)
+            # The handler may end calls (a media timeout): it gets the calls' control.
+            sip.proxy.media.handler = mediaFactory.makeHandler(cfg, CallControl(sip.proxy))
             parts.append(sip.proxy.media.handler)
     except config.ConfigError as e:
         raise SystemExit(f"aetasip: {e}") from None

@@ -12,10 +12,13 @@ from typing import Any
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
 
 from aetasip.auth import credentialsFromPassword
 from aetasip.calls.call import CallObservers, EndCause
+from aetasip.calls.control import CallControl
 from aetasip.calls.token import DialogSigner
+from aetasip.interfaces import ICallControl
 from aetasip.sip.message import Request, parse
 from tests.sipagent import Agent, Harness, Reply
 from tests.test_proxy import A_SOURCE, B_SOURCE, invite, proxyAuthorization, reply
@@ -509,8 +512,12 @@ class DeadCallTests(CallTestCase):
     def test_operator_release(self) -> None:
         self.answered()
         call = self.recorder.events[-1][1]
+        control = CallControl(self.h.service.proxy)
+        self.assertTrue(verifyObject(ICallControl, control))
+        self.assertEqual((control.active(), control.find("call-ab@test")), ([call], [call]))
+        self.assertEqual(control.find("other@test"), [])
         start = len(self.h.sent)
-        self.h.service.proxy.release(call)
+        control.release(call, EndCause.OPERATOR_RELEASE, "")
         self.assertEqual({where for where, d in self.h.sent[start:] if d.startswith(b"BYE ")}, {A_SOURCE, B_SOURCE})
         self.assertEqual(call.endCause, EndCause.OPERATOR_RELEASE)
 
@@ -518,9 +525,10 @@ class DeadCallTests(CallTestCase):
         sent, start = self.call()
         self.h.send(reply(sent, 180, "Ringing"), B_SOURCE)
         call = self.recorder.events[-1][1]
-        self.h.service.proxy.release(call)
+        CallControl(self.h.service.proxy).release(call, EndCause.MEDIA_TIMEOUT, "no RTP")
         self.assertEqual([r.method for r in self.requestsTo(B_SOURCE, start)], ["INVITE", "CANCEL"])
-        self.assertEqual(call.endCause, EndCause.OPERATOR_RELEASE)
+        self.assertEqual((call.endCause, call.endDetail), (EndCause.MEDIA_TIMEOUT, "no RTP"))
+        self.assertEqual(CallControl(self.h.service.proxy).active(), [])
 
     def test_stopping_leaves_no_timer(self) -> None:
         self.answered()
