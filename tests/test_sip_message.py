@@ -444,6 +444,56 @@ class ChangeTests(SynchronousTestCase):
         self.assertIsNone(r.removeFirstValue("via"))
         self.assertRaises(ParseError, lambda: r.topVia)
 
+    def assertIndexed(self, r: Request) -> None:
+        """What the accessors say is what a fresh parse of the fields says."""
+        fresh = Request(r.method, r.uri, [list(h) for h in r.headers])
+        for name in {n for n, _ in r.headers} | {"via", "contact", "x-gone"}:
+            self.assertEqual(r.getAll(name), fresh.getAll(name), name)
+            self.assertEqual(r.get(name), fresh.get(name), name)
+
+    def test_every_change_keeps_the_index_true(self) -> None:
+        r = request()
+        r.get("via")  # the index exists: each change must keep it true
+        changes = [
+            lambda: r.add("Route", "<sip:a;lr>"),
+            lambda: r.addFirst("Route", "<sip:b;lr>"),
+            lambda: r.add("Via", "SIP/2.0/UDP last"),
+            lambda: r.addFirst("Via", "SIP/2.0/UDP first, SIP/2.0/UDP second"),
+            lambda: r.set("Max-Forwards", "69"),
+            lambda: r.set("Subject", "new"),
+            lambda: r.removeFirstValue("via"),
+            lambda: r.removeFirstValue("route"),
+            lambda: r.removeField("route", "<sip:a;lr>"),
+            lambda: r.remove("user-agent"),
+            lambda: r.remove("route"),
+            lambda: r.remove("x-gone"),
+        ]
+        for change in changes:
+            change()
+            self.assertIndexed(r)
+        self.assertEqual(r.topVia.host, "second")
+        self.assertFalse(r.has("route"))
+
+    def test_a_copy_changes_alone(self) -> None:
+        r = request()
+        self.assertEqual(r.fromAddr.tag, "1")  # parsed values exist, shared by the copy
+        copy = r.copy()
+        copy.addFirst("Via", "SIP/2.0/UDP proxy;branch=z9hG4bKp")
+        copy.set("From", "<sip:1@b>;tag=2")
+        copy.set("Max-Forwards", "69")
+        self.assertEqual((copy.topVia.host, copy.fromAddr.tag, copy.get("max-forwards")), ("proxy", "2", "69"))
+        self.assertEqual((r.topVia.host, r.fromAddr.tag, r.get("max-forwards")), ("127.0.0.1", "1", "70"))
+        self.assertEqual(len(r.vias), 1)
+        self.assertEqual((copy.method, copy.uri, copy.requestURI.host), (r.method, r.uri, "127.0.0.1"))
+        self.assertIndexed(copy)
+        self.assertIndexed(r)
+        answer = parse(RESPONSE)
+        assert isinstance(answer, Response)
+        answerCopy = answer.copy()
+        answerCopy.removeFirstValue("via")
+        self.assertEqual((answerCopy.code, answerCopy.body, answerCopy.getAll("via")), (200, b"hello", []))
+        self.assertEqual(len(answer.getAll("via")), 1)
+
     def test_accessors_of_missing_fields(self) -> None:
         r = Request("OPTIONS", "sip:a@b")
         self.assertRaises(ParseError, lambda: r.topVia)

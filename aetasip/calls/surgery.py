@@ -18,11 +18,11 @@ LOOPED_BRANCH_LENGTH = len(newBranch()) + 1 + LOOP_TAG_LENGTH
 
 
 def copyRequest(request: Request) -> Request:
-    return Request(request.method, request.uri, [list(h) for h in request.headers], request.body)
+    return request.copy()
 
 
 def copyResponse(response: Response) -> Response:
-    return Response(response.code, response.reason, [list(h) for h in response.headers], response.body)
+    return response.copy()
 
 
 def upstream(response: Response) -> Response:

@@ -222,9 +222,11 @@ class SIPCore:
                 first, rest = (value, "") if "," not in value else _firstElement(value)
                 if rport:
                     first = _BARE_RPORT.sub(f";rport={port}", first, count=1)
-                request.headers[i] = [name, f"{first};received={host}{rest}"]
+                value = f"{first};received={host}{rest}"
+                request.headers[i] = [name, value]
+                # The index's first Via is that same field.
+                request._lookup()["via"][0] = value
                 break
-        request._index = None
         vias = request._vias
         assert vias is not None  # parsed by topVia above
         request._vias = [via, *vias[1:]]

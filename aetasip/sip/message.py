@@ -193,9 +193,12 @@ class Message:
 
     def _changed(self, name: str | None = None) -> None:
         # Parsed structured values, dropped when their header changes (all
-        # of them when C{name} is not given); the index on every change.
-        self._index: dict[str, list[str]] | None = None
+        # of them, and the index, when C{name} is not given). The changing
+        # methods keep the index true themselves, each in a step: a proxy
+        # changes a few fields of every message it forwards, and rebuilding
+        # the index after each change cost more than the change.
         if name is None:
+            self._index: dict[str, list[str]] | None = None
             self._vias: list[Via] | None = None
             self._from: NameAddr | None = None
             self._to: NameAddr | None = None
@@ -242,6 +245,18 @@ class Message:
             return [element for value in values for element in splitCommas(value) if element]
         return list(values)
 
+    def _copyInto(self, copy: Message) -> None:
+        # The parsed values are shared, never changed in place (see
+        # aetasip.sip.headers); the index and header lists are the copy's own.
+        index = self._index
+        if index is not None:
+            copy._index = {name: list(values) for name, values in index.items()}
+        copy._vias = self._vias
+        copy._from = self._from
+        copy._to = self._to
+        copy._cseq = self._cseq
+        copy._contacts = self._contacts
+
     def has(self, name: str) -> bool:
         return name in self._lookup()
 
@@ -250,11 +265,21 @@ class Message:
     def add(self, name: str, value: str) -> None:
         name = fieldName(name)
         self.headers.append([name, value])
+        index = self._index
+        if index is not None:
+            values = index.get(name)
+            if values is None:
+                index[name] = [value]
+            else:
+                values.append(value)
         self._changed(name)
 
     def addFirst(self, name: str, value: str) -> None:
         name = fieldName(name)
         self.headers.insert(0, [name, value])
+        index = self._index
+        if index is not None:
+            index[name] = [value, *index.get(name, ())]
         self._changed(name)
 
     def set(self, name: str, value: str) -> None:
@@ -267,17 +292,28 @@ class Message:
                 break
         else:
             self.headers.append([name, value])
+        if self._index is not None:
+            self._index[name] = [value]
         self._changed(name)
 
     def remove(self, name: str) -> None:
         name = fieldName(name)
         self.headers = [h for h in self.headers if h[0] != name]
+        if self._index is not None:
+            self._index.pop(name, None)
         self._changed(name)
 
     def removeField(self, name: str, value: str) -> None:
         """Remove the C{name} fields whose whole value is C{value}."""
         name = fieldName(name)
         self.headers = [h for h in self.headers if h[0] != name or h[1] != value]
+        index = self._index
+        if index is not None and name in index:
+            values = [v for v in index[name] if v != value]
+            if values:
+                index[name] = values
+            else:
+                del index[name]
         self._changed(name)
 
     def removeFirstValue(self, name: str) -> str | None:
@@ -286,10 +322,19 @@ class Message:
         for i, (existing, value) in enumerate(self.headers):
             if existing == name:
                 parts = splitCommas(value)
+                index = self._index
                 if len(parts) > 1:
-                    self.headers[i] = [name, ", ".join(parts[1:])]
+                    rest = ", ".join(parts[1:])
+                    self.headers[i] = [name, rest]
+                    if index is not None:
+                        index[name] = [rest, *index[name][1:]]
                 else:
                     del self.headers[i]
+                    if index is not None:
+                        if len(index[name]) > 1:
+                            index[name] = index[name][1:]
+                        else:
+                            del index[name]
                 self._changed(name)
                 return parts[0]
         return None
@@ -447,6 +492,13 @@ class Request(Message):
             cached = self._uri = (self.uri, parseURI(self.uri))
         return cached[1]
 
+    def copy(self) -> Request:
+        """A copy to change: its own header fields, the same parsed values."""
+        copy = Request(self.method, self.uri, [list(h) for h in self.headers], self.body, self.version)
+        self._copyInto(copy)
+        copy._uri = self._uri
+        return copy
+
     def startLine(self) -> str:
         return f"{self.method} {self.uri} {self.version}"
 
@@ -470,6 +522,12 @@ class Response(Message):
         super().__init__(headers, body, version)
         self.code = code
         self.reason = reason or REASONS.get(code, "")
+
+    def copy(self) -> Response:
+        """A copy to change: its own header fields, the same parsed values."""
+        copy = Response(self.code, self.reason, [list(h) for h in self.headers], self.body, self.version)
+        self._copyInto(copy)
+        return copy
 
     def startLine(self) -> str:
         return f"{self.version} {self.code} {self.reason}"
