@@ -58,6 +58,10 @@ auth = {
     # comes first by default; put SHA-256 first when every agent of the fleet supports RFC
     # 8760.
     "algorithms": ["MD5", "SHA-256"],
+    # Agents, by a case-insensitive fragment of their User-Agent, that get the MD5
+    # challenge alone: they fail when offered an algorithm they do not know (baresip 1.0
+    # refuses the whole registration when a SHA-256 challenge comes with the MD5 one).
+    "md5_only_agents": ["baresip"],
     # Seconds a nonce is accepted; older ones get stale=true.
     "nonce_lifetime": 300,
     # Path of the accounts file read by the 'file' backend.

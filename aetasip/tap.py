@@ -210,7 +210,7 @@ def makeSIPService(
     digest = DigestAuthenticator(
         cfg["sip.realm"], cfg["auth.algorithms"], cfg["auth.nonce_lifetime"], now=reactor.seconds
     )
-    authentication = Authentication(digest, auth, cfg["sip.realm"], serverHeader)
+    authentication = Authentication(digest, auth, cfg["sip.realm"], serverHeader, cfg["auth.md5_only_agents"])
     location = LocationService(reactor, store)
     registrar = Registrar(cfg, location, authentication, domains, serverHeader)
     sip = SIPService(cfg, location, domains, serverHeader, reactor)

@@ -29,6 +29,33 @@ class ChallengeTests(SynchronousTestCase):
             self.assertIn("opaque=", challenge)
         self.assertEqual(self.h.location.lookup("45675001"), [])
 
+    def test_agents_that_know_md5_alone_get_its_challenge_alone(self) -> None:
+        """
+        baresip 1.0 refuses the whole registration when a SHA-256 challenge
+        comes with the MD5 one; agents named in auth.md5_only_agents
+        (baresip by default) get the MD5 challenge alone, and register.
+        """
+        for userAgent in ("baresip v1.0.0 (x86_64/linux)", "BareSIP"):
+            reply = self.h.sendOne(self.agent.register(extra=[f"User-Agent: {userAgent}"]))
+            challenges = reply.all("www-authenticate")
+            self.assertEqual(len(challenges), 1, userAgent)
+            self.assertIn("algorithm=MD5", challenges[0])
+        other = self.h.sendOne(self.agent.register(extra=["User-Agent: Linphone/5.1.65"]))
+        self.assertEqual(len(other.all("www-authenticate")), 2)
+        reply = self.h.register(self.agent, extra=["User-Agent: baresip v1.0.0"])
+        self.assertEqual(reply.code, 200)
+
+    def test_md5_only_agents_are_configurable(self) -> None:
+        h = Harness(auth__md5_only_agents=["OldCodec/"])
+        reply = h.sendOne(self.agent.register(extra=["User-Agent: baresip v1.0.0"]))
+        self.assertEqual(len(reply.all("www-authenticate")), 2)
+        reply = h.sendOne(self.agent.register(extra=["User-Agent: OldCodec/2.1"]))
+        self.assertEqual(len(reply.all("www-authenticate")), 1)
+        # Where MD5 is not offered at all, nobody gets it.
+        h = Harness(auth__algorithms=["SHA-256"])
+        reply = h.sendOne(self.agent.register(extra=["User-Agent: baresip v1.0.0"]))
+        self.assertEqual([c.count("SHA-256") for c in reply.all("www-authenticate")], [1])
+
     def test_md5_credentials_register(self) -> None:
         reply = self.h.register(self.agent)
         self.assertEqual(reply.code, 200)

@@ -37,6 +37,14 @@ declare(
         "answer only the first challenge and only know MD5, so MD5 comes first by default; put SHA-256 first "
         "when every agent of the fleet supports RFC 8760.",
     ),
+    Key(
+        "auth.md5_only_agents",
+        ["baresip"],
+        listOf(text, "User-Agent fragments"),
+        "Agents, by a case-insensitive fragment of their User-Agent, that get the MD5 challenge alone: "
+        "they fail when offered an algorithm they do not know (baresip 1.0 refuses the whole "
+        "registration when a SHA-256 challenge comes with the MD5 one).",
+    ),
     Key("auth.nonce_lifetime", 300, integer(10, 86400), "Seconds a nonce is accepted; older ones get stale=true."),
     Key("auth.file", None, optional(text), "Path of the accounts file read by the 'file' backend."),
     Key(

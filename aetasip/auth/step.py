@@ -10,6 +10,7 @@ Everything else is the same, so it lives here once.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -95,11 +96,19 @@ class Authentication:
     @ivar serverHeader: the value of the Server header of our responses.
     """
 
-    def __init__(self, digest: DigestAuthenticator, auth: Any, realm: str, serverHeader: str) -> None:
+    def __init__(
+        self,
+        digest: DigestAuthenticator,
+        auth: Any,
+        realm: str,
+        serverHeader: str,
+        md5OnlyAgents: Iterable[str] = (),
+    ) -> None:
         self.digest = digest
         self.auth = auth
         self.realm = realm
         self.serverHeader = serverHeader
+        self.md5OnlyAgents = tuple(agent.lower() for agent in md5OnlyAgents if agent)
 
     def authenticate(self, request: Request, kind: Kind, number: str, peer: Peer) -> Outcome | Deferred[Outcome]:
         """
@@ -141,7 +150,12 @@ class Authentication:
     def challenge(self, request: Request, kind: Kind, stale: bool = False) -> Response:
         """The challenge answering C{request}: one per algorithm offered."""
         response = self._reply(request, kind.code)
-        for value in self.digest.challenges(stale=stale):
+        only = None
+        if self.md5OnlyAgents:
+            agent = (request.get("user-agent") or "").lower()
+            if agent and any(name in agent for name in self.md5OnlyAgents):
+                only = "MD5"
+        for value in self.digest.challenges(stale=stale, only=only):
             response.add(kind.challengeHeader, value)
         return response
 

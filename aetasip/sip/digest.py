@@ -277,7 +277,7 @@ class DigestAuthenticator:
         self.opaque = base64.urlsafe_b64encode(opaqueBytes).decode("ascii")
         head = f"Digest realm={_quote(realm)}, nonce="
         tail = f", opaque={_quote(self.opaque)}, algorithm="
-        self._templates = [(head, f'{tail}{algorithm}, qop="auth"') for algorithm in algorithms]
+        self._templates = [(algorithm, head, f'{tail}{algorithm}, qop="auth"') for algorithm in algorithms]
         # Nonce payload (mint time and random part) to the highest nc
         # accepted with it, in order of first use, so the oldest are first
         # to expire or be evicted.
@@ -315,17 +315,24 @@ class DigestAuthenticator:
             return None
         return payload
 
-    def challenges(self, stale: bool = False) -> list[str]:
+    def challenges(self, stale: bool = False, only: str | None = None) -> list[str]:
         """
         Values for C{WWW-Authenticate} (or C{Proxy-Authenticate}) headers,
         one per algorithm offered, in order. They share one fresh nonce: an
         agent answers one challenge only, and minting costs an HMAC.
 
         @param stale: add C{stale=true}, after a L{Verdict.STALE}.
+        @param only: offer this algorithm alone, if it is offered at all
+            (for agents that fail on a challenge they do not know).
         """
         suffix = ", stale=true" if stale else ""
         nonce = self._mintNonce()
-        return [f'{head}"{nonce}"{tail}{suffix}' for head, tail in self._templates]
+        offered = only is not None and only in self._algorithms
+        return [
+            f'{head}"{nonce}"{tail}{suffix}'
+            for algorithm, head, tail in self._templates
+            if not offered or algorithm == only
+        ]
 
     def verify(self, params: Mapping[str, str], method: str, ha1: str, entityBody: bytes = b"") -> Verdict:
         """
