@@ -109,7 +109,7 @@ class Baresip(Softphone):
         os.makedirs(directory, exist_ok=True)
         # Relative to its directory, where it runs: baresip cuts long device names.
         toneFile(os.path.join(directory, "tone.wav"))
-        modules = ["stdio", "g711", "aufile", "aubridge", "account", "menu", "ctrl_tcp"]
+        modules = ["g711", "aufile", "aubridge", "account", "menu", "ctrl_tcp"]
         lines = [
             f"sip_listen 127.0.0.1:{self.sipPort}",
             "audio_source aufile,tone.wav",

@@ -728,6 +728,19 @@ class AsyncStoreTests(SQLiteURLs, TestCase):
         self.addCleanup(check.close)
         self.assertEqual(len(check.listAccounts()), 5)
 
+    @defer.inlineCallbacks
+    def test_stopping_twice_finishes_twice(self):  # type: ignore[no-untyped-def]
+        """A second stop, during the first or after it, fires too (it used to hang)."""
+        sync = Store(self.newStoreURL())
+        sync.open()
+        store = AsyncStore(sync)
+        store.start()
+        self.addCleanup(store.stop)
+        yield store.addAccount("45675001", "premium", "secret", REALM)
+        first, second = store.stop(), store.stop()
+        yield defer.gatherResults([first, second])
+        yield store.stop()
+
     def test_schema_too_new_stops_the_start(self) -> None:
         url = self.newStoreURL()
         first = Store(url)

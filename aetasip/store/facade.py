@@ -17,6 +17,7 @@ from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, cast, overload
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.threads import deferToThreadPool
+from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from aetasip.store.models import StoreError
@@ -93,6 +94,9 @@ class AsyncStore:
         self._pending: set[defer.Deferred[Any]] = set()
         self._started = False
         self._stopped = False
+        # Who waits for the stop under way; None once it is done.
+        self._stopping: list[defer.Deferred[None]] | None = None
+        self._closed = False
 
     def start(self) -> None:
         """
@@ -110,7 +114,25 @@ class AsyncStore:
         @return: a L{Deferred} that fires when all that is done.
         """
         self._stopped = True
-        return defer.Deferred.fromCoroutine(self._stop())
+        if self._closed:
+            return defer.succeed(None)
+        waiter: defer.Deferred[None] = defer.Deferred()
+        if self._stopping is not None:
+            # A second stop waits for the first (the threads are stopped once).
+            self._stopping.append(waiter)
+            return waiter
+        self._stopping = [waiter]
+        defer.Deferred.fromCoroutine(self._stop()).addBoth(self._stoppedWith)
+        return waiter
+
+    def _stoppedWith(self, result: object) -> None:
+        waiters, self._stopping = self._stopping or [], None
+        self._closed = True
+        for waiter in waiters:
+            if isinstance(result, Failure):
+                waiter.errback(result)
+            else:
+                waiter.callback(None)
 
     async def _stop(self) -> None:
         if not self._started:
