@@ -58,13 +58,12 @@ def modeOf(number: str | None, directory: Directory, default: str) -> tuple[str,
     """The relay mode of the account C{number} and whose setting it is."""
     account = directory.account(number) if number else None
     if account is not None:
-        own = getattr(account, "relay", None)
-        if own:
-            return own, f"account {number}"
+        if account.relay:
+            return account.relay, f"account {number}"
         if account.group is not None:
             group = directory.group(account.group)
-            if group is not None and getattr(group, "relay", None):
-                return group.relay, f"group {account.group}"  # type: ignore[attr-defined]
+            if group is not None and group.relay:
+                return group.relay, f"group {account.group}"
     return default, "configuration"
 
 
@@ -85,8 +84,8 @@ def natEvidence(source: tuple[str, int], transport: str, mediaHosts: Iterable[st
         if ip.is_unspecified:
             continue
         if ip != seen:
-            kind = "private" if ip.is_private and (seen is None or not seen.is_private) else "other"
-            return f"its SDP advertises the {kind} address {host}, it signals from {source[0]}"
+            kind = "private address" if ip.is_private else "address"
+            return f"its SDP advertises the {kind} {host}, it signals from {source[0]}"
     if contact:
         try:
             uri = parseNameAddr(contact).uri if "<" in contact else parseURI(contact)

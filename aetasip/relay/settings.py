@@ -21,8 +21,9 @@ from twisted.python.reflect import namedAny
 
 from aetasip import net
 from aetasip.config import ConfigError, Key, _Invalid, choice, declare, declareCheck, dictOfDicts, number, text
+from aetasip.store.models import RELAY_MODES
 
-MODES = ("auto", "always", "never")
+MODES = RELAY_MODES
 """When a leg is relayed: C{auto} (when it needs it), C{always}, C{never}."""
 
 DEFAULT_PORTS = (55004, 55999)
