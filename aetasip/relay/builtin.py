@@ -12,23 +12,23 @@ a party behind NAT is latched nothing is sent to it at all: the address
 its SDP advertises may be a host of the operator's own network. Payload
 bytes are forwarded untouched (SRTP passes).
 
-The forwarding path (L{_RTPPort.datagramReceived}) is the hot path of
-the service: it reads the socket through Twisted and writes with
-C{sendto} on the other party's socket, with the counters of
-L{aetasip.relay.quality.RTPStream}.
+The forwarding path (L{Stream.relayRTP}) is the hot path of the service:
+every relay socket of a node sits behind one epoll descriptor the reactor
+watches (L{Poller}), and each datagram is read, counted
+(L{aetasip.relay.quality.RTPStream}) and written with C{sendto} on the
+other party's socket. Linux (epoll) only.
 """
 
 from __future__ import annotations
 
 import re
+import select
 import socket
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from twisted.application import service
-from twisted.internet.defer import Deferred, fail, gatherResults, succeed
-from twisted.internet.error import CannotListenError
-from twisted.internet.protocol import DatagramProtocol
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -49,6 +49,9 @@ from its signalling host on another port latches again (its NAT mapping
 changed). Only that host may: the rule against hijacking stays.
 """
 
+RECEIVE_SIZE = 65535
+"""The largest datagram read (a larger one is cut, as any UDP receiver would)."""
+
 _RTPMAP = re.compile(rb"a=rtpmap: *([0-9]{1,3}) +[^/\s]+/([0-9]{1,7})")
 
 
@@ -58,16 +61,17 @@ class NoPortsLeft(Exception):
 
 class PortRange:
     """
-    Allocates even/odd port pairs of C{[low, high]} on C{interface},
+    Binds even/odd UDP port pairs of C{[low, high]} on C{interface},
     round robin (a port just freed is the last to be used again, so late
-    packets of an old call do not reach a new one).
+    packets of an old call do not reach a new one). A port another program
+    holds is skipped.
     """
 
-    def __init__(self, reactor: Any, interface: str, low: int, high: int) -> None:
+    def __init__(self, interface: str, low: int, high: int) -> None:
         if low % 2:
             low += 1
-        self.reactor = reactor
         self.interface = interface
+        self.family = socket.AF_INET6 if ":" in interface else socket.AF_INET
         self.low = low
         self.high = high
         self.pairs = max(0, (high - low + 1) // 2)
@@ -78,10 +82,9 @@ class PortRange:
     def free(self) -> int:
         return self.pairs - len(self.used)
 
-    def allocate(self, rtp: DatagramProtocol, rtcp: DatagramProtocol) -> tuple[Any, Any]:
+    def allocate(self) -> tuple[int, socket.socket, socket.socket]:
         """
-        Listen with C{rtp} on an even port and C{rtcp} on the next one.
-
+        @return: the even port and the two bound non-blocking sockets.
         @raise NoPortsLeft: no free pair (in use here or by another program).
         """
         for _ in range(self.pairs):
@@ -89,23 +92,86 @@ class PortRange:
             self._next = (self._next + 1) % self.pairs
             if even in self.used:
                 continue
-            try:
-                first = self.reactor.listenUDP(even, rtp, interface=self.interface)
-            except CannotListenError:
-                continue
-            try:
-                second = self.reactor.listenUDP(even + 1, rtcp, interface=self.interface)
-            except CannotListenError:
-                first.stopListening()
-                continue
-            self.used.add(even)
-            return first, second
+            pair = []
+            for port in (even, even + 1):
+                sock = socket.socket(self.family, socket.SOCK_DGRAM)
+                try:
+                    sock.bind((self.interface, port))
+                except OSError:
+                    sock.close()
+                    break
+                sock.setblocking(False)
+                pair.append(sock)
+            if len(pair) == 2:
+                self.used.add(even)
+                return even, pair[0], pair[1]
+            for sock in pair:
+                sock.close()
         raise NoPortsLeft(f"no free RTP port pair in {self.low}-{self.high}")
 
-    def release(self, even: int, ports: tuple[Any, Any]) -> list[Deferred[None]]:
-        """Close the pair (the sockets close on the reactor's next turn: the returned Deferreds)."""
+    def release(self, even: int) -> None:
         self.used.discard(even)
-        return [d for d in (port.stopListening() for port in ports) if d is not None]
+
+
+class Poller:
+    """
+    Every relay socket of a node behind one epoll descriptor, which the
+    reactor watches: when it is readable, L{doRead} serves every socket
+    with a datagram waiting, one datagram each (the descriptor is
+    level-triggered: a socket with more is served on the next turn). This
+    keeps the reactor's per-event work and the failed read that ends each
+    of Twisted's UDP read loops off the forwarding path.
+    """
+
+    def __init__(self, reactor: Any) -> None:
+        self.reactor = reactor
+        self.epoll: select.epoll | None = None
+        self.handlers: dict[int, Callable[[], None]] = {}
+        self.reading = False
+
+    def fileno(self) -> int:
+        return self.epoll.fileno() if self.epoll is not None else -1
+
+    def logPrefix(self) -> str:
+        return "relay"
+
+    def add(self, sock: socket.socket, handler: Callable[[], None]) -> None:
+        if self.epoll is None:
+            self.epoll = select.epoll()
+        self.handlers[sock.fileno()] = handler
+        self.epoll.register(sock.fileno(), select.EPOLLIN)
+        if not self.reading:
+            self.reading = True
+            self.reactor.addReader(self)
+
+    def remove(self, sock: socket.socket) -> None:
+        fd = sock.fileno()
+        if self.handlers.pop(fd, None) is not None and self.epoll is not None:
+            self.epoll.unregister(fd)
+
+    def doRead(self) -> None:
+        if self.epoll is None:
+            return
+        handlers = self.handlers
+        for fd, _event in self.epoll.poll(0, 4096):
+            handler = handlers.get(fd)
+            if handler is not None:
+                try:
+                    handler()
+                except Exception:
+                    log.failure("Relaying a datagram failed")
+
+    def connectionLost(self, reason: object) -> None:
+        self.reading = False
+
+    def close(self) -> None:
+        """Stop reading (the sockets are closed by their streams); L{add} starts again."""
+        if self.reading:
+            self.reactor.removeReader(self)
+            self.reading = False
+        if self.epoll is not None:
+            self.epoll.close()
+            self.epoll = None
 
 
 class Stream:
@@ -120,11 +186,11 @@ class Stream:
     """
 
     __slots__ = (
+        "clock",
         "dropped",
         "expectedHosts",
         "latched",
         "nat",
-        "pair",
         "peer",
         "port",
         "received",
@@ -138,9 +204,9 @@ class Stream:
         "target",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.clock = clock
         self.port = 0
-        self.pair: tuple[Any, Any] | None = None
         self.rtpSocket: socket.socket | None = None
         self.rtcpSocket: socket.socket | None = None
         self.target: tuple[str, int] | None = None
@@ -194,67 +260,60 @@ class Stream:
     def _silent(self, last: float | None, now: float) -> bool:
         return self.nat and (last is None or now - last > RELATCH_AFTER)
 
-    def close(self, ports: PortRange) -> list[Deferred[None]]:
-        closing = []
-        if self.pair is not None:
-            closing = ports.release(self.port, self.pair)
-            self.pair = None
-        self.peer = None
-        return closing
-
-
-class _RTPPort(DatagramProtocol):
-    """The RTP socket facing a party: what it sends goes to the other party."""
-
-    def __init__(self, stream: Stream, clock: Callable[[], float]) -> None:
-        self.stream = stream
-        self.clock = clock
-
-    def datagramReceived(self, data: bytes, addr: Any) -> None:
-        stream = self.stream
-        now = self.clock()
-        if addr != stream.latched and not stream.accept(addr, now, False):
-            stream.dropped += 1
+    def relayRTP(self) -> None:
+        """A datagram on the RTP socket facing the party: to the other party."""
+        try:
+            data, addr = self.rtpSocket.recvfrom(RECEIVE_SIZE)  # type: ignore[union-attr]
+        except OSError:
             return
-        stream.received.packet(data, now)
-        peer = stream.peer
+        now = self.clock()
+        if addr != self.latched and not self.accept(addr, now, False):
+            self.dropped += 1
+            return
+        self.received.packet(data, now)
+        peer = self.peer
         if peer is None:
             return
         destination = peer.latched or peer.target
-        if destination is None or peer.rtpSocket is None:
+        if destination is None:
             return
         try:
-            peer.rtpSocket.sendto(data, destination)
+            peer.rtpSocket.sendto(data, destination)  # type: ignore[union-attr]
         except OSError:
-            return  # a full send buffer: the packet is lost, as on the network
+            return  # a full send buffer, or a closed peer: lost, as on the network
         peer.sentPackets += 1
         peer.sentBytes += len(data)
 
-
-class _RTCPPort(DatagramProtocol):
-    """The RTCP socket facing a party."""
-
-    def __init__(self, stream: Stream, clock: Callable[[], float]) -> None:
-        self.stream = stream
-        self.clock = clock
-
-    def datagramReceived(self, data: bytes, addr: Any) -> None:
-        stream = self.stream
-        now = self.clock()
-        if addr != stream.rtcpLatched and not stream.accept(addr, now, True):
-            stream.dropped += 1
+    def relayRTCP(self) -> None:
+        """A datagram on the RTCP socket facing the party."""
+        try:
+            data, addr = self.rtcpSocket.recvfrom(RECEIVE_SIZE)  # type: ignore[union-attr]
+        except OSError:
             return
-        stream.rtcpLast = now
-        peer = stream.peer
-        if peer is None or peer.rtcpSocket is None:
+        now = self.clock()
+        if addr != self.rtcpLatched and not self.accept(addr, now, True):
+            self.dropped += 1
+            return
+        self.rtcpLast = now
+        peer = self.peer
+        if peer is None:
             return
         destination = peer.rtcpLatched or peer.rtcpTarget
         if destination is None:
             return
         try:
-            peer.rtcpSocket.sendto(data, destination)
+            peer.rtcpSocket.sendto(data, destination)  # type: ignore[union-attr]
         except OSError:
             return
+
+    def close(self, ports: PortRange, poller: Poller) -> None:
+        if self.rtpSocket is not None and self.rtcpSocket is not None:
+            for sock in (self.rtpSocket, self.rtcpSocket):
+                poller.remove(sock)
+                sock.close()
+            ports.release(self.port)
+            self.rtpSocket = self.rtcpSocket = None
+        self.peer = None
 
 
 class Party:
@@ -280,10 +339,11 @@ class Party:
         sent = StreamStats(sum(s.sentPackets for s in streams), sum(s.sentBytes for s in streams))
         return LegStats(first.latched, received, sent, sum(s.dropped for s in streams))
 
-    def close(self, ports: PortRange) -> list[Deferred[None]]:
-        closing = [d for stream in self.streams if stream is not None for d in stream.close(ports)]
+    def close(self, ports: PortRange, poller: Poller) -> None:
+        for stream in self.streams:
+            if stream is not None:
+                stream.close(ports, poller)
         self.streams = []
-        return closing
 
 
 class Session:
@@ -337,15 +397,16 @@ class BuiltinRelay(service.Service):
         self.reactor = reactor
         self.address = address
         self.advertise = advertise or address
-        self.ports = PortRange(reactor, address, ports[0], ports[1])
+        self.ports = PortRange(address, ports[0], ports[1])
+        self.poller = Poller(reactor)
         self._sessions: dict[tuple[str, str], Session] = {}
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
-        closing: list[Deferred[None]] = []
         for key in list(self._sessions):
-            self._release(key, closing)
-        return gatherResults(closing).addCallback(lambda _: None)
+            self._release(key)
+        self.poller.close()
+        return succeed(None)
 
     # -- IRelay
 
@@ -398,15 +459,13 @@ class BuiltinRelay(service.Service):
         callee = session.callees.get(session.active or "") or next(iter(session.callees.values()), None)
         return RelayStats(str(self.name), session.caller.stats(), callee.stats() if callee is not None else LegStats())
 
-    def _release(self, key: tuple[str, str], closing: list[Deferred[None]] | None = None) -> RelayStats | None:
+    def _release(self, key: tuple[str, str]) -> RelayStats | None:
         session = self._sessions.pop(key, None)
         if session is None:
             return None
         stats = self.stats(session)
         for party in session.parties():
-            done = party.close(self.ports)
-            if closing is not None:
-                closing.extend(done)
+            party.close(self.ports, self.poller)
         return stats
 
     def _apply(
@@ -459,7 +518,7 @@ class BuiltinRelay(service.Service):
                 endpoints.append((self.advertise, theirs.port))
         except NoPortsLeft as e:
             for stream in new:
-                stream.close(self.ports)
+                stream.close(self.ports, self.poller)
             for party in (own, other):
                 party.streams = [s if s not in new else None for s in party.streams]
             log.warn("Relay node {node}: {error}", node=self.name, error=e)
@@ -468,15 +527,12 @@ class BuiltinRelay(service.Service):
 
     def _stream(self, party: Party, index: int, new: list[Stream]) -> Stream:
         stream = party.stream(index)
-        if stream is not None and stream.pair is not None:
+        if stream is not None and stream.rtpSocket is not None:
             return stream
-        stream = Stream()
-        clock = self.reactor.seconds
-        rtp, rtcp = self.ports.allocate(_RTPPort(stream, clock), _RTCPPort(stream, clock))
-        stream.pair = (rtp, rtcp)
-        stream.port = rtp.getHost().port
-        stream.rtpSocket = rtp.socket
-        stream.rtcpSocket = rtcp.socket
+        stream = Stream(self.reactor.seconds)
+        stream.port, stream.rtpSocket, stream.rtcpSocket = self.ports.allocate()
+        self.poller.add(stream.rtpSocket, stream.relayRTP)
+        self.poller.add(stream.rtcpSocket, stream.relayRTCP)
         while len(party.streams) <= index:
             party.streams.append(None)
         party.streams[index] = stream
