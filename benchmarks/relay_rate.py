@@ -109,7 +109,9 @@ def report(result: dict[str, Any]) -> tuple[bool, float]:
     loss = relayed["lost"] / sent if sent else 1.0
     rate = relayed["rate"]
     nominal = result["calls"] * 100
-    kept = rate >= 0.98 * nominal and relayed["late_sends"] <= 0.001 * sent
+    # The rate is what the generator really sent (and the relay received); a
+    # generator starved of CPU by other work falls behind, which is shown.
+    kept = rate >= 0.95 * nominal
     clean = loss <= LOSS_LIMIT and kept
     added = relayed["latency_us"]["median"] - reference["latency_us"]["median"]
     addedP99 = relayed["latency_us"]["p99"] - reference["latency_us"]["p99"]
@@ -117,7 +119,7 @@ def report(result: dict[str, Any]) -> tuple[bool, float]:
         f"{result['calls']:>6} calls {rate:>9,.0f} pkt/s  loss {100 * loss:6.3f}%  "
         f"latency median {relayed['latency_us']['median']:7.0f} us (direct {reference['latency_us']['median']:5.0f}, "
         f"+{added:5.0f})  p99 {relayed['latency_us']['p99']:7.0f} us (direct {reference['latency_us']['p99']:5.0f}, "
-        f"+{addedP99:6.0f})  relay CPU {100 * result['cpu']:5.1f}%  "
+        f"+{addedP99:6.0f})  relay CPU {100 * result['cpu']:5.1f}%  late sends {relayed['late_sends']}  "
         f"{'clean' if clean else 'LOSSY' if kept else 'generator could not keep the rate'}",
         flush=True,
     )
