@@ -14,11 +14,15 @@ figure ranks calls; it is not a measurement of what a listener hears.
 
 from __future__ import annotations
 
+import struct
+
 from aetasip.relay.stats import StreamStats
 
 MAX_DROPOUT = 3000
 MAX_MISORDER = 100
 SEQ_MOD = 1 << 16
+
+_HEADER = struct.Struct("!BBHII").unpack_from
 
 STATIC_CLOCK_RATES = {
     0: 8000,
@@ -89,25 +93,34 @@ class RTPStream:
         self.packets += 1
         self.bytes += len(data)
         self.lastPacketAt = now
-        if len(data) < 12 or data[0] & 0xC0 != 0x80:
+        if len(data) < 12:
+            return
+        first, second, seq, timestamp, ssrc = _HEADER(data)
+        if first & 0xC0 != 0x80:
             return  # not RTP (version 2): counted, not measured
-        pt = data[1] & 0x7F
+        pt = second & 0x7F
         if 72 <= pt <= 76:
             return  # RTCP multiplexed on the RTP port (RFC 5761)
-        seq = (data[2] << 8) | data[3]
-        ssrc = int.from_bytes(data[8:12], "big")
         if ssrc != self._ssrc:
             # A new source (a re-INVITE, a restarted codec): its own sequence.
             self._lostBefore += self._lost()
             self._ssrc = ssrc
             self._restart(seq)
             self._lastTransit = None
-        elif not self._sequence(seq):
-            return
+        else:
+            maxSeq = self._maxSeq
+            if (seq - maxSeq) & 0xFFFF < MAX_DROPOUT:
+                # The usual case, inline: in sequence (RFC 3550 A.3), or a duplicate.
+                if seq < maxSeq:
+                    self._cycles += SEQ_MOD
+                self._maxSeq = seq
+                self._received += 1
+            elif not self._sequence(seq):
+                return
         rate = self.rates.get(pt)
         if rate is None:
             return
-        transit = now - int.from_bytes(data[4:8], "big") / rate
+        transit = now - timestamp / rate
         if pt != self._lastPT or self._lastTransit is None:
             self._lastPT = pt
         else:
