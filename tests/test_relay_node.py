@@ -257,6 +257,29 @@ class RelayNodeTests(TestCase):
         self.assertEqual(self.relay.ports.free, 50)
 
 
+class FileLimitTests(TestCase):
+    def test_the_soft_limit_is_raised_for_the_port_range(self) -> None:
+        from aetasip.relay import builtin
+
+        limits = {"now": (1024, 4096)}
+        fake = type(
+            "FakeResource",
+            (),
+            {
+                "RLIMIT_NOFILE": 7,
+                "RLIM_INFINITY": -1,
+                "getrlimit": staticmethod(lambda which: limits["now"]),
+                "setrlimit": staticmethod(lambda which, value: limits.update(now=value)),
+            },
+        )
+        self.patch(builtin, "resource", fake)
+        builtin.raiseFileLimit(2500, "local")
+        self.assertEqual(limits["now"], (2500, 4096))
+        builtin.raiseFileLimit(9000, "local")
+        self.assertEqual(limits["now"], (4096, 4096))
+        self.assertEqual(len(self.flushLoggedErrors()), 0)
+
+
 class QualityTests(TestCase):
     def test_loss_from_sequence_numbers_with_wrap_and_reorder(self) -> None:
         stream = RTPStream()

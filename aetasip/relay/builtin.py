@@ -22,6 +22,7 @@ other party's socket. Linux (epoll) only.
 from __future__ import annotations
 
 import re
+import resource
 import select
 import socket
 from collections.abc import Callable, Mapping
@@ -94,7 +95,13 @@ class PortRange:
                 continue
             pair = []
             for port in (even, even + 1):
-                sock = socket.socket(self.family, socket.SOCK_DGRAM)
+                try:
+                    sock = socket.socket(self.family, socket.SOCK_DGRAM)
+                except OSError as e:
+                    # Out of file descriptors: no pair can be had now.
+                    for opened in pair:
+                        opened.close()
+                    raise NoPortsLeft(f"cannot open a socket: {e.strerror}") from None
                 try:
                     sock.bind((self.interface, port))
                 except OSError:
@@ -401,6 +408,10 @@ class BuiltinRelay(service.Service):
         self.poller = Poller(reactor)
         self._sessions: dict[tuple[str, str], Session] = {}
 
+    def startService(self) -> None:
+        super().startService()
+        raiseFileLimit(2 * self.ports.pairs * 2 + 512, self.name)
+
     def stopService(self) -> Deferred[None]:
         super().stopService()
         for key in list(self._sessions):
@@ -538,6 +549,28 @@ class BuiltinRelay(service.Service):
         party.streams[index] = stream
         new.append(stream)
         return stream
+
+
+def raiseFileLimit(needed: int, node: object) -> None:
+    """
+    Raise this process's soft limit of open files to C{needed} (two
+    sockets per port pair, and room for the rest of the service), within
+    the hard limit: systemd starts services with a soft limit of 1024.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    if target < needed:
+        log.warn(
+            "Relay node {node}: the open files limit ({hard}) is below the {needed} its port range may need "
+            "(LimitNOFILE= in the systemd unit): calls will get 503 before the range is full",
+            node=node,
+            hard=hard,
+            needed=needed,
+        )
 
 
 def rtpRates(body: bytes) -> dict[int, int]:
