@@ -93,7 +93,7 @@ class PortRange:
             self._next = (self._next + 1) % self.pairs
             if even in self.used:
                 continue
-            pair = []
+            pair: list[socket.socket] = []
             for port in (even, even + 1):
                 try:
                     sock = socket.socket(self.family, socket.SOCK_DGRAM)
