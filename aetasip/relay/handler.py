@@ -173,7 +173,7 @@ class RelayHandler(service.MultiService):
         evidence = natEvidence(leg.source, leg.transport, hosts, leg.contact)
         return decideLeg(mode, modeFrom, evidence)
 
-    def _remember(self, call: Call, relayed: RelayedCall, key: str) -> None:
+    def _remember(self, call: Call, relayed: RelayedCall) -> None:
         record = call.media["relay"]
         if relayed.caller is not None:
             record["legs"]["caller"] = relayed.caller.describe()
@@ -218,7 +218,7 @@ class RelayHandler(service.MultiService):
                 caller=relayed.caller.reason if relayed.caller is not None else "-",
                 callee=relayed.callees[key].reason if key in relayed.callees else "-",
             )
-        self._remember(call, relayed, key)
+        self._remember(call, relayed)
         if not relayed.relayed[key]:
             if senderDecision.nat and senderDecision.mode != "never":
                 log.warn(
