@@ -264,6 +264,19 @@ class HandlerTests(SynchronousTestCase):
         self.clock.advance(12.5)
         self.assertEqual([cause for _, cause, _ in self.control.released], [EndCause.MEDIA_TIMEOUT])
 
+    def test_a_hunting_member_that_did_not_answer_gives_its_ports_back(self) -> None:
+        node = self.nodes["local"]
+        dropped: list[tuple[str, str, str]] = []
+        node.deleteBranch = lambda *args: dropped.append(args)  # type: ignore[attr-defined]
+        call = self.call()
+        self.offer(call, sdp("10.1.1.1"))
+        call.targets[0].status = 408  # the first member did not answer
+        second = call.addTarget("45675003", Leg(PUBLIC_B, "udp", ("0", 1), None, "sip:45675003@203.0.113.9:5060"))
+        self.successResultOf(self.handler.offer(call, second.key, "caller", sdp("10.1.1.1")))
+        self.successResultOf(self.handler.offer(call, second.key, "caller", sdp("10.1.1.1")))
+        self.assertEqual(dropped, [("cid", "tagA", "1")])
+        self.assertEqual(call.media["relay"]["relayed"], {"1": True, "2": True})
+
     def test_made_from_the_configuration(self) -> None:
         cfg = config.build(
             {

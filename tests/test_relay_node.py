@@ -221,6 +221,20 @@ class RelayNodeTests(TestCase):
         await small.offer("b", "t", "1", "caller", sdp("127.0.0.1", 7002), ("127.0.0.1", 5060), False)
         self.assertEqual(small.ports.free, 0)
 
+    async def test_a_failed_branch_gives_its_ports_back(self) -> None:
+        callee = self.socket()
+        await self.relay.offer("c", "t", "1", "caller", sdp("127.0.0.1", 7000), ("127.0.0.1", 5060), False)
+        await self.relay.offer("c", "t", "2", "caller", sdp("127.0.0.1", 7000), ("127.0.0.1", 5060), False)
+        self.assertEqual(self.relay.ports.free, 47)
+        await self.relay.deleteBranch("c", "t", "1")
+        await self.relay.deleteBranch("c", "t", "9")
+        self.assertEqual(self.relay.ports.free, 48)
+        answered = await self.relay.answer(
+            "c", "t", "u", "2", "callee", sdp("127.0.0.1", callee.port), ("127.0.0.1", 5064), False
+        )
+        self.assertEqual(media(answered)[0], "127.0.0.1")
+        self.assertEqual(self.relay.ports.free, 48)
+
     async def test_a_port_used_by_another_program_is_skipped(self) -> None:
         taken = Socket()
         port = reactor.listenUDP(LOW + 300, taken, interface="127.0.0.1")  # type: ignore[attr-defined]

@@ -457,6 +457,23 @@ class BuiltinRelay(service.Service):
     def delete(self, callID: str, fromTag: str) -> Deferred[RelayStats | None]:
         return succeed(self._release((callID, fromTag)))
 
+    def deleteBranch(self, callID: str, fromTag: str, branch: str) -> Deferred[None]:
+        """
+        Release the ports of the callee branch C{branch} (a hunting member
+        or a forked branch that failed): the call goes on without it. Not
+        part of L{IRelay}: the handler uses it when a node has it.
+        """
+        session = self._sessions.get((callID, fromTag))
+        party = session.callees.pop(branch, None) if session is not None else None
+        if party is not None and session is not None:
+            if session.active == branch:
+                session.active = None
+            for stream in session.caller.streams:
+                if stream is not None and stream.peer is not None and stream.peer in party.streams:
+                    stream.peer = None
+            party.close(self.ports, self.poller)
+        return succeed(None)
+
     def query(self, callID: str, fromTag: str) -> Deferred[RelayStats | None]:
         session = self._sessions.get((callID, fromTag))
         return succeed(None if session is None else self.stats(session))

@@ -53,6 +53,7 @@ class RelayedCall:
     @ivar relayed: by branch: whether its media goes through the node.
     @ivar since: when the node started relaying (media timeout counts from
         the answer, or from this).
+    @ivar dropped: the branches whose ports went back to the node.
     """
 
     node: Any
@@ -60,6 +61,7 @@ class RelayedCall:
     callees: dict[str, LegDecision] = attrs.Factory(dict)
     relayed: dict[str, bool] = attrs.Factory(dict)
     since: float | None = None
+    dropped: set[str] = attrs.Factory(set)
 
     @property
     def anyRelayed(self) -> bool:
@@ -231,6 +233,8 @@ class RelayHandler(service.MultiService):
             return succeed(sdp)
         if relayed.since is None:
             relayed.since = self.clock.seconds()
+        if sender == CALLER and not answer:
+            self._dropFailedBranches(call, relayed, key)
         leg = call.callerLeg if sender == CALLER else calleeLeg
         assert leg is not None
         node = relayed.node
@@ -241,6 +245,22 @@ class RelayHandler(service.MultiService):
         else:
             d = node.offer(call.callID, call.callerTag, key, sender, sdp, leg.source, senderDecision.nat)
         return d.addErrback(self._failed, call)  # type: ignore[no-any-return]
+
+    def _dropFailedBranches(self, call: Call, relayed: RelayedCall, current: str) -> None:
+        """
+        The ports of branches that ended without the call (the hunting
+        members tried before this one) go back to the node, when it can
+        release one branch (the built-in node): a call that lasts days
+        does not hold them.
+        """
+        deleteBranch = getattr(relayed.node, "deleteBranch", None)
+        if deleteBranch is None:
+            return
+        for target in call.targets:
+            key = target.key
+            if key != current and target.status >= 300 and relayed.relayed.get(key) and key not in relayed.dropped:
+                relayed.dropped.add(key)
+                deleteBranch(call.callID, call.callerTag, key)
 
     def _failed(self, failure: Failure, call: Call) -> Failure:
         if failure.check(MediaRefused):
