@@ -282,10 +282,11 @@ class Stream:
         if peer is None:
             return
         destination = peer.latched or peer.target
-        if destination is None:
+        sock = peer.rtpSocket
+        if destination is None or sock is None:
             return
         try:
-            peer.rtpSocket.sendto(data, destination)  # type: ignore[union-attr]
+            sock.sendto(data, destination)
         except OSError:
             return  # a full send buffer, or a closed peer: lost, as on the network
         peer.sentPackets += 1
@@ -306,10 +307,11 @@ class Stream:
         if peer is None:
             return
         destination = peer.rtcpLatched or peer.rtcpTarget
-        if destination is None:
+        sock = peer.rtcpSocket
+        if destination is None or sock is None:
             return
         try:
-            peer.rtcpSocket.sendto(data, destination)  # type: ignore[union-attr]
+            sock.sendto(data, destination)
         except OSError:
             return
 
