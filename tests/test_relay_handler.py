@@ -167,6 +167,15 @@ class HandlerTests(SynchronousTestCase):
         self.assertEqual(self.nodes["local"].calls[1], ("answer", "1", "callee", PUBLIC_B, True))
         self.assertIn("10.0.0.3", call.media["relay"]["legs"]["1"]["reason"])
 
+    def test_a_caller_contact_that_is_not_its_source_is_relayed(self) -> None:
+        call = self.call()
+        call.callerLeg.contact = "<sip:45675001@198.51.100.7:40111;transport=udp>"
+        self.assertIn(b"192.0.2.1", self.offer(call, sdp(PUBLIC_A[0])))
+        self.assertEqual(
+            call.media["relay"]["legs"]["caller"]["reason"],
+            "behind NAT: its Contact names port 40111, it signals from port 5060 (symmetric NAT)",
+        )
+
     def test_symmetric_nat_seen_in_the_contact_port(self) -> None:
         call = self.call(calleeContact=f"sip:45675002@{PUBLIC_B[0]}:5099")
         self.offer(call, sdp(PUBLIC_A[0]))

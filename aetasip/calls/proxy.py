@@ -287,7 +287,8 @@ class Proxy:
 
     def _newCall(self, request: Request, peer: Peer, caller: Credentials, dialled: str) -> Call:
         fromTag = request.fromAddr.tag or ""
-        leg = Leg(peer.source, peer.transport, peer.local, peer.connection)
+        # Its Contact now (its dialogs set it too): the media handler compares it with the source.
+        leg = Leg(peer.source, peer.transport, peer.local, peer.connection, request.get("contact"))
         call = Call(
             self.clock.seconds,
             request.callID,
