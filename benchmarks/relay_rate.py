@@ -127,14 +127,15 @@ def report(result: dict[str, Any]) -> tuple[bool, float]:
 
 
 async def main(reactor: Any, options: argparse.Namespace) -> None:
-    if hasattr(os, "sched_setaffinity") and os.cpu_count() and os.cpu_count() >= 2:  # type: ignore[operator]
-        os.sched_setaffinity(0, {0})
+    relayCore, generatorCore = options.cores
+    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2:
+        os.sched_setaffinity(0, {relayCore})
     low, high = (int(p) for p in options.ports.split("-"))
     node, stop = NODES[options.node](reactor, (low, high))
     generator = Generator()
     argv = [sys.executable, os.path.join(HERE, "rtp_load.py")]
     if shutil.which("taskset") and (os.cpu_count() or 1) >= 2:
-        argv = [shutil.which("taskset") or "taskset", "-c", "1", *argv]
+        argv = [shutil.which("taskset") or "taskset", "-c", str(generatorCore), *argv]
     reactor.spawnProcess(generator, argv[0], argv, env=dict(os.environ))
     print(f"node {options.node}: RTP ports {low}-{high}; {options.seconds:g} s per step after {options.warmup:g} s")
     best: tuple[int, float, dict[str, Any]] | None = None
@@ -176,6 +177,12 @@ def parse() -> argparse.Namespace:
         help="the steps, in calls (each: 100 packets/s into the relay)",
     )
     parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per step")
+    parser.add_argument(
+        "--cores",
+        type=lambda text: tuple(int(c) for c in text.split(",")),
+        default=(0, 1),
+        help="the relay's core and the generator's (default 0,1)",
+    )
     parser.add_argument("--verbose", action="store_true", help="print the generator's raw figures")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds before measuring")
     parser.add_argument(
