@@ -101,12 +101,17 @@ class RelayInteropTests(TestCase):
         await deferLater(0.5)
         return process
 
-    def caller(self, scenario: str, advertised: tuple[str, int], *args: str) -> SippProcess:
-        """The caller, whose SDP gives C{advertised} (it signals from 127.0.0.1)."""
+    def caller(self, scenario: str, advertised: tuple[str, int], *args: str, moveTo: int = 0) -> SippProcess:
+        """
+        The caller, whose SDP gives C{advertised} (it signals from
+        127.0.0.1), and C{moveTo} in its re-INVITE (relay_uac_reinvite.xml).
+        """
         assert self.server is not None
         host, port = advertised
         inf = injectionFile(
-            self.sipp.directory, "caller", [(CALLER, authentication(CALLER, CALLER_PASSWORD), CALLEE, str(port), host)]
+            self.sipp.directory,
+            "caller",
+            [(CALLER, authentication(CALLER, CALLER_PASSWORD), CALLEE, str(port), host, str(moveTo))],
         )
         process = self.sipp.start(
             "caller",
@@ -199,6 +204,42 @@ class RelayInteropTests(TestCase):
         self.assertEqual(stats.caller.received.lost, 0)
         self.assertEqual(await self.handler.nodes["local"].sessions(), [])
 
+    async def test_a_re_invite_moves_the_media_through_the_same_relay_ports(self) -> None:
+        """
+        The caller (relayed: relay.mode always) moves its media to another
+        socket with a re-INVITE: the SDP both get keeps the relay's ports,
+        and the callee's RTP reaches the new socket only.
+        """
+        await self.serve(relay__mode="always")
+        first, firstPort = self.socket()
+        second, secondPort = self.socket()
+        calleeSocket, calleePort = self.socket()
+        callee = await self.callee("relay_uas_reinvite.xml", calleePort)
+        caller = self.caller("relay_uac_reinvite.xml", ("127.0.0.1", firstPort), "-d", "1500", moveTo=secondPort)
+        callerSendsTo, calleeSendsTo = await self.mediaOf("caller"), await self.mediaOf("callee")
+        for seq in range(5):
+            first.transport.write(rtp(seq, b"A"), callerSendsTo)  # type: ignore[union-attr]
+            calleeSocket.transport.write(rtp(seq, b"B"), calleeSendsTo)  # type: ignore[union-attr]
+            await deferLater(0.02)
+        await deferLater(0.2)
+        self.assertEqual(len(first.received), 5)
+        self.assertEqual(len(calleeSocket.received), 5)
+
+        self.assertEqual(await self.mediaOf("caller2"), callerSendsTo)
+        self.assertEqual(await self.mediaOf("callee2"), calleeSendsTo)
+        for seq in range(5, 10):
+            second.transport.write(rtp(seq, b"A"), callerSendsTo)  # type: ignore[union-attr]
+            calleeSocket.transport.write(rtp(seq, b"B"), calleeSendsTo)  # type: ignore[union-attr]
+            await deferLater(0.02)
+        await deferLater(0.2)
+        self.assertEqual([d for d, _ in second.received], [rtp(seq, b"B") for seq in range(5, 10)])
+        self.assertEqual(len(first.received), 5)
+        self.assertEqual([d for d, _ in calleeSocket.received][5:], [rtp(seq, b"A") for seq in range(5, 10)])
+        finishedCaller, finishedCallee = await caller.done, await callee.done
+        self.assertEqual(finishedCaller.code, 0, finishedCaller.detail)
+        self.assertEqual(finishedCallee.code, 0, finishedCallee.detail)
+        self.assertEqual(len(finishedCallee.received("INVITE")), 2)
+
     async def test_well_configured_agents_keep_direct_media(self) -> None:
         await self.serve()
         _, calleePort = self.socket()
@@ -234,11 +275,13 @@ class RelayInteropTests(TestCase):
         (call,) = ended
         self.assertEqual(call.endCause, EndCause.MEDIA_TIMEOUT)
         self.assertIn("no media for", call.endDetail)
-        # Both agents got a BYE from the proxy.
-        self.killed(caller)
-        self.killed(callee)
-        finishedCaller, finishedCallee = await caller.done, await callee.done
+        # Both agents got a BYE from the proxy: the callee's scenario ends with it.
+        finishedCallee = await callee.done
+        self.assertEqual(finishedCallee.code, 0, finishedCallee.detail)
         self.assertTrue(finishedCallee.received("BYE"), finishedCallee.detail)
+        await deferLater(0.5)
+        self.killed(caller)
+        finishedCaller = await caller.done
         self.assertTrue(finishedCaller.received("BYE"), finishedCaller.detail)
 
     async def test_no_relay_ports_left_gets_503(self) -> None:
