@@ -229,6 +229,31 @@ calls = {
     "media_handler": None,
 }
 
+# -- RTP relay (calls.media_handler = "relay") ----------------------------------
+relay = {
+    # When a call's media goes through the relay: 'auto' when a leg needs it (its SDP
+    # or Contact address is not the address its signalling comes from: NAT, a private
+    # address, STUN not used), 'always', or 'never'. A group's or an account's own
+    # setting (aetasip-admin account update/group set --relay) wins over this; a call
+    # is relayed when either leg's decision says so.
+    "mode": "auto",
+    # The relay nodes by name, each a dict with its 'kind' and options. 'builtin':
+    # 'address' (bound; default '0.0.0.0'), 'advertise' (written in SDP; default:
+    # 'address', else the first specific address of sip.listen), 'ports' ([low,
+    # high], default [55004, 55999]: even RTP / odd RTCP pairs).
+    "nodes": {"local": {"kind": "builtin"}},
+    # The node relaying calls whose caller's registrar domain is not in relay.domains.
+    "default_node": "local",
+    # Registrar domain -> node name: a call is relayed by the node of the domain its
+    # caller registered with (e.g. {'sip.aeta-audio.fr': 'fr'}); the callee's domain
+    # has no influence.
+    "domains": {},
+    # Seconds without a media packet (RTP or RTCP) from either party after which an
+    # answered relayed call is released (BYE to both, end cause 'media timeout'); 0:
+    # never.
+    "media_timeout": 60,
+}
+
 # -- STUN server (RFC 8489, RFC 5780) --------------------------------------
 stun = {
     # Run the STUN server.

@@ -4,7 +4,7 @@ C{aetasip-admin}: provision accounts and look at registrations in the store.
     aetasip-admin [--config FILE] [--store URL] account add NUMBER [--kind K] [--password P] [--name N] [--email E]
     aetasip-admin account list [--kind K] [--csv]
     aetasip-admin account show NUMBER
-    aetasip-admin account update NUMBER [--kind K] [--name N] [--email E]
+    aetasip-admin account update NUMBER [--kind K] [--name N] [--email E] [--relay auto|always|never|inherit]
     aetasip-admin account passwd NUMBER [--password P]
     aetasip-admin account del NUMBER
     aetasip-admin location show [NUMBER]
@@ -14,6 +14,7 @@ C{aetasip-admin}: provision accounts and look at registrations in the store.
     aetasip-admin group show PREFIX
     aetasip-admin group set PREFIX [--contact EMAIL] [--[no-]incoming-block] [--[no-]outgoing-block]
                                    [--[no-]hunting] [--[no-]quarterly-log] [--[no-]self-care]
+                                   [--relay auto|always|never|inherit]
     aetasip-admin group allocate PREFIX --count N [--kind premium|escoopfone]
     aetasip-admin group attach PREFIX NUMBER
     aetasip-admin group detach NUMBER
@@ -68,6 +69,7 @@ from aetasip.store import (
     checkNumber,
     checkPassword,
     checkPrefix,
+    checkRelay,
     checkText,
     generatePassword,
 )
@@ -304,6 +306,7 @@ class AccountShow(_NumberCommand):
             ("digests", "MD5, SHA-256"),
             ("portal password", "set" if account.portalPasswordHash else "not set"),
             ("group", account.group or "none"),
+            ("relay", account.relay or "inherit (the group's, else relay.mode)"),
             ("created", _date(account.createdAt)),
             ("updated", _date(account.updatedAt)),
             ("registrations", str(registrations)),
@@ -316,11 +319,14 @@ class AccountUpdate(_NumberCommand):
         ["kind", "k", None, f"New kind: {', '.join(ACCOUNT_KINDS)}."],
         ["name", "n", None, "New display name."],
         ["email", "e", None, "New contact e-mail address ('' to remove it)."],
+        ["relay", "r", None, "RTP relay mode: auto, always, never, or inherit (the group's)."],
     ]
 
     def postOptions(self) -> None:
-        if self["kind"] is None and self["name"] is None and self["email"] is None:
-            raise usage.UsageError("nothing to change: give --kind, --name or --email")
+        if self["kind"] is None and self["name"] is None and self["email"] is None and self["relay"] is None:
+            raise usage.UsageError("nothing to change: give --kind, --name, --email or --relay")
+        if self["relay"] is not None:
+            _usage(checkRelay, self["relay"])
         if self["kind"] is not None:
             _usage(checkKind, self["kind"])
         if self["name"] is not None:
@@ -330,7 +336,7 @@ class AccountUpdate(_NumberCommand):
 
     def run(self, context: _Context) -> int:
         context.provisioning.updateAccount(
-            self["number"], displayName=self["name"], email=self["email"], kind=self["kind"]
+            self["number"], displayName=self["name"], email=self["email"], kind=self["kind"], relay=self["relay"]
         )
         context.out.write(f"Updated account {self['number']}.\n")
         return 0
@@ -489,8 +495,15 @@ class GroupAdd(_GroupOptionsCommand):
 
 
 class GroupSet(_GroupOptionsCommand):
+    optParameters = [
+        *_GroupOptionsCommand.optParameters,
+        ["relay", "r", None, "RTP relay mode of its members: auto, always, never, or inherit (relay.mode)."],
+    ]
+
     def postOptions(self) -> None:
         self["options"] = self.groupOptions()
+        if self["relay"] is not None:
+            self["options"]["relay"] = _usage(checkRelay, self["relay"])
         if not self["options"]:
             raise usage.UsageError("nothing to change: give --contact or an option such as --hunting")
 
@@ -546,6 +559,7 @@ def _groupFields(group: Group) -> list[tuple[str, str]]:
         ("hunting", hunting),
         ("quarterly log", _onOff(group.quarterlyLog)),
         ("self-care", _onOff(group.selfCare)),
+        ("relay", group.relay or "inherit (relay.mode)"),
         ("next number", f"{group.prefix}{group.nextMember} (or after the highest number taken)"),
         ("created", _date(group.createdAt)),
         ("updated", _date(group.updatedAt)),

@@ -232,6 +232,7 @@ MODULES: tuple[str, ...] = (
     "aetasip.store.service",
     "aetasip.routing.chain",
     "aetasip.stun.service",
+    "aetasip.relay.settings",
 )
 
 

@@ -53,6 +53,7 @@ def routingGroup(group: store.Group) -> routing.Group:
         hunting=group.hunting,
         quarterlyLog=group.quarterlyLog,
         selfCare=group.selfCare,
+        relay=group.relay,
     )
 
 
@@ -65,7 +66,7 @@ def makeSnapshot(accounts: list[store.Account], groups: list[store.Group]) -> Sn
         if account.kind == "hunting" and account.group is not None:
             series.setdefault(account.group, []).append(account.number)
     return Snapshot(
-        accounts={a.number: routing.Account(a.number, a.kind, a.group) for a in accounts},
+        accounts={a.number: routing.Account(a.number, a.kind, a.group, a.relay) for a in accounts},
         groups={g.prefix: routingGroup(g) for g in groups},
         series=series,
     )

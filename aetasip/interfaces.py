@@ -193,8 +193,10 @@ class IMediaHandler(Interface):
         branch, a late offer in a 2xx, a re-INVITE, an UPDATE).
 
         @return: a L{Deferred} firing with the SDP (bytes) to forward;
-            failing refuses the offer: the sender gets 503 (the branch is
-            cancelled for an initial INVITE).
+            failing refuses the offer: the sender gets the status of an
+            L{aetasip.calls.media.MediaRefused} (400 for bad SDP), or 503
+            for any other failure (the branch is cancelled for an initial
+            INVITE).
         """
 
     def answer(call, key, sender, sdp):
@@ -277,12 +279,15 @@ class IMediaHandlerFactory(Interface):
 
     name = Attribute("The name operators use in calls.media_handler.")
 
-    def makeHandler(config, calls):
+    def makeHandler(config, calls, directory):
         """
         @param config: the service's L{aetasip.config.Config}.
         @param calls: the service's L{ICallControl}, through which a
             handler ends a call (C{calls.release(call, cause, detail)}) or
             lists calls.
+        @param directory: the accounts and groups
+            (L{aetasip.routing.Directory}), for per-account and per-group
+            media settings (the relay mode).
         @return: a provider of L{IMediaHandler}; if it is also an
             L{twisted.application.service.IService}, it is started and
             stopped with the service.

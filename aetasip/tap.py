@@ -309,7 +309,7 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> servi
         parts = list(observers.observers)
         if mediaFactory is not None:
             # The handler may end calls (a media timeout): it gets the calls' control.
-            sip.proxy.media.handler = mediaFactory.makeHandler(cfg, CallControl(sip.proxy))
+            sip.proxy.media.handler = mediaFactory.makeHandler(cfg, CallControl(sip.proxy), directory)
             parts.append(sip.proxy.media.handler)
     except config.ConfigError as e:
         raise SystemExit(f"aetasip: {e}") from None

@@ -17,6 +17,7 @@ from zope.interface.verify import verifyObject
 from aetasip.auth import credentialsFromPassword
 from aetasip.calls.call import CallObservers, EndCause
 from aetasip.calls.control import CallControl
+from aetasip.calls.media import MediaRefused
 from aetasip.calls.token import DialogSigner
 from aetasip.interfaces import ICallControl
 from aetasip.sip.message import Request, parse
@@ -63,12 +64,13 @@ class Rewriter:
         self.waiting: list[Deferred[bytes]] = []
         self.wait = wait
         self.refuse = refuse
+        self.refusal: Exception = RuntimeError("no ports left")
         self.ended: list[Any] = []
 
     def _handle(self, kind: str, key: str, sender: str, sdp: bytes) -> Deferred[bytes]:
         self.seen.append((kind, key, sender, sdp))
         if self.refuse and kind == "offer":
-            return fail(RuntimeError("no ports left"))
+            return fail(self.refusal)
         rewritten = sdp.replace(b"c=IN IP4 ", f"c=IN IP4 relay-{kind}-{sender}.".encode())
         if self.wait:
             d: Deferred[bytes] = Deferred()
@@ -653,6 +655,29 @@ class MediaHookTests(CallTestCase):
         self.assertEqual(self.requestsTo(B_SOURCE, start), [])
         call = self.recorder.events[-1][1]
         self.assertEqual((call.endCause, call.status), (EndCause.REJECTED, 503))
+
+    def test_an_offer_refused_with_a_status_gets_it(self) -> None:
+        """A handler's L{MediaRefused} gives the status and reason (400 for SDP it cannot read)."""
+        self.media.refuse = True
+        self.media.refusal = MediaRefused(400, "Bad SDP: no c= line for the audio section")
+        _sent, start = self.call(body=SDP)
+        replies = self.repliesTo(A_SOURCE, start)
+        self.assertEqual(
+            [(r.code, r.reason) for r in replies][1:], [(400, "Bad SDP: no c= line for the audio section")]
+        )
+        self.assertEqual(self.requestsTo(B_SOURCE, start), [])
+
+    def test_a_reinvite_refused_with_a_status_gets_it(self) -> None:
+        sent, _ = self.call(body=SDP)
+        self.h.send(withSDP(reply(sent, 200, "OK", contact=B_CONTACT), SDP_B), B_SOURCE)
+        self.media.refuse = True
+        self.media.refusal = MediaRefused(400, "Bad SDP: malformed m= line (line 6)")
+        start = len(self.h.sent)
+        (refused,) = self.fromA(
+            "INVITE", 3, sent.getAll("record-route")[0], contact=A_CONTACT, contentType="application/sdp", body=SDP
+        )
+        self.assertEqual((refused.code, refused.reason), (400, "Bad SDP: malformed m= line (line 6)"))
+        self.assertEqual(self.requestsTo(B_SOURCE, start), [])
 
 
 def withSDP(data: bytes, sdp: bytes) -> bytes:

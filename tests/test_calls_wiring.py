@@ -52,8 +52,10 @@ class CallWiringTests(SynchronousTestCase):
 
     def test_unknown_media_handler_stops_the_start_with_one_line(self) -> None:
         with self.assertRaises(SystemExit) as raised:
-            self.build(**{"calls.media_handler": "relay"})
-        self.assertIn("configuration key calls.media_handler = 'relay': expected one of:", str(raised.exception.code))
+            self.build(**{"calls.media_handler": "no-such-handler"})
+        self.assertIn(
+            "configuration key calls.media_handler = 'no-such-handler': expected one of:", str(raised.exception.code)
+        )
 
     def test_servers_on_one_store_share_the_dialog_key(self) -> None:
         url = f"sqlite:///{os.path.abspath(self.mktemp())}.db"

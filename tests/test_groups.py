@@ -477,6 +477,22 @@ class GroupAdminTests(SQLiteURLs, SynchronousTestCase):
         self.assertRefused(1, ["group", "set", "4599", "--hunting"], "no group 4599")
         self.assertRefused(1, ["group", "show", "4599"], "no group 4599")
 
+    def test_relay_mode_of_a_group_and_of_an_account(self) -> None:
+        self.succeed("group", "add", "4567", "--contact", "tech@example.net")
+        self.succeed("group", "allocate", "4567", "--count", "1")
+        self.assertIn("relay:           inherit (relay.mode)\n", self.succeed("group", "show", "4567"))
+        self.succeed("group", "set", "4567", "--relay", "always")
+        self.assertEqual(self.store().getGroup("4567").relay, "always")  # type: ignore[union-attr]
+        self.assertIn("relay:           always\n", self.succeed("group", "show", "4567"))
+        self.succeed("account", "update", "45675001", "--relay", "never")
+        self.assertIn("relay:           never\n", self.succeed("account", "show", "45675001"))
+        self.succeed("account", "update", "45675001", "--relay", "inherit")
+        self.assertIsNone(self.store().getAccount("45675001").relay)  # type: ignore[union-attr]
+        self.succeed("group", "set", "4567", "--relay", "inherit")
+        self.assertIsNone(self.store().getGroup("4567").relay)  # type: ignore[union-attr]
+        self.assertRefused(2, ["group", "set", "4567", "--relay", "maybe"], "invalid relay mode 'maybe'")
+        self.assertRefused(2, ["account", "update", "45675001", "--relay", "x"], "invalid relay mode 'x'")
+
     def test_allocate_prints_each_password_once(self) -> None:
         self.succeed("group", "add", "4567", "--contact", "tech@example.net")
         out = self.succeed("group", "allocate", "4567", "--count", "2")

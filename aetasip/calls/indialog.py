@@ -20,11 +20,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from aetasip.calls.call import Call, EndCause, Leg
 from aetasip.calls.context import Branch, ResponseContext
 from aetasip.calls.dialog import CALLEE, CALLER, CONFIRMED, EARLY, Dialog
-from aetasip.calls.media import ANSWER, OFFER, kindOfRequestSDP, kindOfResponseSDP, sdpOf
+from aetasip.calls.media import ANSWER, OFFER, kindOfRequestSDP, kindOfResponseSDP, refusal, sdpOf
 from aetasip.calls.surgery import (
     copyRequest,
     decrementMaxForwards,
@@ -139,7 +140,7 @@ class DialogRouter:
                     dialog.key,
                     side,
                     lambda _: self._forward(dialog, other, outgoing, hop, server, hadOffer),
-                    lambda _: server.respond(proxy._reply(request, 503, "Media relay unavailable")),
+                    lambda failure: server.respond(proxy._reply(request, *refusal(failure))),
                 )
             return
         context = ResponseContext(proxy, request, peer, server, dialog=dialog)
@@ -153,9 +154,9 @@ class DialogRouter:
             return
         assert call is not None
 
-        def refused(failure: object) -> None:
+        def refused(failure: Failure) -> None:
             proxy._contexts.pop(server.key, None)
-            server.respond(proxy._reply(request, 503, "Media relay unavailable"))
+            server.respond(proxy._reply(request, *refusal(failure)))
 
         proxy.media.process(call, outgoing, kind, dialog.key, side, lambda _: context.start([branch]), refused)
 

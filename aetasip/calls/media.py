@@ -30,6 +30,29 @@ OFFER = "offer"
 ANSWER = "answer"
 
 
+class MediaRefused(Exception):
+    """
+    A media handler refuses an offer with this SIP status: 400 for SDP it
+    cannot read, 503 when it has no resources (no relay ports), 488 for
+    media it cannot carry. Any other failure of a handler is answered 503.
+    """
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(code, reason)
+        self.code = code
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.reason}"
+
+
+def refusal(failure: Failure) -> tuple[int, str]:
+    """The status and reason phrase refusing an offer whose handler failed with C{failure}."""
+    if isinstance(failure.value, MediaRefused):
+        return failure.value.code, failure.value.reason
+    return 503, "Media relay unavailable"
+
+
 def sdpOf(message: Request | Response) -> bytes | None:
     """The SDP body of C{message}, or C{None}."""
     body = message.body

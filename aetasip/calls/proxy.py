@@ -33,7 +33,7 @@ from aetasip.calls.dialog import CALLEE, CALLER, DialogTable
 from aetasip.calls.hunting import HuntingContext
 from aetasip.calls.indialog import DialogRouter
 from aetasip.calls.liveness import Liveness
-from aetasip.calls.media import OFFER, MediaHook, kindOfResponseSDP, sdpOf
+from aetasip.calls.media import OFFER, MediaHook, kindOfResponseSDP, refusal, sdpOf
 from aetasip.calls.sessiontimer import sessionExpires
 from aetasip.calls.surgery import (
     LOOP_TAG_LENGTH,
@@ -287,7 +287,8 @@ class Proxy:
 
     def _newCall(self, request: Request, peer: Peer, caller: Credentials, dialled: str) -> Call:
         fromTag = request.fromAddr.tag or ""
-        leg = Leg(peer.source, peer.transport, peer.local, peer.connection)
+        # Its Contact now (its dialogs set it too): the media handler compares it with the source.
+        leg = Leg(peer.source, peer.transport, peer.local, peer.connection, request.get("contact"))
         call = Call(
             self.clock.seconds,
             request.callID,
@@ -417,7 +418,7 @@ class Proxy:
         if context.call is not None:
             context.call.endDetail = f"media: {failure.getErrorMessage()}"
         branch.request = None
-        context.refuse(branch, 503, "Media relay unavailable")
+        context.refuse(branch, *refusal(failure))
 
     def _send(self, context: ResponseContext, branch: Branch) -> None:
         if branch.code >= 200:

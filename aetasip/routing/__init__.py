@@ -31,6 +31,7 @@ class Group:
     hunting: bool = False
     quarterlyLog: bool = False
     selfCare: bool = True
+    relay: str | None = None
 
 
 @attrs.frozen
@@ -39,11 +40,13 @@ class Account:
     What routing knows of an account.
 
     @ivar group: the prefix of its group, or C{None}.
+    @ivar relay: its own relay mode, or C{None} (its group's).
     """
 
     number: str
     kind: str
     group: str | None = None
+    relay: str | None = None
 
 
 class Directory(Protocol):

@@ -211,7 +211,7 @@ class GroupMethods:
         """
         Change the given options of the group C{prefix}: C{contact},
         C{incomingBlock}, C{outgoingBlock}, C{hunting}, C{quarterlyLog},
-        C{selfCare}.
+        C{selfCare}, C{relay}.
 
         Switching C{hunting} on creates the hunting series up to the size of
         the group, with new passwords in C{realm}. Switching it off keeps

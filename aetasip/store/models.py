@@ -65,8 +65,15 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 PASSWORD_LENGTH = 20
 _PASSWORD_ALPHABET = string.ascii_letters + string.digits
 
+RELAY_MODES = ("auto", "always", "never")
+"""The relay modes an account or a group may have (see L{aetasip.relay.decision})."""
+
+INHERIT = "inherit"
+"""The relay setting of an account or group that follows its group, or the configuration (stored NULL)."""
+
 GROUP_OPTIONS = {
     "contact": "contact",
+    "relay": "relay",
     "incomingBlock": "incoming_block",
     "outgoingBlock": "outgoing_block",
     "hunting": "hunting",
@@ -306,8 +313,28 @@ def checkGroupOptions(options: Mapping[str, object]) -> dict[str, object]:
     for name, value in options.items():
         if name not in GROUP_OPTIONS:
             raise InvalidGroup(f"unknown group option {name!r}: expected one of {', '.join(GROUP_OPTIONS)}")
-        checked[name] = checkEmail(value) if name == "contact" else checkFlag(name, value)
+        if name == "contact":
+            checked[name] = checkEmail(value)
+        elif name == "relay":
+            checked[name] = checkRelay(value, InvalidGroup)
+        else:
+            checked[name] = checkFlag(name, value)
     return checked
+
+
+def checkRelay(value: object, error: type[InvalidValue] = InvalidAccount) -> str:
+    """
+    @return: C{value} if it is a relay mode (L{RELAY_MODES}) or L{INHERIT}.
+    @raise InvalidValue: (C{error}) otherwise.
+    """
+    if not isinstance(value, str) or value not in (*RELAY_MODES, INHERIT):
+        raise error(f"invalid relay mode {value!r}: expected one of {', '.join((*RELAY_MODES, INHERIT))}")
+    return value
+
+
+def storedRelay(value: str | None) -> str | None:
+    """The column value of a relay setting: C{None} for L{INHERIT}."""
+    return None if value in (None, INHERIT) else value
 
 
 def generatePassword() -> str:
@@ -399,6 +426,7 @@ class Account:
     @ivar createdAt: POSIX time of creation.
     @ivar updatedAt: POSIX time of the last change.
     @ivar group: the prefix of the group it belongs to, or C{None}.
+    @ivar relay: its relay mode (L{RELAY_MODES}), or C{None}: its group's.
     """
 
     number: str
@@ -412,6 +440,7 @@ class Account:
     createdAt: float
     updatedAt: float
     group: str | None = None
+    relay: str | None = None
 
     def credentials(self) -> Credentials:
         """
@@ -438,6 +467,8 @@ class Group:
     @ivar nextHunting: the same for the hunting series.
     @ivar createdAt: POSIX time of creation.
     @ivar updatedAt: POSIX time of the last change.
+    @ivar relay: its members' relay mode (L{RELAY_MODES}), or C{None}: the
+        configuration's (C{relay.mode}).
     """
 
     prefix: str
@@ -451,6 +482,7 @@ class Group:
     nextHunting: int
     createdAt: float
     updatedAt: float
+    relay: str | None = None
 
     @property
     def huntingNumber(self) -> str:

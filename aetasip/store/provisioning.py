@@ -34,6 +34,7 @@ from aetasip.store.models import (
     checkNumber,
     checkPassword,
     checkPrefix,
+    checkRelay,
     checkText,
     generatePassword,
 )
@@ -166,23 +167,31 @@ class Provisioning:
         self.store.setPortalPassword(number, password)
 
     def updateAccount(
-        self, number: str, displayName: str | None = None, email: str | None = None, kind: str | None = None
+        self,
+        number: str,
+        displayName: str | None = None,
+        email: str | None = None,
+        kind: str | None = None,
+        relay: str | None = None,
     ) -> None:
         """
-        Change the given fields of C{number}; C{None} leaves a field as it is.
+        Change the given fields of C{number}; C{None} leaves a field as it
+        is. C{relay}: a relay mode, or C{"inherit"} (its group's).
 
         @raise InvalidAccount: when there is nothing to change, or for a bad value.
         """
         checkNumber(number)
-        if displayName is None and email is None and kind is None:
-            raise InvalidAccount("nothing to change: give a name, an e-mail address or a kind")
+        if displayName is None and email is None and kind is None and relay is None:
+            raise InvalidAccount("nothing to change: give a name, an e-mail address, a kind or a relay mode")
+        if relay is not None:
+            checkRelay(relay)
         if displayName is not None:
             checkText("name", displayName)
         if email is not None:
             checkAccountEmail(email)
         if kind is not None:
             checkKind(kind)
-        self.store.updateAccount(number, displayName=displayName, email=email, kind=kind)
+        self.store.updateAccount(number, displayName=displayName, email=email, kind=kind, relay=relay)
 
     def deleteAccount(self, number: str) -> int:
         """
@@ -227,7 +236,8 @@ class Provisioning:
         """
         Change the given options of the group C{prefix}: C{contact},
         C{incomingBlock}, C{outgoingBlock}, C{hunting}, C{quarterlyLog},
-        C{selfCare}. Switching hunting on creates the hunting series.
+        C{selfCare}, C{relay} (a relay mode, or C{"inherit"}: the
+        configuration's). Switching hunting on creates the hunting series.
 
         @return: the new hunting accounts and their passwords, to show once.
         """

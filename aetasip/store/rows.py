@@ -20,6 +20,7 @@ from aetasip.store.models import (
     InvalidAccount,
     checkGroupOptions,
     checkPassword,
+    storedRelay,
 )
 
 
@@ -76,6 +77,7 @@ def account(row: sa.Row[Any]) -> Account:
         createdAt=row.created_at,
         updatedAt=row.updated_at,
         group=row.group_prefix,
+        relay=row.relay,
     )
 
 
@@ -92,6 +94,7 @@ def accountRow(account: Account) -> dict[str, Any]:
         "created_at": account.createdAt,
         "updated_at": account.updatedAt,
         "group_prefix": account.group,
+        "relay": account.relay,
     }
 
 
@@ -108,6 +111,7 @@ def group(row: sa.Row[Any]) -> Group:
         nextHunting=row.next_hunting,
         createdAt=row.created_at,
         updatedAt=row.updated_at,
+        relay=row.relay,
     )
 
 
@@ -124,6 +128,7 @@ def groupRow(group: Group) -> dict[str, Any]:
         "next_hunting": group.nextHunting,
         "created_at": group.createdAt,
         "updated_at": group.updatedAt,
+        "relay": group.relay,
     }
 
 
@@ -131,7 +136,10 @@ def groupValues(options: Mapping[str, object]) -> dict[str, object]:
     """
     The column values of the options of L{Store.updateGroup}, checked.
     """
-    return {GROUP_OPTIONS[name]: value for name, value in checkGroupOptions(options).items()}
+    return {
+        GROUP_OPTIONS[name]: storedRelay(value) if name == "relay" else value  # type: ignore[arg-type]
+        for name, value in checkGroupOptions(options).items()
+    }
 
 
 def ha1Columns(number: str, realm: str, password: str) -> dict[str, str]:

@@ -50,6 +50,7 @@ accounts = sa.Table(
     sa.Column("created_at", sa.Double, nullable=False),
     sa.Column("updated_at", sa.Double, nullable=False),
     sa.Column("group_prefix", sa.String(4), nullable=True, index=True),
+    sa.Column("relay", sa.String(8), nullable=True),
 )
 
 # No foreign key from accounts: the store checks membership in its write
@@ -68,6 +69,7 @@ groups = sa.Table(
     sa.Column("next_hunting", sa.Integer, nullable=False),
     sa.Column("created_at", sa.Double, nullable=False),
     sa.Column("updated_at", sa.Double, nullable=False),
+    sa.Column("relay", sa.String(8), nullable=True),
 )
 
 # No foreign key to accounts: numbers of other backends (file, LDAP) register too.
@@ -189,7 +191,16 @@ def _migration3(connection: sa.Connection) -> None:
     v3.create_all(connection)
 
 
-MIGRATIONS: list[Callable[[sa.Connection], None]] = [_migration1, _migration2, _migration3]
+def _migrationRelay(connection: sa.Connection) -> None:
+    """
+    The relay mode of accounts and groups (C{auto}, C{always}, C{never};
+    NULL: the group's, else the configuration's).
+    """
+    connection.exec_driver_sql("ALTER TABLE accounts ADD COLUMN relay VARCHAR(8)")
+    connection.exec_driver_sql("ALTER TABLE groups ADD COLUMN relay VARCHAR(8)")
+
+
+MIGRATIONS: list[Callable[[sa.Connection], None]] = [_migration1, _migration2, _migration3, _migrationRelay]
 """
 The migration steps in order: step I{i} (from 0) brings the schema to
 version I{i + 1}.

@@ -34,8 +34,10 @@ from aetasip.store.models import (
     checkAccountNumber,
     checkMembership,
     checkPrefix,
+    checkRelay,
     dummyPortalHash,
     hashPortalPassword,
+    storedRelay,
     verifyPortalPassword,
 )
 from aetasip.store.schema import (
@@ -251,10 +253,16 @@ class Store(GroupMethods):
         self._update(number, {"portal_password_hash": None if password is None else hashPortalPassword(password)})
 
     def updateAccount(
-        self, number: str, displayName: str | None = None, email: str | None = None, kind: str | None = None
+        self,
+        number: str,
+        displayName: str | None = None,
+        email: str | None = None,
+        kind: str | None = None,
+        relay: str | None = None,
     ) -> None:
         """
         Change the given fields of C{number}; C{None} leaves a field as it is.
+        C{relay} is a relay mode, or C{"inherit"} (its group's).
 
         @raise NoSuchAccount: when there is no such account.
         @raise InvalidAccount: for an unknown kind, or one its number or
@@ -267,6 +275,8 @@ class Store(GroupMethods):
             values["display_name"] = displayName
         if email is not None:
             values["email"] = email
+        if relay is not None:
+            values["relay"] = storedRelay(checkRelay(relay))
         if kind is None:
             self._update(number, values)
             return

@@ -1,0 +1,321 @@
+"""
+C{RelayHandler}: the media handler (L{IMediaHandler}) of the relay
+(C{calls.media_handler = "relay"}).
+
+For each branch of a call it decides whether media is relayed
+(L{aetasip.relay.decision}; the decision and its reason are logged and
+kept in C{call.media["relay"]}), picks the node by the caller's registrar
+domain (C{relay.domains}, else C{relay.default_node}), and has the node
+rewrite each offer and answer. When the call ends the node's session is
+deleted and its final statistics kept on the call. An answered relayed
+call without any media packet for C{relay.media_timeout} seconds is
+released through L{ICallControl} (end cause C{media timeout}).
+
+SDP that cannot be read is refused with 400 and the reason; a node without
+ports left refuses with 503.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+from twisted.application import service
+from twisted.internet import task
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from aetasip.calls.call import ANSWERED, Call, EndCause
+from aetasip.calls.media import MediaRefused
+from aetasip.interfaces import IMediaHandler
+from aetasip.relay import sdp as sdplib
+from aetasip.relay.builtin import NoPortsLeft
+from aetasip.relay.decision import LegDecision, decideLeg, modeOf, natEvidence
+from aetasip.relay.stats import RelayStats
+from aetasip.routing import Directory, EmptyDirectory
+
+log = Logger()
+
+CALLER = "caller"
+CALLEE = "callee"
+
+
+@attrs.define(eq=False)
+class RelayedCall:
+    """
+    What the handler knows of a call.
+
+    @ivar node: the L{IRelay} chosen by the caller's domain.
+    @ivar caller: the decision on the caller's leg (once it sent SDP).
+    @ivar callees: the decision on each branch's callee leg.
+    @ivar relayed: by branch: whether its media goes through the node.
+    @ivar since: when the node started relaying (media timeout counts from
+        the answer, or from this).
+    @ivar dropped: the branches whose ports went back to the node.
+    """
+
+    node: Any
+    caller: LegDecision | None = None
+    callees: dict[str, LegDecision] = attrs.Factory(dict)
+    relayed: dict[str, bool] = attrs.Factory(dict)
+    since: float | None = None
+    dropped: set[str] = attrs.Factory(set)
+
+    @property
+    def anyRelayed(self) -> bool:
+        return any(self.relayed.values())
+
+
+@implementer(IMediaHandler)
+class RelayHandler(service.MultiService):
+    """
+    @param nodes: the L{IRelay} nodes by name; those that are services are
+        started and stopped with the handler.
+    @param defaultNode: the name of the node for domains not in C{domains}.
+    @param domains: registrar domain -> node name.
+    @param mode: C{relay.mode}.
+    @param directory: the accounts and groups, for their relay setting.
+    @param calls: the L{ICallControl}, to release a call whose media stopped.
+    @param mediaTimeout: seconds (0: never).
+    """
+
+    name = "relay"
+
+    def __init__(
+        self,
+        nodes: dict[str, Any],
+        defaultNode: str,
+        domains: dict[str, str],
+        mode: str,
+        directory: Directory | None,
+        calls: Any,
+        mediaTimeout: float = 60.0,
+        clock: Any = None,
+    ) -> None:
+        super().__init__()
+        if clock is None:
+            from twisted.internet import reactor
+
+            clock = reactor
+        self.nodes = nodes
+        self.defaultNode = defaultNode
+        self.domains = {k.lower(): v for k, v in domains.items()}
+        self.mode = mode
+        self.directory: Directory = directory if directory is not None else EmptyDirectory()
+        self.calls = calls
+        self.mediaTimeout = mediaTimeout
+        self.clock = clock
+        self._calls: dict[Call, RelayedCall] = {}
+        for node in nodes.values():
+            if service.IService.providedBy(node):
+                node.setServiceParent(self)
+        self._watch = task.LoopingCall(self.checkMedia)
+        self._watch.clock = clock
+
+    def startService(self) -> None:
+        super().startService()
+        if self.mediaTimeout > 0:
+            self._watch.start(max(0.5, min(5.0, self.mediaTimeout / 4)), now=False)
+
+    def stopService(self) -> Deferred[None]:
+        if self._watch.running:
+            self._watch.stop()
+        return super().stopService()  # type: ignore[no-any-return]
+
+    # -- IMediaHandler
+
+    def offer(self, call: Call, key: str, sender: str, sdp: bytes) -> Deferred[bytes]:
+        return self._handle(call, key, sender, sdp, answer=False)
+
+    def answer(self, call: Call, key: str, sender: str, sdp: bytes) -> Deferred[bytes]:
+        return self._handle(call, key, sender, sdp, answer=True)
+
+    def callEnded(self, call: Call) -> None:
+        relayed = self._calls.pop(call, None)
+        if relayed is None or not relayed.anyRelayed:
+            return
+        d = relayed.node.delete(call.callID, call.callerTag)
+
+        def deleted(stats: RelayStats | None) -> None:
+            if stats is not None:
+                call.media.setdefault("relay", {})["stats"] = stats
+                log.info(
+                    "Call {id} relayed by {node}: caller {caller.received.packets} packets in, "
+                    "{caller.received.lost} lost; callee {callee.received.packets} in, {callee.received.lost} lost",
+                    id=call.id,
+                    node=stats.node,
+                    caller=stats.caller,
+                    callee=stats.callee,
+                )
+
+        d.addCallback(deleted)
+        d.addErrback(lambda f: log.failure("Deleting the relay session of {call} failed", f, call=call))
+
+    # -- decisions
+
+    def nodeNameFor(self, call: Call) -> str:
+        """The node of the caller's registrar domain, else the default node."""
+        return self.domains.get(call.domain.lower().strip("[]"), self.defaultNode)
+
+    def _relayedCall(self, call: Call) -> RelayedCall:
+        relayed = self._calls.get(call)
+        if relayed is None:
+            name = self.nodeNameFor(call)
+            relayed = self._calls[call] = RelayedCall(self.nodes[name])
+            call.media["relay"] = {"node": name, "legs": {}, "relayed": {}}
+        return relayed
+
+    def _decide(self, number: str | None, leg: Any, description: sdplib.SessionDescription | None) -> LegDecision:
+        mode, modeFrom = modeOf(number, self.directory, self.mode)
+        hosts = []
+        if description is not None:
+            hosts = [address[0] for address in description.rtpAddresses() if address is not None]
+        evidence = natEvidence(leg.source, leg.transport, hosts, leg.contact)
+        return decideLeg(mode, modeFrom, evidence)
+
+    def _remember(self, call: Call, relayed: RelayedCall) -> None:
+        record = call.media["relay"]
+        if relayed.caller is not None:
+            record["legs"]["caller"] = relayed.caller.describe()
+        for branch, decision in relayed.callees.items():
+            record["legs"][branch] = decision.describe()
+        record["relayed"] = dict(relayed.relayed)
+
+    # -- offers and answers
+
+    def _handle(self, call: Call, key: str, sender: str, sdp: bytes, answer: bool) -> Deferred[bytes]:
+        try:
+            description = sdplib.parse(sdp)
+        except sdplib.SDPError as e:
+            log.warn("Refused the SDP of {call} ({sender}): {error}", call=call, sender=sender, error=e)
+            return fail(MediaRefused(400, f"Bad SDP: {e}"))
+        relayed = self._relayedCall(call)
+        target = call.target(key)
+        calleeLeg = target.leg if target is not None else None
+        # The sender's leg, decided again with each SDP it sends (its addresses may move).
+        if sender == CALLER:
+            relayed.caller = self._decide(call.caller, call.callerLeg, description)
+            senderDecision = relayed.caller
+            if key not in relayed.callees and calleeLeg is not None:
+                relayed.callees[key] = self._decide(target.number if target is not None else None, calleeLeg, None)
+        else:
+            if calleeLeg is None:
+                # A branch the call does not know (cannot happen): leave it direct.
+                return succeed(sdp)
+            relayed.callees[key] = self._decide(target.number if target is not None else None, calleeLeg, description)
+            senderDecision = relayed.callees[key]
+            if relayed.caller is None:
+                relayed.caller = self._decide(call.caller, call.callerLeg, None)
+        if key not in relayed.relayed:
+            # Decided once per branch, at its first SDP: a relay cannot be inserted half way.
+            legs = [d for d in (relayed.caller, relayed.callees.get(key)) if d is not None]
+            relayed.relayed[key] = any(d.relay for d in legs)
+            log.info(
+                "Call {id} branch {key}: media {how} (caller: {caller}; callee: {callee})",
+                id=call.id,
+                key=key,
+                how="relayed by " + call.media["relay"]["node"] if relayed.relayed[key] else "direct",
+                caller=relayed.caller.reason if relayed.caller is not None else "-",
+                callee=relayed.callees[key].reason if key in relayed.callees else "-",
+            )
+        self._remember(call, relayed)
+        if not relayed.relayed[key]:
+            if senderDecision.nat and senderDecision.mode != "never":
+                log.warn(
+                    "Call {id}: the {sender} looks behind NAT after its branch went direct ({reason}): "
+                    "its media may not arrive",
+                    id=call.id,
+                    sender=sender,
+                    reason=senderDecision.reason,
+                )
+            return succeed(sdp)
+        if relayed.since is None:
+            relayed.since = self.clock.seconds()
+        if sender == CALLER and not answer:
+            self._dropFailedBranches(call, relayed, key)
+        leg = call.callerLeg if sender == CALLER else calleeLeg
+        assert leg is not None
+        node = relayed.node
+        if answer:
+            d = node.answer(
+                call.callID, call.callerTag, call.calleeTag, key, sender, sdp, leg.source, senderDecision.nat
+            )
+        else:
+            d = node.offer(call.callID, call.callerTag, key, sender, sdp, leg.source, senderDecision.nat)
+        return d.addErrback(self._failed, call)  # type: ignore[no-any-return]
+
+    def _dropFailedBranches(self, call: Call, relayed: RelayedCall, current: str) -> None:
+        """
+        The ports of branches that ended without the call (the hunting
+        members tried before this one) go back to the node, when it can
+        release one branch (the built-in node): a call that lasts days
+        does not hold them.
+        """
+        deleteBranch = getattr(relayed.node, "deleteBranch", None)
+        if deleteBranch is None:
+            return
+        for target in call.targets:
+            key = target.key
+            if key != current and target.status >= 300 and relayed.relayed.get(key) and key not in relayed.dropped:
+                relayed.dropped.add(key)
+                deleteBranch(call.callID, call.callerTag, key)
+
+    def _failed(self, failure: Failure, call: Call) -> Failure:
+        if failure.check(MediaRefused):
+            return failure
+        if failure.check(NoPortsLeft):
+            return Failure(MediaRefused(503, "No relay ports left"))
+        if failure.check(sdplib.SDPError):
+            return Failure(MediaRefused(400, f"Bad SDP: {failure.getErrorMessage()}"))
+        log.failure("The relay node failed on {call}", failure, call=call)
+        return Failure(MediaRefused(503, "Media relay unavailable"))
+
+    # -- media timeout
+
+    def checkMedia(self) -> None:
+        """Release the answered relayed calls without media for C{mediaTimeout} seconds."""
+        now = self.clock.seconds()
+        for call, relayed in list(self._calls.items()):
+            if call.state != ANSWERED or not relayed.anyRelayed:
+                continue
+            d = relayed.node.query(call.callID, call.callerTag)
+            d.addCallback(self._checked, call, relayed, now)
+            d.addErrback(lambda f, call=call: log.failure("Querying the relay of {call} failed", f, call=call))
+
+    def _checked(self, stats: RelayStats | None, call: Call, relayed: RelayedCall, now: float) -> None:
+        if stats is None or call.ended:
+            return
+        call.media["relay"]["stats"] = stats
+        times = [
+            t
+            for t in (stats.caller.received.lastPacketAt, stats.callee.received.lastPacketAt, call.answeredAt)
+            if t is not None
+        ]
+        last = max(times) if times else relayed.since
+        if last is not None and now - last > self.mediaTimeout:
+            silent = now - last
+            log.info("Call {id}: no media for {silent:.0f} s: released", id=call.id, silent=silent)
+            self.calls.release(call, EndCause.MEDIA_TIMEOUT, f"no media for {silent:.0f} s")
+
+
+def makeRelayHandler(config: Any, calls: Any, directory: Directory | None, reactor: Any = None) -> RelayHandler:
+    """The L{RelayHandler} of the C{relay} configuration section, with its nodes."""
+    from aetasip.relay.settings import makeNode
+
+    if reactor is None:
+        from twisted.internet import reactor as globalReactor
+
+        reactor = globalReactor
+    nodes = {name: makeNode(name, config, reactor) for name in config["relay.nodes"]}
+    return RelayHandler(
+        nodes,
+        config["relay.default_node"],
+        config["relay.domains"],
+        config["relay.mode"],
+        directory,
+        calls,
+        config["relay.media_timeout"],
+        reactor,
+    )

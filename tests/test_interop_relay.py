@@ -1,0 +1,297 @@
+"""
+The relay end to end: sipp agents call each other through the running
+service with C{calls.media_handler = "relay"} and the built-in node, on
+loopback. The caller advertises 127.0.0.5 in its SDP but signals and
+sends its media from 127.0.0.1 (an agent behind NAT): the call is
+relayed, each agent's SDP points at the relay, RTP from the test's media
+sockets crosses the relay both ways byte for byte, nothing reaches the
+advertised 127.0.0.5, and the call carries its statistics. Two
+well-configured agents keep direct media; a relayed call without media is
+released ("media timeout"); and a call gets 503 when the relay has no
+ports left.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.protocol import DatagramProtocol
+from twisted.trial.unittest import TestCase
+
+from aetasip import admin
+from aetasip.calls.call import EndCause
+from tests.servers import RunningService, deferLater, freePort, requireTool
+from tests.sipp import Sipp, SippProcess, address, authentication, injectionFile
+
+CALLER, CALLER_PASSWORD = "45676001", "secret-one"
+CALLEE, CALLEE_PASSWORD = "45676002", "secret-two"
+ADVERTISED = ("127.0.0.5", 0)
+
+# Ports of the relay in these tests: away from the default range and from sipp's.
+RELAY_PORTS = [48_100, 48_199]
+
+
+class MediaSocket(DatagramProtocol):
+    def __init__(self) -> None:
+        self.received: list[tuple[bytes, Any]] = []
+
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        self.received.append((datagram, addr))
+
+
+def rtp(seq: int, marker: bytes) -> bytes:
+    return struct.pack("!BBHII", 0x80, 8, seq, seq * 160, 0x5151) + marker + b"\xd5" * 150
+
+
+class RelayInteropTests(TestCase):
+    timeout = 90
+
+    def setUp(self) -> None:
+        directory = self.mktemp()
+        os.makedirs(directory)
+        self.directory = directory
+        self.sipp = Sipp(requireTool(self, "sipp", "sip-tester"), directory)
+        self.server: RunningService | None = None
+        self.addCleanup(self.stopServer)
+
+    async def serve(self, **settings: Any) -> RunningService:
+        base = {
+            "calls__media_handler": "relay",
+            "relay__nodes": {"local": {"kind": "builtin", "address": "127.0.0.1", "ports": RELAY_PORTS}},
+        }
+        self.server = server = RunningService(self.directory, **{**base, **settings})
+        for number, password in ((CALLER, CALLER_PASSWORD), (CALLEE, CALLEE_PASSWORD)):
+            code = admin.main(
+                ["--store", server.storeURL, "account", "add", number, "--password", password],
+                io.StringIO(),
+                io.StringIO(),
+            )
+            self.assertEqual(code, 0)
+        await server.start()
+        return server
+
+    def stopServer(self) -> Any:
+        if self.server is not None and self.server.service is not None:
+            return self.server.stop()
+        return None
+
+    def socket(self, host: str = "127.0.0.1") -> tuple[MediaSocket, int]:
+        protocol = MediaSocket()
+        port = reactor.listenUDP(0, protocol, interface=host)  # type: ignore[attr-defined]
+        self.addCleanup(port.stopListening)
+        return protocol, port.getHost().port
+
+    @property
+    def handler(self) -> Any:
+        assert self.server is not None
+        return self.server.sip.proxy.media.handler
+
+    async def callee(self, scenario: str, mediaPort: int, *args: str) -> SippProcess:
+        assert self.server is not None
+        port = freePort()
+        registered = await self.sipp.register(CALLEE, CALLEE_PASSWORD, self.server.ports[0], port=port)
+        self.assertEqual(registered.code, 0, registered.detail)
+        inf = injectionFile(self.sipp.directory, "callee-media", [(str(mediaPort),)])
+        process = self.sipp.start("callee", scenario, *args, port=port, inf=inf, timeout=40, messages=True)
+        self.addCleanup(self.killed, process)
+        await deferLater(0.5)
+        return process
+
+    def caller(self, scenario: str, advertised: tuple[str, int], *args: str, moveTo: int = 0) -> SippProcess:
+        """
+        The caller, whose SDP gives C{advertised} (it signals from
+        127.0.0.1), and C{moveTo} in its re-INVITE (relay_uac_reinvite.xml).
+        """
+        assert self.server is not None
+        host, port = advertised
+        inf = injectionFile(
+            self.sipp.directory,
+            "caller",
+            [(CALLER, authentication(CALLER, CALLER_PASSWORD), CALLEE, str(port), host, str(moveTo))],
+        )
+        process = self.sipp.start(
+            "caller",
+            scenario,
+            *args,
+            remote=address("127.0.0.1", self.server.ports[0]),
+            inf=inf,
+            timeout=40,
+            messages=True,
+        )
+        self.addCleanup(self.killed, process)
+        return process
+
+    @staticmethod
+    def killed(process: SippProcess) -> Any:
+        process.kill()
+        return process.done
+
+    async def mediaOf(self, name: str) -> tuple[str, int]:
+        """The address and port the sipp agent C{name} found in the SDP it received."""
+        path = os.path.join(self.sipp.directory, f"{name}-media.txt")
+        for _ in range(300):
+            if os.path.exists(path):
+                host, port = open(path).read().split()
+                return host, int(port)
+            await deferLater(0.05)
+        self.fail(f"{name} got no SDP")
+
+    async def test_natted_caller_is_relayed_with_media_both_ways(self) -> None:
+        await self.serve()
+        calls = []
+        observer = type("O", (), {"callStarted": lambda s, c: calls.append(c)})()
+        for event in ("callRinging", "callAnswered", "callEnded"):
+            setattr(observer, event, lambda c: None)
+        assert self.server is not None
+        self.server.sip.proxy.observers.add(observer)
+
+        callerSocket, _ = self.socket()
+        calleeSocket, calleePort = self.socket()
+        advertised, advertisedPort = self.socket("127.0.0.5")
+        callee = await self.callee("relay_uas.xml", calleePort)
+        caller = self.caller("relay_uac.xml", ("127.0.0.5", advertisedPort), "-d", "3000")
+
+        # Each agent's SDP points at the relay, on ports of its range.
+        calleeSendsTo = await self.mediaOf("callee")
+        callerSendsTo = await self.mediaOf("caller")
+        for host, port in (calleeSendsTo, callerSendsTo):
+            self.assertEqual(host, "127.0.0.1")
+            self.assertTrue(RELAY_PORTS[0] <= port <= RELAY_PORTS[1] and port % 2 == 0, port)
+        self.assertNotEqual(calleeSendsTo, callerSendsTo)
+
+        # The callee speaks first: nothing may go to the caller's advertised address before it latched.
+        for seq in range(3):
+            calleeSocket.transport.write(rtp(seq, b"B"), calleeSendsTo)  # type: ignore[union-attr]
+        await deferLater(0.3)
+        self.assertEqual(callerSocket.received + advertised.received, [])
+        # Then both ways, 20 packets each, byte for byte.
+        sent: dict[str, list[bytes]] = {"A": [], "B": []}
+        for seq in range(10, 30):
+            for name, sock, to in (("A", callerSocket, callerSendsTo), ("B", calleeSocket, calleeSendsTo)):
+                packet = rtp(seq, name.encode())
+                sent[name].append(packet)
+                sock.transport.write(packet, to)  # type: ignore[union-attr]
+            await deferLater(0.02)
+        await deferLater(0.3)
+        self.assertEqual([d for d, _ in calleeSocket.received], sent["A"])
+        self.assertEqual([d for d, _ in callerSocket.received], sent["B"][-len(callerSocket.received) :])
+        self.assertGreaterEqual(len(callerSocket.received), 19)  # the first may cross the caller's latching
+        self.assertEqual({a for _, a in calleeSocket.received}, {calleeSendsTo})
+        self.assertEqual(advertised.received, [])
+
+        finishedCaller, finishedCallee = await caller.done, await callee.done
+        self.assertEqual(finishedCaller.code, 0, finishedCaller.detail)
+        self.assertEqual(finishedCallee.code, 0, finishedCallee.detail)
+        # The SDP the callee got lost its ICE line and kept the rest.
+        (invite,) = finishedCallee.received("INVITE")
+        self.assertNotIn("a=candidate", invite.text)
+        self.assertIn("a=ebuacip:plength 8 20", invite.text)
+
+        (call,) = calls
+        self.assertEqual(call.endCause, EndCause.CALLER_BYE)
+        record = call.media["relay"]
+        self.assertEqual((record["node"], record["relayed"]), ("local", {"1": True}))
+        self.assertIn("127.0.0.5", record["legs"]["caller"]["reason"])
+        stats = record["stats"]
+        self.assertEqual(stats.caller.latched, ("127.0.0.1", callerSocket.transport.getHost().port))  # type: ignore[union-attr]
+        self.assertEqual(stats.caller.received.packets, 20)
+        self.assertEqual(stats.callee.received.packets, 23)
+        self.assertEqual(stats.callee.sent.packets, 20)
+        self.assertEqual(stats.caller.received.lost, 0)
+        self.assertEqual(await self.handler.nodes["local"].sessions(), [])
+
+    async def test_a_re_invite_moves_the_media_through_the_same_relay_ports(self) -> None:
+        """
+        The caller (relayed: relay.mode always) moves its media to another
+        socket with a re-INVITE: the SDP both get keeps the relay's ports,
+        and the callee's RTP reaches the new socket only.
+        """
+        await self.serve(relay__mode="always")
+        first, firstPort = self.socket()
+        second, secondPort = self.socket()
+        calleeSocket, calleePort = self.socket()
+        callee = await self.callee("relay_uas_reinvite.xml", calleePort)
+        caller = self.caller("relay_uac_reinvite.xml", ("127.0.0.1", firstPort), "-d", "1500", moveTo=secondPort)
+        callerSendsTo, calleeSendsTo = await self.mediaOf("caller"), await self.mediaOf("callee")
+        for seq in range(5):
+            first.transport.write(rtp(seq, b"A"), callerSendsTo)  # type: ignore[union-attr]
+            calleeSocket.transport.write(rtp(seq, b"B"), calleeSendsTo)  # type: ignore[union-attr]
+            await deferLater(0.02)
+        await deferLater(0.2)
+        self.assertEqual(len(first.received), 5)
+        self.assertEqual(len(calleeSocket.received), 5)
+
+        self.assertEqual(await self.mediaOf("caller2"), callerSendsTo)
+        self.assertEqual(await self.mediaOf("callee2"), calleeSendsTo)
+        for seq in range(5, 10):
+            second.transport.write(rtp(seq, b"A"), callerSendsTo)  # type: ignore[union-attr]
+            calleeSocket.transport.write(rtp(seq, b"B"), calleeSendsTo)  # type: ignore[union-attr]
+            await deferLater(0.02)
+        await deferLater(0.2)
+        self.assertEqual([d for d, _ in second.received], [rtp(seq, b"B") for seq in range(5, 10)])
+        self.assertEqual(len(first.received), 5)
+        self.assertEqual([d for d, _ in calleeSocket.received][5:], [rtp(seq, b"A") for seq in range(5, 10)])
+        finishedCaller, finishedCallee = await caller.done, await callee.done
+        self.assertEqual(finishedCaller.code, 0, finishedCaller.detail)
+        self.assertEqual(finishedCallee.code, 0, finishedCallee.detail)
+        self.assertEqual(len(finishedCallee.received("INVITE")), 2)
+
+    async def test_well_configured_agents_keep_direct_media(self) -> None:
+        await self.serve()
+        _, calleePort = self.socket()
+        callee = await self.callee("relay_uas.xml", calleePort)
+        # Both advertise the address they are seen from.
+        caller = self.caller("relay_uac.xml", ("127.0.0.1", 7078), "-d", "500")
+        self.assertEqual(await self.mediaOf("callee"), ("127.0.0.1", 7078))
+        self.assertEqual(await self.mediaOf("caller"), ("127.0.0.1", calleePort))
+        self.assertEqual(await self.handler.nodes["local"].sessions(), [])
+        finishedCaller, finishedCallee = await caller.done, await callee.done
+        self.assertEqual(finishedCaller.code, 0, finishedCaller.detail)
+        self.assertEqual(finishedCallee.code, 0, finishedCallee.detail)
+        (invite,) = finishedCallee.received("INVITE")
+        self.assertIn("a=candidate", invite.text)
+
+    async def test_relayed_call_without_media_is_released(self) -> None:
+        await self.serve(relay__media_timeout=2, relay__mode="always")
+        _, calleePort = self.socket()
+        callee = await self.callee("relay_uas.xml", calleePort)
+        caller = self.caller("relay_uac.xml", ("127.0.0.1", 7078), "-d", "30000")
+        await self.mediaOf("caller")
+        ended = []
+        observer = type("O", (), {})()
+        for event in ("callStarted", "callRinging", "callAnswered"):
+            setattr(observer, event, lambda c: None)
+        observer.callEnded = ended.append  # type: ignore[attr-defined]
+        assert self.server is not None
+        self.server.sip.proxy.observers.add(observer)
+        for _ in range(200):
+            if ended:
+                break
+            await deferLater(0.05)
+        (call,) = ended
+        self.assertEqual(call.endCause, EndCause.MEDIA_TIMEOUT)
+        self.assertIn("no media for", call.endDetail)
+        # Both agents got a BYE from the proxy: the callee's scenario ends with it.
+        finishedCallee = await callee.done
+        self.assertEqual(finishedCallee.code, 0, finishedCallee.detail)
+        self.assertTrue(finishedCallee.received("BYE"), finishedCallee.detail)
+        await deferLater(0.5)
+        self.killed(caller)
+        finishedCaller = await caller.done
+        self.assertTrue(finishedCaller.received("BYE"), finishedCaller.detail)
+
+    async def test_no_relay_ports_left_gets_503(self) -> None:
+        # Two port pairs, one taken by another program: a call needs two.
+        taken = reactor.listenUDP(48_302, MediaSocket(), interface="127.0.0.1")  # type: ignore[attr-defined]
+        self.addCleanup(taken.stopListening)
+        await self.serve(relay__nodes={"local": {"kind": "builtin", "address": "127.0.0.1", "ports": [48_300, 48_303]}})
+        _, calleePort = self.socket()
+        await self.callee("relay_uas.xml", calleePort)
+        caller = self.caller("relay_uac.xml", ("127.0.0.5", 7078), "-d", "500")
+        finished = await caller.done
+        self.assertNotEqual(finished.code, 0)
+        self.assertIn("SIP/2.0 503 No relay ports left", finished.responses("INVITE"), finished.detail)
