@@ -217,12 +217,29 @@ calls = {
     # or a switch to a backup server.
     "dialog_key": None,
     # Call observers (plugins providing ICallObserverFactory), told when calls start,
-    # ring, are answered and end.
-    "observers": [],
+    # ring, are answered and end. 'records' (on by default) keeps a record of every
+    # call attempt in the store; 'log' logs calls.
+    "observers": ["records"],
     # The media handler (a plugin providing IMediaHandlerFactory) that sees every SDP
     # offer and answer; None: SDP passes untouched and media flows directly between
     # the agents.
     "media_handler": None,
+}
+
+# -- Call records (README.rst, "Call records") -------------------------------
+records = {
+    # This server's name in its call records; None: server.name (the host name), cut
+    # to 64 characters. Every server writing to the same store needs its own: at
+    # start-up a server closes the records it left open when it died ('unknown end').
+    "server": None,
+    # Seconds between two notes in the store that this server and its open calls are
+    # alive: after a crash, its open calls are closed at the last such note (or the
+    # last record written, if later).
+    "heartbeat_interval": 10,
+    # Call records kept in memory while the store cannot be written (an outage); past
+    # this, new records are dropped, counted and logged. Records wait in order and are
+    # written when the store returns.
+    "queue_limit": 100000,
 }
 
 # -- STUN server (RFC 8489, RFC 5780) --------------------------------------

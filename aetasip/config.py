@@ -146,6 +146,17 @@ def text(value: Any) -> str:
     return value
 
 
+def shortText(maxLength: int) -> Checker:
+    """Text of 1 to C{maxLength} characters."""
+
+    def check(value: Any) -> str:
+        if not isinstance(value, str) or not 1 <= len(value) <= maxLength:
+            raise _expect(f"a string of 1 to {maxLength} characters")
+        return value
+
+    return check
+
+
 def choice(*choices: str) -> Checker:
     def check(value: Any) -> str:
         if value not in choices:
@@ -227,6 +238,7 @@ MODULES: tuple[str, ...] = (
     "aetasip.auth.ldap",
     "aetasip.calls.settings",
     "aetasip.notify",
+    "aetasip.records.settings",
     "aetasip.registrar",
     "aetasip.sipservice",
     "aetasip.store.service",

@@ -172,3 +172,8 @@ class AsyncStore:
     allBindings = inThreads(Store.allBindings)
 
     secret = inThreads(Store.secret)
+
+    writeCallRecords = inThreads(Store.writeCallRecords)
+    closeOpenCallRecords = inThreads(Store.closeOpenCallRecords)
+    recordHeartbeat = inThreads(Store.recordHeartbeat)
+    callRecords = inThreads(Store.callRecords)
