@@ -18,6 +18,9 @@ C{aetasip-admin}: provision accounts and look at registrations in the store.
     aetasip-admin group attach PREFIX NUMBER
     aetasip-admin group detach NUMBER
     aetasip-admin group del PREFIX
+    aetasip-admin cdr list [--number N | --group PREFIX] [--from T --to T | --quarter 2026Q3] [--answered-only]
+                           [--limit N]
+    aetasip-admin cdr export [same filters] [--output FILE]
 
 It uses the store and realm of the service's configuration file. Without
 C{--password}, a strong password is generated and printed once: only its
@@ -46,6 +49,8 @@ from aetasip import __version__
 from aetasip.auth import ACCOUNT_KINDS
 from aetasip.config import Config, ConfigError, load
 from aetasip.location import Binding
+from aetasip.records.csvfiles import seconds, writeExport
+from aetasip.records.periods import InvalidPeriod, Quarter, isoSeconds, parseTime
 from aetasip.store import (
     MAX_ALLOCATION,
     MEMBER_KINDS,
@@ -71,6 +76,7 @@ from aetasip.store import (
     checkText,
     generatePassword,
 )
+from aetasip.store.callrecords import RecordQuery
 
 PROGRAM = "aetasip-admin"
 
@@ -627,6 +633,113 @@ class GroupCommands(_Options):
     ]
 
 
+# -- call records -----------------------------------------------------------------
+
+
+class _RecordsCommand(_Command):
+    """
+    A command reading call records, with the filters of a L{RecordQuery}.
+    """
+
+    synopsis = "[--number N | --group PREFIX] [--from TIME --to TIME | --quarter YEARQN] [--answered-only]"
+    optParameters = [
+        ["number", "n", None, "Only the calls from, to or answered by this number."],
+        ["group", "g", None, "Only the calls from or to the numbers of this group (by its prefix)."],
+        ["from", None, None, "Only the calls begun or ended at or after this time (ISO 8601, UTC by default)."],
+        ["to", None, None, "Only the calls begun or ended before this time (ISO 8601, UTC by default)."],
+        ["quarter", "q", None, "Only the calls begun or ended in this calendar quarter (UTC), e.g. 2026Q3."],
+    ]
+    optFlags = [["answered-only", "a", "Only answered calls (begun means answered then)."]]
+
+    def postOptions(self) -> None:
+        if self["number"] is not None and self["group"] is not None:
+            raise usage.UsageError("give --number or --group, not both")
+        if self["quarter"] is not None and (self["from"] is not None or self["to"] is not None):
+            raise usage.UsageError("give --quarter or --from/--to, not both")
+        number = None if self["number"] is None else _usage(checkNumber, self["number"])
+        group = None if self["group"] is None else _usage(checkPrefix, self["group"])
+        start: float | None
+        end: float | None
+        try:
+            if self["quarter"] is not None:
+                quarter = Quarter.parse(self["quarter"])
+                start, end = quarter.start, quarter.end
+            else:
+                start = None if self["from"] is None else parseTime(self["from"])
+                end = None if self["to"] is None else parseTime(self["to"])
+        except InvalidPeriod as e:
+            raise usage.UsageError(str(e)) from None
+        if start is not None and end is not None and start >= end:
+            raise usage.UsageError("--from must be before --to")
+        self.query = RecordQuery(number=number, group=group, start=start, end=end, answeredOnly=self["answered-only"])
+
+
+class CDRList(_RecordsCommand):
+    synopsis = _RecordsCommand.synopsis + " [--limit N]"
+    optParameters = [*_RecordsCommand.optParameters, ["limit", "l", None, "At most this many calls, the oldest first."]]
+
+    def postOptions(self) -> None:
+        super().postOptions()
+        if self["limit"] is not None:
+            limit = self["limit"]
+            if not limit.isdigit() or int(limit) < 1:
+                raise usage.UsageError(f"invalid --limit {limit!r}: expected a whole number from 1")
+            self.query = attrs.evolve(self.query, limit=int(limit))
+
+    def run(self, context: _Context) -> int:
+        found = context.store.callRecords(self.query)
+        if not found:
+            context.out.write("No call records.\n")
+            return 0
+        _table(
+            context.out,
+            ["START (UTC)", "CALLER", "DIALLED", "CALLEE", "ANSWER", "DURATION", "STATUS", "END"],
+            [
+                [
+                    isoSeconds(r.startedAt),
+                    r.caller,
+                    r.dialled,
+                    r.callee or "",
+                    isoSeconds(r.answeredAt)[11:],
+                    f"{seconds(r.duration)} s" if r.answered else "",
+                    str(r.status),
+                    r.endCause or "(in progress)",
+                ]
+                for r in found
+            ],
+        )
+        return 0
+
+
+class CDRExport(_RecordsCommand):
+    synopsis = _RecordsCommand.synopsis + " [--output FILE]"
+    optParameters = [
+        *_RecordsCommand.optParameters,
+        ["output", "o", None, "Write the CSV to FILE, not standard output."],
+    ]
+
+    def run(self, context: _Context) -> int:
+        found = context.store.callRecords(self.query)
+        if self["output"] is None:
+            writeExport(context.out, found)
+            return 0
+        try:
+            with open(self["output"], "w", encoding="utf-8", newline="") as f:
+                count = writeExport(f, found)
+        except OSError as e:
+            raise StoreError(f"cannot write {self['output']}: {e.strerror or e}") from None
+        context.out.write(f"Wrote {count} call records to {self['output']}.\n")
+        return 0
+
+
+class CDRCommands(_Options):
+    synopsis = ""
+    subCommands = [
+        ["list", None, CDRList, "List call records."],
+        ["export", None, CDRExport, "Write call records as CSV (header row, UTC ISO 8601 times, seconds)."],
+    ]
+
+
 class AdminOptions(_Options):
     """
     The command line of C{aetasip-admin}.
@@ -646,6 +759,7 @@ class AdminOptions(_Options):
         ["account", None, AccountCommands, "Add, list, show, change and delete accounts."],
         ["location", None, LocationCommands, "Show registrations."],
         ["group", None, GroupCommands, "Provision groups of premium numbers and allocate their numbers."],
+        ["cdr", None, CDRCommands, "List and export call records."],
     ]
 
 
