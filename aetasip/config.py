@@ -41,6 +41,7 @@ from __future__ import annotations
 import importlib
 import ipaddress
 import os
+import re
 import runpy
 from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
@@ -157,6 +158,17 @@ def shortText(maxLength: int) -> Checker:
     return check
 
 
+def matching(pattern: re.Pattern[str], expected: str) -> Checker:
+    """Text that C{pattern} matches in full; C{expected} says what it is."""
+
+    def check(value: Any) -> str:
+        if not isinstance(value, str) or pattern.fullmatch(value) is None:
+            raise _expect(expected)
+        return value
+
+    return check
+
+
 def choice(*choices: str) -> Checker:
     def check(value: Any) -> str:
         if value not in choices:
@@ -238,6 +250,7 @@ MODULES: tuple[str, ...] = (
     "aetasip.auth.ldap",
     "aetasip.calls.settings",
     "aetasip.notify",
+    "aetasip.records.mailsettings",
     "aetasip.records.settings",
     "aetasip.registrar",
     "aetasip.sipservice",

@@ -1,6 +1,6 @@
 """
 The SQL store, synchronously: accounts, groups, registrations, shared
-secrets and call records, on SQLite or PostgreSQL, with SQLAlchemy Core.
+secrets, call records and the mail outbox, on SQLite or PostgreSQL, with SQLAlchemy Core.
 
 The admin CLI calls L{Store} directly (through
 L{aetasip.store.provisioning}); the service runs it in threads through
@@ -39,6 +39,7 @@ from aetasip.store.models import (
     hashPortalPassword,
     verifyPortalPassword,
 )
+from aetasip.store.outbox import OutboxMethods
 from aetasip.store.schema import (
     WRITE_OPTION,
     accounts,
@@ -62,7 +63,7 @@ def _newSecret() -> bytes:
     return secrets.token_bytes(SECRET_LENGTH)
 
 
-class Store(GroupMethods, CallRecordMethods):
+class Store(GroupMethods, CallRecordMethods, OutboxMethods):
     """
     The accounts, groups, bindings and secrets tables, synchronously.
 
