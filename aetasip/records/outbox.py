@@ -27,7 +27,7 @@ from twisted.logger import Logger
 from twisted.mail.smtp import ESMTPSenderFactory
 
 from aetasip.records.mailsettings import MailSettings
-from aetasip.store.outbox import OutboxMail
+from aetasip.store.outbox import QUEUED, OutboxMail
 
 log = Logger()
 
@@ -123,10 +123,10 @@ class Outbox:
             return waiting
         missing = self.settings.missing()
         if missing is not None:
-            if not self._warned:
-                self._warned = True
-                log.warn("Mail: not sending ({reason}); messages wait in the outbox", reason=missing)
-            self._finished(SendResult())
+            self._running = True
+            defer.Deferred.fromCoroutine(self._cannotSend(missing)).addErrback(self._crashed).addCallback(
+                self._finished
+            )
             return waiting
         self._running = True
         defer.Deferred.fromCoroutine(self._sendDue()).addErrback(self._crashed).addCallback(self._finished)
@@ -153,6 +153,17 @@ class Outbox:
         waiters, self._waiters = self._waiters, []
         for waiting in waiters:
             waiting.callback(result)
+
+    async def _cannotSend(self, reason: str) -> SendResult:
+        """Mail is not configured: say so once, when something waits."""
+        if not self._warned:
+            waiting = await self.store.outbox(QUEUED)
+            if waiting:
+                self._warned = True
+                log.warn(
+                    "Mail: {count} messages wait in the outbox, not sent: {reason}", count=len(waiting), reason=reason
+                )
+        return SendResult()
 
     async def _sendDue(self) -> SendResult:
         result = SendResult()
