@@ -73,10 +73,22 @@ def quarterlyBody(prefix: str, quarter: Quarter, calls: int, serviceName: str) -
     return bilingual(english, french)
 
 
-def noticeBody(text: str, prefix: str, serviceName: str) -> str:
-    """An operator's service information C{text}, with a bilingual footer saying why it was received."""
+def noticeBody(text: str, prefixes: Sequence[str], serviceName: str) -> str:
+    """
+    An operator's service information C{text}, with a bilingual footer
+    saying why it was received (the contact of the groups C{prefixes}).
+    """
+    listed = ", ".join(prefixes)
+    english, french = (
+        (f"group {listed}", f"du groupe {listed}")
+        if len(prefixes) == 1
+        else (
+            f"groups {listed}",
+            f"des groupes {listed}",
+        )
+    )
     footer = bilingual(
-        f"You receive this service information from {serviceName} as the technical contact of group {prefix}.",
-        f"Vous recevez cette information de service de {serviceName} en tant que contact technique du groupe {prefix}.",
+        f"You receive this service information from {serviceName} as the technical contact of {english}.",
+        f"Vous recevez cette information de service de {serviceName} en tant que contact technique {french}.",
     )
     return text.rstrip() + "\n\n-- \n" + footer
