@@ -1,5 +1,6 @@
 """
-C{aetasip-admin}: provision accounts and look at registrations in the store.
+C{aetasip-admin}: provision accounts, look at registrations and call
+records in the store, and mail quarterly call logs and service information.
 
     aetasip-admin [--config FILE] [--store URL] account add NUMBER [--kind K] [--password P] [--name N] [--email E]
     aetasip-admin account list [--kind K] [--csv]

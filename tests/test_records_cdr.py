@@ -19,7 +19,7 @@ from zope.interface.verify import verifyObject
 
 from aetasip.calls.call import Call, CallObservers, EndCause, Leg
 from aetasip.interfaces import ICallObserver, ICallRecordSink
-from aetasip.records.cdr import BATCH, FIRST_RETRY, LAST_RETRY, CDRService
+from aetasip.records.cdr import BATCH, FIRST_RETRY, LAST_RETRY, WRITE_DELAY, CDRService
 from aetasip.records.record import CallRecord, recordOf
 from aetasip.records.sink import StoreRecordSink
 from aetasip.relay.stats import LegStats, RelayStats, StreamStats
@@ -83,7 +83,7 @@ class CDRTests(SynchronousTestCase):
         self.clock = Clock()
         self.clock.advance(1_775_000_000.0)
         self.sink = Sink()
-        self.cdr = CDRService(self.sink, "main", self.clock, heartbeatInterval=10, queueLimit=5)
+        self.cdr = CDRService(self.sink, "main", self.clock, heartbeatInterval=10, queueLimit=5, writeDelay=0)
         self.observers = CallObservers([self.cdr])
         self.cdr.startService()
         self.clock.advance(0)
@@ -219,9 +219,31 @@ class CDRTests(SynchronousTestCase):
         self.assertEqual(last.endCause, "caller BYE")
         self.assertEqual(self.cdr.pending, {})
 
+    def test_a_short_call_is_one_write(self) -> None:
+        """
+        Records gather for L{WRITE_DELAY} before a write: a call that
+        starts, is answered and ends meanwhile is written once, as ended.
+        """
+        cdr = CDRService(self.sink, "main", self.clock)
+        cdr.startService()
+        self.addCleanup(cdr.stopService)
+        self.clock.advance(0)
+        self.sink.writes.clear()
+        call = aCall(self.clock, CallObservers([cdr]))
+        call.start()
+        target = call.addTarget("45675002", Leg(("127.0.0.1", 5064), "udp", ("127.0.0.1", 5060)))
+        self.clock.advance(0.2)
+        call.answered(target, "t")
+        self.clock.advance(0.2)
+        call.end(EndCause.CALLER_BYE)
+        self.assertEqual(self.sink.writes, [])
+        self.clock.advance(WRITE_DELAY)
+        ((record,),) = self.sink.writes
+        self.assertEqual((record.endCause, record.duration), ("caller BYE", 0.2))
+
     def test_batches(self) -> None:
         """Records are written in order, at most L{BATCH} per write."""
-        self.cdr.queueLimit = 1000
+        self.cdr.queueLimit = 2 * BATCH
         self.sink.hold = True
         calls = [aCall(self.clock, self.observers, n) for n in range(BATCH + 11)]
         for call in calls:
@@ -280,7 +302,7 @@ class CDRTests(SynchronousTestCase):
         """A store down at start: recovery is tried again; records wait for it."""
         sink = Sink()
         sink.down = True
-        cdr = CDRService(sink, "main", self.clock)
+        cdr = CDRService(sink, "main", self.clock, writeDelay=0)
         cdr.startService()
         self.addCleanup(cdr.stopService)
         aCall(self.clock, CallObservers([cdr])).start()
@@ -311,7 +333,7 @@ class CDRTests(SynchronousTestCase):
             def write(self, records: list[CallRecord], server: str, now: float) -> Any:
                 raise RuntimeError("broken")
 
-        cdr = CDRService(Raising(), "main", self.clock)
+        cdr = CDRService(Raising(), "main", self.clock, writeDelay=0)
         cdr.startService()
         call = aCall(self.clock, CallObservers([cdr]))
         call.start()

@@ -36,8 +36,15 @@ from aetasip.records.record import CallRecord, newRecordID, recordOf
 
 log = Logger()
 
-BATCH = 200
+BATCH = 1000
 """Records written in one transaction, at most."""
+
+WRITE_DELAY = 0.5
+"""
+Seconds records gather before a write: the versions of a short call
+(started, answered, ended) become one row, and a batch is one
+transaction. A crash loses at most what gathered meanwhile.
+"""
 
 FIRST_RETRY = 0.5
 LAST_RETRY = 30.0
@@ -64,12 +71,14 @@ class CDRService(service.Service):
         clock: IReactorTime,
         heartbeatInterval: float = 10.0,
         queueLimit: int = 100_000,
+        writeDelay: float = WRITE_DELAY,
     ) -> None:
         self.sink = sink
         self.server = server
         self.clock = clock
         self.heartbeatInterval = heartbeatInterval
         self.queueLimit = queueLimit
+        self.writeDelay = writeDelay
         self.pending: OrderedDict[str, CallRecord] = OrderedDict()
         self.written = 0
         self.dropped = 0
@@ -126,7 +135,7 @@ class CDRService(service.Service):
             return
         else:
             self.pending[record.id] = record
-        self._soon(0)
+        self._soon(self.writeDelay)
 
     def _soon(self, delay: float) -> None:
         if self._scheduled is None and self._busy is None and self.running:
@@ -152,7 +161,7 @@ class CDRService(service.Service):
         self.written += len(batch)
         self._recovered()
         if self.pending:
-            self._soon(0)
+            self._soon(0 if len(self.pending) >= BATCH else self.writeDelay)
 
     def _failed(self, failure: Failure, what: str) -> None:
         self._busy = None

@@ -7,6 +7,7 @@ when the service dies is in the store.
 
 from __future__ import annotations
 
+import itertools
 import json
 import uuid
 from typing import Any
@@ -83,8 +84,13 @@ class CallRecord:
         return self.endCause is None
 
 
+_PROCESS = uuid.uuid4().hex[:16]
+_sequence = itertools.count(1)
+
+
 def newRecordID() -> str:
-    return uuid.uuid4().hex
+    """A record id unique across processes: this process's random half, then a counter (32 hex digits)."""
+    return f"{_PROCESS}{next(_sequence):016x}"
 
 
 def _ms(value: float | None) -> float | None:

@@ -141,22 +141,23 @@ class CallRecordMethods:
         that a shutdown or a crash closed, if there is one: the call went
         on, and ended now, for this reason.
         """
+        plain = []
         with self._transaction(write=True) as connection:
             insert = self._insertOf(connection)
             for one in records:
-                if one.recovered and not one.open and self._amend(connection, one):
-                    continue
-                if one.recovered and one.open:
-                    # Written when it ends (it may then amend an earlier record).
-                    continue
-                row = recordRow(one)
-                statement = insert(callRecords).values(**row)
-                connection.execute(
-                    statement.on_conflict_do_update(
-                        index_elements=[callRecords.c.id],
-                        set_={name: statement.excluded[name] for name in row if name != "id"},
-                    )
+                if not one.recovered:
+                    plain.append(recordRow(one))
+                elif not one.open and not self._amend(connection, one):
+                    plain.append(recordRow(one))
+                # A rebuilt call still open is written when it ends (it may amend an earlier record).
+            if plain:
+                # One statement for the batch (executemany): compiled once.
+                statement = insert(callRecords)
+                statement = statement.on_conflict_do_update(
+                    index_elements=[callRecords.c.id],
+                    set_={name: statement.excluded[name] for name in plain[0] if name != "id"},
                 )
+                connection.execute(statement, plain)
             _touch(connection, insert, server, now, started=False)
 
     @staticmethod
@@ -217,7 +218,6 @@ class CallRecordMethods:
                     endCause=UNKNOWN_END,
                     endDetail="the service stopped without ending the call (crash); ended at its last sign of life",
                     duration=0.0 if one.answeredAt is None else round(max(0.0, endedAt - one.answeredAt), 3),
-                    status=one.status or 500,
                 )
                 connection.execute(
                     callRecords.update()
@@ -227,7 +227,6 @@ class CallRecordMethods:
                         end_cause=one.endCause,
                         end_detail=one.endDetail,
                         duration=one.duration,
-                        status=one.status,
                     )
                 )
                 closed.append(one)
