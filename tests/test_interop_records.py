@@ -244,6 +244,49 @@ class RecordsOfCallsTests(RecordsTestCase):
         self.assertTrue(killedAt < record.endedAt < killedAt + 5, (killedAt, record.endedAt))
         self.assertAlmostEqual(record.duration, record.endedAt - record.answeredAt, places=2)
 
+    async def test_call_across_a_restart(self) -> None:
+        """
+        The service stops (the record ends "server shutdown") and starts
+        again while the call goes on; the callee's BYE reaches the new
+        process through its signed Route, and the record is amended: one
+        record, ended by the callee, lasting the whole call.
+        """
+        port = freePort()
+        registered = await self.sipp.register("45675002", self.passwords["45675002"], self.server.ports[0], port=port)
+        self.assertEqual(registered.code, 0, registered.detail)
+        callee = self.sipp.start("callee-restart", "calls_uas_answer_wait_hang_up.xml", "-d", "4000", port=port)
+        self.addCleanup(lambda: (callee.kill(), callee.done)[1])
+        await deferLater(0.5)
+        inf = injectionFile(
+            self.sipp.directory,
+            "caller-restart",
+            [("45675001", authentication("45675001", self.passwords["45675001"]), "45675002")],
+        )
+        caller = self.sipp.start(
+            "caller-restart",
+            "calls_uac_wait_bye.xml",
+            remote=address("127.0.0.1", self.server.ports[0]),
+            inf=inf,
+            timeout=30,
+        )
+        self.addCleanup(lambda: (caller.kill(), caller.done)[1])
+        store = self.store()
+        await within(15, lambda: any(r.answered for r in store.callRecords()), "the call was not answered")
+        await self.server.stop()
+        (stopped,) = store.callRecords()
+        self.assertEqual(stopped.endCause, "server shutdown")
+        await self.server.start()
+        self.assertEqual((await callee.done).code, 0)
+        self.assertEqual((await caller.done).code, 0)
+        await within(10, lambda: store.callRecords()[0].endCause == "callee BYE", "the record was not amended")
+        (record,) = store.callRecords()
+        self.assertEqual(record.id, stopped.id)
+        self.assertIn("restart", record.endDetail)
+        assert record.endedAt is not None and record.answeredAt is not None and stopped.endedAt is not None
+        self.assertGreater(record.endedAt, stopped.endedAt)
+        self.assertAlmostEqual(record.duration, record.endedAt - record.answeredAt, places=2)
+        self.assertGreater(record.duration, 3)
+
 
 class _Twistd(ProcessProtocol):
     def __init__(self) -> None:
