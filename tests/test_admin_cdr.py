@@ -112,6 +112,17 @@ class CDRCommandTests(AdminTestCase):
         self.assertEqual(rows["q1"]["duration"], "3598")
         self.assertEqual((rows["busy"]["status"], rows["busy"]["answer"], rows["busy"]["duration"]), ("486", "", "0"))
 
+    def test_free_text_cannot_become_a_formula(self) -> None:
+        """A reason phrase a callee sent that starts like a formula is quoted as text."""
+        self.openStore().writeCallRecords(
+            [aRecord("evil", LATE_MARCH + 10 * HOUR, endedAt=LATE_MARCH + 10 * HOUR + 1, status=486,
+                     endCause="rejected", endDetail="=HYPERLINK(\"http://x\")", callID="+1@x")],
+            "main",
+            LATE_MARCH,
+        )  # fmt: skip
+        (row,) = [row for row in self.export() if row["record_id"] == "evil"]
+        self.assertEqual((row["end_detail"], row["call_id"]), ('\'=HYPERLINK("http://x")', "'+1@x"))
+
     def test_filters(self) -> None:
         def ids(*args: str) -> list[str]:
             return [row["record_id"] for row in self.export(*args)]

@@ -150,6 +150,34 @@ class CallRecordStoreTests(SQLiteURLs, SynchronousTestCase):
         )
         self.assertIn("restart", found.endDetail)
 
+    def test_a_hostile_call_is_recorded_and_does_not_block_the_batch(self) -> None:
+        """
+        What a caller or callee sent (a 300-digit dialled number, NUL, a
+        reason phrase of 10,000 characters) is cut to fit the columns:
+        PostgreSQL would refuse the whole batch otherwise.
+        """
+        from twisted.internet.task import Clock
+
+        from aetasip.calls.call import CallObservers, EndCause
+        from aetasip.records.record import recordOf
+        from tests.test_records_cdr import aCall
+
+        clock = Clock()
+        clock.advance(1000)
+        call = aCall(clock, CallObservers())
+        call.dialled = "1" * 300 + "\x00"
+        call.callID = "x\x00" * 3000
+        call.resolve("2" * 100)
+        call.end(EndCause.REJECTED, 486, "=HYPERLINK(" + "A" * 10_000)
+        hostile = recordOf(call, "hostile", "main")
+        self.store.writeCallRecords([hostile, aRecord("fine", 1000.0)], "main", 1001.0)
+        found = {record.id: record for record in self.store.callRecords()}
+        self.assertEqual(set(found), {"hostile", "fine"})
+        self.assertEqual(found["hostile"].dialled, "1" * 64)
+        self.assertEqual(found["hostile"].callID, "x" * 500)
+        self.assertEqual(found["hostile"].resolved, ("2" * 64,))
+        self.assertEqual(len(found["hostile"].endDetail), 2000)
+
     def test_a_rebuilt_call_with_no_earlier_record_is_recorded(self) -> None:
         rebuilt = answered("rebuilt", 1105.0, 1105.0, 1200.0, recovered=True)
         self.store.writeCallRecords([rebuilt], "main", 1200.0)

@@ -78,12 +78,21 @@ def _figures(media: dict[str, Any] | None, leg: str) -> list[str]:
     ]
 
 
+def _cell(text: str) -> str:
+    """
+    Free text (a Call-ID, a domain, a reason phrase a callee sent) made
+    inert for spreadsheets: a leading =, +, -, @, tab or CR would start a
+    formula; a quote before it keeps it text.
+    """
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
 def exportRow(record: CallRecord) -> list[str]:
     return [
-        record.callID,
+        _cell(record.callID),
         record.caller,
         record.callerKind,
-        record.domain,
+        _cell(record.domain),
         _address(record.source),
         record.transport,
         record.dialled,
@@ -98,7 +107,7 @@ def exportRow(record: CallRecord) -> list[str]:
         str(seconds(record.duration)),
         str(record.status),
         record.endCause or "",
-        record.endDetail,
+        _cell(record.endDetail),
         record.relayNode or "",
         *_figures(record.media, "caller"),
         *_figures(record.media, "callee"),

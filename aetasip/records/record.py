@@ -105,9 +105,27 @@ def relayStats(media: dict[str, Any]) -> RelayStats | None:
     return None
 
 
+def _text(value: str | None, length: int = 2000) -> str:
+    """
+    C{value} as a column takes it: what a caller sent (a dialled number, a
+    reason phrase, a tag) may be long or hold NUL, which PostgreSQL
+    refuses; one such record must not keep a batch from the store.
+    """
+    if not value:
+        return ""
+    if "\x00" in value:
+        value = value.replace("\x00", "")
+    return value[:length]
+
+
+def _optional(value: str | None, length: int = 2000) -> str | None:
+    return None if value is None else _text(value, length)
+
+
 def recordOf(call: Any, recordID: str, server: str) -> CallRecord:
     """
-    The record of C{call} (an L{aetasip.calls.call.Call}) as it is now.
+    The record of C{call} (an L{aetasip.calls.call.Call}) as it is now,
+    its texts cut to the store's columns.
     """
     target = call.answeredBy if call.answeredBy is not None else (call.targets[-1] if call.targets else None)
     stats = relayStats(call.media)
@@ -115,29 +133,29 @@ def recordOf(call: Any, recordID: str, server: str) -> CallRecord:
     return CallRecord(
         id=recordID,
         server=server,
-        callID=call.callID,
-        callerTag=call.callerTag,
-        calleeTag=call.calleeTag,
-        caller=call.caller,
-        callerKind=call.callerKind,
-        domain=call.domain,
+        callID=_text(call.callID, 500),
+        callerTag=_text(call.callerTag, 500),
+        calleeTag=_optional(call.calleeTag, 500),
+        caller=_text(call.caller, 32),
+        callerKind=_text(call.callerKind, 16),
+        domain=_text(call.domain, 500),
         source=tuple(call.callerLeg.source),
-        transport=call.callerLeg.transport,
-        dialled=call.dialled,
-        resolved=tuple(call.resolved),
-        callee=call.callee,
+        transport=_text(call.callerLeg.transport, 8),
+        dialled=_text(call.dialled, 64),
+        resolved=tuple(_text(number, 64) for number in call.resolved),
+        callee=_optional(call.callee, 32),
         calleeSource=None if target is None else tuple(target.leg.source),
-        calleeTransport=None if target is None else target.leg.transport,
+        calleeTransport=None if target is None else _text(target.leg.transport, 8),
         startedAt=round(call.started, 3),
         ringingAt=_ms(call.ringingAt),
         answeredAt=_ms(call.answeredAt),
         endedAt=_ms(call.endedAt) if ended else None,
         duration=round(call.duration, 3) if ended else 0.0,
         status=call.status,
-        endCause=call.endCause,
-        endDetail=call.endDetail,
+        endCause=_optional(call.endCause, 32),
+        endDetail=_text(call.endDetail),
         recovered=call.recovered,
-        relayNode=None if stats is None else stats.node,
+        relayNode=None if stats is None else _text(stats.node, 64),
         media=None if stats is None else mediaData(stats),
     )
 
