@@ -346,3 +346,35 @@ class CDRTests(SynchronousTestCase):
         self.successResultOf(cdr.stopService())
         self.assertEqual(len(cdr.pending), 1)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 2)
+
+
+class RefusedRecordTests(SynchronousTestCase):
+    """A record the store refuses (while it answers) is dropped alone, after a few tries; the others are written."""
+
+    def test_a_refused_record_does_not_hold_the_others(self) -> None:
+        class Refusing(Sink):
+            def write(self, records: list[CallRecord], server: str, now: float) -> Deferred[None]:
+                if any(record.callID == "call-3@codec" for record in records):
+                    self.operations.append(f"refused {len(records)}")
+                    return fail(ValueError("value too long"))
+                return super().write(records, server, now)
+
+        clock = Clock()
+        sink = Refusing()
+        cdr = CDRService(sink, "main", clock, writeDelay=0)
+        cdr.startService()
+        observers = CallObservers([cdr])
+        for n in range(1, 9):
+            aCall(clock, observers, n).start()
+        for _ in range(200):
+            clock.advance(LAST_RETRY)
+            if not cdr.pending:
+                break
+        self.assertEqual(cdr.pending, {})
+        self.assertEqual(
+            sorted(r.callID for r in sink.records.values()), [f"call-{n}@codec" for n in range(1, 9) if n != 3]
+        )
+        self.assertEqual((cdr.refused, cdr.dropped), (1, 0))
+        # Each refusal after a good write is logged; the last one with the record dropped.
+        self.assertGreaterEqual(len(self.flushLoggedErrors(ValueError)), 1)
+        self.successResultOf(cdr.stopService())

@@ -46,6 +46,9 @@ Seconds records gather before a write: the versions of a short call
 transaction. A crash loses at most what gathered meanwhile.
 """
 
+REFUSALS = 3
+"""Failures of a record written alone before the store, if it answers otherwise, is said to refuse it."""
+
 FIRST_RETRY = 0.5
 LAST_RETRY = 30.0
 """Seconds between two attempts when the sink fails: doubling from the first to the last."""
@@ -59,6 +62,8 @@ class CDRService(service.Service):
     @ivar written: records written (each version counts).
     @ivar dropped: records dropped because the queue was full.
     @ivar failures: failed writes.
+    @ivar refused: records dropped because the store, while up, refused
+        each of them alone L{REFUSALS} times (a bug; logged with the record).
     @ivar closedAtStart: records of the previous process closed at start.
     """
 
@@ -83,7 +88,10 @@ class CDRService(service.Service):
         self.written = 0
         self.dropped = 0
         self.failures = 0
+        self.refused = 0
         self.closedAtStart: list[CallRecord] = []
+        self._batchSize = BATCH
+        self._singleFailures = 0
         self._recordIDs: dict[int, str] = {}
         self._ready = False
         self._busy: Deferred[Any] | None = None
@@ -148,13 +156,49 @@ class CDRService(service.Service):
             return
         if self._busy is not None or not self.pending:
             return
-        batch = [record for _, record in zip(range(BATCH), self.pending.values(), strict=False)]
+        batch = [record for _, record in zip(range(self._batchSize), self.pending.values(), strict=False)]
+        if len(batch) == 1 and self._singleFailures >= REFUSALS:
+            # Refused again and again alone: is the store up?
+            (record,) = batch
+            self._busy = d = maybeDeferred(self.sink.heartbeat, self.server, self.clock.seconds())
+            d.addCallback(lambda _: self._refused(record))
+            d.addErrback(self._failed, "note the heartbeat")
+            return
         self._busy = d = maybeDeferred(self.sink.write, batch, self.server, self.clock.seconds())
         d.addCallback(self._wrote, batch)
-        d.addErrback(self._failed, "write")
+        d.addErrback(self._writeFailed, batch)
+
+    def _writeFailed(self, failure: Failure, batch: list[CallRecord]) -> None:
+        """
+        A batch failed: the store is down, or refuses one of its records.
+        The next attempts take half as many records each time, down to one
+        (L{_refused} then tells the two apart).
+        """
+        self._batchSize = max(1, self._batchSize // 2)
+        if len(batch) == 1:
+            self._singleFailures += 1
+        self._failed(failure, "write")
+
+    def _refused(self, record: CallRecord) -> None:
+        """The store answers but refuses C{record} alone, again and again: it is dropped, counted, logged."""
+        self._busy = None
+        self._singleFailures = 0
+        if self.pending.get(record.id) is record:
+            del self.pending[record.id]
+        self.refused += 1
+        log.error(
+            "Call records: the store refuses the record {record!r} ({refused} refused so far); dropped",
+            record=record,
+            refused=self.refused,
+        )
+        self._recovered()
+        if self.pending:
+            self._soon(0)
 
     def _wrote(self, _: object, batch: list[CallRecord]) -> None:
         self._busy = None
+        self._batchSize = BATCH
+        self._singleFailures = 0
         for record in batch:
             if self.pending.get(record.id) is record:
                 del self.pending[record.id]
