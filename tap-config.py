@@ -242,6 +242,42 @@ records = {
     "queue_limit": 100000,
 }
 
+# -- Mail: quarterly call logs, service information (README.rst) ------------
+mail = {
+    # The SMTP server (submission) that sends the quarterly call logs and service
+    # information; None: mail waits in the outbox (in the store) until one is
+    # configured.
+    "smtp_host": None,
+    # Its port (587: submission with STARTTLS).
+    "smtp_port": 587,
+    # Require STARTTLS, checking the server's certificate against mail.ca_certificate
+    # (else the system's trust roots) and mail.smtp_host. False: plain SMTP (only to a
+    # relay on this machine).
+    "starttls": True,
+    # PEM file of the authority that signed the SMTP server's certificate; None: the
+    # system's trust roots.
+    "ca_certificate": None,
+    # SMTP AUTH user name; None: no authentication.
+    "username": None,
+    # SMTP AUTH password (with mail.username).
+    "password": None,
+    # The From address of every message; required to send mail.
+    "from_address": None,
+    # Seconds an SMTP conversation may take before it is abandoned.
+    "timeout": 60,
+    # Seconds before the first new attempt after a failure; each following one waits
+    # twice as long, up to mail.retry_max_delay.
+    "retry_delay": 60,
+    # The longest wait between two attempts.
+    "retry_max_delay": 3600,
+    # Attempts before a message is given up (logged as an error, kept in the outbox as
+    # failed).
+    "max_attempts": 48,
+    # Seconds between two looks at the outbox for messages queued by aetasip-admin or
+    # another server.
+    "poll_interval": 30,
+}
+
 # -- STUN server (RFC 8489, RFC 5780) --------------------------------------
 stun = {
     # Run the STUN server.
