@@ -178,6 +178,31 @@ class CallRecordStoreTests(SQLiteURLs, SynchronousTestCase):
         self.assertEqual(found["hostile"].resolved, ("2" * 64,))
         self.assertEqual(len(found["hostile"].endDetail), 2000)
 
+    def test_a_call_taken_over_by_a_backup_server_amends_the_open_record(self) -> None:
+        """
+        The main server died with the call open; the backup rebuilt it and
+        it ended there: the open record is amended (and so not closed
+        later as "unknown end" when the main server starts again).
+        """
+        first = aRecord("first", 1000.0, answeredAt=1001.0, status=200, callee="45675002")
+        self.store.writeCallRecords([first], "main", 1001.0)
+        rebuilt = answered(
+            "rebuilt", 1200.0, 1200.0, 1500.0, callID=first.callID, callerTag=first.callerTag, recovered=True,
+            server="backup", endCause="callee BYE",
+        )  # fmt: skip
+        self.store.writeCallRecords([rebuilt], "backup", 1500.0)
+        (found,) = self.store.callRecords()
+        self.assertEqual(
+            (found.id, found.endCause, found.endedAt, found.duration), ("first", "callee BYE", 1500.0, 499.0)
+        )
+        self.assertEqual(self.store.closeOpenCallRecords("main", 2000.0), [])
+        # A record left open by the server itself is its own to close at start, not amended.
+        mine = aRecord("mine", 3000.0, server="backup", callID="c2", callerTag="t2")
+        self.store.writeCallRecords([mine], "backup", 3000.0)
+        again = answered("again", 3100.0, 3100.0, 3200.0, callID="c2", callerTag="t2", recovered=True, server="backup")
+        self.store.writeCallRecords([again], "backup", 3200.0)
+        self.assertEqual({r.id for r in self.store.callRecords()}, {"first", "mine", "again"})
+
     def test_a_rebuilt_call_with_no_earlier_record_is_recorded(self) -> None:
         rebuilt = answered("rebuilt", 1105.0, 1105.0, 1200.0, recovered=True)
         self.store.writeCallRecords([rebuilt], "main", 1200.0)

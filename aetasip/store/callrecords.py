@@ -138,8 +138,9 @@ class CallRecordMethods:
 
         A record of a call rebuilt after a restart (C{recovered}) that has
         ended amends the record of the same call (Call-ID and caller tag)
-        that a shutdown or a crash closed, if there is one: the call went
-        on, and ended now, for this reason.
+        that a shutdown or a crash closed, or that another server left
+        open (a backup server took the call over), if there is one: the
+        call went on, and ended now, for this reason.
         """
         plain = []
         with self._transaction(write=True) as connection:
@@ -167,7 +168,11 @@ class CallRecordMethods:
             .where(
                 callRecords.c.call_id == one.callID,
                 callRecords.c.caller_tag == one.callerTag,
-                callRecords.c.end_cause.in_(_RESUMABLE),
+                sa.or_(
+                    callRecords.c.end_cause.in_(_RESUMABLE),
+                    # Left open by another server (it died; a backup took the call over).
+                    sa.and_(callRecords.c.end_cause.is_(None), callRecords.c.server != one.server),
+                ),
                 callRecords.c.id != one.id,
             )
             .order_by(callRecords.c.started_at.desc())
