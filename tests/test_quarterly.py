@@ -162,6 +162,34 @@ class QuarterlyLogTests(SynchronousTestCase):
         self.assertEqual(str(Quarter.parse("2026-q3")), "2026Q3")
 
 
+class BoundaryTests(SynchronousTestCase):
+    """The service looks a minute after each quarter ends, and every hour."""
+
+    def test_a_look_a_minute_after_each_quarter(self) -> None:
+        class Outbox:
+            settings = MailSettings(host=None)
+
+        clock = Clock()
+        start = LATE_MARCH + 600  # 31 March, 23:10 UTC
+        clock.advance(start)
+        logs = QuarterlyLogService(None, Outbox(), "aetasip", clock)
+        looks: list[float] = []
+        logs.check = lambda: looks.append(clock.seconds())  # type: ignore[method-assign]
+        logs._loop.f = logs.check
+        logs.startService()
+        self.assertEqual(looks, [start])
+        clock.advance(3060 - 1)
+        self.assertEqual(looks, [start])
+        clock.advance(1)
+        self.assertEqual(looks, [start, Quarter(2026, 2).start + 60])
+        clock.advance(540)
+        self.assertEqual(looks[-1], start + 3600)
+        nextOne = Quarter(2026, 3).start + 60
+        self.assertIn(nextOne, [call.getTime() for call in clock.getDelayedCalls()])
+        logs.stopService()
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+
 class QuarterlyMailTests(TestCase):
     """The log through a real SMTP server (aiosmtpd, STARTTLS and AUTH)."""
 

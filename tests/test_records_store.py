@@ -253,6 +253,8 @@ class RecordQueryTests(SQLiteURLs, SynchronousTestCase):
         self.assertEqual(self.ids(number="33330001"), ["stranger", "q2"])
         self.assertEqual(self.ids(number="45675002"), ["q1", "missed", "span", "q2"])
         self.assertEqual(self.ids(number="99"), [])
+        self.assertEqual(self.ids(caller="45675001"), ["q1", "missed", "span"])
+        self.assertEqual(self.ids(caller="45675002"), [])
 
     def test_by_group(self) -> None:
         self.assertEqual(self.ids(group="4567"), ["q1", "missed", "span", "q2"])

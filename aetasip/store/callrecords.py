@@ -30,6 +30,8 @@ class RecordQuery:
     Which call records to read.
 
     @ivar number: records whose caller, dialled number or callee is this number.
+    @ivar caller: records of the calls this number made (what the portal
+        shows a subscriber).
     @ivar group: records whose caller, dialled number or callee is a
         member of the group with this prefix (its members now).
     @ivar start, end: records initiated or terminated in C{[start, end)}
@@ -41,6 +43,7 @@ class RecordQuery:
     """
 
     number: str | None = None
+    caller: str | None = None
     group: str | None = None
     start: float | None = None
     end: float | None = None
@@ -258,6 +261,8 @@ class CallRecordMethods:
                     callRecords.c.callee == query.number,
                 )
             )
+        if query.caller is not None:
+            statement = statement.where(callRecords.c.caller == query.caller)
         if query.group is not None:
             members = sa.select(accounts.c.number).where(accounts.c.group_prefix == query.group)
             statement = statement.where(
