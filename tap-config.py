@@ -221,8 +221,9 @@ calls = {
     # or a switch to a backup server.
     "dialog_key": None,
     # Call observers (plugins providing ICallObserverFactory), told when calls start,
-    # ring, are answered and end.
-    "observers": [],
+    # ring, are answered and end. 'records' (on by default) keeps a record of every
+    # call attempt in the store; 'log' logs calls.
+    "observers": ["records"],
     # The media handler (a plugin providing IMediaHandlerFactory) that sees every SDP
     # offer and answer; None: SDP passes untouched and media flows directly between
     # the agents.
@@ -252,6 +253,58 @@ relay = {
     # answered relayed call is released (BYE to both, end cause 'media timeout'); 0:
     # never.
     "media_timeout": 60,
+}
+
+# -- Call records (README.rst, "Call records") -------------------------------
+records = {
+    # This server's name in its call records; None: server.name (the host name), cut
+    # to 64 characters. Every server writing to the same store needs its own: at
+    # start-up a server closes the records it left open when it died ('unknown end').
+    "server": None,
+    # Seconds between two notes in the store that this server and its open calls are
+    # alive: after a crash, its open calls are closed at the last such note (or the
+    # last record written, if later).
+    "heartbeat_interval": 10,
+    # Call records kept in memory while the store cannot be written (an outage); past
+    # this, new records are dropped, counted and logged. Records wait in order and are
+    # written when the store returns.
+    "queue_limit": 100000,
+}
+
+# -- Mail: quarterly call logs, service information (README.rst) ------------
+mail = {
+    # The SMTP server (submission) that sends the quarterly call logs and service
+    # information; None: mail waits in the outbox (in the store) until one is
+    # configured.
+    "smtp_host": None,
+    # Its port (587: submission with STARTTLS).
+    "smtp_port": 587,
+    # Require STARTTLS, checking the server's certificate against mail.ca_certificate
+    # (else the system's trust roots) and mail.smtp_host. False: plain SMTP (only to a
+    # relay on this machine).
+    "starttls": True,
+    # PEM file of the authority that signed the SMTP server's certificate; None: the
+    # system's trust roots.
+    "ca_certificate": None,
+    # SMTP AUTH user name; None: no authentication.
+    "username": None,
+    # SMTP AUTH password (with mail.username).
+    "password": None,
+    # The From address of every message; required to send mail.
+    "from_address": None,
+    # Seconds an SMTP conversation may take before it is abandoned.
+    "timeout": 60,
+    # Seconds before the first new attempt after a failure; each following one waits
+    # twice as long, up to mail.retry_max_delay.
+    "retry_delay": 60,
+    # The longest wait between two attempts.
+    "retry_max_delay": 3600,
+    # Attempts before a message is given up (logged as an error, kept in the outbox as
+    # failed).
+    "max_attempts": 48,
+    # Seconds between two looks at the outbox for messages queued by aetasip-admin or
+    # another server.
+    "poll_interval": 30,
 }
 
 # -- STUN server (RFC 8489, RFC 5780) --------------------------------------

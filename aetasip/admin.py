@@ -1,5 +1,6 @@
 """
-C{aetasip-admin}: provision accounts and look at registrations in the store.
+C{aetasip-admin}: provision accounts, look at registrations and call
+records in the store, and mail quarterly call logs and service information.
 
     aetasip-admin [--config FILE] [--store URL] account add NUMBER [--kind K] [--password P] [--name N] [--email E]
     aetasip-admin account list [--kind K] [--csv]
@@ -19,6 +20,11 @@ C{aetasip-admin}: provision accounts and look at registrations in the store.
     aetasip-admin group attach PREFIX NUMBER
     aetasip-admin group detach NUMBER
     aetasip-admin group del PREFIX
+    aetasip-admin cdr list [--number N | --group PREFIX] [--from T --to T | --quarter 2026Q3] [--answered-only]
+                           [--limit N]
+    aetasip-admin cdr export [same filters] [--output FILE]
+    aetasip-admin report quarterly --group PREFIX --quarter 2026Q1 [--send]
+    aetasip-admin notify --subject S --body-file FILE [--group PREFIX] [--dry-run]
 
 It uses the store and realm of the service's configuration file. Without
 C{--password}, a strong password is generated and printed once: only its
@@ -42,16 +48,24 @@ from typing import Any, ParamSpec, TextIO, TypeVar
 import attrs
 from sqlalchemy.exc import SQLAlchemyError
 from twisted.python import usage
+from twisted.python.failure import Failure
 
 from aetasip import __version__
 from aetasip.auth import ACCOUNT_KINDS
 from aetasip.config import Config, ConfigError, load
 from aetasip.location import Binding
+from aetasip.records.csvfiles import seconds, writeExport
+from aetasip.records.mailmessages import compose, noticeBody, quarterlySubject
+from aetasip.records.mailsettings import MailSettings
+from aetasip.records.outbox import SendResult, makeOutbox
+from aetasip.records.periods import InvalidPeriod, Quarter, isoSeconds, parseTime
+from aetasip.records.quarterly import quarterlyLog, queueLog
 from aetasip.store import (
     MAX_ALLOCATION,
     MEMBER_KINDS,
     PASSWORD_LENGTH,
     Account,
+    AsyncStore,
     Group,
     InvalidValue,
     NewPassword,
@@ -73,6 +87,7 @@ from aetasip.store import (
     checkText,
     generatePassword,
 )
+from aetasip.store.callrecords import RecordQuery
 
 PROGRAM = "aetasip-admin"
 
@@ -641,6 +656,294 @@ class GroupCommands(_Options):
     ]
 
 
+# -- call records -----------------------------------------------------------------
+
+
+class _RecordsCommand(_Command):
+    """
+    A command reading call records, with the filters of a L{RecordQuery}.
+    """
+
+    synopsis = "[--number N | --group PREFIX] [--from TIME --to TIME | --quarter YEARQN] [--answered-only]"
+    optParameters = [
+        ["number", "n", None, "Only the calls from, to or answered by this number."],
+        ["group", "g", None, "Only the calls from or to the numbers of this group (by its prefix)."],
+        ["from", None, None, "Only the calls begun or ended at or after this time (ISO 8601, UTC by default)."],
+        ["to", None, None, "Only the calls begun or ended before this time (ISO 8601, UTC by default)."],
+        ["quarter", "q", None, "Only the calls begun or ended in this calendar quarter (UTC), e.g. 2026Q3."],
+    ]
+    optFlags = [["answered-only", "a", "Only answered calls (begun means answered then)."]]
+
+    def postOptions(self) -> None:
+        if self["number"] is not None and self["group"] is not None:
+            raise usage.UsageError("give --number or --group, not both")
+        if self["quarter"] is not None and (self["from"] is not None or self["to"] is not None):
+            raise usage.UsageError("give --quarter or --from/--to, not both")
+        number = None if self["number"] is None else _usage(checkNumber, self["number"])
+        group = None if self["group"] is None else _usage(checkPrefix, self["group"])
+        start: float | None
+        end: float | None
+        try:
+            if self["quarter"] is not None:
+                quarter = Quarter.parse(self["quarter"])
+                start, end = quarter.start, quarter.end
+            else:
+                start = None if self["from"] is None else parseTime(self["from"])
+                end = None if self["to"] is None else parseTime(self["to"])
+        except InvalidPeriod as e:
+            raise usage.UsageError(str(e)) from None
+        if start is not None and end is not None and start >= end:
+            raise usage.UsageError("--from must be before --to")
+        self.query = RecordQuery(number=number, group=group, start=start, end=end, answeredOnly=self["answered-only"])
+
+
+class CDRList(_RecordsCommand):
+    synopsis = _RecordsCommand.synopsis + " [--limit N]"
+    optParameters = [*_RecordsCommand.optParameters, ["limit", "l", None, "At most this many calls, the oldest first."]]
+
+    def postOptions(self) -> None:
+        super().postOptions()
+        if self["limit"] is not None:
+            limit = self["limit"]
+            if not limit.isdigit() or int(limit) < 1:
+                raise usage.UsageError(f"invalid --limit {limit!r}: expected a whole number from 1")
+            self.query = attrs.evolve(self.query, limit=int(limit))
+
+    def run(self, context: _Context) -> int:
+        found = context.store.callRecords(self.query)
+        if not found:
+            context.out.write("No call records.\n")
+            return 0
+        _table(
+            context.out,
+            ["START (UTC)", "CALLER", "DIALLED", "CALLEE", "ANSWER", "DURATION", "STATUS", "END"],
+            [
+                [
+                    isoSeconds(r.startedAt),
+                    r.caller,
+                    r.dialled,
+                    r.callee or "",
+                    isoSeconds(r.answeredAt)[11:],
+                    f"{seconds(r.duration)} s" if r.answered else "",
+                    str(r.status),
+                    r.endCause or "(in progress)",
+                ]
+                for r in found
+            ],
+        )
+        return 0
+
+
+class CDRExport(_RecordsCommand):
+    synopsis = _RecordsCommand.synopsis + " [--output FILE]"
+    optParameters = [
+        *_RecordsCommand.optParameters,
+        ["output", "o", None, "Write the CSV to FILE, not standard output."],
+    ]
+
+    def run(self, context: _Context) -> int:
+        found = context.store.callRecords(self.query)
+        if self["output"] is None:
+            writeExport(context.out, found)
+            return 0
+        try:
+            with open(self["output"], "w", encoding="utf-8", newline="") as f:
+                count = writeExport(f, found)
+        except OSError as e:
+            raise StoreError(f"cannot write {self['output']}: {e.strerror or e}") from None
+        context.out.write(f"Wrote {count} call records to {self['output']}.\n")
+        return 0
+
+
+class CDRCommands(_Options):
+    synopsis = ""
+    subCommands = [
+        ["list", None, CDRList, "List call records."],
+        ["export", None, CDRExport, "Write call records as CSV (header row, UTC ISO 8601 times, seconds)."],
+    ]
+
+
+# -- mail: quarterly call logs and service information ------------------------------
+
+
+def _fromAddress(context: _Context) -> str:
+    address = context.config["mail.from_address"]
+    if address is None:
+        raise StoreError("mail.from_address is not set in the configuration: no message can be queued")
+    return str(address)
+
+
+def _sendNow(context: _Context, queued: Sequence[int]) -> None:
+    """
+    Send the outbox now (what was just C{queued} and anything else due),
+    and say what happened to C{queued}; what fails is tried again by the
+    service.
+    """
+    settings = MailSettings.fromConfig(context.config)
+    missing = settings.missing()
+    if missing is not None:
+        context.out.write(f"Not sent now: {missing}; the service sends them once it is configured.\n")
+        return
+    result = _runReactor(lambda reactor: _sendOutbox(context, reactor))
+    sent = len(set(queued) & set(result.sent))
+    failed = [mailID for mailID in queued if mailID in result.failed or mailID in result.givenUp]
+    context.out.write(f"Sent {sent} of {len(queued)}.\n")
+    if failed:
+        reasons = {m.id: m.lastError for m in context.store.outbox() if m.id in failed}
+        for mailID in failed:
+            context.out.write(f"Not sent (message {mailID}): {reasons.get(mailID, '')}\n")
+        context.out.write("The service tries them again later (see its log).\n")
+
+
+async def _sendOutbox(context: _Context, reactor: Any) -> SendResult:
+    # A store of its own: stopping it closes it, not the command's.
+    own = Store(context.store.url)
+    own.open()
+    store = AsyncStore(own, threads=1, reactor=reactor)
+    store.start()
+    try:
+        return await makeOutbox(context.config, store, reactor).sendDue()
+    finally:
+        await store.stop()
+
+
+def _runReactor(f: Callable[[Any], Any]) -> Any:
+    """Run the reactor until the coroutine C{f(reactor)} is done; its result (or exception)."""
+    from twisted.internet import reactor
+    from twisted.internet.defer import Deferred
+
+    outcome: list[Any] = []
+
+    def start() -> None:
+        d = Deferred.fromCoroutine(f(reactor))
+        d.addBoth(outcome.append)
+        d.addBoth(lambda _: reactor.stop())  # type: ignore[attr-defined]
+
+    reactor.callWhenRunning(start)  # type: ignore[attr-defined]
+    reactor.run(installSignalHandlers=False)  # type: ignore[attr-defined, call-arg]
+    (result,) = outcome
+    if isinstance(result, Failure):
+        result.raiseException()
+    return result
+
+
+class ReportQuarterly(_Command):
+    synopsis = "--group PREFIX --quarter YEARQN [--send]"
+    optParameters = [
+        ["group", "g", None, "The group (its prefix)."],
+        ["quarter", "q", None, "The calendar quarter, e.g. 2026Q1."],
+    ]
+    optFlags = [["send", None, "Mail it to the group's technical contact now (again, if it was sent)."]]
+    longdesc = (
+        "Write the quarterly call log of a group (CSV: begin, duration, calling and called number of the answered "
+        "calls that began or ended in the quarter), or mail it with --send."
+    )
+
+    def postOptions(self) -> None:
+        if self["group"] is None or self["quarter"] is None:
+            raise usage.UsageError("--group and --quarter are required")
+        self["group"] = _usage(checkPrefix, self["group"])
+        try:
+            self.quarter = Quarter.parse(self["quarter"])
+        except InvalidPeriod as e:
+            raise usage.UsageError(str(e)) from None
+
+    def run(self, context: _Context) -> int:
+        group = context.store.getGroup(self["group"])
+        if group is None:
+            raise NoSuchGroup(f"no group {self['group']}")
+        if not self["send"]:
+            context.out.write(quarterlyLog(context.store, group.prefix, self.quarter).csv)
+            return 0
+        fromAddress = _fromAddress(context)
+        now = _now()
+        serviceName = context.config["server.name"]
+        if self.quarter.end > now:
+            # Not over: a partial log, which does not count as the quarter's.
+            made = quarterlyLog(context.store, group.prefix, self.quarter)
+            mailID = context.store.queueMail(
+                group.contact,
+                quarterlySubject(group.prefix, self.quarter),
+                made.message(fromAddress, group.contact, serviceName, now),
+                f"quarterly {group.prefix} {self.quarter} (partial)",
+                now,
+            )
+            context.out.write(f"The quarter {self.quarter} is not over: this log is partial.\n")
+        else:
+            queued = queueLog(context.store, group, self.quarter, fromAddress, serviceName, now, again=True)
+            assert queued is not None
+            mailID = queued
+        context.out.write(f"Queued the call log of group {group.prefix} for {self.quarter} to {group.contact}.\n")
+        _sendNow(context, [mailID])
+        return 0
+
+
+class ReportCommands(_Options):
+    synopsis = ""
+    subCommands = [["quarterly", None, ReportQuarterly, "Write or mail a group's quarterly call log."]]
+
+
+class Notify(_Command):
+    synopsis = "--subject SUBJECT --body-file FILE [--group PREFIX] [--dry-run]"
+    optParameters = [
+        ["subject", "s", None, "The subject of the message."],
+        ["body-file", "b", None, "A UTF-8 text file: the message (write it in English and French)."],
+        ["group", "g", None, "Only this group's technical contact."],
+    ]
+    optFlags = [["dry-run", "n", "Say who would get it, queue nothing."]]
+    longdesc = (
+        "Mail service information (announcements, maintenance windows) to every group's technical contact, or one "
+        "group's, through the outbox: one message per address, sent at once; what fails is retried by the service."
+    )
+
+    def postOptions(self) -> None:
+        subject = self["subject"]
+        if subject is None or self["body-file"] is None:
+            raise usage.UsageError("--subject and --body-file are required")
+        if not subject.strip() or len(subject) > 200 or any(c in subject for c in "\r\n"):
+            raise usage.UsageError("--subject: expected one line of 1 to 200 characters")
+        if self["group"] is not None:
+            self["group"] = _usage(checkPrefix, self["group"])
+        try:
+            with open(self["body-file"], encoding="utf-8") as f:
+                self.body = f.read()
+        except OSError as e:
+            raise usage.UsageError(f"--body-file {self['body-file']!r}: {e.strerror or e}") from None
+        except UnicodeDecodeError:
+            raise usage.UsageError(f"--body-file {self['body-file']!r}: not UTF-8 text") from None
+        if not self.body.strip():
+            raise usage.UsageError(f"--body-file {self['body-file']!r} is empty")
+
+    def run(self, context: _Context) -> int:
+        if self["group"] is not None:
+            group = context.store.getGroup(self["group"])
+            if group is None:
+                raise NoSuchGroup(f"no group {self['group']}")
+            groups = [group]
+        else:
+            groups = context.store.listGroups()
+        contacts: dict[str, list[str]] = {}
+        for group in groups:
+            contacts.setdefault(group.contact.lower(), []).append(group.prefix)
+        if self["dry-run"]:
+            context.out.write(f"Would queue {len(contacts)} messages:\n")
+            _table(context.out, ["CONTACT", "GROUPS"], [[c, ", ".join(p)] for c, p in contacts.items()])
+            return 0
+        if not contacts:
+            context.out.write("No technical contact: nothing queued.\n")
+            return 0
+        fromAddress = _fromAddress(context)
+        now = _now()
+        queued = []
+        for contact, prefixes in contacts.items():
+            body = noticeBody(self.body, prefixes, context.config["server.name"])
+            message = compose(fromAddress, contact, self["subject"], body, now)
+            queued.append(context.store.queueMail(contact, self["subject"], message, f"notice: {self['subject']}", now))
+        context.out.write(f"Queued {len(queued)} messages.\n")
+        _sendNow(context, queued)
+        return 0
+
+
 class AdminOptions(_Options):
     """
     The command line of C{aetasip-admin}.
@@ -660,6 +963,9 @@ class AdminOptions(_Options):
         ["account", None, AccountCommands, "Add, list, show, change and delete accounts."],
         ["location", None, LocationCommands, "Show registrations."],
         ["group", None, GroupCommands, "Provision groups of premium numbers and allocate their numbers."],
+        ["cdr", None, CDRCommands, "List and export call records."],
+        ["report", None, ReportCommands, "Quarterly call logs."],
+        ["notify", None, Notify, "Mail service information to the groups' technical contacts."],
     ]
 
 

@@ -41,6 +41,7 @@ from __future__ import annotations
 import importlib
 import ipaddress
 import os
+import re
 import runpy
 from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
@@ -146,6 +147,28 @@ def text(value: Any) -> str:
     return value
 
 
+def shortText(maxLength: int) -> Checker:
+    """Text of 1 to C{maxLength} characters."""
+
+    def check(value: Any) -> str:
+        if not isinstance(value, str) or not 1 <= len(value) <= maxLength:
+            raise _expect(f"a string of 1 to {maxLength} characters")
+        return value
+
+    return check
+
+
+def matching(pattern: re.Pattern[str], expected: str) -> Checker:
+    """Text that C{pattern} matches in full; C{expected} says what it is."""
+
+    def check(value: Any) -> str:
+        if not isinstance(value, str) or pattern.fullmatch(value) is None:
+            raise _expect(expected)
+        return value
+
+    return check
+
+
 def choice(*choices: str) -> Checker:
     def check(value: Any) -> str:
         if value not in choices:
@@ -227,6 +250,8 @@ MODULES: tuple[str, ...] = (
     "aetasip.auth.ldap",
     "aetasip.calls.settings",
     "aetasip.notify",
+    "aetasip.records.mailsettings",
+    "aetasip.records.settings",
     "aetasip.registrar",
     "aetasip.sipservice",
     "aetasip.store.service",

@@ -292,3 +292,38 @@ class IMediaHandlerFactory(Interface):
             L{twisted.application.service.IService}, it is started and
             stopped with the service.
         """
+
+
+class ICallRecordSink(Interface):
+    """
+    Where call records (L{aetasip.records.record.CallRecord}) are kept:
+    the SQL store by default (L{aetasip.records.sink.StoreRecordSink}).
+    L{aetasip.records.cdr.CDRService} calls it one operation at a time;
+    each may fail (the store is down), and is then tried again.
+    """
+
+    def recover(server, now):
+        """
+        Close the records C{server} left open when it died, with the end
+        cause C{unknown end} at the last time it knew them alive, and start
+        its heartbeat at C{now}. Called once when the service starts,
+        before any write.
+
+        @return: a L{Deferred} firing with the records closed.
+        """
+
+    def write(records, server, now):
+        """
+        Write C{records} (new ones, or new versions of records already
+        written, by C{id}) durably, and note that C{server} was alive at
+        C{now}.
+
+        @return: a L{Deferred} firing once they are durable.
+        """
+
+    def heartbeat(server, now):
+        """
+        Note that C{server}, with its open calls, was alive at C{now}.
+
+        @return: a L{Deferred}.
+        """

@@ -7,6 +7,7 @@ This is the one place that knows the whole tree (DESIGN.md)::
     ├── StoreService
     ├── DirectoryService (accounts and groups for routing)
     ├── NotifierService (when notify.urls is set)
+    ├── OutboxService (sends the mail outbox) and QuarterlyLogService
     ├── SIPService (transports, transaction layers; the registrar and the
     │   proxy built here by makeSIPService, and attached to it)
     ├── CallService (the calls: their observers and media handler)
@@ -41,6 +42,8 @@ from aetasip.interfaces import ICallObserverFactory, IMediaHandlerFactory
 from aetasip.location import LocationService
 from aetasip.notify import NotifierService
 from aetasip.plugins import chosen, namedPlugins
+from aetasip.records.outbox import OutboxService, makeOutbox
+from aetasip.records.quarterly import QuarterlyLogService
 from aetasip.registrar import Registrar
 from aetasip.routing import Directory
 from aetasip.routing.chain import makeRoutingChain
@@ -301,6 +304,10 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> servi
 
     directory = StoreDirectory(storeService.store, clock=reactor)
     directory.service().setServiceParent(top)
+
+    outbox = makeOutbox(cfg, storeService.store, reactor)
+    OutboxService(outbox).setServiceParent(top)
+    QuarterlyLogService(storeService.store, outbox, cfg["server.name"], outbox.clock).setServiceParent(top)
     try:
         observers, mediaFactory = callParts(cfg, storeService.store)
         sip = makeSIPService(

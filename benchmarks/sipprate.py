@@ -60,14 +60,17 @@ def openStore(workdir: str):  # type: ignore[no-untyped-def]
     return store
 
 
-def startServer(workdir: str, port: int, core: str) -> subprocess.Popen[bytes]:
-    """aetasip on 127.0.0.1:C{port} (UDP and TCP), pinned to C{core}."""
+def startServer(workdir: str, port: int, core: str, observers: list[str] | None = None) -> subprocess.Popen[bytes]:
+    """
+    aetasip on 127.0.0.1:C{port} (UDP and TCP), pinned to C{core}, with the
+    call observers C{observers} (default: the service's, call records on).
+    """
     conf = os.path.join(workdir, "bench.conf.py")
     with open(conf, "w") as f:
         f.write(
             f"sip = {{'listen': ['127.0.0.1'], 'udp_ports': [{port}], 'tcp_ports': [{port}]}}\n"
             f"store = {{'url': 'sqlite:///{workdir}/bench.db'}}\n"
-            "stun = {'enabled': False}\n"
+            "stun = {'enabled': False}\n" + ("" if observers is None else f"calls = {{'observers': {observers!r}}}\n")
         )
     logPath = os.path.join(workdir, "server.log")
     command = pinned(core, ["twistd", "-n", "--pidfile=", "-l", logPath, "aetasip", "--config", conf])
@@ -157,6 +160,11 @@ def arguments(description: str, start: int, maxRate: int) -> argparse.Namespace:
     parser.add_argument("--server-core", default="0")
     parser.add_argument("--sipp-core", default="1")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, sipp errors)")
+    parser.add_argument(
+        "--observers",
+        default=None,
+        help="call observers, comma-separated ('' for none); default: the service's (call records on)",
+    )
     return parser.parse_args()
 
 
@@ -182,7 +190,8 @@ def raiseRate(
     try:
         provision(workdir)
         port = freePort()
-        server = startServer(workdir, port, args.server_core)
+        observers = None if args.observers is None else [name for name in args.observers.split(",") if name]
+        server = startServer(workdir, port, args.server_core, observers)
         if helper is not None:
             side = helper(workdir, port)
             time.sleep(2)

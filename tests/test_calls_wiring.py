@@ -13,6 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from aetasip import config, tap
 from aetasip.calls.log import CallLog
 from aetasip.calls.service import CallService
+from aetasip.records.cdr import CDRService
 
 
 class CallWiringTests(SynchronousTestCase):
@@ -44,11 +45,22 @@ class CallWiringTests(SynchronousTestCase):
 
     def test_unknown_observer_stops_the_start_with_one_line(self) -> None:
         with self.assertRaises(SystemExit) as raised:
-            self.build(**{"calls.observers": ["records"]})
+            self.build(**{"calls.observers": ["billing"]})
         self.assertEqual(
             str(raised.exception.code),
-            "aetasip: configuration key calls.observers = 'records': expected one of: log",
+            "aetasip: configuration key calls.observers = 'billing': expected one of: log, records",
         )
+
+    def test_call_records_are_on_by_default(self) -> None:
+        """
+        The default observers record every call: a L{CDRService} writing
+        to the service's store, started and stopped with the calls.
+        """
+        top = self.build()
+        (observer,) = top.getServiceNamed("sip").proxy.observers.observers  # type: ignore[attr-defined]
+        self.assertIsInstance(observer, CDRService)
+        self.assertIs(observer.parent, top.getServiceNamed("calls"))  # type: ignore[attr-defined]
+        self.assertIs(observer.sink.store, top.getServiceNamed("store").store)  # type: ignore[attr-defined]
 
     def test_unknown_media_handler_stops_the_start_with_one_line(self) -> None:
         with self.assertRaises(SystemExit) as raised:

@@ -344,6 +344,34 @@ class MigrationTests(SQLiteURLs, SynchronousTestCase):
         self.assertIsNone(store.getAccount("45675001").relay)  # type: ignore[union-attr]
         self.assertRaises(InvalidAccount, store.updateAccount, "45675001", relay="sometimes")
 
+    def test_version_3_database_gets_the_call_records_tables(self) -> None:
+        """
+        The call-record step adds call_records, record_servers, mail_outbox
+        and quarterly_logs to a database of the steps before it, whose data
+        stays.
+        """
+        step = schema.MIGRATIONS.index(schema._migrationCallRecords)
+        url = self.newStoreURL()
+        makeVersion(url, step)
+        execute(
+            url,
+            "INSERT INTO accounts (number, kind, display_name, email, realm, ha1_md5, ha1_sha256, created_at, "
+            f"updated_at) VALUES ('45675001', 'premium', 'Studio 1', '', '{REALM}', "
+            f"'{computeHA1('MD5', '45675001', REALM, 'secret')}', "
+            f"'{computeHA1('SHA-256', '45675001', REALM, 'secret')}', 1.0, 1.0)",
+        )
+        store = Store(url)
+        store.open()
+        self.addCleanup(store.close)
+        self.assertEqual(store.schemaVersion(), SCHEMA_VERSION)
+        columns = columnNames(url)
+        for table in ("call_records", "record_servers", "mail_outbox", "quarterly_logs"):
+            self.assertEqual(columns[table], {column.name for column in schema.metadata.tables[table].columns}, table)
+        account = store.getAccount("45675001")
+        assert account is not None
+        self.assertEqual(account.displayName, "Studio 1")
+        self.assertEqual(store.callRecords(), [])
+
     def test_version_2_data_survives_the_migration(self) -> None:
         url = self.newStoreURL()
         makeVersion(url, 2)

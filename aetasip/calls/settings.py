@@ -50,9 +50,10 @@ declare(
     ),
     Key(
         "calls.observers",
-        [],
+        ["records"],
         listOf(text, "call observer names"),
-        "Call observers (plugins providing ICallObserverFactory), told when calls start, ring, are answered and end.",
+        "Call observers (plugins providing ICallObserverFactory), told when calls start, ring, are answered and end. "
+        "'records' (on by default) keeps a record of every call attempt in the store; 'log' logs calls.",
     ),
     Key(
         "calls.media_handler",

@@ -194,3 +194,17 @@ class AsyncStore:
     allBindings = inThreads(Store.allBindings)
 
     secret = inThreads(Store.secret)
+
+    writeCallRecords = inThreads(Store.writeCallRecords)
+    closeOpenCallRecords = inThreads(Store.closeOpenCallRecords)
+    recordHeartbeat = inThreads(Store.recordHeartbeat)
+    callRecords = inThreads(Store.callRecords)
+
+    queueMail = inThreads(Store.queueMail)
+    claimDueMail = inThreads(Store.claimDueMail)
+    markMailSent = inThreads(Store.markMailSent)
+    markMailFailed = inThreads(Store.markMailFailed)
+    outbox = inThreads(Store.outbox)
+    getMail = inThreads(Store.getMail)
+    queueQuarterlyLog = inThreads(Store.queueQuarterlyLog)
+    quarterlyLogMade = inThreads(Store.quarterlyLogMade)

@@ -104,6 +104,80 @@ storedSecrets = sa.Table(
 )
 
 
+# One row per call attempt (see aetasip.records): ended_at and end_cause
+# are NULL while the call is open.
+callRecords = sa.Table(
+    "call_records",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("server", sa.String(64), nullable=False),
+    sa.Column("call_id", sa.Text, nullable=False),
+    sa.Column("caller_tag", sa.Text, nullable=False),
+    sa.Column("callee_tag", sa.Text, nullable=True),
+    sa.Column("caller", sa.String(32), nullable=False, index=True),
+    sa.Column("caller_kind", sa.String(16), nullable=False),
+    sa.Column("domain", sa.Text, nullable=False),
+    sa.Column("source_host", sa.Text, nullable=False),
+    sa.Column("source_port", sa.Integer, nullable=False),
+    sa.Column("transport", sa.String(8), nullable=False),
+    sa.Column("dialled", sa.String(64), nullable=False, index=True),
+    sa.Column("resolved", sa.Text, nullable=False),
+    sa.Column("callee", sa.String(32), nullable=True, index=True),
+    sa.Column("callee_host", sa.Text, nullable=True),
+    sa.Column("callee_port", sa.Integer, nullable=True),
+    sa.Column("callee_transport", sa.String(8), nullable=True),
+    sa.Column("started_at", sa.Double, nullable=False, index=True),
+    sa.Column("ringing_at", sa.Double, nullable=True),
+    sa.Column("answered_at", sa.Double, nullable=True),
+    sa.Column("ended_at", sa.Double, nullable=True, index=True),
+    sa.Column("duration", sa.Double, nullable=False),
+    sa.Column("status", sa.Integer, nullable=False),
+    sa.Column("end_cause", sa.String(32), nullable=True),
+    sa.Column("end_detail", sa.Text, nullable=False),
+    sa.Column("recovered", sa.Boolean, nullable=False),
+    sa.Column("relay_node", sa.String(64), nullable=True),
+    sa.Column("media", sa.Text, nullable=True),
+)
+
+# The last time each server knew its open calls alive (its heartbeat).
+recordServers = sa.Table(
+    "record_servers",
+    metadata,
+    sa.Column("server", sa.String(64), primary_key=True),
+    sa.Column("started_at", sa.Double, nullable=False),
+    sa.Column("last_seen", sa.Double, nullable=False),
+)
+
+# Mail waiting to be sent, and mail sent (see aetasip.records.outbox).
+mailOutbox = sa.Table(
+    "mail_outbox",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("recipient", sa.Text, nullable=False),
+    sa.Column("subject", sa.Text, nullable=False),
+    sa.Column("message", sa.LargeBinary, nullable=False),
+    sa.Column("purpose", sa.Text, nullable=False),
+    sa.Column("state", sa.String(8), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("next_attempt_at", sa.Double, nullable=False),
+    sa.Column("last_error", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Column("sent_at", sa.Double, nullable=True),
+    sa.Index("ix_mail_outbox_state_next", "state", "next_attempt_at"),
+)
+
+# Which quarterly call log was made for which group and quarter: never twice.
+quarterlyLogs = sa.Table(
+    "quarterly_logs",
+    metadata,
+    sa.Column("group_prefix", sa.String(4), primary_key=True),
+    sa.Column("quarter", sa.String(6), primary_key=True),
+    sa.Column("mail_id", sa.Integer, nullable=True),
+    sa.Column("calls", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.Double, nullable=False),
+)
+
+
 # -- migrations -------------------------------------------------------------------
 
 
@@ -200,7 +274,87 @@ def _migrationRelay(connection: sa.Connection) -> None:
     connection.exec_driver_sql("ALTER TABLE groups ADD COLUMN relay VARCHAR(8)")
 
 
-MIGRATIONS: list[Callable[[sa.Connection], None]] = [_migration1, _migration2, _migration3, _migrationRelay]
+def _migrationCallRecords(connection: sa.Connection) -> None:
+    """
+    Call records (one row per call attempt), the heartbeat of each server
+    that writes them (to close, after a crash, the calls it left open),
+    the mail outbox and the ledger of quarterly call logs.
+    """
+    m = sa.MetaData()
+    sa.Table(
+        "call_records",
+        m,
+        sa.Column("id", sa.String(32), primary_key=True),
+        sa.Column("server", sa.String(64), nullable=False),
+        sa.Column("call_id", sa.Text, nullable=False),
+        sa.Column("caller_tag", sa.Text, nullable=False),
+        sa.Column("callee_tag", sa.Text, nullable=True),
+        sa.Column("caller", sa.String(32), nullable=False, index=True),
+        sa.Column("caller_kind", sa.String(16), nullable=False),
+        sa.Column("domain", sa.Text, nullable=False),
+        sa.Column("source_host", sa.Text, nullable=False),
+        sa.Column("source_port", sa.Integer, nullable=False),
+        sa.Column("transport", sa.String(8), nullable=False),
+        sa.Column("dialled", sa.String(64), nullable=False, index=True),
+        sa.Column("resolved", sa.Text, nullable=False),
+        sa.Column("callee", sa.String(32), nullable=True, index=True),
+        sa.Column("callee_host", sa.Text, nullable=True),
+        sa.Column("callee_port", sa.Integer, nullable=True),
+        sa.Column("callee_transport", sa.String(8), nullable=True),
+        sa.Column("started_at", sa.Double, nullable=False, index=True),
+        sa.Column("ringing_at", sa.Double, nullable=True),
+        sa.Column("answered_at", sa.Double, nullable=True),
+        sa.Column("ended_at", sa.Double, nullable=True, index=True),
+        sa.Column("duration", sa.Double, nullable=False),
+        sa.Column("status", sa.Integer, nullable=False),
+        sa.Column("end_cause", sa.String(32), nullable=True),
+        sa.Column("end_detail", sa.Text, nullable=False),
+        sa.Column("recovered", sa.Boolean, nullable=False),
+        sa.Column("relay_node", sa.String(64), nullable=True),
+        sa.Column("media", sa.Text, nullable=True),
+    )
+    sa.Table(
+        "record_servers",
+        m,
+        sa.Column("server", sa.String(64), primary_key=True),
+        sa.Column("started_at", sa.Double, nullable=False),
+        sa.Column("last_seen", sa.Double, nullable=False),
+    )
+    sa.Table(
+        "mail_outbox",
+        m,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("recipient", sa.Text, nullable=False),
+        sa.Column("subject", sa.Text, nullable=False),
+        sa.Column("message", sa.LargeBinary, nullable=False),
+        sa.Column("purpose", sa.Text, nullable=False),
+        sa.Column("state", sa.String(8), nullable=False),
+        sa.Column("attempts", sa.Integer, nullable=False),
+        sa.Column("next_attempt_at", sa.Double, nullable=False),
+        sa.Column("last_error", sa.Text, nullable=False),
+        sa.Column("created_at", sa.Double, nullable=False),
+        sa.Column("sent_at", sa.Double, nullable=True),
+        sa.Index("ix_mail_outbox_state_next", "state", "next_attempt_at"),
+    )
+    sa.Table(
+        "quarterly_logs",
+        m,
+        sa.Column("group_prefix", sa.String(4), primary_key=True),
+        sa.Column("quarter", sa.String(6), primary_key=True),
+        sa.Column("mail_id", sa.Integer, nullable=True),
+        sa.Column("calls", sa.Integer, nullable=False),
+        sa.Column("created_at", sa.Double, nullable=False),
+    )
+    m.create_all(connection)
+
+
+MIGRATIONS: list[Callable[[sa.Connection], None]] = [
+    _migration1,
+    _migration2,
+    _migration3,
+    _migrationRelay,
+    _migrationCallRecords,
+]
 """
 The migration steps in order: step I{i} (from 0) brings the schema to
 version I{i + 1}.

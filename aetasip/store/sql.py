@@ -1,6 +1,6 @@
 """
-The SQL store, synchronously: accounts, groups, registrations and shared
-secrets, on SQLite or PostgreSQL, with SQLAlchemy Core.
+The SQL store, synchronously: accounts, groups, registrations, shared
+secrets, call records and the mail outbox, on SQLite or PostgreSQL, with SQLAlchemy Core.
 
 The admin CLI calls L{Store} directly (through
 L{aetasip.store.provisioning}); the service runs it in threads through
@@ -23,6 +23,7 @@ from twisted.logger import Logger
 from aetasip.auth import Credentials
 from aetasip.location import Binding
 from aetasip.store import rows
+from aetasip.store.callrecords import CallRecordMethods
 from aetasip.store.groups import GroupMethods, joinGroup, lockGroup
 from aetasip.store.models import (
     Account,
@@ -40,6 +41,7 @@ from aetasip.store.models import (
     storedRelay,
     verifyPortalPassword,
 )
+from aetasip.store.outbox import OutboxMethods
 from aetasip.store.schema import (
     WRITE_OPTION,
     accounts,
@@ -63,7 +65,7 @@ def _newSecret() -> bytes:
     return secrets.token_bytes(SECRET_LENGTH)
 
 
-class Store(GroupMethods):
+class Store(GroupMethods, CallRecordMethods, OutboxMethods):
     """
     The accounts, groups, bindings and secrets tables, synchronously.
 
