@@ -73,6 +73,10 @@ class _Invalid(Exception):
     """Raised by a checker with the description of what it expected."""
 
 
+Invalid = _Invalid
+"""What a checker declared in another module raises: C{Invalid("what was expected")}."""
+
+
 Checker = Callable[[Any], Any]
 
 
@@ -227,6 +231,7 @@ MODULES: tuple[str, ...] = (
     "aetasip.auth.ldap",
     "aetasip.calls.settings",
     "aetasip.notify",
+    "aetasip.relay.rtpengine",
     "aetasip.registrar",
     "aetasip.sipservice",
     "aetasip.store.service",
