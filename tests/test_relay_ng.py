@@ -54,9 +54,7 @@ class MessageTests(TestCase):
         )
 
     def test_warning_is_a_success(self) -> None:
-        reply = interpretReply(
-            "delete", {"result": b"ok", "warning": b"Call-ID not found or tags didn't match"}
-        )
+        reply = interpretReply("delete", {"result": b"ok", "warning": b"Call-ID not found or tags didn't match"})
         self.assertEqual((reply.result, reply.warning), ("ok", "Call-ID not found or tags didn't match"))
 
     def test_replies_without_a_good_result(self) -> None:
@@ -255,7 +253,7 @@ class NgPoolTests(TestCase):
         for _ in range(4):
             d = self.new()
             self.answerLast()
-            backend, reply = self.successResultOf(d)
+            backend, _ = self.successResultOf(d)
             addresses.append(backend.address)
         self.assertEqual(addresses, [ENGINE, OTHER, ENGINE, OTHER])
 

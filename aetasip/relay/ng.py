@@ -194,6 +194,12 @@ class PendingRequests:
         self._requests[cookie] = request
         return request
 
+    def clear(self) -> list[Request]:
+        """Stop waiting for every request; return them."""
+        requests = list(self._requests.values())
+        self._requests.clear()
+        return requests
+
     def forget(self, request: Request) -> None:
         """Stop waiting for C{request}'s reply (given up); a late reply will be dropped."""
         self._requests.pop(request.cookie, None)

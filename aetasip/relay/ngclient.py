@@ -108,6 +108,15 @@ class NgClient(DatagramProtocol):
         waiter.timer = None
         self.pending.forget(request)
 
+    def stopProtocol(self) -> None:
+        # The socket is closed: nothing more will come back.
+        for request in self.pending.clear():
+            waiter: _Waiter = request.waiter
+            if waiter.timer is not None and waiter.timer.active():
+                waiter.timer.cancel()
+            waiter.timer = None
+            waiter.deferred.errback(RelayUnavailable("the ng client stopped"))
+
     def datagramReceived(self, datagram: bytes, address: Any) -> None:
         matched = self.pending.receive(datagram, (address[0], address[1]))
         if matched is None:

@@ -13,11 +13,20 @@ answer):
       (private) address of its SDP, never sends there, and latches its
       media to packets from the signalling source's host, any port;
       other legs get C{trust address};
-    - C{strict source}, C{endpoint-learning: heuristic}: packets from the
-      expected address win the learning, and once a leg is latched
-      packets from any other source are dropped (no media hijack);
-    - C{ICE: remove} (agents must not route around the relay) and
+    - C{strict source} and the flag C{endpoint-learning-heuristic} (the
+      key C{endpoint-learning} is ignored by rtpengine 10.5): packets
+      from the expected address — for a NATed leg its signalling host,
+      any port — win the learning, even after a stranger's, so nobody
+      takes a leg's media. While rtpengine learns (its first seconds) it
+      may still forward a stranger's packets to the other party;
+    - ICE lines are removed from the SDP before rtpengine sees it, and
+      C{ICE: remove}: agents must not route around the relay, and
+      rtpengine, given candidates, sends media and connectivity checks to
+      them whatever C{SIP source address} says (a private address leaks);
       C{replace: origin, session connection};
+    - C{port latching}: a re-INVITE keeps the relay's ports, even when
+      the other side's address changes (agents that ignore an SDP change
+      keep working);
     - C{via-branch}: the branch of a forked call, so each fork gets its
       own ports until the answer names the callee's tag.
 
@@ -172,12 +181,16 @@ class RtpengineNode:
     def _media(self, sdp: bytes, source: Address, latchAnySource: bool) -> dict[str, Any]:
         host = source[0]
         return {
-            "sdp": sdp,
+            "sdp": withoutICE(sdp),
             "ICE": "remove",
             "replace": ["origin", "session-connection"],
             "received-from": ["IP6" if ":" in host else "IP4", host],
-            "flags": ["SIP-source-address" if latchAnySource else "trust-address", "strict-source"],
-            "endpoint-learning": "heuristic",
+            "flags": [
+                "SIP-source-address" if latchAnySource else "trust-address",
+                "strict-source",
+                "port-latching",
+                "endpoint-learning-heuristic",
+            ],
         }
 
     @staticmethod
@@ -375,6 +388,21 @@ class RtpengineNode:
             await gatherResults([semaphore.run(one, backend, c) for c in callIDs])
         found.sort(key=lambda item: item[:2])
         return found
+
+
+_ICE_ATTRIBUTES = (
+    b"a=candidate:",
+    b"a=remote-candidates:",
+    b"a=end-of-candidates",
+    b"a=ice-",
+)
+
+
+def withoutICE(sdp: bytes) -> bytes:
+    """C{sdp} without its ICE attribute lines (RFC 8839), the rest byte for byte."""
+    lines = sdp.splitlines(keepends=True)
+    kept = [line for line in lines if not line.lower().startswith(_ICE_ATTRIBUTES)]
+    return sdp if len(kept) == len(lines) else b"".join(kept)
 
 
 # -- statistics ------------------------------------------------------------------
