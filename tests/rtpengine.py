@@ -39,7 +39,7 @@ def _prepareChild() -> None:
 def _mediaRange(size: int) -> tuple[int, int]:
     """A block of C{size} UDP ports on 127.0.0.1 free now, below the kernel's ephemeral range."""
     for _ in range(100):
-        low = random.randrange(20000, 30000 - size, 2)
+        low = random.randrange(20000, 32000 - size, 2)
         try:
             for port in range(low, low + size, 17):
                 with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -53,11 +53,13 @@ def _mediaRange(size: int) -> tuple[int, int]:
 class Rtpengine:
     """
     One rtpengine process of ours: C{ngAddress} (its ng control socket),
-    media ports C{portMin}-C{portMax} on 127.0.0.1.
+    media ports C{portMin}-C{portMax} on 127.0.0.1; C{prefix} runs before
+    it (C{("taskset", "-c", "0")} pins it to a core).
     """
 
-    def __init__(self, executable: str, mediaPorts: int = 200, threads: int = 2) -> None:
+    def __init__(self, executable: str, mediaPorts: int = 200, threads: int = 2, prefix: tuple[str, ...] = ()) -> None:
         self.executable = executable
+        self.prefix = prefix
         self.directory = tempfile.mkdtemp(prefix="aetasip-rtpengine-")
         self.ngPort = freePort()
         self.portMin, self.portMax = _mediaRange(mediaPorts)
@@ -78,6 +80,7 @@ class Rtpengine:
         with open(self.logPath, "ab") as logFile:
             self.process = subprocess.Popen(
                 [
+                    *self.prefix,
                     self.executable,
                     "--config-file=none",
                     "--foreground",
