@@ -138,6 +138,17 @@ def _branchKey(branch: object) -> str:
 class RtpengineNode:
     """
     A relay node whose media goes through rtpengine daemons (an L{NgPool}).
+
+    Failures: C{offer} and C{answer} fail with L{RelayUnavailable} (no
+    daemon answers, too many requests waiting), L{NgError} (rtpengine
+    refused: bad SDP, no ports) or L{NgProtocolError} (a garbled reply);
+    C{answer} with C{LookupError} when no offer of the call went through
+    this node. C{delete} forgets the session first, then asks its daemon
+    (or, for a call this node does not remember, every daemon up): it
+    fires with the final statistics, C{None} when no daemon had the call,
+    and fails only when the session's daemon did not answer (rtpengine
+    then ends the call itself after its own media timeout). C{query}
+    fires with C{None} for an unknown call.
     """
 
     def __init__(self, name: str, pool: NgPool) -> None:
@@ -226,6 +237,8 @@ class RtpengineNode:
         source: Address,
         latchAnySource: bool,
     ) -> bytes:
+        if sender not in ("caller", "callee"):
+            raise ValueError(f"an offer comes from the caller or the callee, not {sender!r}")
         key = (callID, fromTag)
         branchKey = _branchKey(branch)
         arguments = self._media(sdp, source, latchAnySource)
@@ -276,6 +289,8 @@ class RtpengineNode:
         source: Address,
         latchAnySource: bool,
     ) -> bytes:
+        if sender not in ("caller", "callee"):
+            raise ValueError(f"an answer comes from the caller or the callee, not {sender!r}")
         key = (callID, fromTag)
         session = self._sessions.get(key)
         if session is None:
@@ -362,15 +377,16 @@ class RtpengineNode:
     async def _allSessions(self) -> list[tuple[str, str, RelayStats]]:
         semaphore = DeferredSemaphore(8)
         found: list[tuple[str, str, RelayStats]] = []
+        known = {(k[0], id(s.backend)): (k, s) for k, s in self._sessions.items()}
 
         async def one(backend: Backend, callID: str) -> None:
             try:
                 reply = await self.pool.requestTo(backend, "query", {"call-id": callID})
             except (NgError, NgProtocolError, NgTimeout):
                 return  # ended meanwhile, or the daemon went away
-            known = [k for k, s in self._sessions.items() if k[0] == callID and s.backend is backend]
-            if known:
-                callerTag, calleeTag = self._tags(known[0], self._sessions.get(known[0]))
+            session = known.get((callID, id(backend)))
+            if session is not None:
+                callerTag, calleeTag = self._tags(*session)
             else:
                 callerTag, calleeTag = _guessCaller(reply.body), None
             stats = self._stats(reply.body, callerTag, calleeTag)
