@@ -82,6 +82,7 @@ def generate(spec: dict[str, Any]) -> dict[str, Any]:
     pack = PACKET.pack
     clock = time.monotonic
     clockNS = time.monotonic_ns
+    cpuStart = time.process_time()
     start = clock() + 0.1
     measureFrom = start + spec["warmup"]
     stop = measureFrom + spec["duration"]
@@ -124,6 +125,7 @@ def generate(spec: dict[str, Any]) -> dict[str, Any]:
                 if len(data) >= PACKET.size and data[PACKET.size - 1]:
                     receivedMeasured += 1
                     latencies.append(clockNS() - int.from_bytes(data[12:20], "big"))
+    cpu = time.process_time() - cpuStart
     ordered = sorted(latencies)
 
     def percentile(p: float) -> float | None:
@@ -134,6 +136,9 @@ def generate(spec: dict[str, Any]) -> dict[str, Any]:
         "received": receivedMeasured,
         "sendErrors": sendErrors,
         "worstLag": worstLag,
+        "cpu": cpu,
+        "packets": sent + received,
+        "sentTotal": sent,
         "median": percentile(0.5),
         "p99": percentile(0.99),
     }
@@ -157,11 +162,27 @@ class DirectPath:
         return None
 
 
-async def directNode(args: argparse.Namespace) -> tuple[Any, Callable[[], None]]:
-    return DirectPath(), lambda: None
+NodeUnderTest = tuple[Any, Callable[[], None], Callable[[], float] | None]
+"""A node, its cleanup, and a reader of the CPU seconds its relay used so far (or None)."""
 
 
-async def rtpengineNode(args: argparse.Namespace) -> tuple[Any, Callable[[], None]]:
+async def directNode(args: argparse.Namespace) -> NodeUnderTest:
+    return DirectPath(), lambda: None, None
+
+
+def processCPU(pid: int) -> Callable[[], float]:
+    """CPU seconds (user and system, all threads) used by process C{pid} so far."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def read() -> float:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / tick
+
+    return read
+
+
+async def rtpengineNode(args: argparse.Namespace) -> NodeUnderTest:
     from aetasip import config
     from aetasip.relay.rtpengine import RtpengineService
     from tests.rtpengine import Rtpengine
@@ -180,10 +201,11 @@ async def rtpengineNode(args: argparse.Namespace) -> tuple[Any, Callable[[], Non
         service.stopService()
         engine.cleanup()
 
-    return service.nodes["bench"], cleanup
+    assert engine.process is not None
+    return service.nodes["bench"], cleanup, processCPU(engine.process.pid)
 
 
-NODES: dict[str, Callable[[argparse.Namespace], Awaitable[tuple[Any, Callable[[], None]]]]] = {
+NODES: dict[str, Callable[[argparse.Namespace], Awaitable[NodeUnderTest]]] = {
     "direct": directNode,
     "rtpengine": rtpengineNode,
 }
@@ -214,7 +236,9 @@ def mediaAddress(body: bytes) -> tuple[str, int]:
     return host.group(1), int(port.group(1))
 
 
-async def step(node: Any, calls: int, args: argparse.Namespace, run: int) -> dict[str, Any]:
+async def step(
+    node: Any, cpu: Callable[[], float] | None, calls: int, args: argparse.Namespace, run: int
+) -> dict[str, Any]:
     from twisted.internet.defer import Deferred, ensureDeferred, gatherResults
     from twisted.internet.threads import deferToThread
 
@@ -256,7 +280,9 @@ async def step(node: Any, calls: int, args: argparse.Namespace, run: int) -> dic
             )
             return done.stdout
 
+        cpuBefore = cpu() if cpu is not None else 0.0
         output: str = await deferToThread(runGenerator)
+        cpuUsed = cpu() - cpuBefore if cpu is not None else None
         result: dict[str, Any] = json.loads(output)
     finally:
         for callID in callIDs:
@@ -267,6 +293,11 @@ async def step(node: Any, calls: int, args: argparse.Namespace, run: int) -> dic
         for s in sockets:
             s.close()
     result["calls"] = calls
+    # The relay's CPU over the whole generator run (warm-up and drain
+    # included), per packet it received.
+    relayed = result["sentTotal"]
+    result["relayCPU"] = cpuUsed / relayed * 1e6 if cpuUsed is not None and relayed else None
+    result["generatorCPU"] = result["cpu"] / result["packets"] * 1e6 if result["packets"] else None
     result["rate"] = result["received"] / args.duration
     result["loss"] = 1 - result["received"] / result["sent"] if result["sent"] else 1.0
     # The generator kept the pace when it sent at least 99% of the packets
@@ -288,6 +319,8 @@ def show(name: str, result: dict[str, Any]) -> None:
         f"{name:>10} {result['calls']:>6} calls {result['rate']:>9,.0f} pkt/s received"
         f"  loss {100 * result['loss']:6.3f}%  latency median {us(result['median'])} us"
         f" p99 {us(result['p99'])} us  worst lag {1000 * result['worstLag']:.1f} ms"
+        + (f"  relay CPU {result['relayCPU']:.1f} us/pkt" if result["relayCPU"] is not None else "")
+        + f"  generator CPU {result['generatorCPU']:.1f} us/pkt"
         + ("" if result["kept"] else "  generator-bound"),
         flush=True,
     )
@@ -298,13 +331,13 @@ async def main(reactor: Any, args: argparse.Namespace) -> None:
     steps: dict[str, dict[int, dict[str, Any]]] = {}
     run = 0
     for name in args.nodes:
-        node, cleanup = await NODES[name](args)
+        node, cleanup, cpu = await NODES[name](args)
         best[name] = None
         steps[name] = {}
         try:
             for calls in args.calls:
                 run += 1
-                result = await step(node, calls, args, run)
+                result = await step(node, cpu, calls, args, run)
                 show(name, result)
                 steps[name][calls] = result
                 if result["loss"] > LOSS_LIMIT or not result["kept"]:
