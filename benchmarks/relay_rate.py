@@ -327,6 +327,8 @@ def show(name: str, result: dict[str, Any]) -> None:
 
 
 async def main(reactor: Any, args: argparse.Namespace) -> None:
+    load = os.getloadavg()[0]
+    print(f"load average at start: {load:.2f} on {os.cpu_count()} cores (figures hold on an otherwise idle machine)")
     best: dict[str, dict[str, Any] | None] = {}
     steps: dict[str, dict[int, dict[str, Any]]] = {}
     run = 0
@@ -336,9 +338,14 @@ async def main(reactor: Any, args: argparse.Namespace) -> None:
         steps[name] = {}
         try:
             for calls in args.calls:
-                run += 1
-                result = await step(node, cpu, calls, args, run)
-                show(name, result)
+                for _attempt in range(2):
+                    # A step the generator could not keep pace with (another
+                    # process took its core) is measured once more.
+                    run += 1
+                    result = await step(node, cpu, calls, args, run)
+                    show(name, result)
+                    if result["kept"]:
+                        break
                 steps[name][calls] = result
                 if result["loss"] > LOSS_LIMIT or not result["kept"]:
                     break
@@ -356,6 +363,11 @@ async def main(reactor: Any, args: argparse.Namespace) -> None:
             f" ({result['calls']} calls, loss {100 * result['loss']:.3f}%),"
             f" latency median {result['median']:,.0f} us, p99 {result['p99']:,.0f} us"
         )
+        if result.get("relayCPU"):
+            line += (
+                f"; relay CPU {result['relayCPU']:.1f} us/packet"
+                f" (~{1e6 / result['relayCPU']:,.0f} packets/s per busy core)"
+            )
         base = reference.get(result["calls"])
         if name != "direct" and base is not None and base["median"] is not None:
             line += (
