@@ -137,3 +137,40 @@ class NodeRequestTests(TestCase):
         self.assertEqual(self.transport.sent[-1][1], ENGINE)
         self.reply()
         self.successResultOf(other)
+
+
+class ServiceTests(TestCase):
+    def test_nodes_provide_irelay(self) -> None:
+        from zope.interface.verify import verifyObject
+
+        from aetasip.interfaces import IRelay
+
+        clock = Clock()
+        client, _ = makeClient(clock)
+        pool = NgPool("fr", [Backend(ENGINE, client)], clock)
+        self.assertTrue(verifyObject(IRelay, RtpengineNode("fr", pool)))
+
+    def test_no_nodes_no_sockets(self) -> None:
+        from aetasip import config
+        from aetasip.relay.rtpengine import RtpengineService
+
+        class NoUDP:
+            def listenUDP(self, *args: Any, **kwargs: Any) -> None:
+                raise AssertionError("no socket without nodes")
+
+        service = RtpengineService(config.build({}), reactor=NoUDP())
+        service.startService()
+        self.assertEqual(service.nodes, {})
+        self.successResultOf(service.stopService())
+
+    def test_bad_configuration(self) -> None:
+        from aetasip import config
+
+        for nodes in ({"fr": []}, {"fr": "127.0.0.1:2223"}, {"fr": ["localhost:2223"]}, {"": ["127.0.0.1:1"]}, ["x"]):
+            with self.subTest(nodes=nodes), self.assertRaises(config.ConfigError) as raised:
+                config.build({"rtpengine.nodes": nodes})
+            self.assertTrue(str(raised.exception).startswith("configuration key rtpengine.nodes = "))
+        self.assertEqual(
+            config.build({"rtpengine.nodes": {"fr": ["[::1]:2223", "127.0.0.1:2224"]}})["rtpengine.nodes"],
+            {"fr": [("::1", 2223), ("127.0.0.1", 2224)]},
+        )
