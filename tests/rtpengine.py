@@ -52,16 +52,25 @@ def _mediaRange(size: int) -> tuple[int, int]:
 
 class Rtpengine:
     """
-    One rtpengine process of ours: C{ngAddress} (its ng control socket),
-    media ports C{portMin}-C{portMax} on 127.0.0.1; C{prefix} runs before
+    One rtpengine process of ours: C{ngAddress} (its ng control socket, on
+    C{ngHost}), media ports C{portMin}-C{portMax} on 127.0.0.1; C{prefix} runs before
     it (C{("taskset", "-c", "0")} pins it to a core).
     """
 
-    def __init__(self, executable: str, mediaPorts: int = 200, threads: int = 2, prefix: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        executable: str,
+        mediaPorts: int = 200,
+        threads: int = 2,
+        prefix: tuple[str, ...] = (),
+        ngHost: str = "127.0.0.1",
+    ) -> None:
         self.executable = executable
+        self.ngHost = ngHost
         self.prefix = prefix
         self.directory = tempfile.mkdtemp(prefix="aetasip-rtpengine-")
-        self.ngPort = freePort()
+        family = socket.AF_INET6 if ":" in ngHost else socket.AF_INET
+        self.ngPort = freePort(family, ngHost)
         self.portMin, self.portMax = _mediaRange(mediaPorts)
         self.threads = threads
         self.process: subprocess.Popen[bytes] | None = None
@@ -69,7 +78,8 @@ class Rtpengine:
 
     @property
     def ngAddress(self) -> str:
-        return f"127.0.0.1:{self.ngPort}"
+        host = f"[{self.ngHost}]" if ":" in self.ngHost else self.ngHost
+        return f"{host}:{self.ngPort}"
 
     @property
     def running(self) -> bool:
@@ -89,7 +99,7 @@ class Rtpengine:
                     "--log-level=5",
                     "--table=-1",
                     "--interface=127.0.0.1",
-                    f"--listen-ng=127.0.0.1:{self.ngPort}",
+                    f"--listen-ng={self.ngAddress}",
                     f"--port-min={self.portMin}",
                     f"--port-max={self.portMax}",
                     f"--num-threads={self.threads}",
@@ -103,13 +113,14 @@ class Rtpengine:
                 preexec_fn=_prepareChild,
             )
         deadline = time.monotonic() + 10
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        family = socket.AF_INET6 if ":" in self.ngHost else socket.AF_INET
+        with socket.socket(family, socket.SOCK_DGRAM) as s:
             s.settimeout(0.2)
             while time.monotonic() < deadline:
                 if not self.running:
                     break
                 try:
-                    s.sendto(b"up d7:command4:pinge", ("127.0.0.1", self.ngPort))
+                    s.sendto(b"up d7:command4:pinge", (self.ngHost, self.ngPort))
                     if s.recv(100) == b"up d6:result4:ponge":
                         return
                 except OSError:

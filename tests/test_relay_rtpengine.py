@@ -363,6 +363,13 @@ class FailoverTests(TestCase):
         body = await node.offer("c", CALLER_TAG, "b", "caller", sdp("127.0.0.1", 4000), SIGNALLING, False)
         self.assertIn(b"c=IN IP4 127.0.0.1", body)
 
+    async def test_ng_over_ipv6(self) -> None:
+        engine = startedRtpengine(self, ngHost="::1")
+        node = self.makeNode([engine.ngAddress])
+        body = await node.offer(CALL, CALLER_TAG, "b", "caller", sdp("127.0.0.1", 4000), SIGNALLING, False)
+        self.assertTrue(engine.portMin <= mediaAddress(body)[1] <= engine.portMax)
+        self.assertIsNotNone(await node.delete(CALL, CALLER_TAG))
+
     async def test_silent_port_times_out(self) -> None:
         silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.addCleanup(silent.close)
