@@ -67,6 +67,14 @@ def rtp(sequence: int, ssrc: int) -> bytes:
     return struct.pack("!BBHII", 0x80, 8, sequence & 0xFFFF, sequence * 160, ssrc) + b"\xd5" * 160
 
 
+async def waitFor(condition: Any, seconds: float = 5.0) -> None:
+    """Until C{condition()} holds, at most C{seconds} (a loaded machine is slow, not wrong)."""
+    for _ in range(int(seconds / 0.02)):
+        if condition():
+            return
+        await deferLater(0.02)
+
+
 class MediaPeer(DatagramProtocol):
     """A UDP socket that keeps what it receives, with the source."""
 
@@ -134,14 +142,21 @@ class RtpengineNodeTests(TestCase):
         }
 
     async def exchange(self, call: dict[str, Any], count: int = 10) -> None:
-        """C{count} packets each way (the caller first, as a NATed agent must), 20 ms apart."""
+        """
+        C{count} packets each way (the caller first, as a NATed agent must),
+        20 ms apart; then wait (at most 5 s) until both sides got as many.
+        """
         callerSocket = call["caller"].transport
         calleeSocket = call["callee"].transport
+        expected = (len(call["caller"].received) + count, len(call["callee"].received) + count)
         for sequence in range(count):
             callerSocket.write(rtp(sequence, 0x1111), call["toCaller"])
             calleeSocket.write(rtp(sequence, 0x2222), call["toCallee"])
             await deferLater(0.02)
-        await deferLater(0.2)
+        await waitFor(
+            lambda: len(call["caller"].received) >= expected[0] and len(call["callee"].received) >= expected[1]
+        )
+        await deferLater(0.05)
 
     async def test_offer_and_answer_point_at_rtpengine(self) -> None:
         call = await self.call()
@@ -273,7 +288,8 @@ class RtpengineNodeTests(TestCase):
             call["caller"].transport.write(rtp(sequence, 0x1111), call["toCaller"])
             moved.transport.write(rtp(sequence, 0x3333), toRelay)  # type: ignore[union-attr]
             await deferLater(0.02)
-        await deferLater(0.3)
+        await waitFor(lambda: len(moved.received) >= 5 and len(call["caller"].received) >= 5)
+        await deferLater(0.1)
         self.assertEqual([d for d, _ in moved.received], [rtp(i, 0x1111) for i in range(5)])
         self.assertIn(rtp(4, 0x3333), [d for d, _ in call["caller"].received])
 
@@ -293,7 +309,8 @@ class RtpengineNodeTests(TestCase):
             caller.transport.write(rtp(sequence, 0x1111), toCaller)  # type: ignore[union-attr]
             second.transport.write(rtp(sequence, 0x2222), toSecond)  # type: ignore[union-attr]
             await deferLater(0.02)
-        await deferLater(0.3)
+        await waitFor(lambda: len(second.received) >= 5 and len(caller.received) >= 5)
+        await deferLater(0.1)
         self.assertEqual([d for d, _ in second.received], [rtp(i, 0x1111) for i in range(5)])
         self.assertEqual(first.received, [])
         self.assertEqual([d for d, _ in caller.received], [rtp(i, 0x2222) for i in range(5)])
