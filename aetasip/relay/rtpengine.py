@@ -17,8 +17,10 @@ answer):
       key C{endpoint-learning} is ignored by rtpengine 10.5): packets
       from the expected address — for a NATed leg its signalling host,
       any port — win the learning, even after a stranger's, so nobody
-      takes a leg's media. While rtpengine learns (its first seconds) it
-      may still forward a stranger's packets to the other party;
+      takes a leg's media. Limits of rtpengine 10.5 (userspace), seen in
+      the tests: while it learns (about 3 s from the first packets) it
+      forwards a stranger's packets to the parties; afterwards it drops
+      and counts them, but for the first one after a silence of the call;
     - ICE lines are removed from the SDP before rtpengine sees it, and
       C{ICE: remove}: agents must not route around the relay, and
       rtpengine, given candidates, sends media and connectivity checks to
