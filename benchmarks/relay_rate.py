@@ -375,6 +375,19 @@ async def main(reactor: Any, args: argparse.Namespace) -> None:
                 f" p99 {result['p99'] - base['p99']:,.0f} us"
             )
         print(line)
+    # The same loads side by side: latency each relay adds to the direct path.
+    for calls in args.calls:
+        measured = {name: steps[name][calls] for name in steps if calls in steps[name]}
+        base = measured.get("direct")
+        if base is None or base["median"] is None or len(measured) < 2:
+            continue
+        added = [
+            f"{name} +{r['median'] - base['median']:,.0f}/+{r['p99'] - base['p99']:,.0f} us"
+            + ("" if r["loss"] <= LOSS_LIMIT else f" (lost {100 * r['loss']:.2f}%)")
+            for name, r in measured.items()
+            if name != "direct" and r["median"] is not None
+        ]
+        print(f"{calls:>5} calls, added latency (median/p99): " + ", ".join(added))
     direct = best.get("direct")
     for name, result in best.items():
         if name != "direct" and result is not None and direct is not None:

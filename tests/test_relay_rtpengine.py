@@ -25,7 +25,7 @@ from aetasip import config
 from aetasip.relay.ngclient import RelayUnavailable
 from aetasip.relay.rtpengine import RtpengineNode, RtpengineService
 from aetasip.relay.stats import RelayStats
-from tests.rtpengine import Rtpengine, startedRtpengine
+from tests.rtpengine import Rtpengine, rtpenginePath, startedRtpengine
 from tests.servers import deferLater
 
 CALL = "call-1@aetasip.test"
@@ -374,7 +374,7 @@ class FailoverTests(TestCase):
         self.assertEqual(len(await node.sessions()), 4)
 
     async def test_down_rtpengine_comes_back(self) -> None:
-        engine = Rtpengine(startedRtpengine(self).executable)
+        engine = Rtpengine(rtpenginePath(self))
         self.addCleanup(engine.cleanup)
         values = {
             "rtpengine.nodes": {"fr": [engine.ngAddress]},
