@@ -1,6 +1,6 @@
 """
 rtpengine's C{query}/C{delete} replies as L{aetasip.relay.stats.RelayStats}
-(L{aetasip.relay.rtpengine.relayStats}), from reply bytes, and the ICE
+(L{aetasip.relay.rtpenginestats.relayStats}), from reply bytes, and the ICE
 lines taken out of SDP before rtpengine sees it.
 """
 
@@ -9,7 +9,8 @@ from __future__ import annotations
 from twisted.trial.unittest import TestCase
 
 from aetasip.relay.bencode import decode, encode
-from aetasip.relay.rtpengine import relayStats, rFactorFromMOS, withoutICE
+from aetasip.relay.rtpengine import withoutICE
+from aetasip.relay.rtpenginestats import relayStats, rFactorFromMOS
 
 
 def stream(port: int, packets: int, flag: bytes = b"RTP", ssrc: int | None = None, errors: int = 0) -> dict:
