@@ -322,3 +322,21 @@ stun = {
     # Requests per second answered per source address (0: no limit).
     "rate_limit": 50,
 }
+
+rtpengine = {
+    # Relay nodes on rtpengine: node name -> the ng addresses (IP:PORT,
+    # [IPv6]:PORT) of its rtpengine daemons (started with --listen-ng; see
+    # README.rst, "Media relay on rtpengine"). New calls are spread over the
+    # daemons that answer; one that does not is stepped over and pinged
+    # until it answers again. A call stays on the daemon that took it.
+    # Example: {"fr": ["192.0.2.10:2223", "192.0.2.11:2223"]}
+    "nodes": {},
+    # Seconds to wait for a reply before sending the request again.
+    "timeout": 1.0,
+    # Times a request is sent again before its daemon is marked down.
+    "retries": 2,
+    # Seconds between the pings of a daemon marked down.
+    "recheck_interval": 10.0,
+    # Requests waiting for replies at once; past this a call gets 503.
+    "max_pending": 1000,
+}

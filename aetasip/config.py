@@ -74,6 +74,10 @@ class _Invalid(Exception):
     """Raised by a checker with the description of what it expected."""
 
 
+Invalid = _Invalid
+"""What a checker declared in another module raises: C{Invalid("what was expected")}."""
+
+
 Checker = Callable[[Any], Any]
 
 
@@ -252,6 +256,7 @@ MODULES: tuple[str, ...] = (
     "aetasip.notify",
     "aetasip.records.mailsettings",
     "aetasip.records.settings",
+    "aetasip.relay.rtpengine",
     "aetasip.registrar",
     "aetasip.sipservice",
     "aetasip.store.service",

@@ -1,0 +1,489 @@
+"""
+Relay nodes on rtpengine (L{aetasip.interfaces.IRelay} over the ng
+protocol): the operator names nodes in the C{rtpengine} section, each with
+the ng addresses of one or more rtpengine daemons, and media of the calls
+given to that node goes through rtpengine (in-kernel forwarding when its
+kernel module is loaded) instead of this process.
+
+How the SDP is handed over (rtpengine's flags, set on every offer and
+answer):
+
+    - a leg behind NAT (C{latchAnySource}) gets C{SIP source address} with
+      C{received from} its signalling source: rtpengine ignores the
+      (private) address of its SDP, never sends there, and latches its
+      media to packets from the signalling source's host, any port;
+      other legs get C{trust address};
+    - C{strict source} and the flag C{endpoint-learning-heuristic} (the
+      key C{endpoint-learning} is ignored by rtpengine 10.5): packets
+      from the expected address — for a NATed leg its signalling host,
+      any port — win the learning, even after a stranger's, so nobody
+      takes a leg's media. Limits of rtpengine 10.5 (userspace), seen in
+      the tests: while it learns (about 3 s from the first packets) it
+      forwards a stranger's packets to the parties; afterwards it drops
+      and counts them, but for the first one after a silence of the call;
+    - ICE lines are removed from the SDP before rtpengine sees it, and
+      C{ICE: remove}: agents must not route around the relay, and
+      rtpengine, given candidates, sends media and connectivity checks to
+      them whatever C{SIP source address} says (a private address leaks);
+      C{replace: origin, session connection};
+    - C{port latching}: a re-INVITE keeps the relay's ports, even when
+      the other side's address changes (agents that ignore an SDP change
+      keep working);
+    - C{via-branch}: the branch of a forked call, so each fork gets its
+      own ports until the answer names the callee's tag.
+
+rtpengine names each side of a call by the tag of its SIP party and
+wants the offerer's tag as C{from-tag}; the node remembers, per session
+and branch, the tag it used for the callee (its To tag, once an answer
+gave it), so a re-INVITE or a late offer from the callee is sent with
+the callee's tag as C{from-tag}.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import attrs
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredSemaphore, gatherResults, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from aetasip.config import Config, Invalid, Key, declare, integer, number
+from aetasip.interfaces import IRelay
+from aetasip.relay.ng import Address, NgError, NgProtocolError, Reply, parseAddress
+from aetasip.relay.ngclient import Backend, NgClient, NgPool, NgTimeout, RelayUnavailable
+from aetasip.relay.rtpenginestats import guessCaller, relayStats
+from aetasip.relay.stats import RelayStats
+
+log = Logger()
+
+LIST_LIMIT = 1000
+"""Most call-IDs asked of one rtpengine by C{list}: its reply must fit one UDP datagram."""
+
+MAX_SESSIONS = 200_000
+"""Sessions remembered per node; past this the oldest are forgotten (rtpengine times them out)."""
+
+
+def _nodes(value: Any) -> dict[str, list[Address]]:
+    expected = 'a dict of node names to lists of ng addresses, like {"fr": ["127.0.0.1:2223"]}'
+    if not isinstance(value, dict):
+        raise Invalid(expected)
+    nodes: dict[str, list[Address]] = {}
+    for name, addresses in value.items():
+        if not isinstance(name, str) or not name or isinstance(addresses, (str, bytes)):
+            raise Invalid(expected)
+        try:
+            parsed = [parseAddress(a) for a in addresses]
+        except (TypeError, ValueError):
+            raise Invalid(expected) from None
+        if not parsed or len(set(parsed)) != len(parsed):
+            raise Invalid(expected + " (each list non-empty, without repeats)")
+        nodes[name] = parsed
+    return nodes
+
+
+declare(
+    Key(
+        "rtpengine.nodes",
+        {},
+        _nodes,
+        "Relay nodes on rtpengine: node name -> the ng addresses (IP:PORT, [IPv6]:PORT) of its rtpengine "
+        "daemons (started with --listen-ng). New calls are spread over the daemons that answer; one that does "
+        "not is stepped over and pinged until it answers again. A call stays on the daemon that took it.",
+    ),
+    Key(
+        "rtpengine.timeout",
+        1.0,
+        number(0.05, 30),
+        "Seconds to wait for an rtpengine's reply before sending the request again (with the same cookie).",
+    ),
+    Key(
+        "rtpengine.retries",
+        2,
+        integer(0, 10),
+        "Times a request is sent again before its rtpengine is marked down (and a new call tries the next).",
+    ),
+    Key(
+        "rtpengine.recheck_interval",
+        10.0,
+        number(0.1, 3600),
+        "Seconds between the pings of an rtpengine marked down; it takes calls again when it answers.",
+    ),
+    Key(
+        "rtpengine.max_pending",
+        1000,
+        integer(1, 100_000),
+        "Requests that may wait for rtpengine replies at once; past this a call is refused (503) at once "
+        "rather than queued behind a stalled daemon.",
+    ),
+)
+
+
+@attrs.define(eq=False)
+class _Session:
+    """What the node remembers of one call (C{callID}, C{fromTag})."""
+
+    backend: Backend | None = None
+    creating: list[Deferred[Backend]] | None = None
+    calleeTags: dict[str, str] = attrs.Factory(dict)
+    answered: str | None = None
+
+
+def _branchKey(branch: object) -> str:
+    return branch if isinstance(branch, str) else str(branch)
+
+
+@implementer(IRelay)
+class RtpengineNode:
+    """
+    A relay node whose media goes through rtpengine daemons (an L{NgPool}).
+
+    Failures: C{offer} and C{answer} fail with L{RelayUnavailable} (no
+    daemon answers, too many requests waiting), L{NgError} (rtpengine
+    refused: bad SDP, no ports) or L{NgProtocolError} (a garbled reply);
+    C{answer} with C{LookupError} when no offer of the call went through
+    this node. C{delete} forgets the session first, then asks its daemon
+    (or, for a call this node does not remember, every daemon up): it
+    fires with the final statistics, C{None} when no daemon had the call,
+    and fails only when the session's daemon did not answer (rtpengine
+    then ends the call itself after its own media timeout). C{query}
+    fires with C{None} for an unknown call.
+    """
+
+    def __init__(self, name: str, pool: NgPool) -> None:
+        self.name = name
+        self.pool = pool
+        self._sessions: OrderedDict[tuple[str, str], _Session] = OrderedDict()
+
+    # -- offer and answer ------------------------------------------------------
+
+    async def _backendFor(self, key: tuple[str, str], command: str, arguments: dict[str, Any]) -> Reply:
+        session = self._sessions.get(key)
+        if session is not None and session.backend is None and session.creating is not None:
+            # A fork of the same call is being placed: follow it there.
+            waiting: Deferred[Backend] = Deferred()
+            session.creating.append(waiting)
+            await waiting
+        if session is not None and session.backend is not None:
+            return await self.pool.requestTo(session.backend, command, arguments)
+        session = self._remember(key, _Session(creating=[]))
+        try:
+            backend, reply = await self.pool.requestNew(command, arguments)
+        except BaseException as e:
+            waiters, session.creating = session.creating or [], None
+            if self._sessions.get(key) is session:
+                del self._sessions[key]
+            for waiter in waiters:
+                waiter.errback(e)
+            raise
+        session.backend = backend
+        waiters, session.creating = session.creating or [], None
+        for waiter in waiters:
+            waiter.callback(backend)
+        return reply
+
+    def _remember(self, key: tuple[str, str], session: _Session) -> _Session:
+        self._sessions[key] = session
+        while len(self._sessions) > MAX_SESSIONS:
+            self._sessions.popitem(last=False)
+        return session
+
+    def _media(self, sdp: bytes, source: Address, latchAnySource: bool) -> dict[str, Any]:
+        host = source[0]
+        return {
+            "sdp": withoutICE(sdp),
+            "ICE": "remove",
+            "replace": ["origin", "session-connection"],
+            "received-from": ["IP6" if ":" in host else "IP4", host],
+            "flags": [
+                "SIP-source-address" if latchAnySource else "trust-address",
+                "strict-source",
+                "port-latching",
+                "endpoint-learning-heuristic",
+            ],
+        }
+
+    @staticmethod
+    def _sdp(command: str, reply: Reply) -> bytes:
+        if reply.result != "ok":
+            raise RelayUnavailable(f"rtpengine answered {reply.result!r} to {command}")
+        if reply.warning:
+            log.info("rtpengine warns about {command}: {warning}", command=command, warning=reply.warning)
+        sdp = reply.body.get("sdp")
+        if not isinstance(sdp, bytes) or not sdp:
+            raise NgProtocolError(f"rtpengine's reply to {command} has no SDP")
+        return sdp
+
+    def offer(
+        self,
+        callID: str,
+        fromTag: str,
+        branch: object,
+        sender: str,
+        sdp: bytes,
+        source: Address,
+        latchAnySource: bool,
+    ) -> Deferred[bytes]:
+        return Deferred.fromCoroutine(self._offer(callID, fromTag, branch, sender, sdp, source, latchAnySource))
+
+    async def _offer(
+        self,
+        callID: str,
+        fromTag: str,
+        branch: object,
+        sender: str,
+        sdp: bytes,
+        source: Address,
+        latchAnySource: bool,
+    ) -> bytes:
+        if sender not in ("caller", "callee"):
+            raise ValueError(f"an offer comes from the caller or the callee, not {sender!r}")
+        key = (callID, fromTag)
+        branchKey = _branchKey(branch)
+        arguments = self._media(sdp, source, latchAnySource)
+        arguments.update({"call-id": callID, "via-branch": branchKey})
+        session = self._sessions.get(key)
+        calleeTag = session.calleeTags.get(branchKey) if session is not None else None
+        if sender == "caller":
+            arguments["from-tag"] = fromTag
+            if calleeTag is not None:
+                arguments["to-tag"] = calleeTag
+        else:
+            if calleeTag is None:
+                # A late offer in the callee's 2xx: its To tag is not known
+                # here, so this branch's callee side gets a tag of its own,
+                # used for it from now on.
+                calleeTag = f"aetasip-branch-{branchKey}"
+                if session is not None:
+                    session.calleeTags[branchKey] = calleeTag
+            arguments["from-tag"] = calleeTag
+            arguments["to-tag"] = fromTag
+        reply = await self._backendFor(key, "offer", arguments)
+        session = self._sessions.get(key)
+        if session is not None and sender != "caller":
+            session.calleeTags.setdefault(branchKey, calleeTag)  # type: ignore[arg-type]
+        return self._sdp("offer", reply)
+
+    def answer(
+        self,
+        callID: str,
+        fromTag: str,
+        toTag: str,
+        branch: object,
+        sender: str,
+        sdp: bytes,
+        source: Address,
+        latchAnySource: bool,
+    ) -> Deferred[bytes]:
+        return Deferred.fromCoroutine(self._answer(callID, fromTag, toTag, branch, sender, sdp, source, latchAnySource))
+
+    async def _answer(
+        self,
+        callID: str,
+        fromTag: str,
+        toTag: str,
+        branch: object,
+        sender: str,
+        sdp: bytes,
+        source: Address,
+        latchAnySource: bool,
+    ) -> bytes:
+        if sender not in ("caller", "callee"):
+            raise ValueError(f"an answer comes from the caller or the callee, not {sender!r}")
+        key = (callID, fromTag)
+        session = self._sessions.get(key)
+        if session is None:
+            raise LookupError(f"relay node {self.name} has no session for call {callID!r}: no offer went through it")
+        branchKey = _branchKey(branch)
+        calleeTag = session.calleeTags.setdefault(branchKey, toTag)
+        arguments = self._media(sdp, source, latchAnySource)
+        arguments.update({"call-id": callID, "via-branch": branchKey})
+        if sender == "callee":
+            arguments.update({"from-tag": fromTag, "to-tag": calleeTag})
+        else:
+            arguments.update({"from-tag": calleeTag, "to-tag": fromTag})
+        reply = await self._backendFor(key, "answer", arguments)
+        session.answered = branchKey
+        return self._sdp("answer", reply)
+
+    # -- delete, query, sessions -------------------------------------------------
+
+    def _backendsFor(self, session: _Session | None) -> list[Backend]:
+        if session is not None and session.backend is not None:
+            return [session.backend]
+        # Unknown here (placed before a restart): whichever daemon has it.
+        return [b for b in self.pool.backends if b.up]
+
+    def _tags(self, key: tuple[str, str], session: _Session | None) -> tuple[str, str | None]:
+        calleeTag = None
+        if session is not None:
+            if session.answered is not None:
+                calleeTag = session.calleeTags.get(session.answered)
+            elif len(session.calleeTags) == 1:
+                calleeTag = next(iter(session.calleeTags.values()))
+        return key[1], calleeTag
+
+    def delete(self, callID: str, fromTag: str) -> Deferred[RelayStats | None]:
+        return Deferred.fromCoroutine(self._delete(callID, fromTag))
+
+    async def _delete(self, callID: str, fromTag: str) -> RelayStats | None:
+        key = (callID, fromTag)
+        session = self._sessions.pop(key, None)
+        callerTag, calleeTag = self._tags(key, session)
+        stats: RelayStats | None = None
+        failure: Exception | None = None
+        for backend in self._backendsFor(session):
+            try:
+                reply = await self.pool.requestTo(
+                    backend, "delete", {"call-id": callID, "from-tag": fromTag, "delete delay": 0}
+                )
+            except (NgTimeout, NgError, NgProtocolError) as e:
+                failure = e
+                continue
+            if reply.warning:
+                # "Call-ID not found or tags didn't match": not there.
+                continue
+            stats = self._stats(reply.body, callerTag, calleeTag)
+        if stats is None and failure is not None and session is not None:
+            raise failure
+        return stats
+
+    def _stats(self, body: Mapping[str, Any], callerTag: str, calleeTag: str | None) -> RelayStats | None:
+        try:
+            return relayStats(self.name, body, callerTag, calleeTag)
+        except (TypeError, ValueError, KeyError, AttributeError) as e:
+            log.warn("rtpengine statistics not understood: {error}", error=e)
+            return None
+
+    def query(self, callID: str, fromTag: str) -> Deferred[RelayStats | None]:
+        return Deferred.fromCoroutine(self._query(callID, fromTag))
+
+    async def _query(self, callID: str, fromTag: str) -> RelayStats | None:
+        key = (callID, fromTag)
+        session = self._sessions.get(key)
+        callerTag, calleeTag = self._tags(key, session)
+        for backend in self._backendsFor(session):
+            try:
+                reply = await self.pool.requestTo(backend, "query", {"call-id": callID, "from-tag": fromTag})
+            except NgError:
+                continue  # "Unknown call-id"
+            return self._stats(reply.body, callerTag, calleeTag)
+        return None
+
+    def sessions(self) -> Deferred[list[tuple[str, str, RelayStats]]]:
+        return Deferred.fromCoroutine(self._allSessions())
+
+    async def _allSessions(self) -> list[tuple[str, str, RelayStats]]:
+        semaphore = DeferredSemaphore(8)
+        found: list[tuple[str, str, RelayStats]] = []
+        known = {(k[0], id(s.backend)): (k, s) for k, s in self._sessions.items()}
+
+        async def one(backend: Backend, callID: str) -> None:
+            try:
+                reply = await self.pool.requestTo(backend, "query", {"call-id": callID})
+            except (NgError, NgProtocolError, NgTimeout):
+                return  # ended meanwhile, or the daemon went away
+            session = known.get((callID, id(backend)))
+            if session is not None:
+                callerTag, calleeTag = self._tags(*session)
+            else:
+                callerTag, calleeTag = guessCaller(reply.body), None
+            stats = self._stats(reply.body, callerTag, calleeTag)
+            if stats is not None:
+                found.append((callID, callerTag, stats))
+
+        for backend in [b for b in self.pool.backends if b.up]:
+            try:
+                reply = await self.pool.requestTo(backend, "list", {"limit": LIST_LIMIT})
+            except (NgError, NgProtocolError, NgTimeout) as e:
+                log.warn("rtpengine {backend} did not list its calls: {error}", backend=backend.name, error=e)
+                continue
+            calls = reply.body.get("calls")
+            callIDs = [c.decode("utf-8", "surrogateescape") for c in calls or [] if isinstance(c, bytes)]
+            await gatherResults([semaphore.run(one, backend, c) for c in callIDs])
+        found.sort(key=lambda item: item[:2])
+        return found
+
+
+_ICE_ATTRIBUTES = (
+    b"a=candidate:",
+    b"a=remote-candidates:",
+    b"a=end-of-candidates",
+    b"a=ice-",
+)
+
+
+def withoutICE(sdp: bytes) -> bytes:
+    """C{sdp} without its ICE attribute lines (RFC 8839), the rest byte for byte."""
+    lines = sdp.splitlines(keepends=True)
+    kept = [line for line in lines if not line.lower().startswith(_ICE_ATTRIBUTES)]
+    return sdp if len(kept) == len(lines) else b"".join(kept)
+
+
+# -- the service -------------------------------------------------------------------
+
+
+def _interface(addresses: Iterable[Address], ipv6: bool) -> str:
+    import ipaddress
+
+    loopback = all(ipaddress.ip_address(host).is_loopback for host, _ in addresses)
+    if ipv6:
+        return "::1" if loopback else "::"
+    return "127.0.0.1" if loopback else "0.0.0.0"
+
+
+class RtpengineService(Service):
+    """
+    The rtpengine relay nodes of the configuration (L{nodes}, by name):
+    one UDP socket per address family for their ng requests, started and
+    stopped with the service.
+    """
+
+    name = "rtpengine"
+
+    def __init__(self, config: Config, reactor: Any = None) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as _reactor
+
+            reactor = _reactor
+        self.reactor = reactor
+        self.config = config
+        self.nodes: dict[str, RtpengineNode] = {}
+        self._ports: list[Any] = []
+
+    def startService(self) -> None:
+        super().startService()
+        nodes: Mapping[str, list[Address]] = self.config["rtpengine.nodes"]
+        if not nodes:
+            return
+        clock: IReactorTime = self.reactor
+        clients: dict[bool, NgClient] = {}
+        everyAddress = [a for addresses in nodes.values() for a in addresses]
+        for ipv6 in sorted({":" in host for host, _ in everyAddress}):
+            client = NgClient(
+                clock,
+                timeout=self.config["rtpengine.timeout"],
+                retries=self.config["rtpengine.retries"],
+                maxPending=self.config["rtpengine.max_pending"],
+            )
+            udp: Any = self.reactor
+            familyAddresses = [a for a in everyAddress if (":" in a[0]) == ipv6]
+            self._ports.append(udp.listenUDP(0, client, interface=_interface(familyAddresses, ipv6)))
+            clients[ipv6] = client
+        for name, addresses in nodes.items():
+            backends = [Backend(a, clients[":" in a[0]]) for a in addresses]
+            pool = NgPool(name, backends, clock, self.config["rtpengine.recheck_interval"])
+            self.nodes[name] = RtpengineNode(name, pool)
+            # Learn at once which daemons answer, rather than on the first call.
+            pool.ping()
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        for node in self.nodes.values():
+            node.pool.stop()
+        ports, self._ports = self._ports, []
+        return gatherResults([p.stopListening() or succeed(None) for p in ports]).addCallback(lambda _: None)

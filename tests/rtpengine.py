@@ -1,0 +1,159 @@
+"""
+A real rtpengine for the tests: Debian's C{rtpengine-daemon} run as our
+own process (never the system service), in userspace forwarding mode
+(C{--table=-1}: no kernel module), on 127.0.0.1 with its ng control port
+and its media ports chosen free.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from typing import Any
+
+from tests.servers import freePort, requireTool
+
+PR_SET_PDEATHSIG = 1
+
+
+def rtpenginePath(testCase: Any) -> str:
+    """The rtpengine daemon (in /usr/bin); skipped when missing, a failure under CI=true."""
+    return requireTool(testCase, "rtpengine", "rtpengine-daemon")
+
+
+def _prepareChild() -> None:
+    # Linux: the daemon ends with the test run, even a killed one.
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
+def _mediaRange(size: int) -> tuple[int, int]:
+    """A block of C{size} UDP ports on 127.0.0.1 free now, below the kernel's ephemeral range."""
+    for _ in range(100):
+        low = random.randrange(20000, 32000 - size, 2)
+        try:
+            for port in range(low, low + size, 17):
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                    s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return low, low + size - 1
+    raise RuntimeError("no free media port range")
+
+
+class Rtpengine:
+    """
+    One rtpengine process of ours: C{ngAddress} (its ng control socket, on
+    C{ngHost}), media ports C{portMin}-C{portMax} on 127.0.0.1; C{prefix} runs before
+    it (C{("taskset", "-c", "0")} pins it to a core).
+    """
+
+    def __init__(
+        self,
+        executable: str,
+        mediaPorts: int = 200,
+        threads: int = 2,
+        prefix: tuple[str, ...] = (),
+        ngHost: str = "127.0.0.1",
+    ) -> None:
+        self.executable = executable
+        self.ngHost = ngHost
+        self.prefix = prefix
+        self.directory = tempfile.mkdtemp(prefix="aetasip-rtpengine-")
+        family = socket.AF_INET6 if ":" in ngHost else socket.AF_INET
+        self.ngPort = freePort(family, ngHost)
+        self.portMin, self.portMax = _mediaRange(mediaPorts)
+        self.threads = threads
+        self.process: subprocess.Popen[bytes] | None = None
+        self.logPath = os.path.join(self.directory, "rtpengine.log")
+
+    @property
+    def ngAddress(self) -> str:
+        host = f"[{self.ngHost}]" if ":" in self.ngHost else self.ngHost
+        return f"{host}:{self.ngPort}"
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def start(self) -> None:
+        """Start it and wait (at most 10 s) until it answers a ping."""
+        with open(self.logPath, "ab") as logFile:
+            self.process = subprocess.Popen(
+                [
+                    *self.prefix,
+                    self.executable,
+                    "--config-file=none",
+                    "--foreground",
+                    "--log-stderr",
+                    "--no-log-timestamps",
+                    "--log-level=5",
+                    "--table=-1",
+                    "--interface=127.0.0.1",
+                    f"--listen-ng={self.ngAddress}",
+                    f"--port-min={self.portMin}",
+                    f"--port-max={self.portMax}",
+                    f"--num-threads={self.threads}",
+                    "--delete-delay=0",
+                    "--timeout=60",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=logFile,
+                stderr=subprocess.STDOUT,
+                cwd=self.directory,
+                preexec_fn=_prepareChild,
+            )
+        deadline = time.monotonic() + 10
+        family = socket.AF_INET6 if ":" in self.ngHost else socket.AF_INET
+        with socket.socket(family, socket.SOCK_DGRAM) as s:
+            s.settimeout(0.2)
+            while time.monotonic() < deadline:
+                if not self.running:
+                    break
+                try:
+                    s.sendto(b"up d7:command4:pinge", (self.ngHost, self.ngPort))
+                    if s.recv(100) == b"up d6:result4:ponge":
+                        return
+                except OSError:
+                    time.sleep(0.05)
+        self.stop()
+        with open(self.logPath, "rb") as f:
+            tail = f.read()[-2000:].decode("utf-8", "replace")
+        raise RuntimeError(f"rtpengine did not start:\n{tail}")
+
+    def stop(self) -> None:
+        """Stop it (SIGTERM, then SIGKILL after 5 s)."""
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def log(self) -> str:
+        with open(self.logPath, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+
+def startedRtpengine(testCase: Any, **options: Any) -> Rtpengine:
+    """An rtpengine started for C{testCase}, stopped and removed after it."""
+    engine = Rtpengine(rtpenginePath(testCase), **options)
+    testCase.addCleanup(engine.cleanup)
+    engine.start()
+    return engine

@@ -1,0 +1,434 @@
+"""
+Relay nodes on a real rtpengine (L{aetasip.relay.rtpengine}): offers and
+answers rewritten to rtpengine's address, RTP through it both ways
+between loopback sockets, latching of a NATed leg to its signalling
+source, a hijack attempt, delete and statistics, failover between two
+daemons, and a silent ng port.
+
+The NATed caller advertises 127.0.0.9 in its SDP: a socket there checks
+that nothing is ever sent to the advertised address.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import struct
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import DatagramProtocol
+from twisted.trial.unittest import TestCase
+
+from aetasip import config
+from aetasip.relay.ngclient import RelayUnavailable
+from aetasip.relay.rtpengine import RtpengineNode, RtpengineService
+from aetasip.relay.stats import RelayStats
+from tests.rtpengine import Rtpengine, rtpenginePath, startedRtpengine
+from tests.servers import deferLater
+
+CALL = "call-1@aetasip.test"
+CALLER_TAG = "caller-tag"
+CALLEE_TAG = "callee-tag"
+SIGNALLING = ("127.0.0.1", 5060)
+
+
+def sdp(host: str, port: int, ice: bool = True) -> bytes:
+    """An SDP with G.711 A-law and DTMF events; with ICE candidates for an offerer."""
+    candidates = (
+        f"a=candidate:1 1 UDP 2130706431 {host} {port} typ host\r\n"
+        "a=ice-ufrag:abcd\r\n"
+        "a=ice-pwd:abcdefghijklmnopqrstuvwx\r\n"
+    )
+    return (
+        "v=0\r\n"
+        f"o=- 1 1 IN IP4 {host}\r\n"
+        "s=-\r\n"
+        f"c=IN IP4 {host}\r\n"
+        "t=0 0\r\n"
+        f"m=audio {port} RTP/AVP 8 101\r\n"
+        "a=rtpmap:8 PCMA/8000\r\n"
+        "a=rtpmap:101 telephone-event/8000\r\n"
+        f"{candidates if ice else ''}"
+        "a=sendrecv\r\n"
+    ).encode()
+
+
+def mediaAddress(body: bytes) -> tuple[str, int]:
+    text = body.decode()
+    host = re.search(r"^c=IN IP[46] (\S+)\r$", text, re.M)
+    port = re.search(r"^m=audio (\d+) ", text, re.M)
+    assert host is not None and port is not None, text
+    return host.group(1), int(port.group(1))
+
+
+def rtp(sequence: int, ssrc: int) -> bytes:
+    return struct.pack("!BBHII", 0x80, 8, sequence & 0xFFFF, sequence * 160, ssrc) + b"\xd5" * 160
+
+
+async def waitFor(condition: Any, seconds: float = 5.0) -> None:
+    """Until C{condition()} holds, at most C{seconds} (a loaded machine is slow, not wrong)."""
+    for _ in range(int(seconds / 0.02)):
+        if condition():
+            return
+        await deferLater(0.02)
+
+
+class MediaPeer(DatagramProtocol):
+    """A UDP socket that keeps what it receives, with the source."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[bytes, tuple[str, int]]] = []
+
+    def datagramReceived(self, datagram: bytes, address: Any) -> None:
+        self.received.append((datagram, (address[0], address[1])))
+
+
+class RtpengineNodeTests(TestCase):
+    timeout = 60
+
+    def setUp(self) -> None:
+        self.engine = startedRtpengine(self)
+        self.node = self.makeNode([self.engine.ngAddress])
+
+    def makeNode(self, addresses: list[str], **settings: Any) -> RtpengineNode:
+        settings.setdefault("rtpengine__timeout", 0.5)
+        settings.setdefault("rtpengine__retries", 1)
+        values = {"rtpengine.nodes": {"fr": addresses}}
+        values.update({k.replace("__", "."): v for k, v in settings.items()})
+        service = RtpengineService(config.build(values))
+        service.startService()
+        self.addCleanup(service.stopService)
+        return service.nodes["fr"]
+
+    def peer(self, host: str = "127.0.0.1", port: int = 0) -> tuple[MediaPeer, int]:
+        protocol = MediaPeer()
+        listening = reactor.listenUDP(port, protocol, interface=host)  # type: ignore[attr-defined]
+        self.addCleanup(listening.stopListening)
+        return protocol, listening.getHost().port
+
+    async def call(self, callerNAT: bool = False) -> dict[str, Any]:
+        """
+        Offer and answer through the node: the caller advertises 127.0.0.9
+        when behind NAT (its real socket is on 127.0.0.1), the callee its
+        real address.
+        """
+        caller, callerPort = self.peer()
+        callee, calleePort = self.peer()
+        advertised, advertisedPort = self.peer("127.0.0.9")
+        callerSDP = sdp("127.0.0.9", advertisedPort) if callerNAT else sdp("127.0.0.1", callerPort)
+        offered = await self.node.offer(CALL, CALLER_TAG, "branch-1", "caller", callerSDP, SIGNALLING, callerNAT)
+        answered = await self.node.answer(
+            CALL,
+            CALLER_TAG,
+            CALLEE_TAG,
+            "branch-1",
+            "callee",
+            sdp("127.0.0.1", calleePort, ice=False),
+            SIGNALLING,
+            False,
+        )
+        return {
+            "caller": caller,
+            "callerPort": callerPort,
+            "callee": callee,
+            "calleePort": calleePort,
+            "advertised": advertised,
+            "offered": offered,
+            "answered": answered,
+            "toCallee": mediaAddress(offered),
+            "toCaller": mediaAddress(answered),
+        }
+
+    async def exchange(self, call: dict[str, Any], count: int = 10) -> None:
+        """
+        C{count} packets each way (the caller first, as a NATed agent must),
+        20 ms apart; then wait (at most 5 s) until both sides got as many.
+        """
+        callerSocket = call["caller"].transport
+        calleeSocket = call["callee"].transport
+        expected = (len(call["caller"].received) + count, len(call["callee"].received) + count)
+        for sequence in range(count):
+            callerSocket.write(rtp(sequence, 0x1111), call["toCaller"])
+            calleeSocket.write(rtp(sequence, 0x2222), call["toCallee"])
+            await deferLater(0.02)
+        await waitFor(
+            lambda: len(call["caller"].received) >= expected[0] and len(call["callee"].received) >= expected[1]
+        )
+        await deferLater(0.05)
+
+    async def test_offer_and_answer_point_at_rtpengine(self) -> None:
+        call = await self.call()
+        for body, key in ((call["offered"], "toCallee"), (call["answered"], "toCaller")):
+            host, port = call[key]
+            self.assertEqual(host, "127.0.0.1")
+            self.assertTrue(self.engine.portMin <= port <= self.engine.portMax, port)
+            self.assertNotIn(b"a=candidate", body)
+            self.assertNotIn(b"a=ice-", body)
+            self.assertIn(b"a=rtpmap:8 PCMA/8000", body)
+            self.assertIn(b"a=rtpmap:101 telephone-event/8000", body)
+        self.assertNotEqual(call["toCallee"], call["toCaller"])
+
+    async def test_rtp_both_ways(self) -> None:
+        call = await self.call()
+        await self.exchange(call)
+        calleeGot = [d for d, _ in call["callee"].received]
+        callerGot = [d for d, _ in call["caller"].received]
+        self.assertEqual(calleeGot, [rtp(i, 0x1111) for i in range(10)])
+        self.assertEqual(callerGot, [rtp(i, 0x2222) for i in range(10)])
+        # Each party hears the relay, from the port it sends to.
+        self.assertEqual({s for _, s in call["callee"].received}, {call["toCallee"]})
+        self.assertEqual({s for _, s in call["caller"].received}, {call["toCaller"]})
+
+    async def test_nated_caller_is_latched_from_its_signalling_source(self) -> None:
+        call = await self.call(callerNAT=True)
+        # The callee talks first: nothing may go to the advertised address.
+        for sequence in range(5):
+            call["callee"].transport.write(rtp(sequence, 0x2222), call["toCallee"])
+        await deferLater(0.3)
+        self.assertEqual(call["advertised"].received, [])
+        await self.exchange(call)
+        self.assertEqual(call["advertised"].received, [])
+        self.assertEqual([d for d, _ in call["callee"].received], [rtp(i, 0x1111) for i in range(10)])
+        self.assertIn(rtp(9, 0x2222), [d for d, _ in call["caller"].received])
+        stats = await self.node.query(CALL, CALLER_TAG)
+        assert stats is not None
+        self.assertEqual(stats.caller.latched, ("127.0.0.1", call["callerPort"]))
+        self.assertEqual(stats.callee.latched, ("127.0.0.1", call["calleePort"]))
+
+    async def test_hijack_from_a_stranger_does_not_take_the_latch(self) -> None:
+        """
+        A stranger sending to the relay's ports, before and after the legs
+        latched, gets nothing back and does not move the latch: media keeps
+        going to the legs' own addresses. Once rtpengine has learnt, its
+        packets are dropped and counted. (While it learns, rtpengine 10.5
+        forwards them to the parties: see the module's docstring.)
+        """
+        call = await self.call(callerNAT=True)
+        # Another host than the caller's signalling source (127.0.0.1).
+        stranger, _ = self.peer("127.0.0.3")
+        stranger.transport.write(rtp(99, 0x6666), call["toCaller"])  # type: ignore[union-attr]
+        await self.exchange(call, count=5)
+        for sequence in range(20):
+            stranger.transport.write(rtp(100 + sequence, 0x6666), call["toCaller"])  # type: ignore[union-attr]
+            stranger.transport.write(rtp(100 + sequence, 0x6666), call["toCallee"])  # type: ignore[union-attr]
+        await deferLater(0.3)
+        before = (len(call["caller"].received), len(call["callee"].received))
+        await self.exchange(call, count=5)
+        self.assertEqual(stranger.received, [])
+        self.assertEqual([d for d, _ in call["callee"].received[before[1] :]], [rtp(i, 0x1111) for i in range(5)])
+        self.assertEqual([d for d, _ in call["caller"].received[before[0] :]], [rtp(i, 0x2222) for i in range(5)])
+        stats = await self.node.query(CALL, CALLER_TAG)
+        assert stats is not None
+        self.assertEqual(stats.caller.latched, ("127.0.0.1", call["callerPort"]))
+        self.assertEqual(stats.callee.latched, ("127.0.0.1", call["calleePort"]))
+        # Once rtpengine has learnt, a stranger's packets are dropped and
+        # counted. rtpengine 10.5 still forwards the first one that comes
+        # after a silence of the call (seen every run): at most one a side.
+        await deferLater(3.5)
+        before = {side: len(call[side].received) for side in ("caller", "callee")}
+        for sequence in range(10):
+            stranger.transport.write(rtp(200 + sequence, 0x6666), call["toCaller"])  # type: ignore[union-attr]
+            stranger.transport.write(rtp(200 + sequence, 0x6666), call["toCallee"])  # type: ignore[union-attr]
+        await self.exchange(call, count=3)
+        for side in ("caller", "callee"):
+            fromStranger = [d for d, _ in call[side].received[before[side] :] if d[8:12] == b"\x00\x00\x66\x66"]
+            self.assertLessEqual(len(fromStranger), 1, side)
+        self.assertEqual(stranger.received, [])
+        later = await self.node.query(CALL, CALLER_TAG)
+        assert later is not None
+        self.assertGreaterEqual(later.caller.dropped - stats.caller.dropped, 9)
+        self.assertGreaterEqual(later.callee.dropped - stats.callee.dropped, 9)
+        self.assertEqual(later.caller.latched, ("127.0.0.1", call["callerPort"]))
+
+    async def test_query_statistics(self) -> None:
+        call = await self.call()
+        await self.exchange(call, count=8)
+        stats = await self.node.query(CALL, CALLER_TAG)
+        assert stats is not None
+        self.assertEqual(stats.node, "fr")
+        for leg in (stats.caller, stats.callee):
+            self.assertEqual((leg.received.packets, leg.received.bytes), (8, 8 * 172))
+            self.assertEqual((leg.sent.packets, leg.sent.bytes), (8, 8 * 172))
+            self.assertIsNotNone(leg.received.lastPacketAt)
+            self.assertLessEqual(abs(leg.received.lastPacketAt - reactor.seconds()), 5)  # type: ignore[attr-defined,operator]
+            self.assertEqual(leg.dropped, 0)
+        self.assertIsNone(await self.node.query("no-such-call", CALLER_TAG))
+
+    async def test_delete_releases_and_returns_final_statistics(self) -> None:
+        call = await self.call()
+        await self.exchange(call, count=4)
+        final = await self.node.delete(CALL, CALLER_TAG)
+        assert isinstance(final, RelayStats)
+        self.assertEqual(final.caller.received.packets, 4)
+        self.assertEqual(final.callee.received.packets, 4)
+        self.assertIsNone(await self.node.query(CALL, CALLER_TAG))
+        before = len(call["callee"].received)
+        call["caller"].transport.write(rtp(50, 0x1111), call["toCaller"])
+        await deferLater(0.2)
+        self.assertEqual([(d[:12].hex(), s) for d, s in call["callee"].received[before:]], [])
+        # Deleting again, or a call never seen, is harmless.
+        self.assertIsNone(await self.node.delete(CALL, CALLER_TAG))
+        self.assertIsNone(await self.node.delete("never", "seen"))
+
+    async def test_sessions(self) -> None:
+        await self.call()
+        sessions = await self.node.sessions()
+        self.assertEqual([(c, t) for c, t, _ in sessions], [(CALL, CALLER_TAG)])
+        self.assertEqual(sessions[0][2].node, "fr")
+        # A node that forgot its calls (restarted) still lists them.
+        other = self.makeNode([self.engine.ngAddress])
+        self.assertEqual([(c, t) for c, t, _ in await other.sessions()], [(CALL, CALLER_TAG)])
+        await other.delete(CALL, CALLER_TAG)
+        self.assertEqual(await self.node.sessions(), [])
+
+    async def test_reinvite_from_the_callee(self) -> None:
+        call = await self.call()
+        moved, movedPort = self.peer()
+        offered = await self.node.offer(
+            CALL, CALLER_TAG, "branch-1", "callee", sdp("127.0.0.1", movedPort), SIGNALLING, False
+        )
+        answered = await self.node.answer(
+            CALL,
+            CALLER_TAG,
+            CALLEE_TAG,
+            "branch-1",
+            "caller",
+            sdp("127.0.0.1", call["callerPort"], ice=False),
+            SIGNALLING,
+            False,
+        )
+        # The caller keeps sending where it did; the callee's new socket gets it.
+        self.assertEqual(mediaAddress(offered), call["toCaller"])
+        toRelay = mediaAddress(answered)
+        for sequence in range(5):
+            call["caller"].transport.write(rtp(sequence, 0x1111), call["toCaller"])
+            moved.transport.write(rtp(sequence, 0x3333), toRelay)  # type: ignore[union-attr]
+            await deferLater(0.02)
+        await waitFor(lambda: len(moved.received) >= 5 and len(call["caller"].received) >= 5)
+        await deferLater(0.1)
+        self.assertEqual([d for d, _ in moved.received], [rtp(i, 0x1111) for i in range(5)])
+        self.assertIn(rtp(4, 0x3333), [d for d, _ in call["caller"].received])
+
+    async def test_forked_call_answered_by_one_branch(self) -> None:
+        caller, callerPort = self.peer()
+        first, _ = self.peer()
+        second, secondPort = self.peer()
+        offer = sdp("127.0.0.1", callerPort)
+        toFirst = mediaAddress(await self.node.offer(CALL, CALLER_TAG, "b1", "caller", offer, SIGNALLING, False))
+        toSecond = mediaAddress(await self.node.offer(CALL, CALLER_TAG, "b2", "caller", offer, SIGNALLING, False))
+        self.assertNotEqual(toFirst, toSecond)
+        answered = await self.node.answer(
+            CALL, CALLER_TAG, "second-tag", "b2", "callee", sdp("127.0.0.1", secondPort, ice=False), SIGNALLING, False
+        )
+        toCaller = mediaAddress(answered)
+        for sequence in range(5):
+            caller.transport.write(rtp(sequence, 0x1111), toCaller)  # type: ignore[union-attr]
+            second.transport.write(rtp(sequence, 0x2222), toSecond)  # type: ignore[union-attr]
+            await deferLater(0.02)
+        await waitFor(lambda: len(second.received) >= 5 and len(caller.received) >= 5)
+        await deferLater(0.1)
+        self.assertEqual([d for d, _ in second.received], [rtp(i, 0x1111) for i in range(5)])
+        self.assertEqual(first.received, [])
+        self.assertEqual([d for d, _ in caller.received], [rtp(i, 0x2222) for i in range(5)])
+        self.assertEqual({s for _, s in caller.received}, {toCaller})
+        stats = await self.node.query(CALL, CALLER_TAG)
+        assert stats is not None
+        self.assertEqual(stats.callee.received.packets, 5)
+
+    async def test_answer_without_offer_is_refused(self) -> None:
+        with self.assertRaises(LookupError):
+            await self.node.answer(
+                CALL, CALLER_TAG, CALLEE_TAG, "b", "callee", sdp("127.0.0.1", 4000), SIGNALLING, False
+            )
+
+    async def test_bad_sdp_is_refused(self) -> None:
+        with self.assertRaises(Exception) as raised:
+            await self.node.offer(CALL, CALLER_TAG, "b", "caller", b"garbage", SIGNALLING, False)
+        self.assertNotIsInstance(raised.exception, RelayUnavailable)
+        self.assertEqual(await self.node.sessions(), [])
+
+
+class FailoverTests(TestCase):
+    timeout = 60
+
+    def makeNode(self, addresses: list[str]) -> RtpengineNode:
+        values = {"rtpengine.nodes": {"fr": addresses}, "rtpengine.timeout": 0.2, "rtpengine.retries": 1}
+        service = RtpengineService(config.build(values))
+        service.startService()
+        self.addCleanup(service.stopService)
+        return service.nodes["fr"]
+
+    async def test_failover_to_the_second_rtpengine(self) -> None:
+        first = startedRtpengine(self)
+        second = startedRtpengine(self)
+        node = self.makeNode([first.ngAddress, second.ngAddress])
+        first.stop()
+        ports = set()
+        for i in range(4):
+            body = await node.offer(f"call-{i}", CALLER_TAG, "b", "caller", sdp("127.0.0.1", 4000), SIGNALLING, False)
+            ports.add(mediaAddress(body)[1])
+        self.assertTrue(all(second.portMin <= port <= second.portMax for port in ports), ports)
+        self.assertEqual([b.up for b in node.pool.backends], [False, True])
+        self.assertEqual(len(await node.sessions()), 4)
+
+    async def test_down_rtpengine_comes_back(self) -> None:
+        engine = Rtpengine(rtpenginePath(self))
+        self.addCleanup(engine.cleanup)
+        values = {
+            "rtpengine.nodes": {"fr": [engine.ngAddress]},
+            "rtpengine.timeout": 0.2,
+            "rtpengine.retries": 0,
+            "rtpengine.recheck_interval": 0.3,
+        }
+        service = RtpengineService(config.build(values))
+        service.startService()
+        self.addCleanup(service.stopService)
+        node = service.nodes["fr"]
+        with self.assertRaises(RelayUnavailable):
+            await node.offer("c", CALLER_TAG, "b", "caller", sdp("127.0.0.1", 4000), SIGNALLING, False)
+        self.assertFalse(node.pool.backends[0].up)
+        engine.start()
+        for _ in range(50):
+            if node.pool.backends[0].up:
+                break
+            await deferLater(0.1)
+        self.assertTrue(node.pool.backends[0].up)
+        body = await node.offer("c", CALLER_TAG, "b", "caller", sdp("127.0.0.1", 4000), SIGNALLING, False)
+        self.assertIn(b"c=IN IP4 127.0.0.1", body)
+
+    async def test_ng_over_ipv6(self) -> None:
+        engine = startedRtpengine(self, ngHost="::1")
+        node = self.makeNode([engine.ngAddress])
+        body = await node.offer(CALL, CALLER_TAG, "b", "caller", sdp("127.0.0.1", 4000), SIGNALLING, False)
+        self.assertTrue(engine.portMin <= mediaAddress(body)[1] <= engine.portMax)
+        self.assertIsNotNone(await node.delete(CALL, CALLER_TAG))
+
+    async def test_silent_port_times_out(self) -> None:
+        silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(silent.close)
+        silent.bind(("127.0.0.1", 0))
+        node = self.makeNode([f"127.0.0.1:{silent.getsockname()[1]}"])
+        started = reactor.seconds()  # type: ignore[attr-defined]
+        with self.assertRaises(RelayUnavailable):
+            await node.offer(CALL, CALLER_TAG, "b", "caller", sdp("127.0.0.1", 4000), SIGNALLING, False)
+        elapsed = reactor.seconds() - started  # type: ignore[attr-defined]
+        self.assertTrue(0.35 <= elapsed < 2.0, elapsed)
+        # Two tries of the offer (and the start-up ping) reached the port, nothing answered.
+        silent.setblocking(False)
+        received = []
+        while True:
+            try:
+                received.append(silent.recv(65535))
+            except BlockingIOError:
+                break
+        self.assertGreaterEqual(sum(b"5:offer" in d for d in received), 1)
+        # Later calls fail at once while it is down.
+        with self.assertRaises(RelayUnavailable):
+            await node.offer("c2", CALLER_TAG, "b", "caller", sdp("127.0.0.1", 4000), SIGNALLING, False)
+        self.assertEqual(await node.sessions(), [])
+        self.assertIsNone(await node.delete("c2", CALLER_TAG))
+
+
+_ = Deferred
