@@ -145,6 +145,14 @@ LIST_HEADERS = frozenset(
 
 _MAX_FORWARDS_LIMIT = 255
 
+# What one message may carry, so that its cost stays bounded: header fields,
+# and elements of each list header the core parses (Via, Contact, Route,
+# Record-Route, Path). Beyond them a request is refused with a 400 before
+# any element is parsed. 70 is the usual Max-Forwards: no honest request
+# crossed more hops than that.
+MAX_HEADER_FIELDS = 256
+MAX_LIST_ELEMENTS = 70
+
 # Fields every message needs, each exactly once but for Via (RFC 3261 8.1.1).
 _REQUIRED = ("via", "from", "to", "call-id", "cseq")
 # Name-addr lists parse() checks when present, besides Contact: only checked,
@@ -278,6 +286,26 @@ class Message:
         """Remove the C{name} fields whose whole value is C{value}."""
         name = fieldName(name)
         self.headers = [h for h in self.headers if h[0] != name or h[1] != value]
+        self._changed(name)
+
+    def removeFirstValues(self, name: str, count: int) -> None:
+        """
+        Remove the first C{count} elements of list header C{name}, each field
+        split once (loose routing pops our Route entries this way).
+        """
+        name = fieldName(name)
+        kept: list[list[str]] = []
+        for field in self.headers:
+            if count and field[0] == name:
+                parts = splitCommas(field[1])
+                if len(parts) > count:
+                    kept.append([name, ", ".join(parts[count:])])
+                    count = 0
+                else:
+                    count -= len(parts)
+                continue
+            kept.append(field)
+        self.headers = kept
         self._changed(name)
 
     def removeFirstValue(self, name: str) -> str | None:
@@ -619,6 +647,8 @@ def _parseResponse(start: str, headers: list[list[str]], body: bytes, error: str
     code, _, reason = rest.partition(" ")
     if error is not None:
         raise ParseError(error)
+    if len(headers) > MAX_HEADER_FIELDS:
+        raise ParseError("Too many header fields")
     if version.upper() != "SIP/2.0":
         raise ParseError("Invalid status line")
     if len(code) != 3 or not _isDigits(code) or not "100" <= code <= "699":
@@ -641,6 +671,8 @@ def _parseRequest(start: str, headers: list[list[str]], body: bytes, error: str 
     try:
         if error is not None:
             raise ParseError(error)
+        if len(headers) > MAX_HEADER_FIELDS:
+            raise ParseError("Too many header fields")
         if len(parts) != 3 or not parts[1]:
             # Extra or missing SP: RFC 4475 lwsruri, lwsstart, trws.
             raise ParseError("Invalid Request-Line")
@@ -697,12 +729,25 @@ def _checkFields(message: Message) -> None:
     if len(vias) == 1 and "," not in vias[0]:
         message._vias = [parseVia(vias[0])]
     else:
+        _checkCount(vias, "via")
         message._vias = message._parseVias()
     if "contact" in index:
+        _checkCount(index["contact"], "contact")
         message._contacts = message.addresses("contact")
     for name in _ROUTE_LISTS:
-        if name in index:
+        values = index.get(name)
+        if values is not None:
+            _checkCount(values, name)
             message.addresses(name)
+
+
+def _checkCount(values: list[str], name: str) -> None:
+    """Refuse a list header of more than L{MAX_LIST_ELEMENTS}, before parsing any."""
+    count = len(values)
+    if count > MAX_LIST_ELEMENTS or count + sum(value.count(",") for value in values) > MAX_LIST_ELEMENTS:
+        # Commas may sit in quoted strings: count precisely only when in doubt.
+        if sum(len(splitCommas(value)) for value in values) > MAX_LIST_ELEMENTS:
+            raise ParseError(f"Too many {canonicalName(name)} values")
 
 
 REASONS = {
