@@ -69,6 +69,19 @@ auth = {
     # time). A password changed with aetasip-admin applies within this time; an unknown
     # number is remembered 5 s at most.
     "cache_ttl": 60,
+    # Failed authentications (wrong password, unknown number, another user's credentials)
+    # one source may make for one number within auth.failure_window before that source is
+    # banned for that number.
+    "failures_per_account": 10,
+    # Failed authentications one source (an IPv6 /64) may make, whatever the numbers,
+    # within auth.failure_window before it is banned. Several codecs behind one NAT share
+    # it.
+    "failures_per_source": 30,
+    # Seconds over which failed authentications are counted.
+    "failure_window": 300,
+    # Seconds a source banned for failed authentications is refused (403, no challenge);
+    # the ban then expires.
+    "ban_time": 600,
 }
 
 # -- Registrar -------------------------------------------------------------

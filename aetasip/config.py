@@ -224,6 +224,7 @@ MODULES: tuple[str, ...] = (
     # The modules of aetasip that declare keys: one line each, imported on
     # first use of the registry (see L{keys}).
     "aetasip.auth.chain",
+    "aetasip.auth.limits",
     "aetasip.auth.ldap",
     "aetasip.calls.settings",
     "aetasip.notify",

@@ -26,6 +26,7 @@ from twisted.python import usage
 
 from aetasip import __version__, config
 from aetasip.auth.chain import makeAuthBackend
+from aetasip.auth.limits import FailureLimits
 from aetasip.auth.step import Authentication
 from aetasip.calls.call import CallObservers
 from aetasip.calls.control import CallControl
@@ -210,7 +211,8 @@ def makeSIPService(
     digest = DigestAuthenticator(
         cfg["sip.realm"], cfg["auth.algorithms"], cfg["auth.nonce_lifetime"], now=reactor.seconds
     )
-    authentication = Authentication(digest, auth, cfg["sip.realm"], serverHeader)
+    limits = FailureLimits.fromConfig(cfg, reactor.seconds)
+    authentication = Authentication(digest, auth, cfg["sip.realm"], serverHeader, limits)
     location = LocationService(reactor, store)
     registrar = Registrar(cfg, location, authentication, domains, serverHeader)
     sip = SIPService(cfg, location, domains, serverHeader, reactor)
