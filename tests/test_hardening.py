@@ -8,7 +8,7 @@ from __future__ import annotations
 from twisted.trial.unittest import SynchronousTestCase
 
 from aetasip.sip import headers, message
-from tests.sipagent import Harness
+from tests.sipagent import Agent, Harness
 
 A_SOURCE = ("198.51.100.7", 5060)
 
@@ -79,3 +79,126 @@ class RouteListTests(SynchronousTestCase):
         extra = "".join(f"X-Filler-{i}: {i}\r\n" for i in range(400))
         reply = self.h.sendOne(inDialogRequest("OPTIONS", [], extra), A_SOURCE)
         self.assertEqual((reply.code, reply.reason), (400, "Too many header fields"))
+
+
+# What scanners and spoofers send: small requests, compact forms included.
+MINIMAL = {
+    "INVITE": "INVITE sip:45675002@sip.example.net SIP/2.0\r\nv:SIP/2.0/UDP 1.2.3.4;branch=z9hG4bK1\r\n"
+    "f:<sip:1@x>;tag=1\r\nt:<sip:45675002@x>\r\ni:a\r\nCSeq:1 INVITE\r\n\r\n",
+    "REGISTER": "REGISTER sip:sip.example.net SIP/2.0\r\nv:SIP/2.0/UDP 1.2.3.4;branch=z9hG4bK2;rport\r\n"
+    "f:<sip:45675001@sip.example.net>;tag=1\r\nt:<sip:45675001@sip.example.net>\r\ni:b\r\nCSeq:1 REGISTER\r\n\r\n",
+    "tiny INVITE": "INVITE sip:45675002@sip.example.net SIP/2.0\r\nv:SIP/2.0/UDP a;branch=z9hG4bK1\r\n"
+    "f:<sip:1@x>;tag=1\r\nt:<sip:2@x>\r\ni:a\r\nCSeq:1 INVITE\r\n\r\n",
+    "OPTIONS": "OPTIONS sip:sip.example.net SIP/2.0\r\nv:SIP/2.0/UDP 1.2.3.4;branch=z9hG4bK3\r\n"
+    "f:<sip:1@x>;tag=1\r\nt:<sip:x>\r\ni:c\r\nCSeq:1 OPTIONS\r\n\r\n",
+    "SUBSCRIBE": "SUBSCRIBE sip:45675002@sip.example.net SIP/2.0\r\nv:SIP/2.0/UDP 1.2.3.4;branch=z9hG4bK4\r\n"
+    "f:<sip:1@x>;tag=1\r\nt:<sip:45675002@x>\r\ni:d\r\nCSeq:1 SUBSCRIBE\r\no:presence\r\n\r\n",
+    # A foreign domain (403), an unknown method (501), a bad request (400).
+    "foreign": "INVITE sip:1@elsewhere.example SIP/2.0\r\nv:SIP/2.0/UDP 1.2.3.4;branch=z9hG4bK5\r\n"
+    "f:<sip:1@x>;tag=1\r\nt:<sip:1@x>\r\ni:e\r\nCSeq:1 INVITE\r\n\r\n",
+    "unknown": "FOO sip:sip.example.net SIP/2.0\r\nv:SIP/2.0/UDP 1.2.3.4;branch=z9hG4bK6\r\n"
+    "f:<sip:1@x>;tag=1\r\nt:<sip:x>\r\ni:f\r\nCSeq:1 FOO\r\n\r\n",
+    "bad": "OPTIONS sip:sip.example.net SIP/2.0\r\nv:SIP/2.0/UDP 1.2.3.4;branch=z9hG4bK7\r\n"
+    'f:"x <sip:1@x>;tag=1\r\nt:<sip:x>\r\ni:g\r\nCSeq:1 OPTIONS\r\n\r\n',
+}
+
+# The audit's 142-byte INVITE: 10 datagrams, 5,370 bytes back.
+AUDIT_INVITE = (
+    "INVITE sip:45675002@sip.example.net SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKx\r\n"
+    "From: <sip:a@b>;tag=1\r\nTo: <sip:45675002@b>\r\nCall-ID: 1\r\nCSeq: 1 INVITE\r\n\r\n"
+)
+
+
+class AmplificationTests(SynchronousTestCase):
+    """
+    Fault 3 of the audit: a spoofed 142-byte INVITE made the server send 10
+    datagrams, 5,370 bytes (a 407 with two challenges retransmitted by
+    Timer G); 403s to foreign domains were retransmitted too. For any
+    single unauthenticated datagram the server must send less than 4x the
+    bytes it received.
+    """
+
+    def setUp(self) -> None:
+        self.h = Harness(auth__algorithms=["MD5", "SHA-256"])
+
+    def bytesSentFor(self, data: bytes) -> tuple[int, int]:
+        """Datagrams and bytes sent for C{data}, retransmissions included."""
+        start = len(self.h.sent)
+        self.h.send(data, ("192.0.2.1", 5060))
+        self.h.clock.pump([1.0] * 70)
+        sent = self.h.sent[start:]
+        return len(sent), sum(len(out) for _, out in sent)
+
+    def test_a_challenge_is_sent_once(self) -> None:
+        data = AUDIT_INVITE.encode()
+        datagrams, size = self.bytesSentFor(data)
+        self.assertEqual(datagrams, 1)
+        self.assertLess(size, 4 * len(data))
+
+    def test_no_unauthenticated_datagram_is_amplified_4_times(self) -> None:
+        for name, text in MINIMAL.items():
+            data = text.encode()
+            datagrams, size = self.bytesSentFor(data)
+            self.assertLessEqual(datagrams, 1, name)
+            self.assertLess(size, 4 * len(data), name)
+
+    def test_a_small_request_still_gets_a_challenge_it_can_answer(self) -> None:
+        (reply,) = self.h.send(MINIMAL["tiny INVITE"].encode(), ("192.0.2.1", 5060))
+        self.assertEqual(reply.code, 407)
+        self.assertGreaterEqual(len(reply.all("proxy-authenticate")), 1)
+
+    def test_what_goes_first_when_over_budget(self) -> None:
+        """Optional fields, then all challenges but the first; else nothing."""
+        data = MINIMAL["tiny INVITE"].encode()
+        request = message.parse(data)
+        assert isinstance(request, message.Request)
+        self.assertEqual(request.size, len(data))
+        response = message.localResponse(request, 407, server="aetasip/test")
+        response.add("proxy-authenticate", 'Digest realm="a", nonce="' + "n" * 60 + '", algorithm=SHA-256')
+        response.add("proxy-authenticate", 'Digest realm="a", nonce="' + "n" * 60 + '", algorithm=MD5')
+        self.assertEqual(response.budget, 4 * len(data) - 1)
+        full = len(response.toBytes())
+        response.budget = full - 1
+        trimmed = message.withinBudget(response)
+        assert trimmed is not None
+        self.assertNotIn(b"Server:", trimmed)
+        self.assertEqual(trimmed.count(b"Proxy-Authenticate:"), 2)
+        response.budget = len(trimmed) - 1
+        trimmed = message.withinBudget(response)
+        assert trimmed is not None
+        self.assertEqual(trimmed.count(b"Proxy-Authenticate:"), 1)
+        self.assertIn(b"algorithm=SHA-256", trimmed)
+        response.budget = 100
+        self.assertIsNone(message.withinBudget(response))
+        # Over TCP (no spoofing) or once authenticated: no budget.
+        self.assertEqual(message.parse(data, stream=True).size, 0)  # type: ignore[union-attr]
+
+    def test_a_final_response_without_provisional_is_not_retransmitted(self) -> None:
+        """
+        Without a provisional response the caller retransmits its INVITE
+        itself (Timer A), each answered from the transaction: Timer G is
+        only for callers that stopped (they had a 100).
+        """
+        agent = Agent("45675001", "secret1", source=A_SOURCE)
+        self.assertEqual(self.h.register(agent).code, 200)
+        invite = (
+            "INVITE sip:45675002@sip.example.net SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.7:5060;branch=z9hG4bK-c1\r\n"
+            "From: <sip:45675001@sip.example.net>;tag=a\r\nTo: <sip:45675002@sip.example.net>\r\n"
+            "Call-ID: retrans@test\r\nCSeq: 1 INVITE\r\nContact: <sip:45675001@198.51.100.7>\r\n\r\n"
+        )
+        (challenge,) = self.h.send(invite.encode(), A_SOURCE)
+        params = challenge.challenge()
+        from tests.test_proxy import proxyAuthorization
+
+        auth = proxyAuthorization("INVITE", "sip:45675002@sip.example.net", params, "45675001", "secret1")
+        second = (
+            invite.replace("z9hG4bK-c1", "z9hG4bK-c2")
+            .replace("CSeq: 1", "CSeq: 2")
+            .replace("\r\n\r\n", f"\r\n{auth}\r\n\r\n")
+        )
+        replies = self.h.send(second.encode(), A_SOURCE)
+        # 45675002 is not registered: 480 at once, without a 100 first, so not retransmitted.
+        self.assertEqual([r.code for r in replies], [480])
+        start = len(self.h.sent)
+        self.h.clock.pump([1.0] * 40)
+        self.assertEqual(self.h.sent[start:], [])

@@ -215,6 +215,8 @@ class Authentication:
             return self._failed(request, number, peer, params)
         if self.limits is not None:
             self.limits.succeeded(peer.source[0], number)
+        # Proven: its source is no spoofed victim, answers need no budget.
+        request.size = 0
         return Authenticated(credentials, header)
 
     def _failed(self, request: Request, number: str, peer: Peer, params: dict[str, str]) -> Response:

@@ -19,7 +19,7 @@ from aetasip.registrar import SUPPORTED, Registrar
 from aetasip.sip.client import ClientTransactionLayer
 from aetasip.sip.errors import ParseError
 from aetasip.sip.headers import splitCommas
-from aetasip.sip.message import BadRequest, Request, Response, localResponse, parse
+from aetasip.sip.message import BadRequest, Request, Response, localResponse, parse, withinBudget
 from aetasip.sip.transaction import Peer, ServerTransaction, ServerTransactionLayer
 
 log = Logger()
@@ -110,7 +110,9 @@ class SIPCore:
             pass
         response = localResponse(request, error.status, error.reason, self.serverHeader)
         log.info("Bad request from {peer}: {status} {reason}", peer=peer, status=error.status, reason=error.reason)
-        peer.send(response.toBytes())
+        data = withinBudget(response)
+        if data is not None:
+            peer.send(data)
 
     # -- requests ---------------------------------------------------------
 

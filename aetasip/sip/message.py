@@ -452,7 +452,7 @@ class Request(Message):
     @ivar uri: the Request-URI text; L{requestURI} parses it.
     """
 
-    __slots__ = ("_uri", "method", "uri")
+    __slots__ = ("_uri", "method", "size", "uri")
 
     def __init__(
         self,
@@ -466,6 +466,10 @@ class Request(Message):
         self.method = method
         self.uri = uri
         self._uri: tuple[str, URI] | None = None
+        # The datagram's size when it came over UDP from a sender not yet
+        # authenticated, else 0: what bounds the answers to a spoofed
+        # source (see AMPLIFICATION).
+        self.size = 0
 
     @property
     def requestURI(self) -> URI:
@@ -483,9 +487,14 @@ class Request(Message):
 
 
 class Response(Message):
-    """A SIP response."""
+    """
+    A SIP response.
 
-    __slots__ = ("code", "reason")
+    @ivar budget: the most bytes this response may take on the wire, or
+        C{None}: see L{withinBudget}.
+    """
+
+    __slots__ = ("budget", "code", "reason")
 
     def __init__(
         self,
@@ -498,6 +507,7 @@ class Response(Message):
         super().__init__(headers, body, version)
         self.code = code
         self.reason = reason or REASONS.get(code, "")
+        self.budget: int | None = None
 
     def startLine(self) -> str:
         return f"{self.version} {self.code} {self.reason}"
@@ -547,7 +557,7 @@ def parse(data: bytes, stream: bool = False) -> Request | Response:
     start, headers, error = _splitHeaders(head)
     if start.startswith("SIP/"):
         return _parseResponse(start, headers, body, error)
-    return _parseRequest(start, headers, body, error)
+    return _parseRequest(start, headers, body, error, 0 if stream else len(data))
 
 
 def _splitMessage(data: bytes) -> tuple[str, bytes]:
@@ -661,10 +671,11 @@ def _parseResponse(start: str, headers: list[list[str]], body: bytes, error: str
     return response
 
 
-def _parseRequest(start: str, headers: list[list[str]], body: bytes, error: str | None) -> Request:
+def _parseRequest(start: str, headers: list[list[str]], body: bytes, error: str | None, size: int) -> Request:
     parts = start.split(" ")
     method = parts[0]
     request = Request(method, parts[1] if len(parts) > 1 else "", headers)
+    request.size = size
     if not isToken(method) or "via" not in request._lookup():
         # No method or no Via: nothing to answer, nowhere to send it (RFC 3261 18.2.2).
         raise ParseError(error or "Not a SIP request")
@@ -846,4 +857,46 @@ def localResponse(request: Request, code: int, reason: str = "", server: str = "
     response = makeResponse(request, code, reason, toTag=tag)
     if server:
         response.add("server", server)
+    if request.size:
+        response.budget = AMPLIFICATION * request.size - 1
     return response
+
+
+AMPLIFICATION = 4
+"""
+A response of this element to a request over UDP whose sender is not
+authenticated (its source may be spoofed: the response would go to a
+victim) takes less than this many times the request's bytes: a reflector
+that amplifies less than 4x is of no use to an attacker.
+"""
+
+# Dropped first, in this order, when a response exceeds its budget: what
+# the sender can do without (RFC 3261 20: all optional in these answers).
+_EXPENDABLE = ("server", "warning", "supported", "accept", "allow")
+
+
+def withinBudget(response: Response) -> bytes | None:
+    """
+    The bytes of C{response}, kept within its L{Response.budget}: optional
+    header fields dropped, then all challenges but the first; C{None} when
+    even that exceeds it (send nothing: the request was smaller than any
+    honest one).
+    """
+    data = response.toBytes()
+    budget = response.budget
+    if budget is None or len(data) <= budget:
+        return data
+    for name in (*_EXPENDABLE, "www-authenticate", "proxy-authenticate"):
+        values = response._lookup().get(name)
+        if not values:
+            continue
+        if name in _EXPENDABLE:
+            response.remove(name)
+        elif len(values) > 1:
+            response.set(name, values[0])
+        else:
+            continue
+        data = response.toBytes()
+        if len(data) <= budget:
+            return data
+    return None
