@@ -8,6 +8,8 @@ from __future__ import annotations
 from twisted.trial.unittest import SynchronousTestCase
 
 from aetasip.sip import headers, message
+from aetasip.stun import codec
+from aetasip.stun.server import ALTERNATE_ADDRESS, ALTERNATE_BOTH, ALTERNATE_PORT, PRIMARY, STUNServer
 from tests.sipagent import Agent, Harness
 
 A_SOURCE = ("198.51.100.7", 5060)
@@ -202,3 +204,64 @@ class AmplificationTests(SynchronousTestCase):
         start = len(self.h.sent)
         self.h.clock.pump([1.0] * 40)
         self.assertEqual(self.h.sent[start:], [])
+
+
+FULL4 = {
+    PRIMARY: ("192.0.2.1", 3478),
+    ALTERNATE_PORT: ("192.0.2.1", 3479),
+    ALTERNATE_ADDRESS: ("192.0.2.2", 3478),
+    ALTERNATE_BOTH: ("192.0.2.2", 3479),
+}
+FULL6 = {
+    PRIMARY: ("2001:db8::1", 3478),
+    ALTERNATE_PORT: ("2001:db8::1", 3479),
+    ALTERNATE_ADDRESS: ("2001:db8::2", 3478),
+    ALTERNATE_BOTH: ("2001:db8::2", 3479),
+}
+
+
+class STUNAmplificationTests(SynchronousTestCase):
+    """
+    STUN answers spoofable UDP too: a bare 20-byte Binding request over
+    IPv6 got 96 bytes back (XOR-MAPPED-ADDRESS, RESPONSE-ORIGIN,
+    OTHER-ADDRESS, SOFTWARE, FINGERPRINT).
+    """
+
+    def setUp(self) -> None:
+        self.server = STUNServer(software="aetasip/0.1.0 (test build)")
+
+    def test_every_answer_within_4_times_the_request(self) -> None:
+        tid = bytes(range(12))
+        requests = [
+            codec.encode(codec.Message(codec.BINDING, codec.REQUEST, tid, ())),
+            codec.encode(codec.Message(codec.BINDING, codec.REQUEST, tid, ()), addFingerprint=True),
+            codec.encode(codec.Message(codec.BINDING, codec.REQUEST, tid, (), cookie=0x0BADC0DE)),
+            codec.encode(codec.Message(0x002, codec.REQUEST, tid, ())),  # not a Binding: 400
+        ]
+        for addresses, source in ((FULL4, ("198.51.100.7", 4000)), (FULL6, ("2001:db8:77::7", 4000))):
+            for role in addresses:
+                endpoint = self.server.endpoint(role, addresses)
+                for data in requests:
+                    reply = self.server.datagram(data, source, endpoint)
+                    assert reply is not None
+                    self.assertLess(len(reply[0]), 4 * len(data), (source, role, data))
+
+    def test_a_bare_request_still_learns_what_nat_discovery_needs(self) -> None:
+        data = codec.encode(codec.Message(codec.BINDING, codec.REQUEST, bytes(12), ()))
+        for addresses, source in ((FULL4, ("198.51.100.7", 4000)), (FULL6, ("2001:db8:77::7", 4000))):
+            reply = self.server.datagram(data, source, self.server.endpoint(PRIMARY, addresses))
+            assert reply is not None
+            response = codec.decode(reply[0])
+            self.assertIsNotNone(response.getValue(codec.XOR_MAPPED_ADDRESS))
+            self.assertIsNotNone(response.getValue(codec.OTHER_ADDRESS))
+            self.assertTrue(codec.checkFingerprint(reply[0], len(reply[0]) - 4))
+        # A request with attributes (what most clients send) gets them all.
+        data = codec.encode(
+            codec.Message(codec.BINDING, codec.REQUEST, bytes(12), (codec.Attribute(codec.SOFTWARE, b"client/1.0"),)),
+            addFingerprint=True,
+        )
+        reply = self.server.datagram(data, ("2001:db8:77::7", 4000), self.server.endpoint(PRIMARY, FULL6))
+        assert reply is not None
+        response = codec.decode(reply[0])
+        for attribute in (codec.RESPONSE_ORIGIN, codec.OTHER_ADDRESS, codec.SOFTWARE):
+            self.assertIsNotNone(response.getValue(attribute))
