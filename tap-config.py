@@ -69,6 +69,13 @@ auth = {
     # time). A password changed with aetasip-admin applies within this time; an unknown
     # number is remembered 5 s at most.
     "cache_ttl": 60,
+    # Numbers whose credentials the 'sql' backend keeps; past it the least recently used
+    # is dropped.
+    "cache_size": 10000,
+    # Numbers the 'sql' backend may be waiting for the store for at once; beyond, requests
+    # get 503 with Retry-After at once instead of queueing without bound (a storm while
+    # the database is slow).
+    "max_pending": 1000,
     # Failed authentications (wrong password, unknown number, another user's credentials)
     # one source may make for one number within auth.failure_window before that source is
     # banned for that number.
