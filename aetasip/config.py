@@ -41,6 +41,7 @@ from __future__ import annotations
 import importlib
 import ipaddress
 import os
+import re
 import runpy
 from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
@@ -64,9 +65,39 @@ class ConfigError(Exception):
         self.expected = expected
 
     def __str__(self) -> str:
+        shown = redacted(self.key, self.value)
         if self.key.startswith("-"):
-            return f"{self.key} {self.value!r}: expected {self.expected}"
-        return f"configuration key {self.key} = {self.value!r}: expected {self.expected}"
+            return f"{self.key} {shown}: expected {self.expected}"
+        return f"configuration key {self.key} = {shown}: expected {self.expected}"
+
+
+# Names of settings (keys, options, dict entries) whose values are secrets.
+_SECRET_NAME = re.compile(r"secret|password|passwd|token|dialog_key|api_key|private", re.I)
+# The password of a URL: scheme://user:PASSWORD@host...
+_URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^/@\s]*?:)([^@/\s]*)(@)")
+
+
+def redacted(name: str, value: object) -> str:
+    """
+    The C{repr} of the setting C{name} = C{value} for messages and logs,
+    secrets hidden: the whole value of a secret setting (a name with
+    C{secret}, C{password}, C{token}...), the passwords of URLs, and secret
+    entries of dicts, at any depth.
+    """
+    if value is not None and _SECRET_NAME.search(name):
+        return "'<hidden>'"
+    return _URL_PASSWORD.sub(r"\1***\3", repr(_hideEntries(value)))
+
+
+def _hideEntries(value: object) -> object:
+    if isinstance(value, dict):
+        return {
+            k: ("<hidden>" if isinstance(k, str) and _SECRET_NAME.search(k) and v is not None else _hideEntries(v))
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return type(value)(_hideEntries(v) for v in value)
+    return value
 
 
 class _Invalid(Exception):

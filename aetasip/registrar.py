@@ -239,8 +239,12 @@ class Registrar:
             if existing is not None:
                 existing.expiresAt = now + expires
                 existing.callID, existing.cseq = callID, cseq
+                route = (existing.transport, existing.source, existing.local, existing.path)
                 self._fillSource(existing, peer, path, userAgent, contact)
-                self.location.refresh(existing, text)
+                # A new NAT source (or transport) is where the agent is now
+                # reached: written at once, not only after the next restart.
+                moved = route != (existing.transport, existing.source, existing.local, existing.path)
+                self.location.refresh(existing, text, moved)
             else:
                 binding = Binding(
                     aor=number,
