@@ -45,8 +45,23 @@ sip = {
     # Above net.core.rmem_max it is forced when aetasip has CAP_NET_ADMIN (root
     # outside a container), else capped by the kernel.
     "udp_buffer_size": 4194304,
-    # Seconds after which an idle TCP/TLS connection without bindings is closed.
+    # Seconds after which a TCP/TLS connection that carries a binding is closed when it
+    # sends nothing (no message, no keep-alive).
     "tcp_idle_timeout": 3600,
+    # The same for a connection that carries no binding (no REGISTER made one over it).
+    # Bytes of an unfinished message do not count as activity.
+    "tcp_unbound_timeout": 120,
+    # Seconds a peer may take from the first byte of a message to its last; a slower one
+    # is closed (slowloris).
+    "tcp_message_timeout": 10,
+    # Most TCP/TLS connections open at once, all ports together; more are closed at once.
+    # Keep it below the unit's LimitNOFILE.
+    "tcp_max_connections": 10000,
+    # Most TCP/TLS connections open at once from one source address (an IPv6 /64).
+    "tcp_max_per_source": 100,
+    # Bytes waiting for a peer that stopped reading beyond which its connection is closed
+    # (reading from it stops as soon as the send buffer is full).
+    "tcp_max_backlog": 1048576,
 }
 
 # -- Digest authentication -------------------------------------------------

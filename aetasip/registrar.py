@@ -270,6 +270,12 @@ class Registrar:
         binding.source = peer.source
         binding.local = peer.local
         binding.connection = peer.connection
+        if peer.connection is not None:
+            # A connection that carries a binding may idle longer (see
+            # aetasip.transport.SIPStreamProtocol).
+            markBound = getattr(peer.connection, "markBound", None)
+            if markBound is not None:
+                markBound()
         binding.path = path
         binding.userAgent = userAgent
         binding.instance = _instance(contact)

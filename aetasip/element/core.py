@@ -61,16 +61,20 @@ class SIPCore:
         self.clients = clients
         self.isLocalDomain = isLocalDomain
         self.serverHeader = serverHeader
-        self.connections: set[Any] = set()
+        # Live stream connections by their peer's (host, port): what an
+        # in-dialog request to a TCP/TLS leg finds in O(1).
+        self.connections: dict[tuple[str, int], Any] = {}
         self.counters = {"requests": 0, "responses": 0, "bad": 0, "dropped": 0}
 
     # -- from the transports ----------------------------------------------
 
     def connectionMade(self, connection: Any) -> None:
-        self.connections.add(connection)
+        self.connections[connection.source] = connection
 
     def connectionLost(self, connection: Any) -> None:
-        self.connections.discard(connection)
+        key = connection.source
+        if self.connections.get(key) is connection:
+            del self.connections[key]
 
     def receive(self, data: bytes, peer: Peer, stream: bool = False) -> None:
         try:
