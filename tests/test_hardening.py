@@ -265,3 +265,78 @@ class STUNAmplificationTests(SynchronousTestCase):
         response = codec.decode(reply[0])
         for attribute in (codec.RESPONSE_ORIGIN, codec.OTHER_ADDRESS, codec.SOFTWARE):
             self.assertIsNotNone(response.getValue(attribute))
+
+
+def options(**fields: str) -> bytes:
+    """An OPTIONS for the server itself, with C{fields} replacing or adding header fields."""
+    values = {
+        "Via": "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK-g1",
+        "From": "<sip:1@sip.example.net>;tag=1",
+        "To": "<sip:sip.example.net>",
+        "Call-ID": "grammar@test",
+        "CSeq": "1 OPTIONS",
+        "Max-Forwards": "70",
+    }
+    values.update({name.replace("_", "-"): value for name, value in fields.items()})
+    lines = "".join(f"{name}: {value}\r\n" for name, value in values.items())
+    return f"OPTIONS sip:sip.example.net SIP/2.0\r\n{lines}Content-Length: 0\r\n\r\n".encode()
+
+
+class GrammarTests(SynchronousTestCase):
+    """
+    Fault 7 of the audit: a request the server answers itself (OPTIONS) was
+    answered 200 although a header it relies on broke the RFC 3261 section
+    25 grammar. Each gets a 400 naming what is wrong.
+    """
+
+    def setUp(self) -> None:
+        self.h = Harness()
+
+    def assertRefused(self, data: bytes, reason: str) -> None:
+        reply = self.h.sendOne(data, ("192.0.2.1", 5060))
+        self.assertEqual((reply.code, reply.reason), (400, reason), data)
+
+    def test_an_honest_options_gets_200(self) -> None:
+        self.assertEqual(self.h.sendOne(options(), ("192.0.2.1", 5060)).code, 200)
+        odd = options(
+            From='"Bob \\"the codec\\"" <sip:1@sip.example.net>;tag=1', Call_ID="a-b.c!%*_+`'~()<>:\\/[]?{}@host"
+        )
+        self.assertEqual(self.h.sendOne(odd, ("192.0.2.1", 5060)).code, 200)
+
+    def test_unterminated_quoted_strings(self) -> None:
+        for field, value in (
+            ("From", '"Bob <sip:1@sip.example.net>;tag=1'),
+            ("From", '"Bob\\" <sip:1@sip.example.net>;tag=1'),
+            ("To", '"x <sip:sip.example.net>'),
+            ("From", '<sip:1@sip.example.net>;tag=1;x="y'),
+        ):
+            reply = self.h.sendOne(options(**{field: value}), ("192.0.2.1", 5060))
+            self.assertEqual(reply.code, 400, value)
+
+    def test_control_characters(self) -> None:
+        self.assertRefused(options(From='"Bo\x01b" <sip:1@sip.example.net>;tag=1'), "Control character in a header")
+        self.assertRefused(options(User_Agent="codec\x00"), "Control character in a header")
+
+    def test_call_id(self) -> None:
+        for value in ("a b", "a@b@c", "a@", "@b", "é"):
+            self.assertRefused(options(Call_ID=value), "Invalid Call-ID")
+
+    def test_headers_in_from_to_and_route_uris(self) -> None:
+        self.assertRefused(options(From="<sip:1@sip.example.net?Subject=x>;tag=1"), "Headers in a From URI")
+        self.assertRefused(options(To="<sip:sip.example.net?Route=%3Csip:evil%3E>"), "Headers in a To URI")
+        self.assertRefused(options(Route="<sip:sip.example.net;lr?x=y>"), "Headers in a Route URI")
+
+    def test_option_tag_lists(self) -> None:
+        self.assertRefused(options(Require='"x'), "Invalid Require")
+        self.assertRefused(options(Proxy_Require="a b"), "Invalid Proxy-Require")
+        self.assertRefused(options(Supported="100rel, timer,"), "Invalid Supported")
+
+    def test_expires_content_type_and_session_expires(self) -> None:
+        self.assertRefused(options(Expires="soon"), "Invalid Expires")
+        self.assertRefused(options(Content_Type="application"), "Invalid Content-Type")
+        self.assertRefused(options(Session_Expires="x;refresher=uac"), "Invalid Session-Expires")
+        self.assertRefused(options(Min_SE="-5"), "Invalid Min-SE")
+        ok = options(
+            Expires="3600", Content_Type="application/sdp; charset=utf-8", Session_Expires="1800;refresher=uac"
+        )
+        self.assertEqual(self.h.sendOne(ok, ("192.0.2.1", 5060)).code, 200)

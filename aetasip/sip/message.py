@@ -26,6 +26,7 @@ from aetasip.sip.headers import (
     Via,
     isToken,
     parseCSeq,
+    parseHeaderParams,
     parseNameAddr,
     parseVia,
     splitCommas,
@@ -557,6 +558,10 @@ def parse(data: bytes, stream: bool = False) -> Request | Response:
     start, headers, error = _splitHeaders(head)
     if start.startswith("SIP/"):
         return _parseResponse(start, headers, body, error)
+    if error is None and _CONTROL(head) is not None:
+        # RFC 3261 25.1: no header value (TEXT-UTF8, quoted-string, word...)
+        # holds a control character but HTAB.
+        error = "Control character in a header"
     return _parseRequest(start, headers, body, error, 0 if stream else len(data))
 
 
@@ -701,10 +706,66 @@ def _parseRequest(start: str, headers: list[list[str]], body: bytes, error: str 
             not _isDigits(maxForwards) or len(maxForwards.lstrip("0")) > 3 or int(maxForwards) > _MAX_FORWARDS_LIMIT
         ):
             raise ParseError("Invalid Max-Forwards")
+        _checkRequestFields(request)
         request.body = _checkLength(request, body)
     except ParseError as e:
         raise BadRequest(e.reason, e.status, request) from None
     return request
+
+
+# RFC 3261 section 25 pieces for the checks below.
+_WORD = r"[A-Za-z0-9\-.!%*_+`'~()<>:\\\"/\[\]?{}]+"
+_isCallID = re.compile(rf"{_WORD}(?:@{_WORD})?").fullmatch
+# Not escaped as a quoted-pair (RFC 4475 intmeth has "\\<BEL>" in a display name).
+_CONTROL = re.compile(r"(?<!\\)[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]").search
+_MEDIA_TYPE = re.compile(r"[ \t]*[A-Za-z0-9\-.!%*_+`'~]+[ \t]*/[ \t]*[A-Za-z0-9\-.!%*_+`'~]+(.*)", re.S).fullmatch
+_DELTA_SECONDS = re.compile(r"[ \t]*[0-9]+[ \t]*(;.*)?", re.S).fullmatch
+# Option-tag lists the element judges (Require, Proxy-Require: 420) or reads.
+_OPTION_TAG_LISTS = ("require", "proxy-require", "supported")
+_URI_HEADERS_FORBIDDEN = ("route", "record-route")
+
+
+def _checkRequestFields(request: Request) -> None:
+    """
+    The grammar (RFC 3261 section 25) of the request header fields the
+    service relies on besides those L{_checkFields} parses: Call-ID, the
+    URIs of From and To (no headers, 19.1.1; Route and Record-Route are
+    checked by L{_checkFields}), option-tag lists,
+    Expires, Content-Type, Session-Expires and Min-SE (RFC 4028).
+    """
+    index = request._lookup()
+    if not _isCallID(index["call-id"][0]):
+        raise ParseError("Invalid Call-ID")
+    fromAddr, toAddr = request._from, request._to
+    if fromAddr is not None and fromAddr.uri.headers:
+        raise ParseError("Headers in a From URI")
+    if toAddr is not None and toAddr.uri.headers:
+        raise ParseError("Headers in a To URI")
+    for name in _OPTION_TAG_LISTS:
+        values = index.get(name)
+        if values is not None:
+            for value in values:
+                for tag in splitCommas(value) if "," in value else (value.strip(_WS),):
+                    if not isToken(tag):
+                        raise ParseError(f"Invalid {canonicalName(name)}")
+    expires = index.get("expires")
+    if expires is not None and not all(_isDigits(value.strip(_WS)) for value in expires):
+        raise ParseError("Invalid Expires")
+    contentType = index.get("content-type")
+    if contentType is not None:
+        match = _MEDIA_TYPE(contentType[0])
+        if match is None:
+            raise ParseError("Invalid Content-Type")
+        if match.group(1):
+            parseHeaderParams(match.group(1))
+    for name in ("session-expires", "min-se"):
+        values = index.get(name)
+        if values is not None:
+            match = _DELTA_SECONDS(values[0])
+            if len(values) > 1 or match is None:
+                raise ParseError(f"Invalid {canonicalName(name)}")
+            if match.group(1):
+                parseHeaderParams(match.group(1))
 
 
 def _checkVersion(version: str) -> None:
@@ -749,7 +810,10 @@ def _checkFields(message: Message) -> None:
         values = index.get(name)
         if values is not None:
             _checkCount(values, name)
-            message.addresses(name)
+            addresses = message.addresses(name)
+            if name in _URI_HEADERS_FORBIDDEN and isinstance(message, Request):
+                if any(addr.uri.headers for addr in addresses):
+                    raise ParseError(f"Headers in a {canonicalName(name)} URI")
 
 
 def _checkCount(values: list[str], name: str) -> None:
