@@ -106,6 +106,21 @@ auth = {
     "ban_time": 600,
 }
 
+# -- Flood control (before parsing; Kamailio's pike) -------------------------
+flood = {
+    # SIP messages one source (an IPv6 /64) may send within flood.window seconds; beyond,
+    # it is banned (0: no flood control).
+    "limit": 40,
+    # Seconds of the sliding window flood.limit counts over.
+    "window": 2,
+    # Seconds a flooding source's messages are dropped unparsed; the ban then expires by
+    # itself.
+    "ban_time": 300,
+    # Sources never counted nor banned: the operator's networks, the backup server, load
+    # generators.
+    "trusted": ["127.0.0.0/8", "::1/128"],
+}
+
 # -- Registrar -------------------------------------------------------------
 registrar = {
     # Shortest registration accepted (shorter ones get 423 Interval Too Brief).

@@ -193,6 +193,14 @@ def ipAddress(value: Any) -> str:
         raise _expect("an IPv4 or IPv6 address") from None
 
 
+def network(value: Any) -> str:
+    """An IP network (C{192.0.2.0/24}, C{2001:db8::/32}) or address (a /32 or /128)."""
+    try:
+        return str(ipaddress.ip_network(value, strict=False))
+    except (ValueError, TypeError):
+        raise _expect("an IP network or address") from None
+
+
 def hostname(value: Any) -> str:
     """A DNS name or an IP address, lower-cased."""
     if not isinstance(value, str) or not value:
@@ -258,6 +266,7 @@ MODULES: tuple[str, ...] = (
     "aetasip.auth.limits",
     "aetasip.auth.ldap",
     "aetasip.calls.settings",
+    "aetasip.element.flood",
     "aetasip.notify",
     "aetasip.registrar",
     "aetasip.sipservice",

@@ -38,6 +38,7 @@ from aetasip.calls.token import DialogSigner
 from aetasip.directory import StoreDirectory
 from aetasip.domains import LocalDomains
 from aetasip.element.core import SIPCore
+from aetasip.element.flood import FloodControl
 from aetasip.interfaces import ICallObserverFactory, IMediaHandlerFactory
 from aetasip.location import LocationService
 from aetasip.notify import NotifierService
@@ -238,7 +239,9 @@ def makeSIPService(
         MediaHook(media),
         callSettings(cfg),
     )
-    sip.attach(SIPCore(sip.transactions, registrar, domains, serverHeader, proxy, sip.clients), registrar, proxy)
+    flood = FloodControl.fromConfig(cfg, reactor.seconds)
+    core = SIPCore(sip.transactions, registrar, domains, serverHeader, proxy, sip.clients, flood)
+    sip.attach(core, registrar, proxy)
     return sip
 
 

@@ -15,6 +15,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from aetasip.element.flood import FloodControl
 from aetasip.registrar import SUPPORTED, Registrar
 from aetasip.sip.client import ClientTransactionLayer
 from aetasip.sip.errors import ParseError
@@ -54,8 +55,10 @@ class SIPCore:
         serverHeader: str,
         proxy: Any = None,
         clients: ClientTransactionLayer | None = None,
+        flood: FloodControl | None = None,
     ) -> None:
         self.transactions = transactions
+        self.flood = flood
         self.registrar = registrar
         self.proxy = proxy
         self.clients = clients
@@ -77,6 +80,10 @@ class SIPCore:
             del self.connections[key]
 
     def receive(self, data: bytes, peer: Peer, stream: bool = False) -> None:
+        flood = self.flood
+        if flood is not None and not flood.allow(peer.source[0]):
+            # A banned source: dropped unparsed and unanswered.
+            return
         try:
             message = parse(data, stream)
         except BadRequest as e:
