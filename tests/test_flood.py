@@ -92,3 +92,26 @@ class FloodThroughTheCoreTests(SynchronousTestCase):
         self.assertEqual(h.core.flood.counters["dropped"], 160)
         agent = Agent("45675001", "secret1", source=("198.51.100.7", 5060))
         self.assertEqual(h.register(agent).code, 200)
+
+
+class LogLimitTests(SynchronousTestCase):
+    """A source sending bad requests gets five log lines a minute, then one summary."""
+
+    def test_bad_requests_are_logged_five_a_minute_then_summed_up(self) -> None:
+        h = Harness(flood__limit=0)
+        events: list[dict[str, Any]] = []
+        observer: Any = events.append
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        bad = (
+            b"OPTIONS sip:sip.example.net SIP/2.0\r\nVia: SIP/2.0/UDP 1.2.3.4;branch=z9hG4bK{n}\r\n"
+            b"From: <sip:1@x>;tag=1\r\nTo: <sip:x>\r\nCall-ID: a b\r\nCSeq: 1 OPTIONS\r\n\r\n"
+        )
+        for n in range(100):
+            self.assertEqual(h.sendOne(bad.replace(b"{n}", str(n).encode()), (ATTACKER, 5060)).code, 400)
+        lines = [e for e in events if e.get("log_format", "").startswith("Bad request from")]
+        self.assertEqual(len(lines), 5)
+        h.clock.advance(60)
+        h.sendOne(bad.replace(b"{n}", b"x"), (ATTACKER, 5060))
+        lines = [e for e in events if e.get("log_format", "").startswith("Bad request from")]
+        self.assertEqual(lines[-1]["held"], " (95 more from it were not logged)")

@@ -113,7 +113,8 @@ class FailureLimits:
         """A failed authentication from C{host} for C{number}: count it, maybe ban."""
         self.counters["failures"] += 1
         group = sourceGroup(host)
-        log.debug("Failed authentication for {number} from {host}", number=number, host=host)
+        # No line per failure, even at debug level: an attack makes thousands
+        # (the counters count them, a ban logs one warning).
         if self._count((group, number)) >= self.perAccount:
             self._ban((group, number), f"{self.perAccount} failed authentications for {number}")
         if self._count(group) >= self.perSource:

@@ -197,10 +197,7 @@ class Authentication:
         payload: bytes,
     ) -> Outcome:
         if credentials is None:
-            # Debug only: an attack makes thousands (a ban logs one line).
-            log.debug(
-                "{method} for unknown number {number} from {peer}", method=request.method, number=number, peer=peer
-            )
+            # Not logged: an attack makes thousands (a ban logs one line).
             return self._failed(request, number, peer, params)
         algorithm = algorithmOf(params)
         ha1 = credentials.ha1.get(algorithm) if algorithm else None
@@ -211,7 +208,6 @@ class Authentication:
         if verdict is Verdict.STALE:
             return self.challenge(request, kind, stale=True)
         if verdict is not Verdict.OK:
-            log.debug("Bad credentials for {number} from {peer}", number=number, peer=peer)
             return self._failed(request, number, peer, params)
         if self.limits is not None:
             self.limits.succeeded(peer.source[0], number)

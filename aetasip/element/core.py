@@ -16,6 +16,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from aetasip.element.flood import FloodControl
+from aetasip.element.loglimit import SourceLogLimiter
 from aetasip.registrar import SUPPORTED, Registrar
 from aetasip.sip.client import ClientTransactionLayer
 from aetasip.sip.errors import ParseError
@@ -59,6 +60,8 @@ class SIPCore:
     ) -> None:
         self.transactions = transactions
         self.flood = flood
+        # Five lines a minute per source about the bad requests it sends.
+        self.logLimiter = SourceLogLimiter(transactions.clock.seconds)
         self.registrar = registrar
         self.proxy = proxy
         self.clients = clients
@@ -120,7 +123,15 @@ class SIPCore:
         except ParseError:
             pass
         response = localResponse(request, error.status, error.reason, self.serverHeader)
-        log.info("Bad request from {peer}: {status} {reason}", peer=peer, status=error.status, reason=error.reason)
+        write, held = self.logLimiter.allow(peer.source[0])
+        if write:
+            log.info(
+                "Bad request from {peer}: {status} {reason}{held}",
+                peer=peer,
+                status=error.status,
+                reason=error.reason,
+                held=f" ({held} more from it were not logged)" if held else "",
+            )
         data = withinBudget(response)
         if data is not None:
             peer.send(data)
