@@ -15,6 +15,7 @@ the same command and the file as argument).
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import time
@@ -31,8 +32,10 @@ def main() -> None:
     from aetasip.tap import tuneGarbageCollector
 
     targets = Targets()
-    # The service's collector settings: its pauses are not the inputs' doing.
+    # The service's collector settings, and no collection during an input
+    # (Targets.all collects between inputs): its pauses are no input's doing.
     tuneGarbageCollector()
+    gc.disable()
     corpus = [arg for arg in sys.argv[1:] if not arg.startswith("-")]
     for directory in corpus:
         os.makedirs(directory, exist_ok=True)

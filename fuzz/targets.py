@@ -13,6 +13,7 @@ failure is the bug), or an input slower than L{SLOW} seconds of CPU time.
 
 from __future__ import annotations
 
+import gc
 import glob
 import os
 import time
@@ -84,15 +85,26 @@ class _Timer:
     def __init__(self) -> None:
         self.slowest = 0.0
 
-    def run(self, what: str, function: Any, *args: Any) -> Any:
+    def run(self, what: str, function: Any, *args: Any, pure: bool = False) -> Any:
+        """
+        Run C{function}; fail if it took more than L{SLOW} seconds of CPU. A
+        C{pure} one (no state changed) that was slow is run twice more and
+        judged on its fastest run: on a shared machine a single slow run
+        may be someone else's doing (caches, frequency), a slow input is
+        slow every time.
+        """
         start = time.thread_time()
-        try:
-            return function(*args)
-        finally:
-            spent = time.thread_time() - start
-            self.slowest = max(self.slowest, spent)
-            if spent > SLOW:
-                raise Failed(f"{what} took {spent * 1000:.1f} ms of CPU")
+        result = function(*args)
+        spent = time.thread_time() - start
+        if spent > SLOW and pure:
+            for _ in range(2):
+                again = time.thread_time()
+                function(*args)
+                spent = min(spent, time.thread_time() - again)
+        self.slowest = max(self.slowest, spent)
+        if spent > SLOW:
+            raise Failed(f"{what} took {spent * 1000:.1f} ms of CPU")
+        return result
 
 
 class Targets:
@@ -150,7 +162,7 @@ class Targets:
                 except ParseError:
                     pass
 
-        self.timer.run("parse", both)
+        self.timer.run("parse", both, pure=True)
 
     def element(self, data: bytes) -> None:
         """The whole SIP element: no failure logged, whatever comes in, over UDP or TCP."""
@@ -168,10 +180,14 @@ class Targets:
     def stunServer(self, data: bytes) -> None:
         """The STUN server answers or drops anything, on every socket of a RFC 5780 set."""
         endpoint = self.stunEndpoints[self.inputs % 4]
-        self.timer.run("stun", self.stun.datagram, data, ("198.51.100.7", 40000), endpoint)
-        self.timer.run("stun stream", self.stun.stream, data, ("198.51.100.7", 40000), self.stunStream)
+        self.timer.run("stun", self.stun.datagram, data, ("198.51.100.7", 40000), endpoint, pure=True)
+        self.timer.run("stun stream", self.stun.stream, data, ("198.51.100.7", 40000), self.stunStream, pure=True)
 
     def all(self, data: bytes) -> None:
+        if self.inputs % 1000 == 999:
+            # The garbage collector runs here, between inputs, when the
+            # campaign turned it off (collections are no input's doing).
+            gc.collect()
         if data[:1] in (b"\x00", b"\x01"):
             self.stunServer(data)
             return
