@@ -85,13 +85,14 @@ class _Timer:
     def __init__(self) -> None:
         self.slowest = 0.0
 
-    def run(self, what: str, function: Any, *args: Any, pure: bool = False) -> Any:
+    def run(self, what: str, function: Any, *args: Any, pure: bool = False, replay: Any = None) -> Any:
         """
         Run C{function}; fail if it took more than L{SLOW} seconds of CPU. A
-        C{pure} one (no state changed) that was slow is run twice more and
-        judged on its fastest run: on a shared machine a single slow run
-        may be someone else's doing (caches, frequency), a slow input is
-        slow every time.
+        C{pure} one (no state changed) that was slow is run twice more, or
+        C{replay} (the same on fresh state) twice, and judged on its fastest
+        run: on a shared machine a single slow run may be someone else's
+        doing (caches, frequency, page faults); a slow input is slow every
+        time.
         """
         start = time.thread_time()
         result = function(*args)
@@ -101,6 +102,9 @@ class _Timer:
                 again = time.thread_time()
                 function(*args)
                 spent = min(spent, time.thread_time() - again)
+        elif spent > SLOW and replay is not None:
+            for _ in range(2):
+                spent = min(spent, replay(*args))
         self.slowest = max(self.slowest, spent)
         if spent > SLOW:
             raise Failed(f"{what} took {spent * 1000:.1f} ms of CPU")
@@ -169,13 +173,27 @@ class Targets:
         self.inputs += 1
         stream = self.inputs % 4 == 0
         peer = Peer("tcp" if stream else "udp", ("198.51.100.7", 5060), ("127.0.0.1", 5060), self._send)
-        self.timer.run("element", self.sip.core.receive, data, peer, stream)
+        self.timer.run("element", self.sip.core.receive, data, peer, stream, replay=self._onFreshElement)
         if self.inputs % 64 == 0:
             # Let timers run (retransmissions, timeouts) now and then.
             self.timer.run("timers", self.clock.advance, 1.0)
         if self.failures:
             failure, self.failures = self.failures[0], []
             raise Failed(f"the SIP core logged a failure:\n{failure}")
+
+    def _onFreshElement(self, data: bytes, peer: Peer, stream: bool) -> float:
+        """C{data} into a new SIP element (the replay of a slow input): the CPU time it took."""
+        from aetasip.tap import makeSIPService
+
+        settings = config.build({"sip.domains": ["sip.example.net"], "flood.limit": 0})
+        fresh = makeSIPService(settings, _Accounts(), reactor=Clock())
+        try:
+            start = time.thread_time()
+            fresh.core.receive(data, peer, stream)
+            return time.thread_time() - start
+        finally:
+            fresh.transactions.stop()
+            fresh.clients.stop()
 
     def stunServer(self, data: bytes) -> None:
         """The STUN server answers or drops anything, on every socket of a RFC 5780 set."""
