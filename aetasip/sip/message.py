@@ -307,6 +307,14 @@ class Message:
                 continue
             kept.append(field)
         self.headers = kept
+        index = self._index
+        if index is not None:
+            # The index kept true here, whether or not _changed drops it.
+            values = [value for field, value in kept if field == name]
+            if values:
+                index[name] = values
+            else:
+                index.pop(name, None)
         self._changed(name)
 
     def removeFirstValue(self, name: str) -> str | None:
