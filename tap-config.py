@@ -73,10 +73,6 @@ auth = {
     # comes first by default; put SHA-256 first when every agent of the fleet supports RFC
     # 8760.
     "algorithms": ["MD5", "SHA-256"],
-    # Agents (by the start of their User-Agent, any case) challenged with MD5 alone:
-    # baresip 1.0 fails the whole registration on a challenge naming SHA-256. A number
-    # that authenticated with SHA-256 is held to it whatever its User-Agent says.
-    "md5_only_agents": ["baresip"],
     # Seconds a nonce is accepted; older ones get stale=true.
     "nonce_lifetime": 300,
     # Path of the accounts file read by the 'file' backend.

@@ -213,9 +213,7 @@ def makeSIPService(
         cfg["sip.realm"], cfg["auth.algorithms"], cfg["auth.nonce_lifetime"], now=reactor.seconds
     )
     limits = FailureLimits.fromConfig(cfg, reactor.seconds)
-    authentication = Authentication(
-        digest, auth, cfg["sip.realm"], serverHeader, limits, tuple(cfg["auth.md5_only_agents"])
-    )
+    authentication = Authentication(digest, auth, cfg["sip.realm"], serverHeader, limits)
     location = LocationService(reactor, store)
     registrar = Registrar(cfg, location, authentication, domains, serverHeader)
     sip = SIPService(cfg, location, domains, serverHeader, reactor)

@@ -37,14 +37,6 @@ declare(
         "answer only the first challenge and only know MD5, so MD5 comes first by default; put SHA-256 first "
         "when every agent of the fleet supports RFC 8760.",
     ),
-    Key(
-        "auth.md5_only_agents",
-        ["baresip"],
-        listOf(text, "User-Agent prefixes"),
-        "Agents (by the start of their User-Agent, any case) challenged with MD5 alone: baresip 1.0 fails the "
-        "whole registration on a challenge naming SHA-256. A number that authenticated with SHA-256 is held "
-        "to it whatever its User-Agent says.",
-    ),
     Key("auth.nonce_lifetime", 300, integer(10, 86400), "Seconds a nonce is accepted; older ones get stale=true."),
     Key("auth.file", None, optional(text), "Path of the accounts file read by the 'file' backend."),
     Key(

@@ -28,11 +28,6 @@ log = Logger()
 
 RETRY_AFTER_UNAVAILABLE = 30
 
-STRONG = ("SHA-256",)
-"""Algorithms a number, once it used one of them, is held to."""
-
-MAX_STRONG = 1_000_000
-
 BANNED = "Too many failed authentications"
 """The reason of the 403 answering a banned source."""
 
@@ -104,13 +99,6 @@ class Authentication:
     @ivar serverHeader: the value of the Server header of our responses.
     @ivar limits: the L{FailureLimits} counting failed authentications and
         refusing banned sources, or C{None}.
-
-    Challenges offer every algorithm configured, but to agents whose
-    User-Agent starts with one of C{md5OnlyAgents} (baresip 1.0 fails the
-    whole registration on a challenge naming SHA-256), which get MD5 alone;
-    and a number that authenticated with SHA-256 gets SHA-256 alone from
-    then on, its MD5 responses refused: a forged User-Agent, or a man in
-    the middle stripping a challenge, cannot take it back to MD5.
     """
 
     def __init__(
@@ -120,17 +108,12 @@ class Authentication:
         realm: str,
         serverHeader: str,
         limits: FailureLimits | None = None,
-        md5OnlyAgents: tuple[str, ...] = (),
     ) -> None:
         self.digest = digest
         self.auth = auth
         self.realm = realm
         self.serverHeader = serverHeader
         self.limits = limits
-        self._md5OnlyAgents = tuple(agent.lower() for agent in md5OnlyAgents)
-        # Numbers that authenticated with SHA-256 since the start: they get
-        # SHA-256 challenges only and their MD5 responses are refused.
-        self._strong: set[str] = set()
 
     def authenticate(self, request: Request, kind: Kind, number: str, peer: Peer) -> Outcome | Deferred[Outcome]:
         """
@@ -162,7 +145,7 @@ class Authentication:
             return self._reply(request, 403, BANNED)
         found = self._credentialsFor(request, kind)
         if found is None:
-            return self.challenge(request, kind, number=number)
+            return self.challenge(request, kind)
         params, header = found
         if kind.numbersOnly and (not number or not number.isdigit()):
             return self._reply(request, 404, "Not a number of this service")
@@ -172,7 +155,7 @@ class Authentication:
             return self._reply(request, 403, kind.mismatch)
         payload = self.digest.precheck(params)
         if payload is None:
-            return self.challenge(request, kind, number=number)
+            return self.challenge(request, kind)
         try:
             d = self.auth.credentials(number)
         except Exception:
@@ -183,20 +166,10 @@ class Authentication:
         d.addErrback(self.backendFailed, request)
         return d
 
-    def challenge(self, request: Request, kind: Kind, stale: bool = False, number: str | None = None) -> Response:
-        """
-        The challenge answering C{request} (from the account C{number}):
-        one per algorithm offered to it (see the class docstring).
-        """
+    def challenge(self, request: Request, kind: Kind, stale: bool = False) -> Response:
+        """The challenge answering C{request}: one per algorithm offered."""
         response = self._reply(request, kind.code)
-        only: tuple[str, ...] | None = None
-        if number is not None and number in self._strong:
-            only = STRONG
-        elif self._md5OnlyAgents:
-            agent = (request.get("user-agent") or "").lower()
-            if agent.startswith(self._md5OnlyAgents):
-                only = ("MD5",)
-        for value in self.digest.challenges(stale=stale, only=only):
+        for value in self.digest.challenges(stale=stale):
             response.add(kind.challengeHeader, value)
         return response
 
@@ -227,24 +200,19 @@ class Authentication:
             # Not logged: an attack makes thousands (a ban logs one line).
             return self._failed(request, number, peer, params)
         algorithm = algorithmOf(params)
-        if number in self._strong and algorithm not in STRONG:
-            # No way back to MD5 for a number that proved it does SHA-256.
-            return self.challenge(request, kind, number=number)
         ha1 = credentials.ha1.get(algorithm) if algorithm else None
         if ha1 is None or credentials.realm != self.realm:
             # Nothing to check the response with: perhaps another algorithm.
-            return self.challenge(request, kind, number=number)
+            return self.challenge(request, kind)
         verdict = self.digest.verify(params, request.method, ha1, request.body, payload)
         if verdict is Verdict.STALE:
-            return self.challenge(request, kind, stale=True, number=number)
+            return self.challenge(request, kind, stale=True)
         if verdict is not Verdict.OK:
             return self._failed(request, number, peer, params)
         if self.limits is not None:
             self.limits.succeeded(peer.source[0], number)
         # Proven: its source is no spoofed victim, answers need no budget.
         request.size = 0
-        if algorithm in STRONG and number not in self._strong and len(self._strong) < MAX_STRONG:
-            self._strong.add(number)
         return Authenticated(credentials, header)
 
     def _failed(self, request: Request, number: str, peer: Peer, params: dict[str, str]) -> Response:

@@ -278,7 +278,6 @@ class DigestAuthenticator:
         head = f"Digest realm={_quote(realm)}, nonce="
         tail = f", opaque={_quote(self.opaque)}, algorithm="
         self._templates = [(head, f'{tail}{algorithm}, qop="auth"') for algorithm in algorithms]
-        self._algorithmsInOrder = algorithms
         # Nonce payload (mint time and random part) to the highest nc
         # accepted with it, in order of first use, so the oldest are first
         # to expire or be evicted.
@@ -316,23 +315,17 @@ class DigestAuthenticator:
             return None
         return payload
 
-    def challenges(self, stale: bool = False, only: tuple[str, ...] | None = None) -> list[str]:
+    def challenges(self, stale: bool = False) -> list[str]:
         """
         Values for C{WWW-Authenticate} (or C{Proxy-Authenticate}) headers,
         one per algorithm offered, in order. They share one fresh nonce: an
         agent answers one challenge only, and minting costs an HMAC.
 
         @param stale: add C{stale=true}, after a L{Verdict.STALE}.
-        @param only: offer only these of the algorithms (in the configured
-            order); all of them when C{None} or when none of these is offered.
         """
         suffix = ", stale=true" if stale else ""
         nonce = self._mintNonce()
-        templates = self._templates
-        if only is not None:
-            chosen = [t for t, algorithm in zip(templates, self._algorithmsInOrder, strict=True) if algorithm in only]
-            templates = chosen or templates
-        return [f'{head}"{nonce}"{tail}{suffix}' for head, tail in templates]
+        return [f'{head}"{nonce}"{tail}{suffix}' for head, tail in self._templates]
 
     def precheck(self, params: Mapping[str, str]) -> bytes | None:
         """
