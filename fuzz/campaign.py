@@ -46,6 +46,7 @@ def main() -> None:
     started = time.monotonic()
 
     def report() -> None:
+        targets.timer.recheck()
         print(
             f"fuzz: {targets.inputs} SIP element inputs, slowest input {targets.timer.slowest * 1000:.2f} ms of CPU, "
             f"{time.monotonic() - started:.0f} s",
