@@ -337,6 +337,10 @@ class GrammarTests(SynchronousTestCase):
         self.assertRefused(options(Session_Expires="x;refresher=uac"), "Invalid Session-Expires")
         self.assertRefused(options(Min_SE="-5"), "Invalid Min-SE")
         ok = options(
-            Expires="3600", Content_Type="application/sdp; charset=utf-8", Session_Expires="1800;refresher=uac"
+            Expires="3600",
+            Content_Type="application/sdp; charset=utf-8",
+            Session_Expires="1800;refresher=uac",
+            # Empty: no option tag, which RFC 3261 20.37 allows.
+            Supported="",
         )
         self.assertEqual(self.h.sendOne(ok, ("192.0.2.1", 5060)).code, 200)

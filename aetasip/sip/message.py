@@ -753,6 +753,9 @@ def _checkRequestFields(request: Request) -> None:
         values = index.get(name)
         if values is not None:
             for value in values:
+                if not value and name == "supported":
+                    # Supported may be empty (RFC 3261 20.37): no option tag.
+                    continue
                 for tag in splitCommas(value) if "," in value else (value.strip(_WS),):
                     if not isToken(tag):
                         raise ParseError(f"Invalid {canonicalName(name)}")
