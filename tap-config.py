@@ -45,8 +45,23 @@ sip = {
     # Above net.core.rmem_max it is forced when aetasip has CAP_NET_ADMIN (root
     # outside a container), else capped by the kernel.
     "udp_buffer_size": 4194304,
-    # Seconds after which an idle TCP/TLS connection without bindings is closed.
+    # Seconds after which a TCP/TLS connection that carries a binding is closed when it
+    # sends nothing (no message, no keep-alive).
     "tcp_idle_timeout": 3600,
+    # The same for a connection that carries no binding (no REGISTER made one over it).
+    # Bytes of an unfinished message do not count as activity.
+    "tcp_unbound_timeout": 120,
+    # Seconds a peer may take from the first byte of a message to its last; a slower one
+    # is closed (slowloris).
+    "tcp_message_timeout": 10,
+    # Most TCP/TLS connections open at once, all ports together; more are closed at once.
+    # Keep it below the unit's LimitNOFILE.
+    "tcp_max_connections": 10000,
+    # Most TCP/TLS connections open at once from one source address (an IPv6 /64).
+    "tcp_max_per_source": 100,
+    # Bytes waiting for a peer that stopped reading beyond which its connection is closed
+    # (reading from it stops as soon as the send buffer is full).
+    "tcp_max_backlog": 1048576,
 }
 
 # -- Digest authentication -------------------------------------------------
@@ -73,6 +88,41 @@ auth = {
     # time). A password changed with aetasip-admin applies within this time; an unknown
     # number is remembered 5 s at most.
     "cache_ttl": 60,
+    # Numbers whose credentials the 'sql' backend keeps; past it the least recently used
+    # is dropped.
+    "cache_size": 10000,
+    # Numbers the 'sql' backend may be waiting for the store for at once; beyond, requests
+    # get 503 with Retry-After at once instead of queueing without bound (a storm while
+    # the database is slow).
+    "max_pending": 1000,
+    # Failed authentications (wrong password, unknown number, another user's credentials)
+    # one source may make for one number within auth.failure_window before that source is
+    # banned for that number.
+    "failures_per_account": 10,
+    # Failed authentications one source (an IPv6 /64) may make, whatever the numbers,
+    # within auth.failure_window before it is banned. Several codecs behind one NAT share
+    # it.
+    "failures_per_source": 30,
+    # Seconds over which failed authentications are counted.
+    "failure_window": 300,
+    # Seconds a source banned for failed authentications is refused (403, no challenge);
+    # the ban then expires.
+    "ban_time": 600,
+}
+
+# -- Flood control (before parsing; Kamailio's pike) -------------------------
+flood = {
+    # SIP messages one source (an IPv6 /64) may send within flood.window seconds; beyond,
+    # it is banned (0: no flood control).
+    "limit": 40,
+    # Seconds of the sliding window flood.limit counts over.
+    "window": 2,
+    # Seconds a flooding source's messages are dropped unparsed; the ban then expires by
+    # itself.
+    "ban_time": 300,
+    # Sources never counted nor banned: the operator's networks, the backup server, load
+    # generators.
+    "trusted": ["127.0.0.0/8", "::1/128"],
 }
 
 # -- Registrar -------------------------------------------------------------

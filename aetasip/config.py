@@ -65,9 +65,39 @@ class ConfigError(Exception):
         self.expected = expected
 
     def __str__(self) -> str:
+        shown = redacted(self.key, self.value)
         if self.key.startswith("-"):
-            return f"{self.key} {self.value!r}: expected {self.expected}"
-        return f"configuration key {self.key} = {self.value!r}: expected {self.expected}"
+            return f"{self.key} {shown}: expected {self.expected}"
+        return f"configuration key {self.key} = {shown}: expected {self.expected}"
+
+
+# Names of settings (keys, options, dict entries) whose values are secrets.
+_SECRET_NAME = re.compile(r"secret|password|passwd|token|dialog_key|api_key|private", re.I)
+# The password of a URL: scheme://user:PASSWORD@host...
+_URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^/@\s]*?:)([^@/\s]*)(@)")
+
+
+def redacted(name: str, value: object) -> str:
+    """
+    The C{repr} of the setting C{name} = C{value} for messages and logs,
+    secrets hidden: the whole value of a secret setting (a name with
+    C{secret}, C{password}, C{token}...), the passwords of URLs, and secret
+    entries of dicts, at any depth.
+    """
+    if value is not None and _SECRET_NAME.search(name):
+        return "'<hidden>'"
+    return _URL_PASSWORD.sub(r"\1***\3", repr(_hideEntries(value)))
+
+
+def _hideEntries(value: object) -> object:
+    if isinstance(value, dict):
+        return {
+            k: ("<hidden>" if isinstance(k, str) and _SECRET_NAME.search(k) and v is not None else _hideEntries(v))
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return type(value)(_hideEntries(v) for v in value)
+    return value
 
 
 class _Invalid(Exception):
@@ -189,6 +219,14 @@ def ipAddress(value: Any) -> str:
         raise _expect("an IPv4 or IPv6 address") from None
 
 
+def network(value: Any) -> str:
+    """An IP network (C{192.0.2.0/24}, C{2001:db8::/32}) or address (a /32 or /128)."""
+    try:
+        return str(ipaddress.ip_network(value, strict=False))
+    except (ValueError, TypeError):
+        raise _expect("an IP network or address") from None
+
+
 def hostname(value: Any) -> str:
     """A DNS name or an IP address, lower-cased."""
     if not isinstance(value, str) or not value:
@@ -251,8 +289,10 @@ MODULES: tuple[str, ...] = (
     # The modules of aetasip that declare keys: one line each, imported on
     # first use of the registry (see L{keys}).
     "aetasip.auth.chain",
+    "aetasip.auth.limits",
     "aetasip.auth.ldap",
     "aetasip.calls.settings",
+    "aetasip.element.flood",
     "aetasip.notify",
     "aetasip.records.mailsettings",
     "aetasip.records.settings",

@@ -157,12 +157,14 @@ class LocationService:
         self._changed(binding)
         self.emit("registered", binding)
 
-    def refresh(self, binding: Binding, contact: str | None = None) -> None:
+    def refresh(self, binding: Binding, contact: str | None = None, moved: bool = False) -> None:
         """
         C{binding} (already stored) got a new expiry, Call-ID or CSeq, and
         perhaps a new C{contact} (an RFC 5626 instance that moved).
+
+        @param moved: the agent is now reached elsewhere (a new NAT source
+            port, transport or Path): written within the flush interval.
         """
-        moved = False
         if contact is not None and contact != binding.contact:
             moved = True
             old = (binding.aor, binding.contact)

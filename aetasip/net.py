@@ -109,3 +109,20 @@ def unavailableWildcard(address: str, error: CannotListenError) -> bool:
     """
     reason = getattr(error.socketError, "errno", None)
     return address == "::" and reason in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL, errno.EPROTONOSUPPORT)
+
+
+def sourceGroup(host: str) -> str:
+    """
+    What counts as one source for limits and bans: an IPv4 address, or the
+    /64 of an IPv6 address (one host or one site holds a whole /64, and can
+    pick any address in it). Other text (a test's host name) as it is.
+    """
+    if ":" not in host:
+        return host
+    try:
+        address = ipaddress.IPv6Address(host.strip("[]").partition("%")[0])
+    except ValueError:
+        return host
+    if address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(ipaddress.IPv6Network((int(address) >> 64 << 64, 64)))

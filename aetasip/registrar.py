@@ -239,8 +239,12 @@ class Registrar:
             if existing is not None:
                 existing.expiresAt = now + expires
                 existing.callID, existing.cseq = callID, cseq
+                route = (existing.transport, existing.source, existing.local, existing.path)
                 self._fillSource(existing, peer, path, userAgent, contact)
-                self.location.refresh(existing, text)
+                # A new NAT source (or transport) is where the agent is now
+                # reached: written at once, not only after the next restart.
+                moved = route != (existing.transport, existing.source, existing.local, existing.path)
+                self.location.refresh(existing, text, moved)
             else:
                 binding = Binding(
                     aor=number,
@@ -266,6 +270,12 @@ class Registrar:
         binding.source = peer.source
         binding.local = peer.local
         binding.connection = peer.connection
+        if peer.connection is not None:
+            # A connection that carries a binding may idle longer (see
+            # aetasip.transport.SIPStreamProtocol).
+            markBound = getattr(peer.connection, "markBound", None)
+            if markBound is not None:
+                markBound()
         binding.path = path
         binding.userAgent = userAgent
         binding.instance = _instance(contact)

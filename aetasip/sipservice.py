@@ -30,7 +30,7 @@ from aetasip.sip.client import ClientTransactionLayer
 from aetasip.sip.transaction import ServerTransactionLayer
 from aetasip.sip.uri import URI
 from aetasip.stun.server import STUNServer
-from aetasip.transport import DatagramSender, SIPDatagramProtocol, SIPStreamFactory
+from aetasip.transport import DatagramSender, SIPDatagramProtocol, SIPStreamFactory, StreamLimits, StreamSettings
 
 log = Logger()
 
@@ -93,7 +93,41 @@ declare(
         "sip.tcp_idle_timeout",
         3600,
         integer(10, 86400),
-        "Seconds after which an idle TCP/TLS connection without bindings is closed.",
+        "Seconds after which a TCP/TLS connection that carries a binding is closed when it sends nothing "
+        "(no message, no keep-alive).",
+    ),
+    Key(
+        "sip.tcp_unbound_timeout",
+        120,
+        integer(5, 86400),
+        "The same for a connection that carries no binding (no REGISTER made one over it). Bytes of an "
+        "unfinished message do not count as activity.",
+    ),
+    Key(
+        "sip.tcp_message_timeout",
+        10,
+        integer(1, 600),
+        "Seconds a peer may take from the first byte of a message to its last; a slower one is closed (slowloris).",
+    ),
+    Key(
+        "sip.tcp_max_connections",
+        10000,
+        integer(1, 1_000_000),
+        "Most TCP/TLS connections open at once, all ports together; more are closed at once. Keep it below "
+        "the unit's LimitNOFILE.",
+    ),
+    Key(
+        "sip.tcp_max_per_source",
+        100,
+        integer(1, 1_000_000),
+        "Most TCP/TLS connections open at once from one source address (an IPv6 /64).",
+    ),
+    Key(
+        "sip.tcp_max_backlog",
+        1048576,
+        integer(65536, 1 << 30),
+        "Bytes waiting for a peer that stopped reading beyond which its connection is closed (reading from it "
+        "stops as soon as the send buffer is full).",
     ),
 )
 
@@ -143,6 +177,15 @@ class SIPService(service.Service):
         self.pinger = OptionsPinger(
             reactor, self.location, self.udpSender, config["registrar.options_ping_interval"], self._sentBy()
         )
+        self.streamSettings = StreamSettings(
+            maxSize=config["sip.max_message_size"],
+            idleTimeout=config["sip.tcp_idle_timeout"],
+            unboundTimeout=config["sip.tcp_unbound_timeout"],
+            messageTimeout=config["sip.tcp_message_timeout"],
+            maxBacklog=config["sip.tcp_max_backlog"],
+            limits=StreamLimits(config["sip.tcp_max_connections"], config["sip.tcp_max_per_source"]),
+            clock=reactor,
+        )
         # Fires when the ports read, after the bindings of the last run are restored.
         self.ready: Deferred[None] = Deferred()
 
@@ -185,7 +228,7 @@ class SIPService(service.Service):
         self.pinger.stop()
         self.transactions.stop()
         self.clients.stop()
-        for connection in list(self.core.connections):
+        for connection in list(self.core.connections.values()):
             connection.transport.loseConnection()
         stops = [maybeDeferred(port.stopListening) for _, port in self.ports]
         self.ports = []
@@ -201,10 +244,13 @@ class SIPService(service.Service):
             if protocol is None or protocol.transport is None:
                 return None
             return DatagramSender(protocol, binding.source), False, "udp", binding.local
-        connection = binding.connection
-        if connection is None or connection not in self.core.connections:
+        connection: Any = binding.connection
+        if connection is None:
             return None
-        return connection.transport.write, True, binding.transport, binding.local
+        write = connection.write
+        if self.core.connections.get(connection.source) is not connection:
+            return None
+        return write, True, binding.transport, binding.local
 
     def hopToURI(self, uri: URI) -> Hop | None:
         """
@@ -217,10 +263,10 @@ class SIPService(service.Service):
         port = uri.port or 5060
         transport = (uri.params.get("transport") or "udp").lower()
         if transport != "udp":
-            for connection in self.core.connections:
-                if connection.peer.source == (host, port):
-                    return connection.transport.write, True, connection.peer.transport, connection.peer.local
-            return None
+            connection: Any = self.core.connections.get((host, port))
+            if connection is None:
+                return None
+            return connection.write, True, connection.peer.transport, connection.peer.local
         for local, protocol in self._udpByLocal.items():
             if (":" in local[0]) == (":" in host) and protocol.transport is not None:
                 return DatagramSender(protocol, (host, port)), False, "udp", local
@@ -277,7 +323,7 @@ class SIPService(service.Service):
         self._portNumbers = None
         config = self.config
         maxSize = config["sip.max_message_size"]
-        idle = config["sip.tcp_idle_timeout"]
+        streams = self.streamSettings
         tls = self._tlsOptions()
         for address in config["sip.listen"]:
             try:
@@ -291,9 +337,9 @@ class SIPService(service.Service):
                     self._udpByLocal[protocol.local] = protocol
                     self.ports.append(("udp", port))
                 for portNumber in config["sip.tcp_ports"]:
-                    self._listenStream("tcp", address, portNumber, maxSize, idle, None)
+                    self._listenStream("tcp", address, portNumber, streams, None)
                 if tls is not None:
-                    self._listenStream("tls", address, config["sip.tls_port"], maxSize, idle, tls)
+                    self._listenStream("tls", address, config["sip.tls_port"], streams, tls)
             except CannotListenError as e:
                 if net.unavailableWildcard(address, e):
                     log.warn("No IPv6 on this host: not listening on [::]")
@@ -319,8 +365,8 @@ class SIPService(service.Service):
                 wanted=wanted,
             )
 
-    def _listenStream(self, name: str, address: str, portNumber: int, maxSize: int, idle: int, tls: Any) -> None:
-        factory = SIPStreamFactory(self.core, name, (address, portNumber), maxSize, idle)
+    def _listenStream(self, name: str, address: str, portNumber: int, settings: StreamSettings, tls: Any) -> None:
+        factory = SIPStreamFactory(self.core, name, (address, portNumber), settings)
         wrapped = factory if tls is None else TLSMemoryBIOFactory(tls, False, factory)
         port = net.listenTCP(self.reactor, address, portNumber, wrapped)
         factory.local = (address, port.getHost().port)  # type: ignore[attr-defined]

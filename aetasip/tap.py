@@ -27,6 +27,7 @@ from twisted.python import usage
 
 from aetasip import __version__, config
 from aetasip.auth.chain import makeAuthBackend
+from aetasip.auth.limits import FailureLimits
 from aetasip.auth.step import Authentication
 from aetasip.calls.call import CallObservers
 from aetasip.calls.control import CallControl
@@ -38,6 +39,7 @@ from aetasip.calls.token import DialogSigner
 from aetasip.directory import StoreDirectory
 from aetasip.domains import LocalDomains
 from aetasip.element.core import SIPCore
+from aetasip.element.flood import FloodControl
 from aetasip.interfaces import ICallObserverFactory, IMediaHandlerFactory
 from aetasip.location import LocationService
 from aetasip.notify import NotifierService
@@ -213,7 +215,10 @@ def makeSIPService(
     digest = DigestAuthenticator(
         cfg["sip.realm"], cfg["auth.algorithms"], cfg["auth.nonce_lifetime"], now=reactor.seconds
     )
-    authentication = Authentication(digest, auth, cfg["sip.realm"], serverHeader, cfg["auth.md5_only_agents"])
+    limits = FailureLimits.fromConfig(cfg, reactor.seconds)
+    authentication = Authentication(
+        digest, auth, cfg["sip.realm"], serverHeader, md5OnlyAgents=cfg["auth.md5_only_agents"], limits=limits
+    )
     location = LocationService(reactor, store)
     registrar = Registrar(cfg, location, authentication, domains, serverHeader)
     sip = SIPService(cfg, location, domains, serverHeader, reactor)
@@ -239,7 +244,9 @@ def makeSIPService(
         MediaHook(media),
         callSettings(cfg),
     )
-    sip.attach(SIPCore(sip.transactions, registrar, domains, serverHeader, proxy, sip.clients), registrar, proxy)
+    flood = FloodControl.fromConfig(cfg, reactor.seconds)
+    core = SIPCore(sip.transactions, registrar, domains, serverHeader, proxy, sip.clients, flood)
+    sip.attach(core, registrar, proxy)
     return sip
 
 

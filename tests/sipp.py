@@ -343,17 +343,19 @@ class Sipp:
         transport: str = "u1",
         host: str = "127.0.0.1",
         port: int | None = None,
+        serverHost: str | None = None,
     ) -> Deferred[SippRun]:
         """
         Register C{number} (digest, C{benchmarks/register.xml}, Expires 3600)
-        from C{host}:C{port} with the service on C{host}:C{serverPort}.
+        from C{host}:C{port} with the service on C{serverHost} (default
+        C{host}) port C{serverPort}.
         """
         inf = injectionFile(self.directory, f"register-{number}", [(number, authentication(number, password))])
         return self.run(
             f"register-{number}-{transport}",
             "register.xml",
             "-recv_timeout", "5000",
-            remote=address(host, serverPort),
+            remote=address(serverHost or host, serverPort),
             host=host,
             port=port,
             transport=transport,
@@ -371,6 +373,7 @@ class Sipp:
         timeout: int = 30,
         messages: bool = False,
         stay: int = 8,
+        host: str = "127.0.0.1",
     ) -> Callee:
         """
         Register C{number} with the service on C{serverPort} and answer one
@@ -384,13 +387,15 @@ class Sipp:
 
         @raise AssertionError: the registration failed.
         """
-        port = freePort()
+        port = freePort(host=host)
         remote = address("127.0.0.1", serverPort)
         if transport == "u1":
-            registered = await self.register(number, password, serverPort, transport, port=port)
+            registered = await self.register(
+                number, password, serverPort, transport, host=host, port=port, serverHost="127.0.0.1"
+            )
             if registered.code != 0:
                 raise AssertionError(f"{number} did not register:\n{registered.detail}")
-            done = self.run(f"callee-{number}", scenarioName, port=port, timeout=timeout, messages=messages)
+            done = self.run(f"callee-{number}", scenarioName, host=host, port=port, timeout=timeout, messages=messages)
             # Let it bind its port; an INVITE sent before is retransmitted anyway.
             await deferLater(0.5)
             return Callee(number, port, done)
@@ -425,11 +430,12 @@ class Sipp:
         transport: str = "u1",
         timeout: int = 20,
         messages: bool = False,
+        host: str = "127.0.0.1",
     ) -> Deferred[SippRun]:
         """
         C{caller} calls C{dialled} through the service on C{serverPort}
         with the caller scenario C{scenarioName} (its injection file lines
-        are C{CALLER;[authentication ...];DIALLED}).
+        are C{CALLER;[authentication ...];DIALLED}), from C{host}.
         """
         inf = injectionFile(
             self.directory, f"caller-{caller}-{next(_runs)}", [(caller, authentication(caller, password), dialled)]
@@ -438,6 +444,7 @@ class Sipp:
             f"caller-{caller}",
             scenarioName,
             remote=address("127.0.0.1", serverPort),
+            host=host,
             transport=transport,
             inf=inf,
             timeout=timeout,

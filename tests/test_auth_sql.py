@@ -5,6 +5,7 @@ Tests for L{aetasip.auth.sql}: the store-backed authentication backend.
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 
 from sqlalchemy.exc import OperationalError
 from twisted.internet import defer
@@ -179,3 +180,60 @@ class MakeSQLBackendTests(SynchronousTestCase):
     def test_no_store_is_a_configuration_error(self) -> None:
         error = self.assertRaises(ConfigError, makeSQLBackend, {"realm": REALM}, None)
         self.assertEqual(error.key, "auth.backends")
+
+
+class _CountingScans(OrderedDict):  # type: ignore[type-arg]
+    """An OrderedDict that counts the passes over its entries."""
+
+    scans = 0
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        _CountingScans.scans += 1
+        return super().__iter__()
+
+    def items(self):  # type: ignore[no-untyped-def]
+        _CountingScans.scans += 1
+        return super().items()
+
+
+class CacheCostTests(SynchronousTestCase):
+    """
+    Fault 4 of the audit: past 10,000 cached numbers every insert scanned
+    the whole cache (505 us a lookup); pending lookups were unbounded.
+    """
+
+    def setUp(self) -> None:
+        self.store = FakeStore()
+        self.clock = Clock()
+
+    def test_a_full_cache_inserts_without_scanning(self) -> None:
+        backend = SQLAuthBackend(self.store, clock=self.clock, maxCached=100)  # type: ignore[arg-type]
+        backend.cache._cache = _CountingScans()
+        _CountingScans.scans = 0
+        for i in range(1000):
+            backend.credentials(str(i))
+            self.store.lookups[-1][1].callback(None)
+        self.assertEqual(_CountingScans.scans, 0)
+        self.assertEqual(len(backend.cache._cache), 100)
+
+    def test_least_recently_used_goes_first(self) -> None:
+        backend = SQLAuthBackend(self.store, clock=self.clock, maxCached=3)  # type: ignore[arg-type]
+        for number in ["1", "2", "3"]:
+            backend.credentials(number)
+            self.store.lookups[-1][1].callback(STUDIO)
+        self.successResultOf(backend.credentials("1"))
+        backend.credentials("4")
+        self.store.lookups[-1][1].callback(STUDIO)
+        self.successResultOf(backend.credentials("1"))
+        self.assertNoResult(backend.credentials("2"))
+
+    def test_pending_lookups_are_bounded(self) -> None:
+        backend = SQLAuthBackend(self.store, clock=self.clock, maxPending=2)  # type: ignore[arg-type]
+        backend.credentials("1")
+        backend.credentials("2")
+        self.failureResultOf(backend.credentials("3"), BackendUnavailable)
+        self.assertEqual(len(self.store.lookups), 2)
+
+    def test_the_options_reach_the_backend(self) -> None:
+        backend = makeSQLBackend({"cache_ttl": 5, "cache_size": 200, "max_pending": 7}, self.store)  # type: ignore[arg-type]
+        self.assertEqual((backend.cache.maxCached, backend.cache.maxPending), (200, 7))

@@ -14,7 +14,8 @@ from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from aetasip.auth import BackendUnavailable, computeHA1
-from aetasip.auth.step import PROXY, WWW, Authenticated, Authentication, Kind, Outcome
+from aetasip.auth.limits import FailureLimits
+from aetasip.auth.step import BANNED, PROXY, WWW, Authenticated, Authentication, Kind, Outcome
 from aetasip.sip.digest import DigestAuthenticator, computeResponse, parseDigest
 from aetasip.sip.message import Request, Response, parse
 from aetasip.sip.transaction import Peer
@@ -89,6 +90,12 @@ class AuthenticationTests(SynchronousTestCase):
         outcome = self.authenticate(message, kind, number)
         assert isinstance(outcome, Response), outcome
         return outcome
+
+    @staticmethod
+    def nonceOf(value: str) -> str:
+        params = parseDigest(value)
+        assert params is not None
+        return params["nonce"]
 
     def challenge(self, kind: Kind = PROXY, algorithm: str = "MD5", method: str = "INVITE") -> str:
         challenged = self.response(request(method), kind)
@@ -165,18 +172,25 @@ class AuthenticationTests(SynchronousTestCase):
         self.assertTrue(all(v.endswith(", stale=true") for v in values))
 
     def test_replayed_nonce_count(self) -> None:
-        """The same nonce-count twice is a replay: 403."""
+        """
+        The same nonce-count twice is a replay: a new challenge, without
+        asking the backend (the nonce is checked first).
+        """
         value = answer(self.challenge())
         self.assertIsInstance(self.authenticate(request(credentials=[("Proxy-Authorization", value)])), Authenticated)
+        lookups = self.backend.lookups
         response = self.response(request(credentials=[("Proxy-Authorization", value)]))
-        self.assertEqual((response.code, response.reason), (403, "Bad credentials"))
+        self.assertEqual(response.code, 407)
+        self.assertNotIn(self.nonceOf(value), response.get("proxy-authenticate") or "")
+        self.assertEqual(self.backend.lookups, lookups)
 
     def test_wrong_password(self) -> None:
         value = answer(self.challenge(), password="wrong")
         response = self.response(request(credentials=[("Proxy-Authorization", value)]))
         self.assertEqual((response.code, response.reason), (403, "Bad credentials"))
         self.assertEqual(response.getAll("proxy-authenticate"), [])
-        self.assertIn("Bad credentials for {number} from {peer}", [e.get("log_format") for e in self.events])
+        # No line per failure (an attack makes thousands): FailureLimits counts them.
+        self.assertEqual([e for e in self.events if e.get("log_namespace", "").startswith("aetasip.auth")], [])
 
     def test_unknown_number(self) -> None:
         stranger = "45679999"
@@ -255,3 +269,117 @@ class AuthenticationTests(SynchronousTestCase):
         response = self.response(request(credentials=[("Proxy-Authorization", value)]))
         self.assertEqual(response.code, 407)
         self.assertEqual(len(response.getAll("proxy-authenticate")), 2)
+
+
+class BruteForceTests(SynchronousTestCase):
+    """
+    Fault 2 of the audit: 10,000 wrong passwords from one address with a
+    single nonce were all answered 403, then the right one succeeded with
+    the same nonce; each failure logged an info line.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(1_700_000_000)
+        self.digest = DigestAuthenticator(REALM, ("MD5",), 300, now=self.clock.seconds)
+        self.backend = FakeAuth({CALLER: PASSWORD}, REALM)
+        self.limits = FailureLimits(self.clock.seconds, perAccount=5, perSource=12, window=60, banTime=600)
+        self.step = Authentication(self.digest, self.backend, REALM, "aetasip/test", limits=self.limits)
+        self.events: list[dict[str, Any]] = []
+        observer: Any = self.events.append
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+
+    def outcome(self, message: Request, peer: Peer = PEER) -> Outcome:
+        outcome = self.step.authenticate(message, PROXY, message.fromAddr.uri.user or "", peer)
+        if isinstance(outcome, Deferred):
+            return self.successResultOf(outcome)  # type: ignore[no-any-return]
+        return outcome
+
+    def challenge(self, peer: Peer = PEER) -> str:
+        response = self.outcome(request(), peer)
+        assert isinstance(response, Response)
+        value = response.get("proxy-authenticate")
+        assert value is not None, response
+        return value
+
+    def attempt(self, challenge: str, password: str, peer: Peer = PEER, nc: str = "00000001") -> Outcome:
+        value = answer(challenge, password=password, nc=nc)
+        return self.outcome(request(credentials=[("Proxy-Authorization", value)]), peer)
+
+    def test_a_wrong_response_burns_its_nonce(self) -> None:
+        challenge = self.challenge()
+        wrong = self.attempt(challenge, "guess")
+        assert isinstance(wrong, Response)
+        self.assertEqual((wrong.code, wrong.reason), (403, "Bad credentials"))
+        # The right password with the same nonce (next nc) is no longer checked.
+        lookups = self.backend.lookups
+        again = self.attempt(challenge, PASSWORD, nc="00000002")
+        assert isinstance(again, Response)
+        self.assertEqual(again.code, 407)
+        self.assertEqual(self.backend.lookups, lookups)
+        # With a fresh nonce it passes.
+        self.assertIsInstance(self.attempt(self.challenge(), PASSWORD), Authenticated)
+
+    def test_a_guessing_source_is_banned_then_the_ban_expires(self) -> None:
+        spare = self.challenge()
+        for i in range(5):
+            outcome = self.attempt(self.challenge(), f"guess{i}")
+            assert isinstance(outcome, Response)
+            self.assertEqual(outcome.code, 403)
+        # Banned for that number: the right password is refused without a
+        # challenge and without a lookup.
+        lookups = self.backend.lookups
+        banned = self.outcome(request())
+        assert isinstance(banned, Response)
+        self.assertEqual((banned.code, banned.reason), (403, BANNED))
+        self.assertEqual(banned.getAll("proxy-authenticate"), [])
+        self.clock.advance(599)
+        refused = self.outcome(request(credentials=[("Proxy-Authorization", answer(spare))]))
+        assert isinstance(refused, Response)
+        self.assertEqual(refused.reason, BANNED)
+        self.assertEqual(self.backend.lookups, lookups)
+        self.clock.advance(2)
+        self.assertIsInstance(self.attempt(self.challenge(), PASSWORD), Authenticated)
+        self.assertEqual(self.limits.counters["bans"], 1)
+
+    def test_the_right_agent_elsewhere_is_never_locked_out(self) -> None:
+        attacker = Peer("udp", ("203.0.113.66", 5060), ("127.0.0.1", 5060), lambda data: None)
+        for i in range(5):
+            self.attempt(self.challenge(attacker), f"guess{i}", attacker)
+        self.assertEqual(self.outcome(request(), attacker).reason, BANNED)  # type: ignore[union-attr]
+        self.assertIsInstance(self.attempt(self.challenge(), PASSWORD), Authenticated)
+
+    def test_a_source_guessing_many_numbers_is_banned(self) -> None:
+        for i in range(12):
+            number = f"4567{9000 + i}"
+            value = answer(self.challenge(), username=number)
+            self.step.authenticate(
+                request(caller=number, credentials=[("Proxy-Authorization", value)]), PROXY, number, PEER
+            )
+        banned = self.outcome(request())
+        self.assertEqual(banned.reason, BANNED)  # type: ignore[union-attr]
+
+    def test_ipv6_sources_count_by_64(self) -> None:
+        for i in range(5):
+            peer = Peer("udp", (f"2001:db8:1:2::{i + 1}", 5060), ("::1", 5060), lambda data: None)
+            self.attempt(self.challenge(peer), f"guess{i}", peer)
+        other = Peer("udp", ("2001:db8:1:2:ffff::9", 5060), ("::1", 5060), lambda data: None)
+        self.assertEqual(self.outcome(request(), other).reason, BANNED)  # type: ignore[union-attr]
+        elsewhere = Peer("udp", ("2001:db8:1:3::1", 5060), ("::1", 5060), lambda data: None)
+        self.assertEqual(self.outcome(request(), elsewhere).code, 407)  # type: ignore[union-attr]
+
+    def test_failures_log_no_info_line_and_a_ban_logs_one(self) -> None:
+        for i in range(5):
+            self.attempt(self.challenge(), f"guess{i}")
+        levels = [e["log_level"].name for e in self.events if e.get("log_namespace", "").startswith("aetasip.auth")]
+        self.assertNotIn("info", levels)
+        self.assertEqual(levels.count("warn"), 1)
+
+    def test_a_forged_nonce_costs_no_lookup(self) -> None:
+        """Fault 4: any nonce used to trigger a backend lookup before it was verified."""
+        forged = answer(self.challenge()).replace('nonce="', 'nonce="AAAA', 1)
+        outcome = self.outcome(request(credentials=[("Proxy-Authorization", forged)]))
+        assert isinstance(outcome, Response)
+        self.assertEqual(outcome.code, 407)
+        self.assertEqual(self.backend.lookups, 0)

@@ -315,3 +315,30 @@ class DeclareTests(SynchronousTestCase):
             )
             self.assertEqual(result.returncode, 0, result.stderr)
             self.assertEqual(result.stdout, f"{expected} {len(config.keys())}\n", first)
+
+
+class SecretsTests(SynchronousTestCase):
+    """
+    Fault 6 of the audit: ConfigError printed rejected values in full, a
+    PostgreSQL URL with its password among them.
+    """
+
+    def test_a_rejected_store_url_keeps_its_password(self) -> None:
+        url = "postgresql+psycopg://aetasip:hunter2@db.example.net/aetasip?sslmode=bogus"
+        with self.assertRaises(config.ConfigError) as raised:
+            config.build({"store.url": url.replace("postgresql+psycopg", "mysql")})
+        message = str(raised.exception)
+        self.assertNotIn("hunter2", message)
+        self.assertIn("mysql://aetasip:***@db.example.net/aetasip", message)
+
+    def test_secret_settings_are_hidden_whole(self) -> None:
+        for name, value, secret in (
+            ("notify.secret", 123456789, "123456789"),
+            ("ldap.bind_password", ["hunter2"], "hunter2"),
+            ("auth.options", {"radius": {"shared_secret": "hunter2"}, "other": 5}, "hunter2"),
+            ("notify.urls", ["https://hook:hunter2@example.net/", 5], "hunter2"),
+        ):
+            with self.assertRaises(config.ConfigError) as raised:
+                config.build({name: value})
+            self.assertNotIn(secret, str(raised.exception), name)
+            self.assertIn(name, str(raised.exception))

@@ -352,6 +352,28 @@ class PersistenceTests(TestCase):
         self.assertEqual((stored.cseq, stored.expiresAt), (6, mine.expiresAt))
 
     @inlineCallbacks
+    def test_a_refresh_from_a_new_nat_source_is_written(self) -> Any:
+        """
+        Fault 6 of the audit: a refresh from a new NAT source port was kept
+        in memory only, and lost on restart, even a clean one.
+        """
+        harness = Harness(store=self.spy, clock=self.clock)
+        agent = Agent("45675001", "secret1", source=("198.51.100.7", 40000), contact="sip:45675001@10.0.0.7:5060")
+        self.assertEqual(harness.register(agent).code, 200)
+        self.clock.advance(1)
+        yield self.rows()
+        # The NAT gave the codec a new port; the refresh follows soon after.
+        self.clock.advance(30)
+        agent.source = ("198.51.100.7", 40123)
+        self.assertEqual(harness.register(agent).code, 200)
+        yield harness.location.stop()
+        yield self.rows()
+        restarted = self.service()
+        yield restarted.start()
+        (restored,) = restarted.lookup("45675001")
+        self.assertEqual(restored.source, ("198.51.100.7", 40123))
+
+    @inlineCallbacks
     def test_a_new_service_restores_unexpired_bindings(self) -> Any:
         kept = binding(contact="sip:45675001@192.168.1.10:5060", expires=3600, userAgent="codec/2.1")
         lapsed = binding(contact="sip:45675001@192.168.1.11:5060", expires=60)

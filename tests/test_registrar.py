@@ -94,7 +94,9 @@ class ChallengeTests(SynchronousTestCase):
         # The same Authorization (same nonce and nc) in a new request: a replay.
         self.agent.nc -= 1
         replay = self.h.sendOne(self.agent.register(auth=auth))
-        self.assertEqual(replay.code, 403)
+        # Refused before any lookup: a new challenge, with a new nonce.
+        self.assertEqual(replay.code, 401)
+        self.assertNotEqual(replay.challenge()["nonce"], auth["nonce"])
 
     def test_expired_nonce_is_challenged_again_as_stale(self) -> None:
         challenge = self.h.sendOne(self.agent.register())

@@ -790,8 +790,9 @@ class FuzzTests(SynchronousTestCase):
                 [h for h in again.headers if h[0] != "content-length"],
                 [h for h in message.headers if h[0] != "content-length"],
             )
-        # The fuzzer reaches both sides of the parser.
-        self.assertGreater(parsed, 500)
+        # The fuzzer reaches both sides of the parser (fewer mutations parse
+        # since the grammar of Call-ID, option tags, Expires... is checked).
+        self.assertGreater(parsed, 400)
         self.assertGreater(answered, 500)
 
     def test_every_number_replaced_only_raises_parse_errors(self) -> None:

@@ -992,3 +992,37 @@ class FacadeTests(SQLiteURLs, TestCase):
         secret = yield self.threaded.secret("dialog-token")
         self.assertEqual(secret, self.store.secret("dialog-token"))
         self.assertEqual(len(secret), SECRET_LENGTH)
+
+
+class FileModeTests(SynchronousTestCase):
+    """
+    Fault 6 of the audit: the SQLite store, whose HA1 values are password
+    equivalents, was created world-readable.
+    """
+
+    def setUp(self) -> None:
+        previous = os.umask(0o022)
+        self.addCleanup(os.umask, previous)
+        self.directory = os.path.join(self.mktemp(), "state")
+
+    def test_a_new_store_is_owner_only(self) -> None:
+        os.makedirs(self.directory)
+        path = os.path.join(self.directory, "aetasip.db")
+        store = Store(f"sqlite:///{path}")
+        store.open()
+        self.addCleanup(store.close)
+        store.addAccount("45675001", "premium", "secret1", "aetasip")
+        for name in (path, f"{path}-wal", f"{path}-shm"):
+            if os.path.exists(name):
+                self.assertEqual(os.stat(name).st_mode & 0o777, 0o600, name)
+
+    def test_an_existing_readable_store_is_tightened(self) -> None:
+        os.makedirs(self.directory)
+        path = os.path.join(self.directory, "aetasip.db")
+        with open(path, "w"):
+            pass
+        os.chmod(path, 0o644)
+        store = Store(f"sqlite:///{path}")
+        store.open()
+        self.addCleanup(store.close)
+        self.assertEqual(os.stat(path).st_mode & 0o777, 0o600)

@@ -257,25 +257,42 @@ class InviteTests(TransactionTestCase):
             self.assertEqual(transaction.state, "completed")
 
     def test_timer_g_doubles_from_t1_up_to_t2_until_timer_h(self) -> None:
-        self.invite(code=486)
+        transaction = self.invite(code=100)
+        self.respond(transaction, 486)
         self.clock.pump([T1] * 70)
         # Sent at 0, then 0.5, 1.5, 3.5, 7.5, 11.5 ... every T2 until Timer H at 64*T1.
         expected = [0.0, T1, 3 * T1, 7 * T1]
         while expected[-1] + T2 < 64 * T1:
             expected.append(expected[-1] + T2)
-        self.assertEqual(self.out.times, expected)
-        self.assertEqual(set(self.out.codes), {486})
+        self.assertEqual(self.out.times, [0.0, *expected])
+        self.assertEqual(self.out.codes, [100] + [486] * len(expected))
         intervals = [b - a for a, b in pairwise(expected)]
         self.assertEqual(intervals[:4], [T1, 2 * T1, 4 * T1, T2])
 
     def test_ack_confirms_and_stops_timer_g(self) -> None:
-        transaction = self.invite(code=486)
+        transaction = self.invite(code=100)
+        self.respond(transaction, 486)
         self.clock.advance(T1)
-        self.assertEqual(len(self.out.sent), 2)
+        self.assertEqual(len(self.out.sent), 3)
         self.assertIsNone(self.receive(ack(self.original(transaction))))
         self.assertEqual(transaction.state, "confirmed")
         self.clock.advance(T4 - 0.1)
-        self.assertEqual(len(self.out.sent), 2)
+        self.assertEqual(len(self.out.sent), 3)
+
+    def test_a_final_response_before_any_provisional_is_not_retransmitted(self) -> None:
+        """
+        The client still retransmits its INVITE (Timer A, no provisional
+        stopped it): each gets the response from the transaction, and no
+        Timer G multiplies what a spoofed INVITE costs its victim.
+        """
+        transaction = self.invite(code=407)
+        self.clock.pump([T1] * 10)
+        self.assertEqual(self.out.codes, [407])
+        self.assertIsNone(self.receive(request("INVITE")))
+        self.assertEqual(self.out.codes, [407, 407])
+        self.clock.pump([T1] * 60)
+        self.assertEqual(self.out.codes, [407, 407])
+        self.assertEqual(transaction.state, "terminated")
 
     def test_acks_and_invites_in_confirmed_are_absorbed(self) -> None:
         transaction = self.invite(code=486)

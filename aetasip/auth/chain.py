@@ -61,6 +61,19 @@ declare(
         "Seconds the 'sql' backend reuses the credentials it read (0: ask the store every time). A password "
         "changed with aetasip-admin applies within this time; an unknown number is remembered 5 s at most.",
     ),
+    Key(
+        "auth.cache_size",
+        10000,
+        integer(100, 10_000_000),
+        "Numbers whose credentials the 'sql' backend keeps; past it the least recently used is dropped.",
+    ),
+    Key(
+        "auth.max_pending",
+        1000,
+        integer(1, 1_000_000),
+        "Numbers the 'sql' backend may be waiting for the store for at once; beyond, requests get 503 with "
+        "Retry-After at once instead of queueing without bound (a storm while the database is slow).",
+    ),
 )
 
 

@@ -44,19 +44,23 @@ class SQLAuthBackend:
         cacheTTL: float = 60.0,
         clock: IReactorTime | None = None,
         maxCached: int = 10000,
+        maxPending: int = 1000,
     ) -> None:
         """
         @param store: the service's store.
         @param cacheTTL: seconds an answer is reused; 0 disables the cache.
         @param clock: the time source of the cache; the reactor by default.
         @param maxCached: the most numbers kept in the cache.
+        @param maxPending: the most numbers waiting for the store at once;
+            beyond, lookups fail at once with L{BackendUnavailable} (503
+            with Retry-After) instead of queueing without bound.
         """
         if clock is None:
             from twisted.internet import reactor
 
             clock = cast(IReactorTime, reactor)
         self._store = store
-        self.cache = CachedLookups(self._fetch, cacheTTL, clock, maxCached)
+        self.cache = CachedLookups(self._fetch, cacheTTL, clock, maxCached, maxPending)
 
     def credentials(self, number: str) -> defer.Deferred[Credentials | None]:
         """
@@ -85,10 +89,16 @@ def makeSQLBackend(options: dict[str, Any], store: AsyncStore | None) -> SQLAuth
     """
     The C{sql} backend for L{aetasip.auth.chain.makeAuthBackend}.
 
-    @param options: the backend options; C{cache_ttl} (seconds), if present,
-        sets the cache lifetime.
+    @param options: the backend options; C{cache_ttl} (seconds),
+        C{cache_size} (numbers) and C{max_pending} (lookups waiting for the
+        store), when present.
     @raise ConfigError: without a store.
     """
     if store is None:
         raise ConfigError("auth.backends", "sql", "a list naming 'sql' only when the service has a store")
-    return SQLAuthBackend(store, cacheTTL=float(options.get("cache_ttl", 60.0)))
+    return SQLAuthBackend(
+        store,
+        cacheTTL=float(options.get("cache_ttl", 60.0)),
+        maxCached=int(options.get("cache_size", 10000)),
+        maxPending=int(options.get("max_pending", 1000)),
+    )

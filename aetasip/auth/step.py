@@ -18,15 +18,19 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from aetasip.auth import BackendUnavailable, Credentials
+from aetasip.auth.limits import FailureLimits
 from aetasip.sip.digest import DigestAuthenticator, Verdict, algorithmOf, parseDigest
 from aetasip.sip.message import Request, Response, localResponse
 from aetasip.sip.transaction import Peer
 
-__all__ = ["PROXY", "RETRY_AFTER_UNAVAILABLE", "WWW", "Authenticated", "Authentication", "Kind", "Outcome"]
+__all__ = ["BANNED", "PROXY", "RETRY_AFTER_UNAVAILABLE", "WWW", "Authenticated", "Authentication", "Kind", "Outcome"]
 
 log = Logger()
 
 RETRY_AFTER_UNAVAILABLE = 30
+
+BANNED = "Too many failed authentications"
+"""The reason of the 403 answering a banned source."""
 
 
 class Kind:
@@ -94,6 +98,8 @@ class Authentication:
     @ivar auth: the L{IAuthBackend}.
     @ivar realm: the realm of our credentials and challenges.
     @ivar serverHeader: the value of the Server header of our responses.
+    @ivar limits: the L{FailureLimits} counting failed authentications and
+        refusing banned sources, or C{None}.
     """
 
     def __init__(
@@ -103,23 +109,31 @@ class Authentication:
         realm: str,
         serverHeader: str,
         md5OnlyAgents: Iterable[str] = (),
+        limits: FailureLimits | None = None,
     ) -> None:
         self.digest = digest
         self.auth = auth
         self.realm = realm
         self.serverHeader = serverHeader
         self.md5OnlyAgents = tuple(agent.lower() for agent in md5OnlyAgents if agent)
+        self.limits = limits
 
     def authenticate(self, request: Request, kind: Kind, number: str, peer: Peer) -> Outcome | Deferred[Outcome]:
         """
         Authenticate C{request} as coming from the account C{number}.
 
         In order (RFC 3261 10.3: the challenge comes before judging the
-        address-of-record): without credentials for our realm, a challenge;
-        a number C{kind} does not accept, 404; credentials of another
-        user, 403; an unknown number or a wrong response, 403; no HA1 for
-        the algorithm used, a new challenge; a stale nonce, a challenge with
-        C{stale=true}; the backend failing, 503 with Retry-After.
+        address-of-record): a source banned for failed authentications
+        (altogether or for C{number}), 403 without a challenge; without
+        credentials for our realm, a challenge; a number C{kind} does not
+        accept, 404; credentials of another user, 403; credentials that
+        cannot pass whatever the password (malformed, a nonce we did not
+        mint or one used up), a new challenge, before any backend lookup;
+        an unknown number or a wrong response, 403, and the nonce is burnt;
+        no HA1 for the algorithm used, a new challenge; a stale nonce, a
+        challenge with C{stale=true}; the backend failing, 503 with
+        Retry-After. Unknown numbers, other users' credentials and wrong
+        responses count as failures in L{limits}.
 
         @param kind: L{WWW} or L{PROXY}.
         @param number: the number the request claims (To or From user).
@@ -129,6 +143,9 @@ class Authentication:
             a Deferred firing with it. The Deferred never fails for the
             backend's sake.
         """
+        limits = self.limits
+        if limits is not None and limits.banned(peer.source[0], number):
+            return self._reply(request, 403, BANNED)
         found = self._credentialsFor(request, kind)
         if found is None:
             return self.challenge(request, kind)
@@ -136,14 +153,19 @@ class Authentication:
         if kind.numbersOnly and (not number or not number.isdigit()):
             return self._reply(request, 404, "Not a number of this service")
         if params.get("username") != number:
+            if limits is not None:
+                limits.failed(peer.source[0], number)
             return self._reply(request, 403, kind.mismatch)
+        payload = self.digest.precheck(params)
+        if payload is None:
+            return self.challenge(request, kind)
         try:
             d = self.auth.credentials(number)
         except Exception:
             return self.backendFailed(Failure(), request)
         if d.called and not isinstance(getattr(d, "result", None), Failure):
-            return self._verify(d.result, request, kind, number, peer, params, header)
-        d.addCallback(self._verify, request, kind, number, peer, params, header)
+            return self._verify(d.result, request, kind, number, peer, params, header, payload)
+        d.addCallback(self._verify, request, kind, number, peer, params, header, payload)
         d.addErrback(self.backendFailed, request)
         return d
 
@@ -180,24 +202,33 @@ class Authentication:
         peer: Peer,
         params: dict[str, str],
         header: str,
+        payload: bytes,
     ) -> Outcome:
         if credentials is None:
-            log.info(
-                "{method} for unknown number {number} from {peer}", method=request.method, number=number, peer=peer
-            )
-            return self._reply(request, 403, "Bad credentials")
+            # Not logged: an attack makes thousands (a ban logs one line).
+            return self._failed(request, number, peer, params)
         algorithm = algorithmOf(params)
         ha1 = credentials.ha1.get(algorithm) if algorithm else None
         if ha1 is None or credentials.realm != self.realm:
             # Nothing to check the response with: perhaps another algorithm.
             return self.challenge(request, kind)
-        verdict = self.digest.verify(params, request.method, ha1, request.body)
+        verdict = self.digest.verify(params, request.method, ha1, request.body, payload)
         if verdict is Verdict.STALE:
             return self.challenge(request, kind, stale=True)
         if verdict is not Verdict.OK:
-            log.info("Bad credentials for {number} from {peer}", number=number, peer=peer)
-            return self._reply(request, 403, "Bad credentials")
+            return self._failed(request, number, peer, params)
+        if self.limits is not None:
+            self.limits.succeeded(peer.source[0], number)
+        # Proven: its source is no spoofed victim, answers need no budget.
+        request.size = 0
         return Authenticated(credentials, header)
+
+    def _failed(self, request: Request, number: str, peer: Peer, params: dict[str, str]) -> Response:
+        """A wrong guess: its nonce is burnt and the failure counted."""
+        self.digest.burn(params)
+        if self.limits is not None:
+            self.limits.failed(peer.source[0], number)
+        return self._reply(request, 403, "Bad credentials")
 
     def backendFailed(self, failure: Failure, request: Request) -> Response:
         if failure.check(BackendUnavailable):

@@ -240,17 +240,23 @@ class DialogRouter:
             a Route does not parse.
         """
         tokens: list[str] = []
-        while request.get("route") is not None:
-            try:
-                uri = parseNameAddr(request.getAll("route")[0]).uri
-            except ParseError:
-                return None
+        try:
+            # Parsed once; popped in one pass (a loop popping one entry at a
+            # time split the whole list again for each).
+            routes = request.routes
+        except ParseError:
+            return None
+        ours = 0
+        for route in routes:
+            uri = route.uri
             if not self.proxy.isOurs(uri):
                 break
             token = uri.params.get("dlg")
             if token:
                 tokens.append(token)
-            request.removeFirstValue("route")
+            ours += 1
+        if ours:
+            request.removeFirstValues("route", ours)
         return tokens
 
     def _dialogFor(self, request: Request, tokens: list[str]) -> Dialog | object | None:

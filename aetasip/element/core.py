@@ -15,11 +15,13 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from aetasip.element.flood import FloodControl
+from aetasip.element.loglimit import SourceLogLimiter
 from aetasip.registrar import SUPPORTED, Registrar
 from aetasip.sip.client import ClientTransactionLayer
 from aetasip.sip.errors import ParseError
 from aetasip.sip.headers import splitCommas
-from aetasip.sip.message import BadRequest, Request, Response, localResponse, parse
+from aetasip.sip.message import BadRequest, Request, Response, localResponse, parse, withinBudget
 from aetasip.sip.transaction import Peer, ServerTransaction, ServerTransactionLayer
 
 log = Logger()
@@ -54,25 +56,37 @@ class SIPCore:
         serverHeader: str,
         proxy: Any = None,
         clients: ClientTransactionLayer | None = None,
+        flood: FloodControl | None = None,
     ) -> None:
         self.transactions = transactions
+        self.flood = flood
+        # Five lines a minute per source about the bad requests it sends.
+        self.logLimiter = SourceLogLimiter(transactions.clock.seconds)
         self.registrar = registrar
         self.proxy = proxy
         self.clients = clients
         self.isLocalDomain = isLocalDomain
         self.serverHeader = serverHeader
-        self.connections: set[Any] = set()
+        # Live stream connections by their peer's (host, port): what an
+        # in-dialog request to a TCP/TLS leg finds in O(1).
+        self.connections: dict[tuple[str, int], Any] = {}
         self.counters = {"requests": 0, "responses": 0, "bad": 0, "dropped": 0}
 
     # -- from the transports ----------------------------------------------
 
     def connectionMade(self, connection: Any) -> None:
-        self.connections.add(connection)
+        self.connections[connection.source] = connection
 
     def connectionLost(self, connection: Any) -> None:
-        self.connections.discard(connection)
+        key = connection.source
+        if self.connections.get(key) is connection:
+            del self.connections[key]
 
     def receive(self, data: bytes, peer: Peer, stream: bool = False) -> None:
+        flood = self.flood
+        if flood is not None and not flood.allow(peer.source[0]):
+            # A banned source: dropped unparsed and unanswered.
+            return
         try:
             message = parse(data, stream)
         except BadRequest as e:
@@ -109,8 +123,18 @@ class SIPCore:
         except ParseError:
             pass
         response = localResponse(request, error.status, error.reason, self.serverHeader)
-        log.info("Bad request from {peer}: {status} {reason}", peer=peer, status=error.status, reason=error.reason)
-        peer.send(response.toBytes())
+        write, held = self.logLimiter.allow(peer.source[0])
+        if write:
+            log.info(
+                "Bad request from {peer}: {status} {reason}{held}",
+                peer=peer,
+                status=error.status,
+                reason=error.reason,
+                held=f" ({held} more from it were not logged)" if held else "",
+            )
+        data = withinBudget(response)
+        if data is not None:
+            peer.send(data)
 
     # -- requests ---------------------------------------------------------
 

@@ -334,7 +334,83 @@ class DigestAuthenticator:
             if not offered or algorithm == only
         ]
 
-    def verify(self, params: Mapping[str, str], method: str, ha1: str, entityBody: bytes = b"") -> Verdict:
+    def precheck(self, params: Mapping[str, str]) -> bytes | None:
+        """
+        The checks that need no account, made before any backend lookup:
+        well-formed credentials for an algorithm we offer, and a nonce we
+        minted (its MAC) that is not used up (burnt by a wrong response, or
+        its nonce-count not above the last one accepted).
+
+        @return: the nonce's payload, to hand to L{verify}; C{None} when the
+            credentials cannot pass whatever the password (answer a new
+            challenge).
+        """
+        algorithm = algorithmOf(params)
+        if algorithm not in self._algorithms:
+            return None
+        nonce = params.get("nonce")
+        if (
+            nonce is None
+            or params.get("username") is None
+            or params.get("uri") is None
+            or params.get("response") is None
+            or params.get("realm") != self.realm
+        ):
+            return None
+        opaque = params.get("opaque")
+        if opaque is not None and opaque != self.opaque:
+            return None
+        userhash = params.get("userhash")
+        if userhash is not None and userhash.lower() != "false":
+            # Never offered: the username would be a hash we cannot look up.
+            return None
+        count = self._countOf(params)
+        if count is None:
+            return None
+        payload = self._payloadOf(nonce)
+        if payload is None:
+            return None
+        last = self._seen.get(payload)
+        if last is not None and (count == _SINGLE_USE or count <= last):
+            return None
+        return payload
+
+    @staticmethod
+    def _countOf(params: Mapping[str, str]) -> int | None:
+        """The nonce-count of C{params}; C{None} when qop, nc or cnonce are malformed."""
+        qop = params.get("qop")
+        if qop is None:
+            return _SINGLE_USE
+        if qop != "auth" and qop != "auth-int":
+            return None
+        nc = params.get("nc")
+        # nc-value is exactly 8LHEX; int() alone would also take "0x1" or "1_0".
+        if params.get("cnonce") is None or nc is None or len(nc) != 8 or not _HEX.issuperset(nc):
+            return None
+        return int(nc, 16)
+
+    def burn(self, params: Mapping[str, str]) -> None:
+        """
+        A wrong response used this nonce: it is good for nothing more, so
+        each guess at a password costs a new challenge.
+        """
+        payload = self._payloadOf(params.get("nonce") or "")
+        if payload is None:
+            return
+        seen = self._seen
+        if payload not in seen:
+            self._track(payload, _SINGLE_USE)
+        else:
+            seen[payload] = _SINGLE_USE
+
+    def verify(
+        self,
+        params: Mapping[str, str],
+        method: str,
+        ha1: str,
+        entityBody: bytes = b"",
+        payload: bytes | None = None,
+    ) -> Verdict:
         """
         Check credentials parsed by L{parseDigest}.
 
@@ -345,45 +421,25 @@ class DigestAuthenticator:
         @param method: the request method, as in HA2.
         @param ha1: the account's HA1 for C{algorithmOf(params)}.
         @param entityBody: the message body, for C{qop=auth-int}.
+        @param payload: what L{precheck} returned for C{params}, if it was
+            called: its checks are not made again.
         """
-        algorithm = algorithmOf(params)
-        if algorithm not in self._algorithms:
-            return Verdict.BAD
-        username = params.get("username")
-        realm = params.get("realm")
-        nonce = params.get("nonce")
-        uri = params.get("uri")
-        response = params.get("response")
-        if username is None or nonce is None or uri is None or response is None or realm != self.realm:
-            return Verdict.BAD
-        opaque = params.get("opaque")
-        if opaque is not None and opaque != self.opaque:
-            return Verdict.BAD
-        userhash = params.get("userhash")
-        if userhash is not None and userhash.lower() != "false":
-            # Never offered: the username would be a hash we cannot look up.
-            return Verdict.BAD
-        qop = params.get("qop")
-        if qop is None:
-            nc = cnonce = None
-            count = _SINGLE_USE
-        else:
-            if qop != "auth" and qop != "auth-int":
-                return Verdict.BAD
-            nc = params.get("nc")
-            cnonce = params.get("cnonce")
-            # nc-value is exactly 8LHEX; int() alone would also take "0x1" or "1_0".
-            if cnonce is None or nc is None or len(nc) != 8 or not _HEX.issuperset(nc):
-                return Verdict.BAD
-            count = int(nc, 16)
-        payload = self._payloadOf(nonce)
         if payload is None:
-            return Verdict.BAD
+            payload = self.precheck(params)
+            if payload is None:
+                return Verdict.BAD
+        algorithm = algorithmOf(params)
+        count = self._countOf(params)
+        assert algorithm is not None and count is not None  # checked by precheck
+        qop = params.get("qop")
+        nc, cnonce = (None, None) if qop is None else (params.get("nc"), params.get("cnonce"))
         try:
-            expected = computeResponse(algorithm, ha1, nonce, nc, cnonce, qop, method, uri, entityBody)
+            expected = computeResponse(
+                algorithm, ha1, params["nonce"], nc, cnonce, qop, method, params["uri"], entityBody
+            )
         except UnicodeEncodeError:
             return Verdict.BAD
-        response = response.lower()
+        response = params["response"].lower()
         if not response.isascii() or not hmac.compare_digest(expected, response):
             return Verdict.BAD
         # Only now that the response proves the password: stale=true tells
@@ -418,12 +474,17 @@ class DigestAuthenticator:
                 # Its state may have been evicted: a fresh nonce is safer
                 # than accepting a possible replay.
                 return Verdict.STALE
-            seen[payload] = count
-            if len(seen) > self._maxNonces:
-                evicted, _ = seen.popitem(last=False)
-                self._evictedUpTo = max(self._evictedUpTo, _STAMP.unpack_from(evicted)[0])
+            self._track(payload, count)
             return Verdict.OK
         if count == _SINGLE_USE or count <= last:
             return Verdict.BAD
         seen[payload] = count
         return Verdict.OK
+
+    def _track(self, payload: bytes, count: int) -> None:
+        """Start keeping the replay state of a nonce, within L{_maxNonces}."""
+        seen = self._seen
+        seen[payload] = count
+        if len(seen) > self._maxNonces:
+            evicted, _ = seen.popitem(last=False)
+            self._evictedUpTo = max(self._evictedUpTo, _STAMP.unpack_from(evicted)[0])

@@ -104,6 +104,11 @@ class StreamFramer:
         self._searchFrom = 0
         self._messageEnd = -1
 
+    @property
+    def pending(self) -> int:
+        """Bytes of an unfinished message waiting for the rest."""
+        return len(self._buffer)
+
     def feed(self, data: bytes) -> list[Frame]:
         """
         Add bytes received on the stream.

@@ -26,6 +26,7 @@ from aetasip.sip.headers import (
     Via,
     isToken,
     parseCSeq,
+    parseHeaderParams,
     parseNameAddr,
     parseVia,
     splitCommas,
@@ -144,6 +145,14 @@ LIST_HEADERS = frozenset(
 )
 
 _MAX_FORWARDS_LIMIT = 255
+
+# What one message may carry, so that its cost stays bounded: header fields,
+# and elements of each list header the core parses (Via, Contact, Route,
+# Record-Route, Path). Beyond them a request is refused with a 400 before
+# any element is parsed. 70 is the usual Max-Forwards: no honest request
+# crossed more hops than that.
+MAX_HEADER_FIELDS = 256
+MAX_LIST_ELEMENTS = 70
 
 # Fields every message needs, each exactly once but for Via (RFC 3261 8.1.1).
 _REQUIRED = ("via", "from", "to", "call-id", "cseq")
@@ -316,6 +325,34 @@ class Message:
                 del index[name]
         self._changed(name)
 
+    def removeFirstValues(self, name: str, count: int) -> None:
+        """
+        Remove the first C{count} elements of list header C{name}, each field
+        split once (loose routing pops our Route entries this way).
+        """
+        name = fieldName(name)
+        kept: list[list[str]] = []
+        for field in self.headers:
+            if count and field[0] == name:
+                parts = splitCommas(field[1])
+                if len(parts) > count:
+                    kept.append([name, ", ".join(parts[count:])])
+                    count = 0
+                else:
+                    count -= len(parts)
+                continue
+            kept.append(field)
+        self.headers = kept
+        index = self._index
+        if index is not None:
+            # The index kept true here, whether or not _changed drops it.
+            values = [value for field, value in kept if field == name]
+            if values:
+                index[name] = values
+            else:
+                index.pop(name, None)
+        self._changed(name)
+
     def removeFirstValue(self, name: str) -> str | None:
         """Remove the first element of list header C{name}; return it."""
         name = fieldName(name)
@@ -469,7 +506,7 @@ class Request(Message):
     @ivar uri: the Request-URI text; L{requestURI} parses it.
     """
 
-    __slots__ = ("_uri", "method", "uri")
+    __slots__ = ("_uri", "method", "size", "uri")
 
     def __init__(
         self,
@@ -483,6 +520,10 @@ class Request(Message):
         self.method = method
         self.uri = uri
         self._uri: tuple[str, URI] | None = None
+        # The datagram's size when it came over UDP from a sender not yet
+        # authenticated, else 0: what bounds the answers to a spoofed
+        # source (see AMPLIFICATION).
+        self.size = 0
 
     @property
     def requestURI(self) -> URI:
@@ -507,9 +548,14 @@ class Request(Message):
 
 
 class Response(Message):
-    """A SIP response."""
+    """
+    A SIP response.
 
-    __slots__ = ("code", "reason")
+    @ivar budget: the most bytes this response may take on the wire, or
+        C{None}: see L{withinBudget}.
+    """
+
+    __slots__ = ("budget", "code", "reason")
 
     def __init__(
         self,
@@ -522,6 +568,7 @@ class Response(Message):
         super().__init__(headers, body, version)
         self.code = code
         self.reason = reason or REASONS.get(code, "")
+        self.budget: int | None = None
 
     def copy(self) -> Response:
         """A copy to change: its own header fields, the same parsed values."""
@@ -577,7 +624,11 @@ def parse(data: bytes, stream: bool = False) -> Request | Response:
     start, headers, error = _splitHeaders(head)
     if start.startswith("SIP/"):
         return _parseResponse(start, headers, body, error)
-    return _parseRequest(start, headers, body, error)
+    if error is None and _ANY_CONTROL(head) is not None and _CONTROL(head) is not None:
+        # RFC 3261 25.1: no header value (TEXT-UTF8, quoted-string, word...)
+        # holds a control character but HTAB.
+        error = "Control character in a header"
+    return _parseRequest(start, headers, body, error, 0 if stream else len(data))
 
 
 def _splitMessage(data: bytes) -> tuple[str, bytes]:
@@ -677,6 +728,8 @@ def _parseResponse(start: str, headers: list[list[str]], body: bytes, error: str
     code, _, reason = rest.partition(" ")
     if error is not None:
         raise ParseError(error)
+    if len(headers) > MAX_HEADER_FIELDS:
+        raise ParseError("Too many header fields")
     if version.upper() != "SIP/2.0":
         raise ParseError("Invalid status line")
     if len(code) != 3 or not _isDigits(code) or not "100" <= code <= "699":
@@ -689,16 +742,19 @@ def _parseResponse(start: str, headers: list[list[str]], body: bytes, error: str
     return response
 
 
-def _parseRequest(start: str, headers: list[list[str]], body: bytes, error: str | None) -> Request:
+def _parseRequest(start: str, headers: list[list[str]], body: bytes, error: str | None, size: int) -> Request:
     parts = start.split(" ")
     method = parts[0]
     request = Request(method, parts[1] if len(parts) > 1 else "", headers)
+    request.size = size
     if not isToken(method) or "via" not in request._lookup():
         # No method or no Via: nothing to answer, nowhere to send it (RFC 3261 18.2.2).
         raise ParseError(error or "Not a SIP request")
     try:
         if error is not None:
             raise ParseError(error)
+        if len(headers) > MAX_HEADER_FIELDS:
+            raise ParseError("Too many header fields")
         if len(parts) != 3 or not parts[1]:
             # Extra or missing SP: RFC 4475 lwsruri, lwsstart, trws.
             raise ParseError("Invalid Request-Line")
@@ -716,10 +772,71 @@ def _parseRequest(start: str, headers: list[list[str]], body: bytes, error: str 
             not _isDigits(maxForwards) or len(maxForwards.lstrip("0")) > 3 or int(maxForwards) > _MAX_FORWARDS_LIMIT
         ):
             raise ParseError("Invalid Max-Forwards")
+        _checkRequestFields(request)
         request.body = _checkLength(request, body)
     except ParseError as e:
         raise BadRequest(e.reason, e.status, request) from None
     return request
+
+
+# RFC 3261 section 25 pieces for the checks below.
+_WORD = r"[A-Za-z0-9\-.!%*_+`'~()<>:\\\"/\[\]?{}]+"
+_isCallID = re.compile(rf"{_WORD}(?:@{_WORD})?").fullmatch
+# Not escaped as a quoted-pair (RFC 4475 intmeth has "\\<BEL>" in a display name).
+_CONTROL = re.compile(r"(?<!\\)[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]").search
+# The same without the look-behind, five times faster: tried first.
+_ANY_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]").search
+_MEDIA_TYPE = re.compile(r"[ \t]*[A-Za-z0-9\-.!%*_+`'~]+[ \t]*/[ \t]*[A-Za-z0-9\-.!%*_+`'~]+(.*)", re.S).fullmatch
+_DELTA_SECONDS = re.compile(r"[ \t]*[0-9]+[ \t]*(;.*)?", re.S).fullmatch
+# Option-tag lists the element judges (Require, Proxy-Require: 420) or reads.
+_OPTION_TAG_LISTS = ("require", "proxy-require", "supported")
+_URI_HEADERS_FORBIDDEN = ("route", "record-route")
+
+
+def _checkRequestFields(request: Request) -> None:
+    """
+    The grammar (RFC 3261 section 25) of the request header fields the
+    service relies on besides those L{_checkFields} parses: Call-ID, the
+    URIs of From and To (no headers, 19.1.1; Route and Record-Route are
+    checked by L{_checkFields}), option-tag lists,
+    Expires, Content-Type, Session-Expires and Min-SE (RFC 4028).
+    """
+    index = request._lookup()
+    if not _isCallID(index["call-id"][0]):
+        raise ParseError("Invalid Call-ID")
+    fromAddr, toAddr = request._from, request._to
+    if fromAddr is not None and fromAddr.uri.headers:
+        raise ParseError("Headers in a From URI")
+    if toAddr is not None and toAddr.uri.headers:
+        raise ParseError("Headers in a To URI")
+    for name in _OPTION_TAG_LISTS:
+        values = index.get(name)
+        if values is not None:
+            for value in values:
+                if not value and name == "supported":
+                    # Supported may be empty (RFC 3261 20.37): no option tag.
+                    continue
+                for tag in splitCommas(value) if "," in value else (value.strip(_WS),):
+                    if not isToken(tag):
+                        raise ParseError(f"Invalid {canonicalName(name)}")
+    expires = index.get("expires")
+    if expires is not None and not all(_isDigits(value.strip(_WS)) for value in expires):
+        raise ParseError("Invalid Expires")
+    contentType = index.get("content-type")
+    if contentType is not None:
+        match = _MEDIA_TYPE(contentType[0])
+        if match is None:
+            raise ParseError("Invalid Content-Type")
+        if match.group(1):
+            parseHeaderParams(match.group(1))
+    for name in ("session-expires", "min-se"):
+        values = index.get(name)
+        if values is not None:
+            match = _DELTA_SECONDS(values[0])
+            if len(values) > 1 or match is None:
+                raise ParseError(f"Invalid {canonicalName(name)}")
+            if match.group(1):
+                parseHeaderParams(match.group(1))
 
 
 def _checkVersion(version: str) -> None:
@@ -755,12 +872,28 @@ def _checkFields(message: Message) -> None:
     if len(vias) == 1 and "," not in vias[0]:
         message._vias = [parseVia(vias[0])]
     else:
+        _checkCount(vias, "via")
         message._vias = message._parseVias()
     if "contact" in index:
+        _checkCount(index["contact"], "contact")
         message._contacts = message.addresses("contact")
     for name in _ROUTE_LISTS:
-        if name in index:
-            message.addresses(name)
+        values = index.get(name)
+        if values is not None:
+            _checkCount(values, name)
+            addresses = message.addresses(name)
+            if name in _URI_HEADERS_FORBIDDEN and isinstance(message, Request):
+                if any(addr.uri.headers for addr in addresses):
+                    raise ParseError(f"Headers in a {canonicalName(name)} URI")
+
+
+def _checkCount(values: list[str], name: str) -> None:
+    """Refuse a list header of more than L{MAX_LIST_ELEMENTS}, before parsing any."""
+    count = len(values)
+    if count > MAX_LIST_ELEMENTS or count + sum(value.count(",") for value in values) > MAX_LIST_ELEMENTS:
+        # Commas may sit in quoted strings: count precisely only when in doubt.
+        if sum(len(splitCommas(value)) for value in values) > MAX_LIST_ELEMENTS:
+            raise ParseError(f"Too many {canonicalName(name)} values")
 
 
 REASONS = {
@@ -859,4 +992,46 @@ def localResponse(request: Request, code: int, reason: str = "", server: str = "
     response = makeResponse(request, code, reason, toTag=tag)
     if server:
         response.add("server", server)
+    if request.size:
+        response.budget = AMPLIFICATION * request.size - 1
     return response
+
+
+AMPLIFICATION = 4
+"""
+A response of this element to a request over UDP whose sender is not
+authenticated (its source may be spoofed: the response would go to a
+victim) takes less than this many times the request's bytes: a reflector
+that amplifies less than 4x is of no use to an attacker.
+"""
+
+# Dropped first, in this order, when a response exceeds its budget: what
+# the sender can do without (RFC 3261 20: all optional in these answers).
+_EXPENDABLE = ("server", "warning", "supported", "accept", "allow")
+
+
+def withinBudget(response: Response) -> bytes | None:
+    """
+    The bytes of C{response}, kept within its L{Response.budget}: optional
+    header fields dropped, then all challenges but the first; C{None} when
+    even that exceeds it (send nothing: the request was smaller than any
+    honest one).
+    """
+    data = response.toBytes()
+    budget = response.budget
+    if budget is None or len(data) <= budget:
+        return data
+    for name in (*_EXPENDABLE, "www-authenticate", "proxy-authenticate"):
+        values = response._lookup().get(name)
+        if not values:
+            continue
+        if name in _EXPENDABLE:
+            response.remove(name)
+        elif len(values) > 1:
+            response.set(name, values[0])
+        else:
+            continue
+        data = response.toBytes()
+        if len(data) <= budget:
+            return data
+    return None

@@ -15,7 +15,7 @@ from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
-from aetasip.sip.message import Request, Response
+from aetasip.sip.message import Request, Response, withinBudget
 from aetasip.sip.timers import FixedTimers
 
 T1 = 0.5
@@ -90,6 +90,7 @@ class ServerTransaction:
     __slots__ = (
         "_lastResponse",
         "_layer",
+        "_provisional",
         "_retransmitInterval",
         "_timerG",
         "key",
@@ -111,6 +112,7 @@ class ServerTransaction:
         self.peer = peer
         self.state = "proceeding" if request.method == "INVITE" else "trying"
         self._lastResponse: bytes | None = None
+        self._provisional = False
         # Timer G (retransmissions, UDP); the fixed-length timers (H, I, J,
         # Accepted) are in the layer's FixedTimers.
         self._timerG: IDelayedCall | None = None
@@ -128,12 +130,22 @@ class ServerTransaction:
         """
         if self.state not in ("trying", "proceeding"):
             return
-        data = response if isinstance(response, bytes) else response.toBytes()
-        code = int(data[8:11]) if isinstance(response, bytes) else response.code
+        if isinstance(response, bytes):
+            data: bytes | None = response
+            code = int(response[8:11])
+        else:
+            code = response.code
+            data = response.toBytes() if response.budget is None else withinBudget(response)
+            if data is None:
+                # Larger than a spoofed request may cause: nothing is sent
+                # (retransmissions are absorbed in silence).
+                self._layer.withheld += 1
         self._lastResponse = data
-        self.peer.send(data)
+        if data is not None:
+            self.peer.send(data)
         if code < 200:
             self.state = "proceeding"
+            self._provisional = True
             return
         if self._layer._stopped:
             # Answered after the layer stopped (a slow backend during
@@ -182,7 +194,11 @@ class ServerTransaction:
             timers.after(64 * T1, self, "_expire")
             return
         self.state = "completed"
-        if not self.peer.reliable:
+        if self._provisional and not self.peer.reliable:
+            # Only once a provisional response stopped the client's own
+            # retransmissions (Timer A): until then each retransmitted
+            # INVITE gets the response again, and a challenge or refusal
+            # to a spoofed INVITE is sent once, not ten times.
             self._timerG = self._layer.clock.callLater(T1, self._retransmitFinal)
         timers.after(64 * T1, self, "_timerH")
 
@@ -243,6 +259,8 @@ class ServerTransactionLayer:
         self.timers = FixedTimers(clock)
         self._stopped = False
         self.retransmissionsAbsorbed = 0
+        # Responses not sent: over their amplification budget.
+        self.withheld = 0
 
     def receive(self, request: Request, peer: Peer) -> ServerTransaction | None:
         """

@@ -14,7 +14,9 @@ as they were at its version: never change a step once released, add one.
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import stat
 import time
 from collections.abc import Callable
 from typing import Any
@@ -435,6 +437,33 @@ def switchToWAL(cursor: Any, patience: float) -> None:
             time.sleep(0.02)
 
 
+def ownerOnly(path: str) -> None:
+    """
+    Make the SQLite file C{path} readable by its owner only, creating it
+    so when absent: it holds HA1 values, which are password equivalents.
+    SQLite gives its -wal and -shm files the database file's mode. A file
+    already readable by others is tightened, with a warning. (A missing
+    directory is not created: a typing error in a path is reported; the
+    systemd unit makes /var/lib/aetasip owner-only.)
+    """
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except (FileExistsError, FileNotFoundError):
+        # Existing; or no such directory, which SQLite reports when it opens.
+        pass
+    for name in (path, f"{path}-wal", f"{path}-shm", f"{path}-journal"):
+        try:
+            info = os.stat(name)
+        except FileNotFoundError:
+            continue
+        mode = stat.S_IMODE(info.st_mode)
+        if mode & 0o077 and info.st_uid == os.geteuid():
+            os.chmod(name, mode & 0o700)
+            log.warn(
+                "The store file {name} was readable by others (mode {mode:o}): now owner-only", name=name, mode=mode
+            )
+
+
 def makeEngine(url: str, busyTimeout: float) -> sa.Engine:
     """
     The engine of a C{store.url}.
@@ -457,6 +486,8 @@ def _makeSQLiteEngine(url: sa.URL, busyTimeout: float) -> sa.Engine:
     if url.database in (None, "", ":memory:"):
         # One shared connection, or each connection would be a new database.
         options["poolclass"] = sa.StaticPool
+    elif not url.database.startswith("file:"):
+        ownerOnly(url.database)
     engine = sa.create_engine(url, **options)
     busyMilliseconds = int(busyTimeout * 1000)
 

@@ -66,6 +66,13 @@ UNDERSTOOD = frozenset(
     }
 )
 
+AMPLIFICATION = 4
+"""
+A response takes less than this many times its request's bytes: STUN over
+UDP answers sources that may be spoofed (a 20-byte Binding request over
+IPv6 got 96 bytes back).
+"""
+
 _EMPTY_BINDING_REQUEST = b"\x00\x01\x00\x00" + codec.MAGIC_COOKIE_BYTES
 _COOKIE_BYTES = codec.MAGIC_COOKIE_BYTES
 # The class bits C1 and C0 of a message type, and those of an indication.
@@ -218,7 +225,17 @@ class Endpoint:
     @ivar ipv6: whether sources are IPv6.
     """
 
-    __slots__ = ("_classic", "_modern", "ipv6", "role", "roles", "stream")
+    __slots__ = (
+        "_classic",
+        "_classicLean",
+        "_leanBelow",
+        "_modern",
+        "_modernLean",
+        "ipv6",
+        "role",
+        "roles",
+        "stream",
+    )
 
     def __init__(
         self,
@@ -247,25 +264,44 @@ class Endpoint:
         other = _known(addresses[role ^ ALTERNATE_BOTH]) if len(addresses) == 4 else None
         self._modern: dict[int, tuple[bytes, bytes]] = {}
         self._classic: dict[int, tuple[bytes, bytes]] = {}
+        # The same for the smallest requests (a bare 20-byte Binding, the
+        # codecs' keep-alive): what fits in less than AMPLIFICATION times
+        # their size, as a spoofed request's answer must (RFC 5780's
+        # OTHER-ADDRESS first, then RESPONSE-ORIGIN, then SOFTWARE).
+        self._modernLean: dict[int, tuple[bytes, bytes]] = {}
+        self._classicLean: dict[int, tuple[bytes, bytes]] = {}
+        budget = AMPLIFICATION * 20 - 1
         for sendRole, address in addresses.items():
             origin = _known(local if sendRole == role and local is not None else address)
-            tail = b""
-            classicTail = b""
+            # (rank when room is short, attribute), in wire order.
+            modern: list[tuple[int, bytes]] = []
+            classic: list[tuple[int, bytes]] = []
             if origin is not None:
-                tail += _attribute(codec.RESPONSE_ORIGIN, codec.encodeAddress(*origin))
-                classicTail += _attribute(codec.SOURCE_ADDRESS, codec.encodeAddress(*origin))
+                modern.append((1, _attribute(codec.RESPONSE_ORIGIN, codec.encodeAddress(*origin))))
+                classic.append((1, _attribute(codec.SOURCE_ADDRESS, codec.encodeAddress(*origin))))
             if other is not None:
-                tail += _attribute(codec.OTHER_ADDRESS, codec.encodeAddress(*other))
-                classicTail += _attribute(codec.CHANGED_ADDRESS, codec.encodeAddress(*other))
-            tail += software
-            self._modern[sendRole] = (
-                _TYPE_LENGTH.pack(_SUCCESS_TYPE, mappedLength + len(tail) + 8),
-                tail,
-            )
-            self._classic[sendRole] = (
-                _TYPE_LENGTH.pack(_SUCCESS_TYPE, mappedLength + len(classicTail)),
-                classicTail,
-            )
+                modern.append((0, _attribute(codec.OTHER_ADDRESS, codec.encodeAddress(*other))))
+                classic.append((0, _attribute(codec.CHANGED_ADDRESS, codec.encodeAddress(*other))))
+            if software:
+                modern.append((2, software))
+            # Besides these: the mapped address, and FINGERPRINT (8 bytes) but in RFC 3489's shape.
+            for attributes, fixed, full, lean in (
+                (modern, mappedLength + 8, self._modern, self._modernLean),
+                (classic, mappedLength, self._classic, self._classicLean),
+            ):
+                tail = b"".join(attribute for _, attribute in attributes)
+                full[sendRole] = (_TYPE_LENGTH.pack(_SUCCESS_TYPE, fixed + len(tail)), tail)
+                room = budget - 20 - fixed
+                kept = set()
+                for rank, attribute in sorted(attributes):
+                    if len(attribute) <= room:
+                        kept.add(rank)
+                        room -= len(attribute)
+                tail = b"".join(attribute for rank, attribute in attributes if rank in kept)
+                lean[sendRole] = (_TYPE_LENGTH.pack(_SUCCESS_TYPE, fixed + len(tail)), tail)
+        # Requests below this size get the lean answers.
+        fullSize = 20 + mappedLength + 8 + max((len(tail) for _, tail in self._modern.values()), default=0)
+        self._leanBelow = -(-(fullSize + 1) // AMPLIFICATION)
 
     def success(self, data: bytes, source: Address, sendRole: int) -> bytes:
         """
@@ -273,7 +309,7 @@ class Endpoint:
         sent from the socket of C{sendRole}: XOR-MAPPED-ADDRESS, the
         precomputed attributes, FINGERPRINT.
         """
-        prefix, tail = self._modern[sendRole]
+        prefix, tail = (self._modern if len(data) >= self._leanBelow else self._modernLean)[sendRole]
         host, port = source
         if self.ipv6:
             packed = _packIPv6(host)
@@ -293,7 +329,7 @@ class Endpoint:
         C{data}: MAPPED-ADDRESS, SOURCE-ADDRESS and CHANGED-ADDRESS, in the
         RFC 3489 shape (its 128-bit transaction ID echoed, no FINGERPRINT).
         """
-        prefix, tail = self._classic[sendRole]
+        prefix, tail = (self._classic if len(data) >= self._leanBelow else self._classicLean)[sendRole]
         host, port = source
         if self.ipv6:
             mapped = _ADDRESS_V6_HEAD.pack(codec.MAPPED_ADDRESS, 20, 0, 2, port) + _packIPv6(host)
@@ -519,7 +555,8 @@ class STUNServer:
         rawType = codec.messageType(codec.splitMessageType((data[0] << 8) | data[1])[0], codec.ERROR_RESPONSE)
         if classic:
             return _TYPE_LENGTH.pack(rawType, len(body)) + data[4:20] + body, source, role
-        body += self._software
+        if 20 + len(body) + len(self._software) + 8 < AMPLIFICATION * len(data):
+            body += self._software
         message = _TYPE_LENGTH.pack(rawType, len(body) + 8) + data[4:20] + body
         return (
             message + _FINGERPRINT_ATTRIBUTE.pack(codec.FINGERPRINT, 4, _crc32(message) ^ _FINGERPRINT_XOR),
