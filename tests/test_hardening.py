@@ -320,6 +320,10 @@ class GrammarTests(SynchronousTestCase):
     def test_call_id(self) -> None:
         for value in ("a b", "a@b@c", "a@", "@b", "é"):
             self.assertRefused(options(Call_ID=value), "Invalid Call-ID")
+        # Outside RFC 3261's word, but what real agents send (base64 padding).
+        for value in ("YWJjZA==@192.0.2.1", "a=b;c,d&e$f#g^h|i"):
+            reply = self.h.sendOne(options(Call_ID=value), ("192.0.2.1", 5060))
+            self.assertNotEqual(reply.code, 400, value)
 
     def test_headers_in_from_to_and_route_uris(self) -> None:
         self.assertRefused(options(From="<sip:1@sip.example.net?Subject=x>;tag=1"), "Headers in a From URI")

@@ -780,8 +780,11 @@ def _parseRequest(start: str, headers: list[list[str]], body: bytes, error: str 
 
 
 # RFC 3261 section 25 pieces for the checks below.
-_WORD = r"[A-Za-z0-9\-.!%*_+`'~()<>:\\\"/\[\]?{}]+"
-_isCallID = re.compile(rf"{_WORD}(?:@{_WORD})?").fullmatch
+# RFC 3261's word leaves out "=", ";", ",", "&", "$", "#", "^" and "|", but
+# agents send them (base64 Call-IDs end in "="): any visible ASCII but "@"
+# is taken, one "@" at most; spaces, controls and non-ASCII are not.
+_CALL_ID_WORD = r"[\x21-\x3f\x41-\x7e]+"
+_isCallID = re.compile(rf"{_CALL_ID_WORD}(?:@{_CALL_ID_WORD})?").fullmatch
 # Not escaped as a quoted-pair (RFC 4475 intmeth has "\\<BEL>" in a display name).
 _CONTROL = re.compile(r"(?<!\\)[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]").search
 # The same without the look-behind, five times faster: tried first.
