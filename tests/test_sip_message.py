@@ -463,6 +463,11 @@ class ChangeTests(SynchronousTestCase):
             lambda: r.set("Subject", "new"),
             lambda: r.removeFirstValue("via"),
             lambda: r.removeFirstValue("route"),
+            lambda: r.add("Route", "<sip:c;lr>, <sip:d;lr>"),
+            lambda: r.add("Route", "<sip:e;lr>"),
+            lambda: r.removeFirstValues("route", 2),  # a whole field and the first of the next
+            lambda: r.removeFirstValues("route", 1),
+            lambda: r.removeFirstValues("via", 0),
             lambda: r.removeField("route", "<sip:a;lr>"),
             lambda: r.remove("user-agent"),
             lambda: r.remove("route"),

@@ -331,26 +331,31 @@ class Message:
         split once (loose routing pops our Route entries this way).
         """
         name = fieldName(name)
-        kept: list[list[str]] = []
-        for field in self.headers:
-            if count and field[0] == name:
-                parts = splitCommas(field[1])
-                if len(parts) > count:
-                    kept.append([name, ", ".join(parts[count:])])
-                    count = 0
-                else:
-                    count -= len(parts)
-                continue
-            kept.append(field)
-        self.headers = kept
+        headers = self.headers
         index = self._index
-        if index is not None:
-            # The index kept true here, whether or not _changed drops it.
-            values = [value for field, value in kept if field == name]
-            if values:
-                index[name] = values
+        # The index's list of the field's values, kept true in step: the
+        # fields removed or cut are always its first ones.
+        values = index.get(name) if index is not None else None
+        i = 0
+        while count > 0 and i < len(headers):
+            field = headers[i]
+            if field[0] != name:
+                i += 1
+                continue
+            parts = splitCommas(field[1])
+            if len(parts) > count:
+                rest = ", ".join(parts[count:])
+                headers[i] = [name, rest]
+                if values:
+                    values[0] = rest
+                count = 0
             else:
-                index.pop(name, None)
+                del headers[i]
+                if values:
+                    del values[0]
+                count -= len(parts)
+        if index is not None and values is not None and not values:
+            del index[name]
         self._changed(name)
 
     def removeFirstValue(self, name: str) -> str | None:
@@ -893,7 +898,10 @@ def _checkFields(message: Message) -> None:
 def _checkCount(values: list[str], name: str) -> None:
     """Refuse a list header of more than L{MAX_LIST_ELEMENTS}, before parsing any."""
     count = len(values)
-    if count > MAX_LIST_ELEMENTS or count + sum(value.count(",") for value in values) > MAX_LIST_ELEMENTS:
+    if (
+        count > MAX_LIST_ELEMENTS
+        or count + (values[0] if count == 1 else "".join(values)).count(",") > MAX_LIST_ELEMENTS
+    ):
         # Commas may sit in quoted strings: count precisely only when in doubt.
         if sum(len(splitCommas(value)) for value in values) > MAX_LIST_ELEMENTS:
             raise ParseError(f"Too many {canonicalName(name)} values")
