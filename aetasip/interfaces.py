@@ -133,7 +133,11 @@ class ICallObserver(Interface):
         """A callee answered: the 2xx went up to the caller."""
 
     def callEnded(call):
-        """The call is over: C{call.endCause}, C{call.status} say how."""
+        """
+        The call is over: C{call.endCause}, C{call.status} say how. The
+        media handler has released its media first: what it keeps on the
+        call (C{call.media}, the relay's final statistics) is there.
+        """
 
 
 class ICallObserverFactory(Interface):
@@ -209,7 +213,15 @@ class IMediaHandler(Interface):
         """
 
     def callEnded(call):
-        """C{call} is over: release what it holds. Must not raise."""
+        """
+        C{call} is over: release what it holds. Must not raise.
+
+        @return: C{None}, or a L{Deferred} firing once it is released and
+            what the handler keeps on the call (C{call.media}, final
+            statistics) is there: the call's observers hear C{callEnded}
+            then. It should fire within seconds (a node's own request
+            timeouts bound it); a failure is logged.
+        """
 
 
 class IRelay(Interface):
