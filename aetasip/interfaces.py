@@ -257,7 +257,10 @@ class IRelay(Interface):
         """
 
     def answer(callID, fromTag, toTag, branch, sender, sdp, source, latchAnySource):
-        """The SDP answer to the last offer, like L{offer}."""
+        """
+        The SDP answer to the last offer, like L{offer}. C{toTag} is the
+        callee's To tag on this branch, C{None} when its response had none.
+        """
 
     def delete(callID, fromTag):
         """

@@ -76,12 +76,16 @@ class Target:
     @ivar number: the account it reaches (a hunting member, the number a
         short number resolved to, …).
     @ivar status: the best response code it gave so far (0: none).
+    @ivar tag: the callee's To tag on this branch, from its first 1xx or
+        2xx with one (C{None} until then): a media handler's answer from
+        a branch not yet answered names the callee by it.
     """
 
     key: str
     number: str
     leg: Leg
     status: int = 0
+    tag: str | None = None
 
 
 _callIDs = itertools.count(1)

@@ -457,6 +457,8 @@ class Proxy:
         if 100 < code < 300:
             # Also 1xx (early dialogs, RFC 3262) and the 2xx of SUBSCRIBE and REFER.
             fixContact(response, branch.leg.source, branch.leg.transport)
+            if branch.target is not None and branch.target.tag is None:
+                branch.target.tag = response.toAddr.tag
         call = context.call if context.dialog is None else context.dialog.call
         if call is None or code == 100 or self.media.handler is None:
             context.response(branch, response)

@@ -248,9 +248,9 @@ class RelayHandler(service.MultiService):
         assert leg is not None
         node = relayed.node
         if answer:
-            d = node.answer(
-                call.callID, call.callerTag, call.calleeTag, key, sender, sdp, leg.source, senderDecision.nat
-            )
+            # The callee's tag on this branch: known before the call is answered (a 18x, the 2xx itself).
+            calleeTag = target.tag if target is not None and target.tag is not None else call.calleeTag
+            d = node.answer(call.callID, call.callerTag, calleeTag, key, sender, sdp, leg.source, senderDecision.nat)
         else:
             d = node.offer(call.callID, call.callerTag, key, sender, sdp, leg.source, senderDecision.nat)
         return d.addErrback(self._failed, call)  # type: ignore[no-any-return]

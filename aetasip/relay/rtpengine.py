@@ -243,7 +243,7 @@ class RtpengineNode(Service):
         self,
         callID: str,
         fromTag: str,
-        toTag: str,
+        toTag: str | None,
         branch: object,
         sender: str,
         sdp: bytes,
@@ -256,7 +256,7 @@ class RtpengineNode(Service):
         self,
         callID: str,
         fromTag: str,
-        toTag: str,
+        toTag: str | None,
         branch: object,
         sender: str,
         sdp: bytes,
@@ -270,7 +270,8 @@ class RtpengineNode(Service):
         if session is None:
             raise LookupError(f"relay node {self.name} has no session for call {callID!r}: no offer went through it")
         branchKey = _branchKey(branch)
-        calleeTag = session.calleeTags.setdefault(branchKey, toTag)
+        # Without the callee's To tag (an answer without one) the branch gets a tag of its own.
+        calleeTag = session.calleeTags.setdefault(branchKey, toTag or f"aetasip-branch-{branchKey}")
         arguments = self._media(sdp, source, latchAnySource)
         arguments.update({"call-id": callID, "via-branch": branchKey})
         if sender == "callee":
