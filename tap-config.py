@@ -288,10 +288,18 @@ relay = {
     # setting (aetasip-admin account update/group set --relay) wins over this; a call
     # is relayed when either leg's decision says so.
     "mode": "auto",
-    # The relay nodes by name, each a dict with its 'kind' and options. 'builtin':
-    # 'address' (bound; default '0.0.0.0'), 'advertise' (written in SDP; default:
-    # 'address', else the first specific address of sip.listen), 'ports' ([low,
-    # high], default [55004, 55999]: even RTP / odd RTCP pairs).
+    # The relay nodes by name, each a dict with its 'kind' and options. 'builtin' (this
+    # process): 'address' (bound; default '0.0.0.0'), 'advertise' (written in SDP;
+    # default: 'address', else the first specific address of sip.listen), 'ports'
+    # ([low, high], default [55004, 55999]: even RTP / odd RTCP pairs). 'rtpengine'
+    # (media through rtpengine daemons, README.rst "Media relay on rtpengine"): 'ng'
+    # (the ng control addresses of its daemons, 'IP:PORT' or '[IPv6]:PORT', new calls
+    # spread over those that answer), 'timeout' (seconds before a request is sent
+    # again; default 1.0), 'retries' (before a daemon is marked down; default 2),
+    # 'recheck_interval' (seconds between the pings of a daemon marked down; default
+    # 10), 'max_pending' (requests waiting at once, past which calls get 503; default
+    # 1000). Example: {"local": {"kind": "builtin"}, "fr": {"kind": "rtpengine", "ng":
+    # ["192.0.2.10:2223", "192.0.2.11:2223"]}}
     "nodes": {"local": {"kind": "builtin"}},
     # The node relaying calls whose caller's registrar domain is not in relay.domains.
     "default_node": "local",
@@ -371,22 +379,4 @@ stun = {
     "alternate_address": None,
     # Requests per second answered per source address (0: no limit).
     "rate_limit": 50,
-}
-
-rtpengine = {
-    # Relay nodes on rtpengine: node name -> the ng addresses (IP:PORT,
-    # [IPv6]:PORT) of its rtpengine daemons (started with --listen-ng; see
-    # README.rst, "Media relay on rtpengine"). New calls are spread over the
-    # daemons that answer; one that does not is stepped over and pinged
-    # until it answers again. A call stays on the daemon that took it.
-    # Example: {"fr": ["192.0.2.10:2223", "192.0.2.11:2223"]}
-    "nodes": {},
-    # Seconds to wait for a reply before sending the request again.
-    "timeout": 1.0,
-    # Times a request is sent again before its daemon is marked down.
-    "retries": 2,
-    # Seconds between the pings of a daemon marked down.
-    "recheck_interval": 10.0,
-    # Requests waiting for replies at once; past this a call gets 503.
-    "max_pending": 1000,
 }

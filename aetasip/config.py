@@ -296,7 +296,6 @@ MODULES: tuple[str, ...] = (
     "aetasip.notify",
     "aetasip.records.mailsettings",
     "aetasip.records.settings",
-    "aetasip.relay.rtpengine",
     "aetasip.registrar",
     "aetasip.sipservice",
     "aetasip.store.service",

@@ -133,7 +133,11 @@ class ICallObserver(Interface):
         """A callee answered: the 2xx went up to the caller."""
 
     def callEnded(call):
-        """The call is over: C{call.endCause}, C{call.status} say how."""
+        """
+        The call is over: C{call.endCause}, C{call.status} say how. The
+        media handler has released its media first: what it keeps on the
+        call (C{call.media}, the relay's final statistics) is there.
+        """
 
 
 class ICallObserverFactory(Interface):
@@ -209,7 +213,15 @@ class IMediaHandler(Interface):
         """
 
     def callEnded(call):
-        """C{call} is over: release what it holds. Must not raise."""
+        """
+        C{call} is over: release what it holds. Must not raise.
+
+        @return: C{None}, or a L{Deferred} firing once it is released and
+            what the handler keeps on the call (C{call.media}, final
+            statistics) is there: the call's observers hear C{callEnded}
+            then. It should fire within seconds (a node's own request
+            timeouts bound it); a failure is logged.
+        """
 
 
 class IRelay(Interface):
@@ -245,7 +257,10 @@ class IRelay(Interface):
         """
 
     def answer(callID, fromTag, toTag, branch, sender, sdp, source, latchAnySource):
-        """The SDP answer to the last offer, like L{offer}."""
+        """
+        The SDP answer to the last offer, like L{offer}. C{toTag} is the
+        callee's To tag on this branch, C{None} when its response had none.
+        """
 
     def delete(callID, fromTag):
         """

@@ -10,7 +10,9 @@ This is the one place that knows the whole tree (DESIGN.md)::
     ├── OutboxService (sends the mail outbox) and QuarterlyLogService
     ├── SIPService (transports, transaction layers; the registrar and the
     │   proxy built here by makeSIPService, and attached to it)
-    ├── CallService (the calls: their observers and media handler)
+    ├── CallService (the calls: their observers and media handler; the
+    │   relay's handler starts and stops its nodes: the built-in node's
+    │   ports, an rtpengine node's ng sockets)
     └── STUNService (unless stun.enabled is False)
 """
 

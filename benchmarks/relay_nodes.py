@@ -1,10 +1,16 @@
 """
-The relay nodes the relay benchmark can drive, apart from the load it
-sends (L{benchmarks/rtp_load.py}): each node kind is a maker in L{NODES}
-returning an L{aetasip.interfaces.IRelay} (and its stopper), and
-L{openCalls} sets calls up on any of them through the same offer/answer as
-the service's media handler, so that an rtpengine node plugs in by adding
-its maker here.
+The relay nodes the relay benchmark drives, apart from the load it sends
+(L{benchmarks/rtp_load.py}): each node kind is a maker in L{NODES}
+returning an L{aetasip.interfaces.IRelay}, its stopper and a reader of the
+CPU seconds its forwarding used, and L{openCalls} sets calls up on any of
+them through the same offer/answer as the service's media handler.
+
+    - C{builtin}: the built-in node, forwarding in the benchmark's own
+      process (pinned to the relay's core);
+    - C{rtpengine}: a real rtpengine (Debian C{rtpengine-daemon}),
+      userspace forwarding (C{--table=-1}), its own process pinned to the
+      relay's core, reached through the service's rtpengine node (ng
+      protocol) as C{relay.nodes} makes it.
 
 A call's caller is "behind NAT" (latched from its signalling host), its
 callee is not; both media sockets are the load generator's, on 127.0.0.1.
@@ -12,7 +18,9 @@ callee is not; both media sockets are the load generator's, on 127.0.0.1.
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -55,12 +63,61 @@ async def openCalls(node: Any, ports: list[list[int]], tag: str = "bench") -> li
 
 
 async def closeCalls(node: Any, count: int, tag: str = "bench") -> list[Any]:
-    """Delete the calls L{openCalls} set up; return their final statistics."""
-    return list(await gatherResults([node.delete(f"{tag}-{index}", "a") for index in range(count)]))
+    """
+    Delete the calls L{openCalls} set up, 50 at a time (350 deletes at once
+    make rtpengine, busy forwarding, miss its ng timeout); return their
+    final statistics, C{None} for a call whose delete failed (printed).
+    """
+    results: list[Any] = []
+    for first in range(0, count, 50):
+        batch = [
+            Deferred.fromCoroutine(_delete(node, f"{tag}-{index}")) for index in range(first, min(count, first + 50))
+        ]
+        results.extend(await gatherResults(batch))
+    failed = sum(1 for r in results if isinstance(r, Exception))
+    if failed:
+        print(f"  {failed} deletes failed, e.g. {next(r for r in results if isinstance(r, Exception))}")
+    return [None if isinstance(r, Exception) else r for r in results]
 
 
-def makeBuiltin(reactor: Any, ports: tuple[int, int]) -> tuple[Any, Callable[[], Awaitable[object]]]:
-    """The built-in node, in this process, on 127.0.0.1 and C{ports}."""
+async def _delete(node: Any, callID: str) -> Any:
+    try:
+        return await node.delete(callID, "a")
+    except Exception as e:
+        return e
+
+
+Stop = Callable[[], Awaitable[object]]
+CPU = Callable[[], float]
+
+
+def ownCPU() -> float:
+    """CPU seconds (user and system) this process used so far."""
+    times = os.times()
+    return times.user + times.system
+
+
+def processCPU(pid: int) -> CPU:
+    """A reader of the CPU seconds (user and system, all threads) process C{pid} used so far."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def read() -> float:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / tick
+
+    return read
+
+
+def pinnedTo(core: int) -> tuple[str, ...]:
+    """The command prefix running a program on C{core} (none on a 1-core machine)."""
+    if (os.cpu_count() or 1) >= 2 and shutil.which("taskset"):
+        return ("taskset", "-c", str(core))
+    return ()
+
+
+def makeBuiltin(reactor: Any, ports: tuple[int, int], core: int) -> tuple[Any, Stop, CPU]:
+    """The built-in node, in this process (already on C{core}), on 127.0.0.1 and C{ports}."""
     from aetasip.relay.builtin import BuiltinRelay
 
     node = BuiltinRelay("builtin", "127.0.0.1", ports, reactor=reactor)
@@ -69,10 +126,38 @@ def makeBuiltin(reactor: Any, ports: tuple[int, int]) -> tuple[Any, Callable[[],
     def stop() -> Deferred[None]:
         return node.stopService()
 
-    return node, stop
+    return node, stop, ownCPU
 
 
-NODES: dict[str, Callable[[Any, tuple[int, int]], tuple[Any, Callable[[], Awaitable[object]]]]] = {
+def makeRtpengine(reactor: Any, ports: tuple[int, int], core: int) -> tuple[Any, Stop, CPU]:
+    """
+    rtpengine in userspace on C{core}, with as many media ports as
+    C{ports} holds (a free block below 32000), and the rtpengine relay
+    node of the service in front of it.
+    """
+    from aetasip import config
+    from aetasip.relay.rtpengine import makeNode
+    from tests.rtpengine import Rtpengine
+
+    executable = shutil.which("rtpengine")
+    if executable is None:
+        raise SystemExit("rtpengine is not installed (Debian package rtpengine-daemon)")
+    engine = Rtpengine(executable, mediaPorts=min(10_000, ports[1] - ports[0] + 1), prefix=pinnedTo(core))
+    engine.start()
+    assert engine.process is not None
+    options = {"kind": "rtpengine", "ng": [engine.ngAddress], "max_pending": 10_000}
+    node = makeNode("rtpengine", options, config.build({}), reactor)
+    node.startService()
+
+    async def stop() -> None:
+        await node.stopService()
+        engine.cleanup()
+
+    return node, stop, processCPU(engine.process.pid)
+
+
+NODES: dict[str, Callable[[Any, tuple[int, int], int], tuple[Any, Stop, CPU]]] = {
     "builtin": makeBuiltin,
+    "rtpengine": makeRtpengine,
 }
-"""Node kind -> maker C{(reactor, (lowPort, highPort)) -> (IRelay, stop)}."""
+"""Node kind -> maker C{(reactor, (lowPort, highPort), core) -> (IRelay, stop, cpu)}."""

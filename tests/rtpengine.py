@@ -157,3 +157,20 @@ def startedRtpengine(testCase: Any, **options: Any) -> Rtpengine:
     testCase.addCleanup(engine.cleanup)
     engine.start()
     return engine
+
+
+def startedNode(testCase: Any, addresses: list[str], name: str = "fr", **options: Any) -> Any:
+    """
+    The relay node C{name} of kind C{rtpengine} on the daemons at
+    C{addresses} (C{relay.nodes.NAME.ng}), with C{options}, made as the
+    service makes it, started for C{testCase} and stopped after it.
+    """
+    from twisted.internet import reactor
+
+    from aetasip import config
+    from aetasip.relay.rtpengine import makeNode
+
+    node = makeNode(name, {"kind": "rtpengine", "ng": addresses, **options}, config.build({}), reactor)
+    node.startService()
+    testCase.addCleanup(node.stopService)
+    return node

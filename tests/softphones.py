@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import struct
 import wave
 from typing import Any
@@ -94,8 +95,9 @@ class Softphone(ProcessProtocol):
 class Baresip(Softphone):
     """
     baresip registered as C{number}, answering every call at once
-    (C{answermode=auto}) and sending a tone; driven over its C{ctrl_tcp}
-    port (netstring JSON commands).
+    (C{answermode=auto}) and sending a 440 Hz tone; driven over its
+    C{ctrl_tcp} port (netstring JSON commands). It prints its RTP counters
+    when a call ends (L{receivedPackets}).
     """
 
     name = "baresip"
@@ -145,15 +147,22 @@ class Baresip(Softphone):
                 answer = json.loads(string)
                 if answer.get("response") and not answered.called:
                     answered.callback(answer)
-                    self.transport.loseConnection()
+                    if self.transport is not None:
+                        self.transport.loseConnection()
 
         return connectProtocol(endpoint, Control()).addCallback(lambda _: answered)
+
+    def receivedPackets(self) -> int | None:
+        """The RTP packets its last ended call received (C{rtp_stats}), or C{None} before one ended."""
+        found = re.findall(r"packets:\s+(\d+)\s+(\d+)", self.text())
+        return int(found[-1][1]) if found else None
 
 
 class Linphonec(Softphone):
     """
     linphonec registered as C{number} over UDP, driven by commands on its
-    standard input; C{autoAnswer} answers every call.
+    standard input; C{autoAnswer} answers every call. With
+    L{useSoundFiles} it plays and records WAV files instead of a sound card.
     """
 
     name = "linphonec"
@@ -194,6 +203,18 @@ class Linphonec(Softphone):
     def command(self, line: str) -> None:
         assert self.transport is not None
         self.transport.write(line.encode() + b"\n")
+
+    def useSoundFiles(self) -> None:
+        """No sound card: calls play a WAV file and record to one (L{playAndRecord})."""
+        self.command("soundcard use files")
+
+    def playAndRecord(self, play: str, record: str) -> None:
+        """
+        In the call in progress, send the WAV file C{play} and record what
+        is heard into the WAV file C{record} (after L{useSoundFiles}).
+        """
+        self.command(f"play {play}")
+        self.command(f"record {record}")
 
     def stop(self) -> Deferred[None]:
         """C{quit} (it unregisters and leaves), then as any softphone 3 s later."""

@@ -66,6 +66,8 @@ class Rewriter:
         self.refuse = refuse
         self.refusal: Exception = RuntimeError("no ports left")
         self.ended: list[Any] = []
+        self.releasing: list[Deferred[None]] = []
+        self.slowRelease = False
 
     def _handle(self, kind: str, key: str, sender: str, sdp: bytes) -> Deferred[bytes]:
         self.seen.append((kind, key, sender, sdp))
@@ -85,8 +87,14 @@ class Rewriter:
     def answer(self, call: Any, key: str, sender: str, sdp: bytes) -> Deferred[bytes]:
         return self._handle("answer", key, sender, sdp)
 
-    def callEnded(self, call: Any) -> None:
+    def callEnded(self, call: Any) -> Deferred[None] | None:
         self.ended.append(call)
+        if not self.slowRelease:
+            return None
+        d: Deferred[None] = Deferred()
+        d.addCallback(lambda _: call.media.setdefault("final", "statistics"))
+        self.releasing.append(d)
+        return d
 
     def release(self) -> None:
         waiting, self.waiting = self.waiting, []
@@ -678,6 +686,41 @@ class MediaHookTests(CallTestCase):
         )
         self.assertEqual((refused.code, refused.reason), (400, "Bad SDP: malformed m= line (line 6)"))
         self.assertEqual(self.requestsTo(B_SOURCE, start), [])
+
+    def test_observers_hear_the_end_once_the_media_is_released(self) -> None:
+        """A handler still releasing a call's media (asking its node) holds callEnded until it is done."""
+        self.media.slowRelease = True
+        sent, _ = self.call(body=SDP)
+        self.h.send(withSDP(reply(sent, 200, "OK", contact=B_CONTACT), SDP_B), B_SOURCE)
+        self.fromA("BYE", 3, sent.getAll("record-route")[0])
+        (call,) = self.media.ended
+        self.assertTrue(call.ended)
+        self.assertNotIn("ended", self.recorder.names())
+        reported = call.endReported()
+        self.assertNoResult(reported)
+        self.media.releasing[0].callback(None)
+        self.assertEqual(self.recorder.events[-1], ("ended", call))
+        self.assertEqual(call.media["final"], "statistics")
+        self.successResultOf(reported)
+
+    def test_a_failed_release_still_reports_the_end(self) -> None:
+        self.media.slowRelease = True
+        sent, _ = self.call(body=SDP)
+        self.h.send(reply(sent, 486, "Busy Here"), B_SOURCE)
+        (call,) = self.media.ended
+        self.media.releasing[0].errback(RuntimeError("node gone"))
+        self.assertEqual(self.recorder.events[-1], ("ended", call))
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    def test_stopping_waits_until_every_end_is_reported(self) -> None:
+        self.media.slowRelease = True
+        sent, _ = self.call(body=SDP)
+        self.h.send(withSDP(reply(sent, 200, "OK", contact=B_CONTACT), SDP_B), B_SOURCE)
+        stopped = self.h.service.proxy.stop()
+        self.assertNoResult(stopped)
+        self.media.releasing[0].callback(None)
+        self.successResultOf(stopped)
+        self.assertEqual(self.recorder.names()[-1], "ended")
 
 
 def withSDP(data: bytes, sdp: bytes) -> bytes:

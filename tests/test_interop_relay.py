@@ -1,14 +1,17 @@
 """
 The relay end to end: sipp agents call each other through the running
-service with C{calls.media_handler = "relay"} and the built-in node, on
-loopback. The caller advertises 127.0.0.5 in its SDP but signals and
-sends its media from 127.0.0.1 (an agent behind NAT): the call is
-relayed, each agent's SDP points at the relay, RTP from the test's media
-sockets crosses the relay both ways byte for byte, nothing reaches the
-advertised 127.0.0.5, and the call carries its statistics. Two
-well-configured agents keep direct media; a relayed call without media is
-released ("media timeout"); and a call gets 503 when the relay has no
-ports left.
+service with C{calls.media_handler = "relay"}, on loopback, with the
+built-in node and again with the node switched to a real rtpengine
+(userspace forwarding), the rest of the configuration unchanged. The
+caller advertises 127.0.0.5 in its SDP but signals and sends its media
+from 127.0.0.1 (an agent behind NAT): the call is relayed, each agent's
+SDP points at the relay, RTP from the test's media sockets crosses the
+relay both ways byte for byte, nothing reaches the advertised 127.0.0.5,
+and the call carries its statistics, which its record in the store has
+too. A re-INVITE keeps the relay's ports. With the built-in node also:
+two well-configured agents keep direct media; a relayed call without
+media is released ("media timeout"); and a call gets 503 when the relay
+has no ports left.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from __future__ import annotations
 import io
 import os
 import struct
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import reactor
 from twisted.internet.protocol import DatagramProtocol
@@ -24,6 +27,10 @@ from twisted.trial.unittest import TestCase
 
 from aetasip import admin
 from aetasip.calls.call import EndCause
+from aetasip.records.record import CallRecord
+from aetasip.store import Store
+from aetasip.store.callrecords import RecordQuery
+from tests.rtpengine import Rtpengine, startedRtpengine
 from tests.servers import RunningService, deferLater, freePort, requireTool
 from tests.sipp import Sipp, SippProcess, address, authentication, injectionFile
 
@@ -47,8 +54,27 @@ def rtp(seq: int, marker: bytes) -> bytes:
     return struct.pack("!BBHII", 0x80, 8, seq, seq * 160, 0x5151) + marker + b"\xd5" * 150
 
 
-class RelayInteropTests(TestCase):
+# The mixin below is a TestCase to the type checker, not to trial (which would run it alone).
+if TYPE_CHECKING:
+    _TestCase = TestCase
+else:
+    _TestCase = object
+
+
+class RelayCalls(_TestCase):
+    """
+    The calls through a relay node, whatever its kind: a subclass says
+    which node (L{node}) and where its media ports are (L{assertRelayPort}).
+    """
+
     timeout = 90
+
+    def node(self) -> dict[str, Any]:
+        """The options of the relay node C{local} (C{relay.nodes.local})."""
+        raise NotImplementedError
+
+    def assertRelayPort(self, port: int) -> None:
+        raise NotImplementedError
 
     def setUp(self) -> None:
         directory = self.mktemp()
@@ -59,10 +85,7 @@ class RelayInteropTests(TestCase):
         self.addCleanup(self.stopServer)
 
     async def serve(self, **settings: Any) -> RunningService:
-        base = {
-            "calls__media_handler": "relay",
-            "relay__nodes": {"local": {"kind": "builtin", "address": "127.0.0.1", "ports": RELAY_PORTS}},
-        }
+        base = {"calls__media_handler": "relay", "relay__nodes": {"local": self.node()}}
         self.server = server = RunningService(self.directory, **{**base, **settings})
         for number, password in ((CALLER, CALLER_PASSWORD), (CALLEE, CALLEE_PASSWORD)):
             code = admin.main(
@@ -160,7 +183,7 @@ class RelayInteropTests(TestCase):
         callerSendsTo = await self.mediaOf("caller")
         for host, port in (calleeSendsTo, callerSendsTo):
             self.assertEqual(host, "127.0.0.1")
-            self.assertTrue(RELAY_PORTS[0] <= port <= RELAY_PORTS[1] and port % 2 == 0, port)
+            self.assertRelayPort(port)
         self.assertNotEqual(calleeSendsTo, callerSendsTo)
 
         # The callee speaks first: nothing may go to the caller's advertised address before it latched.
@@ -204,6 +227,28 @@ class RelayInteropTests(TestCase):
         self.assertEqual(stats.caller.received.lost, 0)
         self.assertEqual(await self.handler.nodes["local"].sessions(), [])
 
+        # The call's record has the relay's node and figures.
+        record = await self.record(CALLER)
+        self.assertEqual((record.callID, record.endCause, record.relayNode), (call.callID, "caller BYE", "local"))
+        assert record.media is not None
+        self.assertEqual(record.media["caller"]["received"]["packets"], 20)
+        self.assertEqual(record.media["callee"]["received"]["packets"], 23)
+        self.assertEqual(record.media["callee"]["sent"]["packets"], 20)
+        self.assertGreater(record.media["caller"]["sent"]["packets"], 0)
+
+    async def record(self, number: str) -> CallRecord:
+        """The one closed record of a call of C{number}, once written."""
+        assert self.server is not None
+        store = Store(self.server.storeURL)
+        store.open()
+        self.addCleanup(store.close)
+        for _ in range(200):
+            found = store.callRecords(RecordQuery(number=number))
+            if len(found) == 1 and not found[0].open:
+                return found[0]
+            await deferLater(0.05)
+        self.fail(f"no closed record of a call of {number}: {found}")
+
     async def test_a_re_invite_moves_the_media_through_the_same_relay_ports(self) -> None:
         """
         The caller (relayed: relay.mode always) moves its media to another
@@ -240,6 +285,16 @@ class RelayInteropTests(TestCase):
         self.assertEqual(finishedCallee.code, 0, finishedCallee.detail)
         self.assertEqual(len(finishedCallee.received("INVITE")), 2)
 
+
+class RelayInteropTests(RelayCalls, TestCase):
+    """Through the built-in node."""
+
+    def node(self) -> dict[str, Any]:
+        return {"kind": "builtin", "address": "127.0.0.1", "ports": RELAY_PORTS}
+
+    def assertRelayPort(self, port: int) -> None:
+        self.assertTrue(RELAY_PORTS[0] <= port <= RELAY_PORTS[1] and port % 2 == 0, port)
+
     async def test_well_configured_agents_keep_direct_media(self) -> None:
         await self.serve()
         _, calleePort = self.socket()
@@ -261,7 +316,7 @@ class RelayInteropTests(TestCase):
         callee = await self.callee("relay_uas.xml", calleePort)
         caller = self.caller("relay_uac.xml", ("127.0.0.1", 7078), "-d", "30000")
         await self.mediaOf("caller")
-        ended = []
+        ended: list[Any] = []
         observer = type("O", (), {})()
         for event in ("callStarted", "callRinging", "callAnswered"):
             setattr(observer, event, lambda c: None)
@@ -295,3 +350,19 @@ class RelayInteropTests(TestCase):
         finished = await caller.done
         self.assertNotEqual(finished.code, 0)
         self.assertIn("SIP/2.0 503 No relay ports left", finished.responses("INVITE"), finished.detail)
+
+
+class RtpengineRelayInteropTests(RelayCalls, TestCase):
+    """The same calls with the node switched to a real rtpengine (userspace)."""
+
+    engine: Rtpengine
+
+    def setUp(self) -> None:
+        self.engine = startedRtpengine(self)
+        super().setUp()
+
+    def node(self) -> dict[str, Any]:
+        return {"kind": "rtpengine", "ng": [self.engine.ngAddress]}
+
+    def assertRelayPort(self, port: int) -> None:
+        self.assertTrue(self.engine.portMin <= port <= self.engine.portMax and port % 2 == 0, port)

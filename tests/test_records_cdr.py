@@ -166,7 +166,9 @@ class CDRTests(SynchronousTestCase):
     def test_relay_statistics(self) -> None:
         """The relay's node and figures, kept on the call by the media handler, are in the record."""
         call = self.answeredCall()
-        call.media["relay"] = RelayStats(
+        # As aetasip.relay.handler keeps it.
+        call.media["relay"] = {"node": "relay-a", "legs": {}, "relayed": {"1": True}}
+        call.media["relay"]["stats"] = RelayStats(
             "relay-a",
             caller=LegStats(("127.0.0.1", 6000), StreamStats(500, 80000, 3, 1.25, 93.1, 4.4, 1.0)),
             callee=LegStats(("127.0.0.1", 6002), StreamStats(498, 79680, 0, 0.5, None, None, None), dropped=7),
@@ -180,6 +182,16 @@ class CDRTests(SynchronousTestCase):
         self.assertEqual(record.media["caller"]["latched"], ["127.0.0.1", 6000])
         self.assertEqual(record.media["callee"]["dropped"], 7)
         self.assertNotIn("node", record.media)
+
+    def test_relayed_without_statistics(self) -> None:
+        """A relayed call whose node gave no statistics still names its node; a direct call names none."""
+        call = self.answeredCall()
+        call.media["relay"] = {"node": "relay-a", "legs": {}, "relayed": {"1": True}}
+        call.end(EndCause.CALLEE_BYE)
+        record = recordOf(call, "r", "main")
+        self.assertEqual((record.relayNode, record.media), ("relay-a", None))
+        call.media["relay"]["relayed"] = {"1": False}
+        self.assertEqual(recordOf(call, "r", "main").relayNode, None)
 
     def test_unanswered_calls_are_records(self) -> None:
         """A missed call (no answer, 480) is a record with the number that was tried."""

@@ -21,11 +21,10 @@ from twisted.internet.defer import Deferred
 from twisted.internet.protocol import DatagramProtocol
 from twisted.trial.unittest import TestCase
 
-from aetasip import config
 from aetasip.relay.ngclient import RelayUnavailable
-from aetasip.relay.rtpengine import RtpengineNode, RtpengineService
+from aetasip.relay.rtpengine import RtpengineNode
 from aetasip.relay.stats import RelayStats
-from tests.rtpengine import Rtpengine, rtpenginePath, startedRtpengine
+from tests.rtpengine import Rtpengine, rtpenginePath, startedNode, startedRtpengine
 from tests.servers import deferLater
 
 CALL = "call-1@aetasip.test"
@@ -92,15 +91,11 @@ class RtpengineNodeTests(TestCase):
         self.engine = startedRtpengine(self)
         self.node = self.makeNode([self.engine.ngAddress])
 
-    def makeNode(self, addresses: list[str], **settings: Any) -> RtpengineNode:
-        settings.setdefault("rtpengine__timeout", 0.5)
-        settings.setdefault("rtpengine__retries", 1)
-        values = {"rtpengine.nodes": {"fr": addresses}}
-        values.update({k.replace("__", "."): v for k, v in settings.items()})
-        service = RtpengineService(config.build(values))
-        service.startService()
-        self.addCleanup(service.stopService)
-        return service.nodes["fr"]
+    def makeNode(self, addresses: list[str], **options: Any) -> RtpengineNode:
+        options.setdefault("timeout", 0.5)
+        options.setdefault("retries", 1)
+        node: RtpengineNode = startedNode(self, addresses, **options)
+        return node
 
     def peer(self, host: str = "127.0.0.1", port: int = 0) -> tuple[MediaPeer, int]:
         protocol = MediaPeer()
@@ -354,11 +349,8 @@ class FailoverTests(TestCase):
     timeout = 60
 
     def makeNode(self, addresses: list[str]) -> RtpengineNode:
-        values = {"rtpengine.nodes": {"fr": addresses}, "rtpengine.timeout": 0.2, "rtpengine.retries": 1}
-        service = RtpengineService(config.build(values))
-        service.startService()
-        self.addCleanup(service.stopService)
-        return service.nodes["fr"]
+        node: RtpengineNode = startedNode(self, addresses, timeout=0.2, retries=1)
+        return node
 
     async def test_failover_to_the_second_rtpengine(self) -> None:
         first = startedRtpengine(self)
@@ -376,16 +368,7 @@ class FailoverTests(TestCase):
     async def test_down_rtpengine_comes_back(self) -> None:
         engine = Rtpengine(rtpenginePath(self))
         self.addCleanup(engine.cleanup)
-        values = {
-            "rtpengine.nodes": {"fr": [engine.ngAddress]},
-            "rtpengine.timeout": 0.2,
-            "rtpengine.retries": 0,
-            "rtpengine.recheck_interval": 0.3,
-        }
-        service = RtpengineService(config.build(values))
-        service.startService()
-        self.addCleanup(service.stopService)
-        node = service.nodes["fr"]
+        node = startedNode(self, [engine.ngAddress], timeout=0.2, retries=0, recheck_interval=0.3)
         with self.assertRaises(RelayUnavailable):
             await node.offer("c", CALLER_TAG, "b", "caller", sdp("127.0.0.1", 4000), SIGNALLING, False)
         self.assertFalse(node.pool.backends[0].up)

@@ -150,27 +150,71 @@ class ServiceTests(TestCase):
         pool = NgPool("fr", [Backend(ENGINE, client)], clock)
         self.assertTrue(verifyObject(IRelay, RtpengineNode("fr", pool)))
 
-    def test_no_nodes_no_sockets(self) -> None:
+    def test_a_socket_per_address_family_opened_at_start(self) -> None:
         from aetasip import config
-        from aetasip.relay.rtpengine import RtpengineService
+        from aetasip.relay.rtpengine import makeNode
 
-        class NoUDP:
-            def listenUDP(self, *args: Any, **kwargs: Any) -> None:
-                raise AssertionError("no socket without nodes")
+        class UDP:
+            def __init__(self) -> None:
+                self.listening: list[tuple[Any, str]] = []
 
-        service = RtpengineService(config.build({}), reactor=NoUDP())
-        service.startService()
-        self.assertEqual(service.nodes, {})
-        self.successResultOf(service.stopService())
+            def listenUDP(self, port: int, protocol: Any, interface: str) -> Any:
+                self.listening.append((protocol, interface))
+                protocol.transport = self
+                return self
+
+            def write(self, datagram: bytes, address: Any) -> None:
+                pass
+
+            def callLater(self, *args: Any) -> Any:
+                return Clock().callLater(*args)
+
+            def stopListening(self) -> None:
+                self.listening.clear()
+
+        udp = UDP()
+        options = {"kind": "rtpengine", "ng": ["127.0.0.1:2223", "127.0.0.1:2224", "[::1]:2223"], "retries": 0}
+        node = makeNode("fr", options, config.build({}), udp)
+        self.assertEqual(udp.listening, [])
+        node.startService()
+        self.assertEqual(sorted(interface for _, interface in udp.listening), ["127.0.0.1", "::1"])
+        self.assertEqual(
+            [b.address for b in node.pool.backends], [("127.0.0.1", 2223), ("127.0.0.1", 2224), ("::1", 2223)]
+        )
+        self.assertEqual(node.pool.backends[0].client.retries, 0)
+        self.successResultOf(node.stopService())
+        self.assertEqual(udp.listening, [])
 
     def test_bad_configuration(self) -> None:
         from aetasip import config
 
-        for nodes in ({"fr": []}, {"fr": "127.0.0.1:2223"}, {"fr": ["localhost:2223"]}, {"": ["127.0.0.1:1"]}, ["x"]):
-            with self.subTest(nodes=nodes), self.assertRaises(config.ConfigError) as raised:
-                config.build({"rtpengine.nodes": nodes})
-            self.assertTrue(str(raised.exception).startswith("configuration key rtpengine.nodes = "))
+        def build(**options: Any) -> Any:
+            return config.build(
+                {
+                    "calls.media_handler": "relay",
+                    "relay.nodes": {"fr": {"kind": "rtpengine", **options}},
+                    "relay.default_node": "fr",
+                }
+            )
+
+        for option, value in (
+            ("ng", []),
+            ("ng", "127.0.0.1:2223"),
+            ("ng", ["localhost:2223"]),
+            ("ng", ["127.0.0.1:1", "127.0.0.1:1"]),
+            ("timeout", 0),
+            ("retries", 1.5),
+            ("max_pending", True),
+            ("recheck_interval", "10"),
+            ("ports", [1, 2]),
+        ):
+            options = {"ng": ["127.0.0.1:2223"], option: value}
+            with self.subTest(option=option, value=value), self.assertRaises(config.ConfigError) as raised:
+                build(**options)
+            self.assertTrue(str(raised.exception).startswith(f"configuration key relay.nodes.fr.{option} = "))
+        with self.assertRaises(config.ConfigError) as raised:
+            build()
+        self.assertTrue(str(raised.exception).startswith("configuration key relay.nodes.fr.ng = None"))
         self.assertEqual(
-            config.build({"rtpengine.nodes": {"fr": ["[::1]:2223", "127.0.0.1:2224"]}})["rtpengine.nodes"],
-            {"fr": [("::1", 2223), ("127.0.0.1", 2224)]},
+            build(ng=["[::1]:2223", "127.0.0.1:2224"])["relay.nodes"]["fr"]["ng"], ["[::1]:2223", "127.0.0.1:2224"]
         )

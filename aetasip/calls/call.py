@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import attrs
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.logger import Logger
 
 log = Logger()
@@ -75,12 +76,16 @@ class Target:
     @ivar number: the account it reaches (a hunting member, the number a
         short number resolved to, …).
     @ivar status: the best response code it gave so far (0: none).
+    @ivar tag: the callee's To tag on this branch, from its first 1xx or
+        2xx with one (C{None} until then): a media handler's answer from
+        a branch not yet answered names the callee by it.
     """
 
     key: str
     number: str
     leg: Leg
     status: int = 0
+    tag: str | None = None
 
 
 _callIDs = itertools.count(1)
@@ -117,6 +122,7 @@ class Call:
         "_clock",
         "_observers",
         "_onEnd",
+        "_reported",
         "answeredAt",
         "answeredBy",
         "callID",
@@ -183,8 +189,10 @@ class Call:
         self.control: Any = None
         self.dialogs: list[Any] = []
         self._observers = observers if observers is not None else CallObservers()
-        # What runs when the call ends (its dialogs and timers let go).
-        self._onEnd: list[Callable[[Call], None]] = []
+        # What runs when the call ends (its dialogs and timers let go, its
+        # media released), and, once ended, when the observers heard it.
+        self._onEnd: list[Callable[[Call], Deferred[Any] | None]] = []
+        self._reported: Deferred[None] | None = None
 
     def __repr__(self) -> str:
         return f"<Call {self.id} {self.caller}->{self.dialled} {self.state}>"
@@ -250,7 +258,10 @@ class Call:
 
     def end(self, cause: str, status: int = 0, detail: str = "") -> bool:
         """
-        The call is over: callEnded, once.
+        The call is over: callEnded, once. The observers hear it once what
+        runs at the end (L{whenEnded}) is done: once the media handler
+        released the call's media and put its final statistics on it
+        (at once, unless a relay node has to be asked).
 
         @param status: the final status the caller got, for a call that
             was never answered.
@@ -265,21 +276,49 @@ class Call:
         self.endCause = cause
         self.endDetail = detail
         onEnd, self._onEnd = self._onEnd, []
+        releasing = []
         for f in onEnd:
             try:
-                f(self)
+                result = f(self)
             except Exception:
                 log.failure("Ending {call} failed", call=self)
-        if self._observers.observers:
-            self._observers.tell("callEnded", self)
+            else:
+                if isinstance(result, Deferred):
+                    releasing.append(result)
+        if releasing:
+            self._reported = DeferredList(releasing, consumeErrors=True).addCallback(lambda _: self._tellEnded())
+        else:
+            self._tellEnded()
+            self._reported = Deferred()
+            self._reported.callback(None)
         return True
 
-    def whenEnded(self, f: Callable[[Call], None]) -> None:
-        """Run C{f(call)} when the call ends (at once if it has)."""
+    def _tellEnded(self) -> None:
+        if self._observers.observers:
+            self._observers.tell("callEnded", self)
+
+    def whenEnded(self, f: Callable[[Call], Deferred[Any] | None]) -> None:
+        """
+        Run C{f(call)} when the call ends (at once if it has). If it
+        returns a L{Deferred}, the observers hear callEnded once it fired
+        (or failed).
+        """
         if self.state == ENDED:
             f(self)
         else:
             self._onEnd.append(f)
+
+    def endReported(self) -> Deferred[None]:
+        """Fires once the observers heard that the call ended (it must have ended)."""
+        assert self._reported is not None, "the call has not ended"
+        done: Deferred[None] = Deferred()
+
+        def fired(result: None) -> None:
+            done.callback(None)
+            return result
+
+        self._reported.addCallback(fired)
+        return done
 
     @property
     def ended(self) -> bool:

@@ -159,10 +159,20 @@ class MediaHook:
 
         return d.addCallbacks(rewritten, answerFailed)
 
-    def callEnded(self, call: Call) -> None:
+    def callEnded(self, call: Call) -> Deferred[None] | None:
+        """
+        Tell the handler C{call} ended.
+
+        @return: the handler's Deferred, firing once it released the
+            call's media (never failing), or C{None} when it did at once.
+        """
         if self.handler is None:
-            return
+            return None
         try:
-            self.handler.callEnded(call)
+            result = self.handler.callEnded(call)
         except Exception:
             log.failure("Media handler failed to end {call}", call=call)
+            return None
+        if not isinstance(result, Deferred):
+            return None
+        return result.addErrback(lambda f: log.failure("Media handler failed to end {call}", f, call=call))

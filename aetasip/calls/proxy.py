@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 import attrs
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -144,20 +144,25 @@ class Proxy:
         self.liveness = Liveness(self, clock, self.settings)
         self.router = DialogRouter(self)
 
-    def stop(self) -> None:
+    def stop(self) -> Deferred[None]:
         """
         The service stops: every call in progress ends (C{server shutdown};
         no BYE: after a restart, their signed Routes still carry them) and
         every timer is dropped (the client transactions are the transaction
         layer's to stop).
+
+        @return: a Deferred firing once the observers heard every call end
+            (after the media handler released their media).
         """
         contexts, self._contexts = self._contexts, {}
         for context in contexts.values():
             context.stop()
         self.liveness.stop()
-        for call in list(self.calls.values()):
+        ending = list(self.calls.values())
+        for call in ending:
             call.end(EndCause.SERVER_SHUTDOWN)
         self.dialogs.clear()
+        return DeferredList([call.endReported() for call in ending]).addCallback(lambda _: None)
 
     # -- the calls, for observers, handlers and operators ------------------
 
@@ -306,7 +311,7 @@ class Proxy:
         call.start()
         return call
 
-    def _callEnded(self, call: Call) -> None:
+    def _callEnded(self, call: Call) -> Deferred[None] | None:
         self.calls.pop(call.id, None)
         self.callsByDialogID.pop((call.callID, call.callerTag), None)
         call.control = None
@@ -314,7 +319,7 @@ class Proxy:
         for dialog in call.dialogs:
             self.dialogs.remove(dialog)
         call.dialogs = []
-        self.media.callEnded(call)
+        return self.media.callEnded(call)
 
     def _refuse(
         self, request: Request, server: ServerTransaction, call: Call | None, code: int, reason: str = ""
@@ -452,6 +457,8 @@ class Proxy:
         if 100 < code < 300:
             # Also 1xx (early dialogs, RFC 3262) and the 2xx of SUBSCRIBE and REFER.
             fixContact(response, branch.leg.source, branch.leg.transport)
+            if branch.target is not None and branch.target.tag is None:
+                branch.target.tag = response.toAddr.tag
         call = context.call if context.dialog is None else context.dialog.call
         if call is None or code == 100 or self.media.handler is None:
             context.response(branch, response)

@@ -33,5 +33,7 @@ class CallService(service.MultiService):
                 part.setServiceParent(self)
 
     def stopService(self) -> Deferred[None]:
-        self.proxy.stop()
-        return super().stopService()  # type: ignore[no-any-return]
+        # The observers hear every call end (the media handler released
+        # their media first) before any part stops.
+        d = self.proxy.stop()
+        return d.addCallback(lambda _: super(CallService, self).stopService())

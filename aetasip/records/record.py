@@ -97,12 +97,21 @@ def _ms(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 
-def relayStats(media: dict[str, Any]) -> RelayStats | None:
-    """The relay statistics a media handler keeps on a call, if any."""
-    for value in media.values():
-        if isinstance(value, RelayStats):
-            return value
-    return None
+def relayOf(media: dict[str, Any]) -> tuple[str | None, RelayStats | None]:
+    """
+    The relay node and its final statistics the relay's media handler
+    keeps on a call (C{call.media["relay"]}, see
+    L{aetasip.relay.handler}): C{(None, None)} when its media was not
+    relayed; the node without statistics when the node could not give
+    them.
+    """
+    relay = media.get("relay")
+    if not isinstance(relay, dict) or not any(relay.get("relayed", {}).values()):
+        return None, None
+    stats = relay.get("stats")
+    if not isinstance(stats, RelayStats):
+        return relay.get("node"), None
+    return stats.node, stats
 
 
 def _text(value: str | None, length: int = 2000) -> str:
@@ -128,7 +137,7 @@ def recordOf(call: Any, recordID: str, server: str) -> CallRecord:
     its texts cut to the store's columns.
     """
     target = call.answeredBy if call.answeredBy is not None else (call.targets[-1] if call.targets else None)
-    stats = relayStats(call.media)
+    node, stats = relayOf(call.media)
     ended = call.endCause is not None
     return CallRecord(
         id=recordID,
@@ -155,7 +164,7 @@ def recordOf(call: Any, recordID: str, server: str) -> CallRecord:
         endCause=_optional(call.endCause, 32),
         endDetail=_text(call.endDetail),
         recovered=call.recovered,
-        relayNode=None if stats is None else _text(stats.node, 64),
+        relayNode=None if node is None else _text(node, 64),
         media=None if stats is None else mediaData(stats),
     )
 

@@ -7,7 +7,9 @@ For each branch of a call it decides whether media is relayed
 kept in C{call.media["relay"]}), picks the node by the caller's registrar
 domain (C{relay.domains}, else C{relay.default_node}), and has the node
 rewrite each offer and answer. When the call ends the node's session is
-deleted and its final statistics kept on the call. An answered relayed
+deleted and its final statistics kept on the call
+(C{call.media["relay"]["stats"]}) before the call's observers hear that
+it ended. An answered relayed
 call without any media packet for C{relay.media_timeout} seconds is
 released through L{ICallControl} (end cause C{media timeout}).
 
@@ -132,10 +134,16 @@ class RelayHandler(service.MultiService):
     def answer(self, call: Call, key: str, sender: str, sdp: bytes) -> Deferred[bytes]:
         return self._handle(call, key, sender, sdp, answer=True)
 
-    def callEnded(self, call: Call) -> None:
+    def callEnded(self, call: Call) -> Deferred[None] | None:
+        """
+        Delete the call's session on its node; the Deferred fires (never
+        failing) once the node's final statistics are on the call
+        (C{call.media["relay"]["stats"]}): the call's end is reported to
+        its observers (call records) then.
+        """
         relayed = self._calls.pop(call, None)
         if relayed is None or not relayed.anyRelayed:
-            return
+            return None
         d = relayed.node.delete(call.callID, call.callerTag)
 
         def deleted(stats: RelayStats | None) -> None:
@@ -152,6 +160,7 @@ class RelayHandler(service.MultiService):
 
         d.addCallback(deleted)
         d.addErrback(lambda f: log.failure("Deleting the relay session of {call} failed", f, call=call))
+        return d  # type: ignore[no-any-return]
 
     # -- decisions
 
@@ -239,9 +248,9 @@ class RelayHandler(service.MultiService):
         assert leg is not None
         node = relayed.node
         if answer:
-            d = node.answer(
-                call.callID, call.callerTag, call.calleeTag, key, sender, sdp, leg.source, senderDecision.nat
-            )
+            # The callee's tag on this branch: known before the call is answered (a 18x, the 2xx itself).
+            calleeTag = target.tag if target is not None and target.tag is not None else call.calleeTag
+            d = node.answer(call.callID, call.callerTag, calleeTag, key, sender, sdp, leg.source, senderDecision.nat)
         else:
             d = node.offer(call.callID, call.callerTag, key, sender, sdp, leg.source, senderDecision.nat)
         return d.addErrback(self._failed, call)  # type: ignore[no-any-return]

@@ -1,9 +1,11 @@
 """
 Relay nodes on rtpengine (L{aetasip.interfaces.IRelay} over the ng
-protocol): the operator names nodes in the C{rtpengine} section, each with
-the ng addresses of one or more rtpengine daemons, and media of the calls
-given to that node goes through rtpengine (in-kernel forwarding when its
-kernel module is loaded) instead of this process.
+protocol): a node of C{relay.nodes} of kind C{rtpengine} names the ng
+addresses of one or more rtpengine daemons (its options are checked in
+L{aetasip.relay.settings}), and media of the calls given to that node
+goes through rtpengine (in-kernel forwarding when its kernel module is
+loaded) instead of this process. The node is a service of the relay's
+media handler: it opens its ng sockets when the service starts.
 
 How the SDP is handed over (rtpengine's flags, set on every offer and
 answer):
@@ -52,9 +54,8 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from aetasip.config import Config, Invalid, Key, declare, integer, number
 from aetasip.interfaces import IRelay
-from aetasip.relay.ng import Address, NgError, NgProtocolError, Reply, parseAddress
+from aetasip.relay.ng import Address, NgError, NgProtocolError, Reply
 from aetasip.relay.ngclient import Backend, NgClient, NgPool, NgTimeout, RelayUnavailable
 from aetasip.relay.rtpenginestats import guessCaller, relayStats
 from aetasip.relay.stats import RelayStats
@@ -66,61 +67,6 @@ LIST_LIMIT = 1000
 
 MAX_SESSIONS = 200_000
 """Sessions remembered per node; past this the oldest are forgotten (rtpengine times them out)."""
-
-
-def _nodes(value: Any) -> dict[str, list[Address]]:
-    expected = 'a dict of node names to lists of ng addresses, like {"fr": ["127.0.0.1:2223"]}'
-    if not isinstance(value, dict):
-        raise Invalid(expected)
-    nodes: dict[str, list[Address]] = {}
-    for name, addresses in value.items():
-        if not isinstance(name, str) or not name or isinstance(addresses, (str, bytes)):
-            raise Invalid(expected)
-        try:
-            parsed = [parseAddress(a) for a in addresses]
-        except (TypeError, ValueError):
-            raise Invalid(expected) from None
-        if not parsed or len(set(parsed)) != len(parsed):
-            raise Invalid(expected + " (each list non-empty, without repeats)")
-        nodes[name] = parsed
-    return nodes
-
-
-declare(
-    Key(
-        "rtpengine.nodes",
-        {},
-        _nodes,
-        "Relay nodes on rtpengine: node name -> the ng addresses (IP:PORT, [IPv6]:PORT) of its rtpengine "
-        "daemons (started with --listen-ng). New calls are spread over the daemons that answer; one that does "
-        "not is stepped over and pinged until it answers again. A call stays on the daemon that took it.",
-    ),
-    Key(
-        "rtpengine.timeout",
-        1.0,
-        number(0.05, 30),
-        "Seconds to wait for an rtpengine's reply before sending the request again (with the same cookie).",
-    ),
-    Key(
-        "rtpengine.retries",
-        2,
-        integer(0, 10),
-        "Times a request is sent again before its rtpengine is marked down (and a new call tries the next).",
-    ),
-    Key(
-        "rtpengine.recheck_interval",
-        10.0,
-        number(0.1, 3600),
-        "Seconds between the pings of an rtpengine marked down; it takes calls again when it answers.",
-    ),
-    Key(
-        "rtpengine.max_pending",
-        1000,
-        integer(1, 100_000),
-        "Requests that may wait for rtpengine replies at once; past this a call is refused (503) at once "
-        "rather than queued behind a stalled daemon.",
-    ),
-)
 
 
 @attrs.define(eq=False)
@@ -138,9 +84,13 @@ def _branchKey(branch: object) -> str:
 
 
 @implementer(IRelay)
-class RtpengineNode:
+class RtpengineNode(Service):
     """
     A relay node whose media goes through rtpengine daemons (an L{NgPool}).
+
+    With a C{reactor}, starting the service opens a UDP socket for each
+    L{NgClient} of the pool (one per address family, see L{makeNode}) and
+    pings every daemon; stopping it stops the pings and closes them.
 
     Failures: C{offer} and C{answer} fail with L{RelayUnavailable} (no
     daemon answers, too many requests waiting), L{NgError} (rtpengine
@@ -154,10 +104,31 @@ class RtpengineNode:
     fires with C{None} for an unknown call.
     """
 
-    def __init__(self, name: str, pool: NgPool) -> None:
+    def __init__(self, name: str, pool: NgPool, reactor: Any = None) -> None:
         self.name = name
         self.pool = pool
+        self.reactor = reactor
+        self._ports: list[Any] = []
         self._sessions: OrderedDict[tuple[str, str], _Session] = OrderedDict()
+
+    def startService(self) -> None:
+        super().startService()
+        if self.reactor is not None:
+            clients: dict[NgClient, list[Address]] = {}
+            for backend in self.pool.backends:
+                clients.setdefault(backend.client, []).append(backend.address)
+            for client, addresses in clients.items():
+                if client.transport is None:
+                    interface = _interface(addresses, ":" in addresses[0][0])
+                    self._ports.append(self.reactor.listenUDP(0, client, interface=interface))
+        # Learn at once which daemons answer, rather than on the first call.
+        self.pool.ping()
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        self.pool.stop()
+        ports, self._ports = self._ports, []
+        return gatherResults([p.stopListening() or succeed(None) for p in ports]).addCallback(lambda _: None)
 
     # -- offer and answer ------------------------------------------------------
 
@@ -272,7 +243,7 @@ class RtpengineNode:
         self,
         callID: str,
         fromTag: str,
-        toTag: str,
+        toTag: str | None,
         branch: object,
         sender: str,
         sdp: bytes,
@@ -285,7 +256,7 @@ class RtpengineNode:
         self,
         callID: str,
         fromTag: str,
-        toTag: str,
+        toTag: str | None,
         branch: object,
         sender: str,
         sdp: bytes,
@@ -299,7 +270,8 @@ class RtpengineNode:
         if session is None:
             raise LookupError(f"relay node {self.name} has no session for call {callID!r}: no offer went through it")
         branchKey = _branchKey(branch)
-        calleeTag = session.calleeTags.setdefault(branchKey, toTag)
+        # Without the callee's To tag (an answer without one) the branch gets a tag of its own.
+        calleeTag = session.calleeTags.setdefault(branchKey, toTag or f"aetasip-branch-{branchKey}")
         arguments = self._media(sdp, source, latchAnySource)
         arguments.update({"call-id": callID, "via-branch": branchKey})
         if sender == "callee":
@@ -354,7 +326,7 @@ class RtpengineNode:
 
     def _stats(self, body: Mapping[str, Any], callerTag: str, calleeTag: str | None) -> RelayStats | None:
         try:
-            return relayStats(self.name, body, callerTag, calleeTag)
+            return relayStats(str(self.name), body, callerTag, calleeTag)
         except (TypeError, ValueError, KeyError, AttributeError) as e:
             log.warn("rtpengine statistics not understood: {error}", error=e)
             return None
@@ -436,54 +408,17 @@ def _interface(addresses: Iterable[Address], ipv6: bool) -> str:
     return "127.0.0.1" if loopback else "0.0.0.0"
 
 
-class RtpengineService(Service):
-    """
-    The rtpengine relay nodes of the configuration (L{nodes}, by name):
-    one UDP socket per address family for their ng requests, started and
-    stopped with the service.
-    """
+def makeNode(name: str, options: Mapping[str, Any], config: Any, reactor: Any) -> RtpengineNode:
+    """The rtpengine node C{name} of C{relay.nodes} (see L{aetasip.relay.settings})."""
+    from aetasip.relay.settings import rtpengineOptions
 
-    name = "rtpengine"
-
-    def __init__(self, config: Config, reactor: Any = None) -> None:
-        if reactor is None:
-            from twisted.internet import reactor as _reactor
-
-            reactor = _reactor
-        self.reactor = reactor
-        self.config = config
-        self.nodes: dict[str, RtpengineNode] = {}
-        self._ports: list[Any] = []
-
-    def startService(self) -> None:
-        super().startService()
-        nodes: Mapping[str, list[Address]] = self.config["rtpengine.nodes"]
-        if not nodes:
-            return
-        clock: IReactorTime = self.reactor
-        clients: dict[bool, NgClient] = {}
-        everyAddress = [a for addresses in nodes.values() for a in addresses]
-        for ipv6 in sorted({":" in host for host, _ in everyAddress}):
-            client = NgClient(
-                clock,
-                timeout=self.config["rtpengine.timeout"],
-                retries=self.config["rtpengine.retries"],
-                maxPending=self.config["rtpengine.max_pending"],
-            )
-            udp: Any = self.reactor
-            familyAddresses = [a for a in everyAddress if (":" in a[0]) == ipv6]
-            self._ports.append(udp.listenUDP(0, client, interface=_interface(familyAddresses, ipv6)))
-            clients[ipv6] = client
-        for name, addresses in nodes.items():
-            backends = [Backend(a, clients[":" in a[0]]) for a in addresses]
-            pool = NgPool(name, backends, clock, self.config["rtpengine.recheck_interval"])
-            self.nodes[name] = RtpengineNode(name, pool)
-            # Learn at once which daemons answer, rather than on the first call.
-            pool.ping()
-
-    def stopService(self) -> Deferred[None]:
-        super().stopService()
-        for node in self.nodes.values():
-            node.pool.stop()
-        ports, self._ports = self._ports, []
-        return gatherResults([p.stopListening() or succeed(None) for p in ports]).addCallback(lambda _: None)
+    checked = rtpengineOptions(name, options, config.values)
+    clock: IReactorTime = reactor
+    clients: dict[bool, NgClient] = {}
+    backends = []
+    for address in checked.ng:
+        ipv6 = ":" in address[0]
+        if ipv6 not in clients:
+            clients[ipv6] = NgClient(clock, checked.timeout, checked.retries, checked.maxPending)
+        backends.append(Backend(address, clients[ipv6]))
+    return RtpengineNode(name, NgPool(name, backends, clock, checked.recheckInterval), reactor)

@@ -5,8 +5,9 @@ relay nodes, which node the caller's registrar domain picks, and the
 media timeout.
 
 Nodes are named; each has a C{kind}: C{builtin} (this process,
-L{aetasip.relay.builtin}) or another kind registered in L{NODE_KINDS}
-(rtpengine). The options of each kind are checked at start-up, so a bad
+L{aetasip.relay.builtin}) or C{rtpengine} (rtpengine daemons reached over
+their ng protocol, L{aetasip.relay.rtpengine}), both in L{NODE_KINDS}.
+The options of each kind are checked at start-up, so a bad
 node stops the start with one line naming C{relay.nodes.NAME.OPTION}.
 """
 
@@ -51,9 +52,14 @@ declare(
         "relay.nodes",
         {"local": {"kind": "builtin"}},
         dictOfDicts,
-        "The relay nodes by name, each a dict with its 'kind' and options. 'builtin': 'address' (bound; default "
-        "'0.0.0.0'), 'advertise' (written in SDP; default: 'address', else the first specific address of "
-        "sip.listen), 'ports' ([low, high], default [55004, 55999]: even RTP / odd RTCP pairs).",
+        "The relay nodes by name, each a dict with its 'kind' and options. 'builtin' (this process): 'address' "
+        "(bound; default '0.0.0.0'), 'advertise' (written in SDP; default: 'address', else the first specific "
+        "address of sip.listen), 'ports' ([low, high], default [55004, 55999]: even RTP / odd RTCP pairs). "
+        "'rtpengine' (media through rtpengine daemons): 'ng' (the ng control addresses of its daemons, "
+        "'IP:PORT' or '[IPv6]:PORT', new calls spread over those that answer), 'timeout' (seconds before a "
+        "request is sent again; default 1.0), 'retries' (before a daemon is marked down; default 2), "
+        "'recheck_interval' (seconds between the pings of a daemon marked down; default 10), 'max_pending' "
+        "(requests waiting at once, past which calls get 503; default 1000).",
     ),
     Key(
         "relay.default_node",
@@ -138,6 +144,64 @@ def builtinOptions(name: str, options: Mapping[str, Any], values: Mapping[str, A
 
 
 @attrs.frozen
+class RtpengineOptions:
+    """The checked options of an C{rtpengine} node."""
+
+    ng: tuple[tuple[str, int], ...]
+    timeout: float
+    retries: int
+    recheckInterval: float
+    maxPending: int
+
+
+_RTPENGINE_TUNING: dict[str, tuple[str, type, float, float, float]] = {
+    # option: (attribute, type, default, lowest, highest)
+    "timeout": ("timeout", float, 1.0, 0.05, 30.0),
+    "retries": ("retries", int, 2, 0, 10),
+    "recheck_interval": ("recheckInterval", float, 10.0, 0.1, 3600.0),
+    "max_pending": ("maxPending", int, 1000, 1, 100_000),
+}
+
+
+def rtpengineOptions(name: str, options: Mapping[str, Any], values: Mapping[str, Any]) -> RtpengineOptions:
+    """
+    @raise ConfigError: naming C{relay.nodes.NAME.OPTION}.
+    """
+    from aetasip.relay.ng import parseAddress
+
+    where = f"relay.nodes.{name}"
+    unknown = set(options) - {"kind", "ng", *_RTPENGINE_TUNING}
+    if unknown:
+        key = sorted(unknown)[0]
+        raise ConfigError(
+            f"{where}.{key}", options[key], "one of the rtpengine node's options: ng, " + ", ".join(_RTPENGINE_TUNING)
+        )
+    addresses = options.get("ng")
+    expected = "a list of the ng addresses of its rtpengine daemons, like ['127.0.0.1:2223'], without repeats"
+    if not isinstance(addresses, (list, tuple)) or not addresses:
+        raise ConfigError(f"{where}.ng", addresses, expected)
+    try:
+        ng = tuple(parseAddress(a) for a in addresses)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}.ng", addresses, expected) from None
+    if len(set(ng)) != len(ng):
+        raise ConfigError(f"{where}.ng", addresses, expected)
+    tuning: dict[str, Any] = {}
+    for option, (attribute, kind, default, low, high) in _RTPENGINE_TUNING.items():
+        value = options.get(option, default)
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or (kind is int and not isinstance(value, int))
+            or not low <= value <= high
+        ):
+            what = "an integer" if kind is int else "a number"
+            raise ConfigError(f"{where}.{option}", value, f"{what} from {low:g} to {high:g}")
+        tuning[attribute] = kind(value)
+    return RtpengineOptions(ng, **tuning)
+
+
+@attrs.frozen
 class NodeKind:
     """
     A kind of relay node: C{check(name, options, values)} raises
@@ -150,8 +214,11 @@ class NodeKind:
     maker: str
 
 
-NODE_KINDS: dict[str, NodeKind] = {"builtin": NodeKind(builtinOptions, "aetasip.relay.builtin.makeNode")}
-"""The node kinds by the name C{relay.nodes.NAME.kind} gives (rtpengine adds its own)."""
+NODE_KINDS: dict[str, NodeKind] = {
+    "builtin": NodeKind(builtinOptions, "aetasip.relay.builtin.makeNode"),
+    "rtpengine": NodeKind(rtpengineOptions, "aetasip.relay.rtpengine.makeNode"),
+}
+"""The node kinds by the name C{relay.nodes.NAME.kind} gives."""
 
 
 def makeNode(name: str, config: Any, reactor: Any) -> Any:
