@@ -12,7 +12,7 @@ This is the one place that knows the whole tree (DESIGN.md)::
     │   proxy built here by makeSIPService, and attached to it)
     ├── CallService (the calls: their observers and media handler)
     ├── STUNService (unless stun.enabled is False)
-    └── WebService (health, metrics, admin API; unless web.listen is None)
+    └── WebService (health, metrics, admin API, portal; unless web.listen is None)
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ from aetasip.store import StoreService
 from aetasip.stun import STUNService
 from aetasip.web.api import AdminAPI
 from aetasip.web.metrics import ServiceCollector, makeRegistry
+from aetasip.web.portal import Portal
 from aetasip.web.service import WebApp, WebService
 from aetasip.web.settings import WebSettings
 
@@ -305,8 +306,10 @@ def makeWebService(
         CallControl(sip.proxy),
         None if stun is None else stun.counters,
     )
-    api = AdminAPI(store, cfg["sip.realm"], settings.tokenDigests, forgetter(auth))
-    return WebService(settings, WebApp(top, sip, api, makeRegistry(collector), reactor), reactor)
+    forget = forgetter(auth)
+    api = AdminAPI(store, cfg["sip.realm"], settings.tokenDigests, forget)
+    portal = Portal(store, cfg["sip.realm"], reactor.seconds, forget)
+    return WebService(settings, WebApp(top, sip, api, portal, makeRegistry(collector), reactor), reactor)
 
 
 def makeService(options: Options | dict[str, Any], reactor: Any = None) -> service.MultiService:

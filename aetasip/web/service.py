@@ -4,7 +4,8 @@ L{WebService}: the web side in the service tree. One listening socket
 
     - C{/health}: L{aetasip.web.health};
     - C{/metrics}: L{aetasip.web.metrics}, in Prometheus text format;
-    - C{/api/v1/}: the admin API, L{aetasip.web.api}.
+    - C{/api/v1/}: the admin API, L{aetasip.web.api};
+    - C{/portal/}: the self-care portal, L{aetasip.web.portal}.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from twisted.web.server import Site
 from aetasip import net
 from aetasip.web.api import AdminAPI, writeJSON
 from aetasip.web.health import healthReport
+from aetasip.web.portal import Portal
 from aetasip.web.settings import WebSettings
 
 log = Logger()
@@ -39,8 +41,11 @@ class WebApp:
 
     app = Klein()
 
-    def __init__(self, services: Any, sip: Any, api: AdminAPI, registry: CollectorRegistry, reactor: Any) -> None:
+    def __init__(
+        self, services: Any, sip: Any, api: AdminAPI, portal: Portal, registry: CollectorRegistry, reactor: Any
+    ) -> None:
         self.services = services
+        self.portal = portal
         self.sip = sip
         self.api = api
         self.registry = registry
@@ -59,6 +64,16 @@ class WebApp:
     @app.route("/api/v1/", branch=True)
     def adminAPI(self, request: IRequest) -> IResource:
         return self.api.app.resource()
+
+    @app.route("/portal/", branch=True)
+    def selfCare(self, request: IRequest) -> IResource:
+        return self.portal.app.resource()
+
+    @app.route("/", methods=["GET"])
+    def home(self, request: IRequest) -> bytes:
+        request.setResponseCode(303)
+        request.setHeader(b"Location", b"/portal/")
+        return b""
 
     @app.handle_errors(Exception)
     def error(self, request: IRequest, failure: Any) -> bytes:
