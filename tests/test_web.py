@@ -288,6 +288,26 @@ class AdminAPITests(WebTestCase):
         self.assertEqual((code, chosen), (200, {"number": "45675001", "password": "Chosen-Passw0rd-1"}))
 
 
+class PortalPasswordAPITests(WebTestCase):
+    async def test_set_generate_and_remove(self) -> None:
+        await self.json("POST", "/api/v1/accounts", {"number": "45675001"}, AUTH)
+        path = "/api/v1/accounts/45675001/portal-password"
+        code, given = await self.json("POST", path, {"password": "Portal-Secret-1"}, AUTH)
+        self.assertEqual((code, given), (200, {"number": "45675001", "password": "Portal-Secret-1"}))
+        store = self.server.service.getServiceNamed("store").store
+        self.assertTrue(await store.checkPortalPassword("45675001", "Portal-Secret-1"))
+        code, generated = await self.json("POST", path, {}, AUTH)
+        self.assertEqual(code, 200)
+        self.assertTrue(await store.checkPortalPassword("45675001", generated["password"]))
+        code, account = await self.json("GET", "/api/v1/accounts/45675001", headers=AUTH)
+        self.assertTrue(account["portalPassword"])
+        code, account = await self.json("DELETE", path, headers=AUTH)
+        self.assertEqual((code, account["portalPassword"]), (200, False))
+        self.assertFalse(await store.checkPortalPassword("45675001", generated["password"]))
+        code, error = await self.json("POST", "/api/v1/accounts/45675009/portal-password", {}, AUTH)
+        self.assertEqual((code, error), (404, {"error": "no account 45675009"}))
+
+
 class HTTPSTests(WebTestCase):
     def setUp(self):  # type: ignore[no-untyped-def]
         self.ca = TestCA(os.path.join(self.mktemp(), "ca"))

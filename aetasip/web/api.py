@@ -290,6 +290,19 @@ class AdminAPI:
         self.forget(number)
         return writeJSON(request, 200, {"number": new.number, "password": new.password})
 
+    @app.route("/accounts/<string:number>/portal-password", methods=["POST"])
+    async def setPortalPassword(self, request: IRequest, number: str) -> bytes:
+        self.authorize(request)
+        body = self.fields(self.body(request), {"password": (str,)})
+        new = await self.provision(self.provisioning.newPortalPassword, number, body.get("password"))
+        return writeJSON(request, 200, {"number": new.number, "password": new.password})
+
+    @app.route("/accounts/<string:number>/portal-password", methods=["DELETE"])
+    async def removePortalPassword(self, request: IRequest, number: str) -> bytes:
+        self.authorize(request)
+        await self.provision(self.provisioning.setPortalPassword, number, None)
+        return writeJSON(request, 200, accountJSON(await self._account(number)))
+
     def routes(self) -> list[tuple[str, str]]:
         """Every route as C{(method, path)} with OpenAPI's C{{name}} placeholders."""
         found = []

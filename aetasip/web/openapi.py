@@ -114,6 +114,28 @@ def openAPIDocument() -> dict[str, Any]:
                     },
                 },
             },
+            "/accounts/{number}/portal-password": {
+                "parameters": [_NUMBER],
+                "post": {
+                    "summary": "Set the account's self-care portal password: the one given, or a generated one; "
+                    "shown once.",
+                    "requestBody": _body("PasswordChange"),
+                    "responses": {
+                        "200": _json("NewPassword", "The password set."),
+                        "400": _BAD,
+                        "401": _UNAUTHORIZED,
+                        "404": _NOT_FOUND,
+                    },
+                },
+                "delete": {
+                    "summary": "Remove the account's portal password: it can no longer log in to the portal.",
+                    "responses": {
+                        "200": _json("Account", "The account changed."),
+                        "401": _UNAUTHORIZED,
+                        "404": _NOT_FOUND,
+                    },
+                },
+            },
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},

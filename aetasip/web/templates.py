@@ -74,7 +74,7 @@ _SUBSCRIBER = """{% extends "base.html" %}
 <fieldset>
 <legend>SIP password (the one your codec registers with)</legend>
 <p>At least {{ minLength }} characters, with letters and digits, not containing your number.
-Your codec must then be given the new password: its current registration ends when it next registers.</p>
+It applies at once: enter it in your codec, whose next registration with the old one is refused.</p>
 <input type="hidden" name="csrf" value="{{ session.csrf }}">
 <label for="sip-password">New SIP password</label>
 <input type="password" id="sip-password" name="password" autocomplete="new-password" required>
