@@ -308,7 +308,7 @@ def makeWebService(
     )
     forget = forgetter(auth)
     api = AdminAPI(store, cfg["sip.realm"], settings.tokenDigests, forget)
-    portal = Portal(store, cfg["sip.realm"], reactor.seconds, forget)
+    portal = Portal(store, cfg["sip.realm"], reactor.seconds, forget, sip.location)
     return WebService(settings, WebApp(top, sip, api, portal, makeRegistry(collector), reactor), reactor)
 
 

@@ -10,6 +10,7 @@ not with the old one.
 
 from __future__ import annotations
 
+import html
 import os
 import re
 import shutil
@@ -245,6 +246,35 @@ class PortalTests(PortalTestCase):
         self.assertEqual(code, 303)
 
 
+class LocationRecordsTests(PortalTestCase):
+    async def test_live_bindings_of_the_number_only(self) -> None:
+        sipp = requireTool(self, "sipp", "sip-tester")
+        browser = self.browser()
+        await browser.login("45675001", "portal-secret-1")
+        code, _, page = await browser.request("GET", "/portal/locations")
+        self.assertEqual(code, 200)
+        self.assertIn('id="none"', page)
+        result = await Sipp(sipp, self.directory).register("45675001", "Old-SIP-passw0rd", self.server.ports[0], "u1")
+        self.assertEqual(result.code, 0, result.detail)
+        (binding,) = self.server.sip.location.lookup("45675001")
+        code, _, page = await browser.request("GET", "/portal/locations")
+        self.assertEqual(code, 200)
+        # The contact as registered, HTML-escaped; where it came from; the time left.
+        self.assertIn(html.escape(binding.contact), page)
+        self.assertIn(f"127.0.0.1:{binding.source[1]} (UDP)", page)
+        expiresIn = int(re.search(r'class="expires">(\d+) s<', page).group(1))  # type: ignore[union-attr]
+        self.assertTrue(0 < expiresIn <= round(binding.expiresAt - binding.registeredAt), expiresIn)
+        # Another subscriber sees none of it.
+        other = self.browser()
+        await other.login("45675002", "portal-secret-2")
+        code, _, page = await other.request("GET", "/portal/locations")
+        self.assertIn('id="none"', page)
+        self.assertNotIn(binding.contact, page)
+        # Without a session: the login page.
+        code, headers, _ = await self.browser().request("GET", "/portal/locations")
+        self.assertEqual((code, headers.getRawHeaders("location")), (303, ["/portal/login"]))
+
+
 def _chromium() -> Any:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -296,7 +326,11 @@ class ChromiumTests(PortalTestCase):
             driver.find_element(By.ID, "sip-confirm").send_keys("Browser-chosen-2026")
             driver.find_element(By.ID, "change-sip-password").click()
             driver.save_screenshot(os.path.join(screenshots, "sip-password-changed-en.png"))
-            return str(driver.find_element(By.ID, "done").text)
+            done = str(driver.find_element(By.ID, "done").text)
+            driver.find_element(By.LINK_TEXT, "Location records").click()
+            driver.save_screenshot(os.path.join(screenshots, "location-records-en.png"))
+            assert driver.find_element(By.ID, "none"), driver.page_source
+            return done
 
         done = await threads.deferToThread(browse)
         self.assertEqual(done, "The SIP password is changed.")

@@ -2,7 +2,9 @@
 The self-care portal (C{/portal/}): a subscriber logs in with the number
 and the portal password (not the SIP password), and on the "Subscriber
 data" page changes the SIP password (the running service uses it at
-once), the e-mail address and the portal password.
+once), the e-mail address and the portal password; the "Location records"
+page lists the number's current bindings, live from the running
+service's location service.
 
 Security rules: sessions in HttpOnly, Secure, SameSite=Strict cookies; a
 CSRF token on every form (the login form's in a cookie of its own, the
@@ -14,6 +16,7 @@ whose self-care option is off cannot log in.
 
 from __future__ import annotations
 
+import datetime
 import re
 import secrets
 from collections.abc import Callable
@@ -57,6 +60,10 @@ def sipPasswordProblem(number: str, password: str, confirm: str) -> str | None:
     return None
 
 
+def _utc(seconds: float) -> str:
+    return datetime.datetime.fromtimestamp(seconds, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
 class Portal:
     """
     The portal's routes, relative to C{/portal/}.
@@ -76,8 +83,11 @@ class Portal:
         realm: str,
         clock: Callable[[], float],
         forget: Callable[[str], None] = lambda number: None,
+        location: Any = None,
     ) -> None:
         self.store = store
+        self.location = location
+        self.clock = clock
         self.provisioning = Provisioning(store.store, realm)
         self.sessions = Sessions(clock)
         self.throttle = LoginThrottle(clock)
@@ -153,6 +163,27 @@ class Portal:
             "subscriber.html", session=session, account=account, minLength=MIN_SIP_PASSWORD, error=error, done=done
         )
         return self._page(request, status, page)
+
+    @app.route("/locations", methods=["GET"])
+    def locations(self, request: IRequest) -> bytes:
+        session = self._session(request)
+        if session is None:
+            return self._redirect(request, b"/portal/login")
+        now = self.clock()
+        bindings = [
+            {
+                "contact": b.contact,
+                "source": f"[{b.source[0]}]:{b.source[1]}" if ":" in b.source[0] else f"{b.source[0]}:{b.source[1]}",
+                "transport": b.transport.upper(),
+                "userAgent": b.userAgent,
+                "since": _utc(b.registeredAt),
+                "expiresIn": max(0, round(b.expiresAt - now)),
+            }
+            for b in (self.location.lookup(session.number) if self.location is not None else [])
+        ]
+        return self._page(
+            request, 200, render("locations.html", session=session, number=session.number, bindings=bindings)
+        )
 
     @app.route("/login", methods=["GET"])
     def loginForm(self, request: IRequest) -> bytes:

@@ -26,6 +26,7 @@ button { margin-top: .7rem; padding: .3rem .8rem; }
 .error { color: #a00; font-weight: bold; }
 .done { color: #060; font-weight: bold; }
 dt { font-weight: bold; }
+table { border-collapse: collapse; width: 100%; } td, th { border: 1px solid #ccc; padding: .2rem; text-align: left; word-break: break-all; }
 </style>
 </head>
 <body>
@@ -38,6 +39,9 @@ dt { font-weight: bold; }
 </form>
 {% endif %}
 </header>
+{% if session %}
+<nav><a href="/portal/">Subscriber data</a> · <a href="/portal/locations">Location records</a></nav>
+{% endif %}
 {% if error %}<p class="error" id="error">{{ error }}</p>{% endif %}
 {% if done %}<p class="done" id="done">{{ done }}</p>{% endif %}
 {% block content %}{% endblock %}
@@ -110,8 +114,35 @@ It applies at once: enter it in your codec, whose next registration with the old
 {% endblock %}
 """
 
+_LOCATIONS = """{% extends "base.html" %}
+{% block title %}Location records{% endblock %}
+{% block content %}
+{% if bindings %}
+<p>Where your number {{ number }} is registered now, as the service sees it.</p>
+<table id="bindings">
+<thead><tr><th>Contact</th><th>From</th><th>User agent</th><th>Registered since</th><th>Expires in</th></tr></thead>
+<tbody>
+{% for b in bindings %}
+<tr>
+<td class="contact">{{ b.contact }}</td>
+<td class="source">{{ b.source }} ({{ b.transport }})</td>
+<td class="agent">{{ b.userAgent or "—" }}</td>
+<td class="since">{{ b.since }}</td>
+<td class="expires">{{ b.expiresIn }} s</td>
+</tr>
+{% endfor %}
+</tbody>
+</table>
+{% else %}
+<p id="none">Your number {{ number }} is not registered now: no codec can be called on it.</p>
+{% endif %}
+{% endblock %}
+"""
+
 environment = jinja2.Environment(
-    loader=jinja2.DictLoader({"base.html": _BASE, "login.html": _LOGIN, "subscriber.html": _SUBSCRIBER}),
+    loader=jinja2.DictLoader(
+        {"base.html": _BASE, "login.html": _LOGIN, "subscriber.html": _SUBSCRIBER, "locations.html": _LOCATIONS}
+    ),
     autoescape=True,
     undefined=jinja2.StrictUndefined,
 )
