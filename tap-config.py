@@ -380,3 +380,18 @@ stun = {
     # Requests per second answered per source address (0: no limit).
     "rate_limit": 50,
 }
+
+web = {
+    # Address and TCP port of the web service: /health, /metrics, the admin API
+    # (/api/v1/, described at /api/v1/openapi.json). '127.0.0.1:8080', '[::1]:8080';
+    # None: no web service. HTTPS when tls_certificate is set.
+    "listen": "127.0.0.1:8080",
+    # PEM file of the certificate (and its key unless tls_key is set): HTTPS.
+    "tls_certificate": None,
+    # PEM file of the certificate's private key, when it is a file of its own.
+    "tls_key": None,
+    # Bearer tokens of the admin API (at least 32 characters, e.g. from
+    # 'openssl rand -hex 32'); kept in memory as SHA-256 digests only.
+    # Empty: the admin API refuses every request.
+    "admin_tokens": [],
+}

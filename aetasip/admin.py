@@ -7,6 +7,7 @@ records in the store, and mail quarterly call logs and service information.
     aetasip-admin account show NUMBER
     aetasip-admin account update NUMBER [--kind K] [--name N] [--email E] [--relay auto|always|never|inherit]
     aetasip-admin account passwd NUMBER [--password P]
+    aetasip-admin account portal-passwd NUMBER [--password P | --remove]
     aetasip-admin account del NUMBER
     aetasip-admin location show [NUMBER]
     aetasip-admin group add PREFIX --contact EMAIL [--incoming-block] [--outgoing-block] [--hunting]
@@ -145,8 +146,8 @@ def _address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _showPassword(out: TextIO, password: str) -> None:
-    out.write(f"SIP password: {password}\n")
+def _showPassword(out: TextIO, password: str, what: str = "SIP password") -> None:
+    out.write(f"{what}: {password}\n")
     out.write("Write it down now: it is not stored and will not be shown again.\n")
 
 
@@ -375,6 +376,31 @@ class AccountPasswd(_NumberCommand):
         return 0
 
 
+class AccountPortalPasswd(_NumberCommand):
+    synopsis = "NUMBER [options]"
+    optParameters = [
+        ["password", "p", None, "New portal password (visible in the process list); without it, one is generated."]
+    ]
+    optFlags = [["remove", None, "Remove the portal password: the account can no longer log in to the portal."]]
+
+    def postOptions(self) -> None:
+        if self["password"] is not None and self["remove"]:
+            raise usage.UsageError("give --password or --remove, not both")
+        if self["password"] is not None:
+            _usage(checkPassword, self["password"], "portal password")
+
+    def run(self, context: _Context) -> int:
+        if self["remove"]:
+            context.provisioning.setPortalPassword(self["number"], None)
+            context.out.write(f"Removed the portal password of {self['number']}.\n")
+            return 0
+        changed = context.provisioning.newPortalPassword(self["number"], self["password"])
+        context.out.write(f"Changed the portal password of {self['number']}.\n")
+        if self["password"] is None:
+            _showPassword(context.out, changed.password, "Portal password")
+        return 0
+
+
 class AccountDel(_NumberCommand):
     def run(self, context: _Context) -> int:
         removed = context.provisioning.deleteAccount(self["number"])
@@ -390,6 +416,7 @@ class AccountCommands(_Options):
         ["show", None, AccountShow, "Show one account."],
         ["update", None, AccountUpdate, "Change the kind, name or e-mail of an account."],
         ["passwd", None, AccountPasswd, "Change the SIP password of an account."],
+        ["portal-passwd", None, AccountPortalPasswd, "Set or remove the self-care portal password of an account."],
         ["del", None, AccountDel, "Delete an account and its registrations."],
     ]
 

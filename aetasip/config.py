@@ -302,6 +302,7 @@ MODULES: tuple[str, ...] = (
     "aetasip.routing.chain",
     "aetasip.stun.service",
     "aetasip.relay.settings",
+    "aetasip.web.settings",
 )
 
 

@@ -13,7 +13,8 @@ This is the one place that knows the whole tree (DESIGN.md)::
     ├── CallService (the calls: their observers and media handler; the
     │   relay's handler starts and stops its nodes: the built-in node's
     │   ports, an rtpengine node's ng sockets)
-    └── STUNService (unless stun.enabled is False)
+    ├── STUNService (unless stun.enabled is False)
+    └── WebService (health, metrics, admin API, portal; unless web.listen is None)
 """
 
 from __future__ import annotations
@@ -55,6 +56,11 @@ from aetasip.sip.digest import DigestAuthenticator
 from aetasip.sipservice import SIPService
 from aetasip.store import StoreService
 from aetasip.stun import STUNService
+from aetasip.web.api import AdminAPI
+from aetasip.web.metrics import ServiceCollector, makeRegistry
+from aetasip.web.portal import Portal
+from aetasip.web.service import WebApp, WebService
+from aetasip.web.settings import WebSettings
 
 log = Logger()
 
@@ -269,6 +275,45 @@ def callParts(cfg: config.Config, store: Any) -> tuple[CallObservers, Any]:
     return observers, mediaFactory
 
 
+def forgetter(auth: Any) -> Any:
+    """
+    What tells the authentication backends that cache credentials (the
+    C{sql} backend) to drop a number's, once it changed in the store.
+    """
+    backends = [b for b in getattr(auth, "backends", [auth]) if callable(getattr(b, "forget", None))]
+
+    def forget(number: str) -> None:
+        for backend in backends:
+            backend.forget(number)
+
+    return forget
+
+
+def makeWebService(
+    cfg: config.Config, top: service.MultiService, sip: SIPService, store: Any, auth: Any, stun: Any, reactor: Any
+) -> WebService:
+    """
+    The web service: health and metrics of the running tree C{top}, and
+    the admin API over the store.
+    """
+    if reactor is None:
+        from twisted.internet import reactor as globalReactor
+
+        reactor = globalReactor
+    settings = WebSettings.fromConfig(cfg)
+    collector = ServiceCollector(
+        sip.core,
+        sip.registrar.authentication.limits,
+        sip.location,
+        CallControl(sip.proxy),
+        None if stun is None else stun.counters,
+    )
+    forget = forgetter(auth)
+    api = AdminAPI(store, cfg["sip.realm"], settings.tokenDigests, forget)
+    portal = Portal(store, cfg["sip.realm"], reactor.seconds, forget, sip.location)
+    return WebService(settings, WebApp(top, sip, api, portal, makeRegistry(collector), reactor), reactor)
+
+
 def makeService(options: Options | dict[str, Any], reactor: Any = None) -> service.MultiService:
     """
     Build the service tree from parsed L{Options} (or a dict with a
@@ -335,10 +380,14 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> servi
     # After SIP: stopped before it, so the calls end while their transports live.
     CallService(sip.proxy, parts).setServiceParent(top)
 
+    stun = None
     if cfg["stun.enabled"]:
         try:
             stun = STUNService(cfg, reactor=reactor)
         except config.ConfigError as e:
             raise SystemExit(f"aetasip: {e}") from None
         stun.setServiceParent(top)
+    if cfg["web.listen"] is not None:
+        # Last: started once the rest runs, stopped first.
+        makeWebService(cfg, top, sip, storeService.store, auth, stun, reactor).setServiceParent(top)
     return top

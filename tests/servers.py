@@ -66,6 +66,7 @@ class RunningService:
             "sip.tcp_ports": self.ports,
             "store.url": f"sqlite:///{os.path.join(directory, 'aetasip.db')}",
             "stun.enabled": False,
+            "web.listen": "127.0.0.1:0",
         }
         base.update({k.replace("__", "."): v for k, v in settings.items()})
         self.config = config.build(base)

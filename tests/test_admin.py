@@ -262,6 +262,23 @@ class AccountChangeTests(AdminTestCase):
     def test_passwd_unknown_account_is_refused(self) -> None:
         self.assertRefused(1, ["account", "passwd", "45675009", "-p", "x"], "no account 45675009")
 
+    def test_portal_passwd_sets_generates_and_removes(self) -> None:
+        out = self.succeed("account", "portal-passwd", "45675001", "--password", "Portal-Secret-1")
+        self.assertEqual(out, "Changed the portal password of 45675001.\n")
+        self.assertTrue(self.openStore().checkPortalPassword("45675001", "Portal-Secret-1"))
+        self.assertNotStoredInPlain("Portal-Secret-1")
+        out = self.succeed("account", "portal-passwd", "45675001")
+        (password,) = [line.split(": ", 1)[1] for line in out.splitlines() if line.startswith("Portal password: ")]
+        self.assertTrue(self.openStore().checkPortalPassword("45675001", password))
+        self.assertFalse(self.openStore().checkPortalPassword("45675001", "Portal-Secret-1"))
+        self.assertEqual(
+            self.succeed("account", "portal-passwd", "45675001", "--remove"),
+            "Removed the portal password of 45675001.\n",
+        )
+        self.assertFalse(self.openStore().checkPortalPassword("45675001", password))
+        self.assertRefused(2, ["account", "portal-passwd", "45675001", "--remove", "-p", "x"], "not both")
+        self.assertRefused(1, ["account", "portal-passwd", "45675009", "-p", "x"], "no account 45675009")
+
     def test_update_changes_the_given_fields(self) -> None:
         self.assertEqual(
             self.succeed("account", "update", "45675001", "--email", "a@example.net", "--kind", "test"),
@@ -378,7 +395,7 @@ class CommandLineTests(AdminTestCase):
 
     def test_missing_command_is_refused(self) -> None:
         self.assertRefused(2, [], "missing command: account, location")
-        self.assertRefused(2, ["account"], "missing command: add, list, show, update, passwd, del")
+        self.assertRefused(2, ["account"], "missing command: add, list, show, update, passwd, portal-passwd, del")
         self.assertRefused(2, ["location"], "missing command: show")
 
     def test_unknown_command_is_refused(self) -> None:

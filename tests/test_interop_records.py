@@ -333,6 +333,7 @@ class CrashTests(RecordsTestCase):
                 f"'udp_ports': [{first}, {second}], 'tcp_ports': [{first}, {second}]}}\n"
                 f"store = {{'url': {self.storeURL!r}}}\n"
                 "stun = {'enabled': False}\n"
+                "web = {'listen': '127.0.0.1:0'}\n"
                 f"records = {{'server': {SERVER!r}, 'heartbeat_interval': 1}}\n"
                 "calls = {'probe_interval': 30}\n"
             )

@@ -166,6 +166,18 @@ class Provisioning:
             checkPassword(password, "portal password")
         self.store.setPortalPassword(number, password)
 
+    def newPortalPassword(self, number: str, password: str | None = None) -> NewPassword:
+        """
+        Give the account C{number} a self-care portal password.
+
+        @param password: the password; C{None} generates one.
+        @return: the password set, to show once (only its scrypt hash is stored).
+        """
+        checkNumber(number)
+        password = generatePassword() if password is None else checkPassword(password, "portal password")
+        self.store.setPortalPassword(number, password)
+        return NewPassword(number, password)
+
     def updateAccount(
         self,
         number: str,

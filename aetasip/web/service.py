@@ -1,0 +1,176 @@
+"""
+L{WebService}: the web side in the service tree. One listening socket
+(C{web.listen}; TLS when C{web.tls_certificate} is set) serves:
+
+    - C{/health}: L{aetasip.web.health};
+    - C{/metrics}: L{aetasip.web.metrics}, in Prometheus text format;
+    - C{/api/v1/}: the admin API, L{aetasip.web.api};
+    - C{/portal/}: the self-care portal, L{aetasip.web.portal}.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from klein import Klein
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import CollectorRegistry
+from twisted.application import service
+from twisted.internet import ssl
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.interfaces import IListeningPort
+from twisted.logger import Logger
+from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource
+from twisted.web.server import Site
+
+from aetasip import net
+from aetasip.web.api import AdminAPI, writeJSON
+from aetasip.web.health import healthReport
+from aetasip.web.portal import Portal
+from aetasip.web.settings import WebSettings
+
+log = Logger()
+
+
+class WebApp:
+    """
+    The routes of the web service: C{/health}, C{/metrics}, and the admin
+    API under C{/api/v1/}.
+    """
+
+    app = Klein()
+
+    def __init__(
+        self, services: Any, sip: Any, api: AdminAPI, portal: Portal, registry: CollectorRegistry, reactor: Any
+    ) -> None:
+        self.services = services
+        self.portal = portal
+        self.sip = sip
+        self.api = api
+        self.registry = registry
+        self.reactor = reactor
+
+    @app.route("/health", methods=["GET"])
+    async def health(self, request: IRequest) -> bytes:
+        status, body = await healthReport(self.services, self.sip, self.api.store, self.reactor)
+        return writeJSON(request, status, body)
+
+    @app.route("/metrics", methods=["GET"])
+    def metrics(self, request: IRequest) -> bytes:
+        request.setHeader(b"Content-Type", CONTENT_TYPE_LATEST.encode())
+        return generate_latest(self.registry)
+
+    @app.route("/api/v1/", branch=True)
+    def adminAPI(self, request: IRequest) -> IResource:
+        return self.api.app.resource()
+
+    @app.route("/portal/", branch=True)
+    def selfCare(self, request: IRequest) -> IResource:
+        return self.portal.app.resource()
+
+    @app.route("/", methods=["GET"])
+    def home(self, request: IRequest) -> bytes:
+        request.setResponseCode(303)
+        request.setHeader(b"Location", b"/portal/")
+        return b""
+
+    @app.handle_errors(Exception)
+    def error(self, request: IRequest, failure: Any) -> bytes:
+        from werkzeug.exceptions import MethodNotAllowed, NotFound
+
+        if failure.check(NotFound):
+            return writeJSON(request, 404, {"error": "no such resource"})
+        if failure.check(MethodNotAllowed):
+            return writeJSON(request, 405, {"error": f"method {request.method.decode()} not allowed here"})
+        log.failure("Web: {method} {path} failed", failure, method=request.method, path=request.uri)
+        return writeJSON(request, 500, {"error": "internal error; see the service's log"})
+
+
+class QuietSite(Site):
+    """A L{Site} that does not log a line per request (the service logs its own start and stop)."""
+
+    noisy = False
+
+    def log(self, request: Any) -> None:
+        pass
+
+
+class WebService(service.Service):
+    """
+    Listens on C{web.listen} with the L{WebApp}; HTTPS when a certificate
+    is configured.
+
+    @ivar port: the listening port while running.
+    """
+
+    name = "web"
+
+    def __init__(self, settings: WebSettings, app: WebApp, reactor: Any = None) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as globalReactor
+
+            reactor = globalReactor
+        assert settings.listen is not None
+        self.settings = settings
+        self.reactor = reactor
+        self.app = app
+        self.site = QuietSite(app.app.resource())
+        self.port: IListeningPort | None = None
+        self._tls = self._tlsOptions()
+
+    def _tlsOptions(self) -> Any:
+        certificate = self.settings.certificate
+        if certificate is None:
+            return None
+        keyFile = self.settings.key or certificate
+        try:
+            with open(certificate) as f:
+                pem = f.read()
+            if keyFile != certificate:
+                with open(keyFile) as f:
+                    pem += "\n" + f.read()
+            return ssl.PrivateCertificate.loadPEM(pem).options()
+        except Exception as e:
+            raise SystemExit(f"aetasip: cannot load the web certificate {certificate} and key {keyFile}: {e}") from None
+
+    @property
+    def url(self) -> str:
+        """The service's base URL (with the real port when C{web.listen} asked for 0)."""
+        assert self.port is not None
+        address: Any = self.port.getHost()
+        host = f"[{address.host}]" if ":" in address.host else address.host
+        return f"{'https' if self._tls else 'http'}://{host}:{address.port}"
+
+    def privilegedStartService(self) -> None:
+        self._listen()
+        super().privilegedStartService()
+
+    def _listen(self) -> None:
+        if self.port is not None:
+            return
+        listen = self.settings.listen
+        assert listen is not None
+        factory: Any = self.site
+        if self._tls is not None:
+            from twisted.protocols.tls import TLSMemoryBIOFactory
+
+            factory = TLSMemoryBIOFactory(self._tls, False, self.site)
+        try:
+            self.port = net.listenTCP(self.reactor, listen.host, listen.port, factory)
+        except Exception as e:
+            raise SystemExit(f"aetasip: cannot listen on web.listen {listen}: {e}") from None
+
+    def startService(self) -> None:
+        self._listen()
+        super().startService()
+        log.info("Web service on {url}", url=self.url)
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        port, self.port = self.port, None
+        if port is None:
+            return succeed(None)
+        d: Deferred[None] = maybeDeferred(port.stopListening)  # type: ignore[call-overload]
+        d.addCallback(lambda _: log.info("Web service stopped"))
+        return d
