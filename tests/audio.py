@@ -1,0 +1,39 @@
+"""
+Checking received audio in the tests: RTP payloads decoded with FFmpeg
+(PyAV), the frequency and level of a tone measured with an FFT.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import av
+import numpy as np
+
+DECODERS = {"PCMA": "pcm_alaw", "PCMU": "pcm_mulaw"}
+
+
+def decode(encoding: str, rate: int, payloads: Iterable[bytes]) -> np.ndarray:
+    """The mono samples of C{payloads} (in order) as floats in [-1, 1]."""
+    context = av.CodecContext.create(DECODERS[encoding], "r")
+    context.sample_rate = rate  # type: ignore[attr-defined]
+    context.layout = "mono"  # type: ignore[attr-defined]
+    chunks = []
+    for payload in payloads:
+        for frame in context.decode(av.Packet(payload)):  # type: ignore[attr-defined]
+            chunks.append(frame.to_ndarray().reshape(-1))
+    samples = np.concatenate(chunks) if chunks else np.zeros(0)
+    return samples.astype(np.float64) / 32768
+
+
+def dominantFrequency(samples: np.ndarray, rate: int) -> float:
+    """The frequency of the strongest FFT bin (Hann window), in Hz."""
+    spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
+    return float(np.argmax(spectrum[1:]) + 1) * rate / len(samples)
+
+
+def levelDBFS(samples: np.ndarray) -> float:
+    """The level of a sine in dBFS (its RMS + 3.01 dB: 0 dBFS is a full-scale sine)."""
+    rms = math.sqrt(float(np.mean(samples**2)))
+    return 20 * math.log10(rms * math.sqrt(2)) if rms else -math.inf

@@ -1,0 +1,211 @@
+"""
+The test line's parts, sans-IO: RTP packets, the programme, the encoders,
+the offer/answer, the media session and the answering agent, driven with
+bytes and a L{Clock}.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+from twisted.internet.task import Clock
+from twisted.trial.unittest import TestCase
+
+from aetasip.relay import sdp
+from aetasip.testline import offer, rtp
+from aetasip.testline.codecs import PCMA, PCMU, Encoder
+from aetasip.testline.media import MediaSession
+from aetasip.testline.programme import LEVEL_DBFS, TONE_SECONDS, Programme
+from tests.audio import decode, dominantFrequency, levelDBFS
+
+
+def assertNear(test: TestCase, value: float, expected: float, tolerance: float) -> None:
+    """C{value} is within C{tolerance} of C{expected} (trial's assertAlmostEqual has no delta)."""
+    test.assertTrue(abs(value - expected) <= tolerance, f"{value} is not {expected} +/- {tolerance}")
+
+
+def offerSDP(formats: str, *extra: str, port: int = 4000, direction: str = "") -> bytes:
+    lines = [
+        "v=0",
+        "o=- 1 1 IN IP4 127.0.0.1",
+        "s=-",
+        "c=IN IP4 127.0.0.1",
+        "t=0 0",
+        f"m=audio {port} RTP/AVP {formats}",
+    ]
+    lines += list(extra)
+    if direction:
+        lines.append(f"a={direction}")
+    return ("\r\n".join(lines) + "\r\n").encode()
+
+
+class RTPTests(TestCase):
+    def test_packets_numbered_from_random_start(self) -> None:
+        packetiser = rtp.Packetiser(8, ssrc=0x01020304, sequence=0xFFFF, timestamp=0xFFFFFFF0)
+        first = rtp.parse(packetiser.packet(b"a" * 160, 160))
+        second = rtp.parse(packetiser.packet(b"b" * 160, 160))
+        self.assertEqual(
+            (first.payloadType, first.marker, first.sequence, first.timestamp), (8, True, 0xFFFF, 0xFFFFFFF0)
+        )
+        self.assertEqual((second.marker, second.sequence, second.timestamp), (False, 0, 0x90))
+        self.assertEqual((second.ssrc, second.payload), (0x01020304, b"b" * 160))
+
+    def test_malformed_packets_refused(self) -> None:
+        for datagram in (b"", b"\x80\x00", b"\x40" + b"\x00" * 11, b"\x8f" + b"\x00" * 11, b"\x90" + b"\x00" * 13):
+            self.assertRaises(rtp.NotRTP, rtp.parse, datagram)
+
+    def test_rtcp_told_apart(self) -> None:
+        self.assertTrue(rtp.isRTCP(b"\x80\xc8" + b"\x00" * 26))
+        self.assertFalse(rtp.isRTCP(rtp.Packetiser(0).packet(b"x", 1)))
+
+
+class ProgrammeTests(TestCase):
+    def test_reference_tone(self) -> None:
+        samples = Programme(8000).read(8000)[:, 0] / 32768
+        assertNear(self, dominantFrequency(samples, 8000), 1000, 2)
+        assertNear(self, levelDBFS(samples), LEVEL_DBFS, 0.1)
+
+    def test_identification_interrupts_left_once_right_twice(self) -> None:
+        programme = Programme(48000, 2)
+        programme.read(int(TONE_SECONDS * 48000))
+        ident = programme.read(48000)  # the first second of the sequence
+        quarters = [np.abs(ident[i * 12000 : (i + 1) * 12000]).max(axis=0) for i in range(4)]
+        self.assertEqual([bool(q[0]) for q in quarters], [False, True, True, True])
+        self.assertEqual([bool(q[1]) for q in quarters], [False, True, False, True])
+
+    def test_continuous_across_reads(self) -> None:
+        one = Programme(8000)
+        pieces = np.concatenate([one.read(160) for _ in range(100)])
+        self.assertTrue(np.array_equal(pieces, Programme(8000).read(16000)))
+
+
+class EncoderTests(TestCase):
+    def test_g711_round_trip(self) -> None:
+        for fmt in (PCMA, PCMU):
+            encoder = Encoder(fmt)
+            programme = Programme(8000)
+            payloads = [encoder.encode(programme.read(encoder.framesPerPacket)) for _ in range(50)]
+            self.assertEqual({len(p) for p in payloads}, {160})
+            samples = decode(fmt.name, 8000, payloads)
+            assertNear(self, dominantFrequency(samples, 8000), 1000, 10)
+            assertNear(self, levelDBFS(samples), LEVEL_DBFS, 0.3)
+
+
+class OfferTests(TestCase):
+    def test_caller_order_of_preference(self) -> None:
+        self.assertEqual(offer.choose(offerSDP("8 0")).format, PCMA)
+        self.assertEqual(offer.choose(offerSDP("0 8")).format, PCMU)
+        self.assertEqual(offer.choose(offerSDP("9 18 8 0")).format, PCMA)
+
+    def test_dynamic_type_by_rtpmap(self) -> None:
+        choice = offer.choose(offerSDP("97 101", "a=rtpmap:97 pcmu/8000", "a=rtpmap:101 telephone-event/8000"))
+        self.assertEqual((choice.format, choice.payloadType), (PCMU, 97))
+
+    def test_nothing_in_common(self) -> None:
+        self.assertRaises(offer.NotAcceptable, offer.choose, offerSDP("9 96", "a=rtpmap:96 opus/48000/2"))
+        self.assertRaises(offer.NotAcceptable, offer.choose, offerSDP("96", "a=rtpmap:96 PCMA/16000"))
+        self.assertRaises(sdp.SDPError, offer.choose, b"nonsense")
+
+    def test_ebuacip_lines_accepted(self) -> None:
+        choice = offer.choose(offerSDP("8", "a=ebuacip:jb 0", "a=ebuacip:plength 8 20"))
+        self.assertEqual(choice.format, PCMA)
+
+    def test_answer_declines_other_streams(self) -> None:
+        body = offerSDP("8") + b"m=video 5000 RTP/AVP 96\r\n"
+        choice = offer.choose(body, [PCMA])
+        answered = sdp.parse(offer.answer(body, choice, "127.0.0.1", 6000))
+        self.assertEqual(
+            [(m.kind, m.port, m.formats) for m in answered.media], [("audio", 6000, "8"), ("video", 0, "96")]
+        )
+        self.assertEqual(answered.connection.address, "127.0.0.1")
+
+    def test_direction_mirrored(self) -> None:
+        self.assertEqual(offer.choose(offerSDP("8", direction="recvonly")).direction, "sendonly")
+        self.assertEqual(offer.choose(offerSDP("8", direction="sendonly")).direction, "recvonly")
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, tuple[str, int]]] = []
+
+    def __call__(self, data: bytes, address: tuple[str, int]) -> None:
+        self.sent.append((data, address))
+
+
+class MediaSessionTests(TestCase):
+    def session(self, echo: bool = False, timeout: float = 10.0) -> tuple[MediaSession, Clock, Recorder, list[str]]:
+        clock, out, timeouts = Clock(), Recorder(), []
+        encoder = None if echo else Encoder(PCMA)
+        programme = None if echo else Programme(8000)
+        session = MediaSession(
+            clock, out, ("192.0.2.1", 4000), 8, encoder, programme, timeout, lambda: timeouts.append("timeout")
+        )
+        return session, clock, out, timeouts
+
+    def test_one_packet_per_20ms_of_programme(self) -> None:
+        session, clock, out, _ = self.session()
+        session.start()
+        for _ in range(100):
+            clock.advance(0.02)
+        packets = [rtp.parse(d) for d, _ in out.sent]
+        self.assertEqual(len(packets), 101)
+        self.assertEqual({a for _, a in out.sent}, {("192.0.2.1", 4000)})
+        steps = {(b.timestamp - a.timestamp) & 0xFFFFFFFF for a, b in itertools.pairwise(packets)}
+        self.assertEqual(steps, {160})
+        samples = decode("PCMA", 8000, [p.payload for p in packets])
+        assertNear(self, dominantFrequency(samples, 8000), 1000, 10)
+
+    def test_late_reactor_catches_up_with_a_bound(self) -> None:
+        session, clock, out, _ = self.session(timeout=0)
+        session.start()
+        clock.advance(10)  # the loop ran once more, 10 s late: 500 packet times went by
+        packets = [rtp.parse(d) for d, _ in out.sent]
+        self.assertEqual(len(packets), 1 + 25)
+        # Timestamps stay true to time: the last is 10 s after the first.
+        self.assertEqual((packets[-1].timestamp - packets[0].timestamp) & 0xFFFFFFFF, 500 * 160)
+
+    def test_symmetric_rtp_latches_on_source(self) -> None:
+        session, clock, out, _ = self.session()
+        session.start()
+        caller = rtp.Packetiser(8)
+        session.received(b"garbage", ("203.0.113.9", 1))
+        session.received(caller.packet(b"\xd5" * 160, 160), ("198.51.100.7", 40000))
+        out.sent.clear()
+        clock.advance(0.02)
+        self.assertEqual([a for _, a in out.sent], [("198.51.100.7", 40000)])
+
+    def test_media_timeout(self) -> None:
+        session, clock, out, timeouts = self.session(timeout=5)
+        session.start()
+        caller = rtp.Packetiser(8)
+        for _ in range(200):  # 4 s of the caller's audio
+            session.received(caller.packet(b"\xd5" * 160, 160), ("127.0.0.1", 40000))
+            clock.advance(0.02)
+        self.assertEqual(timeouts, [])
+        for _ in range(249):
+            clock.advance(0.02)
+        self.assertEqual(timeouts, [])
+        clock.advance(0.02)
+        clock.advance(0.02)
+        self.assertEqual(timeouts, ["timeout"])
+        sent = len(out.sent)
+        clock.advance(1)
+        self.assertEqual(len(out.sent), sent)
+
+    def test_echo_returns_callers_packets(self) -> None:
+        session, clock, out, _ = self.session(echo=True)
+        session.start()
+        clock.advance(0.1)
+        self.assertEqual(out.sent, [])
+        caller = rtp.Packetiser(8, ssrc=1234)
+        sent = caller.packet(b"\x01\x02" * 80, 160)
+        session.received(sent, ("127.0.0.1", 40000))
+        ((back, address),) = out.sent
+        self.assertEqual(address, ("127.0.0.1", 40000))
+        parsed, original = rtp.parse(back), rtp.parse(sent)
+        self.assertEqual(
+            (parsed.payload, parsed.sequence, parsed.timestamp),
+            (original.payload, original.sequence, original.timestamp),
+        )
+        self.assertNotEqual(parsed.ssrc, 1234)
