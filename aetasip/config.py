@@ -303,6 +303,7 @@ MODULES: tuple[str, ...] = (
     "aetasip.routing.chain",
     "aetasip.stun.service",
     "aetasip.relay.settings",
+    "aetasip.testline.settings",
 )
 
 

@@ -101,6 +101,7 @@ class LocationService:
         self.flushInterval = flushInterval
         self.listeners: list[Any] = []
         self._byAOR: dict[str, list[Binding]] = {}
+        self._static: dict[str, list[Binding]] = {}
         self._expiries: list[tuple[float, int, Binding]] = []
         self._sequence = 0
         self._dirty: dict[tuple[str, str], Binding] = {}
@@ -141,7 +142,27 @@ class LocationService:
 
     def lookup(self, aor: str) -> list[Binding]:
         now = self.clock.seconds()
-        return [b for b in self._byAOR.get(aor, ()) if b.expiresAt > now]
+        found = [b for b in self._byAOR.get(aor, ()) if b.expiresAt > now]
+        static = self._static.get(aor)
+        return found + static if static else found
+
+    # -- the service's own agents -------------------------------------------
+
+    def addStatic(self, binding: Binding) -> None:
+        """
+        A binding of an agent inside the service (the test line): found
+        by L{lookup} until L{removeStatic}, never expired, stored or
+        announced to listeners, and not in L{bindings} (no registration).
+        """
+        self._static.setdefault(binding.aor, []).append(binding)
+
+    def removeStatic(self, binding: Binding) -> None:
+        """Forget a binding of L{addStatic}."""
+        bindings = self._static.get(binding.aor, [])
+        if binding in bindings:
+            bindings.remove(binding)
+        if not bindings:
+            self._static.pop(binding.aor, None)
 
     def bindings(self) -> list[Binding]:
         now = self.clock.seconds()

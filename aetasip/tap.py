@@ -11,6 +11,8 @@ This is the one place that knows the whole tree (DESIGN.md)::
     ├── SIPService (transports, transaction layers; the registrar and the
     │   proxy built here by makeSIPService, and attached to it)
     ├── CallService (the calls: their observers and media handler)
+    ├── TestLineService (the test number and the echo line, unless
+    │   testline.enabled is False)
     └── STUNService (unless stun.enabled is False)
 """
 
@@ -53,6 +55,8 @@ from aetasip.sip.digest import DigestAuthenticator
 from aetasip.sipservice import SIPService
 from aetasip.store import StoreService
 from aetasip.stun import STUNService
+from aetasip.testline.service import LinesDirectory, TestLineService
+from aetasip.testline.settings import lineSettings
 
 log = Logger()
 
@@ -309,8 +313,14 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> servi
 
     BackendStopper(auth).setServiceParent(top)
 
-    directory = StoreDirectory(storeService.store, clock=reactor)
-    directory.service().setServiceParent(top)
+    storeDirectory = StoreDirectory(storeService.store, clock=reactor)
+    storeDirectory.service().setServiceParent(top)
+    directory: Directory = storeDirectory
+    lines = None
+    if cfg["testline.enabled"]:
+        lines = lineSettings(cfg, f"aetasip/{__version__}")
+        # The test lines are numbers routing knows, like accounts.
+        directory = LinesDirectory(storeDirectory, list(lines.lines))
 
     outbox = makeOutbox(cfg, storeService.store, reactor)
     OutboxService(outbox).setServiceParent(top)
@@ -332,6 +342,10 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> servi
         sip.location.listeners.append(notifier)
     # After SIP: stopped before it, so the calls end while their transports live.
     CallService(sip.proxy, parts).setServiceParent(top)
+    if lines is not None:
+        # After SIP: its sockets are bound when the lines' bindings name one; stopped
+        # first, so the sessions' BYEs go out through a live proxy.
+        TestLineService(reactor, sip, sip.location, lines, cfg["testline.media_address"]).setServiceParent(top)
 
     if cfg["stun.enabled"]:
         try:

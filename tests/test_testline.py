@@ -13,7 +13,9 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
 from aetasip.relay import sdp
+from aetasip.sip.message import Request, Response, parse
 from aetasip.testline import offer, rtp
+from aetasip.testline.agent import ECHO, PROGRAMME, LineAgent, LineSettings
 from aetasip.testline.codecs import PCMA, PCMU, Encoder
 from aetasip.testline.media import MediaSession
 from aetasip.testline.programme import LEVEL_DBFS, TONE_SECONDS, Programme
@@ -209,3 +211,233 @@ class MediaSessionTests(TestCase):
             (original.payload, original.sequence, original.timestamp),
         )
         self.assertNotEqual(parsed.ssrc, 1234)
+
+
+PROXY = ("127.0.0.1", 5060)
+
+
+def invite(body: bytes, number: str = "15000", branch: str = "z9hG4bK-1", callID: str = "call-1") -> bytes:
+    headers = [
+        f"INVITE sip:{number}@127.0.0.1:7000 SIP/2.0",
+        f"Via: SIP/2.0/UDP 127.0.0.1:5060;branch={branch};rport",
+        "Via: SIP/2.0/UDP 127.0.0.1:40000;branch=z9hG4bK-caller;received=127.0.0.1;rport=40000",
+        "Record-Route: <sip:127.0.0.1:5060;lr;dlg=token>",
+        "Max-Forwards: 69",
+        "From: <sip:45675001@127.0.0.1>;tag=caller-tag",
+        f"To: <sip:{number}@127.0.0.1>",
+        f"Call-ID: {callID}",
+        "CSeq: 1 INVITE",
+        "Contact: <sip:45675001@127.0.0.1:40000>",
+        "Content-Type: application/sdp",
+        f"Content-Length: {len(body)}",
+        "",
+        "",
+    ]
+    return "\r\n".join(headers).encode() + body
+
+
+def inDialog(method: str, toTag: str, cseq: int = 2, callID: str = "call-1", branch: str = "z9hG4bK-2") -> bytes:
+    headers = [
+        f"{method} sip:15000@127.0.0.1:7000 SIP/2.0",
+        f"Via: SIP/2.0/UDP 127.0.0.1:5060;branch={branch};rport",
+        "Max-Forwards: 69",
+        "From: <sip:45675001@127.0.0.1>;tag=caller-tag",
+        f"To: <sip:15000@127.0.0.1>;tag={toTag}",
+        f"Call-ID: {callID}",
+        f"CSeq: {cseq if method != 'ACK' else 1} {method}",
+        "Content-Length: 0",
+        "",
+        "",
+    ]
+    return "\r\n".join(headers).encode()
+
+
+class FakePort:
+    def __init__(self, number: int, receive) -> None:  # type: ignore[no-untyped-def]
+        self.port = number
+        self.receive = receive
+        self.sent: list[tuple[bytes, tuple[str, int]]] = []
+        self.closed = False
+
+    def send(self, datagram: bytes, address: tuple[str, int]) -> None:
+        self.sent.append((datagram, address))
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class AgentTests(TestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.out = Recorder()
+        self.ports: list[FakePort] = []
+        self.settings = LineSettings({"15000": PROGRAMME, "15001": ECHO}, 1.0, 600.0, 10.0, 2, "127.0.0.1")
+        self.agent = LineAgent(self.clock, self.out, self.openMedia, self.settings, "127.0.0.1:7000")
+
+    def openMedia(self, receive):  # type: ignore[no-untyped-def]
+        port = FakePort(50000 + len(self.ports) * 2, receive)
+        self.ports.append(port)
+        return port
+
+    def messages(self) -> list[Response | Request]:
+        found = [parse(data) for data, _ in self.out.sent]
+        self.assertEqual({address for _, address in self.out.sent} - {PROXY}, set())
+        self.out.sent.clear()
+        return found
+
+    def answered(self, body: bytes | None = None, number: str = "15000") -> Response:
+        self.agent.datagramReceived(invite(body or offerSDP("8 0", port=4000), number), PROXY)
+        (ringing,) = self.messages()
+        assert isinstance(ringing, Response)
+        self.assertEqual(ringing.code, 180)
+        self.clock.advance(1.0)
+        (ok,) = self.messages()
+        assert isinstance(ok, Response)
+        return ok
+
+    def test_rings_then_answers_in_callers_codec(self) -> None:
+        ok = self.answered(offerSDP("0 8"))
+        self.assertEqual(ok.code, 200)
+        self.assertEqual(ok.getAll("record-route"), ["<sip:127.0.0.1:5060;lr;dlg=token>"])
+        self.assertEqual(ok.get("contact"), "<sip:15000@127.0.0.1:7000>")
+        answer = sdp.parse(ok.body)
+        self.assertEqual([(m.port, m.formats) for m in answer.media], [(50000, "0")])
+        # The programme flows to the address of the offer until the caller's packets come.
+        self.clock.advance(0.1)
+        packets = self.ports[0].sent
+        self.assertTrue(packets)
+        self.assertEqual({address for _, address in packets}, {("127.0.0.1", 4000)})
+        self.assertEqual({rtp.parse(d).payloadType for d, _ in packets}, {0})
+
+    def test_unknown_codecs_488(self) -> None:
+        self.agent.datagramReceived(invite(offerSDP("96", "a=rtpmap:96 opus/48000/2")), PROXY)
+        (response,) = self.messages()
+        assert isinstance(response, Response)
+        self.assertEqual(response.code, 488)
+        self.assertEqual(self.ports, [])
+
+    def test_bad_sdp_400_and_no_offer_488(self) -> None:
+        self.agent.datagramReceived(invite(b"v=0\r\nnonsense\r\n"), PROXY)
+        self.agent.datagramReceived(invite(b"", callID="call-2"), PROXY)
+        self.assertEqual([r.code for r in self.messages()], [400, 488])  # type: ignore[union-attr]
+
+    def test_busy_beyond_max_sessions(self) -> None:
+        for n in range(3):
+            self.agent.datagramReceived(invite(offerSDP("8"), callID=f"call-{n}", branch=f"z9hG4bK-{n}"), PROXY)
+        self.assertEqual([r.code for r in self.messages()], [180, 180, 486])  # type: ignore[union-attr]
+
+    def test_invite_retransmission_gets_same_answer(self) -> None:
+        self.agent.datagramReceived(invite(offerSDP("8")), PROXY)
+        self.agent.datagramReceived(invite(offerSDP("8")), PROXY)
+        first, second = self.messages()
+        self.assertEqual(first.toBytes(), second.toBytes())
+        self.assertEqual(len(self.ports), 1)
+
+    def test_2xx_retransmitted_until_ack(self) -> None:
+        ok = self.answered()
+        tag = ok.toAddr.tag
+        assert tag is not None
+        self.clock.advance(0.5)
+        self.clock.advance(1.0)
+        self.assertEqual([r.code for r in self.messages()], [200, 200])  # type: ignore[union-attr]
+        self.agent.datagramReceived(inDialog("ACK", tag), PROXY)
+        self.clock.advance(5)  # less than the media timeout
+        self.assertEqual(self.messages(), [])
+
+    def test_no_ack_ends_with_bye(self) -> None:
+        self.answered()
+        self.clock.advance(32)
+        byes = [m for m in self.messages() if isinstance(m, Request)]
+        self.assertEqual([m.method for m in byes], ["BYE"])
+        self.assertTrue(self.ports[0].closed)
+
+    def confirmed(self) -> str:
+        ok = self.answered()
+        tag = ok.toAddr.tag
+        assert tag is not None
+        self.agent.datagramReceived(inDialog("ACK", tag), PROXY)
+        return tag
+
+    def test_maximum_duration_sends_bye(self) -> None:
+        tag = self.confirmed()
+        caller = rtp.Packetiser(8)
+        for _ in range(600 * 5):  # the caller keeps sending (every 200 ms: enough to stay alive)
+            self.ports[0].receive(caller.packet(b"\xd5" * 160, 160), ("127.0.0.1", 4000))
+            self.clock.advance(0.2)
+        self.assertEqual(self.messages(), [])
+        self.clock.advance(0.3)
+        (bye,) = self.messages()
+        assert isinstance(bye, Request)
+        self.assertEqual(bye.method, "BYE")
+        self.assertEqual(bye.requestURI.user, "45675001")
+        self.assertEqual(bye.getAll("route"), ["<sip:127.0.0.1:5060;lr;dlg=token>"])
+        self.assertEqual((bye.fromAddr.tag, bye.toAddr.tag), (tag, "caller-tag"))
+        self.assertIn("duration limit", bye.get("reason") or "")
+        self.assertTrue(self.ports[0].closed)
+        self.assertEqual(self.agent.sessions, {})
+        # Retransmitted until answered.
+        self.clock.advance(0.5)
+        (again,) = self.messages()
+        response = Response(
+            200, "OK", [[n, v] for n, v in again.headers if n in ("via", "from", "to", "call-id", "cseq")]
+        )
+        self.agent.datagramReceived(response.toBytes(), PROXY)
+        self.clock.advance(10)
+        self.assertEqual(self.messages(), [])
+
+    def test_media_timeout_sends_bye(self) -> None:
+        self.confirmed()
+        self.clock.advance(9.9)
+        self.assertEqual(self.messages(), [])
+        self.clock.advance(0.2)
+        (bye,) = self.messages()
+        self.assertEqual(bye.method, "BYE")  # type: ignore[union-attr]
+        self.assertIn("media timeout", bye.get("reason") or "")
+
+    def test_caller_bye(self) -> None:
+        tag = self.confirmed()
+        self.agent.datagramReceived(inDialog("BYE", tag), PROXY)
+        (ok,) = self.messages()
+        self.assertEqual((ok.code, ok.cseq), (200, (2, "BYE")))  # type: ignore[union-attr]
+        self.assertTrue(self.ports[0].closed)
+        self.agent.datagramReceived(inDialog("BYE", tag, 3), PROXY)
+        self.assertEqual([r.code for r in self.messages()], [481])  # type: ignore[union-attr]
+
+    def test_in_dialog_options_probe_answered(self) -> None:
+        tag = self.confirmed()
+        self.agent.datagramReceived(inDialog("OPTIONS", tag), PROXY)
+        self.assertEqual([r.code for r in self.messages()], [200])  # type: ignore[union-attr]
+
+    def test_cancel_while_ringing(self) -> None:
+        self.agent.datagramReceived(invite(offerSDP("8")), PROXY)
+        cancel = invite(b"").replace(b"INVITE sip", b"CANCEL sip").replace(b"1 INVITE", b"1 CANCEL")
+        self.agent.datagramReceived(cancel, PROXY)
+        self.assertEqual([r.code for r in self.messages()], [180, 200, 487])  # type: ignore[union-attr]
+        self.assertTrue(self.ports[0].closed)
+        self.clock.advance(5)
+        self.assertEqual(self.messages(), [])
+
+    def test_echo_line(self) -> None:
+        ok = self.answered(offerSDP("0"), number="15001")
+        self.assertEqual(ok.code, 200)
+        self.clock.advance(0.1)
+        self.assertEqual(self.ports[0].sent, [])
+        caller = rtp.Packetiser(0)
+        self.ports[0].receive(caller.packet(b"\x11" * 160, 160), ("127.0.0.1", 4002))
+        ((data, address),) = self.ports[0].sent
+        self.assertEqual((rtp.parse(data).payload, address), (b"\x11" * 160, ("127.0.0.1", 4002)))
+
+    def test_garbage_and_unknown_numbers(self) -> None:
+        self.agent.datagramReceived(b"\x00\xffnot sip", PROXY)
+        self.agent.datagramReceived(b"\r\n\r\n", PROXY)
+        self.agent.datagramReceived(invite(offerSDP("8"), number="15009"), PROXY)
+        self.assertEqual([r.code for r in self.messages()], [404])  # type: ignore[union-attr]
+
+    def test_stop_ends_every_session(self) -> None:
+        self.confirmed()
+        self.agent.datagramReceived(invite(offerSDP("8"), callID="call-2", branch="z9hG4bK-9"), PROXY)
+        self.messages()
+        self.agent.stop()
+        sent = self.messages()
+        self.assertEqual(sorted(getattr(m, "method", str(getattr(m, "code", ""))) for m in sent), ["480", "BYE"])
+        self.assertEqual(self.agent.sessions, {})
