@@ -41,6 +41,8 @@ class MediaSocket(DatagramProtocol):
 
 class TestLineInteropTests(TestCase):
     timeout = 60
+    #: The relay's ports, when the calls go through it: the caller's SDP answer names one.
+    relayPorts: tuple[int, int] | None = None
 
     def setUp(self) -> None:
         directory = self.mktemp()
@@ -138,6 +140,8 @@ class TestLineInteropTests(TestCase):
         caller = self.caller("15000", advertisedPort, 4000)
         lineAt = await self.mediaOf("caller")
         self.assertEqual(lineAt[0], "127.0.0.1")
+        if self.relayPorts is not None:
+            self.assertTrue(self.relayPorts[0] <= lineAt[1] <= self.relayPorts[1], lineAt)
         await deferLater(1.0)
         # Before the caller sends, the programme goes to the address of its SDP.
         self.assertGreater(len(advertised.received), 30)
@@ -214,3 +218,17 @@ class TestLineInteropTests(TestCase):
         self.assertEqual(finished.code, 0, finished.detail)
         (bye,) = finished.received("BYE")
         self.assertIn("media timeout", bye.text)
+
+
+class RelayedTestLineInteropTests(TestLineInteropTests):
+    """The same through the built-in relay (relay.mode always): the relay latches, the line latches on the relay."""
+
+    relayPorts = (48_200, 48_299)
+
+    async def serve(self, **settings: Any) -> RunningService:
+        return await super().serve(
+            calls__media_handler="relay",
+            relay__mode="always",
+            relay__nodes={"local": {"kind": "builtin", "address": "127.0.0.1", "ports": list(self.relayPorts)}},
+            **settings,
+        )
