@@ -22,6 +22,7 @@ from twisted.trial.unittest import TestCase
 
 from aetasip import admin
 from aetasip.calls.call import EndCause
+from aetasip.calls.control import CallControl
 from aetasip.testline import rtp
 from aetasip.testline.programme import LEVEL_DBFS
 from tests.audio import decode, dominantFrequency, levelDBFS
@@ -211,6 +212,23 @@ class TestLineInteropTests(TestCase):
         self.assertIn("duration limit", bye.text)
         self.assertLess(time.monotonic() - started, 10)
         self.assertEqual(self.agent.sessions, {})
+
+    async def test_operator_release_ends_the_session(self) -> None:
+        """Released through the calls' control (what the admin API and CLI use): BYE to both legs."""
+        server = await self.serve()
+        waiting = self.waitingCaller("calls_uac_wait_bye.xml", "15000")
+        for _ in range(100):
+            if self.agent.sessions and next(iter(self.agent.sessions.values())).state == "confirmed":
+                break
+            await deferLater(0.05)
+        (call,) = self.calls
+        CallControl(server.sip.proxy).release(call, EndCause.OPERATOR_RELEASE, "test")
+        finished = await waiting.done
+        self.assertEqual(finished.code, 0, finished.detail)
+        self.assertEqual(len(finished.received("BYE")), 1)
+        await deferLater(0.2)
+        self.assertEqual(self.agent.sessions, {})
+        self.assertEqual(call.endCause, EndCause.OPERATOR_RELEASE)
 
     async def test_silent_caller_gets_bye(self) -> None:
         await self.serve(testline__media_timeout=1)
