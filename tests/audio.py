@@ -11,20 +11,30 @@ from collections.abc import Iterable
 import av
 import numpy as np
 
-DECODERS = {"PCMA": "pcm_alaw", "PCMU": "pcm_mulaw"}
+DECODERS = {"PCMA": "pcm_alaw", "PCMU": "pcm_mulaw", "G722": "g722", "L16": "pcm_s16be", "OPUS": "libopus"}
 
 
-def decode(encoding: str, rate: int, payloads: Iterable[bytes]) -> np.ndarray:
-    """The mono samples of C{payloads} (in order) as floats in [-1, 1]."""
-    context = av.CodecContext.create(DECODERS[encoding], "r")
+def decode(encoding: str, rate: int, payloads: Iterable[bytes], channels: int = 1) -> np.ndarray:
+    """
+    The first channel of C{payloads} (in order) as floats in [-1, 1];
+    C{rate} is the sample rate (16000 for G.722).
+    """
+    context = av.CodecContext.create(DECODERS[encoding.upper()], "r")
     context.sample_rate = rate  # type: ignore[attr-defined]
-    context.layout = "mono"  # type: ignore[attr-defined]
+    context.layout = "mono" if channels == 1 else "stereo"  # type: ignore[attr-defined]
     chunks = []
     for payload in payloads:
         for frame in context.decode(av.Packet(payload)):  # type: ignore[attr-defined]
-            chunks.append(frame.to_ndarray().reshape(-1))
+            array = frame.to_ndarray()
+            if frame.format.is_planar:
+                first = array[0]
+            else:
+                first = array.reshape(-1, channels)[:, 0]
+            if array.dtype.kind == "f":
+                first = first * 32768
+            chunks.append(first.astype(np.float64))
     samples = np.concatenate(chunks) if chunks else np.zeros(0)
-    return samples.astype(np.float64) / 32768
+    return samples / 32768
 
 
 def dominantFrequency(samples: np.ndarray, rate: int) -> float:

@@ -16,7 +16,7 @@ from aetasip.relay import sdp
 from aetasip.sip.message import Request, Response, parse
 from aetasip.testline import offer, rtp
 from aetasip.testline.agent import ECHO, PROGRAMME, LineAgent, LineSettings
-from aetasip.testline.codecs import PCMA, PCMU, Encoder
+from aetasip.testline.codecs import G722, L16, OPUS, PCMA, PCMU, Encoder
 from aetasip.testline.media import MediaSession
 from aetasip.testline.programme import LEVEL_DBFS, TONE_SECONDS, Programme
 from tests.audio import decode, dominantFrequency, levelDBFS
@@ -93,19 +93,37 @@ class EncoderTests(TestCase):
             assertNear(self, dominantFrequency(samples, 8000), 1000, 10)
             assertNear(self, levelDBFS(samples), LEVEL_DBFS, 0.3)
 
+    def test_wideband_and_high_quality_formats(self) -> None:
+        for fmt in (G722, *L16, OPUS):
+            encoder = Encoder(fmt)
+            programme = Programme(fmt.sampleRate, fmt.channels)
+            payloads = [encoder.encode(programme.read(encoder.framesPerPacket)) for _ in range(2000 // fmt.ptime)]
+            if fmt.name == "L16":
+                self.assertEqual({len(p) for p in payloads}, {fmt.sampleRate * fmt.channels * 2 * fmt.ptime // 1000})
+                self.assertLessEqual(len(payloads[0]), 1280)  # within an Ethernet MTU with its headers
+            samples = decode(fmt.name, fmt.sampleRate, payloads, fmt.channels)
+            tone = samples[len(samples) // 4 :]  # past the codec's start-up
+            assertNear(self, dominantFrequency(tone, fmt.sampleRate), 1000, 5)
+            assertNear(self, levelDBFS(tone), LEVEL_DBFS, 0.5)
+
 
 class OfferTests(TestCase):
     def test_caller_order_of_preference(self) -> None:
         self.assertEqual(offer.choose(offerSDP("8 0")).format, PCMA)
         self.assertEqual(offer.choose(offerSDP("0 8")).format, PCMU)
-        self.assertEqual(offer.choose(offerSDP("9 18 8 0")).format, PCMA)
+        self.assertEqual(offer.choose(offerSDP("18 8 0")).format, PCMA)
+        self.assertEqual(offer.choose(offerSDP("9 8 0")).format, G722)
+        choice = offer.choose(offerSDP("96 8", "a=rtpmap:96 L16/48000/2"))
+        self.assertEqual((choice.format.name, choice.format.clockRate, choice.format.channels), ("L16", 48000, 2))
+        self.assertEqual(offer.choose(offerSDP("111 8", "a=rtpmap:111 opus/48000/2")).format, OPUS)
 
     def test_dynamic_type_by_rtpmap(self) -> None:
         choice = offer.choose(offerSDP("97 101", "a=rtpmap:97 pcmu/8000", "a=rtpmap:101 telephone-event/8000"))
         self.assertEqual((choice.format, choice.payloadType), (PCMU, 97))
 
     def test_nothing_in_common(self) -> None:
-        self.assertRaises(offer.NotAcceptable, offer.choose, offerSDP("9 96", "a=rtpmap:96 opus/48000/2"))
+        self.assertRaises(offer.NotAcceptable, offer.choose, offerSDP("18 97", "a=rtpmap:97 iLBC/8000"))
+        self.assertRaises(offer.NotAcceptable, offer.choose, offerSDP("96", "a=rtpmap:96 L16/44100/2"))
         self.assertRaises(offer.NotAcceptable, offer.choose, offerSDP("96", "a=rtpmap:96 PCMA/16000"))
         self.assertRaises(sdp.SDPError, offer.choose, b"nonsense")
 
@@ -121,6 +139,15 @@ class OfferTests(TestCase):
             [(m.kind, m.port, m.formats) for m in answered.media], [("audio", 6000, "8"), ("video", 0, "96")]
         )
         self.assertEqual(answered.connection.address, "127.0.0.1")
+
+    def test_answer_carries_ptime_and_fmtp(self) -> None:
+        body = offerSDP("111", "a=rtpmap:111 opus/48000/2", "a=fmtp:111 useinbandfec=1")
+        answered = offer.answer(body, offer.choose(body), "127.0.0.1", 6000).decode()
+        self.assertIn("a=rtpmap:111 opus/48000/2\r\na=fmtp:111 sprop-stereo=1\r\na=ptime:20\r\n", answered)
+        body = offerSDP("97", "a=rtpmap:97 L16/32000")
+        self.assertIn(
+            "a=rtpmap:97 L16/32000\r\na=ptime:5\r\n", offer.answer(body, offer.choose(body), "127.0.0.1", 6000).decode()
+        )
 
     def test_direction_mirrored(self) -> None:
         self.assertEqual(offer.choose(offerSDP("8", direction="recvonly")).direction, "sendonly")
@@ -310,7 +337,7 @@ class AgentTests(TestCase):
         self.assertEqual({rtp.parse(d).payloadType for d, _ in packets}, {0})
 
     def test_unknown_codecs_488(self) -> None:
-        self.agent.datagramReceived(invite(offerSDP("96", "a=rtpmap:96 opus/48000/2")), PROXY)
+        self.agent.datagramReceived(invite(offerSDP("96", "a=rtpmap:96 iLBC/8000")), PROXY)
         (response,) = self.messages()
         assert isinstance(response, Response)
         self.assertEqual(response.code, 488)

@@ -26,7 +26,11 @@ class Format:
     @ivar channels: channels in the stream.
     @ivar staticType: its RFC 3551 static payload type, or C{None}.
     @ivar codec: the FFmpeg encoder's name.
-    @ivar sampleRate: the rate of the samples fed to the encoder.
+    @ivar sampleRate: the rate of the samples fed to the encoder (G.722's
+        is twice its RTP clock rate, RFC 3551 4.5.2).
+    @ivar ptime: milliseconds of audio per packet.
+    @ivar fmtp: the C{a=fmtp} parameters of the answer, or C{None}.
+    @ivar bitRate: the encoder's bit rate, for those that take one.
     """
 
     name: str
@@ -35,6 +39,9 @@ class Format:
     staticType: int | None
     codec: str
     sampleRate: int
+    ptime: int = 20
+    fmtp: str | None = None
+    bitRate: int = 0
 
     def matches(self, name: str, clockRate: int, channels: int) -> bool:
         return name.lower() == self.name.lower() and clockRate == self.clockRate and channels == self.channels
@@ -46,17 +53,23 @@ class Format:
 
 PCMU = Format("PCMU", 8000, 1, 0, "pcm_mulaw", 8000)
 PCMA = Format("PCMA", 8000, 1, 8, "pcm_alaw", 8000)
+G722 = Format("G722", 8000, 1, 9, "g722", 16000)
+# L16 is network byte order (RFC 3551 4.5.11). 5 ms packets keep 48 kHz stereo
+# (960 bytes) within an Ethernet MTU.
+L16 = tuple(
+    Format("L16", rate, channels, None, "pcm_s16be", rate, ptime=5) for rate in (48000, 32000) for channels in (2, 1)
+)
+# RFC 7587: always opus/48000/2 in SDP; the line sends stereo (sprop-stereo).
+OPUS = Format("opus", 48000, 2, None, "libopus", 48000, fmtp="sprop-stereo=1", bitRate=128_000)
 
-FORMATS: tuple[Format, ...] = (PCMA, PCMU)
-"""What the test line can send (more come with G.722, L16, Opus, MPEG audio)."""
-
-PTIME_MS = 20
+FORMATS: tuple[Format, ...] = (PCMA, PCMU, G722, *L16, OPUS)
+"""What the test line can send (MPEG-1 Layer II still to come)."""
 
 
 class Encoder:
     """
     Encodes samples of one L{Format} with FFmpeg (PyAV), one packet time
-    (L{PTIME_MS}) at a time.
+    (L{Format.ptime}) at a time.
     """
 
     def __init__(self, format: Format) -> None:
@@ -65,6 +78,8 @@ class Encoder:
         context.sample_rate = format.sampleRate  # type: ignore[attr-defined]
         context.format = "s16"  # type: ignore[attr-defined]
         context.layout = "mono" if format.channels == 1 else "stereo"  # type: ignore[attr-defined]
+        if format.bitRate:
+            context.bit_rate = format.bitRate
         context.open()
         self._context = context
         self._pts = 0
@@ -72,12 +87,12 @@ class Encoder:
     @property
     def framesPerPacket(self) -> int:
         """Sample frames (at the encoder's rate) in one packet."""
-        return self.format.sampleRate * PTIME_MS // 1000
+        return self.format.sampleRate * self.format.ptime // 1000
 
     @property
     def timestampStep(self) -> int:
         """The RTP timestamp increment of one packet."""
-        return self.format.clockRate * PTIME_MS // 1000
+        return self.format.clockRate * self.format.ptime // 1000
 
     def encode(self, samples: Samples) -> bytes:
         """

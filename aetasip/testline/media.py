@@ -18,7 +18,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from aetasip.testline import rtp
-from aetasip.testline.codecs import PTIME_MS, Encoder
+from aetasip.testline.codecs import Encoder
 from aetasip.testline.programme import Programme
 
 log = Logger()
@@ -26,8 +26,8 @@ log = Logger()
 Address = tuple[str, int]
 Send = Callable[[bytes, Address], None]
 
-MAX_CATCH_UP = 25
-"""Packets sent at most in one tick after the reactor was late (0.5 s of audio)."""
+MAX_CATCH_UP_MS = 500
+"""Audio sent at most in one tick after the reactor was late."""
 
 
 class MediaSession:
@@ -73,6 +73,11 @@ class MediaSession:
         self._timedOut = False
 
     @property
+    def ptime(self) -> int:
+        """Milliseconds between packets (the echo line checks for silence every 20 ms)."""
+        return self.encoder.format.ptime if self.encoder is not None else 20
+
+    @property
     def echo(self) -> bool:
         return self.encoder is None
 
@@ -82,7 +87,7 @@ class MediaSession:
         self._slots = 0
         self._loop = LoopingCall(self._tick)
         self._loop.clock = self.clock
-        self._loop.start(PTIME_MS / 1000, now=True)
+        self._loop.start(self.ptime / 1000, now=True)
 
     def stop(self) -> None:
         if self._loop is not None and self._loop.running:
@@ -121,11 +126,12 @@ class MediaSession:
         if self.echo or not self.sending:
             return
         assert self.encoder is not None and self.programme is not None
-        due = int((now - self.started) * 1000 / PTIME_MS) + 1
+        due = int((now - self.started) * 1000 / self.ptime) + 1
         late = due - self._slots
-        if late > MAX_CATCH_UP:
+        catchUp = MAX_CATCH_UP_MS // self.ptime
+        if late > catchUp:
             # The reactor stalled: skip that audio, keep the timestamps true to time.
-            skipped = late - MAX_CATCH_UP
+            skipped = late - catchUp
             self.programme.read(skipped * self.encoder.framesPerPacket)
             self.packetiser.timestamp = (self.packetiser.timestamp + skipped * self.encoder.timestampStep) & 0xFFFFFFFF
             self._slots += skipped

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import attrs
 
 from aetasip.relay import sdp
-from aetasip.testline.codecs import FORMATS, PTIME_MS, Format
+from aetasip.testline.codecs import FORMATS, Format
 
 _STATIC = {
     0: ("PCMU", 8000, 1),
@@ -122,6 +122,8 @@ def answer(offer: bytes, choice: Choice, address: str, port: int, version: int =
         fmt = choice.format
         lines.append(f"m=audio {port} RTP/AVP {choice.payloadType}")
         lines.append(f"a=rtpmap:{choice.payloadType} {fmt.rtpmap()}")
-        lines.append(f"a=ptime:{PTIME_MS}")
+        if fmt.fmtp:
+            lines.append(f"a=fmtp:{choice.payloadType} {fmt.fmtp}")
+        lines.append(f"a=ptime:{fmt.ptime}")
         lines.append(f"a={choice.direction}")
     return ("\r\n".join(lines) + "\r\n").encode("ascii")
