@@ -43,7 +43,7 @@ class BaresipCallsTestLineTests(TestCase):
         return None
 
     def baresipConfig(self, serverPort: int, codec: str) -> str:
-        directory = os.path.join(self.directory, f"baresip-{codec}")
+        directory = os.path.join(self.directory, f"baresip-{codec.split('/')[0]}-{len(os.listdir(self.directory))}")
         os.makedirs(directory)
         rtp = freePort() // 2 * 2
         with open(os.path.join(directory, "config"), "w") as f:
@@ -57,7 +57,7 @@ class BaresipCallsTestLineTests(TestCase):
                 # Relative to its directory, where it runs: baresip cuts long file names.
                 "snd_path .\n"
                 "module_path /usr/lib/baresip/modules\n"
-                "module g711.so\nmodule ausine.so\nmodule aubridge.so\nmodule sndfile.so\n"
+                "module g711.so\nmodule g722.so\nmodule l16.so\nmodule opus.so\nmodule ausine.so\nmodule aubridge.so\nmodule sndfile.so\n"
                 "module_app account.so\nmodule_app menu.so\n"
             )
         with open(os.path.join(directory, "accounts"), "w") as f:
@@ -94,7 +94,9 @@ class BaresipCallsTestLineTests(TestCase):
             setattr(observer, event, lambda call: None)
         server.sip.proxy.observers.add(observer)
 
-        for codec in ("PCMU", "PCMA"):
+        # baresip's names (its G.722 runs at 16 kHz inside), and the rate of what it decodes.
+        codecs = {"PCMU": 8000, "PCMA": 8000, "G722/16000/1": 16000, "L16/48000/2": 48000, "opus/48000/2": 48000}
+        for codec, expectedRate in codecs.items():
             directory = self.baresipConfig(server.ports[0], codec)
             program = Program()
             argv = [self.baresip, "-f", directory, "-n", "127.0.0.1", "-t", "6", "-e", "/dial sip:15000@127.0.0.1"]
@@ -103,6 +105,7 @@ class BaresipCallsTestLineTests(TestCase):
                 lambda process=process, program=program: program.ended.called or process.signalProcess("KILL")
             )
             await program.ended
+            self.assertTrue(calls, program.text[-3000:])
             call = calls[-1]
             await self.until(lambda call=call: call.ended, 10, f"the {codec} call's end")
             self.assertEqual((call.callee, call.endCause), ("15000", EndCause.CALLER_BYE), program.text)
@@ -116,6 +119,7 @@ class BaresipCallsTestLineTests(TestCase):
                 rate = heard.getframerate()
                 samples = np.frombuffer(heard.readframes(heard.getnframes()), dtype="<i2")
                 channels = heard.getnchannels()
+            self.assertEqual(rate, expectedRate, codec)
             samples = samples.reshape(-1, channels)[:, 0].astype(np.float64) / 32768
             # Two seconds from the middle of the tone (the programme starts with 8 s of it).
             tone = samples[int(1.5 * rate) : int(3.5 * rate)]
