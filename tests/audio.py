@@ -11,7 +11,14 @@ from collections.abc import Iterable
 import av
 import numpy as np
 
-DECODERS = {"PCMA": "pcm_alaw", "PCMU": "pcm_mulaw", "G722": "g722", "L16": "pcm_s16be", "OPUS": "libopus"}
+DECODERS = {
+    "PCMA": "pcm_alaw",
+    "PCMU": "pcm_mulaw",
+    "G722": "g722",
+    "L16": "pcm_s16be",
+    "OPUS": "libopus",
+    "MPA": "mp2",
+}
 
 
 def decode(encoding: str, rate: int, payloads: Iterable[bytes], channels: int = 1) -> np.ndarray:
@@ -24,6 +31,8 @@ def decode(encoding: str, rate: int, payloads: Iterable[bytes], channels: int = 
     context.layout = "mono" if channels == 1 else "stereo"  # type: ignore[attr-defined]
     chunks = []
     for payload in payloads:
+        if encoding.upper() == "MPA":
+            payload = payload[4:]  # RFC 2250's header
         for frame in context.decode(av.Packet(payload)):  # type: ignore[attr-defined]
             array = frame.to_ndarray()
             if frame.format.is_planar:

@@ -1,8 +1,8 @@
 """
 A real softphone calls the test line: baresip (its sine as source, its
 C{sndfile} module writing what it decodes to a WAV file) dials 15000
-through the running service with each codec the line sends; what baresip
-heard must be the programme (the 1 kHz tone at -18 dBFS), and the call
+through the running service with each codec the line sends (PCMU, PCMA,
+G.722, L16, Opus, MPEG-1 Layer II); what baresip heard must be the programme (the 1 kHz tone at -18 dBFS), and the call
 ends cleanly when baresip hangs up.
 """
 
@@ -57,7 +57,7 @@ class BaresipCallsTestLineTests(TestCase):
                 # Relative to its directory, where it runs: baresip cuts long file names.
                 "snd_path .\n"
                 "module_path /usr/lib/baresip/modules\n"
-                "module g711.so\nmodule g722.so\nmodule l16.so\nmodule opus.so\nmodule ausine.so\nmodule aubridge.so\nmodule sndfile.so\n"
+                "module g711.so\nmodule g722.so\nmodule l16.so\nmodule opus.so\nmodule mpa.so\nmodule ausine.so\nmodule aubridge.so\nmodule sndfile.so\n"
                 "module_app account.so\nmodule_app menu.so\n"
             )
         with open(os.path.join(directory, "accounts"), "w") as f:
@@ -95,7 +95,14 @@ class BaresipCallsTestLineTests(TestCase):
         server.sip.proxy.observers.add(observer)
 
         # baresip's names (its G.722 runs at 16 kHz inside), and the rate of what it decodes.
-        codecs = {"PCMU": 8000, "PCMA": 8000, "G722/16000/1": 16000, "L16/48000/2": 48000, "opus/48000/2": 48000}
+        codecs = {
+            "PCMU": 8000,
+            "PCMA": 8000,
+            "G722/16000/1": 16000,
+            "L16/48000/2": 48000,
+            "opus/48000/2": 48000,
+            "MPA/48000/2": 48000,
+        }
         for codec, expectedRate in codecs.items():
             directory = self.baresipConfig(server.ports[0], codec)
             program = Program()

@@ -16,7 +16,7 @@ from aetasip.relay import sdp
 from aetasip.sip.message import Request, Response, parse
 from aetasip.testline import offer, rtp
 from aetasip.testline.agent import ECHO, PROGRAMME, LineAgent, LineSettings
-from aetasip.testline.codecs import G722, L16, OPUS, PCMA, PCMU, Encoder
+from aetasip.testline.codecs import G722, L16, MPA, OPUS, PCMA, PCMU, Encoder
 from aetasip.testline.media import MediaSession
 from aetasip.testline.programme import LEVEL_DBFS, TONE_SECONDS, Programme
 from tests.audio import decode, dominantFrequency, levelDBFS
@@ -94,7 +94,7 @@ class EncoderTests(TestCase):
             assertNear(self, levelDBFS(samples), LEVEL_DBFS, 0.3)
 
     def test_wideband_and_high_quality_formats(self) -> None:
-        for fmt in (G722, *L16, OPUS):
+        for fmt in (G722, *L16, OPUS, MPA):
             encoder = Encoder(fmt)
             programme = Programme(fmt.sampleRate, fmt.channels)
             payloads = [encoder.encode(programme.read(encoder.framesPerPacket)) for _ in range(2000 // fmt.ptime)]
@@ -116,6 +116,8 @@ class OfferTests(TestCase):
         choice = offer.choose(offerSDP("96 8", "a=rtpmap:96 L16/48000/2"))
         self.assertEqual((choice.format.name, choice.format.clockRate, choice.format.channels), ("L16", 48000, 2))
         self.assertEqual(offer.choose(offerSDP("111 8", "a=rtpmap:111 opus/48000/2")).format, OPUS)
+        self.assertEqual(offer.choose(offerSDP("14 8")).format, MPA)
+        self.assertEqual(offer.choose(offerSDP("96", "a=rtpmap:96 MPA/90000/2")).format, MPA)
 
     def test_dynamic_type_by_rtpmap(self) -> None:
         choice = offer.choose(offerSDP("97 101", "a=rtpmap:97 pcmu/8000", "a=rtpmap:101 telephone-event/8000"))
@@ -184,6 +186,19 @@ class MediaSessionTests(TestCase):
         self.assertEqual(steps, {160})
         samples = decode("PCMA", 8000, [p.payload for p in packets])
         assertNear(self, dominantFrequency(samples, 8000), 1000, 10)
+
+    def test_mpeg_audio_packets(self) -> None:
+        clock, out = Clock(), Recorder()
+        session = MediaSession(clock, out, ("192.0.2.1", 4000), 14, Encoder(MPA), Programme(48000, 2), 0, lambda: None)
+        session.start()
+        for _ in range(41):
+            clock.advance(0.024)
+        packets = [rtp.parse(d) for d, _ in out.sent]
+        self.assertEqual(len(packets), 42)  # one 1152-sample frame every 24 ms
+        steps = {(b.timestamp - a.timestamp) & 0xFFFFFFFF for a, b in itertools.pairwise(packets)}
+        self.assertEqual(steps, {2160})  # 24 ms on the 90 kHz clock
+        self.assertEqual({p.payload[:4] for p in packets}, {b"\x00\x00\x00\x00"})
+        self.assertEqual({p.payload[4:6] for p in packets}, {b"\xff\xfd"})  # MPEG-1 Layer II frame sync, no CRC
 
     def test_late_reactor_catches_up_with_a_bound(self) -> None:
         session, clock, out, _ = self.session(timeout=0)

@@ -31,6 +31,7 @@ class Format:
     @ivar ptime: milliseconds of audio per packet.
     @ivar fmtp: the C{a=fmtp} parameters of the answer, or C{None}.
     @ivar bitRate: the encoder's bit rate, for those that take one.
+    @ivar header: what precedes the encoded audio in each payload.
     """
 
     name: str
@@ -42,12 +43,16 @@ class Format:
     ptime: int = 20
     fmtp: str | None = None
     bitRate: int = 0
+    header: bytes = b""
 
     def matches(self, name: str, clockRate: int, channels: int) -> bool:
-        return name.lower() == self.name.lower() and clockRate == self.clockRate and channels == self.channels
+        if name.lower() != self.name.lower() or clockRate != self.clockRate:
+            return False
+        # MPEG audio says its channels in its frames: MPA/90000 names every mode (RFC 3551 4.5.13).
+        return channels == self.channels or self.name == "MPA"
 
     def rtpmap(self) -> str:
-        suffix = f"/{self.channels}" if self.channels != 1 else ""
+        suffix = f"/{self.channels}" if self.channels != 1 and self.name != "MPA" else ""
         return f"{self.name}/{self.clockRate}{suffix}"
 
 
@@ -62,8 +67,12 @@ L16 = tuple(
 # RFC 7587: always opus/48000/2 in SDP; the line sends stereo (sprop-stereo).
 OPUS = Format("opus", 48000, 2, None, "libopus", 48000, fmtp="sprop-stereo=1", bitRate=128_000)
 
-FORMATS: tuple[Format, ...] = (PCMA, PCMU, G722, *L16, OPUS)
-"""What the test line can send (MPEG-1 Layer II still to come)."""
+# MPEG-1 Layer II, 48 kHz stereo at 256 kbit/s: one 1152-sample frame (24 ms) per
+# packet behind RFC 2250's 4-byte header (MBZ, fragment offset 0), on a 90 kHz clock.
+MPA = Format("MPA", 90000, 2, 14, "mp2", 48000, ptime=24, bitRate=256_000, header=b"\x00\x00\x00\x00")
+
+FORMATS: tuple[Format, ...] = (PCMA, PCMU, G722, *L16, OPUS, MPA)
+"""What the test line can send."""
 
 
 class Encoder:
@@ -104,4 +113,5 @@ class Encoder:
         frame.sample_rate = self.format.sampleRate
         frame.pts = self._pts
         self._pts += len(samples)
-        return b"".join(bytes(packet) for packet in self._context.encode(frame))  # type: ignore[attr-defined]
+        encoded = b"".join(bytes(packet) for packet in self._context.encode(frame))  # type: ignore[attr-defined]
+        return self.format.header + encoded
