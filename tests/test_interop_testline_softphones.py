@@ -74,9 +74,7 @@ class BaresipCallsTestLineTests(TestCase):
             await deferLater(0.1)
         self.fail(f"{what}: not within {seconds} s")
 
-    async def test_baresip_hears_the_programme_in_each_codec(self) -> None:
-        from twisted.internet import reactor
-
+    async def serve(self) -> RunningService:
         self.server = server = RunningService(
             self.directory, auth__algorithms=["MD5"], testline__ring_time=0.5, testline__media_address="127.0.0.1"
         )
@@ -87,6 +85,50 @@ class BaresipCallsTestLineTests(TestCase):
         )
         self.assertEqual(code, 0)
         await server.start()
+        return server
+
+    async def dial(self, number: str, codec: str) -> str:
+        """baresip dials C{number} with C{codec} for 6 s; its directory (and its WAV files)."""
+        from twisted.internet import reactor
+
+        assert self.server is not None
+        directory = self.baresipConfig(self.server.ports[0], codec)
+        program = Program()
+        argv = [self.baresip, "-f", directory, "-n", "127.0.0.1", "-t", "6", "-e", f"/dial sip:{number}@127.0.0.1"]
+        process = reactor.spawnProcess(program, argv[0], argv, env=dict(os.environ), path=directory)  # type: ignore[attr-defined]
+        self.addCleanup(lambda: program.ended.called or process.signalProcess("KILL"))
+        await program.ended
+        self.baresipOutput = program.text
+        return directory
+
+    def heard(self, directory: str) -> tuple[np.ndarray, int]:
+        """The first channel of what baresip decoded, as floats, and its rate."""
+        decoded = [p for p in glob.glob(os.path.join(directory, "*.wav")) if "dec" in os.path.basename(p)]
+        self.assertEqual(
+            len(decoded),
+            1,
+            (
+                os.listdir(directory),
+                "\n".join(line for line in self.baresipOutput.splitlines() if "audio=" not in line),
+            ),
+        )
+        with wave.open(decoded[0]) as heard:
+            rate = heard.getframerate()
+            samples = np.frombuffer(heard.readframes(heard.getnframes()), dtype="<i2")
+            channels = heard.getnchannels()
+        return samples.reshape(-1, channels)[:, 0].astype(np.float64) / 32768, rate
+
+    async def test_baresip_hears_itself_on_the_echo_line(self) -> None:
+        """baresip sends its 440 Hz sine; what it hears back is that sine."""
+        await self.serve()
+        samples, rate = self.heard(await self.dial("15001", "PCMA"))
+        sine = samples[int(2 * rate) : int(4 * rate)]
+        self.assertEqual(len(sine), 2 * rate)
+        self.assertLess(abs(dominantFrequency(sine, rate) - 440), 5)
+        self.assertGreater(levelDBFS(sine), -30)
+
+    async def test_baresip_hears_the_programme_in_each_codec(self) -> None:
+        server = await self.serve()
         calls: list[Any] = []
         observer = type("Observer", (), {})()
         observer.callStarted = calls.append  # type: ignore[attr-defined]
@@ -104,30 +146,13 @@ class BaresipCallsTestLineTests(TestCase):
             "MPA/48000/2": 48000,
         }
         for codec, expectedRate in codecs.items():
-            directory = self.baresipConfig(server.ports[0], codec)
-            program = Program()
-            argv = [self.baresip, "-f", directory, "-n", "127.0.0.1", "-t", "6", "-e", "/dial sip:15000@127.0.0.1"]
-            process = reactor.spawnProcess(program, argv[0], argv, env=dict(os.environ), path=directory)  # type: ignore[attr-defined]
-            self.addCleanup(
-                lambda process=process, program=program: program.ended.called or process.signalProcess("KILL")
-            )
-            await program.ended
-            self.assertTrue(calls, program.text[-3000:])
+            directory = await self.dial("15000", codec)
+            self.assertTrue(calls, self.baresipOutput[-3000:])
             call = calls[-1]
             await self.until(lambda call=call: call.ended, 10, f"the {codec} call's end")
-            self.assertEqual((call.callee, call.endCause), ("15000", EndCause.CALLER_BYE), program.text)
-            decoded = [p for p in glob.glob(os.path.join(directory, "*.wav")) if "dec" in os.path.basename(p)]
-            self.assertEqual(
-                len(decoded),
-                1,
-                (os.listdir(directory), "\n".join(line for line in program.text.splitlines() if "audio=" not in line)),
-            )
-            with wave.open(decoded[0]) as heard:
-                rate = heard.getframerate()
-                samples = np.frombuffer(heard.readframes(heard.getnframes()), dtype="<i2")
-                channels = heard.getnchannels()
+            self.assertEqual((call.callee, call.endCause), ("15000", EndCause.CALLER_BYE), codec)
+            samples, rate = self.heard(directory)
             self.assertEqual(rate, expectedRate, codec)
-            samples = samples.reshape(-1, channels)[:, 0].astype(np.float64) / 32768
             # Two seconds from the middle of the tone (the programme starts with 8 s of it).
             tone = samples[int(1.5 * rate) : int(3.5 * rate)]
             self.assertEqual(len(tone), 2 * rate, f"{codec}: {len(samples) / rate:.1f} s heard")
