@@ -324,6 +324,10 @@ testline = {
     # Sessions a line (the programme, the echo) takes at once; further callers get
     # 486 Busy Here.
     "max_sessions": 20,
+    # An audio file (any format FFmpeg decodes: WAV, FLAC, MP3, ...) the test line
+    # plays, looped, instead of its generated programme (a 1 kHz tone at -18 dBFS
+    # and a channel identification).
+    "programme_file": None,
     # Address the test line's RTP ports are bound to (an ephemeral port per session).
     "media_address": "0.0.0.0",
     # Address written in the test line's SDP answers: default media_address if

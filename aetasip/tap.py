@@ -318,7 +318,10 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> servi
     directory: Directory = storeDirectory
     lines = None
     if cfg["testline.enabled"]:
-        lines = lineSettings(cfg, f"aetasip/{__version__}")
+        try:
+            lines = lineSettings(cfg, f"aetasip/{__version__}")
+        except config.ConfigError as e:
+            raise SystemExit(f"aetasip: {e}") from None
         # The test lines are numbers routing knows, like accounts.
         directory = LinesDirectory(storeDirectory, list(lines.lines))
 

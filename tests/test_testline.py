@@ -7,18 +7,23 @@ bytes and a L{Clock}.
 from __future__ import annotations
 
 import itertools
+import os
+import wave
 
 import numpy as np
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
+from aetasip import config
 from aetasip.relay import sdp
 from aetasip.sip.message import Request, Response, parse
-from aetasip.testline import offer, rtp
+from aetasip.testline import audiofile, offer, rtp
 from aetasip.testline.agent import ECHO, PROGRAMME, LineAgent, LineSettings
+from aetasip.testline.audiofile import FileProgramme, ProgrammeFileError
 from aetasip.testline.codecs import G722, L16, MPA, OPUS, PCMA, PCMU, Encoder
 from aetasip.testline.media import MediaSession
 from aetasip.testline.programme import LEVEL_DBFS, TONE_SECONDS, Programme
+from aetasip.testline.settings import lineSettings
 from tests.audio import decode, dominantFrequency, levelDBFS
 
 
@@ -483,3 +488,66 @@ class AgentTests(TestCase):
         sent = self.messages()
         self.assertEqual(sorted(getattr(m, "method", str(getattr(m, "code", ""))) for m in sent), ["480", "BYE"])
         self.assertEqual(self.agent.sessions, {})
+
+
+def writeTone(path: str, frequency: float, rate: int = 44100, seconds: float = 1.0) -> str:
+    """A mono 16-bit WAV sine at -12 dBFS."""
+    n = np.arange(int(rate * seconds))
+    samples = (np.sin(2 * np.pi * frequency * n / rate) * 8231).astype("<i2")
+    with wave.open(path, "wb") as f:
+        f.setnchannels(1)
+        f.setsampwidth(2)
+        f.setframerate(rate)
+        f.writeframes(samples.tobytes())
+    return path
+
+
+class ProgrammeFileTests(TestCase):
+    def test_file_resampled_and_looped(self) -> None:
+        path = writeTone(self.mktemp() + ".wav", 440)
+        programme = FileProgramme(path, 48000, 2)
+        samples = programme.read(48000 * 3)  # three times the file
+        self.assertEqual(samples.shape, (144000, 2))
+        for second in range(3):
+            chunk = samples[second * 48000 : (second + 1) * 48000, 1] / 32768
+            assertNear(self, dominantFrequency(chunk[2000:-2000], 48000), 440, 2)
+            assertNear(self, levelDBFS(chunk[2000:-2000]), -12, 0.3)
+        programme.close()
+
+    def test_bad_files_named(self) -> None:
+        garbage = self.mktemp()
+        with open(garbage, "wb") as f:
+            f.write(b"not audio at all" * 64)
+        for path in ("/nonexistent/programme.wav", garbage):
+            with self.assertRaises(ProgrammeFileError) as raised:
+                audiofile.check(path)
+            self.assertIn(path, str(raised.exception))
+
+    def test_configuration_refuses_a_file_that_does_not_decode(self) -> None:
+        cfg = config.load(None, {"testline.programme_file": "/nonexistent/programme.wav"})
+        with self.assertRaises(config.ConfigError) as raised:
+            lineSettings(cfg)
+        self.assertIn("testline.programme_file", str(raised.exception))
+
+    def test_agent_plays_the_file(self) -> None:
+        path = writeTone(self.mktemp() + ".wav", 440, rate=16000)
+        clock, out, ports = Clock(), Recorder(), []
+
+        def openMedia(receive):  # type: ignore[no-untyped-def]
+            ports.append(FakePort(50000, receive))
+            return ports[-1]
+
+        settings = LineSettings({"15000": PROGRAMME}, 0.5, 600.0, 0, 2, "127.0.0.1", programmeFile=path)
+        agent = LineAgent(clock, out, openMedia, settings, "127.0.0.1:7000")
+        agent.datagramReceived(invite(offerSDP("8")), PROXY)
+        for _ in range(150):
+            clock.advance(0.02)
+        samples = decode("PCMA", 8000, [rtp.parse(d).payload for d, _ in ports[0].sent])
+        assertNear(self, dominantFrequency(samples[800:], 8000), 440, 5)
+        # The file gone: the next caller gets 503, the first one plays on.
+        os.remove(path)
+        out.sent.clear()
+        agent.datagramReceived(invite(offerSDP("8"), callID="call-2", branch="z9hG4bK-2"), PROXY)
+        (refused,) = [parse(d) for d, _ in out.sent]
+        self.assertEqual(refused.code, 503)  # type: ignore[union-attr]
+        agent.stop()

@@ -25,6 +25,7 @@ from aetasip.relay.sdp import SDPError
 from aetasip.sip.client import newBranch
 from aetasip.sip.message import ParseError, Request, Response, makeResponse, parse
 from aetasip.testline import offer
+from aetasip.testline.audiofile import FileProgramme, ProgrammeFileError
 from aetasip.testline.codecs import Encoder
 from aetasip.testline.media import Address, MediaSession
 from aetasip.testline.programme import Programme
@@ -68,6 +69,7 @@ class LineSettings:
     maxSessions: int = 20
     advertise: str = "127.0.0.1"
     serverHeader: str = "aetasip"
+    programmeFile: str | None = None
 
 
 @attrs.define(eq=False)
@@ -218,12 +220,17 @@ class LineAgent:
             self._send(self._response(request, 486, ""), source)
             return
         tag = os.urandom(6).hex()
-        holder: list[Session] = []
-        port = self.openMedia(lambda data, addr: holder[0].media.received(data, addr) if holder else None)
         encoder = programme = None
         if kind == PROGRAMME:
             encoder = Encoder(choice.format)
-            programme = Programme(choice.format.sampleRate, choice.format.channels)
+            try:
+                programme = self._programme(choice.format.sampleRate, choice.format.channels)
+            except ProgrammeFileError as e:
+                log.error("Test line {number}: {error}", number=number, error=str(e))
+                self._send(self._response(request, 503, "Programme Unavailable"), source)
+                return
+        holder: list[Session] = []
+        port = self.openMedia(lambda data, addr: holder[0].media.received(data, addr) if holder else None)
         media = MediaSession(
             self.clock,
             port.send,
@@ -248,6 +255,11 @@ class LineAgent:
         )
         self._reply(session, 180)
         session.timers["answer"] = self.clock.callLater(self.settings.ringTime, self._answer, session)
+
+    def _programme(self, rate: int, channels: int) -> Programme | FileProgramme:
+        if self.settings.programmeFile is not None:
+            return FileProgramme(self.settings.programmeFile, rate, channels)
+        return Programme(rate, channels)
 
     def _answer(self, session: Session) -> None:
         session.timers.pop("answer", None)
@@ -366,6 +378,8 @@ class LineAgent:
                 timer.cancel()
         session.timers.clear()
         session.media.stop()
+        if isinstance(session.media.programme, FileProgramme):
+            session.media.programme.close()
         session.port.close()
         self.sessions.pop((session.callID, session.invite.fromAddr.tag or ""), None)
         log.info(

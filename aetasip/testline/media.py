@@ -18,6 +18,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from aetasip.testline import rtp
+from aetasip.testline.audiofile import FileProgramme
 from aetasip.testline.codecs import Encoder
 from aetasip.testline.programme import Programme
 
@@ -51,7 +52,7 @@ class MediaSession:
         remote: Address,
         payloadType: int,
         encoder: Encoder | None,
-        programme: Programme | None,
+        programme: Programme | FileProgramme | None,
         timeout: float,
         onTimeout: Callable[[], None],
         sending: bool = True,

@@ -25,6 +25,7 @@ from aetasip.config import (
     optional,
     text,
 )
+from aetasip.testline import audiofile
 from aetasip.testline.agent import ECHO, PROGRAMME, LineSettings
 
 declare(
@@ -59,6 +60,13 @@ declare(
         20,
         integer(1, 10_000),
         "Sessions a line (the programme, the echo) takes at once; further callers get 486 Busy Here.",
+    ),
+    Key(
+        "testline.programme_file",
+        None,
+        optional(text),
+        "An audio file (any format FFmpeg decodes: WAV, FLAC, MP3, ...) the test line plays, looped, instead of "
+        "its generated programme (a 1 kHz tone at -18 dBFS and a channel identification).",
     ),
     Key(
         "testline.media_address",
@@ -116,7 +124,17 @@ declareCheck(_check)
 
 
 def lineSettings(config: Config, serverHeader: str = "aetasip") -> LineSettings:
-    """The test line's L{LineSettings} from C{config}."""
+    """
+    The test line's L{LineSettings} from C{config}.
+
+    @raise ConfigError: for a programme file that cannot be decoded.
+    """
+    path = config["testline.programme_file"]
+    if path is not None:
+        try:
+            audiofile.check(path)
+        except audiofile.ProgrammeFileError as e:
+            raise ConfigError("testline.programme_file", path, f"an audio file FFmpeg decodes ({e})") from None
     return LineSettings(
         _numbers(config.values),
         config["testline.ring_time"],
@@ -125,4 +143,5 @@ def lineSettings(config: Config, serverHeader: str = "aetasip") -> LineSettings:
         config["testline.max_sessions"],
         advertised(config.values),
         serverHeader,
+        path,
     )
