@@ -141,18 +141,25 @@ class LocationService:
     # -- queries ----------------------------------------------------------
 
     def lookup(self, aor: str) -> list[Binding]:
+        """The registered bindings of C{aor} (what the registrar manages)."""
         now = self.clock.seconds()
-        found = [b for b in self._byAOR.get(aor, ()) if b.expiresAt > now]
+        return [b for b in self._byAOR.get(aor, ()) if b.expiresAt > now]
+
+    def targets(self, aor: str) -> list[Binding]:
+        """Where a call to C{aor} goes: its registered bindings, then the service's own agents'."""
         static = self._static.get(aor)
+        found = self.lookup(aor)
         return found + static if static else found
 
     # -- the service's own agents -------------------------------------------
 
     def addStatic(self, binding: Binding) -> None:
         """
-        A binding of an agent inside the service (the test line): found
-        by L{lookup} until L{removeStatic}, never expired, stored or
-        announced to listeners, and not in L{bindings} (no registration).
+        A binding of an agent inside the service (the test line): one of
+        the L{targets} of its number until L{removeStatic}; never expired,
+        stored or announced to listeners, and neither in L{lookup} nor in
+        L{bindings} (it is no registration: an agent may still register
+        the number).
         """
         self._static.setdefault(binding.aor, []).append(binding)
 
