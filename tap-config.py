@@ -324,6 +324,9 @@ testline = {
     # Sessions a line (the programme, the echo) takes at once; further callers get
     # 486 Busy Here.
     "max_sessions": 20,
+    # Calls a caller may make to the test lines in an hour; beyond, 486 Busy Here
+    # with a Retry-After. 0: no limit.
+    "calls_per_hour": 30,
     # An audio file (any format FFmpeg decodes: WAV, FLAC, MP3, ...) the test line
     # plays, looped, instead of its generated programme (a 1 kHz tone at -18 dBFS
     # and a channel identification).

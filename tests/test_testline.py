@@ -373,6 +373,21 @@ class AgentTests(TestCase):
             self.agent.datagramReceived(invite(offerSDP("8"), callID=f"call-{n}", branch=f"z9hG4bK-{n}"), PROXY)
         self.assertEqual([r.code for r in self.messages()], [180, 180, 486])  # type: ignore[union-attr]
 
+    def test_calls_per_caller_per_hour(self) -> None:
+        self.agent.settings = LineSettings({"15000": PROGRAMME}, 1.0, 600.0, 10.0, 20, "127.0.0.1", callsPerHour=3)
+        for n in range(4):
+            self.agent.datagramReceived(invite(offerSDP("8"), callID=f"c-{n}", branch=f"z9hG4bK-{n}"), PROXY)
+            self.clock.advance(600)
+        responses = [r for r in self.messages() if isinstance(r, Response) and r.code != 200]
+        self.assertEqual([r.code for r in responses], [180, 180, 180, 486])
+        self.assertEqual(responses[-1].reason, "Too Many Test Calls")
+        self.assertEqual(responses[-1].get("retry-after"), str(3600 - 3 * 600))
+        # An hour after the first call, the caller may call again.
+        self.clock.advance(3600 - 4 * 600)
+        self.messages()
+        self.agent.datagramReceived(invite(offerSDP("8"), callID="c-9", branch="z9hG4bK-9"), PROXY)
+        self.assertEqual([r.code for r in self.messages() if isinstance(r, Response)], [180])
+
     def test_invite_retransmission_gets_same_answer(self) -> None:
         self.agent.datagramReceived(invite(offerSDP("8")), PROXY)
         self.agent.datagramReceived(invite(offerSDP("8")), PROXY)

@@ -13,6 +13,8 @@ duration or when the caller's media stops.
 
 from __future__ import annotations
 
+import collections
+import math
 import os
 from collections.abc import Callable
 from typing import Protocol
@@ -70,6 +72,7 @@ class LineSettings:
     advertise: str = "127.0.0.1"
     serverHeader: str = "aetasip"
     programmeFile: str | None = None
+    callsPerHour: int = 0
 
 
 @attrs.define(eq=False)
@@ -118,6 +121,8 @@ class LineAgent:
         self.settings = settings
         self.contact = contact
         self.sessions: dict[tuple[str, str], Session] = {}
+        # When each caller's recent calls started (the last hour's), for callsPerHour.
+        self._recent: dict[str, collections.deque[float]] = {}
         self._byes: dict[str, tuple[Session, IDelayedCall]] = {}
 
     # -- input --------------------------------------------------------------------
@@ -219,6 +224,12 @@ class LineAgent:
         if sum(1 for s in self.sessions.values() if s.number == number) >= self.settings.maxSessions:
             self._send(self._response(request, 486, ""), source)
             return
+        wait = self._overLimit(request.fromAddr.uri.user or "")
+        if wait is not None:
+            response = self._response(request, 486, "Too Many Test Calls")
+            response.add("retry-after", str(wait))
+            self._send(response, source)
+            return
         tag = os.urandom(6).hex()
         encoder = programme = None
         if kind == PROGRAMME:
@@ -255,6 +266,27 @@ class LineAgent:
         )
         self._reply(session, 180)
         session.timers["answer"] = self.clock.callLater(self.settings.ringTime, self._answer, session)
+
+    def _overLimit(self, caller: str) -> int | None:
+        """
+        Count a call of C{caller}; or, when it made C{callsPerHour} in the
+        last hour, the seconds until it may call again.
+        """
+        limit = self.settings.callsPerHour
+        if not limit:
+            return None
+        now = self.clock.seconds()
+        for who in list(self._recent):
+            times = self._recent[who]
+            while times and times[0] <= now - 3600:
+                times.popleft()
+            if not times:
+                del self._recent[who]
+        times = self._recent.setdefault(caller, collections.deque())
+        if len(times) >= limit:
+            return max(1, math.ceil(times[0] + 3600 - now))
+        times.append(now)
+        return None
 
     def _programme(self, rate: int, channels: int) -> Programme | FileProgramme:
         if self.settings.programmeFile is not None:

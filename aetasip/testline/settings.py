@@ -62,6 +62,12 @@ declare(
         "Sessions a line (the programme, the echo) takes at once; further callers get 486 Busy Here.",
     ),
     Key(
+        "testline.calls_per_hour",
+        30,
+        integer(0, 100_000),
+        "Calls a caller may make to the test lines in an hour; beyond, 486 Busy Here with a Retry-After. 0: no limit.",
+    ),
+    Key(
         "testline.programme_file",
         None,
         optional(text),
@@ -144,4 +150,5 @@ def lineSettings(config: Config, serverHeader: str = "aetasip") -> LineSettings:
         advertised(config.values),
         serverHeader,
         path,
+        config["testline.calls_per_hour"],
     )
