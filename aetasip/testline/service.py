@@ -54,6 +54,8 @@ class LinesDirectory:
 
 
 class _Datagrams(DatagramProtocol):
+    noisy = False  # a port per session: no start and stop lines in the log
+
     def __init__(self, receive: Any) -> None:
         self.receive = receive
 
