@@ -356,6 +356,20 @@ class AgentTests(TestCase):
         self.assertEqual({address for _, address in packets}, {("127.0.0.1", 4000)})
         self.assertEqual({rtp.parse(d).payloadType for d, _ in packets}, {0})
 
+    def test_nothing_to_an_sdp_address_not_the_callers_until_it_sends(self) -> None:
+        """The caller (signalling from 127.0.0.1) names 192.0.2.9 in its SDP: behind NAT, or someone else."""
+        body = offerSDP("8").replace(b"c=IN IP4 127.0.0.1", b"c=IN IP4 192.0.2.9")
+        self.agent.datagramReceived(invite(body), PROXY)
+        self.clock.advance(1.0)
+        self.clock.advance(0.5)
+        self.assertEqual(self.ports[0].sent, [])
+        self.ports[0].receive(rtp.Packetiser(8).packet(b"\xd5" * 160, 160), ("127.0.0.1", 61000))
+        self.clock.advance(0.02)
+        packets = self.ports[0].sent
+        self.assertEqual({a for _, a in packets}, {("127.0.0.1", 61000)})
+        # In time: the programme ran on while nobody heard it.
+        self.assertEqual(len(packets), 1)
+
     def test_unknown_codecs_488(self) -> None:
         self.agent.datagramReceived(invite(offerSDP("96", "a=rtpmap:96 iLBC/8000")), PROXY)
         (response,) = self.messages()

@@ -14,6 +14,7 @@ duration or when the caller's media stops.
 from __future__ import annotations
 
 import collections
+import ipaddress
 import math
 import os
 from collections.abc import Callable
@@ -252,6 +253,9 @@ class LineAgent:
             self.settings.mediaTimeout,
             lambda: self._release(holder[0], "media timeout"),
             sending=choice.direction in ("sendrecv", "sendonly"),
+            # Only to the caller's own host before its packets say where it is: an SDP address
+            # elsewhere (a private one behind NAT, a third party's) gets nothing from us.
+            sendBeforeLatch=_sameHost(choice.remote[0], _callerHost(request)),
         )
         answerSDP = offer.answer(request.body, choice, self.settings.advertise, port.port)
         session = Session(number, kind, request, source, tag, answerSDP, media, port)
@@ -466,6 +470,28 @@ class LineAgent:
         if not response.has("content-length"):
             response.set("content-length", str(len(response.body)))
         self.sendSIP(response.toBytes(), destination)
+
+
+def _callerHost(request: Request) -> str | None:
+    """
+    Where the caller's signalling came from: its Via, below the proxy's,
+    with the C{received} address the proxy noted (RFC 3261 18.2.1).
+    """
+    vias = request.vias
+    if len(vias) < 2:
+        return None
+    via = vias[1]
+    received = via.params.get("received")
+    return received if received else via.host.strip("[]")
+
+
+def _sameHost(a: str, b: str | None) -> bool:
+    if b is None:
+        return False
+    try:
+        return ipaddress.ip_address(a) == ipaddress.ip_address(b)
+    except ValueError:
+        return False
 
 
 __all__ = ["ECHO", "PROGRAMME", "LineAgent", "LineSettings", "MediaPort", "Session"]

@@ -41,6 +41,9 @@ class MediaSession:
     @ivar lastHeard: when the caller's last packet (RTP or RTCP) came.
     @ivar packetsSent: RTP packets sent.
     @ivar packetsReceived: RTP packets received.
+    @ivar sendBeforeLatch: whether the programme goes to the SDP's address
+        before the caller's first packet; if not, it starts (in time, as
+        if it had been playing) when that packet arrives.
     @param onTimeout: called once when nothing came for C{timeout}
         seconds (0: never).
     """
@@ -56,6 +59,7 @@ class MediaSession:
         timeout: float,
         onTimeout: Callable[[], None],
         sending: bool = True,
+        sendBeforeLatch: bool = True,
     ) -> None:
         self.clock = clock
         self.send = send
@@ -66,6 +70,7 @@ class MediaSession:
         self.timeout = timeout
         self.onTimeout = onTimeout
         self.sending = sending
+        self.sendBeforeLatch = sendBeforeLatch
         self.packetiser = rtp.Packetiser(payloadType)
         self.started = self.lastHeard = clock.seconds()
         self.packetsSent = self.packetsReceived = 0
@@ -136,6 +141,13 @@ class MediaSession:
             self.programme.read(skipped * self.encoder.framesPerPacket)
             self.packetiser.timestamp = (self.packetiser.timestamp + skipped * self.encoder.timestampStep) & 0xFFFFFFFF
             self._slots += skipped
+        if not self.latched and not self.sendBeforeLatch:
+            # Not yet: the programme runs on unheard, so it starts in time once latched.
+            skipped = due - self._slots
+            self.programme.read(skipped * self.encoder.framesPerPacket)
+            self.packetiser.timestamp = (self.packetiser.timestamp + skipped * self.encoder.timestampStep) & 0xFFFFFFFF
+            self._slots = due
+            return
         while self._slots < due:
             payload = self.encoder.encode(self.programme.read(self.encoder.framesPerPacket))
             self.send(self.packetiser.packet(payload, self.encoder.timestampStep), self.remote)

@@ -70,13 +70,16 @@ class _MediaPort:
         self.protocol = _Datagrams(receive)
         self.listening = reactor.listenUDP(0, self.protocol, interface=address)
         self.port: int = self.listening.getHost().port
+        self.failed = False
 
     def send(self, datagram: bytes, address: Address) -> None:
         if self.protocol.transport is not None:
             try:
                 self.protocol.transport.write(datagram, address)
             except OSError as e:
-                log.warn("Test line RTP to {address} failed: {error}", address=address, error=e)
+                if not self.failed:  # once per session: 50 packets a second would flood the log
+                    self.failed = True
+                    log.warn("Test line RTP to {address} failed: {error}", address=address, error=e)
 
     def close(self) -> None:
         self.listening.stopListening()
