@@ -106,7 +106,8 @@ class Encoder:
     def encode(self, samples: Samples) -> bytes:
         """
         The payload of one packet for C{samples} (L{framesPerPacket}
-        frames, int16, shape C{(frames, channels)}).
+        frames, int16, shape C{(frames, channels)}); C{b""} when the
+        encoder holds them back (its start-up delay): no packet then.
         """
         layout = "mono" if self.format.channels == 1 else "stereo"
         frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples).reshape(1, -1), format="s16", layout=layout)
@@ -114,4 +115,4 @@ class Encoder:
         frame.pts = self._pts
         self._pts += len(samples)
         encoded = b"".join(bytes(packet) for packet in self._context.encode(frame))  # type: ignore[attr-defined]
-        return self.format.header + encoded
+        return self.format.header + encoded if encoded else b""

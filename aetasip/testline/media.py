@@ -150,8 +150,11 @@ class MediaSession:
             return
         while self._slots < due:
             payload = self.encoder.encode(self.programme.read(self.encoder.framesPerPacket))
-            self.send(self.packetiser.packet(payload, self.encoder.timestampStep), self.remote)
             self._slots += 1
+            if not payload:
+                self.packetiser.timestamp = (self.packetiser.timestamp + self.encoder.timestampStep) & 0xFFFFFFFF
+                continue
+            self.send(self.packetiser.packet(payload, self.encoder.timestampStep), self.remote)
             self.packetsSent += 1
 
 
