@@ -313,6 +313,41 @@ relay = {
     "media_timeout": 60,
 }
 
+# -- The test line (README.rst, "The test line") -----------------------------
+testline = {
+    # Answer the test number (routing.test_number, default 15000) and the echo
+    # line inside the service: no account and no registration needed.
+    "enabled": True,
+    # The echo line's number: it returns the caller's own audio (RTP). None: no
+    # echo line.
+    "echo_number": "15001",
+    # Seconds a test line rings before it answers.
+    "ring_time": 1.0,
+    # Seconds after which a test line session ends with a BYE (long tests are
+    # discouraged).
+    "max_duration": 600,
+    # Seconds without an RTP or RTCP packet from the caller after which the test
+    # line hangs up (BYE); 0: never.
+    "media_timeout": 10,
+    # Sessions a line (the programme, the echo) takes at once; further callers get
+    # 486 Busy Here.
+    "max_sessions": 20,
+    # Calls a caller may make to the test lines in an hour; beyond, 486 Busy Here
+    # with a Retry-After. 0: no limit.
+    "calls_per_hour": 30,
+    # An audio file (any format FFmpeg decodes: WAV, FLAC, MP3, ...) the test line
+    # plays, looped, instead of its generated programme (a 1 kHz tone at -18 dBFS
+    # and a channel identification).
+    "programme_file": None,
+    # Address the test line's RTP ports are bound to (an ephemeral port per session).
+    "media_address": "0.0.0.0",
+    # Address written in the test line's SDP answers: default media_address if
+    # specific, else the first specific address of sip.listen of its family, else
+    # 127.0.0.1 (reachable from this host only: set it, or relay the calls, for
+    # callers elsewhere).
+    "advertise": None,
+}
+
 # -- Call records (README.rst, "Call records") -------------------------------
 records = {
     # This server's name in its call records; None: server.name (the host name), cut

@@ -62,6 +62,13 @@ class ILocationStore(Interface):
             C{aor}, soonest expiry last; synchronous, it is on the call path.
         """
 
+    def targets(aor: str):
+        """
+        @return: where a call to C{aor} goes: its L{lookup} bindings, then
+            those of the service's own agents (the test line), which are
+            no registrations.
+        """
+
     def bindings():
         """
         @return: every current binding, for reports.

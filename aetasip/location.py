@@ -101,6 +101,7 @@ class LocationService:
         self.flushInterval = flushInterval
         self.listeners: list[Any] = []
         self._byAOR: dict[str, list[Binding]] = {}
+        self._static: dict[str, list[Binding]] = {}
         self._expiries: list[tuple[float, int, Binding]] = []
         self._sequence = 0
         self._dirty: dict[tuple[str, str], Binding] = {}
@@ -140,8 +141,35 @@ class LocationService:
     # -- queries ----------------------------------------------------------
 
     def lookup(self, aor: str) -> list[Binding]:
+        """The registered bindings of C{aor} (what the registrar manages)."""
         now = self.clock.seconds()
         return [b for b in self._byAOR.get(aor, ()) if b.expiresAt > now]
+
+    def targets(self, aor: str) -> list[Binding]:
+        """Where a call to C{aor} goes: its registered bindings, then the service's own agents'."""
+        static = self._static.get(aor)
+        found = self.lookup(aor)
+        return found + static if static else found
+
+    # -- the service's own agents -------------------------------------------
+
+    def addStatic(self, binding: Binding) -> None:
+        """
+        A binding of an agent inside the service (the test line): one of
+        the L{targets} of its number until L{removeStatic}; never expired,
+        stored or announced to listeners, and neither in L{lookup} nor in
+        L{bindings} (it is no registration: an agent may still register
+        the number).
+        """
+        self._static.setdefault(binding.aor, []).append(binding)
+
+    def removeStatic(self, binding: Binding) -> None:
+        """Forget a binding of L{addStatic}."""
+        bindings = self._static.get(binding.aor, [])
+        if binding in bindings:
+            bindings.remove(binding)
+        if not bindings:
+            self._static.pop(binding.aor, None)
 
     def bindings(self) -> list[Binding]:
         now = self.clock.seconds()

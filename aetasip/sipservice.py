@@ -290,6 +290,10 @@ class SIPService(service.Service):
             ports = self._portNumbers = frozenset(numbers)
         return ports
 
+    def udpLocals(self) -> list[tuple[str, int]]:
+        """Our UDP sockets' C{(address, port)}, as bound (with the real port of port 0)."""
+        return list(self._udpByLocal)
+
     def udpSender(self, local: tuple[str, int]) -> Any:
         """The function sending a datagram from our UDP socket C{local}, or C{None}."""
         protocol = self._udpByLocal.get(local)

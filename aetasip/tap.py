@@ -13,6 +13,8 @@ This is the one place that knows the whole tree (DESIGN.md)::
     ├── CallService (the calls: their observers and media handler; the
     │   relay's handler starts and stops its nodes: the built-in node's
     │   ports, an rtpengine node's ng sockets)
+    ├── TestLineService (the test number and the echo line, unless
+    │   testline.enabled is False)
     ├── STUNService (unless stun.enabled is False)
     └── WebService (health, metrics, admin API, portal; unless web.listen is None)
 """
@@ -56,6 +58,8 @@ from aetasip.sip.digest import DigestAuthenticator
 from aetasip.sipservice import SIPService
 from aetasip.store import StoreService
 from aetasip.stun import STUNService
+from aetasip.testline.service import LinesDirectory, TestLineService
+from aetasip.testline.settings import lineSettings
 from aetasip.web.api import AdminAPI
 from aetasip.web.metrics import ServiceCollector, makeRegistry
 from aetasip.web.portal import Portal
@@ -356,8 +360,17 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> servi
 
     BackendStopper(auth).setServiceParent(top)
 
-    directory = StoreDirectory(storeService.store, clock=reactor)
-    directory.service().setServiceParent(top)
+    storeDirectory = StoreDirectory(storeService.store, clock=reactor)
+    storeDirectory.service().setServiceParent(top)
+    directory: Directory = storeDirectory
+    lines = None
+    if cfg["testline.enabled"]:
+        try:
+            lines = lineSettings(cfg, f"aetasip/{__version__}")
+        except config.ConfigError as e:
+            raise SystemExit(f"aetasip: {e}") from None
+        # The test lines are numbers routing knows, like accounts.
+        directory = LinesDirectory(storeDirectory, list(lines.lines))
 
     outbox = makeOutbox(cfg, storeService.store, reactor)
     OutboxService(outbox).setServiceParent(top)
@@ -379,6 +392,10 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> servi
         sip.location.listeners.append(notifier)
     # After SIP: stopped before it, so the calls end while their transports live.
     CallService(sip.proxy, parts).setServiceParent(top)
+    if lines is not None:
+        # After SIP: its sockets are bound when the lines' bindings name one; stopped
+        # first, so the sessions' BYEs go out through a live proxy.
+        TestLineService(reactor, sip, sip.location, lines, cfg["testline.media_address"]).setServiceParent(top)
 
     stun = None
     if cfg["stun.enabled"]:

@@ -439,14 +439,14 @@ class ChainTests(PluginPathMixin):
             self.assertEqual(factories[name].name, name)
 
     def test_options_reach_the_policies(self) -> None:
-        chain = self.chain(test_number="15001", short_number_digits=3, hunting_number="9000", hunting_ring_time=7)
+        chain = self.chain(test_number="15009", short_number_digits=3, hunting_number="9000", hunting_ring_time=7)
         numberplan, hunting, blocking, _ = chain.policies
         assert isinstance(numberplan, NumberPlanPolicy)
         assert isinstance(hunting, HuntingPolicy)
         assert isinstance(blocking, BlockingPolicy)
         self.assertEqual(numberplan.shortDigits, 3)
         self.assertEqual((hunting.huntingNumber, hunting.ringTime), ("9000", 7))
-        self.assertEqual((blocking.testNumber, blocking.huntingNumber), ("15001", "9000"))
+        self.assertEqual((blocking.testNumber, blocking.huntingNumber), ("15009", "9000"))
 
     def test_order_is_the_configured_one(self) -> None:
         chain = self.chain(policies=["exists", "numberplan"])

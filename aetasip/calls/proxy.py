@@ -275,7 +275,7 @@ class Proxy:
             if directory.account(routed.callee) is None:
                 self._refuse(request, server, call, 404)
                 return
-            bindings = [b for b in self.location.lookup(routed.callee) if self.senderFor(b) is not None]
+            bindings = [b for b in self.location.targets(routed.callee) if self.senderFor(b) is not None]
             if not bindings:
                 self._refuse(request, server, call, 480)
                 return
@@ -332,7 +332,7 @@ class Proxy:
         self, request: Request, peer: Peer, server: ServerTransaction, series: list[str], call: Call | None
     ) -> None:
         """Ring the members of a hunting series one after the other (see L{HuntingContext})."""
-        members = [(m, [b for b in self.location.lookup(m) if self.senderFor(b) is not None]) for m in series]
+        members = [(m, [b for b in self.location.targets(m) if self.senderFor(b) is not None]) for m in series]
         members = [(number, bindings) for number, bindings in members if bindings]
         if not members:
             self._refuse(request, server, call, 480)

@@ -1,0 +1,252 @@
+"""
+The test line end to end: sipp callers dial 15000 (the programme) and
+15001 (the echo line) through the running service on loopback; the
+test's own UDP sockets are the callers' media. The RTP received is
+decoded (FFmpeg, through PyAV) and must be the programme's 1 kHz tone at
+-18 dBFS, sent back to where the caller's packets come from (symmetric
+RTP); the echo line returns the caller's packets, whose round trip is
+measured; an offer of unknown codecs gets 488; the maximum duration and
+a silent caller end the call with a BYE.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.protocol import DatagramProtocol
+from twisted.trial.unittest import TestCase
+
+from aetasip import admin
+from aetasip.calls.call import EndCause
+from aetasip.calls.control import CallControl
+from aetasip.testline import rtp
+from aetasip.testline.programme import LEVEL_DBFS
+from tests.audio import decode, dominantFrequency, levelDBFS
+from tests.servers import RunningService, deferLater, requireTool
+from tests.sipp import Sipp, SippProcess, address, authentication, injectionFile
+
+CALLER, PASSWORD = "45676001", "secret-one"
+
+
+class MediaSocket(DatagramProtocol):
+    def __init__(self) -> None:
+        self.received: list[tuple[bytes, Any, float]] = []
+
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        self.received.append((datagram, (addr[0], addr[1]), time.monotonic()))
+
+
+class TestLineInteropTests(TestCase):
+    timeout = 60
+    #: The relay's ports, when the calls go through it: the caller's SDP answer names one.
+    relayPorts: tuple[int, int] | None = None
+
+    def setUp(self) -> None:
+        directory = self.mktemp()
+        os.makedirs(directory)
+        self.directory = directory
+        self.sipp = Sipp(requireTool(self, "sipp", "sip-tester"), directory)
+        self.server: RunningService | None = None
+        self.addCleanup(self.stopServer)
+
+    async def serve(self, **settings: Any) -> RunningService:
+        self.server = server = RunningService(
+            self.directory, testline__ring_time=0.2, testline__media_address="127.0.0.1", **settings
+        )
+        code = admin.main(
+            ["--store", server.storeURL, "account", "add", CALLER, "--password", PASSWORD], io.StringIO(), io.StringIO()
+        )
+        self.assertEqual(code, 0)
+        await server.start()
+        self.calls: list[Any] = []
+        observer = type("O", (), {"callStarted": lambda s, c: self.calls.append(c)})()
+        for event in ("callRinging", "callAnswered", "callEnded"):
+            setattr(observer, event, lambda c: None)
+        server.sip.proxy.observers.add(observer)
+        return server
+
+    def stopServer(self) -> Any:
+        if self.server is not None and self.server.service is not None:
+            return self.server.stop()
+        return None
+
+    @property
+    def agent(self) -> Any:
+        assert self.server is not None
+        return self.server.service.getServiceNamed("testline").agent
+
+    def socket(self) -> tuple[MediaSocket, int]:
+        protocol = MediaSocket()
+        port = reactor.listenUDP(0, protocol, interface="127.0.0.1")  # type: ignore[attr-defined]
+        self.addCleanup(port.stopListening)
+        return protocol, port.getHost().port
+
+    def caller(self, dialled: str, mediaPort: int, pause: int) -> SippProcess:
+        """relay_uac.xml: offers PCMA at 127.0.0.1:C{mediaPort}, hangs up after C{pause} ms."""
+        assert self.server is not None
+        inf = injectionFile(
+            self.sipp.directory,
+            "caller",
+            [(CALLER, authentication(CALLER, PASSWORD), dialled, str(mediaPort), "127.0.0.1", "0")],
+        )
+        process = self.sipp.start(
+            "caller",
+            "relay_uac.xml",
+            "-d",
+            str(pause),
+            remote=address("127.0.0.1", self.server.ports[0]),
+            inf=inf,
+            timeout=30,
+            messages=True,
+        )
+        self.addCleanup(self.killed, process)
+        return process
+
+    def waitingCaller(self, scenario: str, dialled: str) -> SippProcess:
+        assert self.server is not None
+        inf = injectionFile(self.sipp.directory, "waiting", [(CALLER, authentication(CALLER, PASSWORD), dialled)])
+        process = self.sipp.start(
+            "waiting",
+            scenario,
+            remote=address("127.0.0.1", self.server.ports[0]),
+            inf=inf,
+            timeout=30,
+            messages=True,
+        )
+        self.addCleanup(self.killed, process)
+        return process
+
+    @staticmethod
+    def killed(process: SippProcess) -> Any:
+        process.kill()
+        return process.done
+
+    async def mediaOf(self, name: str) -> tuple[str, int]:
+        path = os.path.join(self.sipp.directory, f"{name}-media.txt")
+        for _ in range(300):
+            if os.path.exists(path):
+                host, port = open(path).read().split()
+                return host, int(port)
+            await deferLater(0.05)
+        self.fail(f"{name} got no SDP")
+
+    async def test_programme_in_callers_codec_symmetric_rtp(self) -> None:
+        await self.serve()
+        advertised, advertisedPort = self.socket()
+        natted, _ = self.socket()
+        caller = self.caller("15000", advertisedPort, 4000)
+        lineAt = await self.mediaOf("caller")
+        self.assertEqual(lineAt[0], "127.0.0.1")
+        if self.relayPorts is not None:
+            self.assertTrue(self.relayPorts[0] <= lineAt[1] <= self.relayPorts[1], lineAt)
+        await deferLater(1.0)
+        # Before the caller sends, the programme goes to the address of its SDP.
+        self.assertGreater(len(advertised.received), 30)
+        self.assertEqual(natted.received, [])
+        # The caller's packets come from another socket (a NAT's public side): the programme follows them.
+        sender = rtp.Packetiser(8)
+        for _ in range(10):
+            natted.transport.write(sender.packet(b"\xd5" * 160, 160), lineAt)  # type: ignore[union-attr]
+            await deferLater(0.02)
+        before = len(advertised.received)
+        await deferLater(1.0)
+        self.assertLessEqual(len(advertised.received) - before, 2)  # in flight when it latched
+        self.assertGreater(len(natted.received), 40)
+
+        packets = sorted((rtp.parse(d) for d, _, _ in advertised.received + natted.received), key=lambda p: p.sequence)
+        self.assertEqual({p.payloadType for p in packets}, {8})
+        sequences = [p.sequence for p in packets]
+        self.assertEqual(sequences, list(range(sequences[0], sequences[0] + len(sequences))))
+        samples = decode("PCMA", 8000, [p.payload for p in packets])
+        self.assertLess(abs(dominantFrequency(samples, 8000) - 1000), 5)
+        self.assertLess(abs(levelDBFS(samples) - LEVEL_DBFS), 0.5)
+
+        finished = await caller.done
+        self.assertEqual(finished.code, 0, finished.detail)
+        (ok,) = [m for m in finished.received() if m.firstLine.startswith("SIP/2.0 200") and "INVITE" in m.text]
+        self.assertIn("a=rtpmap:8 PCMA/8000", ok.text)
+        await deferLater(0.2)
+        self.assertEqual(self.agent.sessions, {})
+        (call,) = self.calls
+        self.assertEqual((call.callee, call.endCause), ("15000", EndCause.CALLER_BYE))
+
+    async def test_echo_line_returns_callers_audio(self) -> None:
+        await self.serve()
+        media, port = self.socket()
+        caller = self.caller("15001", port, 2500)
+        lineAt = await self.mediaOf("caller")
+        sender = rtp.Packetiser(8)
+        sentAt = {}
+        for n in range(50):
+            payload = bytes([n]) * 160
+            sentAt[payload] = time.monotonic()
+            media.transport.write(sender.packet(payload, 160), lineAt)  # type: ignore[union-attr]
+            await deferLater(0.02)
+        await deferLater(0.3)
+        back = [(rtp.parse(d), at) for d, _, at in media.received]
+        self.assertEqual([p.payload for p, _ in back], list(sentAt))
+        self.assertNotEqual({p.ssrc for p, _ in back}, {sender.ssrc})
+        delays = sorted(at - sentAt[p.payload] for p, at in back)
+        median = delays[len(delays) // 2]
+        self.assertLess(median, 0.05, f"round trip {median * 1000:.1f} ms")
+        finished = await caller.done
+        self.assertEqual(finished.code, 0, finished.detail)
+
+    async def test_unknown_codecs_get_488(self) -> None:
+        await self.serve()
+        finished = await self.waitingCaller("testline_uac_unknown_codecs.xml", "15000").done
+        self.assertEqual(finished.code, 0, finished.detail)
+        self.assertTrue(finished.finalResponse().startswith("SIP/2.0 488"), finished.finalResponse())
+        self.assertEqual(self.agent.sessions, {})
+
+    async def test_maximum_duration_ends_the_call_with_bye(self) -> None:
+        await self.serve(testline__max_duration=2, testline__media_timeout=0)
+        started = time.monotonic()
+        finished = await self.waitingCaller("calls_uac_wait_bye.xml", "15000").done
+        self.assertEqual(finished.code, 0, finished.detail)
+        (bye,) = finished.received("BYE")
+        self.assertIn("duration limit", bye.text)
+        self.assertLess(time.monotonic() - started, 10)
+        self.assertEqual(self.agent.sessions, {})
+
+    async def test_operator_release_ends_the_session(self) -> None:
+        """Released through the calls' control (what the admin API and CLI use): BYE to both legs."""
+        server = await self.serve()
+        waiting = self.waitingCaller("calls_uac_wait_bye.xml", "15000")
+        for _ in range(100):
+            if self.agent.sessions and next(iter(self.agent.sessions.values())).state == "confirmed":
+                break
+            await deferLater(0.05)
+        (call,) = self.calls
+        CallControl(server.sip.proxy).release(call, EndCause.OPERATOR_RELEASE, "test")
+        finished = await waiting.done
+        self.assertEqual(finished.code, 0, finished.detail)
+        self.assertEqual(len(finished.received("BYE")), 1)
+        await deferLater(0.2)
+        self.assertEqual(self.agent.sessions, {})
+        self.assertEqual(call.endCause, EndCause.OPERATOR_RELEASE)
+
+    async def test_silent_caller_gets_bye(self) -> None:
+        await self.serve(testline__media_timeout=1)
+        finished = await self.waitingCaller("calls_uac_wait_bye.xml", "15001").done
+        self.assertEqual(finished.code, 0, finished.detail)
+        (bye,) = finished.received("BYE")
+        self.assertIn("media timeout", bye.text)
+
+
+class RelayedTestLineInteropTests(TestLineInteropTests):
+    """The same through the built-in relay (relay.mode always): the relay latches, the line latches on the relay."""
+
+    relayPorts = (48_200, 48_299)
+
+    async def serve(self, **settings: Any) -> RunningService:
+        return await super().serve(
+            calls__media_handler="relay",
+            relay__mode="always",
+            relay__nodes={"local": {"kind": "builtin", "address": "127.0.0.1", "ports": list(self.relayPorts)}},
+            **settings,
+        )
