@@ -22,7 +22,7 @@ from aetasip.calls.call import EndCause
 from aetasip.testline.programme import LEVEL_DBFS
 from tests.audio import dominantFrequency, levelDBFS
 from tests.servers import RunningService, deferLater, freePort, requireTool
-from tests.test_relay_softphones import Program
+from tests.softphones import Softphone
 
 BARESIP, BARESIP_PASSWORD = "45676001", "baresip-secret"
 
@@ -93,12 +93,12 @@ class BaresipCallsTestLineTests(TestCase):
 
         assert self.server is not None
         directory = self.baresipConfig(self.server.ports[0], codec)
-        program = Program()
+        program = Softphone()
         argv = [self.baresip, "-f", directory, "-n", "127.0.0.1", "-t", "6", "-e", f"/dial sip:{number}@127.0.0.1"]
         process = reactor.spawnProcess(program, argv[0], argv, env=dict(os.environ), path=directory)  # type: ignore[attr-defined]
         self.addCleanup(lambda: program.ended.called or process.signalProcess("KILL"))
         await program.ended
-        self.baresipOutput = program.text
+        self.baresipOutput = program.text()
         return directory
 
     def heard(self, directory: str) -> tuple[np.ndarray, int]:
