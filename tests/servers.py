@@ -6,6 +6,7 @@ in-process on ephemeral ports.
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import socket
@@ -75,6 +76,16 @@ class RunningService:
     @property
     def storeURL(self) -> str:
         return str(self.config["store.url"])
+
+    def addAccounts(self, *accounts: tuple[str, str]) -> None:
+        """Provision C{(number, password)} accounts as an operator does, with aetasip-admin."""
+        from aetasip import admin
+
+        for number, password in accounts:
+            out, err = io.StringIO(), io.StringIO()
+            code = admin.main(["--store", self.storeURL, "account", "add", number, "--password", password], out, err)
+            if code != 0:
+                raise AssertionError(f"aetasip-admin account add {number}: {err.getvalue()}")
 
     def start(self) -> Deferred[None]:
         self.service = tap.makeService({"config": self.config})

@@ -13,7 +13,6 @@ C{tests/scenarios/calls_*.xml} and reused ones.
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import time
@@ -24,7 +23,6 @@ from twisted.internet.defer import Deferred
 from twisted.internet.protocol import DatagramProtocol
 from twisted.trial.unittest import TestCase
 
-from aetasip import admin
 from aetasip.calls.call import EndCause
 from tests.servers import RunningService, deferLater, freePort, requireTool
 from tests.sipp import SipMessage, Sipp, SippProcess, SippRun, address, authentication, injectionFile
@@ -181,13 +179,7 @@ class SippCallsTests(TestCase):
     async def serve(self, **settings: Any) -> RunningService:
         """Provision the two accounts and start the service with C{settings}."""
         self.server = server = RunningService(self.directory, **settings)
-        for number, password in ((CALLER, CALLER_PASSWORD), (CALLEE, CALLEE_PASSWORD)):
-            code = admin.main(
-                ["--store", server.storeURL, "account", "add", number, "--password", password],
-                io.StringIO(),
-                io.StringIO(),
-            )
-            self.assertEqual(code, 0)
+        server.addAccounts((CALLER, CALLER_PASSWORD), (CALLEE, CALLEE_PASSWORD))
         await server.start()
         return server
 

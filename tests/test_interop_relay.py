@@ -16,7 +16,6 @@ has no ports left.
 
 from __future__ import annotations
 
-import io
 import os
 import struct
 from typing import TYPE_CHECKING, Any
@@ -25,7 +24,6 @@ from twisted.internet import reactor
 from twisted.internet.protocol import DatagramProtocol
 from twisted.trial.unittest import TestCase
 
-from aetasip import admin
 from aetasip.calls.call import EndCause
 from aetasip.records.record import CallRecord
 from aetasip.store import Store
@@ -87,13 +85,7 @@ class RelayCalls(_TestCase):
     async def serve(self, **settings: Any) -> RunningService:
         base = {"calls__media_handler": "relay", "relay__nodes": {"local": self.node()}}
         self.server = server = RunningService(self.directory, **{**base, **settings})
-        for number, password in ((CALLER, CALLER_PASSWORD), (CALLEE, CALLEE_PASSWORD)):
-            code = admin.main(
-                ["--store", server.storeURL, "account", "add", number, "--password", password],
-                io.StringIO(),
-                io.StringIO(),
-            )
-            self.assertEqual(code, 0)
+        server.addAccounts((CALLER, CALLER_PASSWORD), (CALLEE, CALLEE_PASSWORD))
         await server.start()
         return server
 

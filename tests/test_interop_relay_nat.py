@@ -15,7 +15,6 @@ thread works inside the server namespace while it runs.
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
 import struct
@@ -26,7 +25,6 @@ from twisted.internet import reactor
 from twisted.internet.protocol import DatagramProtocol
 from twisted.trial.unittest import TestCase
 
-from aetasip import admin
 from aetasip.calls.call import EndCause
 from tests.servers import RunningService, deferLater, requireTool
 from tests.sipp import Sipp, authentication, injectionFile
@@ -135,15 +133,7 @@ class SymmetricNATTests(TestCase):
             calls__media_handler="relay",
             relay__nodes={"local": {"kind": "builtin", "address": SERVER, "ports": RELAY_PORTS}},
         )
-        for number, password in ((CALLER, CALLER_PASSWORD), (CALLEE, CALLEE_PASSWORD)):
-            self.assertEqual(
-                admin.main(
-                    ["--store", server.storeURL, "account", "add", number, "--password", password],
-                    io.StringIO(),
-                    io.StringIO(),
-                ),
-                0,
-            )
+        server.addAccounts((CALLER, CALLER_PASSWORD), (CALLEE, CALLEE_PASSWORD))
         await server.start()
         self.addCleanup(server.stop)
         calls: list[Any] = []

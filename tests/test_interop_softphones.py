@@ -8,14 +8,12 @@ ended it. Everything on loopback.
 
 from __future__ import annotations
 
-import io
 import os
 from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import TestCase
 
-from aetasip import admin
 from aetasip.calls.call import EndCause
 from tests.servers import RunningService, deferLater, requireTool
 from tests.softphones import Baresip, Linphonec, Softphone
@@ -35,10 +33,7 @@ class SoftphoneCallTests(TestCase):
         directory = os.path.abspath(self.mktemp())
         os.makedirs(directory)
         server = RunningService(directory)
-        for number, password in ((LINPHONE, LINPHONE_PASSWORD), (BARESIP, BARESIP_PASSWORD)):
-            out, err = io.StringIO(), io.StringIO()
-            code = admin.main(["--store", server.storeURL, "account", "add", number, "--password", password], out, err)
-            self.assertEqual(code, 0, err.getvalue())
+        server.addAccounts((LINPHONE, LINPHONE_PASSWORD), (BARESIP, BARESIP_PASSWORD))
         await server.start()
         self.addCleanup(server.stop)
         self.server = server

@@ -11,7 +11,6 @@ a silent caller end the call with a BYE.
 
 from __future__ import annotations
 
-import io
 import os
 import time
 from typing import Any
@@ -20,7 +19,6 @@ from twisted.internet import reactor
 from twisted.internet.protocol import DatagramProtocol
 from twisted.trial.unittest import TestCase
 
-from aetasip import admin
 from aetasip.calls.call import EndCause
 from aetasip.calls.control import CallControl
 from aetasip.testline import rtp
@@ -57,10 +55,7 @@ class TestLineInteropTests(TestCase):
         self.server = server = RunningService(
             self.directory, testline__ring_time=0.2, testline__media_address="127.0.0.1", **settings
         )
-        code = admin.main(
-            ["--store", server.storeURL, "account", "add", CALLER, "--password", PASSWORD], io.StringIO(), io.StringIO()
-        )
-        self.assertEqual(code, 0)
+        server.addAccounts((CALLER, PASSWORD))
         await server.start()
         self.calls: list[Any] = []
         observer = type("O", (), {"callStarted": lambda s, c: self.calls.append(c)})()

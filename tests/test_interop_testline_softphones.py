@@ -9,7 +9,6 @@ ends cleanly when baresip hangs up.
 from __future__ import annotations
 
 import glob
-import io
 import os
 import wave
 from typing import Any
@@ -17,7 +16,6 @@ from typing import Any
 import numpy as np
 from twisted.trial.unittest import TestCase
 
-from aetasip import admin
 from aetasip.calls.call import EndCause
 from aetasip.testline.programme import LEVEL_DBFS
 from tests.audio import dominantFrequency, levelDBFS
@@ -78,12 +76,7 @@ class BaresipCallsTestLineTests(TestCase):
         self.server = server = RunningService(
             self.directory, auth__algorithms=["MD5"], testline__ring_time=0.5, testline__media_address="127.0.0.1"
         )
-        code = admin.main(
-            ["--store", server.storeURL, "account", "add", BARESIP, "--password", BARESIP_PASSWORD],
-            io.StringIO(),
-            io.StringIO(),
-        )
-        self.assertEqual(code, 0)
+        server.addAccounts((BARESIP, BARESIP_PASSWORD))
         await server.start()
         return server
 

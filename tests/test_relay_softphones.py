@@ -11,7 +11,6 @@ the call carries its statistics.
 
 from __future__ import annotations
 
-import io
 import math
 import os
 import re
@@ -22,7 +21,6 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import TestCase
 
-from aetasip import admin
 from aetasip.calls.call import EndCause
 from tests.servers import RunningService, deferLater, requireTool
 from tests.softphones import Baresip, Linphonec, Softphone
@@ -52,13 +50,7 @@ class SoftphoneTests(TestCase):
             relay__mode="always",
             relay__nodes={"local": {"kind": "builtin", "address": "127.0.0.1", "ports": RELAY_PORTS}},
         )
-        for number, password in ((BARESIP, BARESIP_PASSWORD), (LINPHONE, LINPHONE_PASSWORD)):
-            code = admin.main(
-                ["--store", server.storeURL, "account", "add", number, "--password", password],
-                io.StringIO(),
-                io.StringIO(),
-            )
-            self.assertEqual(code, 0)
+        server.addAccounts((BARESIP, BARESIP_PASSWORD), (LINPHONE, LINPHONE_PASSWORD))
         await server.start()
         self.addCleanup(server.stop)
         handler = server.sip.proxy.media.handler
