@@ -75,7 +75,9 @@ auth = {
     "algorithms": ["MD5", "SHA-256"],
     # Agents, by a case-insensitive fragment of their User-Agent, that get the MD5
     # challenge alone: they fail when offered an algorithm they do not know (baresip 1.0
-    # refuses the whole registration when a SHA-256 challenge comes with the MD5 one).
+    # refuses the whole registration when a SHA-256 challenge comes with the MD5 one). A
+    # number that has authenticated with SHA-256 is held to it whatever its User-Agent
+    # says (in this process's memory).
     "md5_only_agents": ["baresip"],
     # Seconds a nonce is accepted; older ones get stale=true.
     "nonce_lifetime": 300,

@@ -383,3 +383,64 @@ class BruteForceTests(SynchronousTestCase):
         assert isinstance(outcome, Response)
         self.assertEqual(outcome.code, 407)
         self.assertEqual(self.backend.lookups, 0)
+
+
+class AlgorithmChoiceTests(SynchronousTestCase):
+    """
+    Interop fault of the audit: with MD5 and SHA-256 challenges baresip 1.0
+    never registered ('Function not implemented'). Agents that can do
+    SHA-256 must still get it, without a downgrade an attacker can force.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(1_700_000_000)
+        self.digest = DigestAuthenticator(REALM, ("MD5", "SHA-256"), 300, now=self.clock.seconds)
+        self.backend = FakeAuth({CALLER: PASSWORD}, REALM)
+        self.step = Authentication(self.digest, self.backend, REALM, "aetasip/test", md5OnlyAgents=("baresip",))
+
+    def challenged(self, agent: str = "") -> list[str | None]:
+        message = request("REGISTER")
+        if agent:
+            message.add("user-agent", agent)
+        outcome = self.step.authenticate(message, WWW, CALLER, PEER)
+        assert isinstance(outcome, Response)
+        return [(parseDigest(value) or {}).get("algorithm") for value in outcome.getAll("www-authenticate")]
+
+    def register(self, algorithm: str, agent: str = "") -> Outcome:
+        message = request("REGISTER")
+        if agent:
+            message.add("user-agent", agent)
+        challenge = self.step.authenticate(message, WWW, CALLER, PEER)
+        assert isinstance(challenge, Response)
+        values = [v for v in challenge.getAll("www-authenticate") if f"algorithm={algorithm}," in v]
+        if not values:
+            return challenge
+        value = answer(values[0], "REGISTER")
+        message = request("REGISTER", credentials=[("Authorization", value)])
+        if agent:
+            message.add("user-agent", agent)
+        outcome = self.step.authenticate(message, WWW, CALLER, PEER)
+        if isinstance(outcome, Deferred):
+            return self.successResultOf(outcome)  # type: ignore[no-any-return]
+        return outcome
+
+    def test_every_algorithm_is_offered_by_default(self) -> None:
+        self.assertEqual(self.challenged("linphone-desktop/5.1"), ["MD5", "SHA-256"])
+
+    def test_baresip_gets_md5_alone(self) -> None:
+        self.assertEqual(self.challenged("baresip v1.0.0 (x86_64/linux)"), ["MD5"])
+        self.assertIsInstance(self.register("MD5", "baresip v1.0.0 (x86_64/linux)"), Authenticated)
+
+    def test_a_number_that_used_sha256_is_held_to_it(self) -> None:
+        self.assertIsInstance(self.register("SHA-256"), Authenticated)
+        self.assertEqual(self.challenged(), ["SHA-256"])
+        # A forged User-Agent gets no MD5 challenge for it, and an MD5 response is not accepted.
+        self.assertEqual(self.challenged("baresip v1.0.0"), ["SHA-256"])
+        md5 = answer(self.digest.challenges(only="MD5")[0], "REGISTER")
+        outcome = self.step.authenticate(request("REGISTER", credentials=[("Authorization", md5)]), WWW, CALLER, PEER)
+        if isinstance(outcome, Deferred):
+            outcome = self.successResultOf(outcome)
+        assert isinstance(outcome, Response)
+        self.assertEqual(outcome.code, 401)
+        self.assertIsInstance(self.register("SHA-256"), Authenticated)

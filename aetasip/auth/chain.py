@@ -43,7 +43,8 @@ declare(
         listOf(text, "User-Agent fragments"),
         "Agents, by a case-insensitive fragment of their User-Agent, that get the MD5 challenge alone: "
         "they fail when offered an algorithm they do not know (baresip 1.0 refuses the whole "
-        "registration when a SHA-256 challenge comes with the MD5 one).",
+        "registration when a SHA-256 challenge comes with the MD5 one). A number that has authenticated "
+        "with SHA-256 is held to it whatever its User-Agent says (in this process's memory).",
     ),
     Key("auth.nonce_lifetime", 300, integer(10, 86400), "Seconds a nonce is accepted; older ones get stale=true."),
     Key("auth.file", None, optional(text), "Path of the accounts file read by the 'file' backend."),

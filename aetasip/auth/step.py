@@ -29,6 +29,14 @@ log = Logger()
 
 RETRY_AFTER_UNAVAILABLE = 30
 
+STRONG = "SHA-256"
+"""The algorithm a number, once it authenticated with it, is held to: a
+forged User-Agent (see C{auth.md5_only_agents}) or a man in the middle
+stripping a challenge cannot take it back to MD5."""
+
+MAX_STRONG = 1_000_000
+"""Numbers remembered as using SHA-256 (the memory is the process's)."""
+
 BANNED = "Too many failed authentications"
 """The reason of the 403 answering a banned source."""
 
@@ -116,6 +124,9 @@ class Authentication:
         self.realm = realm
         self.serverHeader = serverHeader
         self.md5OnlyAgents = tuple(agent.lower() for agent in md5OnlyAgents if agent)
+        # Numbers that authenticated with SHA-256 since the start: SHA-256
+        # challenges alone from then on, and MD5 answers challenged again.
+        self._strong: set[str] = set()
         self.limits = limits
 
     def authenticate(self, request: Request, kind: Kind, number: str, peer: Peer) -> Outcome | Deferred[Outcome]:
@@ -148,7 +159,7 @@ class Authentication:
             return self._reply(request, 403, BANNED)
         found = self._credentialsFor(request, kind)
         if found is None:
-            return self.challenge(request, kind)
+            return self.challenge(request, kind, number=number)
         params, header = found
         if kind.numbersOnly and (not number or not number.isdigit()):
             return self._reply(request, 404, "Not a number of this service")
@@ -158,7 +169,7 @@ class Authentication:
             return self._reply(request, 403, kind.mismatch)
         payload = self.digest.precheck(params)
         if payload is None:
-            return self.challenge(request, kind)
+            return self.challenge(request, kind, number=number)
         try:
             d = self.auth.credentials(number)
         except Exception:
@@ -169,11 +180,18 @@ class Authentication:
         d.addErrback(self.backendFailed, request)
         return d
 
-    def challenge(self, request: Request, kind: Kind, stale: bool = False) -> Response:
-        """The challenge answering C{request}: one per algorithm offered."""
+    def challenge(self, request: Request, kind: Kind, stale: bool = False, number: str | None = None) -> Response:
+        """
+        The challenge answering C{request} (from the account C{number}):
+        one per algorithm offered, but SHA-256 alone to a number that has
+        authenticated with it, and MD5 alone to the agents of
+        C{md5OnlyAgents}.
+        """
         response = self._reply(request, kind.code)
         only = None
-        if self.md5OnlyAgents:
+        if number is not None and number in self._strong:
+            only = STRONG
+        elif self.md5OnlyAgents:
             agent = (request.get("user-agent") or "").lower()
             if agent and any(name in agent for name in self.md5OnlyAgents):
                 only = "MD5"
@@ -208,15 +226,20 @@ class Authentication:
             # Not logged: an attack makes thousands (a ban logs one line).
             return self._failed(request, number, peer, params)
         algorithm = algorithmOf(params)
+        if algorithm != STRONG and number in self._strong:
+            # No way back to MD5 for a number that proved it does SHA-256.
+            return self.challenge(request, kind, number=number)
         ha1 = credentials.ha1.get(algorithm) if algorithm else None
         if ha1 is None or credentials.realm != self.realm:
             # Nothing to check the response with: perhaps another algorithm.
-            return self.challenge(request, kind)
+            return self.challenge(request, kind, number=number)
         verdict = self.digest.verify(params, request.method, ha1, request.body, payload)
         if verdict is Verdict.STALE:
-            return self.challenge(request, kind, stale=True)
+            return self.challenge(request, kind, stale=True, number=number)
         if verdict is not Verdict.OK:
             return self._failed(request, number, peer, params)
+        if algorithm == STRONG and number not in self._strong and len(self._strong) < MAX_STRONG:
+            self._strong.add(number)
         if self.limits is not None:
             self.limits.succeeded(peer.source[0], number)
         # Proven: its source is no spoofed victim, answers need no budget.
