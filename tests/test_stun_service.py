@@ -48,6 +48,7 @@ from aetasip.config import ConfigError, build
 from aetasip.stun import codec, service
 from aetasip.stun.server import PRIMARY, STUNServer
 from aetasip.stun.service import STUNService
+from tests.servers import CI
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PION_SOURCE = "/usr/share/gocode/src/github.com/pion/stun/cmd/stun-nat-behaviour"
@@ -58,7 +59,7 @@ def missing(what: str) -> NoReturn:
     """
     Skip the test for lack of C{what}; under C{CI=true}, fail it.
     """
-    if os.environ.get("CI") == "true":
+    if CI:
         raise FailTest(f"{what} is required (CI=true)")
     raise SkipTest(f"{what} is not available")
 
