@@ -299,6 +299,20 @@ class RtpengineNodeTests(TestCase):
             self.assertEqual(leg.dropped, 0)
         self.assertIsNone(await self.node.query("no-such-call", CALLER_TAG))
 
+    async def test_plain_rtp_loss_and_jitter_are_not_measured(self) -> None:
+        """
+        rtpengine 10.5 forwarding without transcoding does not measure
+        plain RTP: loss and jitter are unknown (None), never a misleading
+        0, while packets and bytes are counted.
+        """
+        call = await self.call()
+        await self.exchange(call, count=8)
+        stats = await self.node.query(CALL, CALLER_TAG)
+        assert stats is not None
+        for leg in (stats.caller, stats.callee):
+            self.assertEqual(leg.received.packets, 8)
+            self.assertEqual((leg.received.lost, leg.received.jitter, leg.received.mos), (None, None, None))
+
     async def test_delete_releases_and_returns_final_statistics(self) -> None:
         call = await self.call()
         await self.exchange(call, count=4)

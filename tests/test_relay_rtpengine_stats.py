@@ -69,6 +69,8 @@ class RelayStatsTests(TestCase):
         self.assertEqual((caller.received.lost, caller.received.jitter, caller.received.mos), (7, 3.0, 4.1))
         self.assertAlmostEqual(caller.received.rFactor, 82.1, delta=0.1)  # type: ignore[arg-type]
         self.assertEqual((callee.received.packets, callee.received.mos, callee.received.rFactor), (240, None, None))
+        # No RTCP report named the callee's stream: rtpengine did not measure its loss and jitter.
+        self.assertEqual((callee.received.lost, callee.received.jitter), (None, None))
         # What the relay sent to a leg is what it received from the other.
         self.assertEqual((caller.sent.packets, caller.sent.bytes), (240, 240 * 172))
         self.assertEqual(callee.sent.packets, 250)
