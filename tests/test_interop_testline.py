@@ -191,6 +191,60 @@ class TestLineInteropTests(TestCase):
         finished = await caller.done
         self.assertEqual(finished.code, 0, finished.detail)
 
+    async def test_late_offer_then_hold(self) -> None:
+        """
+        A caller without SDP in its INVITE gets the line's offer in the
+        2xx and answers in the ACK (PCMU): it hears the programme; its
+        re-INVITE putting the call on hold (a=sendonly) stops it.
+        """
+        await self.serve()
+        media, port = self.socket()
+        assert self.server is not None
+        inf = injectionFile(
+            self.sipp.directory,
+            "caller",
+            [(CALLER, authentication(CALLER, PASSWORD), "15000", str(port), "127.0.0.1")],
+        )
+        process = self.sipp.start(
+            "caller",
+            "testline_uac_late_offer_hold.xml",
+            "-d",
+            "1500",
+            remote=address("127.0.0.1", self.server.ports[0]),
+            inf=inf,
+            timeout=30,
+            messages=True,
+        )
+        self.addCleanup(self.killed, process)
+        lineAt = await self.mediaOf("caller")
+        if self.relayPorts is not None:
+            self.assertTrue(self.relayPorts[0] <= lineAt[1] <= self.relayPorts[1], lineAt)
+        # The programme flows; then the hold stops it.
+        for _ in range(200):
+            sessions = list(self.agent.sessions.values())
+            if sessions and not sessions[0].media.sending:
+                break
+            await deferLater(0.02)
+        else:
+            self.fail("the call was never held")
+        held = len(media.received)
+        await deferLater(0.5)
+        self.assertLessEqual(len(media.received) - held, 2)  # in flight when it was held
+        packets = [rtp.parse(d) for d, _, _ in media.received]
+        self.assertGreater(len(packets), 40)
+        self.assertEqual({p.payloadType for p in packets}, {0})
+        samples = decode("PCMU", 8000, [p.payload for p in sorted(packets, key=lambda p: p.sequence)])
+        self.assertLess(abs(dominantFrequency(samples, 8000) - 1000), 5)
+        finished = await process.done
+        self.assertEqual(finished.code, 0, finished.detail)
+        offered, held200 = [
+            m for m in finished.received() if m.firstLine.startswith("SIP/2.0 200") and "INVITE" in m.text
+        ]
+        self.assertIn("a=rtpmap:0 PCMU/8000", offered.text)
+        self.assertIn("a=recvonly", held200.text)
+        await deferLater(0.2)
+        self.assertEqual(self.agent.sessions, {})
+
     async def test_unknown_codecs_get_488(self) -> None:
         await self.serve()
         finished = await self.waitingCaller("testline_uac_unknown_codecs.xml", "15000").done
