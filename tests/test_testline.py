@@ -749,6 +749,31 @@ class ProgrammeFileTests(TestCase):
                 audiofile.check(path)
             self.assertIn(path, str(raised.exception))
 
+    def test_the_default_configuration_has_no_clash(self) -> None:
+        settings = lineSettings(config.build({}))
+        self.assertEqual(settings.lines, {"15000": PROGRAMME, "15001": ECHO})
+
+    def test_clashing_numbers_named(self) -> None:
+        for values, key, words in (
+            # The echo line's default against an operator's test number.
+            ({"routing.test_number": "15001"}, "testline.echo_number", "routing.test_number (15001)"),
+            ({"routing.short_number_digits": 5}, "routing.test_number", "short number 15000"),
+            (
+                {"routing.short_number_digits": 5, "routing.test_number": "150000"},
+                "testline.echo_number",
+                "short number 15001",
+            ),
+            ({"testline.echo_number": "6000", "routing.short_number_digits": 3}, "testline.echo_number", "hunting"),
+        ):
+            with self.subTest(values=values):
+                with self.assertRaises(config.ConfigError) as raised:
+                    config.build(values)
+                self.assertEqual(raised.exception.key, key)
+                self.assertIn(words, str(raised.exception))
+        # Without the test line, routing's own numbers are routing's business.
+        config.build({"routing.short_number_digits": 5, "testline.enabled": False})
+        config.build({"routing.test_number": "15001", "testline.echo_number": None})
+
     def test_configuration_refuses_a_file_that_does_not_decode(self) -> None:
         cfg = config.load(None, {"testline.programme_file": "/nonexistent/programme.wav"})
         with self.assertRaises(config.ConfigError) as raised:
