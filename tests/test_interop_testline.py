@@ -262,6 +262,57 @@ class TestLineInteropTests(TestCase):
         self.assertLess(time.monotonic() - started, 10)
         self.assertEqual(self.agent.sessions, {})
 
+    async def test_caller_over_tcp_hears_the_programme_and_gets_the_bye(self) -> None:
+        """
+        A caller over TCP: the line's responses reach it through the
+        proxy, and so does its BYE at the maximum duration (on the
+        caller's own connection: nothing can connect back to it).
+        """
+        await self.serve(testline__max_duration=2, testline__media_timeout=0)
+        assert self.server is not None
+        inf = injectionFile(self.sipp.directory, "waiting", [(CALLER, authentication(CALLER, PASSWORD), "15000")])
+        process = self.sipp.start(
+            "waiting",
+            "calls_uac_wait_bye.xml",
+            remote=address("127.0.0.1", self.server.ports[0]),
+            inf=inf,
+            timeout=30,
+            messages=True,
+            transport="t1",
+        )
+        self.addCleanup(self.killed, process)
+        finished = await process.done
+        self.assertEqual(finished.code, 0, finished.detail)
+        (bye,) = finished.received("BYE")
+        self.assertIn("duration limit", bye.text)
+        await deferLater(0.2)
+        self.assertEqual(self.agent.sessions, {})
+        (call,) = self.calls
+        self.assertEqual((call.callerLeg.transport, call.endCause), ("tcp", EndCause.CALLEE_BYE))
+
+    async def test_a_service_without_udp_still_has_its_test_line(self) -> None:
+        """SIP over TCP only (sip.udp_ports empty): the proxy reaches the line on a loopback socket of its own."""
+        await self.serve(sip__udp_ports=[], testline__max_duration=2, testline__media_timeout=0)
+        assert self.server is not None
+        inf = injectionFile(self.sipp.directory, "waiting", [(CALLER, authentication(CALLER, PASSWORD), "15001")])
+        process = self.sipp.start(
+            "waiting",
+            "calls_uac_wait_bye.xml",
+            remote=address("127.0.0.1", self.server.ports[0]),
+            inf=inf,
+            timeout=30,
+            messages=True,
+            transport="t1",
+        )
+        self.addCleanup(self.killed, process)
+        finished = await process.done
+        self.assertEqual(finished.code, 0, finished.detail)
+        (bye,) = finished.received("BYE")
+        self.assertIn("duration limit", bye.text)
+        # No UDP port for the world: the line's socket is on loopback, an ephemeral port.
+        self.assertEqual([p for p in self.server.sip.describePorts() if p.startswith("udp:")], [])
+        self.assertNotIn(self.server.ports[0], [local[1] for local in self.server.sip.udpLocals()])
+
     async def test_operator_release_ends_the_session(self) -> None:
         """Released through the calls' control (what the admin API and CLI use): BYE to both legs."""
         server = await self.serve()
