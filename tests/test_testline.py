@@ -497,6 +497,21 @@ class AgentTests(TestCase):
                 self.clock.advance(0.2)
                 self.assertEqual(bool(self.sentSince(before)), sends)
 
+    def test_a_held_call_is_not_a_silent_one(self) -> None:
+        """Held with a=inactive the caller sends nothing: no media timeout until it resumes."""
+        tag = self.confirmed()
+        self.assertEqual(self.reinvite(tag, offerSDP("8", direction="inactive")).code, 200)
+        self.ack(tag, cseq=2)
+        self.clock.advance(30)
+        self.assertEqual(self.messages(), [])
+        self.assertEqual(self.reinvite(tag, offerSDP("8"), 3).code, 200)
+        self.ack(tag, cseq=3)
+        self.clock.advance(9.9)
+        self.assertEqual(self.messages(), [])
+        self.clock.advance(0.2)
+        (bye,) = self.messages()
+        self.assertIn("media timeout", bye.get("reason") or "")  # type: ignore[union-attr]
+
     def test_old_style_hold(self) -> None:
         tag = self.confirmed()
         held = offerSDP("8").replace(b"c=IN IP4 127.0.0.1", b"c=IN IP4 0.0.0.0")

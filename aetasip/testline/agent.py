@@ -394,7 +394,11 @@ class LineAgent:
         try:
             choice = offer.choose(request.body, known=offer.OFFERED_MAPS)
             self._change(session, choice, _callerHost(session.invite))
-        except (SDPError, offer.NotAcceptable, ProgrammeFileError) as e:
+        except ProgrammeFileError as e:
+            log.error("Test line {number}: {error}", number=session.number, error=str(e))
+            self._release(session, "programme unavailable")
+            return
+        except (SDPError, offer.NotAcceptable) as e:
             log.info("Test line: the answer in the ACK of {callID} is refused: {error}", callID=session.callID, error=e)
             self._release(session, f"answer not acceptable: {e}")
             return
@@ -417,6 +421,7 @@ class LineAgent:
             programme,
             sending=choice.direction in ("sendrecv", "sendonly") and not _unspecified(choice.remote[0]),
             sendBeforeLatch=_sameHost(choice.remote[0], callerHost),
+            heard=choice.direction in ("sendrecv", "recvonly"),
         )
 
     def _reinvite(self, session: Session, request: Request, source: Address) -> None:

@@ -68,6 +68,9 @@ class MediaSession:
         self.encoder = encoder
         self.programme = programme
         self.timeout = timeout
+        # Whether the caller sends (its SDP is sendrecv or sendonly): a call it
+        # holds with inactive or recvonly sends nothing, and is no silent call.
+        self.heard = True
         self.onTimeout = onTimeout
         self.sending = sending
         self.sendBeforeLatch = sendBeforeLatch
@@ -113,14 +116,17 @@ class MediaSession:
         programme: Programme | FileProgramme | None,
         sending: bool,
         sendBeforeLatch: bool,
+        heard: bool = True,
     ) -> None:
         """
         A new offer/answer (a re-INVITE, the answer to a late offer) set
         the session's media again: where it goes (a new address in the SDP
         is latched anew from its packets), in which format (same SSRC, the
-        sequence numbers go on), and whether the line sends (hold). The
-        previous programme, if replaced, is closed.
+        sequence numbers go on), whether the line sends (hold) and whether
+        the caller does (C{heard}: the media timeout waits while it does
+        not). The previous programme, if replaced, is closed.
         """
+        self.heard = heard
         if remote != self._advertised:
             # The caller moved (or first said where): its address is learnt again.
             self.remote = remote
@@ -172,7 +178,9 @@ class MediaSession:
 
     def _tick(self) -> None:
         now = self.clock.seconds()
-        if self.timeout and now - self.lastHeard >= self.timeout and not self._timedOut:
+        if not self.heard:
+            self.lastHeard = now  # on hold: the caller said it sends nothing
+        elif self.timeout and now - self.lastHeard >= self.timeout and not self._timedOut:
             self._timedOut = True
             self.stop()
             self.onTimeout()
