@@ -85,6 +85,19 @@ class RelayStatsTests(TestCase):
         stats = relayStats("fr", body, "ft", "tt")
         self.assertEqual((stats.callee.latched, stats.callee.received.lastPacketAt), (None, None))
 
+    def test_rtcp_alone_is_a_sign_of_life(self) -> None:
+        """A held party sending RTCP only: its last packet counts for the media timeout, as on the built-in node."""
+        body = decode(REPLY)
+        streams = body["tags"]["ft"]["medias"][0]["streams"]
+        streams[0]["stats"]["packets"] = 0
+        streams[0]["last packet"] = 1796278700
+        streams[1]["last packet"] = 1796278790
+        stats = relayStats("fr", body, "ft", "tt")
+        self.assertEqual((stats.caller.received.packets, stats.caller.received.lastPacketAt), (0, 1796278790.0))
+        # An RTCP stream that never got a packet says nothing.
+        streams[1]["stats"]["packets"] = 0
+        self.assertIsNone(relayStats("fr", body, "ft", "tt").caller.received.lastPacketAt)
+
     def test_unknown_tags_give_empty_legs(self) -> None:
         stats = relayStats("fr", decode(REPLY), "nobody", None)
         self.assertEqual((stats.caller.received.packets, stats.callee.received.packets), (0, 0))

@@ -69,6 +69,12 @@ def _received(monologue: Mapping[str, Any], ssrcs: Mapping[str, Any]) -> tuple[S
     for media in _dicts(monologue.get("medias")):
         for item in _dicts(media.get("streams")):
             if "RTP" not in _flags(item):
+                # RTCP: no packets of the stream, but a sign of life (as the built-in node counts it).
+                rtcp = item.get("stats")
+                last = _int(item.get("last packet"))
+                if isinstance(rtcp, dict) and _int(rtcp.get("packets")) and last:
+                    if stream.lastPacketAt is None or last > stream.lastPacketAt:
+                        stream.lastPacketAt = float(last)
                 continue
             counters = item.get("stats")
             if not isinstance(counters, dict):
