@@ -215,8 +215,14 @@ class IMediaHandler(Interface):
         An SDP answer from C{sender} on branch C{key} (in a 18x, a 2xx, an
         ACK or a PRACK).
 
-        @return: a L{Deferred} firing with the SDP to forward; a failure is
-            logged and the answer forwarded unchanged.
+        @return: a L{Deferred} firing with the SDP to forward. Failing
+            (the relay cannot carry that media) ends the branch for the
+            answer of an initial INVITE: a 2xx is ACKed and the callee gets
+            a BYE, the caller a 500 unless another branch answers; a
+            reliable 18x has its branch cancelled; an unreliable 18x goes
+            on without its SDP (no early media). Elsewhere (re-INVITEs,
+            ACK, PRACK) the failure is logged and the answer forwarded
+            unchanged.
         """
 
     def callEnded(call):

@@ -171,6 +171,8 @@ class SIPService(service.Service):
         self._sentByHost: str | None = None
         self._bufferWarned = False
         self._udpByLocal: dict[tuple[str, int], SIPDatagramProtocol] = {}
+        # A loopback UDP socket for the service's own agents, when SIP has no UDP socket.
+        self._loopback: Any = None
         self.stunKeepalives = STUNServer(
             software=self.serverHeader, rateLimit=config["stun.rate_limit"], clock=reactor.seconds
         )
@@ -232,6 +234,10 @@ class SIPService(service.Service):
             connection.transport.loseConnection()
         stops = [maybeDeferred(port.stopListening) for _, port in self.ports]
         self.ports = []
+        if self._loopback is not None:
+            loopback, self._loopback = self._loopback, None
+            self._udpByLocal = {k: v for k, v in self._udpByLocal.items() if v.transport is not loopback}
+            stops.append(maybeDeferred(loopback.stopListening))
         self._portNumbers = None
         d = gatherResults(stops)
         d.addCallback(lambda _: self.location.stop())
@@ -287,12 +293,47 @@ class SIPService(service.Service):
             config = self.config
             numbers = {*config["sip.udp_ports"], *config["sip.tcp_ports"], config["sip.tls_port"]}
             numbers.update(port.getHost().port for _, port in self.ports)  # type: ignore[attr-defined]
+            if self._loopback is not None:
+                numbers.add(self._loopback.getHost().port)
             ports = self._portNumbers = frozenset(numbers)
         return ports
 
     def udpLocals(self) -> list[tuple[str, int]]:
         """Our UDP sockets' C{(address, port)}, as bound (with the real port of port 0)."""
         return list(self._udpByLocal)
+
+    def loopbackUDP(self) -> tuple[str, int] | None:
+        """
+        A UDP socket of SIP on loopback (an ephemeral port), for the
+        service's own agents (the test line) when SIP has no UDP socket of
+        its own (a service on TCP and TLS only): opened on first use,
+        closed with the service. Like any SIP socket, it is the proxy's:
+        what comes in is routed and answered as usual.
+
+        @return: its C{(address, port)}, or C{None} when no loopback
+            address can be bound.
+        """
+        if self._loopback is None:
+            maxSize = self.config["sip.max_message_size"]
+            for host in ("127.0.0.1", "::1"):
+                protocol = SIPDatagramProtocol(self.core, (host, 0), maxSize, self.stunKeepalives)
+                try:
+                    port = self.reactor.listenUDP(0, protocol, interface=host, maxPacketSize=maxSize)
+                except CannotListenError:
+                    continue
+                protocol.local = (host, port.getHost().port)  # type: ignore[attr-defined]
+                self._udpByLocal[protocol.local] = protocol
+                self._loopback = port
+                self._portNumbers = None
+                log.info(
+                    "SIP on {host}:{port} (UDP, loopback) for the service's own agents",
+                    host=host,
+                    port=protocol.local[1],
+                )
+                break
+            else:
+                return None
+        return (self._loopback.getHost().host, self._loopback.getHost().port)
 
     def udpSender(self, local: tuple[str, int]) -> Any:
         """The function sending a datagram from our UDP socket C{local}, or C{None}."""

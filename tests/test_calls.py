@@ -65,6 +65,9 @@ class Rewriter:
         self.wait = wait
         self.refuse = refuse
         self.refusal: Exception = RuntimeError("no ports left")
+        # How many answers fail (the relay cannot take them), with what.
+        self.failAnswers = 0
+        self.answerFailure: Exception = MediaRefused(503, "Media relay unavailable")
         self.ended: list[Any] = []
         self.releasing: list[Deferred[None]] = []
         self.slowRelease = False
@@ -73,6 +76,9 @@ class Rewriter:
         self.seen.append((kind, key, sender, sdp))
         if self.refuse and kind == "offer":
             return fail(self.refusal)
+        if self.failAnswers and kind == "answer":
+            self.failAnswers -= 1
+            return fail(self.answerFailure)
         rewritten = sdp.replace(b"c=IN IP4 ", f"c=IN IP4 relay-{kind}-{sender}.".encode())
         if self.wait:
             d: Deferred[bytes] = Deferred()
@@ -686,6 +692,83 @@ class MediaHookTests(CallTestCase):
         )
         self.assertEqual((refused.code, refused.reason), (400, "Bad SDP: malformed m= line (line 6)"))
         self.assertEqual(self.requestsTo(B_SOURCE, start), [])
+
+    def test_a_2xx_whose_answer_fails_is_acked_and_ended(self) -> None:
+        """No one-way audio: the callee gets ACK and BYE, the caller a 500 with a Warning."""
+        self.media.failAnswers = 1
+        sent, start = self.call(body=SDP)
+        self.h.send(reply(sent, 180, "Ringing"), B_SOURCE)
+        ok = withSDP(reply(sent, 200, "OK", contact=B_CONTACT), SDP_B)
+        self.h.send(ok, B_SOURCE)
+        toA = self.repliesTo(A_SOURCE, start)
+        self.assertEqual([r.code for r in toA], [100, 180, 500])
+        self.assertIn(b"Warning: 399 aetasip", toA[-1].data)
+        self.assertIn(b"Media relay unavailable", toA[-1].data)
+        ack, bye = [r for r in self.requestsTo(B_SOURCE, start) if r.method != "INVITE"]
+        self.assertEqual((ack.method, ack.cseq), ("ACK", (2, "ACK")))
+        self.assertEqual((bye.method, bye.cseq), ("BYE", (3, "BYE")))
+        self.assertEqual((ack.toAddr.tag, bye.toAddr.tag), ("b", "b"))
+        self.assertEqual(ack.uri, bye.uri)
+        self.assertIn("media failure", bye.get("reason") or "")
+        call = self.recorder.events[-1][1]
+        self.assertEqual(self.recorder.names(), ["started", "ringing", "ended"])
+        self.assertEqual((call.endCause, call.status), (EndCause.MEDIA_FAILURE, 500))
+        self.assertIn("Media relay unavailable", call.endDetail)
+        # The 2xx again (the ACK crossed it): ACKed again, nothing more goes up.
+        start = len(self.h.sent)
+        self.h.send(ok, B_SOURCE)
+        self.assertEqual([r.method for r in self.requestsTo(B_SOURCE, start)], ["ACK"])
+        self.assertEqual(self.repliesTo(A_SOURCE, start), [])
+
+    def test_a_late_offer_the_relay_cannot_take_is_declined_in_the_ack(self) -> None:
+        self.media.refuse = True
+        sent, start = self.call(body=b"")
+        self.h.send(withSDP(reply(sent, 200, "OK", contact=B_CONTACT), SDP_B), B_SOURCE)
+        self.assertEqual([r.code for r in self.repliesTo(A_SOURCE, start)], [100, 500])
+        ack, bye = [r for r in self.requestsTo(B_SOURCE, start) if r.method != "INVITE"]
+        self.assertEqual((ack.method, bye.method), ("ACK", "BYE"))
+        self.assertIn(b"m=audio 0 RTP/AVP 0", ack.body)
+
+    def test_an_unreliable_183_whose_answer_fails_goes_on_without_sdp(self) -> None:
+        """It only previewed the answer: no early media, and the 2xx's answer is tried again."""
+        self.media.failAnswers = 1
+        sent, start = self.call(body=SDP)
+        self.h.send(withSDP(reply(sent, 183, "Session Progress", contact=B_CONTACT), SDP_B), B_SOURCE)
+        self.h.send(withSDP(reply(sent, 200, "OK", contact=B_CONTACT), SDP_B), B_SOURCE)
+        toA = self.repliesTo(A_SOURCE, start)
+        self.assertEqual([r.code for r in toA], [100, 183, 200])
+        self.assertNotIn(b"v=0", toA[1].data)
+        self.assertNotIn(b"Content-Type", toA[1].data)
+        self.assertIn(b"relay-answer-callee", toA[2].data)
+
+    def test_a_reliable_183_whose_answer_fails_ends_its_branch(self) -> None:
+        """Its SDP is the answer (RFC 3262): the branch is cancelled and the caller gets a 500."""
+        self.media.failAnswers = 1
+        sent, start = self.call(body=SDP)
+        reliable = reply(sent, 183, "Session Progress", contact=B_CONTACT).replace(
+            b"Content-Length: 0", b"Require: 100rel\r\nRSeq: 1\r\nContent-Length: 0"
+        )
+        self.h.send(withSDP(reliable, SDP_B), B_SOURCE)
+        self.assertEqual([r.code for r in self.repliesTo(A_SOURCE, start)], [100, 500])
+        self.assertEqual([r.method for r in self.requestsTo(B_SOURCE, start)], ["INVITE", "CANCEL"])
+        call = self.recorder.events[-1][1]
+        self.assertEqual(call.endCause, EndCause.MEDIA_FAILURE)
+
+    def test_another_branch_may_still_answer_after_one_failed(self) -> None:
+        self.makeHarness(registrar__conflict="allow")
+        self.assertEqual(
+            self.h.register(Agent("45675002", "secret2", source=C_SOURCE, contact="sip:45675002@10.0.0.66")).code, 200
+        )
+        self.media.failAnswers = 1
+        sent, start = self.call(body=SDP)
+        (other,) = [r for r in self.requestsTo(C_SOURCE, start) if r.method == "INVITE"]
+        self.h.send(withSDP(reply(sent, 200, "OK", contact=B_CONTACT), SDP_B), B_SOURCE)
+        self.assertEqual([r.code for r in self.repliesTo(A_SOURCE, start)], [100])
+        self.h.send(withSDP(reply(other, 200, "OK", contact="sip:45675002@10.0.0.66"), SDP_B), C_SOURCE)
+        self.assertEqual([r.code for r in self.repliesTo(A_SOURCE, start)], [100, 200])
+        call = self.recorder.events[-1][1]
+        self.assertEqual(call.answeredBy.leg.source, C_SOURCE)
+        self.assertEqual([t.status for t in call.targets], [500, 200])
 
     def test_observers_hear_the_end_once_the_media_is_released(self) -> None:
         """A handler still releasing a call's media (asking its node) holds callEnded until it is done."""

@@ -191,6 +191,60 @@ class TestLineInteropTests(TestCase):
         finished = await caller.done
         self.assertEqual(finished.code, 0, finished.detail)
 
+    async def test_late_offer_then_hold(self) -> None:
+        """
+        A caller without SDP in its INVITE gets the line's offer in the
+        2xx and answers in the ACK (PCMU): it hears the programme; its
+        re-INVITE putting the call on hold (a=sendonly) stops it.
+        """
+        await self.serve()
+        media, port = self.socket()
+        assert self.server is not None
+        inf = injectionFile(
+            self.sipp.directory,
+            "caller",
+            [(CALLER, authentication(CALLER, PASSWORD), "15000", str(port), "127.0.0.1")],
+        )
+        process = self.sipp.start(
+            "caller",
+            "testline_uac_late_offer_hold.xml",
+            "-d",
+            "1500",
+            remote=address("127.0.0.1", self.server.ports[0]),
+            inf=inf,
+            timeout=30,
+            messages=True,
+        )
+        self.addCleanup(self.killed, process)
+        lineAt = await self.mediaOf("caller")
+        if self.relayPorts is not None:
+            self.assertTrue(self.relayPorts[0] <= lineAt[1] <= self.relayPorts[1], lineAt)
+        # The programme flows; then the hold stops it.
+        for _ in range(200):
+            sessions = list(self.agent.sessions.values())
+            if sessions and not sessions[0].media.sending:
+                break
+            await deferLater(0.02)
+        else:
+            self.fail("the call was never held")
+        held = len(media.received)
+        await deferLater(0.5)
+        self.assertLessEqual(len(media.received) - held, 2)  # in flight when it was held
+        packets = [rtp.parse(d) for d, _, _ in media.received]
+        self.assertGreater(len(packets), 40)
+        self.assertEqual({p.payloadType for p in packets}, {0})
+        samples = decode("PCMU", 8000, [p.payload for p in sorted(packets, key=lambda p: p.sequence)])
+        self.assertLess(abs(dominantFrequency(samples, 8000) - 1000), 5)
+        finished = await process.done
+        self.assertEqual(finished.code, 0, finished.detail)
+        offered, held200 = [
+            m for m in finished.received() if m.firstLine.startswith("SIP/2.0 200") and "INVITE" in m.text
+        ]
+        self.assertIn("a=rtpmap:0 PCMU/8000", offered.text)
+        self.assertIn("a=recvonly", held200.text)
+        await deferLater(0.2)
+        self.assertEqual(self.agent.sessions, {})
+
     async def test_unknown_codecs_get_488(self) -> None:
         await self.serve()
         finished = await self.waitingCaller("testline_uac_unknown_codecs.xml", "15000").done
@@ -207,6 +261,57 @@ class TestLineInteropTests(TestCase):
         self.assertIn("duration limit", bye.text)
         self.assertLess(time.monotonic() - started, 10)
         self.assertEqual(self.agent.sessions, {})
+
+    async def test_caller_over_tcp_hears_the_programme_and_gets_the_bye(self) -> None:
+        """
+        A caller over TCP: the line's responses reach it through the
+        proxy, and so does its BYE at the maximum duration (on the
+        caller's own connection: nothing can connect back to it).
+        """
+        await self.serve(testline__max_duration=2, testline__media_timeout=0)
+        assert self.server is not None
+        inf = injectionFile(self.sipp.directory, "waiting", [(CALLER, authentication(CALLER, PASSWORD), "15000")])
+        process = self.sipp.start(
+            "waiting",
+            "calls_uac_wait_bye.xml",
+            remote=address("127.0.0.1", self.server.ports[0]),
+            inf=inf,
+            timeout=30,
+            messages=True,
+            transport="t1",
+        )
+        self.addCleanup(self.killed, process)
+        finished = await process.done
+        self.assertEqual(finished.code, 0, finished.detail)
+        (bye,) = finished.received("BYE")
+        self.assertIn("duration limit", bye.text)
+        await deferLater(0.2)
+        self.assertEqual(self.agent.sessions, {})
+        (call,) = self.calls
+        self.assertEqual((call.callerLeg.transport, call.endCause), ("tcp", EndCause.CALLEE_BYE))
+
+    async def test_a_service_without_udp_still_has_its_test_line(self) -> None:
+        """SIP over TCP only (sip.udp_ports empty): the proxy reaches the line on a loopback socket of its own."""
+        await self.serve(sip__udp_ports=[], testline__max_duration=2, testline__media_timeout=0)
+        assert self.server is not None
+        inf = injectionFile(self.sipp.directory, "waiting", [(CALLER, authentication(CALLER, PASSWORD), "15001")])
+        process = self.sipp.start(
+            "waiting",
+            "calls_uac_wait_bye.xml",
+            remote=address("127.0.0.1", self.server.ports[0]),
+            inf=inf,
+            timeout=30,
+            messages=True,
+            transport="t1",
+        )
+        self.addCleanup(self.killed, process)
+        finished = await process.done
+        self.assertEqual(finished.code, 0, finished.detail)
+        (bye,) = finished.received("BYE")
+        self.assertIn("duration limit", bye.text)
+        # No UDP port for the world: the line's socket is on loopback, an ephemeral port.
+        self.assertEqual([p for p in self.server.sip.describePorts() if p.startswith("udp:")], [])
+        self.assertNotIn(self.server.ports[0], [local[1] for local in self.server.sip.udpLocals()])
 
     async def test_operator_release_ends_the_session(self) -> None:
         """Released through the calls' control (what the admin API and CLI use): BYE to both legs."""

@@ -286,6 +286,26 @@ class HandlerTests(SynchronousTestCase):
         self.assertEqual(dropped, [("cid", "tagA", "1")])
         self.assertEqual(call.media["relay"]["relayed"], {"1": True, "2": True})
 
+    def test_forks_another_branch_answered_give_their_ports_back(self) -> None:
+        """Once the call is answered, the other forks' ports go back (within the media check's period)."""
+        self.handler = self.makeHandler(timeout=20)
+        self.handler.startService()
+        self.addCleanup(self.handler.stopService)
+        node = self.nodes["local"]
+        dropped: list[tuple[str, str, str]] = []
+        node.deleteBranch = lambda *args: dropped.append(args)  # type: ignore[attr-defined]
+        call = self.call()
+        second = call.addTarget("45675002", Leg(PUBLIC_B, "udp", ("0", 1), None, "sip:45675002@203.0.113.9:5070"))
+        self.offer(call, sdp("10.1.1.1"))
+        self.successResultOf(self.handler.offer(call, second.key, "caller", sdp("10.1.1.1")))
+        self.successResultOf(self.handler.answer(call, second.key, "callee", sdp(PUBLIC_B[0])))
+        self.assertEqual(dropped, [])
+        call.answered(second, "tagB")  # the first fork is being cancelled: no final status yet
+        self.clock.advance(5)
+        self.assertEqual(dropped, [("cid", "tagA", "1")])
+        self.clock.advance(5)
+        self.assertEqual(dropped, [("cid", "tagA", "1")])
+
     def test_made_from_the_configuration(self) -> None:
         cfg = config.build(
             {

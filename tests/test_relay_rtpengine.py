@@ -237,6 +237,54 @@ class RtpengineNodeTests(TestCase):
         self.assertGreaterEqual(later.callee.dropped - stats.callee.dropped, 9)
         self.assertEqual(later.caller.latched, ("127.0.0.1", call["callerPort"]))
 
+    async def test_a_stranger_is_dropped_from_its_first_packet_on_well_configured_legs(self) -> None:
+        """
+        Legs whose SDP is true (not behind NAT) are not learnt but taken
+        from their SDP (rtpengine's C{asymmetric}) with C{strict source}: a
+        stranger sending first, before the parties, neither reaches them
+        nor takes their media.
+        """
+        call = await self.call()
+        stranger, _ = self.peer("127.0.0.1")
+        for sequence in range(5):
+            stranger.transport.write(rtp(sequence, 0x6666), call["toCaller"])  # type: ignore[union-attr]
+            stranger.transport.write(rtp(sequence, 0x6666), call["toCallee"])  # type: ignore[union-attr]
+        await deferLater(0.2)
+        await self.exchange(call, count=5)
+        self.assertEqual(stranger.received, [])
+        self.assertEqual([d for d, _ in call["callee"].received], [rtp(i, 0x1111) for i in range(5)])
+        self.assertEqual([d for d, _ in call["caller"].received], [rtp(i, 0x2222) for i in range(5)])
+        stats = await self.node.query(CALL, CALLER_TAG)
+        assert stats is not None
+        self.assertEqual((stats.caller.dropped, stats.callee.dropped), (5, 5))
+
+    async def test_a_fork_that_lost_gives_its_ports_back(self) -> None:
+        caller, callerPort = self.peer()
+        first, _ = self.peer()
+        second, secondPort = self.peer()
+        offer = sdp("127.0.0.1", callerPort)
+        toFirst = mediaAddress(await self.node.offer(CALL, CALLER_TAG, "b1", "caller", offer, SIGNALLING, False))
+        toSecond = mediaAddress(await self.node.offer(CALL, CALLER_TAG, "b2", "caller", offer, SIGNALLING, False))
+        answered = await self.node.answer(
+            CALL, CALLER_TAG, "second-tag", "b2", "callee", sdp("127.0.0.1", secondPort, ice=False), SIGNALLING, False
+        )
+        await self.node.deleteBranch(CALL, CALLER_TAG, "b1")
+        # rtpengine closed the first fork's port: it can be bound again.
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(toFirst)
+        toCaller = mediaAddress(answered)
+        for sequence in range(5):
+            caller.transport.write(rtp(sequence, 0x1111), toCaller)  # type: ignore[union-attr]
+            second.transport.write(rtp(sequence, 0x2222), toSecond)  # type: ignore[union-attr]
+            await deferLater(0.02)
+        await waitFor(lambda: len(second.received) >= 5 and len(caller.received) >= 5)
+        self.assertEqual([d for d, _ in second.received], [rtp(i, 0x1111) for i in range(5)])
+        self.assertEqual([d for d, _ in caller.received], [rtp(i, 0x2222) for i in range(5)])
+        self.assertEqual(first.received, [])
+        # The answered branch is never released on its own.
+        await self.node.deleteBranch(CALL, CALLER_TAG, "b2")
+        self.assertIsNotNone(await self.node.query(CALL, CALLER_TAG))
+
     async def test_query_statistics(self) -> None:
         call = await self.call()
         await self.exchange(call, count=8)
@@ -250,6 +298,20 @@ class RtpengineNodeTests(TestCase):
             self.assertLessEqual(abs(leg.received.lastPacketAt - reactor.seconds()), 5)  # type: ignore[attr-defined,operator]
             self.assertEqual(leg.dropped, 0)
         self.assertIsNone(await self.node.query("no-such-call", CALLER_TAG))
+
+    async def test_plain_rtp_loss_and_jitter_are_not_measured(self) -> None:
+        """
+        rtpengine 10.5 forwarding without transcoding does not measure
+        plain RTP: loss and jitter are unknown (None), never a misleading
+        0, while packets and bytes are counted.
+        """
+        call = await self.call()
+        await self.exchange(call, count=8)
+        stats = await self.node.query(CALL, CALLER_TAG)
+        assert stats is not None
+        for leg in (stats.caller, stats.callee):
+            self.assertEqual(leg.received.packets, 8)
+            self.assertEqual((leg.received.lost, leg.received.jitter, leg.received.mos), (None, None, None))
 
     async def test_delete_releases_and_returns_final_statistics(self) -> None:
         call = await self.call()

@@ -61,6 +61,8 @@ class NodeRequestTests(TestCase):
             (request["command"], request["from-tag"], request["to-tag"], request["received-from"], request["flags"][0]),
             (b"answer", b"ft", b"tt", [b"IP6", b"2001:db8::5"], b"trust-address"),
         )
+        # A leg whose SDP is true is not learnt: a stranger is dropped from its first packet.
+        self.assertEqual(request["flags"], [b"trust-address", b"asymmetric", b"strict-source", b"port-latching"])
         self.reply()
         self.successResultOf(d)
 

@@ -69,6 +69,8 @@ class RelayStatsTests(TestCase):
         self.assertEqual((caller.received.lost, caller.received.jitter, caller.received.mos), (7, 3.0, 4.1))
         self.assertAlmostEqual(caller.received.rFactor, 82.1, delta=0.1)  # type: ignore[arg-type]
         self.assertEqual((callee.received.packets, callee.received.mos, callee.received.rFactor), (240, None, None))
+        # No RTCP report named the callee's stream: rtpengine did not measure its loss and jitter.
+        self.assertEqual((callee.received.lost, callee.received.jitter), (None, None))
         # What the relay sent to a leg is what it received from the other.
         self.assertEqual((caller.sent.packets, caller.sent.bytes), (240, 240 * 172))
         self.assertEqual(callee.sent.packets, 250)
@@ -82,6 +84,19 @@ class RelayStatsTests(TestCase):
         body["tags"]["tt"]["medias"][0]["streams"][0]["stats"]["packets"] = 0
         stats = relayStats("fr", body, "ft", "tt")
         self.assertEqual((stats.callee.latched, stats.callee.received.lastPacketAt), (None, None))
+
+    def test_rtcp_alone_is_a_sign_of_life(self) -> None:
+        """A held party sending RTCP only: its last packet counts for the media timeout, as on the built-in node."""
+        body = decode(REPLY)
+        streams = body["tags"]["ft"]["medias"][0]["streams"]
+        streams[0]["stats"]["packets"] = 0
+        streams[0]["last packet"] = 1796278700
+        streams[1]["last packet"] = 1796278790
+        stats = relayStats("fr", body, "ft", "tt")
+        self.assertEqual((stats.caller.received.packets, stats.caller.received.lastPacketAt), (0, 1796278790.0))
+        # An RTCP stream that never got a packet says nothing.
+        streams[1]["stats"]["packets"] = 0
+        self.assertIsNone(relayStats("fr", body, "ft", "tt").caller.received.lastPacketAt)
 
     def test_unknown_tags_give_empty_legs(self) -> None:
         stats = relayStats("fr", decode(REPLY), "nobody", None)

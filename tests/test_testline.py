@@ -20,7 +20,7 @@ from aetasip.sip.message import Request, Response, parse
 from aetasip.testline import audiofile, offer, rtp
 from aetasip.testline.agent import ECHO, PROGRAMME, LineAgent, LineSettings
 from aetasip.testline.audiofile import FileProgramme, ProgrammeFileError
-from aetasip.testline.codecs import G722, L16, MPA, OPUS, PCMA, PCMU, Encoder
+from aetasip.testline.codecs import G722, L16, MPA, OPUS, OPUS_MONO, PCMA, PCMU, Encoder
 from aetasip.testline.media import MediaSession
 from aetasip.testline.programme import LEVEL_DBFS, TONE_SECONDS, Programme
 from aetasip.testline.settings import lineSettings
@@ -112,6 +112,17 @@ class EncoderTests(TestCase):
             assertNear(self, levelDBFS(tone), LEVEL_DBFS, 0.5)
 
 
+class OpusChannelTests(TestCase):
+    def test_mono_and_stereo_packets(self) -> None:
+        """The TOC byte's s bit (RFC 6716 3.1) says what was encoded."""
+        for fmt, stereo in ((OPUS, True), (OPUS_MONO, False)):
+            encoder = Encoder(fmt)
+            programme = Programme(fmt.sampleRate, fmt.audioChannels)
+            payloads = [encoder.encode(programme.read(encoder.framesPerPacket)) for _ in range(10)]
+            tocs = {bool(p[0] & 0x04) for p in payloads if p}
+            self.assertEqual(tocs, {stereo}, fmt)
+
+
 class OfferTests(TestCase):
     def test_caller_order_of_preference(self) -> None:
         self.assertEqual(offer.choose(offerSDP("8 0")).format, PCMA)
@@ -120,7 +131,7 @@ class OfferTests(TestCase):
         self.assertEqual(offer.choose(offerSDP("9 8 0")).format, G722)
         choice = offer.choose(offerSDP("96 8", "a=rtpmap:96 L16/48000/2"))
         self.assertEqual((choice.format.name, choice.format.clockRate, choice.format.channels), ("L16", 48000, 2))
-        self.assertEqual(offer.choose(offerSDP("111 8", "a=rtpmap:111 opus/48000/2")).format, OPUS)
+        self.assertEqual(offer.choose(offerSDP("111 8", "a=rtpmap:111 opus/48000/2")).format, OPUS_MONO)
         self.assertEqual(offer.choose(offerSDP("14 8")).format, MPA)
         self.assertEqual(offer.choose(offerSDP("96", "a=rtpmap:96 MPA/90000/2")).format, MPA)
 
@@ -150,11 +161,43 @@ class OfferTests(TestCase):
     def test_answer_carries_ptime_and_fmtp(self) -> None:
         body = offerSDP("111", "a=rtpmap:111 opus/48000/2", "a=fmtp:111 useinbandfec=1")
         answered = offer.answer(body, offer.choose(body), "127.0.0.1", 6000).decode()
+        self.assertIn("a=rtpmap:111 opus/48000/2\r\na=fmtp:111 sprop-stereo=0\r\na=ptime:20\r\n", answered)
+        body = offerSDP("111", "a=rtpmap:111 opus/48000/2", "a=fmtp:111 useinbandfec=1;stereo=1")
+        answered = offer.answer(body, offer.choose(body), "127.0.0.1", 6000).decode()
         self.assertIn("a=rtpmap:111 opus/48000/2\r\na=fmtp:111 sprop-stereo=1\r\na=ptime:20\r\n", answered)
         body = offerSDP("97", "a=rtpmap:97 L16/32000")
         self.assertIn(
             "a=rtpmap:97 L16/32000\r\na=ptime:5\r\n", offer.answer(body, offer.choose(body), "127.0.0.1", 6000).decode()
         )
+
+    def test_opus_stereo_only_when_the_receiver_prefers_it(self) -> None:
+        """RFC 7587 7: stereo=1 says the receiver prefers stereo; absent or 0, mono."""
+        for fmtp, expected in (
+            (None, OPUS_MONO),
+            ("stereo=0; sprop-stereo=1", OPUS_MONO),
+            ("sprop-stereo=1", OPUS_MONO),
+            ("maxaveragebitrate=128000; stereo=1", OPUS),
+            ("stereo = 1;useinbandfec=1", OPUS),
+        ):
+            extra = ["a=rtpmap:111 opus/48000/2"] + ([f"a=fmtp:111 {fmtp}"] if fmtp else [])
+            with self.subTest(fmtp=fmtp):
+                self.assertEqual(offer.choose(offerSDP("111", *extra)).format, expected)
+        self.assertEqual((OPUS.audioChannels, OPUS_MONO.audioChannels), (2, 1))
+        self.assertEqual(OPUS_MONO.rtpmap(), "opus/48000/2")
+
+    def test_our_offer_and_its_answer(self) -> None:
+        made = sdp.parse(offer.makeOffer("127.0.0.1", 6000, 77, 3, first=0))
+        (media,) = made.media
+        self.assertEqual((media.port, media.formats.split()[:3]), (6000, ["0", "8", "9"]))
+        # The answer may leave out the rtpmap of a payload type of the offer.
+        choice = offer.choose(offerSDP("98"), known=offer.OFFERED_MAPS)
+        self.assertEqual((choice.format, choice.payloadType), (L16[2], 98))
+        answer = offerSDP("111", "a=rtpmap:111 opus/48000/2", "a=fmtp:111 stereo=1")
+        self.assertEqual(offer.choose(answer, known=offer.OFFERED_MAPS).format, OPUS)
+
+    def test_old_style_hold_receives_nothing(self) -> None:
+        held = offerSDP("8").replace(b"c=IN IP4 127.0.0.1", b"c=IN IP4 0.0.0.0")
+        self.assertEqual(offer.choose(held).direction, "recvonly")
 
     def test_direction_mirrored(self) -> None:
         self.assertEqual(offer.choose(offerSDP("8", direction="recvonly")).direction, "sendonly")
@@ -333,7 +376,7 @@ class AgentTests(TestCase):
         return found
 
     def answered(self, body: bytes | None = None, number: str = "15000") -> Response:
-        self.agent.datagramReceived(invite(body or offerSDP("8 0", port=4000), number), PROXY)
+        self.agent.datagramReceived(invite(offerSDP("8 0", port=4000) if body is None else body, number), PROXY)
         (ringing,) = self.messages()
         assert isinstance(ringing, Response)
         self.assertEqual(ringing.code, 180)
@@ -377,10 +420,154 @@ class AgentTests(TestCase):
         self.assertEqual(response.code, 488)
         self.assertEqual(self.ports, [])
 
-    def test_bad_sdp_400_and_no_offer_488(self) -> None:
+    def test_bad_sdp_400(self) -> None:
         self.agent.datagramReceived(invite(b"v=0\r\nnonsense\r\n"), PROXY)
-        self.agent.datagramReceived(invite(b"", callID="call-2"), PROXY)
-        self.assertEqual([r.code for r in self.messages()], [400, 488])  # type: ignore[union-attr]
+        self.assertEqual([r.code for r in self.messages()], [400])  # type: ignore[union-attr]
+
+    def ack(self, tag: str, body: bytes = b"", cseq: int = 1) -> None:
+        self.agent.datagramReceived(dialogRequest("ACK", tag, cseq, body), PROXY)
+
+    def test_late_offer_the_answer_in_the_ack(self) -> None:
+        """An INVITE without SDP: the line offers in its 2xx, and sends once the ACK answered."""
+        ok = self.answered(b"")
+        self.assertEqual(ok.code, 200)
+        offered = sdp.parse(ok.body)
+        self.assertEqual(offered.media[0].formats.split(), ["8", "0", "9", "96", "97", "98", "99", "111", "14"])
+        self.clock.advance(0.5)
+        self.assertEqual(self.ports[0].sent, [])
+        tag = ok.toAddr.tag
+        assert tag is not None
+        self.ack(tag, offerSDP("98", port=4010))  # L16/32000/2, its rtpmap left out
+        self.clock.advance(0.1)
+        packets = self.ports[0].sent
+        self.assertTrue(packets)
+        self.assertEqual({address for _, address in packets}, {("127.0.0.1", 4010)})
+        self.assertEqual({rtp.parse(d).payloadType for d, _ in packets}, {98})
+        self.assertEqual({len(rtp.parse(d).payload) for d, _ in packets}, {32000 * 2 * 2 * 5 // 1000})
+        self.messages()
+        self.assertEqual(self.agent.sessions[("call-1", "caller-tag")].state, "confirmed")
+
+    def lateOfferAnsweredWith(self, body: bytes, cause: str) -> None:
+        ok = self.answered(b"")
+        tag = ok.toAddr.tag
+        assert tag is not None
+        self.ack(tag, body)
+        (bye,) = self.messages()
+        assert isinstance(bye, Request)
+        self.assertEqual(bye.method, "BYE")
+        self.assertIn(cause, bye.get("reason") or "")
+        self.assertEqual(self.agent.sessions, {})
+
+    def test_late_offer_without_an_answer_ends_with_bye(self) -> None:
+        self.lateOfferAnsweredWith(b"", "no SDP answer")
+
+    def test_late_offer_answered_with_nothing_acceptable_ends_with_bye(self) -> None:
+        self.lateOfferAnsweredWith(offerSDP("18"), "answer not acceptable")
+
+    def reinvite(self, tag: str, body: bytes, cseq: int = 2) -> Response:
+        self.messages()
+        self.agent.datagramReceived(dialogRequest("INVITE", tag, cseq, body), PROXY)
+        (response,) = self.messages()
+        assert isinstance(response, Response)
+        return response
+
+    def sentSince(self, count: int) -> list[tuple[bytes, tuple[str, int]]]:
+        return self.ports[0].sent[count:]
+
+    def test_reinvite_hold_and_resume(self) -> None:
+        tag = self.confirmed()
+        first = originOf(self.agent.sessions[("call-1", "caller-tag")].answerSDP)
+        for direction, answered, sends in (
+            ("sendonly", "recvonly", False),
+            ("inactive", "inactive", False),
+            ("sendrecv", "sendrecv", True),
+        ):
+            with self.subTest(direction=direction):
+                cseq = {"sendonly": 2, "inactive": 3, "sendrecv": 4}[direction]
+                ok = self.reinvite(tag, offerSDP("8 0", direction=direction), cseq)
+                self.assertEqual(ok.code, 200)
+                answer = sdp.parse(ok.body)
+                self.assertEqual(answer.directionOf(answer.media[0]), answered)
+                # The same session, a new version (RFC 3264 8).
+                self.assertEqual(originOf(ok.body)[1], first[1])
+                self.assertEqual(int(originOf(ok.body)[2]), cseq)
+                self.ack(tag, cseq=cseq)
+                self.ports[0].receive(rtp.Packetiser(8).packet(b"\xd5" * 160, 160), ("127.0.0.1", 4000))
+                before = len(self.ports[0].sent)
+                self.clock.advance(0.2)
+                self.assertEqual(bool(self.sentSince(before)), sends)
+
+    def test_a_held_call_is_not_a_silent_one(self) -> None:
+        """Held with a=inactive the caller sends nothing: no media timeout until it resumes."""
+        tag = self.confirmed()
+        self.assertEqual(self.reinvite(tag, offerSDP("8", direction="inactive")).code, 200)
+        self.ack(tag, cseq=2)
+        self.clock.advance(30)
+        self.assertEqual(self.messages(), [])
+        self.assertEqual(self.reinvite(tag, offerSDP("8"), 3).code, 200)
+        self.ack(tag, cseq=3)
+        self.clock.advance(9.9)
+        self.assertEqual(self.messages(), [])
+        self.clock.advance(0.2)
+        (bye,) = self.messages()
+        self.assertIn("media timeout", bye.get("reason") or "")  # type: ignore[union-attr]
+
+    def test_old_style_hold(self) -> None:
+        tag = self.confirmed()
+        held = offerSDP("8").replace(b"c=IN IP4 127.0.0.1", b"c=IN IP4 0.0.0.0")
+        self.assertEqual(self.reinvite(tag, held).code, 200)
+        self.ack(tag, cseq=2)
+        before = len(self.ports[0].sent)
+        self.clock.advance(0.2)
+        self.assertEqual(self.sentSince(before), [])
+
+    def test_reinvite_changes_the_codec_and_the_address(self) -> None:
+        tag = self.confirmed()
+        self.clock.advance(0.1)
+        ssrc = rtp.parse(self.ports[0].sent[0][0]).ssrc
+        before = len(self.ports[0].sent)
+        ok = self.reinvite(tag, offerSDP("9 8", port=4100))
+        self.assertEqual(sdp.parse(ok.body).media[0].formats, "9")
+        self.ack(tag, cseq=2)
+        self.clock.advance(0.1)
+        packets = [(rtp.parse(d), a) for d, a in self.sentSince(before)]
+        self.assertTrue(packets)
+        self.assertEqual({(p.payloadType, p.ssrc, a) for p, a in packets}, {(9, ssrc, ("127.0.0.1", 4100))})
+        self.assertTrue(packets[0][0].marker)
+
+    def test_reinvite_nothing_acceptable_keeps_the_session(self) -> None:
+        tag = self.confirmed()
+        response = self.reinvite(tag, offerSDP("18"))
+        self.assertEqual(response.code, 488)
+        before = len(self.ports[0].sent)
+        self.ports[0].receive(rtp.Packetiser(8).packet(b"\xd5" * 160, 160), ("127.0.0.1", 4000))
+        self.clock.advance(0.1)
+        self.assertEqual({rtp.parse(d).payloadType for d, _ in self.sentSince(before)}, {8})
+        self.assertEqual(self.reinvite(tag, b"v=0\r\nnonsense\r\n", 3).code, 400)
+
+    def test_reinvite_without_sdp_gets_an_offer(self) -> None:
+        tag = self.confirmed()
+        ok = self.reinvite(tag, b"")
+        offered = sdp.parse(ok.body)
+        self.assertEqual(offered.media[0].formats.split()[0], "8")  # the format in use first
+        # Another re-INVITE before the ACK answered: 491 (RFC 3261 14.2).
+        self.assertEqual(self.reinvite(tag, offerSDP("0"), 3).code, 491)
+        self.ack(tag, offerSDP("0"), cseq=2)
+        before = len(self.ports[0].sent)
+        self.clock.advance(0.1)
+        self.assertEqual({rtp.parse(d).payloadType for d, _ in self.sentSince(before)}, {0})
+
+    def test_reinvite_2xx_retransmitted_until_ack(self) -> None:
+        tag = self.confirmed()
+        ok = self.reinvite(tag, offerSDP("8"))
+        # The re-INVITE again: the same 2xx.
+        self.agent.datagramReceived(dialogRequest("INVITE", tag, 2, offerSDP("8")), PROXY)
+        self.clock.advance(0.5)
+        again = [m for m in self.messages() if isinstance(m, Response)]
+        self.assertEqual([m.toBytes() for m in again], [ok.toBytes(), ok.toBytes()])
+        self.ack(tag, cseq=2)
+        self.clock.advance(4)
+        self.assertEqual([m for m in self.messages() if isinstance(m, Response)], [])
 
     def test_busy_beyond_max_sessions(self) -> None:
         for n in range(3):
@@ -519,6 +706,31 @@ class AgentTests(TestCase):
         self.assertEqual(self.agent.sessions, {})
 
 
+def originOf(body: bytes) -> list[str]:
+    """The fields of the o= line: username, session id, version, …"""
+    (line,) = [line for line in body.decode().splitlines() if line.startswith("o=")]
+    return line[2:].split()
+
+
+def dialogRequest(method: str, toTag: str, cseq: int, body: bytes = b"", branch: str | None = None) -> bytes:
+    """A request of the caller in the dialog, with SDP when given."""
+    headers = [
+        f"{method} sip:15000@127.0.0.1:7000 SIP/2.0",
+        f"Via: SIP/2.0/UDP 127.0.0.1:5060;branch={branch or f'z9hG4bK-{method}-{cseq}'};rport",
+        "Via: SIP/2.0/UDP 127.0.0.1:40000;branch=z9hG4bK-caller;received=127.0.0.1;rport=40000",
+        "Max-Forwards: 69",
+        "From: <sip:45675001@127.0.0.1>;tag=caller-tag",
+        f"To: <sip:15000@127.0.0.1>;tag={toTag}",
+        "Call-ID: call-1",
+        f"CSeq: {cseq} {method}",
+        "Contact: <sip:45675001@127.0.0.1:40000>",
+    ]
+    if body:
+        headers.append("Content-Type: application/sdp")
+    headers += [f"Content-Length: {len(body)}", "", ""]
+    return "\r\n".join(headers).encode() + body
+
+
 def writeTone(path: str, frequency: float, rate: int = 44100, seconds: float = 1.0) -> str:
     """A mono 16-bit WAV sine at -12 dBFS."""
     n = np.arange(int(rate * seconds))
@@ -551,6 +763,31 @@ class ProgrammeFileTests(TestCase):
             with self.assertRaises(ProgrammeFileError) as raised:
                 audiofile.check(path)
             self.assertIn(path, str(raised.exception))
+
+    def test_the_default_configuration_has_no_clash(self) -> None:
+        settings = lineSettings(config.build({}))
+        self.assertEqual(settings.lines, {"15000": PROGRAMME, "15001": ECHO})
+
+    def test_clashing_numbers_named(self) -> None:
+        for values, key, words in (
+            # The echo line's default against an operator's test number.
+            ({"routing.test_number": "15001"}, "testline.echo_number", "routing.test_number (15001)"),
+            ({"routing.short_number_digits": 5}, "routing.test_number", "short number 15000"),
+            (
+                {"routing.short_number_digits": 5, "routing.test_number": "150000"},
+                "testline.echo_number",
+                "short number 15001",
+            ),
+            ({"testline.echo_number": "6000", "routing.short_number_digits": 3}, "testline.echo_number", "hunting"),
+        ):
+            with self.subTest(values=values):
+                with self.assertRaises(config.ConfigError) as raised:
+                    config.build(values)
+                self.assertEqual(raised.exception.key, key)
+                self.assertIn(words, str(raised.exception))
+        # Without the test line, routing's own numbers are routing's business.
+        config.build({"routing.short_number_digits": 5, "testline.enabled": False})
+        config.build({"routing.test_number": "15001", "testline.echo_number": None})
 
     def test_configuration_refuses_a_file_that_does_not_decode(self) -> None:
         cfg = config.load(None, {"testline.programme_file": "/nonexistent/programme.wav"})

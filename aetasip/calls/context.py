@@ -11,6 +11,7 @@ C{_provisional} and C{_failed} methods.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.interfaces import IDelayedCall
@@ -35,7 +36,7 @@ TIMER_C = 181.0
 class Branch:
     """One forwarded copy of a request, to one leg."""
 
-    __slots__ = ("cancel", "client", "code", "leg", "request", "target")
+    __slots__ = ("ackAgain", "cancel", "client", "code", "leg", "request", "target")
 
     def __init__(self, leg: Leg, request: Request, target: Target | None = None) -> None:
         self.leg = leg
@@ -47,6 +48,9 @@ class Branch:
         # "" while wanted; "pending" when the proxy gave up on it before
         # any 1xx (its CANCEL waits for one, RFC 3261 9.1); "sent".
         self.cancel = ""
+        # A 2xx the proxy ACKed and ended itself (its media failed): sends
+        # the ACK again for each retransmission of that 2xx.
+        self.ackAgain: Callable[[], None] | None = None
 
 
 class ResponseContext:
@@ -79,6 +83,7 @@ class ResponseContext:
         "hadOffer",
         "isInvite",
         "loopTag",
+        "mediaFailure",
         "method",
         "peer",
         "proxy",
@@ -118,6 +123,9 @@ class ResponseContext:
         self.best: Response | None = None
         self.bestIsTimeout = False
         self.answered = False
+        # The proxy's own refusal of a branch whose media failed, and why:
+        # the call's end cause when it is the best response.
+        self.mediaFailure: tuple[Response, str] | None = None
         self.timerC: IDelayedCall | None = None
         # What the dialogs of the answer need from the request, which is
         # long gone when the answer comes.
@@ -211,15 +219,26 @@ class ResponseContext:
             if all(b.code >= 200 for b in self.branches):
                 self._sendBest()
 
-    def refuse(self, branch: Branch, code: int, reason: str) -> None:
-        """C{branch} could not be sent (its media was refused): it ends with C{code}."""
+    def refuse(self, branch: Branch, code: int, reason: str, warning: str = "", mediaFailure: str = "") -> None:
+        """
+        C{branch} could not be sent (its media was refused), or the proxy
+        ended it (the media of its answer failed): it ends with C{code}.
+
+        @param warning: a Warning header value for the caller's response.
+        @param mediaFailure: why the branch's media failed, for the call's
+            end cause if this response is the one the caller gets.
+        """
         branch.code = code
         if branch.target is not None:
             branch.target.status = code
         refusal = self.answer(code, reason) if self.request is not None else None
+        if refusal is not None and warning:
+            refusal.add("warning", warning)
         if refusal is not None and (self.best is None or better(refusal, self.best)):
             self.best = refusal
             self.bestIsTimeout = False
+            if mediaFailure:
+                self.mediaFailure = (refusal, mediaFailure)
         if all(b.code >= 200 for b in self.branches):
             self._sendBest()
 

@@ -25,7 +25,7 @@ from twisted.python.failure import Failure
 from aetasip.calls.call import Call, EndCause, Leg
 from aetasip.calls.context import Branch, ResponseContext
 from aetasip.calls.dialog import CALLEE, CALLER, CONFIRMED, EARLY, Dialog
-from aetasip.calls.media import ANSWER, OFFER, kindOfRequestSDP, kindOfResponseSDP, refusal, sdpOf
+from aetasip.calls.media import ANSWER, OFFER, declinedAnswer, kindOfRequestSDP, kindOfResponseSDP, refusal, sdpOf
 from aetasip.calls.surgery import (
     copyRequest,
     decrementMaxForwards,
@@ -482,29 +482,63 @@ class DialogRouter:
             return str(URI("sip", None, host, leg.source[1]))
         return str(fixedURI(uri, leg.source, leg.transport) or uri)
 
-    def requestInDialog(
-        self, dialog: Dialog, side: str, method: str, onFinal: Callable[[int | None], None], reason: str = ""
-    ) -> None:
+    def abandonAnswer(
+        self, context: ResponseContext, branch: Branch, response: Response, declineOffer: bool, reason: str
+    ) -> Callable[[], None] | None:
         """
-        Send C{method} to C{side} of C{dialog}, as if from the other side;
-        C{onFinal} gets the final status, or C{None} when none came (or the
-        leg cannot be reached).
+        End the dialog a callee's 2xx to the initial INVITE made, which the
+        proxy does not pass on: an ACK (with an answer declining every
+        stream when the 2xx made an offer, RFC 3264 6), then a BYE.
+
+        @return: what sends that ACK again (for each retransmission of
+            the 2xx), or C{None} when the callee cannot be reached.
         """
+        tag = response.toAddr.tag
+        if tag is None:
+            return None
+        dialog = Dialog(
+            "INVITE",
+            context.callID,
+            context.fromTag,
+            tag,
+            context.call.callerLeg if context.call is not None else Leg(context.peer.source, "udp", ("", 0)),
+            branch.leg,
+            branch.target.key if branch.target is not None else "0",
+            None,
+            CONFIRMED,
+        )
+        dialog.uris = {CALLER: context.fromURI, CALLEE: context.toURI}
+        dialog.cseq[CALLER] = context.cseq
+        self._calleeAnswer(dialog, response)
+        built = self._inDialog(dialog, CALLEE, "ACK", context.cseq)
+        if built is None:
+            return None
+        ack, hop = built
+        if declineOffer:
+            ack.set("content-type", "application/sdp")
+            ack.body = declinedAnswer(response.body)
+        data = ack.toBytes()
+
+        def sendAck() -> None:
+            hop[0](data)
+
+        sendAck()
+        self.requestInDialog(dialog, CALLEE, "BYE", lambda code: None, reason=reason)
+        return sendAck
+
+    def _inDialog(
+        self, dialog: Dialog, side: str, method: str, cseq: int, reason: str = ""
+    ) -> tuple[Request, Hop] | None:
+        """C{method} to C{side} of C{dialog} as if from the other side, and how to send it."""
         proxy = self.proxy
         leg = dialog.legs[side]
         hop = proxy.hopToLeg(leg)
         if hop is None:
-            onFinal(None)
-            return
+            return None
         other = Dialog.other(side)
-        if method == "BYE":
-            # Past every CSeq the other side used, so it is not out of order.
-            dialog.cseq[other] += 1
-        cseq = max(dialog.cseq[other], 1)
         tags = {CALLER: dialog.callerTag, CALLEE: dialog.calleeTag}
         target = self._remoteTarget(leg)
-        branch = newBranch()
-        headers = [["via", proxy._via(hop[2], hop[3], branch)], ["max-forwards", "70"]]
+        headers = [["via", proxy._via(hop[2], hop[3], newBranch())], ["max-forwards", "70"]]
         headers += [["route", route] for route in self._routesTo(dialog, side)]
         headers += [
             ["from", f"<{dialog.uris[other]}>;tag={tags[other]}"],
@@ -515,7 +549,27 @@ class DialogRouter:
         if reason:
             headers.append(["reason", f'SIP;text="{reason}"'])
         headers.append(["user-agent", proxy.serverHeader])
-        request = Request(method, target, headers)
+        return Request(method, target, headers), hop
+
+    def requestInDialog(
+        self, dialog: Dialog, side: str, method: str, onFinal: Callable[[int | None], None], reason: str = ""
+    ) -> None:
+        """
+        Send C{method} to C{side} of C{dialog}, as if from the other side;
+        C{onFinal} gets the final status, or C{None} when none came (or the
+        leg cannot be reached).
+        """
+        proxy = self.proxy
+        other = Dialog.other(side)
+        if method == "BYE":
+            # Past every CSeq the other side used, so it is not out of order.
+            dialog.cseq[other] += 1
+        built = self._inDialog(dialog, side, method, max(dialog.cseq[other], 1), reason)
+        if built is None:
+            onFinal(None)
+            return
+        request, hop = built
+        branch = request.topVia.branch or newBranch()
 
         def answered(response: Response) -> None:
             if response.code >= 200:

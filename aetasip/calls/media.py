@@ -74,6 +74,23 @@ def kindOfResponseSDP(requestHadOffer: bool) -> str:
     return ANSWER if requestHadOffer else OFFER
 
 
+def declinedAnswer(offer: bytes) -> bytes:
+    """
+    An SDP answer declining every stream of C{offer} (port 0, RFC 3264
+    6): what an ACK carries when the offer of a 2xx cannot be taken. It
+    reads the offer's C{m=} lines alone, so it works for SDP no parser
+    accepts.
+    """
+    lines = [b"v=0", b"o=- 0 0 IN IP4 0.0.0.0", b"s=-", b"c=IN IP4 0.0.0.0", b"t=0 0"]
+    for line in offer.splitlines():
+        fields = line.strip().split()
+        if line.startswith(b"m=") and len(fields) >= 3:
+            lines.append(b" ".join([fields[0], b"0", fields[2], *(fields[3:4] or [b"0"])]))
+    if len(lines) == 5:
+        lines.append(b"m=audio 0 RTP/AVP 0")
+    return b"\r\n".join(lines) + b"\r\n"
+
+
 class MediaHook:
     """
     Hands the SDP of a call's messages to the media handler, in order.
@@ -99,6 +116,7 @@ class MediaHook:
         sender: str,
         then: Callable[[Request | Response], None],
         failed: Callable[[Failure], None] | None = None,
+        answerFailed: Callable[[Failure], None] | None = None,
     ) -> None:
         """
         Run C{then(message)} once the handler has rewritten the SDP of
@@ -107,7 +125,10 @@ class MediaHook:
         is nothing to wait for.
 
         @param failed: what to do when an offer is refused (the handler
-            failed); an answer that fails is forwarded unchanged.
+            failed).
+        @param answerFailed: what to do when the handler fails on an
+            answer (the relay cannot carry the media it describes);
+            without it, the answer is logged and forwarded unchanged.
         """
         handler = self.handler
         sdp = sdpOf(message) if handler is not None and kind is not None and call is not None else None
@@ -123,9 +144,14 @@ class MediaHook:
             previous.addBoth(lambda _: d.callback(None))
 
         if sdp is not None:
-            d.addCallback(lambda _: self._rewrite(call, message, kind or OFFER, key, sender, sdp))
+            d.addCallback(
+                lambda _: self._rewrite(call, message, kind or OFFER, key, sender, sdp, answerFailed is not None)
+            )
 
         def refused(failure: Failure) -> None:
+            if kind == ANSWER and answerFailed is not None:
+                answerFailed(failure)
+                return
             if failed is None:
                 log.failure("Media handler failed on {call}", failure, call=call)
                 return
@@ -143,7 +169,9 @@ class MediaHook:
 
         d.addBoth(done)
 
-    def _rewrite(self, call: Call, message: Request | Response, kind: str, key: str, sender: str, sdp: bytes) -> Any:
+    def _rewrite(
+        self, call: Call, message: Request | Response, kind: str, key: str, sender: str, sdp: bytes, strict: bool
+    ) -> Any:
         assert self.handler is not None
         method = self.handler.offer if kind == OFFER else self.handler.answer
         d = method(call, key, sender, sdp)
@@ -152,7 +180,7 @@ class MediaHook:
             message.body = body
 
         def answerFailed(failure: Failure) -> Failure | None:
-            if kind == OFFER:
+            if kind == OFFER or strict:
                 return failure
             log.failure("Media handler failed on an answer of {call}: forwarded as it is", failure, call=call)
             return None

@@ -449,6 +449,12 @@ class Proxy:
 
     def _fromBranch(self, context: ResponseContext, branch: Branch, response: Response) -> None:
         code = response.code
+        if branch.ackAgain is not None:
+            # A branch the proxy ended after its 2xx (its media failed): only
+            # retransmissions of that 2xx come, each ACKed again.
+            if 200 <= code < 300:
+                branch.ackAgain()
+            return
         if code < 200 and branch.cancel:
             # A branch given up on: its first 1xx lets its CANCEL go.
             if branch.cancel == "pending":
@@ -466,7 +472,59 @@ class Proxy:
         kind = kindOfResponseSDP(context.hadOffer) if code < 300 else None
         key = branch.target.key if branch.target is not None else context.extra.get("key", "1")
         sender = context.extra.get("to", CALLEE)
-        self.media.process(call, response, kind, key, sender, lambda r: context.response(branch, r))  # type: ignore[arg-type]
+        answerFailed = None
+        if context.dialog is None and context.method == "INVITE":
+            answerFailed = lambda failure: self._answerFailed(context, branch, response, kind, failure)  # noqa: E731
+        self.media.process(
+            call,
+            response,
+            kind,
+            key,
+            sender,
+            lambda r: context.response(branch, r),  # type: ignore[arg-type]
+            answerFailed,
+            answerFailed,
+        )
+
+    def _answerFailed(
+        self, context: ResponseContext, branch: Branch, response: Response, kind: str | None, failure: Failure
+    ) -> None:
+        """
+        The media handler could not take the SDP of a callee's response to
+        the initial INVITE (the relay failed, or the SDP is bad): passing
+        it on unchanged would give one-way audio, so the branch ends. Like
+        a UAC that cannot accept the media of a 2xx (RFC 3261 13.2.2.4),
+        the proxy ACKs a 2xx (declining every stream of a late offer) and
+        sends a BYE to the callee; the caller gets a 500 with a Warning,
+        unless another branch answers. A reliable 18x (RFC 3262) made its
+        SDP the answer: its branch is cancelled the same way. An
+        unreliable 18x only previews the answer (RFC 6337 3.1): it goes
+        on without its SDP, no early media, and the 2xx tries again.
+        """
+        call = context.call
+        error = failure.getErrorMessage()
+        log.warn(
+            "Media failed on the {code} of branch {key} of {call}: {error}",
+            code=response.code,
+            key=branch.target.key if branch.target is not None else "?",
+            call=call,
+            error=error,
+        )
+        code = response.code
+        if code < 200 and "100rel" not in (response.get("require") or "").lower():
+            response.body = b""
+            response.remove("content-type")
+            context.response(branch, response)
+            return
+        detail = f"relay failed on the callee's {'answer' if kind != OFFER else 'offer'}: {error}"
+        quoted = detail.replace("\\", "").replace('"', "'")
+        warning = f'399 aetasip "{quoted}"'
+        if code < 200:
+            branch.code = max(branch.code, code)
+            self._cancelBranch(branch)
+        else:
+            branch.ackAgain = self.router.abandonAnswer(context, branch, response, kind == OFFER, "media failure")
+        context.refuse(branch, 500, "Media Relay Failed", warning, detail)
 
     # -- what the contexts tell ---------------------------------------------------
 
@@ -500,6 +558,9 @@ class Proxy:
         """The best final non-2xx response went up (or our own timeout)."""
         call = context.call
         if call is None or context.dialog is not None:
+            return
+        if context.mediaFailure is not None and context.mediaFailure[0] is best:
+            call.end(EndCause.MEDIA_FAILURE, best.code, context.mediaFailure[1])
             return
         if context.cancelledBy == "caller":
             cause = EndCause.CANCELLED

@@ -70,10 +70,13 @@ def _figures(media: dict[str, Any] | None, leg: str) -> list[str]:
         return ["", "", "", ""]
     received = media[leg].get("received", {})
     mos = received.get("mos")
+    # None: the relay did not measure it (rtpengine without RTCP reports).
+    lost = received.get("lost", 0)
+    jitter = received.get("jitter", 0.0)
     return [
         str(received.get("packets", 0)),
-        str(received.get("lost", 0)),
-        f"{received.get('jitter', 0.0):.1f}",
+        "" if lost is None else str(lost),
+        "" if jitter is None else f"{jitter:.1f}",
         "" if mos is None else f"{mos:.2f}",
     ]
 

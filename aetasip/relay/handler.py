@@ -242,7 +242,7 @@ class RelayHandler(service.MultiService):
             return succeed(sdp)
         if relayed.since is None:
             relayed.since = self.clock.seconds()
-        if sender == CALLER and not answer:
+        if (sender == CALLER and not answer) or call.answeredBy is not None:
             self._dropFailedBranches(call, relayed, key)
         leg = call.callerLeg if sender == CALLER else calleeLeg
         assert leg is not None
@@ -258,16 +258,19 @@ class RelayHandler(service.MultiService):
     def _dropFailedBranches(self, call: Call, relayed: RelayedCall, current: str) -> None:
         """
         The ports of branches that ended without the call (the hunting
-        members tried before this one) go back to the node, when it can
-        release one branch (the built-in node): a call that lasts days
-        does not hold them.
+        members tried before this one, the forks another branch's answer
+        cancelled) go back to the node, when it can release one branch
+        (both kinds of node can): a call that lasts days does not hold
+        them.
         """
         deleteBranch = getattr(relayed.node, "deleteBranch", None)
         if deleteBranch is None:
             return
+        answered = call.answeredBy.key if call.answeredBy is not None else None
         for target in call.targets:
             key = target.key
-            if key != current and target.status >= 300 and relayed.relayed.get(key) and key not in relayed.dropped:
+            lost = target.status >= 300 or (answered is not None and key != answered)
+            if key != current and lost and relayed.relayed.get(key) and key not in relayed.dropped:
                 relayed.dropped.add(key)
                 deleteBranch(call.callID, call.callerTag, key)
 
@@ -289,6 +292,7 @@ class RelayHandler(service.MultiService):
         for call, relayed in list(self._calls.items()):
             if call.state != ANSWERED or not relayed.anyRelayed:
                 continue
+            self._dropFailedBranches(call, relayed, call.answeredBy.key if call.answeredBy is not None else "")
             d = relayed.node.query(call.callID, call.callerTag)
             d.addCallback(self._checked, call, relayed, now)
             d.addErrback(lambda f, call=call: log.failure("Querying the relay of {call} failed", f, call=call))

@@ -12,17 +12,28 @@ answer):
 
     - a leg behind NAT (C{latchAnySource}) gets C{SIP source address} with
       C{received from} its signalling source: rtpengine ignores the
-      (private) address of its SDP, never sends there, and latches its
-      media to packets from the signalling source's host, any port;
-      other legs get C{trust address};
-    - C{strict source} and the flag C{endpoint-learning-heuristic} (the
-      key C{endpoint-learning} is ignored by rtpengine 10.5): packets
-      from the expected address — for a NATed leg its signalling host,
-      any port — win the learning, even after a stranger's, so nobody
-      takes a leg's media. Limits of rtpengine 10.5 (userspace), seen in
-      the tests: while it learns (about 3 s from the first packets) it
-      forwards a stranger's packets to the parties; afterwards it drops
-      and counts them, but for the first one after a silence of the call;
+      (private) address of its SDP, never sends there, and learns its
+      media address from packets coming from the signalling source's
+      host, any port (C{endpoint-learning-heuristic}; the key
+      C{endpoint-learning} is ignored by rtpengine 10.5);
+    - other legs (their SDP is true) get C{trust address} and
+      C{asymmetric}: rtpengine learns nothing for them ("asymmetric [...]
+      disables learning of endpoint addresses", ng_control_protocol.md)
+      and takes their media address from the SDP, so with C{strict source}
+      a stranger's packets are dropped and counted from the first one
+      (the agent must send from the port it receives on: symmetric RTP,
+      RFC 4961, as broadcast codecs do);
+    - C{strict source}: once learnt, packets from elsewhere are dropped.
+      What rtpengine cannot do: for a leg behind NAT, strict source only
+      applies "after the learning phase" (ng_control_protocol.md, "strict
+      source"), the first seconds after signalling (about 3 s in
+      10.5); until then rtpengine forwards packets from any source to the
+      other party (the tests see them), though it sends nothing back to a
+      stranger: the heuristic picks the signalling host. Learning from the
+      first packet (C{--endpoint-learning=immediate}) would let a stranger
+      sending first take the leg, which is worse; the built-in relay,
+      which latches on the signalling host from the first packet, has no
+      such window;
     - ICE lines are removed from the SDP before rtpengine sees it, and
       C{ICE: remove}: agents must not route around the relay, and
       rtpengine, given candidates, sends media and connectivity checks to
@@ -32,7 +43,10 @@ answer):
       the other side's address changes (agents that ignore an SDP change
       keep working);
     - C{via-branch}: the branch of a forked call, so each fork gets its
-      own ports until the answer names the callee's tag.
+      own ports until the answer names the callee's tag; a fork that lost
+      (another answered, or it failed) gets its own C{delete} with its
+      C{via-branch} (L{RtpengineNode.deleteBranch}) and gives its ports
+      back while the call goes on.
 
 rtpengine names each side of a call by the tag of its SIP party and
 wants the offerer's tag as C{from-tag}; the node remembers, per session
@@ -170,12 +184,11 @@ class RtpengineNode(Service):
             "ICE": "remove",
             "replace": ["origin", "session-connection"],
             "received-from": ["IP6" if ":" in host else "IP4", host],
-            "flags": [
-                "SIP-source-address" if latchAnySource else "trust-address",
-                "strict-source",
-                "port-latching",
-                "endpoint-learning-heuristic",
-            ],
+            "flags": (
+                ["SIP-source-address", "strict-source", "port-latching", "endpoint-learning-heuristic"]
+                if latchAnySource
+                else ["trust-address", "asymmetric", "strict-source", "port-latching"]
+            ),
         }
 
     @staticmethod
@@ -281,6 +294,41 @@ class RtpengineNode(Service):
         reply = await self._backendFor(key, "answer", arguments)
         session.answered = branchKey
         return self._sdp("answer", reply)
+
+    def deleteBranch(self, callID: str, fromTag: str, branch: object) -> Deferred[None]:
+        """
+        Release the ports of one fork of a call (a branch that did not
+        answer): rtpengine's C{delete} with its C{via-branch}, and the
+        callee's tag when a 18x gave one. Fires (never failing) once
+        rtpengine answered.
+        """
+        return Deferred.fromCoroutine(self._deleteBranch(callID, fromTag, _branchKey(branch)))
+
+    async def _deleteBranch(self, callID: str, fromTag: str, branchKey: str) -> None:
+        session = self._sessions.get((callID, fromTag))
+        if session is None or session.backend is None or session.answered == branchKey:
+            return
+        arguments: dict[str, Any] = {"call-id": callID, "from-tag": fromTag, "via-branch": branchKey, "delete delay": 0}
+        calleeTag = session.calleeTags.pop(branchKey, None)
+        if calleeTag is not None:
+            arguments["to-tag"] = calleeTag
+        try:
+            reply = await self.pool.requestTo(session.backend, "delete", arguments)
+        except (NgTimeout, NgError, NgProtocolError) as e:
+            log.warn(
+                "rtpengine did not release branch {branch} of {callID}: {error}",
+                branch=branchKey,
+                callID=callID,
+                error=e,
+            )
+            return
+        if reply.warning:
+            log.info(
+                "rtpengine on branch {branch} of {callID}: {warning}",
+                branch=branchKey,
+                callID=callID,
+                warning=reply.warning,
+            )
 
     # -- delete, query, sessions -------------------------------------------------
 

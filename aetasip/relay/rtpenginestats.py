@@ -65,9 +65,16 @@ def _received(monologue: Mapping[str, Any], ssrcs: Mapping[str, Any]) -> tuple[S
     stream = StreamStats()
     latched: Address | None = None
     dropped = 0
+    measured = False
     for media in _dicts(monologue.get("medias")):
         for item in _dicts(media.get("streams")):
             if "RTP" not in _flags(item):
+                # RTCP: no packets of the stream, but a sign of life (as the built-in node counts it).
+                rtcp = item.get("stats")
+                last = _int(item.get("last packet"))
+                if isinstance(rtcp, dict) and _int(rtcp.get("packets")) and last:
+                    if stream.lastPacketAt is None or last > stream.lastPacketAt:
+                        stream.lastPacketAt = float(last)
                 continue
             counters = item.get("stats")
             if not isinstance(counters, dict):
@@ -89,14 +96,18 @@ def _received(monologue: Mapping[str, Any], ssrcs: Mapping[str, Any]) -> tuple[S
             if isinstance(quality, dict):
                 # From the RTCP reports of the party receiving this
                 # stream: loss, jitter (ms) and MOS (times ten).
-                stream.lost += _int(quality.get("cumulative loss"))
+                measured = True
+                stream.lost = (stream.lost or 0) + _int(quality.get("cumulative loss"))
                 average = quality.get("average MOS")
                 if isinstance(average, dict):
-                    stream.jitter = max(stream.jitter, float(_int(average.get("jitter"))))
+                    stream.jitter = max(stream.jitter or 0.0, float(_int(average.get("jitter"))))
                     if _int(average.get("MOS")):
                         mos = _int(average.get("MOS")) / 10
                         stream.mos = mos if stream.mos is None else min(stream.mos, mos)
                         stream.rFactor = rFactorFromMOS(stream.mos)
+    if not measured and stream.packets:
+        # Plain RTP that nobody reported on: rtpengine did not measure it.
+        stream.lost = stream.jitter = None
     return stream, latched, dropped
 
 
@@ -109,7 +120,12 @@ def relayStats(node: str, body: Mapping[str, Any], callerTag: str, calleeTag: st
     not forward — strict-source drops among them); what it sent to a
     party is what it received from the other. Loss, jitter and MOS come
     from the parties' RTCP reports, when they send any (the R factor is
-    derived from the MOS).
+    derived from the MOS). rtpengine 10.5 does not measure them itself
+    when forwarding without transcoding: for plain RTP its C{query} gives
+    per stream only packets, bytes, errors, the last packet's time and
+    the SSRC, and its C{SSRC} section lists only SSRCs that RTCP reports
+    named. A stream with packets and no report therefore has C{lost} and
+    C{jitter} C{None} (not measured), never a misleading 0.
     """
     monologues = _monologues(body)
     byTag = {_text(m.get("tag")): m for m in monologues}

@@ -16,8 +16,11 @@ class StreamStats:
 
     @ivar packets: RTP packets received.
     @ivar bytes: their UDP payload bytes.
-    @ivar lost: packets missing from the sequence numbers (RFC 3550 A.3).
-    @ivar jitter: interarrival jitter in milliseconds (RFC 3550 6.4.1).
+    @ivar lost: packets missing from the sequence numbers (RFC 3550 A.3);
+        C{None} when the node could not measure it (rtpengine, for a
+        stream no party sent RTCP reports about).
+    @ivar jitter: interarrival jitter in milliseconds (RFC 3550 6.4.1);
+        C{None} when not measured, like C{lost}.
     @ivar rFactor: the ITU-T G.107 E-model R factor (0-100), or C{None}
         before there is anything to estimate.
     @ivar mos: the MOS estimated from C{rFactor} (1.0-4.5), or C{None}.
@@ -26,8 +29,8 @@ class StreamStats:
 
     packets: int = 0
     bytes: int = 0
-    lost: int = 0
-    jitter: float = 0.0
+    lost: int | None = 0
+    jitter: float | None = 0.0
     rFactor: float | None = None
     mos: float | None = None
     lastPacketAt: float | None = None

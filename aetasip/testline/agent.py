@@ -94,6 +94,16 @@ class Session:
     timers: dict[str, IDelayedCall] = attrs.Factory(dict)
     endCause: str = ""
     answeredAt: float | None = None
+    # The SDP of the line in this session (RFC 3264 8: one o= session id, its
+    # version raised with each change), and the offer it made and awaits the
+    # answer to in an ACK (an INVITE or re-INVITE without SDP), if any.
+    sdpSession: int = 0
+    sdpVersion: int = 1
+    lastSDP: bytes = b""
+    offerPending: bool = False
+    # The last re-INVITE's CSeq and 2xx (sent again for its retransmissions, until its ACK).
+    reinviteCSeq: int = -1
+    reinviteResponse: Response | None = None
 
     @property
     def callID(self) -> str:
@@ -153,9 +163,8 @@ class LineAgent:
         session = self.sessions.get(key)
         method = request.method
         if method == "ACK":
-            if session is not None and session.state == "answered" and request.toAddr.tag == session.localTag:
-                session.state = "confirmed"
-                self._cancelTimer(session, "retransmit")
+            if session is not None and request.toAddr.tag == session.localTag:
+                self._ack(session, request)
             return
         if method == "CANCEL":
             self._cancel(request, session, source)
@@ -207,21 +216,18 @@ class LineAgent:
         if kind is None:
             self._send(self._response(request, 404, ""), source)
             return
-        if not request.body:
-            response = self._response(request, 488, "")
-            response.add("warning", '399 aetasip "An SDP offer in the INVITE is needed"')
-            self._send(response, source)
-            return
-        try:
-            choice = offer.choose(request.body)
-        except SDPError as e:
-            self._send(self._response(request, 400, f"Bad SDP: {e}"), source)
-            return
-        except offer.NotAcceptable as e:
-            response = self._response(request, 488, "")
-            response.add("warning", f'304 aetasip "{e}"')
-            self._send(response, source)
-            return
+        choice = None
+        if request.body:
+            try:
+                choice = offer.choose(request.body)
+            except SDPError as e:
+                self._send(self._response(request, 400, f"Bad SDP: {e}"), source)
+                return
+            except offer.NotAcceptable as e:
+                response = self._response(request, 488, "")
+                response.add("warning", f'304 aetasip "{e}"')
+                self._send(response, source)
+                return
         if sum(1 for s in self.sessions.values() if s.number == number) >= self.settings.maxSessions:
             self._send(self._response(request, 486, ""), source)
             return
@@ -233,10 +239,9 @@ class LineAgent:
             return
         tag = os.urandom(6).hex()
         encoder = programme = None
-        if kind == PROGRAMME:
-            encoder = Encoder(choice.format)
+        if choice is not None:
             try:
-                programme = self._programme(choice.format.sampleRate, choice.format.channels)
+                encoder, programme = self._media(kind, choice, None)
             except ProgrammeFileError as e:
                 log.error("Test line {number}: {error}", number=number, error=str(e))
                 self._send(self._response(request, 503, "Programme Unavailable"), source)
@@ -246,19 +251,30 @@ class LineAgent:
         media = MediaSession(
             self.clock,
             port.send,
-            choice.remote,
-            choice.payloadType,
+            choice.remote if choice is not None else ("0.0.0.0", 0),
+            choice.payloadType if choice is not None else 0,
             encoder,
             programme,
             self.settings.mediaTimeout,
             lambda: self._release(holder[0], "media timeout"),
-            sending=choice.direction in ("sendrecv", "sendonly"),
+            sending=choice is not None and choice.direction in ("sendrecv", "sendonly"),
             # Only to the caller's own host before its packets say where it is: an SDP address
             # elsewhere (a private one behind NAT, a third party's) gets nothing from us.
-            sendBeforeLatch=_sameHost(choice.remote[0], _callerHost(request)),
+            sendBeforeLatch=choice is not None and _sameHost(choice.remote[0], _callerHost(request)),
         )
-        answerSDP = offer.answer(request.body, choice, self.settings.advertise, port.port)
-        session = Session(number, kind, request, source, tag, answerSDP, media, port)
+        session = Session(number, kind, request, source, tag, b"", media, port)
+        session.sdpSession = int.from_bytes(os.urandom(4), "big")
+        if choice is not None:
+            session.answerSDP = self._sdp(
+                session,
+                lambda v: offer.answer(request.body, choice, self.settings.advertise, port.port, v, session.sdpSession),
+            )
+        else:
+            # A late offer (RFC 3264, RFC 6337 2.1): the line offers in its 2xx, the answer comes in the ACK.
+            session.answerSDP = self._sdp(
+                session, lambda v: offer.makeOffer(self.settings.advertise, port.port, session.sdpSession, v)
+            )
+            session.offerPending = True
         holder.append(session)
         self.sessions[(request.callID, request.fromAddr.tag or "")] = session
         log.info(
@@ -266,7 +282,7 @@ class LineAgent:
             number=number,
             kind=kind,
             callID=request.callID,
-            codec=choice.format.rtpmap(),
+            codec=choice.format.rtpmap() if choice is not None else "(its offer in the 2xx)",
         )
         self._reply(session, 180)
         session.timers["answer"] = self.clock.callLater(self.settings.ringTime, self._answer, session)
@@ -292,6 +308,34 @@ class LineAgent:
         times.append(now)
         return None
 
+    def _media(
+        self, kind: str, choice: offer.Choice, current: MediaSession | None
+    ) -> tuple[Encoder | None, Programme | FileProgramme | None]:
+        """
+        The encoder and programme of C{choice}: none for the echo line,
+        those of C{current} when its format stays.
+
+        @raise ProgrammeFileError: the programme file is gone.
+        """
+        if kind != PROGRAMME:
+            return None, None
+        if current is not None and current.encoder is not None and current.encoder.format == choice.format:
+            return current.encoder, current.programme
+        programme = self._programme(choice.format.sampleRate, choice.format.audioChannels)
+        return Encoder(choice.format), programme
+
+    def _sdp(self, session: Session, build: Callable[[int], bytes]) -> bytes:
+        """
+        C{build(version)}: the line's next SDP in C{session}, its version
+        raised only when it differs from the last one sent (RFC 3264 8).
+        """
+        body = build(session.sdpVersion)
+        if session.lastSDP and _withoutOrigin(body) != _withoutOrigin(session.lastSDP):
+            session.sdpVersion += 1
+            body = build(session.sdpVersion)
+        session.lastSDP = body
+        return body
+
     def _programme(self, rate: int, channels: int) -> Programme | FileProgramme:
         if self.settings.programmeFile is not None:
             return FileProgramme(self.settings.programmeFile, rate, channels)
@@ -302,46 +346,137 @@ class LineAgent:
         session.state = "answered"
         session.answeredAt = self.clock.seconds()
         self._reply(session, 200, session.answerSDP)
-        self._retransmit(session, T1, 0.0)
-        session.media.start()
+        assert session.lastResponse is not None
+        self._retransmit(session, session.lastResponse, T1, 0.0)
+        if not session.offerPending:
+            session.media.start()  # else once the answer to its offer came, in the ACK
         if self.settings.maxDuration:
             session.timers["duration"] = self.clock.callLater(
                 self.settings.maxDuration, self._release, session, "duration limit"
             )
 
-    def _retransmit(self, session: Session, interval: float, waited: float) -> None:
-        """RFC 3261 13.3.1.4: the 2xx again until its ACK; none after 64*T1: BYE."""
+    def _retransmit(
+        self, session: Session, response: Response, interval: float, waited: float, name: str = "retransmit"
+    ) -> None:
+        """
+        RFC 3261 13.3.1.4: a 2xx (of the INVITE, or of a re-INVITE: timer
+        C{name}) again until its ACK; none after 64*T1: BYE.
+        """
         if waited >= 64 * T1:
-            session.timers.pop("retransmit", None)
+            session.timers.pop(name, None)
             self._release(session, "no ACK")
             return
 
         def again() -> None:
-            if session.lastResponse is not None:
-                self._send(session.lastResponse, session.source)
-            self._retransmit(session, min(2 * interval, T2), waited + interval)
+            self._send(response, session.source)
+            self._retransmit(session, response, min(2 * interval, T2), waited + interval, name)
 
-        session.timers["retransmit"] = self.clock.callLater(interval, again)
+        session.timers[name] = self.clock.callLater(interval, again)
+
+    def _ack(self, session: Session, request: Request) -> None:
+        """The ACK of the 2xx of the INVITE, or of a re-INVITE; with the answer to the line's offer."""
+        number = request.cseq[0]
+        if session.state == "answered" and number == session.invite.cseq[0]:
+            session.state = "confirmed"
+            self._cancelTimer(session, "retransmit")
+        elif session.reinviteResponse is not None and number == session.reinviteCSeq:
+            session.reinviteResponse = None
+            self._cancelTimer(session, "reinvite")
+        else:
+            return  # a retransmission, or an ACK of nothing we sent
+        if not session.offerPending:
+            return
+        session.offerPending = False
+        first = not session.media.running
+        if not request.body:
+            self._release(session, "no SDP answer in the ACK")
+            return
+        try:
+            choice = offer.choose(request.body, known=offer.OFFERED_MAPS)
+            self._change(session, choice, _callerHost(session.invite))
+        except ProgrammeFileError as e:
+            log.error("Test line {number}: {error}", number=session.number, error=str(e))
+            self._release(session, "programme unavailable")
+            return
+        except (SDPError, offer.NotAcceptable) as e:
+            log.info("Test line: the answer in the ACK of {callID} is refused: {error}", callID=session.callID, error=e)
+            self._release(session, f"answer not acceptable: {e}")
+            return
+        if first:
+            log.info(
+                "Test line {number}: call {callID} in {codec} (late offer)",
+                number=session.number,
+                callID=session.callID,
+                codec=choice.format.rtpmap(),
+            )
+            session.media.start()
+
+    def _change(self, session: Session, choice: offer.Choice, callerHost: str | None) -> None:
+        """The media of C{session} as the last offer/answer set it (see L{MediaSession.change})."""
+        encoder, programme = self._media(session.kind, choice, session.media)
+        session.media.change(
+            choice.remote,
+            choice.payloadType,
+            encoder,
+            programme,
+            sending=choice.direction in ("sendrecv", "sendonly") and not _unspecified(choice.remote[0]),
+            sendBeforeLatch=_sameHost(choice.remote[0], callerHost),
+            heard=choice.direction in ("sendrecv", "recvonly"),
+        )
 
     def _reinvite(self, session: Session, request: Request, source: Address) -> None:
-        body = session.answerSDP
+        """
+        A re-INVITE (RFC 3261 14.2, RFC 3264 8, RFC 6337): hold and
+        resume (C{a=sendonly}, C{a=inactive}, C{c=0.0.0.0}), another
+        format, a new address. Without SDP the line offers (every format,
+        the one in use first) and the answer comes in the ACK. An offer it
+        cannot take gets 488 and the session goes on as it was.
+        """
+        number = request.cseq[0]
+        if number == session.reinviteCSeq and session.reinviteResponse is not None:
+            self._send(session.reinviteResponse, source)  # a retransmission
+            return
+        if session.offerPending or session.reinviteResponse is not None:
+            # An offer of ours (or the 2xx of the last re-INVITE) still awaits its ACK (RFC 3261 14.2).
+            response = self._response(request, 491, "", session.localTag)
+            self._send(response, source)
+            return
         if request.body:
             try:
                 choice = offer.choose(request.body)
-            except (SDPError, offer.NotAcceptable):
-                self._send(self._response(request, 488, "", session.localTag), source)
+                self._change(session, choice, _callerHost(request))
+            except SDPError as e:
+                self._send(self._response(request, 400, f"Bad SDP: {e}", session.localTag), source)
                 return
-            if choice.payloadType != session.media.packetiser.payloadType:
-                self._send(self._response(request, 488, "Codec change not supported", session.localTag), source)
+            except offer.NotAcceptable as e:
+                response = self._response(request, 488, "", session.localTag)
+                response.add("warning", f'304 aetasip "{e}"')
+                self._send(response, source)
                 return
-            session.media.remote = session.media.remote if session.media.latched else choice.remote
-            version = int.from_bytes(os.urandom(2), "big") + 2
-            body = offer.answer(request.body, choice, self.settings.advertise, session.port.port, version)
+            except ProgrammeFileError:
+                self._send(self._response(request, 503, "Programme Unavailable", session.localTag), source)
+                return
+            body = self._sdp(
+                session,
+                lambda v: offer.answer(
+                    request.body, choice, self.settings.advertise, session.port.port, v, session.sdpSession
+                ),
+            )
+        else:
+            current = session.media.packetiser.payloadType
+            body = self._sdp(
+                session,
+                lambda v: offer.makeOffer(self.settings.advertise, session.port.port, session.sdpSession, v, current),
+            )
+            session.offerPending = True
         response = self._response(request, 200, "", session.localTag)
         self._decorate(response, request)
         response.set("content-type", "application/sdp")
         response.body = body
+        session.reinviteCSeq = number
+        session.reinviteResponse = response
         self._send(response, source)
+        self._retransmit(session, response, T1, 0.0, "reinvite")
 
     def _cancelTimer(self, session: Session, name: str) -> None:
         timer = session.timers.pop(name, None)
@@ -483,6 +618,18 @@ def _callerHost(request: Request) -> str | None:
     via = vias[1]
     received = via.params.get("received")
     return received if received else via.host.strip("[]")
+
+
+def _withoutOrigin(body: bytes) -> bytes:
+    """An SDP without its o= line: what says whether it changed."""
+    return b"\n".join(line for line in body.splitlines() if not line.startswith(b"o="))
+
+
+def _unspecified(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_unspecified
+    except ValueError:
+        return False
 
 
 def _sameHost(a: str, b: str | None) -> bool:

@@ -32,6 +32,9 @@ class Format:
     @ivar fmtp: the C{a=fmtp} parameters of the answer, or C{None}.
     @ivar bitRate: the encoder's bit rate, for those that take one.
     @ivar header: what precedes the encoded audio in each payload.
+    @ivar encodedChannels: channels of the audio encoded, when not
+        C{channels} (Opus is C{opus/48000/2} in SDP whether it carries
+        mono or stereo, RFC 7587 7).
     """
 
     name: str
@@ -44,6 +47,12 @@ class Format:
     fmtp: str | None = None
     bitRate: int = 0
     header: bytes = b""
+    encodedChannels: int = 0
+
+    @property
+    def audioChannels(self) -> int:
+        """Channels of the audio encoded (and of the programme read for it)."""
+        return self.encodedChannels or self.channels
 
     def matches(self, name: str, clockRate: int, channels: int) -> bool:
         if name.lower() != self.name.lower() or clockRate != self.clockRate:
@@ -64,8 +73,10 @@ G722 = Format("G722", 8000, 1, 9, "g722", 16000)
 L16 = tuple(
     Format("L16", rate, channels, None, "pcm_s16be", rate, ptime=5) for rate in (48000, 32000) for channels in (2, 1)
 )
-# RFC 7587: always opus/48000/2 in SDP; the line sends stereo (sprop-stereo).
+# RFC 7587: always opus/48000/2 in SDP. The line sends stereo when the caller's
+# fmtp says it prefers to receive it (stereo=1), else mono (stereo=0 is the default).
 OPUS = Format("opus", 48000, 2, None, "libopus", 48000, fmtp="sprop-stereo=1", bitRate=128_000)
+OPUS_MONO = Format("opus", 48000, 2, None, "libopus", 48000, fmtp="sprop-stereo=0", bitRate=64_000, encodedChannels=1)
 
 # MPEG-1 Layer II, 48 kHz stereo at 256 kbit/s: one 1152-sample frame (24 ms) per
 # packet behind RFC 2250's 4-byte header (MBZ, fragment offset 0), on a 90 kHz clock.
@@ -86,7 +97,7 @@ class Encoder:
         context = av.CodecContext.create(format.codec, "w")
         context.sample_rate = format.sampleRate  # type: ignore[attr-defined]
         context.format = "s16"  # type: ignore[attr-defined]
-        context.layout = "mono" if format.channels == 1 else "stereo"  # type: ignore[attr-defined]
+        context.layout = "mono" if format.audioChannels == 1 else "stereo"  # type: ignore[attr-defined]
         if format.bitRate:
             context.bit_rate = format.bitRate
         context.open()
@@ -109,7 +120,7 @@ class Encoder:
         frames, int16, shape C{(frames, channels)}); C{b""} when the
         encoder holds them back (its start-up delay): no packet then.
         """
-        layout = "mono" if self.format.channels == 1 else "stereo"
+        layout = "mono" if self.format.audioChannels == 1 else "stereo"
         frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples).reshape(1, -1), format="s16", layout=layout)
         frame.sample_rate = self.format.sampleRate
         frame.pts = self._pts

@@ -68,10 +68,14 @@ class MediaSession:
         self.encoder = encoder
         self.programme = programme
         self.timeout = timeout
+        # Whether the caller sends (its SDP is sendrecv or sendonly): a call it
+        # holds with inactive or recvonly sends nothing, and is no silent call.
+        self.heard = True
         self.onTimeout = onTimeout
         self.sending = sending
         self.sendBeforeLatch = sendBeforeLatch
         self.packetiser = rtp.Packetiser(payloadType)
+        self._advertised = remote
         self.started = self.lastHeard = clock.seconds()
         self.packetsSent = self.packetsReceived = 0
         self._slots = 0  # packet times elapsed since the start, sent or skipped
@@ -100,6 +104,56 @@ class MediaSession:
             self._loop.stop()
         self._loop = None
 
+    @property
+    def running(self) -> bool:
+        return self._loop is not None
+
+    def change(
+        self,
+        remote: Address,
+        payloadType: int,
+        encoder: Encoder | None,
+        programme: Programme | FileProgramme | None,
+        sending: bool,
+        sendBeforeLatch: bool,
+        heard: bool = True,
+    ) -> None:
+        """
+        A new offer/answer (a re-INVITE, the answer to a late offer) set
+        the session's media again: where it goes (a new address in the SDP
+        is latched anew from its packets), in which format (same SSRC, the
+        sequence numbers go on), whether the line sends (hold) and whether
+        the caller does (C{heard}: the media timeout waits while it does
+        not). The previous programme, if replaced, is closed.
+        """
+        self.heard = heard
+        if remote != self._advertised:
+            # The caller moved (or first said where): its address is learnt again.
+            self.remote = remote
+            self.latched = False
+            self.sendBeforeLatch = sendBeforeLatch
+        self._advertised = remote
+        self.sending = sending
+        same = (encoder.format if encoder else None) == (self.encoder.format if self.encoder else None)
+        if same and payloadType == self.packetiser.payloadType:
+            if programme is not self.programme and isinstance(programme, FileProgramme):
+                programme.close()  # the one it has goes on
+            return
+        if isinstance(self.programme, FileProgramme) and self.programme is not programme:
+            self.programme.close()
+        self.packetiser.payloadType = payloadType
+        self.packetiser.marker()
+        self.encoder = encoder
+        self.programme = programme
+        if self._loop is not None:
+            # Another packet time: the clock of the packets starts again.
+            self.stop()
+            self.started = self.clock.seconds()
+            self._slots = 0
+            self._loop = LoopingCall(self._tick)
+            self._loop.clock = self.clock
+            self._loop.start(self.ptime / 1000, now=True)
+
     def received(self, datagram: bytes, source: Address) -> None:
         """A datagram on the session's port."""
         if rtp.isRTCP(datagram):
@@ -124,7 +178,9 @@ class MediaSession:
 
     def _tick(self) -> None:
         now = self.clock.seconds()
-        if self.timeout and now - self.lastHeard >= self.timeout and not self._timedOut:
+        if not self.heard:
+            self.lastHeard = now  # on hold: the caller said it sends nothing
+        elif self.timeout and now - self.lastHeard >= self.timeout and not self._timedOut:
             self._timedOut = True
             self.stop()
             self.onTimeout()

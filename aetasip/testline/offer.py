@@ -4,6 +4,16 @@ first audio stream of the offer is answered with the first of its
 formats (in the caller's order of preference) the line can send; every
 other stream is declined (port 0). No format in common: L{NotAcceptable}
 (the caller gets 488).
+
+A caller that sends no offer (an INVITE or a re-INVITE without SDP) gets
+the line's own offer (L{makeOffer}: every format it sends), and its
+answer (in the ACK) is read with the same L{choose}, the payload types
+of that offer filling in what the answer leaves out.
+
+Opus (RFC 7587 7) is C{opus/48000/2} in SDP whatever it carries: the
+line sends stereo when the other side's C{fmtp} says it prefers to
+receive stereo (C{stereo=1}), else mono (C{stereo=0} is the default),
+and says which in its C{sprop-stereo}.
 """
 
 from __future__ import annotations
@@ -14,7 +24,7 @@ from collections.abc import Sequence
 import attrs
 
 from aetasip.relay import sdp
-from aetasip.testline.codecs import FORMATS, Format
+from aetasip.testline.codecs import FORMATS, G722, L16, MPA, OPUS, OPUS_MONO, PCMA, PCMU, Format
 
 _STATIC = {
     0: ("PCMU", 8000, 1),
@@ -68,10 +78,42 @@ def _rtpmaps(media: sdp.Media) -> dict[int, tuple[str, int, int]]:
     return found
 
 
-def choose(offer: bytes, formats: Sequence[Format] = FORMATS) -> Choice:
-    """
-    The format of the offer's first usable audio stream the line sends.
+def _fmtps(media: sdp.Media) -> dict[int, str]:
+    found: dict[int, str] = {}
+    for line in media.lines:
+        if line.type != b"a" or not line.value.lower().startswith(b"fmtp:"):
+            continue
+        try:
+            number, parameters = line.value[5:].decode("ascii").split(None, 1)
+            found[int(number)] = parameters.strip()
+        except (ValueError, UnicodeDecodeError):
+            continue
+    return found
 
+
+def _parameter(fmtp: str | None, name: str) -> str | None:
+    """The value of C{name} in an C{a=fmtp} parameter list (C{a=b; c=d}), or C{None}."""
+    for item in (fmtp or "").split(";"):
+        key, _, value = item.strip().partition("=")
+        if key.strip().lower() == name:
+            return value.strip()
+    return None
+
+
+def _opus(fmtp: str | None) -> Format:
+    """Stereo when the receiver says it prefers it (RFC 7587 7: C{stereo=1}), else mono."""
+    return OPUS if _parameter(fmtp, "stereo") == "1" else OPUS_MONO
+
+
+def choose(
+    offer: bytes, formats: Sequence[Format] = FORMATS, known: dict[int, tuple[str, int, int]] | None = None
+) -> Choice:
+    """
+    The format of the offer's (or answer's) first usable audio stream
+    the line sends.
+
+    @param known: payload types an answer may use without C{a=rtpmap}
+        (those of the offer it answers).
     @raise sdp.SDPError: for SDP that cannot be read (400).
     @raise NotAcceptable: when nothing matches (488).
     """
@@ -82,7 +124,8 @@ def choose(offer: bytes, formats: Sequence[Format] = FORMATS) -> Choice:
         connection = parsed.connectionOf(media)
         if connection is None:
             continue
-        rtpmaps = _rtpmaps(media)
+        rtpmaps = {**(known or {}), **_rtpmaps(media)}
+        fmtps = _fmtps(media)
         for written in media.formats.split():
             if not written.isdigit():
                 continue
@@ -92,7 +135,12 @@ def choose(offer: bytes, formats: Sequence[Format] = FORMATS) -> Choice:
                 continue
             for candidate in formats:
                 if candidate.matches(*described):
+                    if candidate.name == "opus":
+                        candidate = _opus(fmtps.get(number))
                     direction = _OPPOSITE.get(parsed.directionOf(media), "sendrecv")
+                    if connection.unspecified:
+                        # c=0.0.0.0: held the old way (RFC 3264 8.4), it receives nothing.
+                        direction = {"sendrecv": "recvonly", "sendonly": "inactive"}.get(direction, direction)
                     return Choice(
                         candidate, number, (connection.address, media.port), direction, index, connection.family
                     )
@@ -100,14 +148,60 @@ def choose(offer: bytes, formats: Sequence[Format] = FORMATS) -> Choice:
     raise NotAcceptable("no RTP/AVP audio stream")
 
 
-def answer(offer: bytes, choice: Choice, address: str, port: int, version: int = 1) -> bytes:
+OFFERED: tuple[tuple[int, Format], ...] = (
+    (8, PCMA),
+    (0, PCMU),
+    (9, G722),
+    (96, L16[0]),
+    (97, L16[1]),
+    (98, L16[2]),
+    (99, L16[3]),
+    (111, OPUS),
+    (14, MPA),
+)
+"""The payload types of the line's own offer, in its order of preference."""
+
+OFFERED_MAPS = {number: (fmt.name, fmt.clockRate, fmt.channels) for number, fmt in OFFERED}
+"""What those payload types are, for an answer that leaves out its rtpmaps."""
+
+
+def makeOffer(address: str, port: int, sessionID: int, version: int, first: int | None = None) -> bytes:
+    """
+    The line's offer (to an INVITE or re-INVITE without SDP): every
+    format it sends, in its order of preference, the payload type
+    C{first} (the one in use) first.
+    """
+    family = "IP6" if ":" in address else "IP4"
+    offered = sorted(OFFERED, key=lambda item: item[0] != first)
+    lines = [
+        "v=0",
+        f"o=aetasip {sessionID} {version} IN {family} {address}",
+        "s=aetasip test line",
+        f"c=IN {family} {address}",
+        "t=0 0",
+        f"m=audio {port} RTP/AVP {' '.join(str(number) for number, _ in offered)}",
+    ]
+    for number, fmt in offered:
+        lines.append(f"a=rtpmap:{number} {fmt.rtpmap()}")
+        if fmt.name == "opus":
+            # It takes and sends stereo (RFC 7587 7).
+            lines.append(f"a=fmtp:{number} stereo=1; sprop-stereo=1")
+    lines.append("a=sendrecv")
+    return ("\r\n".join(lines) + "\r\n").encode("ascii")
+
+
+def answer(
+    offer: bytes, choice: Choice, address: str, port: int, version: int = 1, sessionID: int | None = None
+) -> bytes:
     """
     The SDP answer to C{offer}: the chosen stream at C{address}:C{port},
-    every other stream declined with port 0 (RFC 3264 6).
+    every other stream declined with port 0 (RFC 3264 6). A session's
+    later answers keep its C{sessionID} with a higher C{version} (RFC
+    3264 8).
     """
     parsed = sdp.parse(offer)
     family = "IP6" if ":" in address else "IP4"
-    session = int.from_bytes(os.urandom(4), "big")
+    session = sessionID if sessionID is not None else int.from_bytes(os.urandom(4), "big")
     lines = [
         "v=0",
         f"o=aetasip {session} {version} IN {family} {address}",

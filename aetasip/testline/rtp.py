@@ -82,6 +82,10 @@ class Packetiser:
         self.timestamp = timestamp if timestamp is not None else int.from_bytes(os.urandom(4), "big")
         self._first = True
 
+    def marker(self) -> None:
+        """The next packet starts a talkspurt again (a new format)."""
+        self._first = True
+
     def packet(self, payload: bytes, samples: int) -> bytes:
         """
         The next packet carrying C{payload}, which holds C{samples} samples

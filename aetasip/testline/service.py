@@ -111,19 +111,27 @@ class TestLineService(service.Service):
         self._bindings: list[Binding] = []
 
     def _proxySocket(self) -> tuple[str, int] | None:
-        """The proxy's UDP socket the agent talks to: IPv4 loopback or wildcard first."""
+        """
+        The proxy's UDP socket the agent talks to: IPv4 loopback or
+        wildcard first; on a service without UDP (TCP and TLS only) a
+        loopback socket SIP opens for it. Callers on any transport reach
+        the line through the proxy, which answers them on their own
+        connections.
+        """
         locals_ = self.sip.udpLocals()
         for wanted in ("127.0.0.1", "0.0.0.0", "::1", "::"):
             for local in locals_:
                 if local[0] == wanted:
                     return local  # type: ignore[no-any-return]
-        return locals_[0] if locals_ else None
+        if locals_:
+            return locals_[0]  # type: ignore[no-any-return]
+        return self.sip.loopbackUDP()  # type: ignore[no-any-return]
 
     def startService(self) -> None:
         super().startService()
         local = self._proxySocket()
         if local is None:
-            log.error("Test line off: SIP has no UDP socket to reach it from")
+            log.error("Test line off: SIP has no UDP socket to reach it from, and no loopback address to open one on")
             return
         # Loopback when the proxy listens on every address; else its own address (a local one).
         host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(local[0], local[0])

@@ -115,10 +115,34 @@ def advertised(values: Mapping[str, Any]) -> str:
 
 def _check(values: Mapping[str, Any]) -> None:
     echo = values["testline.echo_number"]
+    test = values["routing.test_number"]
     if echo is not None and not echo.isdigit():
         raise ConfigError("testline.echo_number", echo, "None or a number of digits")
-    if echo is not None and echo == values["routing.test_number"]:
-        raise ConfigError("testline.echo_number", echo, "a number other than routing.test_number")
+    if echo is not None and echo == test:
+        raise ConfigError(
+            "testline.echo_number",
+            echo,
+            f"a number other than routing.test_number ({test}): the test line and the echo line cannot share "
+            "one; set testline.echo_number to another number (its default is 15001), or to None for no echo line",
+        )
+    if values["testline.enabled"]:
+        # Numbers a caller dials that routing would give another meaning: the line is out of reach.
+        digits = values["routing.short_number_digits"]
+        hunting = values["routing.hunting_number"]
+        for key, number in (("routing.test_number", test), ("testline.echo_number", echo)):
+            if number is None:
+                continue
+            if len(number) == digits:
+                raise ConfigError(
+                    key,
+                    number,
+                    f"a number other than {digits} digits long (routing.short_number_digits): a member of a group "
+                    f"dialling {number} would reach its group's short number {number}, not the test line",
+                )
+            if number == hunting:
+                raise ConfigError(
+                    key, number, f"a number other than routing.hunting_number ({hunting}), the hunting group number"
+                )
     advertise = values["testline.advertise"]
     if advertise is not None:
         media = ipaddress.ip_address(values["testline.media_address"])
