@@ -10,6 +10,7 @@ This is the one place that knows the whole tree (DESIGN.md)::
     ├── OutboxService (sends the mail outbox) and QuarterlyLogService
     ├── SIPService (transports, transaction layers; the registrar and the
     │   proxy built here by makeSIPService, and attached to it)
+    ├── LocationSyncService (on PostgreSQL: the other servers' binding changes)
     ├── CallService (the calls: their observers and media handler; the
     │   relay's handler starts and stops its nodes: the built-in node's
     │   ports, an rtpengine node's ng sockets)
@@ -41,6 +42,7 @@ from aetasip.calls.proxy import Proxy
 from aetasip.calls.service import CallService
 from aetasip.calls.settings import callSettings
 from aetasip.calls.token import DialogSigner
+from aetasip.cluster.service import LocationSyncService
 from aetasip.directory import StoreDirectory
 from aetasip.domains import LocalDomains
 from aetasip.element.core import SIPCore
@@ -388,6 +390,9 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> servi
     except config.ConfigError as e:
         raise SystemExit(f"aetasip: {e}") from None
     sip.setServiceParent(top)
+    if not storeService.store.store.isSQLite:
+        # Every server on this PostgreSQL store sees the others' registrations.
+        LocationSyncService(sip.location, cfg["store.url"], reactor).setServiceParent(top)
     if notifier is not None:
         sip.location.listeners.append(notifier)
     # After SIP: stopped before it, so the calls end while their transports live.

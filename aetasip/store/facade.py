@@ -189,6 +189,8 @@ class AsyncStore:
 
     saveBindings = inThreads(Store.saveBindings)
     deleteBindings = inThreads(Store.deleteBindings)
+    expireBindings = inThreads(Store.expireBindings)
+    bindingsOf = inThreads(Store.bindingsOf)
     loadBindings = inThreads(Store.loadBindings)
     bindingsFor = inThreads(Store.bindingsFor)
     allBindings = inThreads(Store.allBindings)

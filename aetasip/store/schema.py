@@ -350,12 +350,68 @@ def _migrationCallRecords(connection: sa.Connection) -> None:
     m.create_all(connection)
 
 
+BINDINGS_CHANNEL = "aetasip_bindings"
+"""
+The PostgreSQL notification channel on which every change of a row of
+C{bindings} is announced (see L{_migrationClusterNotify}).
+"""
+
+ORIGIN_SETTING = "aetasip.origin"
+"""
+The PostgreSQL setting a writer of bindings sets for its transaction (to
+its node's random origin): the notification carries it, so a node can
+ignore its own changes.
+"""
+
+
+def _migrationClusterNotify(connection: sa.Connection) -> None:
+    """
+    On PostgreSQL, a trigger announces every insert, update and delete of
+    a binding with C{NOTIFY aetasip_bindings}, its payload the JSON
+    C{{"origin": ..., "aor": ...}}: C{origin} is the writer's
+    C{aetasip.origin} setting (empty for C{aetasip-admin}). PostgreSQL
+    sends notifications when the transaction commits, once per distinct
+    payload, so a batch of rows makes one per number. Nothing on SQLite
+    (a single server).
+    """
+    if connection.dialect.name != "postgresql":
+        return
+    connection.exec_driver_sql(
+        """
+        CREATE FUNCTION aetasip_binding_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+        DECLARE
+            number TEXT;
+        BEGIN
+            IF TG_OP = 'DELETE' THEN
+                number := OLD.aor;
+            ELSE
+                number := NEW.aor;
+            END IF;
+            PERFORM pg_notify(
+                'aetasip_bindings',
+                json_build_object(
+                    'origin', COALESCE(current_setting('aetasip.origin', true), ''),
+                    'aor', number
+                )::text
+            );
+            RETURN NULL;
+        END;
+        $$
+        """
+    )
+    connection.exec_driver_sql(
+        "CREATE TRIGGER aetasip_binding_changed AFTER INSERT OR UPDATE OR DELETE ON bindings "
+        "FOR EACH ROW EXECUTE FUNCTION aetasip_binding_changed()"
+    )
+
+
 MIGRATIONS: list[Callable[[sa.Connection], None]] = [
     _migration1,
     _migration2,
     _migration3,
     _migrationRelay,
     _migrationCallRecords,
+    _migrationClusterNotify,
 ]
 """
 The migration steps in order: step I{i} (from 0) brings the schema to
