@@ -467,11 +467,52 @@ def migrate(connection: sa.Connection, description: str) -> None:
 def engineURL(url: str) -> sa.URL:
     """
     The SQLAlchemy URL for a C{store.url}: C{postgresql://} URLs use psycopg 3.
+
+    A PostgreSQL URL may name several servers as libpq does (see
+    L{splitHosts}); its SQLAlchemy URL then names none, and L{makeEngine}
+    gives libpq the whole URL.
     """
-    parsed = sa.make_url(url)
+    hosts = splitHosts(url)
+    parsed = sa.make_url(url if hosts is None else hosts[0])
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     return parsed
+
+
+def splitHosts(url: str) -> tuple[str, list[str]] | None:
+    """
+    A libpq URL with several servers,
+    C{postgresql://USER:PASSWORD@HOST1:PORT1,HOST2:PORT2/DATABASE?target_session_attrs=read-write}
+    (libpq tries them in order at each new connection; an IPv6 address is
+    written in brackets), as C{(the URL without its servers and parameters,
+    [HOST1:PORT1, HOST2:PORT2])}; C{None} for any other URL.
+    """
+    scheme, separator, rest = url.partition("://")
+    if not separator or scheme not in ("postgresql", "postgres"):
+        return None
+    end = len(rest)
+    for mark in "/?":
+        index = rest.find(mark)
+        if index != -1:
+            end = min(end, index)
+    authority, tail = rest[:end], rest[end:]
+    userinfo, at, hosts = authority.rpartition("@")
+    if "," not in hosts:
+        return None
+    path = tail.partition("?")[0]
+    return f"{scheme}://{userinfo}{at}{path}", [host for host in hosts.split(",") if host]
+
+
+def describeURL(url: str) -> str:
+    """A C{store.url} for messages, without its password."""
+    hosts = splitHosts(url)
+    if hosts is None:
+        return sa.make_url(url).render_as_string(hide_password=True)
+    bare = sa.make_url(hosts[0]).render_as_string(hide_password=True)
+    scheme, _, rest = bare.partition("://")
+    credentials, at, path = rest.partition("@") if "@" in rest else ("", "", rest)
+    query = url.partition("?")[2]
+    return f"{scheme}://{credentials}{at}{','.join(hosts[1])}{path}{'?' + query if query else ''}"
 
 
 def switchToWAL(cursor: Any, patience: float) -> None:
@@ -530,11 +571,11 @@ def makeEngine(url: str, busyTimeout: float) -> sa.Engine:
     parsed = engineURL(url)
     if parsed.get_backend_name() == "sqlite":
         return _makeSQLiteEngine(parsed, busyTimeout)
-    return sa.create_engine(
-        parsed,
-        pool_pre_ping=True,
-        connect_args={"connect_timeout": max(1, round(busyTimeout))},
-    )
+    connectArguments: dict[str, Any] = {"connect_timeout": max(1, round(busyTimeout))}
+    if splitHosts(url) is not None:
+        # libpq reads the servers, their order and target_session_attrs itself.
+        connectArguments["conninfo"] = url
+    return sa.create_engine(parsed, pool_pre_ping=True, connect_args=connectArguments)
 
 
 def _makeSQLiteEngine(url: sa.URL, busyTimeout: float) -> sa.Engine:

@@ -47,6 +47,7 @@ from aetasip.store.schema import (
     WRITE_OPTION,
     accounts,
     bindings,
+    describeURL,
     engineURL,
     makeEngine,
     migrate,
@@ -101,7 +102,7 @@ class Store(GroupMethods, CallRecordMethods, OutboxMethods):
         """
         The URL for messages, without its password.
         """
-        return sa.make_url(self.url).render_as_string(hide_password=True)
+        return describeURL(self.url)
 
     # -- opening and closing
 
