@@ -201,6 +201,20 @@ store = {
     "url": "sqlite:///aetasip.db",
 }
 
+# -- Cluster: a backup server (README.rst, "Backup server") ------------------
+cluster = {
+    # The floating service address (moved between the servers by keepalived): the server
+    # that has it on an interface is active and sends OPTIONS keep-alive pings and dead-call
+    # probes; the others are standbys. List it in sip.listen too: it is bound even where it
+    # is not local (IP_FREEBIND). None: this server is always active.
+    "address": None,
+    # Seconds between two looks at whether the floating address is local.
+    "check_interval": 1.0,
+    # Seconds between two announcements of this server in the store (role, calls in
+    # progress; shown by 'aetasip-admin node status'), and two looks at its drain flag.
+    "announce_interval": 5.0,
+}
+
 # -- Registration webhooks (README.rst, "Registration webhook") ------------
 notify = {
     # URLs every registration event is POSTed to, as signed JSON (empty: no webhooks).

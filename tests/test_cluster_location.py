@@ -17,7 +17,7 @@ from twisted.internet.task import Clock, deferLater
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from aetasip.cluster.locationsync import BATCH_DELAY, RETRY_DELAY, LocationSync
-from aetasip.cluster.service import LocationSyncService
+from aetasip.cluster.service import ClusterService
 from aetasip.location import LocationService
 from aetasip.store import AsyncStore, Store
 from tests.postgres import postgresqlURL, server
@@ -235,7 +235,7 @@ class SyncTests(SynchronousTestCase):
 class Node:
     """One server of the cluster: its store, location service and sync."""
 
-    def __init__(self, testCase: TestCase, url: str) -> None:
+    def __init__(self, testCase: TestCase, url: str, name: str) -> None:
         store = Store(url)
         store.open()
         self.store = AsyncStore(store)
@@ -245,14 +245,16 @@ class Node:
         self.events = Listener()
         self.location.listeners.append(self.events)
         testCase.addCleanup(self.location.stop)
-        self.service = LocationSyncService(self.location, url, reactor)
+        self.service = ClusterService(self.location, self.store, url, name, reactor=reactor)
+        assert self.service.sync is not None and self.service.listener is not None
         self.sync = self.service.sync
+        self.listener = self.service.listener
 
     @inlineCallbacks
     def start(self) -> Any:
         yield self.location.start()
         self.service.startService()
-        yield waitFor(lambda: self.service.listener.listening and self.sync.reloads >= 1 and not self.sync._reading)
+        yield waitFor(lambda: self.listener.listening and self.sync.reloads >= 1 and not self.sync._reading)
 
     def stop(self) -> Deferred[None]:
         return self.service.stopService()
@@ -283,8 +285,8 @@ class PostgreSQLClusterTests(TestCase):
     @inlineCallbacks
     def setUp(self) -> Any:
         self.url = postgresqlURL(self)
-        self.a = Node(self, self.url)
-        self.b = Node(self, self.url)
+        self.a = Node(self, self.url, "a")
+        self.b = Node(self, self.url, "b")
         yield self.a.start()
         yield self.b.start()
         self.addCleanup(self.a.stop)

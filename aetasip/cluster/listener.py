@@ -9,6 +9,12 @@ sent meanwhile are lost, so the listener says when it is connected again
 and its user reads everything anew (L{aetasip.cluster.locationsync}).
 The URL is the C{store.url}, given to libpq as it is: several hosts and
 C{target_session_attrs} work as in C{psql}.
+
+The same connection may hold a PostgreSQL advisory lock for its user
+(L{NotificationListener.wantLock}): the work one server of the cluster
+does for all (the mail outbox, quarterly call logs). The lock lives as
+long as the connection: a server that dies, or loses the database, lets
+go of it, and the listener says so as soon as it knows.
 """
 
 from __future__ import annotations
@@ -56,6 +62,9 @@ class NotificationListener:
         is lost).
     @param disconnected: called in the reactor with the reason when a
         connection that listened broke.
+    @param lockKey: the key of the advisory lock L{wantLock} takes, if any.
+    @param lockChanged: called in the reactor with C{True} when the lock
+        is taken, C{False} when it is let go or lost.
     """
 
     def __init__(
@@ -66,6 +75,8 @@ class NotificationListener:
         connected: Callable[[], None],
         disconnected: Callable[[str], None],
         reactor: Any = None,
+        lockKey: int | None = None,
+        lockChanged: Callable[[bool], None] | None = None,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as globalReactor
@@ -81,6 +92,10 @@ class NotificationListener:
         self.disconnected = disconnected
         self.reactor = reactor
         self.listening = False
+        self.lockKey = lockKey
+        self.lockChanged = lockChanged
+        self.lockHeld = False
+        self._wantLock = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._ended: Deferred[None] | None = None
@@ -108,6 +123,13 @@ class NotificationListener:
             return succeed(None)
         return ended
 
+    def wantLock(self, want: bool) -> None:
+        """
+        Take the advisory lock (as soon as another server lets go of it),
+        or let go of it. Looked at every L{POLL_TIMEOUT} seconds.
+        """
+        self._wantLock = want
+
     def _call(self, f: Callable[..., None], *args: Any) -> None:
         self.reactor.callFromThread(self._guarded, f, *args)
 
@@ -116,6 +138,8 @@ class NotificationListener:
             self.listening = True
         elif f is self.disconnected:
             self.listening = False
+        elif f is self.lockChanged:
+            self.lockHeld = bool(args[0])
         try:
             f(*args)
         except Exception:
@@ -149,6 +173,10 @@ class NotificationListener:
                         log.warn("Lost the store's change notifications ({reason}); reconnecting", reason=_first(e))
                         self._call(self.disconnected, _first(e))
                 finally:
+                    if self._locked:
+                        self._locked = False
+                        if self.lockChanged is not None:
+                            self._call(self.lockChanged, False)
                     try:
                         connection.close()
                     except Exception:
@@ -163,6 +191,7 @@ class NotificationListener:
         self._call(self.connected)
         checked = time.monotonic()
         while not self._stop.is_set():
+            self._lockAsWanted(connection)
             for notification in connection.notifies(timeout=POLL_TIMEOUT):
                 self._call(self.notified, notification.channel, notification.payload)
                 if self._stop.is_set():
@@ -170,6 +199,21 @@ class NotificationListener:
             if time.monotonic() - checked >= CHECK_INTERVAL:
                 connection.execute("SELECT 1")
                 checked = time.monotonic()
+
+    _locked = False
+
+    def _lockAsWanted(self, connection: Any) -> None:
+        if self.lockKey is None or self.lockChanged is None or self._wantLock == self._locked:
+            return
+        if self._wantLock:
+            row = connection.execute("SELECT pg_try_advisory_lock(%s)", (self.lockKey,)).fetchone()
+            if row is not None and row[0]:
+                self._locked = True
+                self._call(self.lockChanged, True)
+        else:
+            connection.execute("SELECT pg_advisory_unlock(%s)", (self.lockKey,))
+            self._locked = False
+            self._call(self.lockChanged, False)
 
 
 def _first(e: BaseException) -> str:

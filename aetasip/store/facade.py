@@ -210,3 +210,9 @@ class AsyncStore:
     getMail = inThreads(Store.getMail)
     queueQuarterlyLog = inThreads(Store.queueQuarterlyLog)
     quarterlyLogMade = inThreads(Store.quarterlyLogMade)
+
+    announceNode = inThreads(Store.announceNode)
+    listNodes = inThreads(Store.listNodes)
+    getNode = inThreads(Store.getNode)
+    requestDrain = inThreads(Store.requestDrain)
+    forgetNode = inThreads(Store.forgetNode)

@@ -179,6 +179,23 @@ quarterlyLogs = sa.Table(
     sa.Column("created_at", sa.Double, nullable=False),
 )
 
+# The servers of a cluster: what each announced last, and its drain flag.
+clusterNodes = sa.Table(
+    "cluster_nodes",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("origin", sa.String(32), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("address", sa.Text, nullable=False),
+    sa.Column("version", sa.String(32), nullable=False),
+    sa.Column("started_at", sa.Double, nullable=False),
+    sa.Column("last_seen", sa.Double, nullable=False),
+    sa.Column("calls", sa.Integer, nullable=False),
+    sa.Column("holds_work", sa.Boolean, nullable=False),
+    sa.Column("draining", sa.Boolean, nullable=False),
+    sa.Column("drain_requested", sa.Boolean, nullable=False),
+)
+
 
 # -- migrations -------------------------------------------------------------------
 
@@ -356,6 +373,12 @@ The PostgreSQL notification channel on which every change of a row of
 C{bindings} is announced (see L{_migrationClusterNotify}).
 """
 
+NODES_CHANNEL = "aetasip_nodes"
+"""
+The PostgreSQL notification channel on which C{aetasip-admin node drain}
+tells the servers to look at their drain flag at once.
+"""
+
 ORIGIN_SETTING = "aetasip.origin"
 """
 The PostgreSQL setting a writer of bindings sets for its transaction (to
@@ -405,6 +428,31 @@ def _migrationClusterNotify(connection: sa.Connection) -> None:
     )
 
 
+def _migrationClusterNodes(connection: sa.Connection) -> None:
+    """
+    The servers of a cluster (C{cluster_nodes}): each announces its role,
+    calls in progress and whether it does the shared work; an operator's
+    drain request waits there for it.
+    """
+    m = sa.MetaData()
+    sa.Table(
+        "cluster_nodes",
+        m,
+        sa.Column("name", sa.String(64), primary_key=True),
+        sa.Column("origin", sa.String(32), nullable=False),
+        sa.Column("role", sa.String(16), nullable=False),
+        sa.Column("address", sa.Text, nullable=False),
+        sa.Column("version", sa.String(32), nullable=False),
+        sa.Column("started_at", sa.Double, nullable=False),
+        sa.Column("last_seen", sa.Double, nullable=False),
+        sa.Column("calls", sa.Integer, nullable=False),
+        sa.Column("holds_work", sa.Boolean, nullable=False),
+        sa.Column("draining", sa.Boolean, nullable=False),
+        sa.Column("drain_requested", sa.Boolean, nullable=False),
+    )
+    m.create_all(connection)
+
+
 MIGRATIONS: list[Callable[[sa.Connection], None]] = [
     _migration1,
     _migration2,
@@ -412,6 +460,7 @@ MIGRATIONS: list[Callable[[sa.Connection], None]] = [
     _migrationRelay,
     _migrationCallRecords,
     _migrationClusterNotify,
+    _migrationClusterNodes,
 ]
 """
 The migration steps in order: step I{i} (from 0) brings the schema to

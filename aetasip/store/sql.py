@@ -41,6 +41,7 @@ from aetasip.store.models import (
     storedRelay,
     verifyPortalPassword,
 )
+from aetasip.store.nodes import NodeMethods
 from aetasip.store.outbox import OutboxMethods
 from aetasip.store.schema import (
     ORIGIN_SETTING,
@@ -67,7 +68,7 @@ def _newSecret() -> bytes:
     return secrets.token_bytes(SECRET_LENGTH)
 
 
-class Store(GroupMethods, CallRecordMethods, OutboxMethods):
+class Store(GroupMethods, CallRecordMethods, OutboxMethods, NodeMethods):
     """
     The accounts, groups, bindings and secrets tables, synchronously.
 
