@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import Deferred, DeferredLock
+from twisted.internet.defer import Deferred, DeferredLock, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -64,16 +64,20 @@ class NodeAnnouncer:
         self._loop.clock = clock
         self._warned = False
         self._turn = DeferredLock()
+        self._stopped = False
 
     def start(self) -> None:
         self.startedAt = self.clock.seconds()
+        self._stopped = False
         self._loop.start(self.interval, now=True)
 
     def stop(self) -> Deferred[None]:
         """Stop announcing; say in the store that this server stopped."""
         if self._loop.running:
             self._loop.stop()
-        return self.announce(STOPPED)
+        d = self.announce(STOPPED)
+        self._stopped = True
+        return d
 
     def state(self, role: str | None = None) -> NodeState:
         return NodeState(
@@ -91,6 +95,8 @@ class NodeAnnouncer:
 
     def announce(self, role: str | None = None) -> Deferred[None]:
         """Announce now, after the announcement under way if any; failures are logged."""
+        if self._stopped:
+            return succeed(None)
         return self._turn.run(self._announce, role)
 
     def _announce(self, role: str | None) -> Deferred[None]:
@@ -111,6 +117,8 @@ class NodeAnnouncer:
                     )
                 else:
                     log.info("Serving again on an operator's request: /health reports ready")
+                # What the store says of this server follows at once.
+                self.clock.callLater(0, self.announce)
 
         def failed(failure: Any) -> None:
             if not self._warned:
