@@ -1055,7 +1055,9 @@ class NodeDrain(_NodeCommand):
             node = context.store.getNode(name)
             if node is None:
                 raise NoSuchNode(f"server {name} is no longer in this store")
-            if node.role == "stopped" or (node.draining and node.role != "active" and node.calls == 0):
+            # Idle: no longer holding the address (when there is one to move) and no call.
+            holding = node.role == "active" and node.address != ""
+            if node.role == "stopped" or (node.draining and not holding and node.calls == 0):
                 context.out.write(f"{name} is idle: {node.role}, no call in progress.\n")
                 return 0
             now = f"{name}: {'draining' if node.draining else 'not draining yet'}, {node.role}, {node.calls} calls in progress"

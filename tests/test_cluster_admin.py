@@ -96,6 +96,19 @@ class NodeCommandTests(TestCase):
         self.assertEqual(code, 1)
         self.assertIn("sip1 is not idle after 1 s; it keeps draining.", out)
 
+    @inlineCallbacks
+    def test_a_server_without_floating_address_is_idle_once_its_calls_end(self) -> Any:
+        lone = Server(self, self.url, "sip3", FakeClock(JUST_AFTER_Q1), floating=None)
+        yield lone.start()
+        self.addCleanup(lone.stop)
+        lone.calls.calls.append(object())
+        waiting = deferToThread(run, "--store", self.url, "node", "drain", "sip3", "--timeout", "20")
+        yield waitFor(lambda: lone.cluster.draining)
+        lone.calls.calls.clear()
+        yield lone.cluster.announcer.announce()
+        code, out, _ = yield waiting
+        self.assertEqual((code, out.splitlines()[-1]), (0, "sip3 is idle: active, no call in progress."))
+
     def test_unknown_servers_are_refused(self) -> None:
         for command in ("drain", "resume", "forget"):
             code, out, err = run("--store", self.url, "node", command, "sip9")

@@ -109,7 +109,9 @@ class FakeOutbox:
 class Server:
     """One aetasip server of the cluster, as far as roles and shared work go."""
 
-    def __init__(self, testCase: TestCase, url: str, name: str, clock: FakeClock) -> None:
+    def __init__(
+        self, testCase: TestCase, url: str, name: str, clock: FakeClock, floating: str | None = "192.0.2.80"
+    ) -> None:
         store = Store(url, clock=clock)
         store.open()
         self.store = AsyncStore(store)
@@ -122,7 +124,7 @@ class Server:
         self.quarterly.clock.advance(JUST_AFTER_Q1)
         self.address = [False]
         self.cluster = ClusterService(
-            self.location, self.store, url, name, "192.0.2.80", 0.05, 60, self.calls, None, [self.quarterly], reactor
+            self.location, self.store, url, name, floating, 0.05, 60, self.calls, None, [self.quarterly], reactor
         )
         self.cluster.role.isLocal = lambda a: self.address[0]
 
