@@ -251,6 +251,26 @@ class FailoverTests(TestCase):
                 return key
         return None
 
+    def registeredUsers(self, key: str) -> int:
+        """C{aetasip_registered_users} of server C{key}, from its /metrics."""
+        metrics = subprocess.run(
+            [
+                "ip",
+                "netns",
+                "exec",
+                self.names[f"srv{key}"],
+                "curl",
+                "--silent",
+                "--max-time",
+                "1",
+                "http://127.0.0.1:8080/metrics",
+            ],
+            capture_output=True,
+            text=True,
+        ).stdout
+        found = re.search(r"^aetasip_registered_users (\S+)$", metrics, re.M)
+        return -1 if found is None else int(float(found.group(1)))
+
     def agent(self, role: str, number: str, password: str) -> UserAgent:
         agent = UserAgent(number, password, AGENTS[role])
         with insideNamespace(self.names[role]):
@@ -281,6 +301,15 @@ class FailoverTests(TestCase):
         answered = await caller.request("MESSAGE", f"sip:{NUMBER}@{FLOATING}")
         self.assertTrue(answered.startswith("SIP/2.0 200"), answered)
         self.assertEqual(callee.received[-1][1], (FLOATING, 5060))
+        # The caller registers too, then unregisters: the standby has both
+        # registrations, then only the callee's, within a second each.
+        registered = await caller.request("REGISTER", f"sip:{FLOATING}", "Expires: 600\r\n")
+        self.assertTrue(registered.startswith("SIP/2.0 200"), registered)
+        await waitFor(lambda: self.registeredUsers(survivor) == 2, timeout=3)
+        removed = await caller.request("REGISTER", f"sip:{FLOATING}", "Expires: 0\r\n")
+        self.assertTrue(removed.startswith("SIP/2.0 200"), removed)
+        took = await waitFor(lambda: self.registeredUsers(survivor) == 1, timeout=3)
+        self.assertLess(took, 2.0)
         # Only the active server pings: one OPTIONS every 2 s, not two.
         pings = len([text for text, _ in callee.received if text.startswith("OPTIONS ")])
         await deferLater(6.5)
