@@ -11,6 +11,7 @@ agent is delivered by the survivor, with no re-registration.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import re
 import shutil
@@ -22,6 +23,7 @@ from typing import Any
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import DatagramProtocol
+from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from aetasip import admin
@@ -65,6 +67,9 @@ class UserAgent(DatagramProtocol):
         if method == "ACK":
             return
         vias = "".join(f"Via: {v}\r\n" for v in headers(text, "via"))
+        if method == "INVITE":
+            # A UAS copies the Record-Route of the request into its 2xx.
+            vias += "".join(f"Record-Route: {r}\r\n" for r in headers(text, "record-route"))
         to = header(text, "to")
         if ";tag=" not in to:
             to += ";tag=ua"
@@ -91,8 +96,17 @@ class UserAgent(DatagramProtocol):
             answer: Deferred[str] = Deferred()
             answer.addTimeout(timeout, reactor)
             self.waiting[callID] = answer
-            self.transport.write(message.encode(), (FLOATING, 5060))  # type: ignore[union-attr]
-            text = await answer
+            # Sent again after 0.5, 1 and 2 s without an answer (RFC 3261 timer E).
+            resend = [
+                reactor.callLater(at, self.transport.write, message.encode(), (FLOATING, 5060))  # type: ignore[attr-defined,union-attr]
+                for at in (0.0, 0.5, 1.5, 3.5)
+            ]
+            try:
+                text = await answer
+            finally:
+                for call in resend:
+                    if call.active():
+                        call.cancel()
             code = int(text.split(" ", 2)[1])
             if code not in (401, 407):
                 return text
@@ -108,6 +122,68 @@ class UserAgent(DatagramProtocol):
                 f'realm="{realm}", nonce="{nonce}", uri="{uri}", response="{reply}", algorithm=MD5\r\n'
             )
         return text
+
+    async def call(self, uri: str) -> dict[str, Any]:
+        """INVITE C{uri} (answering the challenge), ACK the 2xx; the dialog as a dict."""
+        dialog: dict[str, Any] = {"callID": f"call-{os.urandom(4).hex()}@{self.host}", "tag": os.urandom(3).hex()}
+        dialog["to"] = f"<{uri}>"
+        authorization = ""
+        for cseq in (1, 2):
+            text = await self.send("INVITE", uri, dialog, cseq, authorization)
+            code = int(text.split(" ", 2)[1])
+            if code in (401, 407):
+                self.send("ACK", uri, dialog, cseq, "", branch=self.lastBranch)
+                authorization = self.authorization("INVITE", uri, text)
+                continue
+            if code != 200:
+                raise AssertionError(text)
+            dialog["to"] = header(text, "to")
+            dialog["route"] = list(reversed(headers(text, "record-route")))
+            dialog["target"] = header(text, "contact").strip("<>").split(">")[0]
+            dialog["cseq"] = cseq
+            self.send("ACK", dialog["target"], dialog, cseq, "")
+            return dialog
+        raise AssertionError("challenged twice")
+
+    async def bye(self, dialog: dict[str, Any]) -> str:
+        dialog["cseq"] += 1
+        return await self.send("BYE", dialog["target"], dialog, dialog["cseq"], "")
+
+    lastBranch = ""
+
+    def send(
+        self, method: str, uri: str, dialog: dict[str, Any], cseq: int, authorization: str, branch: str = ""
+    ) -> Any:
+        branch = branch or f"z9hG4bK{os.urandom(6).hex()}"
+        self.lastBranch = branch
+        routes = "".join(f"Route: {r}\r\n" for r in dialog.get("route", []))
+        message = (
+            f"{method} {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {self.host}:{self.port};branch={branch};rport\r\n"
+            f"Max-Forwards: 70\r\nFrom: <sip:{self.number}@{FLOATING}>;tag={dialog['tag']}\r\nTo: {dialog['to']}\r\n"
+            f"Call-ID: {dialog['callID']}\r\nCSeq: {cseq} {method}\r\n{routes}"
+            f"Contact: <sip:{self.number}@{self.host}:{self.port}>\r\n{authorization}Content-Length: 0\r\n\r\n"
+        )
+        self.transport.write(message.encode(), (FLOATING, 5060))  # type: ignore[union-attr]
+        if method == "ACK":
+            return None
+        answer: Deferred[str] = Deferred()
+        answer.addTimeout(5.0, reactor)
+        self.waiting[dialog["callID"]] = answer
+        return answer
+
+    def authorization(self, method: str, uri: str, text: str) -> str:
+        code = int(text.split(" ", 2)[1])
+        name = "WWW-Authenticate" if code == 401 else "Proxy-Authenticate"
+        challenge = next(c for c in headers(text, name.lower()) if "MD5" in c or "algorithm" not in c)
+        realm = re.search(r'realm="([^"]*)"', challenge).group(1)  # type: ignore[union-attr]
+        nonce = re.search(r'nonce="([^"]*)"', challenge).group(1)  # type: ignore[union-attr]
+        ha1 = hashlib.md5(f"{self.number}:{realm}:{self.password}".encode()).hexdigest()
+        ha2 = hashlib.md5(f"{method}:{uri}".encode()).hexdigest()
+        reply = hashlib.md5(f"{ha1}:{nonce}:{ha2}".encode()).hexdigest()
+        return (
+            f'{"Authorization" if code == 401 else "Proxy-Authorization"}: Digest username="{self.number}", '
+            f'realm="{realm}", nonce="{nonce}", uri="{uri}", response="{reply}", algorithm=MD5\r\n'
+        )
 
 
 def headers(text: str, name: str) -> list[str]:
@@ -251,6 +327,20 @@ class FailoverTests(TestCase):
                 return key
         return None
 
+    def recordOf(self, url: str, callID: str) -> tuple[str | None, str] | None:
+        """The end cause and server of the call record of C{callID}."""
+        from aetasip.store import Store
+        from aetasip.store.callrecords import RecordQuery
+
+        with insideNamespace(self.names["db"]):
+            store = Store(url)
+            store.open()
+            try:
+                found = [r for r in store.callRecords(RecordQuery(number=NUMBER)) if r.callID == callID]
+            finally:
+                store.close()
+        return (found[0].endCause, found[0].server) if len(found) == 1 else None
+
     def registeredUsers(self, key: str) -> int:
         """C{aetasip_registered_users} of server C{key}, from its /metrics."""
         metrics = subprocess.run(
@@ -315,6 +405,9 @@ class FailoverTests(TestCase):
         await deferLater(6.5)
         pings = len([text for text, _ in callee.received if text.startswith("OPTIONS ")]) - pings
         self.assertIn(pings, (3, 4))
+        # A call set up through the active server, to be hung up after it dies.
+        dialog = await caller.call(f"sip:{NUMBER}@{FLOATING}")
+        await deferLater(1.5)
         # The active server dies; keepalived gives the address to the other.
         self.processes[f"aetasip-{first}"].kill()
         await waitFor(lambda: self.holder() == survivor, timeout=20)
@@ -325,14 +418,59 @@ class FailoverTests(TestCase):
         ]
         # From the address the agent registered to: its NAT mapping would hold.
         self.assertEqual(delivered[1], (FLOATING, 5060))
+        # The call set up before is hung up through the survivor (signed Route).
+        byes = len([t for t, _ in callee.received if t.startswith("BYE ")])
+        hungUp = await caller.bye(dialog)
+        self.assertTrue(hungUp.startswith("SIP/2.0 200"), hungUp)
+        self.assertEqual(len([t for t, _ in callee.received if t.startswith("BYE ")]), byes + 1)
+        # Its record, opened by the dead server, is closed by the survivor.
+        await waitFor(lambda: self.recordOf(url, dialog["callID"]) == ("caller BYE", f"sip-{first}"), timeout=5)
         # The survivor pings it now, and alone.
         pings = len([text for text, _ in callee.received if text.startswith("OPTIONS ")])
         await deferLater(4.5)
         pings = len([text for text, _ in callee.received if text.startswith("OPTIONS ")]) - pings
         self.assertIn(pings, (2, 3))
 
+    async def test_node_drain_moves_the_address_with_no_failed_request(self) -> None:
+        self.network()
+        url = self.database()
+        with insideNamespace(self.names["db"]):
+            for number, password in ((NUMBER, PASSWORD), (CALLER, CALLER_PASSWORD)):
+                self.assertEqual(
+                    admin.main(["--store", url, "account", "add", number, "--password", password], *_quiet()), 0
+                )
+        self.server("a", url)
+        await deferLater(2.0)
+        self.server("b", url)
+        await waitFor(lambda: self.holder() is not None, timeout=30)
+        first = self.holder()
+        other = "b" if first == "a" else "a"
+        callee = self.agent("callee", NUMBER, PASSWORD)
+        caller = self.agent("caller", CALLER, CALLER_PASSWORD)
+        registered = await callee.request("REGISTER", f"sip:{FLOATING}", "Expires: 600\r\n")
+        self.assertTrue(registered.startswith("SIP/2.0 200"), registered)
+        await deferLater(1.5)
+
+        def drain() -> tuple[int, str]:
+            out = io.StringIO()
+            with insideNamespace(self.names["db"]):
+                code = admin.main(
+                    ["--store", url, "node", "drain", f"sip-{first}", "--timeout", "30"], out, io.StringIO()
+                )
+            return code, out.getvalue()
+
+        draining = deferToThread(drain)
+        answers = []
+        while not draining.called:
+            answers.append((await caller.request("MESSAGE", f"sip:{NUMBER}@{FLOATING}")).split("\r\n", 1)[0])
+            await deferLater(0.2)
+        code, out = await draining
+        self.assertEqual(code, 0, out)
+        self.assertEqual(out.splitlines()[-1], f"sip-{first} is idle: standby, no call in progress.")
+        self.assertEqual(self.holder(), other)
+        self.assertGreater(len(answers), 5)
+        self.assertEqual(set(answers), {"SIP/2.0 200 OK"})
+
 
 def _quiet() -> tuple[Any, Any]:
-    import io
-
     return io.StringIO(), io.StringIO()
