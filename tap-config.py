@@ -193,8 +193,26 @@ ldap = {
 
 # -- Store (accounts, bindings) --------------------------------------------
 store = {
-    # The store: a SQLite file (relative to the working directory) or a PostgreSQL URL.
+    # The store: a SQLite file (relative to the working directory) or a PostgreSQL URL;
+    # a PostgreSQL URL may name several servers, libpq-style
+    # (postgresql://USER:PASSWORD@HOST1:5432,HOST2:5432/DATABASE?target_session_attrs=read-write):
+    # each new connection goes to the first that accepts writes. Servers on one PostgreSQL
+    # store form a cluster: each keeps the others' registrations (README.rst, "Backup server").
     "url": "sqlite:///aetasip.db",
+}
+
+# -- Cluster: a backup server (README.rst, "Backup server") ------------------
+cluster = {
+    # The floating service address (moved between the servers by keepalived): the server
+    # that has it on an interface is active and sends OPTIONS keep-alive pings and dead-call
+    # probes; the others are standbys. List it in sip.listen too: it is bound even where it
+    # is not local (IP_FREEBIND). None: this server is always active.
+    "address": None,
+    # Seconds between two looks at whether the floating address is local.
+    "check_interval": 1.0,
+    # Seconds between two announcements of this server in the store (role, calls in
+    # progress; shown by 'aetasip-admin node status'), and two looks at its drain flag.
+    "announce_interval": 5.0,
 }
 
 # -- Registration webhooks (README.rst, "Registration webhook") ------------

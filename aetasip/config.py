@@ -292,6 +292,7 @@ MODULES: tuple[str, ...] = (
     "aetasip.auth.limits",
     "aetasip.auth.ldap",
     "aetasip.calls.settings",
+    "aetasip.cluster.settings",
     "aetasip.element.flood",
     "aetasip.notify",
     "aetasip.records.mailsettings",

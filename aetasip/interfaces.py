@@ -185,6 +185,13 @@ class ICallControl(Interface):
         a short text for its record. Nothing happens to an ended call.
         """
 
+    def probe(enabled):
+        """
+        Send the dead-call probes (in-dialog OPTIONS) of answered calls, or
+        stop sending them (a standby server of a cluster): while stopped,
+        no call is judged dead.
+        """
+
 
 class IMediaHandler(Interface):
     """

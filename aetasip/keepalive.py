@@ -8,6 +8,8 @@ OPTIONS request from the very socket it registered on. The pings are
 spread over the interval (each binding in its own second of it) rather
 than sent in one burst. Answers are not needed: the outgoing packet
 refreshes the mapping, and the replies are dropped as stray responses.
+In a cluster only the active server pings (L{OptionsPinger.isActive}):
+the agents' NAT mappings point at the floating address it holds.
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ class OptionsPinger:
         self.interval = interval
         self.sentBy = sentBy
         self.sent = 0
+        # Whether this server pings now (a standby does not); set by aetasip.tap.
+        self.isActive: Callable[[], bool] = lambda: True
         self._tick = 0
         self._call: IDelayedCall | None = None
 
@@ -64,9 +68,10 @@ class OptionsPinger:
 
     def _run(self) -> None:
         self._tick = (self._tick + 1) % self.interval
-        for binding in self.location.bindings():
-            if binding.transport == "udp" and self._slot(binding) == self._tick:
-                self.ping(binding)
+        if self.isActive():
+            for binding in self.location.bindings():
+                if binding.transport == "udp" and self._slot(binding) == self._tick:
+                    self.ping(binding)
         self._call = self.clock.callLater(1, self._run)
 
     def _slot(self, binding: Binding) -> int:

@@ -5,10 +5,11 @@ Registrations: bindings of a number to the contacts where it is reached.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Iterable
 from typing import Any
 
 import attrs
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, DeferredLock, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
@@ -39,6 +40,9 @@ class Binding:
         persisted: after a restart a TCP agent is reached when it reconnects.
     @ivar storedExpiresAt: the expiry last written to the store (not itself
         persisted), to tell which refreshes need writing.
+    @ivar remote: learnt from the store, as another server of the cluster
+        wrote it (not persisted): this server neither writes nor deletes
+        its row, nor announces its expiry, until the agent registers here.
     """
 
     aor: str
@@ -57,6 +61,24 @@ class Binding:
     registeredAt: float = 0.0
     connection: object | None = None
     storedExpiresAt: float = 0.0
+    remote: bool = False
+
+
+_FIELDS_FROM_STORE = (
+    "expiresAt",
+    "callID",
+    "cseq",
+    "transport",
+    "source",
+    "local",
+    "instance",
+    "regID",
+    "path",
+    "userAgent",
+    "q",
+    "registeredAt",
+)
+"""The fields of a binding that another server may have changed in the store."""
 
 
 @attrs.frozen
@@ -88,6 +110,14 @@ class LocationService:
 
     Expiry is swept once a second rather than with a timer per binding.
 
+    Several servers on one PostgreSQL store (a cluster) each keep all the
+    bindings in memory: L{reload} reads what the others changed and
+    applies it (L{aetasip.cluster.locationsync} calls it when PostgreSQL
+    announces a change). A server writes and deletes only the bindings
+    registered with it; the others' (C{remote}) leave its memory silently
+    when they expire. Writes and reloads take turns, so a reload never
+    reads the store before this server's own last changes are in it.
+
     @param clock: the time source (L{IReactorTime}).
     @param store: an L{aetasip.store.AsyncStore} or C{None} (memory only).
     @param flushInterval: seconds between writes of changed bindings.
@@ -105,10 +135,12 @@ class LocationService:
         self._expiries: list[tuple[float, int, Binding]] = []
         self._sequence = 0
         self._dirty: dict[tuple[str, str], Binding] = {}
-        self._deleted: set[tuple[str, str]] = set()
+        # Rows to delete: None at once, or an expiry (only if not refreshed since).
+        self._deleted: dict[tuple[str, str], float | None] = {}
+        self._storeTurn = DeferredLock()
+        self.origin: str | None = None
         self._sweeper: IDelayedCall | None = None
         self._flusher: IDelayedCall | None = None
-        self._flushing: Deferred[None] | None = None
         self._stopped = False
 
     # -- lifecycle --------------------------------------------------------
@@ -119,15 +151,20 @@ class LocationService:
         self._sweeper = self.clock.callLater(self.SWEEP_INTERVAL, self._sweep)
         if self.store is None:
             return succeed(None)
-        d: Deferred[list[Binding]] = self.store.loadBindings(self.clock.seconds())
+
+        def load() -> Deferred[None]:
+            d: Deferred[list[Binding]] = self.store.loadBindings(self.clock.seconds())
+            return d.addCallback(restored)
 
         def restored(bindings: list[Binding]) -> None:
+            known = {(b.aor, b.contact) for bs in self._byAOR.values() for b in bs}
             for binding in bindings:
-                binding.storedExpiresAt = binding.expiresAt
-                self._insert(binding)
+                if (binding.aor, binding.contact) not in known:
+                    binding.storedExpiresAt = binding.expiresAt
+                    self._insert(binding)
             log.info("Restored {count} bindings from the store", count=len(bindings))
 
-        return d.addCallback(restored)
+        return self._storeTurn.run(load)
 
     def stop(self) -> Deferred[None]:
         """Stop sweeping and write what changed."""
@@ -181,6 +218,7 @@ class LocationService:
     # -- changes ----------------------------------------------------------
 
     def add(self, binding: Binding) -> None:
+        binding.remote = False
         self._insert(binding)
         self._changed(binding)
         self.emit("registered", binding)
@@ -199,8 +237,9 @@ class LocationService:
             # The old row goes; an unwritten change under the old key must
             # not write the binding back (it may be removed before the flush).
             self._dirty.pop(old, None)
-            self._deleted.add(old)
+            self._deleted[old] = None
             binding.contact = contact
+        binding.remote = False
         self._schedule(binding)
         now = self.clock.seconds()
         # A refresh soon after the last write needs none: the stored expiry
@@ -212,17 +251,25 @@ class LocationService:
         self.emit("refreshed", binding)
 
     def remove(self, binding: Binding, kind: str = "unregistered") -> None:
+        if not self._discard(binding):
+            return
+        key = (binding.aor, binding.contact)
+        self._dirty.pop(key, None)
+        # An expiry deletes the row only if nobody refreshed it since (another
+        # server of the cluster, where the agent registers now).
+        self._deleted[key] = binding.expiresAt if kind == "expired" else None
+        self._scheduleFlush()
+        self.emit(kind, binding)
+
+    def _discard(self, binding: Binding) -> bool:
+        """Take C{binding} out of memory; whether it was there."""
         bindings = self._byAOR.get(binding.aor)
         if bindings is None or binding not in bindings:
-            return
+            return False
         bindings.remove(binding)
         if not bindings:
             del self._byAOR[binding.aor]
-        key = (binding.aor, binding.contact)
-        self._dirty.pop(key, None)
-        self._deleted.add(key)
-        self._scheduleFlush()
-        self.emit(kind, binding)
+        return True
 
     def emit(self, kind: str, binding: Binding, other: Binding | None = None, outcome: str = "") -> None:
         if not self.listeners:
@@ -249,14 +296,18 @@ class LocationService:
             expiresAt, _, binding = heapq.heappop(expiries)
             # Stale heap entries (refreshed or removed since) are skipped.
             if binding.expiresAt == expiresAt and binding in self._byAOR.get(binding.aor, ()):
-                self.remove(binding, "expired")
+                if binding.remote:
+                    # Its server deletes its row and announces its expiry.
+                    self._discard(binding)
+                else:
+                    self.remove(binding, "expired")
         self._sweeper = self.clock.callLater(self.SWEEP_INTERVAL, self._sweep)
 
     # -- persistence ------------------------------------------------------
 
     def _changed(self, binding: Binding) -> None:
         key = (binding.aor, binding.contact)
-        self._deleted.discard(key)
+        self._deleted.pop(key, None)
         self._dirty[key] = binding
         self._scheduleFlush()
 
@@ -274,21 +325,24 @@ class LocationService:
         Deferred fires when they are written. A failed write is logged and
         retried at the next flush: bindings are never dropped from memory.
         """
-        if self.store is None or (not self._dirty and not self._deleted):
-            return self._flushing if self._flushing is not None else succeed(None)
-        if self._flushing is not None:
-            # One write at a time; chain the next after it.
-            previous = self._flushing
-            return previous.addCallback(lambda _: self.flush())
-        dirty, deleted = list(self._dirty.values()), list(self._deleted)
-        self._dirty, self._deleted = {}, set()
+        if self.store is None or (not self._dirty and not self._deleted and not self._storeTurn.locked):
+            return succeed(None)
+        # One write or reload at a time; the next waits for the one under way.
+        return self._storeTurn.run(self._write)
+
+    def _write(self) -> Deferred[None]:
+        if not self._dirty and not self._deleted:
+            return succeed(None)
+        dirty, deleted = list(self._dirty.values()), dict(self._deleted)
+        self._dirty, self._deleted = {}, {}
         for binding in dirty:
             binding.storedExpiresAt = binding.expiresAt
-        d = self.store.deleteBindings(deleted) if deleted else succeed(None)
-        # Set before the callbacks: a store that answers at once (a failure
-        # from a stopped store) runs done() right away, which must clear it.
-        self._flushing = d
-        d.addCallback(lambda _: self.store.saveBindings(dirty) if dirty else None)
+        now = [key for key, bound in deleted.items() if bound is None]
+        expired = [(aor, contact, bound) for (aor, contact), bound in deleted.items() if bound is not None]
+        origin = {} if self.origin is None else {"origin": self.origin}
+        d = self.store.deleteBindings(now, **origin) if now else succeed(None)
+        d.addCallback(lambda _: self.store.expireBindings(expired, **origin) if expired else None)
+        d.addCallback(lambda _: self.store.saveBindings(dirty, **origin) if dirty else None)
 
         def failed(failure: Any) -> None:
             log.failure("Writing {count} bindings to the store failed; retrying", failure, count=len(dirty))
@@ -298,13 +352,75 @@ class LocationService:
                 # Removed since the write began: its deletion is what to retry.
                 if key not in self._deleted:
                     self._dirty.setdefault(key, binding)
-            self._deleted.update(k for k in deleted if k not in self._dirty)
+            for key, bound in deleted.items():
+                if key not in self._dirty:
+                    self._deleted.setdefault(key, bound)
             self._scheduleFlush()
 
-        def done(_: object) -> None:
-            if self._flushing is d:
-                self._flushing = None
-
         d.addErrback(failed)
-        d.addCallback(done)
         return d
+
+    # -- the other servers of a cluster -------------------------------------
+
+    def reload(self, numbers: Iterable[str] | None = None) -> Deferred[None]:
+        """
+        Read the bindings of C{numbers} (of every number when C{None}) from
+        the store and apply what other servers changed (L{apply}), after
+        this server's own writes under way.
+
+        @return: a L{Deferred} firing once applied, failing when the store
+            cannot be read.
+        """
+        if self.store is None:
+            return succeed(None)
+        wanted = None if numbers is None else sorted(set(numbers))
+
+        def read() -> Deferred[None]:
+            now = self.clock.seconds()
+            if wanted is None:
+                d: Deferred[list[Binding]] = self.store.allBindings(now)
+            else:
+                d = self.store.bindingsOf(wanted, now)
+            return d.addCallback(self.apply, wanted)
+
+        return self._storeTurn.run(read)
+
+    def apply(self, stored: list[Binding], numbers: Iterable[str] | None = None) -> None:
+        """
+        Make memory match the store's bindings C{stored} of C{numbers}
+        (every number when C{None}), except where this server changed a
+        binding that it has not written yet: new rows are added, changed
+        ones (another expiry than this server knows stored) updated,
+        missing ones removed. Nothing is written, nor announced to
+        listeners: the server that made the change did that.
+        """
+        now = self.clock.seconds()
+        found = {(b.aor, b.contact): b for b in stored if b.expiresAt > now}
+        aors = set(self._byAOR) | {aor for aor, _ in found} if numbers is None else set(numbers)
+        for aor in aors:
+            for binding in list(self._byAOR.get(aor, ())):
+                key = (binding.aor, binding.contact)
+                if key not in found and key not in self._dirty:
+                    self._discard(binding)
+        for key, row in found.items():
+            if key in self._dirty:
+                continue
+            if key in self._deleted:
+                bound = self._deleted[key]
+                if bound is None or row.expiresAt <= bound:
+                    continue
+                # Refreshed elsewhere after it expired here: the new row stays.
+                del self._deleted[key]
+            current = next((b for b in self._byAOR.get(row.aor, ()) if b.contact == row.contact), None)
+            if current is None:
+                row.storedExpiresAt = row.expiresAt
+                row.remote = True
+                self._insert(row)
+            elif row.expiresAt != current.storedExpiresAt:
+                if (row.transport, row.source) != (current.transport, current.source):
+                    current.connection = None
+                for name in _FIELDS_FROM_STORE:
+                    setattr(current, name, getattr(row, name))
+                current.storedExpiresAt = row.expiresAt
+                current.remote = True
+                self._schedule(current)

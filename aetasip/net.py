@@ -20,6 +20,10 @@ WILDCARDS = ("0.0.0.0", "::")
 # Linux options that set a buffer past net.core.rmem_max / wmem_max (CAP_NET_ADMIN).
 _SO_RCVBUFFORCE: int | None = getattr(socket, "SO_RCVBUFFORCE", None)
 _SO_SNDBUFFORCE: int | None = getattr(socket, "SO_SNDBUFFORCE", None)
+# Linux options binding an address not (yet) on an interface: the floating
+# address of a cluster, held by another server until keepalived moves it.
+IP_FREEBIND = 15
+IPV6_FREEBIND = 78
 
 
 def family(address: str) -> socket.AddressFamily:
@@ -38,12 +42,17 @@ def hasIPv6() -> bool:
     return True
 
 
-def _socket(address: str, port: int, kind: socket.SocketKind) -> socket.socket:
+def _socket(address: str, port: int, kind: socket.SocketKind, freebind: bool = False) -> socket.socket:
     fam = family(address)
     sock = socket.socket(fam, kind)
     try:
         if fam == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        if freebind:
+            if fam == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, IPV6_FREEBIND, 1)
+            else:
+                sock.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
         if kind == socket.SOCK_STREAM:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((address, port))
@@ -76,13 +85,22 @@ def setBufferSizes(sock: socket.socket, size: int) -> tuple[int, int]:
 
 
 def listenUDP(
-    reactor: Any, address: str, port: int, protocol: Any, maxPacketSize: int = 65535, bufferSize: int | None = None
+    reactor: Any,
+    address: str,
+    port: int,
+    protocol: Any,
+    maxPacketSize: int = 65535,
+    bufferSize: int | None = None,
+    freebind: bool = False,
 ) -> IListeningPort:
     """
     Bind a UDP socket on C{address}:C{port} for C{protocol}, with
     C{bufferSize}-byte buffers when given (see L{setBufferSizes}).
+
+    @param freebind: bind C{address} even when it is not on an interface
+        (Linux C{IP_FREEBIND}): datagrams sent from the socket leave from it.
     """
-    sock = _socket(address, port, socket.SOCK_DGRAM)
+    sock = _socket(address, port, socket.SOCK_DGRAM, freebind)
     try:
         if bufferSize is not None:
             setBufferSizes(sock, bufferSize)
@@ -92,9 +110,9 @@ def listenUDP(
     return listening  # type: ignore[no-any-return]
 
 
-def listenTCP(reactor: Any, address: str, port: int, factory: Any) -> IListeningPort:
-    """Bind a listening TCP socket on C{address}:C{port} for C{factory}."""
-    sock = _socket(address, port, socket.SOCK_STREAM)
+def listenTCP(reactor: Any, address: str, port: int, factory: Any, freebind: bool = False) -> IListeningPort:
+    """Bind a listening TCP socket on C{address}:C{port} for C{factory} (see L{listenUDP} for C{freebind})."""
+    sock = _socket(address, port, socket.SOCK_STREAM, freebind)
     try:
         listening = reactor.adoptStreamPort(sock.fileno(), sock.family, factory)
     finally:

@@ -371,20 +371,22 @@ class SIPService(service.Service):
         streams = self.streamSettings
         tls = self._tlsOptions()
         for address in config["sip.listen"]:
+            # The floating address of a cluster is bound on every server, held or not.
+            freebind = address == config["cluster.address"]
             try:
                 for portNumber in config["sip.udp_ports"]:
                     protocol = SIPDatagramProtocol(self.core, (address, portNumber), maxSize, self.stunKeepalives)
                     port = net.listenUDP(
-                        self.reactor, address, portNumber, protocol, maxSize, config["sip.udp_buffer_size"]
+                        self.reactor, address, portNumber, protocol, maxSize, config["sip.udp_buffer_size"], freebind
                     )
                     self._checkBuffer(port, config["sip.udp_buffer_size"])
                     protocol.local = (address, port.getHost().port)  # type: ignore[attr-defined]
                     self._udpByLocal[protocol.local] = protocol
                     self.ports.append(("udp", port))
                 for portNumber in config["sip.tcp_ports"]:
-                    self._listenStream("tcp", address, portNumber, streams, None)
+                    self._listenStream("tcp", address, portNumber, streams, None, freebind)
                 if tls is not None:
-                    self._listenStream("tls", address, config["sip.tls_port"], streams, tls)
+                    self._listenStream("tls", address, config["sip.tls_port"], streams, tls, freebind)
             except CannotListenError as e:
                 if net.unavailableWildcard(address, e):
                     log.warn("No IPv6 on this host: not listening on [::]")
@@ -410,10 +412,12 @@ class SIPService(service.Service):
                 wanted=wanted,
             )
 
-    def _listenStream(self, name: str, address: str, portNumber: int, settings: StreamSettings, tls: Any) -> None:
+    def _listenStream(
+        self, name: str, address: str, portNumber: int, settings: StreamSettings, tls: Any, freebind: bool = False
+    ) -> None:
         factory = SIPStreamFactory(self.core, name, (address, portNumber), settings)
         wrapped = factory if tls is None else TLSMemoryBIOFactory(tls, False, factory)
-        port = net.listenTCP(self.reactor, address, portNumber, wrapped)
+        port = net.listenTCP(self.reactor, address, portNumber, wrapped, freebind)
         factory.local = (address, port.getHost().port)  # type: ignore[attr-defined]
         self.ports.append((name, port))
 

@@ -13,6 +13,8 @@ This is the one place that knows the whole tree (DESIGN.md)::
     ├── CallService (the calls: their observers and media handler; the
     │   relay's handler starts and stops its nodes: the built-in node's
     │   ports, an rtpengine node's ng sockets)
+    ├── ClusterService (this server's role, the other servers' binding
+    │   changes, the shared work's lock, announcements and drain flag)
     ├── TestLineService (the test number and the echo line, unless
     │   testline.enabled is False)
     ├── STUNService (unless stun.enabled is False)
@@ -41,6 +43,8 @@ from aetasip.calls.proxy import Proxy
 from aetasip.calls.service import CallService
 from aetasip.calls.settings import callSettings
 from aetasip.calls.token import DialogSigner
+from aetasip.cluster.service import ClusterService
+from aetasip.cluster.settings import ClusterSettings
 from aetasip.directory import StoreDirectory
 from aetasip.domains import LocalDomains
 from aetasip.element.core import SIPCore
@@ -373,8 +377,10 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> servi
         directory = LinesDirectory(storeDirectory, list(lines.lines))
 
     outbox = makeOutbox(cfg, storeService.store, reactor)
-    OutboxService(outbox).setServiceParent(top)
-    QuarterlyLogService(storeService.store, outbox, cfg["server.name"], outbox.clock).setServiceParent(top)
+    outboxService = OutboxService(outbox)
+    outboxService.setServiceParent(top)
+    quarterly = QuarterlyLogService(storeService.store, outbox, cfg["server.name"], outbox.clock)
+    quarterly.setServiceParent(top)
     try:
         observers, mediaFactory = callParts(cfg, storeService.store)
         sip = makeSIPService(
@@ -392,6 +398,21 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> servi
         sip.location.listeners.append(notifier)
     # After SIP: stopped before it, so the calls end while their transports live.
     CallService(sip.proxy, parts).setServiceParent(top)
+    clusterSettings = ClusterSettings.fromConfig(cfg)
+    cluster = ClusterService(
+        sip.location,
+        storeService.store,
+        cfg["store.url"],
+        cfg["server.name"],
+        clusterSettings.address,
+        clusterSettings.checkInterval,
+        clusterSettings.announceInterval,
+        CallControl(sip.proxy),
+        sip.pinger,
+        [outboxService, quarterly],
+        reactor,
+    )
+    cluster.setServiceParent(top)
     if lines is not None:
         # After SIP: its sockets are bound when the lines' bindings name one; stopped
         # first, so the sessions' BYEs go out through a live proxy.

@@ -91,7 +91,9 @@ class PostgreSQLServer:
     """
     One PostgreSQL server in a temporary directory.
 
-    @ivar port: the TCP port it listens on, on L{HOST}.
+    @ivar port: the TCP port it listens on, on L{host}.
+    @ivar host: the address it listens on (L{HOST}; a test's network
+        namespace may give it another).
     @ivar directory: the temporary directory: C{data}, C{socket}, C{postgres.log}.
     @ivar process: the C{postgres} process while it runs.
     """
@@ -107,6 +109,9 @@ class PostgreSQLServer:
         self.userPassword = secrets.token_urlsafe(16)
         self.directory = tempfile.mkdtemp(prefix="aetasip-postgresql-")
         self.port = 0
+        self.host = HOST
+        # A network (CIDR) whose hosts may connect besides loopback, or None.
+        self.clients: str | None = None
         self.process: subprocess.Popen[bytes] | None = None
         self._databases = 0
 
@@ -151,7 +156,7 @@ class PostgreSQLServer:
         self._ownedByServer(self.socketDirectory)
         # The free port may be taken between our check and the server's bind: try again.
         for attempt in range(3):
-            self.port = freePort(host=HOST)
+            self.port = freePort(host=self.host)
             if self._startServer():
                 break
             if attempt == 2:
@@ -184,6 +189,9 @@ class PostgreSQLServer:
             os.remove(passwordFile)
         if result.returncode != 0:
             raise RuntimeError(f"initdb failed ({result.returncode}):\n{result.stdout.decode(errors='replace')}")
+        if self.clients is not None:
+            with open(os.path.join(self.dataDirectory, "pg_hba.conf"), "a") as f:
+                f.write(f"host all all {self.clients} scram-sha-256\n")
 
     def _startServer(self) -> bool:
         """
@@ -196,7 +204,7 @@ class PostgreSQLServer:
                 [
                     os.path.join(self.binaries, "postgres"),
                     "-D", self.dataDirectory,
-                    "-c", f"listen_addresses={HOST}",
+                    "-c", f"listen_addresses={self.host}",
                     "-c", f"port={self.port}",
                     "-c", f"unix_socket_directories={self.socketDirectory}",
                     # A throw-away cluster: durability only slows the tests down.
@@ -240,7 +248,7 @@ class PostgreSQLServer:
         import psycopg
 
         return psycopg.connect(
-            host=HOST,
+            host=self.host,
             port=self.port,
             user=ADMIN,
             password=self.adminPassword,
@@ -253,7 +261,7 @@ class PostgreSQLServer:
         """
         The C{store.url} of C{database} for the ordinary role L{USER}.
         """
-        return f"postgresql://{USER}:{self.userPassword}@{HOST}:{self.port}/{database}"
+        return f"postgresql://{USER}:{self.userPassword}@{self.host}:{self.port}/{database}"
 
     def createDatabase(self) -> str:
         """

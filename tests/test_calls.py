@@ -525,6 +525,37 @@ class DeadCallTests(CallTestCase):
         self.h.clock.pump([1.0] * 90)
         self.assertEqual(self.recorder.events[-1][1].endCause, EndCause.DEAD_DIALOG)
 
+    def test_a_standby_sends_no_probe_and_ends_no_call(self) -> None:
+        """
+        A standby server of a cluster (probing off through the calls'
+        control) neither probes nor judges a call dead: its probes would
+        leave from the floating address and be answered to the active server.
+        """
+        self.answered()
+        CallControl(self.h.service.proxy).probe(False)
+        start = len(self.h.sent)
+        self.h.clock.pump([1.0] * 200)
+        self.assertEqual([r for r in self.requestsTo(A_SOURCE, start) if r.method == "OPTIONS"], [])
+        self.assertEqual(self.recorder.names()[-1], "answered")
+        # Active again: probes resume, and a silent party is found again.
+        CallControl(self.h.service.proxy).probe(True)
+        start = len(self.h.sent)
+        self.h.clock.advance(30)
+        self.probe(start)
+        self.h.clock.pump([1.0] * 60)
+        self.assertEqual(self.recorder.events[-1][1].endCause, EndCause.DEAD_DIALOG)
+
+    def test_a_probe_unanswered_when_the_server_became_standby_is_forgiven(self) -> None:
+        self.answered()
+        start = len(self.h.sent)
+        self.h.clock.advance(30)
+        self.probe(start)
+        CallControl(self.h.service.proxy).probe(False)
+        self.h.clock.advance(30)
+        CallControl(self.h.service.proxy).probe(True)
+        self.h.clock.advance(30)
+        self.assertEqual(self.recorder.names()[-1], "answered")
+
     def test_operator_release(self) -> None:
         self.answered()
         call = self.recorder.events[-1][1]

@@ -55,6 +55,19 @@ class OptionsPingerTests(SynchronousTestCase):
         self.clock.pump([1] * 10)
         self.assertEqual(len(self.sent), 40)
 
+    def test_a_standby_does_not_ping(self) -> None:
+        """Only the active server of a cluster pings: the NAT mappings point at its address."""
+        for i in range(5):
+            self.bind(f"456750{i:02d}")
+        active = [False]
+        self.pinger.isActive = lambda: active[0]
+        self.pinger.start()
+        self.clock.pump([1] * 10)
+        self.assertEqual(self.sent, [])
+        active[0] = True
+        self.clock.pump([1] * 10)
+        self.assertEqual(len(self.sent), 5)
+
     def test_pings_are_spread_over_the_interval(self) -> None:
         for i in range(50):
             self.bind(f"456750{i:02d}")

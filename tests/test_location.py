@@ -250,7 +250,7 @@ class SpyStore:
 
         return d.addBoth(done)
 
-    def saveBindings(self, toSave: Sequence[Binding]) -> Deferred[None]:
+    def saveBindings(self, toSave: Sequence[Binding], **origin: str) -> Deferred[None]:
         self.saves.append([(b.aor, b.contact) for b in toSave])
         if self.failNext:
             self.failNext = False
@@ -259,11 +259,15 @@ class SpyStore:
             self.holdNext = False
             self.held = Deferred()
             return self._track(self.held)
-        return self._track(self.store.saveBindings(toSave))
+        return self._track(self.store.saveBindings(toSave, **origin))
 
-    def deleteBindings(self, keys: Sequence[tuple[str, str]]) -> Deferred[None]:
+    def deleteBindings(self, keys: Sequence[tuple[str, str]], **origin: str) -> Deferred[None]:
         self.deletes.append(list(keys))
-        return self._track(self.store.deleteBindings(keys))
+        return self._track(self.store.deleteBindings(keys, **origin))
+
+    def expireBindings(self, keys: Sequence[tuple[str, str, float]], **origin: str) -> Deferred[None]:
+        self.deletes.append([(aor, contact) for aor, contact, _ in keys])
+        return self._track(self.store.expireBindings(keys, **origin))
 
     def loadBindings(self, now: float) -> Deferred[list[Binding]]:
         return self.store.loadBindings(now)

@@ -33,3 +33,6 @@ class CallControl:
 
     def release(self, call: Call, cause: str = EndCause.OPERATOR_RELEASE, detail: str = "") -> None:
         self._proxy.release(call, cause, detail)
+
+    def probe(self, enabled: bool) -> None:
+        self._proxy.liveness.probing = enabled

@@ -8,7 +8,9 @@ gone: the call is released (BYE to both legs, end cause C{dead dialog}).
 RFC 4028 session timers are honoured when the agents ask for them: a
 session not refreshed within its interval is released the same way. An
 optional maximum duration releases long calls (off by default: broadcast
-links run for days).
+links run for days). In a cluster only the active server probes
+(L{Liveness.probing}): a standby's probes would leave from the floating
+address and their answers reach the active server, not it.
 """
 
 from __future__ import annotations
@@ -69,6 +71,23 @@ class Liveness:
         self.settings = settings
         self.timers = FixedTimers(clock)
         self._watches: dict[Dialog, Watch] = {}
+        self._probing = True
+        # Counts the changes of probing: an answer to a probe sent before
+        # the last one is not judged (it may have gone to another server).
+        self._epoch = 0
+
+    @property
+    def probing(self) -> bool:
+        """Whether probes are sent; when not, calls are not judged either."""
+        return self._probing
+
+    @probing.setter
+    def probing(self, enabled: bool) -> None:
+        if enabled != self._probing:
+            self._probing = enabled
+            self._epoch += 1
+            for watch in self._watches.values():
+                watch.outstanding[CALLER] = watch.outstanding[CALLEE] = False
 
     def __len__(self) -> int:
         return len(self._watches)
@@ -120,17 +139,22 @@ class Liveness:
         if dialog.state == TERMINATED:
             return
         for side in (CALLER, CALLEE):
-            if watch.outstanding[side]:
+            if watch.outstanding[side] and self.probing:
                 self._release(watch, EndCause.DEAD_DIALOG, f"the {side} stopped answering")
                 return
+            watch.outstanding[side] = False
         watch.probeAt = self.timers.after(self.settings.probeInterval, watch, "probeDue")
+        if not self.probing:
+            return
         for side in (CALLER, CALLEE):
             watch.outstanding[side] = True
             self.proxy.router.requestInDialog(dialog, side, "OPTIONS", self._answered(watch, side))
 
     def _answered(self, watch: Watch, side: str) -> Any:
+        epoch = self._epoch
+
         def answered(code: int | None) -> None:
-            if watch.dialog is None:
+            if watch.dialog is None or epoch != self._epoch:
                 return
             if code is None or code in (408, 481):
                 reason = "no answer" if code is None else str(code)

@@ -232,8 +232,17 @@ class OutboxService(service.Service):
 
     def __init__(self, outbox: Outbox) -> None:
         self.outbox = outbox
-        self._loop = LoopingCall(self.outbox.sendDue)
+        # Whether this server sends now: in a cluster, the one holding the
+        # work lock (see aetasip.cluster); set by aetasip.tap.
+        self.mayRun: Any = lambda: True
+        self._loop = LoopingCall(self.sendDue)
         self._loop.clock = outbox.clock
+
+    def sendDue(self) -> defer.Deferred[Any]:
+        """Send what is due, if this server may."""
+        if not self.mayRun():
+            return defer.succeed(None)
+        return self.outbox.sendDue()
 
     def startService(self) -> None:
         super().startService()

@@ -129,6 +129,9 @@ class QuarterlyLogService(service.Service):
         self.outbox = outbox
         self.serviceName = serviceName
         self.clock = clock
+        # Whether this server makes them now: in a cluster, the one holding
+        # the work lock (see aetasip.cluster); set by aetasip.tap.
+        self.mayRun: Any = lambda: True
         self._loop = LoopingCall(self.check)
         self._loop.clock = clock
         self._boundary: Any = None
@@ -182,6 +185,8 @@ class QuarterlyLogService(service.Service):
         return queued
 
     def check(self) -> Any:
-        from twisted.internet.defer import Deferred
+        from twisted.internet.defer import Deferred, succeed
 
+        if not self.mayRun():
+            return succeed([])
         return Deferred.fromCoroutine(self._check())

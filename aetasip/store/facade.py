@@ -189,6 +189,8 @@ class AsyncStore:
 
     saveBindings = inThreads(Store.saveBindings)
     deleteBindings = inThreads(Store.deleteBindings)
+    expireBindings = inThreads(Store.expireBindings)
+    bindingsOf = inThreads(Store.bindingsOf)
     loadBindings = inThreads(Store.loadBindings)
     bindingsFor = inThreads(Store.bindingsFor)
     allBindings = inThreads(Store.allBindings)
@@ -208,3 +210,9 @@ class AsyncStore:
     getMail = inThreads(Store.getMail)
     queueQuarterlyLog = inThreads(Store.queueQuarterlyLog)
     quarterlyLogMade = inThreads(Store.quarterlyLogMade)
+
+    announceNode = inThreads(Store.announceNode)
+    listNodes = inThreads(Store.listNodes)
+    getNode = inThreads(Store.getNode)
+    requestDrain = inThreads(Store.requestDrain)
+    forgetNode = inThreads(Store.forgetNode)

@@ -179,6 +179,23 @@ quarterlyLogs = sa.Table(
     sa.Column("created_at", sa.Double, nullable=False),
 )
 
+# The servers of a cluster: what each announced last, and its drain flag.
+clusterNodes = sa.Table(
+    "cluster_nodes",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("origin", sa.String(32), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("address", sa.Text, nullable=False),
+    sa.Column("version", sa.String(32), nullable=False),
+    sa.Column("started_at", sa.Double, nullable=False),
+    sa.Column("last_seen", sa.Double, nullable=False),
+    sa.Column("calls", sa.Integer, nullable=False),
+    sa.Column("holds_work", sa.Boolean, nullable=False),
+    sa.Column("draining", sa.Boolean, nullable=False),
+    sa.Column("drain_requested", sa.Boolean, nullable=False),
+)
+
 
 # -- migrations -------------------------------------------------------------------
 
@@ -350,12 +367,100 @@ def _migrationCallRecords(connection: sa.Connection) -> None:
     m.create_all(connection)
 
 
+BINDINGS_CHANNEL = "aetasip_bindings"
+"""
+The PostgreSQL notification channel on which every change of a row of
+C{bindings} is announced (see L{_migrationClusterNotify}).
+"""
+
+NODES_CHANNEL = "aetasip_nodes"
+"""
+The PostgreSQL notification channel on which C{aetasip-admin node drain}
+tells the servers to look at their drain flag at once.
+"""
+
+ORIGIN_SETTING = "aetasip.origin"
+"""
+The PostgreSQL setting a writer of bindings sets for its transaction (to
+its node's random origin): the notification carries it, so a node can
+ignore its own changes.
+"""
+
+
+def _migrationClusterNotify(connection: sa.Connection) -> None:
+    """
+    On PostgreSQL, a trigger announces every insert, update and delete of
+    a binding with C{NOTIFY aetasip_bindings}, its payload the JSON
+    C{{"origin": ..., "aor": ...}}: C{origin} is the writer's
+    C{aetasip.origin} setting (empty for C{aetasip-admin}). PostgreSQL
+    sends notifications when the transaction commits, once per distinct
+    payload, so a batch of rows makes one per number. Nothing on SQLite
+    (a single server).
+    """
+    if connection.dialect.name != "postgresql":
+        return
+    connection.exec_driver_sql(
+        """
+        CREATE FUNCTION aetasip_binding_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+        DECLARE
+            number TEXT;
+        BEGIN
+            IF TG_OP = 'DELETE' THEN
+                number := OLD.aor;
+            ELSE
+                number := NEW.aor;
+            END IF;
+            PERFORM pg_notify(
+                'aetasip_bindings',
+                json_build_object(
+                    'origin', COALESCE(current_setting('aetasip.origin', true), ''),
+                    'aor', number
+                )::text
+            );
+            RETURN NULL;
+        END;
+        $$
+        """
+    )
+    connection.exec_driver_sql(
+        "CREATE TRIGGER aetasip_binding_changed AFTER INSERT OR UPDATE OR DELETE ON bindings "
+        "FOR EACH ROW EXECUTE FUNCTION aetasip_binding_changed()"
+    )
+
+
+def _migrationClusterNodes(connection: sa.Connection) -> None:
+    """
+    The servers of a cluster (C{cluster_nodes}): each announces its role,
+    calls in progress and whether it does the shared work; an operator's
+    drain request waits there for it.
+    """
+    m = sa.MetaData()
+    sa.Table(
+        "cluster_nodes",
+        m,
+        sa.Column("name", sa.String(64), primary_key=True),
+        sa.Column("origin", sa.String(32), nullable=False),
+        sa.Column("role", sa.String(16), nullable=False),
+        sa.Column("address", sa.Text, nullable=False),
+        sa.Column("version", sa.String(32), nullable=False),
+        sa.Column("started_at", sa.Double, nullable=False),
+        sa.Column("last_seen", sa.Double, nullable=False),
+        sa.Column("calls", sa.Integer, nullable=False),
+        sa.Column("holds_work", sa.Boolean, nullable=False),
+        sa.Column("draining", sa.Boolean, nullable=False),
+        sa.Column("drain_requested", sa.Boolean, nullable=False),
+    )
+    m.create_all(connection)
+
+
 MIGRATIONS: list[Callable[[sa.Connection], None]] = [
     _migration1,
     _migration2,
     _migration3,
     _migrationRelay,
     _migrationCallRecords,
+    _migrationClusterNotify,
+    _migrationClusterNodes,
 ]
 """
 The migration steps in order: step I{i} (from 0) brings the schema to
@@ -411,11 +516,52 @@ def migrate(connection: sa.Connection, description: str) -> None:
 def engineURL(url: str) -> sa.URL:
     """
     The SQLAlchemy URL for a C{store.url}: C{postgresql://} URLs use psycopg 3.
+
+    A PostgreSQL URL may name several servers as libpq does (see
+    L{splitHosts}); its SQLAlchemy URL then names none, and L{makeEngine}
+    gives libpq the whole URL.
     """
-    parsed = sa.make_url(url)
+    hosts = splitHosts(url)
+    parsed = sa.make_url(url if hosts is None else hosts[0])
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     return parsed
+
+
+def splitHosts(url: str) -> tuple[str, list[str]] | None:
+    """
+    A libpq URL with several servers,
+    C{postgresql://USER:PASSWORD@HOST1:PORT1,HOST2:PORT2/DATABASE?target_session_attrs=read-write}
+    (libpq tries them in order at each new connection; an IPv6 address is
+    written in brackets), as C{(the URL without its servers and parameters,
+    [HOST1:PORT1, HOST2:PORT2])}; C{None} for any other URL.
+    """
+    scheme, separator, rest = url.partition("://")
+    if not separator or scheme not in ("postgresql", "postgres"):
+        return None
+    end = len(rest)
+    for mark in "/?":
+        index = rest.find(mark)
+        if index != -1:
+            end = min(end, index)
+    authority, tail = rest[:end], rest[end:]
+    userinfo, at, hosts = authority.rpartition("@")
+    if "," not in hosts:
+        return None
+    path = tail.partition("?")[0]
+    return f"{scheme}://{userinfo}{at}{path}", [host for host in hosts.split(",") if host]
+
+
+def describeURL(url: str) -> str:
+    """A C{store.url} for messages, without its password."""
+    hosts = splitHosts(url)
+    if hosts is None:
+        return sa.make_url(url).render_as_string(hide_password=True)
+    bare = sa.make_url(hosts[0]).render_as_string(hide_password=True)
+    scheme, _, rest = bare.partition("://")
+    credentials, at, path = rest.partition("@") if "@" in rest else ("", "", rest)
+    query = url.partition("?")[2]
+    return f"{scheme}://{credentials}{at}{','.join(hosts[1])}{path}{'?' + query if query else ''}"
 
 
 def switchToWAL(cursor: Any, patience: float) -> None:
@@ -474,11 +620,11 @@ def makeEngine(url: str, busyTimeout: float) -> sa.Engine:
     parsed = engineURL(url)
     if parsed.get_backend_name() == "sqlite":
         return _makeSQLiteEngine(parsed, busyTimeout)
-    return sa.create_engine(
-        parsed,
-        pool_pre_ping=True,
-        connect_args={"connect_timeout": max(1, round(busyTimeout))},
-    )
+    connectArguments: dict[str, Any] = {"connect_timeout": max(1, round(busyTimeout))}
+    if splitHosts(url) is not None:
+        # libpq reads the servers, their order and target_session_attrs itself.
+        connectArguments["conninfo"] = url
+    return sa.create_engine(parsed, pool_pre_ping=True, connect_args=connectArguments)
 
 
 def _makeSQLiteEngine(url: sa.URL, busyTimeout: float) -> sa.Engine:

@@ -17,7 +17,9 @@ declare(
         "store.url",
         "sqlite:///aetasip.db",
         storeURL,
-        "The store: a SQLite file (relative to the working directory) or a PostgreSQL URL.",
+        "The store: a SQLite file (relative to the working directory) or a PostgreSQL URL; a PostgreSQL "
+        "URL may name several servers, libpq-style (postgresql://USER:PASSWORD@HOST1:5432,HOST2:5432/"
+        "DATABASE?target_session_attrs=read-write): each new connection goes to the first that accepts writes.",
     ),
 )
 

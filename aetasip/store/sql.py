@@ -41,11 +41,14 @@ from aetasip.store.models import (
     storedRelay,
     verifyPortalPassword,
 )
+from aetasip.store.nodes import NodeMethods
 from aetasip.store.outbox import OutboxMethods
 from aetasip.store.schema import (
+    ORIGIN_SETTING,
     WRITE_OPTION,
     accounts,
     bindings,
+    describeURL,
     engineURL,
     makeEngine,
     migrate,
@@ -65,7 +68,7 @@ def _newSecret() -> bytes:
     return secrets.token_bytes(SECRET_LENGTH)
 
 
-class Store(GroupMethods, CallRecordMethods, OutboxMethods):
+class Store(GroupMethods, CallRecordMethods, OutboxMethods, NodeMethods):
     """
     The accounts, groups, bindings and secrets tables, synchronously.
 
@@ -100,7 +103,7 @@ class Store(GroupMethods, CallRecordMethods, OutboxMethods):
         """
         The URL for messages, without its password.
         """
-        return sa.make_url(self.url).render_as_string(hide_password=True)
+        return describeURL(self.url)
 
     # -- opening and closing
 
@@ -337,13 +340,17 @@ class Store(GroupMethods, CallRecordMethods, OutboxMethods):
 
     # -- bindings
 
-    def saveBindings(self, toSave: Sequence[Binding]) -> None:
+    def saveBindings(self, toSave: Sequence[Binding], origin: str | None = None) -> None:
         """
         Insert C{toSave}, or update the rows with the same number and contact.
+
+        @param origin: the writer's origin, carried by the PostgreSQL
+            notification of the change (see L{_markOrigin}).
         """
         if not toSave:
             return
         with self._transaction(write=True) as connection:
+            self._markOrigin(connection, origin)
             insert = self._insert(connection, bindings)
             statement = insert.on_conflict_do_update(
                 index_elements=[bindings.c.aor, bindings.c.contact],
@@ -355,7 +362,7 @@ class Store(GroupMethods, CallRecordMethods, OutboxMethods):
             )
             connection.execute(statement, [rows.bindingRow(binding) for binding in toSave])
 
-    def deleteBindings(self, keys: Sequence[tuple[str, str]]) -> None:
+    def deleteBindings(self, keys: Sequence[tuple[str, str]], origin: str | None = None) -> None:
         """
         Delete the bindings named by C{(aor, contact)} pairs; missing ones are ignored.
         """
@@ -365,7 +372,48 @@ class Store(GroupMethods, CallRecordMethods, OutboxMethods):
             bindings.c.aor == sa.bindparam("keyAOR"), bindings.c.contact == sa.bindparam("keyContact")
         )
         with self._transaction(write=True) as connection:
+            self._markOrigin(connection, origin)
             connection.execute(statement, [{"keyAOR": aor, "keyContact": contact} for aor, contact in keys])
+
+    def expireBindings(self, keys: Sequence[tuple[str, str, float]], origin: str | None = None) -> None:
+        """
+        Delete the bindings named by C{(aor, contact, expiresAt)} that
+        expire at C{expiresAt} or before: a row another server refreshed
+        meanwhile (a later expiry) stays.
+        """
+        if not keys:
+            return
+        statement = bindings.delete().where(
+            bindings.c.aor == sa.bindparam("keyAOR"),
+            bindings.c.contact == sa.bindparam("keyContact"),
+            bindings.c.expires_at <= sa.bindparam("keyExpiry"),
+        )
+        with self._transaction(write=True) as connection:
+            self._markOrigin(connection, origin)
+            connection.execute(
+                statement,
+                [{"keyAOR": aor, "keyContact": contact, "keyExpiry": expiry} for aor, contact, expiry in keys],
+            )
+
+    @staticmethod
+    def _markOrigin(connection: sa.Connection, origin: str | None) -> None:
+        """
+        On PostgreSQL, name C{origin} as the writer of the transaction of
+        C{connection}: the notifications of its binding changes carry it.
+        """
+        if origin is not None and connection.dialect.name == "postgresql":
+            connection.execute(
+                sa.text("SELECT set_config(:name, :origin, true)"), {"name": ORIGIN_SETTING, "origin": origin}
+            )
+
+    def bindingsOf(self, numbers: Sequence[str], now: float | None = None) -> list[Binding]:
+        """
+        @return: the bindings of the C{numbers} (unexpired at C{now}, if
+            given), by number then expiry.
+        """
+        if not numbers:
+            return []
+        return self._selectBindings(bindings.c.aor.in_(sorted(set(numbers))), now)
 
     def loadBindings(self, now: float) -> list[Binding]:
         """

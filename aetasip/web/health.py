@@ -2,7 +2,11 @@
 C{/health}: whether the service can serve, for systemd, load balancers
 and the backup server. 200 when every service of the tree runs, SIP
 listens and the store answers within L{STORE_TIMEOUT} seconds; 503
-otherwise, the JSON body naming what is down.
+otherwise, the JSON body naming what is down. It also says the server's
+role in a cluster (C{active} or C{standby}: both are ready), and a server
+draining on an operator's request (C{aetasip-admin node drain}) answers
+503 with status C{draining}, so that keepalived's check moves the
+floating address away from it.
 """
 
 from __future__ import annotations
@@ -40,11 +44,31 @@ async def healthReport(services: Any, sip: Any, store: AsyncStore, reactor: Any)
     except Exception as e:
         storeOK = False
         down.append(f"the store does not answer: {type(e).__name__}")
+    cluster = _child(services, "cluster")
+    draining = bool(cluster is not None and cluster.draining)
+    status = "ok" if not down else "degraded"
+    if draining:
+        calls = cluster.callsInProgress()
+        down.append(f"draining on an operator's request ({calls} calls in progress)")
+        if status == "ok":
+            status = "draining"
     body = {
-        "status": "ok" if not down else "degraded",
+        "status": status,
+        "role": cluster.role.name if cluster is not None else "active",
+        "draining": draining,
         "store": "ok" if storeOK else "down",
         "sip": {"listening": sipListening, "ports": sip.describePorts() if sip.running else []},
         "services": {child.name: bool(child.running) for child in services},
         "down": down,
     }
+    if cluster is not None:
+        body["calls"] = cluster.callsInProgress()
+        body["shared_work"] = cluster.holdsWork()
     return (200 if not down else 503), body
+
+
+def _child(services: Any, name: str) -> Any:
+    for child in services:
+        if child.name == name:
+            return child
+    return None

@@ -1,0 +1,476 @@
+"""
+Failover end to end: two aetasip servers (twistd processes) in network
+namespaces the test creates, on a bridge with documentation addresses
+(203.0.113.0/24, nothing routed anywhere), a PostgreSQL in a third
+namespace, keepalived on each server moving the floating address on
+/health. An agent registered through the address stays reachable after
+C{kill -9} of the active server: a request to its number from another
+agent is delivered by the survivor, with no re-registration.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import DatagramProtocol
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import TestCase
+
+from aetasip import admin
+from tests.postgres import PostgreSQLServer, binDirectory, serverAccount
+from tests.servers import deferLater
+from tests.test_cluster_location import waitFor
+from tests.test_stun_service import insideNamespace, missing
+
+NETWORK = "203.0.113"
+FLOATING = f"{NETWORK}.10"
+SERVERS = {"a": f"{NETWORK}.11", "b": f"{NETWORK}.12"}
+DATABASE = f"{NETWORK}.20"
+AGENTS = {"callee": f"{NETWORK}.31", "caller": f"{NETWORK}.32"}
+NUMBER, PASSWORD = "45675001", "Callee-secret-1"
+CALLER, CALLER_PASSWORD = "45675002", "Caller-secret-2"
+TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class UserAgent(DatagramProtocol):
+    """A small SIP agent on UDP: sends requests (answering digest challenges), answers requests 200."""
+
+    def __init__(self, number: str, password: str, host: str) -> None:
+        self.number, self.password, self.host = number, password, host
+        self.port = 0
+        self.received: list[tuple[str, Any]] = []
+        self.waiting: dict[str, Deferred[str]] = {}
+        self.cseq = 0
+
+    def datagramReceived(self, data: bytes, addr: Any) -> None:
+        text = data.decode("utf-8", "replace")
+        if text.startswith("SIP/2.0"):
+            callID = header(text, "call-id")
+            waiting = self.waiting.get(callID)
+            code = int(text.split(" ", 2)[1])
+            if waiting is not None and code >= 200:
+                del self.waiting[callID]
+                waiting.callback(text)
+            return
+        self.received.append((text, addr))
+        method = text.split(" ", 1)[0]
+        if method == "ACK":
+            return
+        vias = "".join(f"Via: {v}\r\n" for v in headers(text, "via"))
+        if method == "INVITE":
+            # A UAS copies the Record-Route of the request into its 2xx.
+            vias += "".join(f"Record-Route: {r}\r\n" for r in headers(text, "record-route"))
+        to = header(text, "to")
+        if ";tag=" not in to:
+            to += ";tag=ua"
+        response = (
+            f"SIP/2.0 200 OK\r\n{vias}From: {header(text, 'from')}\r\nTo: {to}\r\n"
+            f"Call-ID: {header(text, 'call-id')}\r\nCSeq: {header(text, 'cseq')}\r\n"
+            f"Contact: <sip:{self.number}@{self.host}:{self.port}>\r\nContent-Length: 0\r\n\r\n"
+        )
+        self.transport.write(response.encode(), addr)  # type: ignore[union-attr]
+
+    async def request(self, method: str, uri: str, extra: str = "", timeout: float = 5.0) -> str:
+        callID = f"{method.lower()}-{os.urandom(4).hex()}@{self.host}"
+        authorization = ""
+        for _ in range(2):
+            self.cseq += 1
+            message = (
+                f"{method} {uri} SIP/2.0\r\n"
+                f"Via: SIP/2.0/UDP {self.host}:{self.port};branch=z9hG4bK{os.urandom(6).hex()};rport\r\n"
+                f"Max-Forwards: 70\r\nFrom: <sip:{self.number}@{FLOATING}>;tag={os.urandom(3).hex()}\r\n"
+                f"To: <{uri if method != 'REGISTER' else f'sip:{self.number}@{FLOATING}'}>\r\n"
+                f"Call-ID: {callID}\r\nCSeq: {self.cseq} {method}\r\n"
+                f"Contact: <sip:{self.number}@{self.host}:{self.port}>\r\n{extra}{authorization}Content-Length: 0\r\n\r\n"
+            )
+            answer: Deferred[str] = Deferred()
+            answer.addTimeout(timeout, reactor)
+            self.waiting[callID] = answer
+            # Sent again after 0.5, 1 and 2 s without an answer (RFC 3261 timer E).
+            resend = [
+                reactor.callLater(at, self.transport.write, message.encode(), (FLOATING, 5060))  # type: ignore[attr-defined,union-attr]
+                for at in (0.0, 0.5, 1.5, 3.5)
+            ]
+            try:
+                text = await answer
+            finally:
+                for call in resend:
+                    if call.active():
+                        call.cancel()
+            code = int(text.split(" ", 2)[1])
+            if code not in (401, 407):
+                return text
+            name = "WWW-Authenticate" if code == 401 else "Proxy-Authenticate"
+            challenge = next(c for c in headers(text, name.lower()) if "MD5" in c or "algorithm" not in c)
+            realm = re.search(r'realm="([^"]*)"', challenge).group(1)  # type: ignore[union-attr]
+            nonce = re.search(r'nonce="([^"]*)"', challenge).group(1)  # type: ignore[union-attr]
+            ha1 = hashlib.md5(f"{self.number}:{realm}:{self.password}".encode()).hexdigest()
+            ha2 = hashlib.md5(f"{method}:{uri}".encode()).hexdigest()
+            reply = hashlib.md5(f"{ha1}:{nonce}:{ha2}".encode()).hexdigest()
+            authorization = (
+                f'{"Authorization" if code == 401 else "Proxy-Authorization"}: Digest username="{self.number}", '
+                f'realm="{realm}", nonce="{nonce}", uri="{uri}", response="{reply}", algorithm=MD5\r\n'
+            )
+        return text
+
+    async def call(self, uri: str) -> dict[str, Any]:
+        """INVITE C{uri} (answering the challenge), ACK the 2xx; the dialog as a dict."""
+        dialog: dict[str, Any] = {"callID": f"call-{os.urandom(4).hex()}@{self.host}", "tag": os.urandom(3).hex()}
+        dialog["to"] = f"<{uri}>"
+        authorization = ""
+        for cseq in (1, 2):
+            text = await self.send("INVITE", uri, dialog, cseq, authorization)
+            code = int(text.split(" ", 2)[1])
+            if code in (401, 407):
+                self.send("ACK", uri, dialog, cseq, "", branch=self.lastBranch)
+                authorization = self.authorization("INVITE", uri, text)
+                continue
+            if code != 200:
+                raise AssertionError(text)
+            dialog["to"] = header(text, "to")
+            dialog["route"] = list(reversed(headers(text, "record-route")))
+            dialog["target"] = header(text, "contact").strip("<>").split(">")[0]
+            dialog["cseq"] = cseq
+            self.send("ACK", dialog["target"], dialog, cseq, "")
+            return dialog
+        raise AssertionError("challenged twice")
+
+    async def bye(self, dialog: dict[str, Any]) -> str:
+        dialog["cseq"] += 1
+        return await self.send("BYE", dialog["target"], dialog, dialog["cseq"], "")
+
+    lastBranch = ""
+
+    def send(
+        self, method: str, uri: str, dialog: dict[str, Any], cseq: int, authorization: str, branch: str = ""
+    ) -> Any:
+        branch = branch or f"z9hG4bK{os.urandom(6).hex()}"
+        self.lastBranch = branch
+        routes = "".join(f"Route: {r}\r\n" for r in dialog.get("route", []))
+        message = (
+            f"{method} {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {self.host}:{self.port};branch={branch};rport\r\n"
+            f"Max-Forwards: 70\r\nFrom: <sip:{self.number}@{FLOATING}>;tag={dialog['tag']}\r\nTo: {dialog['to']}\r\n"
+            f"Call-ID: {dialog['callID']}\r\nCSeq: {cseq} {method}\r\n{routes}"
+            f"Contact: <sip:{self.number}@{self.host}:{self.port}>\r\n{authorization}Content-Length: 0\r\n\r\n"
+        )
+        self.transport.write(message.encode(), (FLOATING, 5060))  # type: ignore[union-attr]
+        if method == "ACK":
+            return None
+        answer: Deferred[str] = Deferred()
+        answer.addTimeout(5.0, reactor)
+        self.waiting[dialog["callID"]] = answer
+        return answer
+
+    def authorization(self, method: str, uri: str, text: str) -> str:
+        code = int(text.split(" ", 2)[1])
+        name = "WWW-Authenticate" if code == 401 else "Proxy-Authenticate"
+        challenge = next(c for c in headers(text, name.lower()) if "MD5" in c or "algorithm" not in c)
+        realm = re.search(r'realm="([^"]*)"', challenge).group(1)  # type: ignore[union-attr]
+        nonce = re.search(r'nonce="([^"]*)"', challenge).group(1)  # type: ignore[union-attr]
+        ha1 = hashlib.md5(f"{self.number}:{realm}:{self.password}".encode()).hexdigest()
+        ha2 = hashlib.md5(f"{method}:{uri}".encode()).hexdigest()
+        reply = hashlib.md5(f"{ha1}:{nonce}:{ha2}".encode()).hexdigest()
+        return (
+            f'{"Authorization" if code == 401 else "Proxy-Authorization"}: Digest username="{self.number}", '
+            f'realm="{realm}", nonce="{nonce}", uri="{uri}", response="{reply}", algorithm=MD5\r\n'
+        )
+
+
+def headers(text: str, name: str) -> list[str]:
+    found = []
+    for line in text.split("\r\n\r\n", 1)[0].split("\r\n")[1:]:
+        key, _, value = line.partition(":")
+        if key.strip().lower() == name:
+            found.append(value.strip())
+    return found
+
+
+def header(text: str, name: str) -> str:
+    return headers(text, name)[0]
+
+
+class FailoverTests(TestCase):
+    timeout = 120
+
+    def setUp(self) -> None:
+        if os.geteuid() != 0 or shutil.which("ip") is None:
+            missing("root and iproute2 for network namespaces")
+        self.keepalived = shutil.which("keepalived") or "/usr/sbin/keepalived"
+        if not os.access(self.keepalived, os.X_OK):
+            missing("keepalived (Debian package keepalived)")
+        if binDirectory() is None:
+            missing("PostgreSQL (Debian package postgresql)")
+        self.directory = os.path.abspath(self.mktemp())
+        os.makedirs(self.directory)
+        self.tag = f"{os.getpid() % 10000}"
+        self.names: dict[str, str] = {}
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    def ip(self, *arguments: str) -> None:
+        subprocess.run(["ip", *arguments], check=True, capture_output=True)
+
+    def network(self) -> None:
+        switch = self.namespace("sw")
+        self.ip("-n", switch, "link", "add", "br0", "type", "bridge")
+        self.ip("-n", switch, "link", "set", "br0", "up")
+        hosts = {**{f"srv{k}": v for k, v in SERVERS.items()}, "db": DATABASE, **AGENTS}
+        for n, (role, address) in enumerate(hosts.items()):
+            name = self.namespace(role)
+            self.ip("link", "add", "eth0", "netns", name, "type", "veth", "peer", "name", f"p{n}", "netns", switch)
+            self.ip("-n", switch, "link", "set", f"p{n}", "master", "br0", "up")
+            self.ip("-n", name, "address", "add", f"{address}/24", "dev", "eth0")
+            self.ip("-n", name, "link", "set", "eth0", "up")
+
+    def namespace(self, role: str) -> str:
+        name = f"aetasip-ha-{self.tag}-{role}"
+        subprocess.run(["ip", "netns", "delete", name], capture_output=True)
+        self.ip("netns", "add", name)
+        self.addCleanup(subprocess.run, ["ip", "netns", "delete", name], check=False, capture_output=True)
+        self.ip("-n", name, "link", "set", "lo", "up")
+        self.names[role] = name
+        return name
+
+    def database(self) -> str:
+        server = PostgreSQLServer(binDirectory(), serverAccount())  # type: ignore[arg-type]
+        server.host = DATABASE
+        server.clients = f"{NETWORK}.0/24"
+        self.addCleanup(server.stop)
+        with insideNamespace(self.names["db"]):
+            server.start()
+            name = server.createDatabase()
+        return server.url(name)
+
+    def spawn(self, key: str, namespace: str, *command: str) -> subprocess.Popen[bytes]:
+        log = open(os.path.join(self.directory, f"{key}.log"), "wb")
+        self.addCleanup(log.close)
+        environment = {**os.environ, "PYTHONPATH": TOP}
+        process = subprocess.Popen(
+            ["ip", "netns", "exec", namespace, *command],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=environment,
+            cwd=self.directory,
+        )
+        self.processes[key] = process
+
+        def stop() -> None:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(15)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+
+        self.addCleanup(stop)
+        return process
+
+    def server(self, key: str, url: str) -> None:
+        conf = os.path.join(self.directory, f"{key}.conf.py")
+        with open(conf, "w") as f:
+            f.write(
+                f"server = {{'name': 'sip-{key}'}}\n"
+                f"sip = {{'listen': [{FLOATING!r}, {SERVERS[key]!r}], 'udp_ports': [5060], 'tcp_ports': [5060], "
+                f"'domains': [{FLOATING!r}]}}\n"
+                f"store = {{'url': {url!r}}}\n"
+                f"cluster = {{'address': {FLOATING!r}, 'check_interval': 0.2, 'announce_interval': 1}}\n"
+                "stun = {'enabled': False}\ntestline = {'enabled': False}\nweb = {'listen': '127.0.0.1:8080'}\n"
+                "registrar = {'conflict': 'replace', 'options_ping_interval': 2}\n"
+            )
+        self.spawn(
+            f"aetasip-{key}",
+            self.names[f"srv{key}"],
+            sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+            "-n", "--pidfile=", "-l", "-", "aetasip", "--config", conf,
+        )  # fmt: skip
+        keepalived = os.path.join(self.directory, f"keepalived-{key}.conf")
+        peer = SERVERS["b" if key == "a" else "a"]
+        with open(keepalived, "w") as f:
+            f.write(
+                "global_defs {\n  script_user root\n}\n"
+                "vrrp_script health {\n"
+                '  script "/usr/bin/curl --silent --fail --output /dev/null --max-time 1 http://127.0.0.1:8080/health"\n'
+                "  interval 1\n  timeout 2\n  fall 2\n  rise 1\n}\n"
+                "vrrp_instance aetasip {\n  state BACKUP\n  nopreempt\n  interface eth0\n  virtual_router_id 51\n"
+                f"  priority {100 if key == 'a' else 90}\n  advert_int 1\n"
+                f"  unicast_src_ip {SERVERS[key]}\n  unicast_peer {{\n    {peer}\n  }}\n"
+                f"  virtual_ipaddress {{\n    {FLOATING}/24 dev eth0\n  }}\n"
+                "  track_script {\n    health\n  }\n}\n"
+            )
+        pids = {name: os.path.join(self.directory, f"{name}-{key}.pid") for name in ("keepalived", "vrrp", "checkers")}
+        self.spawn(
+            f"keepalived-{key}",
+            self.names[f"srv{key}"],
+            self.keepalived, "--dont-fork", "--log-console", "--vrrp", "--use-file", keepalived,
+            "--pid", pids["keepalived"], "--vrrp_pid", pids["vrrp"], "--checkers_pid", pids["checkers"],
+        )  # fmt: skip
+
+    def holder(self) -> str | None:
+        for key in SERVERS:
+            found = subprocess.run(
+                ["ip", "-n", self.names[f"srv{key}"], "-o", "address", "show", "dev", "eth0"],
+                capture_output=True,
+                text=True,
+            ).stdout
+            if f" {FLOATING}/" in found:
+                return key
+        return None
+
+    def recordOf(self, url: str, callID: str) -> tuple[str | None, str] | None:
+        """The end cause and server of the call record of C{callID}."""
+        from aetasip.store import Store
+        from aetasip.store.callrecords import RecordQuery
+
+        with insideNamespace(self.names["db"]):
+            store = Store(url)
+            store.open()
+            try:
+                found = [r for r in store.callRecords(RecordQuery(number=NUMBER)) if r.callID == callID]
+            finally:
+                store.close()
+        return (found[0].endCause, found[0].server) if len(found) == 1 else None
+
+    def registeredUsers(self, key: str) -> int:
+        """C{aetasip_registered_users} of server C{key}, from its /metrics."""
+        metrics = subprocess.run(
+            [
+                "ip",
+                "netns",
+                "exec",
+                self.names[f"srv{key}"],
+                "curl",
+                "--silent",
+                "--max-time",
+                "1",
+                "http://127.0.0.1:8080/metrics",
+            ],
+            capture_output=True,
+            text=True,
+        ).stdout
+        found = re.search(r"^aetasip_registered_users (\S+)$", metrics, re.M)
+        return -1 if found is None else int(float(found.group(1)))
+
+    def agent(self, role: str, number: str, password: str) -> UserAgent:
+        agent = UserAgent(number, password, AGENTS[role])
+        with insideNamespace(self.names[role]):
+            port = reactor.listenUDP(0, agent, interface=AGENTS[role])  # type: ignore[attr-defined]
+        self.addCleanup(port.stopListening)
+        agent.port = port.getHost().port
+        return agent
+
+    async def test_an_agent_stays_reachable_after_kill_9_of_the_active_server(self) -> None:
+        self.network()
+        url = self.database()
+        with insideNamespace(self.names["db"]):
+            for number, password in ((NUMBER, PASSWORD), (CALLER, CALLER_PASSWORD)):
+                code = admin.main(["--store", url, "account", "add", number, "--password", password], *_quiet())
+                self.assertEqual(code, 0)
+        self.server("a", url)
+        await deferLater(2.0)
+        self.server("b", url)
+        await waitFor(lambda: self.holder() is not None, timeout=30)
+        first = self.holder()
+        assert first is not None
+        survivor = "b" if first == "a" else "a"
+
+        callee = self.agent("callee", NUMBER, PASSWORD)
+        caller = self.agent("caller", CALLER, CALLER_PASSWORD)
+        registered = await callee.request("REGISTER", f"sip:{FLOATING}", "Expires: 600\r\n")
+        self.assertTrue(registered.startswith("SIP/2.0 200"), registered)
+        answered = await caller.request("MESSAGE", f"sip:{NUMBER}@{FLOATING}")
+        self.assertTrue(answered.startswith("SIP/2.0 200"), answered)
+        self.assertEqual(callee.received[-1][1], (FLOATING, 5060))
+        # The caller registers too, then unregisters: the standby has both
+        # registrations, then only the callee's, within a second each.
+        registered = await caller.request("REGISTER", f"sip:{FLOATING}", "Expires: 600\r\n")
+        self.assertTrue(registered.startswith("SIP/2.0 200"), registered)
+        await waitFor(lambda: self.registeredUsers(survivor) == 2, timeout=3)
+        removed = await caller.request("REGISTER", f"sip:{FLOATING}", "Expires: 0\r\n")
+        self.assertTrue(removed.startswith("SIP/2.0 200"), removed)
+        took = await waitFor(lambda: self.registeredUsers(survivor) == 1, timeout=3)
+        self.assertLess(took, 2.0)
+        # Only the active server pings: one OPTIONS every 2 s, not two.
+        pings = len([text for text, _ in callee.received if text.startswith("OPTIONS ")])
+        await deferLater(6.5)
+        pings = len([text for text, _ in callee.received if text.startswith("OPTIONS ")]) - pings
+        self.assertIn(pings, (3, 4))
+        # A call set up through the active server, to be hung up after it dies.
+        dialog = await caller.call(f"sip:{NUMBER}@{FLOATING}")
+        await deferLater(1.5)
+        # The active server dies; keepalived gives the address to the other.
+        self.processes[f"aetasip-{first}"].kill()
+        await waitFor(lambda: self.holder() == survivor, timeout=20)
+        answered = await caller.request("MESSAGE", f"sip:{NUMBER}@{FLOATING}", timeout=5)
+        self.assertTrue(answered.startswith("SIP/2.0 200"), answered)
+        (delivered,) = [
+            (t, a) for t, a in callee.received if t.startswith("MESSAGE ") and answered.count(header(t, "call-id"))
+        ]
+        # From the address the agent registered to: its NAT mapping would hold.
+        self.assertEqual(delivered[1], (FLOATING, 5060))
+        # The call set up before is hung up through the survivor (signed Route).
+        byes = len([t for t, _ in callee.received if t.startswith("BYE ")])
+        hungUp = await caller.bye(dialog)
+        self.assertTrue(hungUp.startswith("SIP/2.0 200"), hungUp)
+        self.assertEqual(len([t for t, _ in callee.received if t.startswith("BYE ")]), byes + 1)
+        # Its record, opened by the dead server, is closed by the survivor.
+        await waitFor(lambda: self.recordOf(url, dialog["callID"]) == ("caller BYE", f"sip-{first}"), timeout=5)
+        # The survivor pings it now, and alone.
+        pings = len([text for text, _ in callee.received if text.startswith("OPTIONS ")])
+        await deferLater(4.5)
+        pings = len([text for text, _ in callee.received if text.startswith("OPTIONS ")]) - pings
+        self.assertIn(pings, (2, 3))
+
+    async def test_node_drain_moves_the_address_with_no_failed_request(self) -> None:
+        self.network()
+        url = self.database()
+        with insideNamespace(self.names["db"]):
+            for number, password in ((NUMBER, PASSWORD), (CALLER, CALLER_PASSWORD)):
+                self.assertEqual(
+                    admin.main(["--store", url, "account", "add", number, "--password", password], *_quiet()), 0
+                )
+        self.server("a", url)
+        await deferLater(2.0)
+        self.server("b", url)
+        await waitFor(lambda: self.holder() is not None, timeout=30)
+        first = self.holder()
+        other = "b" if first == "a" else "a"
+        callee = self.agent("callee", NUMBER, PASSWORD)
+        caller = self.agent("caller", CALLER, CALLER_PASSWORD)
+        registered = await callee.request("REGISTER", f"sip:{FLOATING}", "Expires: 600\r\n")
+        self.assertTrue(registered.startswith("SIP/2.0 200"), registered)
+        await deferLater(1.5)
+
+        def drain() -> tuple[int, str]:
+            out = io.StringIO()
+            with insideNamespace(self.names["db"]):
+                code = admin.main(
+                    ["--store", url, "node", "drain", f"sip-{first}", "--timeout", "30"], out, io.StringIO()
+                )
+            return code, out.getvalue()
+
+        draining = deferToThread(drain)
+        answers = []
+        while not draining.called:
+            answers.append((await caller.request("MESSAGE", f"sip:{NUMBER}@{FLOATING}")).split("\r\n", 1)[0])
+            await deferLater(0.2)
+        code, out = await draining
+        self.assertEqual(code, 0, out)
+        self.assertEqual(out.splitlines()[-1], f"sip-{first} is idle: standby, no call in progress.")
+        self.assertEqual(self.holder(), other)
+        self.assertGreater(len(answers), 5)
+        self.assertEqual(set(answers), {"SIP/2.0 200 OK"})
+
+
+def _quiet() -> tuple[Any, Any]:
+    return io.StringIO(), io.StringIO()
