@@ -303,6 +303,7 @@ MODULES: tuple[str, ...] = (
     "aetasip.stun.service",
     "aetasip.relay.settings",
     "aetasip.web.settings",
+    "aetasip.web.portalsettings",
     "aetasip.testline.settings",
 )
 

@@ -63,6 +63,7 @@ from aetasip.testline.settings import lineSettings
 from aetasip.web.api import AdminAPI
 from aetasip.web.metrics import ServiceCollector, makeRegistry
 from aetasip.web.portal import Portal
+from aetasip.web.portalsettings import PortalSettings
 from aetasip.web.service import WebApp, WebService
 from aetasip.web.settings import WebSettings
 
@@ -294,11 +295,19 @@ def forgetter(auth: Any) -> Any:
 
 
 def makeWebService(
-    cfg: config.Config, top: service.MultiService, sip: SIPService, store: Any, auth: Any, stun: Any, reactor: Any
+    cfg: config.Config,
+    top: service.MultiService,
+    sip: SIPService,
+    store: Any,
+    auth: Any,
+    stun: Any,
+    reactor: Any,
+    outbox: Any = None,
 ) -> WebService:
     """
-    The web service: health and metrics of the running tree C{top}, and
-    the admin API over the store.
+    The web service: health and metrics of the running tree C{top}, the
+    admin API over the store, and the portal (which mails its password
+    reset links through C{outbox}).
     """
     if reactor is None:
         from twisted.internet import reactor as globalReactor
@@ -314,8 +323,12 @@ def makeWebService(
     )
     forget = forgetter(auth)
     api = AdminAPI(store, cfg["sip.realm"], settings.tokenDigests, forget)
-    portal = Portal(store, cfg["sip.realm"], reactor.seconds, forget, sip.location)
-    return WebService(settings, WebApp(top, sip, api, portal, makeRegistry(collector), reactor), reactor)
+    portal = Portal(
+        store, cfg["sip.realm"], reactor.seconds, forget, sip.location, PortalSettings.fromConfig(cfg), outbox
+    )
+    web = WebService(settings, WebApp(top, sip, api, portal, makeRegistry(collector), reactor), reactor)
+    portal.defaultURL = lambda: web.url + "/portal/"
+    return web
 
 
 def makeService(options: Options | dict[str, Any], reactor: Any = None) -> service.MultiService:
@@ -406,5 +419,5 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> servi
         stun.setServiceParent(top)
     if cfg["web.listen"] is not None:
         # Last: started once the rest runs, stopped first.
-        makeWebService(cfg, top, sip, storeService.store, auth, stun, reactor).setServiceParent(top)
+        makeWebService(cfg, top, sip, storeService.store, auth, stun, reactor, outbox).setServiceParent(top)
     return top
