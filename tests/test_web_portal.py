@@ -75,8 +75,10 @@ class Browser:
         self.cookies: dict[str, str] = {}
         self.setCookies: list[str] = []
 
-    async def request(self, method: str, path: str, form: dict[str, str] | None = None) -> tuple[int, Any, str]:
-        headers = dict(FORM) if form is not None else {}
+    async def request(
+        self, method: str, path: str, form: dict[str, str] | None = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, Any, str]:
+        headers = {**(FORM if form is not None else {}), **(headers or {})}
         if self.cookies:
             headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
         response = await treq.request(
@@ -262,7 +264,7 @@ class LocationRecordsTests(PortalTestCase):
         # The contact as registered, HTML-escaped; where it came from; the time left.
         self.assertIn(html.escape(binding.contact), page)
         self.assertIn(f"127.0.0.1:{binding.source[1]} (UDP)", page)
-        expiresIn = int(re.search(r'class="expires">(\d+) s<', page).group(1))  # type: ignore[union-attr]
+        expiresIn = int(re.search(r'class="expires number" data-label="Expires in">(\d+) s<', page).group(1))  # type: ignore[union-attr]
         self.assertTrue(0 < expiresIn <= round(binding.expiresAt - binding.registeredAt), expiresIn)
         # Another subscriber sees none of it.
         other = self.browser()

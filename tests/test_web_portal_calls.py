@@ -86,8 +86,8 @@ class CallRecordsPageTests(PortalTestCase):
         self.assertIn("Unknown number (status 404)", page)
         self.assertIn("Not registered (status 480)", page)
         self.assertIn("5002 → 45675002", page)
-        self.assertIn("From you: MOS 4.31, 1.0 % lost, jitter 1.5 ms", page)
-        self.assertIn("To you: MOS 4.40, 0.0 % lost, jitter 0.2 ms", page)
+        self.assertIn("From you: MOS 4.31, 1.0% lost, jitter 1.5 ms", page)
+        self.assertIn("To you: MOS 4.40, 0.0% lost, jitter 0.2 ms", page)
         self.assertIn("1:02:05", page)  # 3725 s
         self.assertIn("You hung up", page)
         self.assertIn('id="older"', page)

@@ -112,7 +112,8 @@ class Language:
         return format_decimal(value, format=f"#,##0.{'0' * digits}", locale=self.locale)
 
     def percent(self, ratio: float) -> str:
-        return format_percent(ratio, format="#,##0.0 %", locale=self.locale)
+        pattern = self.locale.percent_formats[None].pattern.replace("#,##0", "#,##0.0", 1)
+        return format_percent(ratio, format=pattern, locale=self.locale)
 
     @staticmethod
     def duration(seconds: float) -> str:
