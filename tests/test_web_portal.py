@@ -119,7 +119,7 @@ class PortalTestCase(TestCase):
     def setUp(self):  # type: ignore[no-untyped-def]
         self.directory = self.mktemp()
         os.makedirs(self.directory)
-        self.server = RunningService(self.directory)
+        self.server = RunningService(self.directory, **self.serviceSettings())
         store = Store(self.server.storeURL)
         store.open()
         provisioning = Provisioning(store, "aetasip")
@@ -135,6 +135,10 @@ class PortalTestCase(TestCase):
         self.pool = HTTPConnectionPool(reactor, persistent=False)
         self.addCleanup(self.stopServer)
         return self.server.start()
+
+    def serviceSettings(self) -> dict[str, Any]:
+        """Configuration of the service beyond the tests' usual one."""
+        return {}
 
     def stopServer(self):  # type: ignore[no-untyped-def]
         if self.server.service is not None:

@@ -121,7 +121,9 @@ class Portal:
     @ivar provisioning: the L{Provisioning} layer (the SIP realm's digests).
     @ivar sessions: the L{Sessions}.
     @ivar throttle: the L{LoginThrottle} of failed logins.
-    @ivar resetThrottle: the L{LoginThrottle} of reset requests (each counts).
+    @ivar resetsByNumber: the L{LoginThrottle} of reset requests per
+        number (each counts: 3 an hour), C{resetsByAddress} per source
+        address (10 an hour).
     @ivar forget: told a number whose SIP password changed.
     @ivar location: the location service (the live bindings).
     @ivar settings: the L{PortalSettings}.
@@ -149,7 +151,8 @@ class Portal:
         self.provisioning = Provisioning(store.store, realm)
         self.sessions = Sessions(clock)
         self.throttle = LoginThrottle(clock)
-        self.resetThrottle = LoginThrottle(clock, limit=3, window=3600.0)
+        self.resetsByNumber = LoginThrottle(clock, limit=3, window=3600.0)
+        self.resetsByAddress = LoginThrottle(clock, limit=10, window=3600.0)
         self.forget = forget
         self.outbox = outbox
         self.defaultURL: Callable[[], str] = lambda: "http://127.0.0.1:8080/portal/"
@@ -491,12 +494,12 @@ class Portal:
             return self._forgotPage(request, 403, _("The form expired: please try again."))
         number = self._arg(request, "number").strip()
         source = self._source(request)
-        keys = (f"number:{number[:32]}", f"address:{source}")
-        wait = self.resetThrottle.retryAfter(*keys)
+        wait = max(self.resetsByNumber.retryAfter(number[:32]), self.resetsByAddress.retryAfter(source))
         if wait > 0:
             request.setHeader(b"Retry-After", str(int(wait) + 1).encode())
             return self._forgotPage(request, 429, _("Too many requests: try again later."))
-        self.resetThrottle.failed(*keys)
+        self.resetsByNumber.failed(number[:32])
+        self.resetsByAddress.failed(source)
         log.info("Portal: password reset asked for {number} from {source}", number=number[:32], source=source)
         if _NUMBER.fullmatch(number) is not None:
             # In the background: the answer is the same, and as quick, whether the number exists or not.
