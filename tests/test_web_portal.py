@@ -345,3 +345,36 @@ class ChromiumTests(PortalTestCase):
         old = await Sipp(sipp, self.directory).register("45675001", "Old-SIP-passw0rd", self.server.ports[0], "u1")
         self.assertNotEqual(old.code, 0)
         self.assertNotIn("already registered", old.detail)
+
+
+class SelfCareByGroupTests(PortalTestCase):
+    async def test_a_session_ends_when_the_group_loses_self_care(self) -> None:
+        store = self.server.service.getServiceNamed("store").store
+        await store.updateGroup("4568", selfCare=True)
+        browser = self.browser()
+        code, _, _ = await browser.login("45685001", "portal-secret-3")
+        self.assertEqual(code, 303)
+        code, _, _ = await browser.request("GET", "/portal/calls")
+        self.assertEqual(code, 200)
+        await store.updateGroup("4568", selfCare=False)
+        for path in ("/portal/calls", "/portal/"):
+            code, headers, _ = await browser.request("GET", path)
+            self.assertEqual((code, headers.getRawHeaders("location")), (303, ["/portal/login"]), path)
+
+
+class SelfCareEveryAccountTests(PortalTestCase):
+    def serviceSettings(self) -> dict[str, Any]:
+        return {"portal.self_care": "every account"}
+
+    async def test_the_groups_option_is_not_looked_at(self) -> None:
+        code, _, _ = await self.browser().login("45685001", "portal-secret-3")  # its group has self-care off
+        self.assertEqual(code, 303)
+
+    def test_bad_values_are_refused(self) -> None:
+        from aetasip import config
+
+        for key, bad in [("portal.self_care", "everyone"), ("portal.time_zone", "Mars/Olympus"),
+                         ("portal.url", "javascript:alert(1)"), ("portal.reset_lifetime", 10)]:  # fmt: skip
+            with self.assertRaises(config.ConfigError, msg=key) as raised:
+                config.build({key: bad})
+            self.assertIn(key, str(raised.exception))
