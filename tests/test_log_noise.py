@@ -13,6 +13,7 @@ import re
 from typing import Any
 
 from twisted.internet import reactor
+from twisted.internet.error import ConnectionRefusedError
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
@@ -62,7 +63,9 @@ class LogNoiseTests(TestCase):
     async def test_sending_mail_logs_no_factory_lines(self) -> None:
         port = freePort()  # nothing listens there: the connection is refused
         settings = MailSettings("127.0.0.1", port, starttls=False, fromAddress="noreply@example.net", timeout=5)
-        mail = OutboxMail(1, "studio@example.net", "S", b"Subject: S\n\nbody\n", "test", "queued", 1, 0.0, "", 0.0, None)
-        with self.assertRaises(Exception):
+        mail = OutboxMail(
+            1, "studio@example.net", "S", b"Subject: S\n\nbody\n", "test", "queued", 1, 0.0, "", 0.0, None
+        )
+        with self.assertRaises(ConnectionRefusedError):
             await SMTPSender(settings, reactor).send(mail)
         self.assertEqual([line for line in self.lines() if TWISTED_NOISE.match(line)], [])
