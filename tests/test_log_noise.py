@@ -13,8 +13,8 @@ import re
 from typing import Any
 
 from twisted.internet import reactor
-from twisted.internet.error import ConnectionRefusedError
 from twisted.logger import formatEvent, globalLogPublisher
+from twisted.mail.smtp import SMTPConnectError
 from twisted.trial.unittest import TestCase
 
 from aetasip.records.mailsettings import MailSettings
@@ -66,6 +66,6 @@ class LogNoiseTests(TestCase):
         mail = OutboxMail(
             1, "studio@example.net", "S", b"Subject: S\n\nbody\n", "test", "queued", 1, 0.0, "", 0.0, None
         )
-        with self.assertRaises(ConnectionRefusedError):
+        with self.assertRaises(SMTPConnectError):
             await SMTPSender(settings, reactor).send(mail)
         self.assertEqual([line for line in self.lines() if TWISTED_NOISE.match(line)], [])
