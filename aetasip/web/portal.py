@@ -538,11 +538,12 @@ class Portal:
             return None
         return account
 
-    def _resetPage(self, request: IRequest, status: int, token: str, error: str | None = None) -> bytes:
+    def _resetPage(self, request: IRequest, status: int, token: str, number: str, error: str | None = None) -> bytes:
         csrf = secrets.token_urlsafe(32)
         self._cookie(request, LOGIN_COOKIE, csrf)
         return self._render(
-            request, status, "reset.html", csrf=csrf, token=token, error=error, minLength=MIN_SIP_PASSWORD,
+            request, status, "reset.html", csrf=csrf, token=token, number=number, error=error,
+            minLength=MIN_SIP_PASSWORD,
             here="/portal/reset?token=" + token,
         )  # fmt: skip
 
@@ -555,24 +556,23 @@ class Portal:
     @app.route("/reset", methods=["GET"])
     async def resetForm(self, request: IRequest) -> bytes:
         token = self._arg(request, "token")
-        if not self.resetAvailable or await self._resetAccount(token) is None:
+        account = await self._resetAccount(token) if self.resetAvailable else None
+        if account is None:
             return self._badLink(request)
-        return self._resetPage(request, 200, token)
+        return self._resetPage(request, 200, token, account.number)
 
     @app.route("/reset", methods=["POST"])
     async def reset(self, request: IRequest) -> bytes:
         _ = self._language(request).gettext
         token = self._arg(request, "token")
-        if not self.resetAvailable:
-            return self._badLink(request)
-        if self._formExpired(request):
-            return self._resetPage(request, 403, token, _("The form expired: please try again."))
-        account = await self._resetAccount(token)
+        account = await self._resetAccount(token) if self.resetAvailable else None
         if account is None:
             return self._badLink(request)
+        if self._formExpired(request):
+            return self._resetPage(request, 403, token, account.number, _("The form expired: please try again."))
         problem = portalPasswordProblem(self._arg(request, "password"), self._arg(request, "confirm"), _)
         if problem is not None:
-            return self._resetPage(request, 400, token, problem)
+            return self._resetPage(request, 400, token, account.number, problem)
         await self.store.run(self.provisioning.setPortalPassword, account.number, self._arg(request, "password"))
         # Whoever was logged in with the old password is logged out.
         self.sessions.closeAll(account.number)
