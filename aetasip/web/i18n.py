@@ -120,3 +120,9 @@ class Language:
         """A duration as H:MM:SS (the same in both languages)."""
         whole = int(seconds + 0.5)
         return f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"
+
+
+@cache
+def language(code: str, zone: str = "UTC") -> Language:
+    """The L{Language} C{code} in C{zone}, made once."""
+    return Language(code, zone)

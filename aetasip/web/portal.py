@@ -37,7 +37,7 @@ from aetasip.records.mailmessages import bilingual, compose
 from aetasip.store import AsyncStore, InvalidValue, Provisioning, StoreError
 from aetasip.store.callrecords import RecordQuery
 from aetasip.store.models import Account
-from aetasip.web.i18n import LANGUAGES, N_, Language, negotiate, translations
+from aetasip.web.i18n import LANGUAGES, N_, Language, language, negotiate, translations
 from aetasip.web.portalcalls import callRow
 from aetasip.web.portalsettings import EVERY_ACCOUNT, PortalSettings
 from aetasip.web.reset import ResetTokens
@@ -172,7 +172,7 @@ class Portal:
             None if cookie is None else cookie.decode("ascii", "replace"),
             None if header is None else header.decode("latin-1"),
         )
-        return Language(code, self.settings.timeZone)
+        return language(code, self.settings.timeZone)
 
     def _render(self, request: IRequest, status: int, name: str, **values: Any) -> bytes:
         return self._page(request, status, render(name, self._language(request), **values))
@@ -249,7 +249,7 @@ class Portal:
     def language(self, request: IRequest) -> bytes:
         chosen = self._arg(request, "to")
         target = self._arg(request, "next")
-        if _NEXT.fullmatch(target) is None or "//" in target:
+        if _NEXT.fullmatch(target) is None or "//" in target or ".." in target:
             target = "/portal/"
         if chosen in LANGUAGES:
             # A year; Lax: it is no secret, and a link from a mail keeps the language.
