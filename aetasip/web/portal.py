@@ -157,6 +157,14 @@ class Portal:
         self.outbox = outbox
         self.defaultURL: Callable[[], str] = lambda: "http://127.0.0.1:8080/portal/"
         self._tokens: ResetTokens | None = None
+        # Reset links being mailed in the background, waited for by stop().
+        self._mailing: set[defer.Deferred[None]] = set()
+        self._stopping = False
+
+    def stop(self) -> defer.Deferred[None]:
+        """Fires once the reset links being queued are in the outbox (the web service waits for it when it stops)."""
+        self._stopping = True
+        return defer.DeferredList(list(self._mailing)).addCallback(lambda _: None)
 
     # -- helpers
 
@@ -503,9 +511,12 @@ class Portal:
         log.info("Portal: password reset asked for {number} from {source}", number=number[:32], source=source)
         if _NUMBER.fullmatch(number) is not None:
             # In the background: the answer is the same, and as quick, whether the number exists or not.
-            defer.Deferred.fromCoroutine(self._mailResetLink(number)).addErrback(
+            mailing = defer.Deferred.fromCoroutine(self._mailResetLink(number)).addErrback(
                 lambda failure: log.failure("Portal: cannot mail a reset link to {number}", failure, number=number)
             )
+            if not mailing.called:
+                self._mailing.add(mailing)
+                mailing.addBoth(lambda _: self._mailing.discard(mailing))
         return self._forgotPage(request, 200, sent=True)
 
     async def _mailResetLink(self, number: str) -> None:
@@ -523,7 +534,9 @@ class Portal:
         settings = self.outbox.settings
         message = compose(settings.fromAddress, account.email, subject, body, self.clock())
         await self.store.queueMail(account.email, subject, message, f"portal reset {number}", self.clock())
-        self.outbox.sendDue()
+        if not self._stopping:
+            # Sent now; when the service is stopping, it waits in the outbox for the next start.
+            self.outbox.sendDue()
 
     async def _resetAccount(self, token: str) -> Account | None:
         """The account a valid, unused reset token is for, or C{None}."""

@@ -187,5 +187,6 @@ class WebService(service.Service):
         if port is None:
             return succeed(None)
         d: Deferred[None] = maybeDeferred(port.stopListening)  # type: ignore[call-overload]
+        d.addCallback(lambda _: self.app.portal.stop())
         d.addCallback(lambda _: log.info("Web service stopped"))
         return d
