@@ -60,7 +60,7 @@ class ResetTests(PortalTestCase):
         }
 
     def setUp(self):  # type: ignore[no-untyped-def]
-        started = super().setUp()
+        started = PortalTestCase.setUp(self)  # also PublicURLTests' setUp
         store = Store(self.server.storeURL)
         store.open()
         store.updateAccount("45675001", email="studio@example.net")
@@ -160,3 +160,29 @@ class NoMailTests(PortalTestCase):
         self.assertIn('id="unavailable"', page)
         code, _, _ = await browser.request("POST", "/portal/forgot", {"number": "45675001"})
         self.assertEqual(code, 404)
+
+
+class PublicURLTests(PortalTestCase):
+    """With portal.url set, the mailed link points there, whatever Host the request named."""
+
+    timeout = 60
+    setUp = ResetTests.setUp
+    mails = ResetTests.mails
+    ask = ResetTests.ask
+
+    def serviceSettings(self) -> dict[str, Any]:
+        return {**ResetTests.serviceSettings(self), "portal.url": "https://sip.example.net/portal"}  # type: ignore[arg-type]
+
+    async def test_the_link_is_on_the_public_url(self) -> None:
+        browser = self.browser()
+        _, _, page = await browser.request("GET", "/portal/forgot", headers={"Host": "evil.example"})
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
+        code, headers, _ = await browser.request(
+            "POST", "/portal/forgot", {"csrf": csrf, "number": "45675001"}, headers={"Host": "evil.example"}
+        )
+        self.assertEqual(code, 200)
+        self.assertEqual(headers.getRawHeaders("content-language"), ["en"])
+        ((_, raw),) = await self.mails(1)
+        body = email.message_from_bytes(raw, policy=email.policy.default).get_body().get_content()  # type: ignore[union-attr]
+        self.assertRegex(body, r"https://sip\.example\.net/portal/reset\?token=[A-Za-z0-9_.\-]+\r?\n")
+        self.assertNotIn("evil.example", body)

@@ -183,7 +183,9 @@ class Portal:
         return language(code, self.settings.timeZone)
 
     def _render(self, request: IRequest, status: int, name: str, **values: Any) -> bytes:
-        return self._page(request, status, render(name, self._language(request), **values))
+        lang = self._language(request)
+        request.setHeader(b"Content-Language", lang.code.encode())
+        return self._page(request, status, render(name, lang, **values))
 
     @staticmethod
     def _page(request: IRequest, status: int, body: bytes) -> bytes:
