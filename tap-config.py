@@ -450,3 +450,20 @@ web = {
     # Empty: the admin API refuses every request.
     "admin_tokens": [],
 }
+
+# -- self-care portal (/portal/ on the web service) ------------------------
+portal = {
+    # Who may log in (with a portal password): 'by group' (members of a group
+    # whose self-care option is off may not; accounts outside groups may) or
+    # 'every account' (the groups' option is not looked at).
+    "self_care": "by group",
+    # Time zone of the times the portal shows, e.g. 'Europe/Paris' (its CSV
+    # downloads are in UTC).
+    "time_zone": "UTC",
+    # The portal's public address, for the password reset links it mails, e.g.
+    # 'https://sip.example.net/portal/'. None: the web service's own address.
+    "url": None,
+    # Seconds a mailed password reset link stays valid (it also works only
+    # once). Resets need mail (mail.smtp_host and mail.from_address).
+    "reset_lifetime": 3600,
+}

@@ -304,6 +304,7 @@ MODULES: tuple[str, ...] = (
     "aetasip.stun.service",
     "aetasip.relay.settings",
     "aetasip.web.settings",
+    "aetasip.web.portalsettings",
     "aetasip.testline.settings",
 )
 

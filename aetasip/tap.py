@@ -65,8 +65,9 @@ from aetasip.stun import STUNService
 from aetasip.testline.service import LinesDirectory, TestLineService
 from aetasip.testline.settings import lineSettings
 from aetasip.web.api import AdminAPI
-from aetasip.web.metrics import ServiceCollector, makeRegistry
+from aetasip.web.metrics import CallCounters, RegistrationCounters, ServiceCollector, makeRegistry
 from aetasip.web.portal import Portal
+from aetasip.web.portalsettings import PortalSettings
 from aetasip.web.service import WebApp, WebService
 from aetasip.web.settings import WebSettings
 
@@ -298,28 +299,55 @@ def forgetter(auth: Any) -> Any:
 
 
 def makeWebService(
-    cfg: config.Config, top: service.MultiService, sip: SIPService, store: Any, auth: Any, stun: Any, reactor: Any
+    cfg: config.Config,
+    top: service.MultiService,
+    sip: SIPService,
+    store: Any,
+    auth: Any,
+    stun: Any,
+    reactor: Any,
+    outbox: Any = None,
+    notifier: Any = None,
+    callCounters: CallCounters | None = None,
+    registrations: RegistrationCounters | None = None,
 ) -> WebService:
     """
-    The web service: health and metrics of the running tree C{top}, and
-    the admin API over the store.
+    The web service: health and metrics of the running tree C{top} (with
+    the counters the proxy and the location tell, the webhook's queue and
+    the relay nodes of the media handler), the admin API over the store,
+    and the portal (which mails its password reset links through
+    C{outbox}).
     """
     if reactor is None:
         from twisted.internet import reactor as globalReactor
 
         reactor = globalReactor
     settings = WebSettings.fromConfig(cfg)
+    handler = sip.proxy.media.handler
     collector = ServiceCollector(
         sip.core,
         sip.registrar.authentication.limits,
         sip.location,
         CallControl(sip.proxy),
         None if stun is None else stun.counters,
+        transactions=sip.transactions,
+        clients=sip.clients,
+        callCounters=callCounters,
+        registrations=registrations,
+        relays=dict(getattr(handler, "nodes", None) or {}),
+        notifier=notifier,
+        store=store,
+        reactor=reactor,
     )
     forget = forgetter(auth)
     api = AdminAPI(store, cfg["sip.realm"], settings.tokenDigests, forget)
-    portal = Portal(store, cfg["sip.realm"], reactor.seconds, forget, sip.location)
-    return WebService(settings, WebApp(top, sip, api, portal, makeRegistry(collector), reactor), reactor)
+    portal = Portal(
+        store, cfg["sip.realm"], reactor.seconds, forget, sip.location, PortalSettings.fromConfig(cfg), outbox
+    )
+    app = WebApp(top, sip, api, portal, makeRegistry(collector), reactor, refreshMetrics=collector.refresh)
+    web = WebService(settings, app, reactor)
+    portal.defaultURL = lambda: web.url + "/portal/"
+    return web
 
 
 def makeService(options: Options | dict[str, Any], reactor: Any = None) -> service.MultiService:
@@ -396,6 +424,10 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> servi
     sip.setServiceParent(top)
     if notifier is not None:
         sip.location.listeners.append(notifier)
+    # Counted for /metrics: calls by end cause and relayed figures, registration events.
+    callCounters, registrations = CallCounters(), RegistrationCounters()
+    observers.add(callCounters)
+    sip.location.listeners.append(registrations)
     # After SIP: stopped before it, so the calls end while their transports live.
     CallService(sip.proxy, parts).setServiceParent(top)
     clusterSettings = ClusterSettings.fromConfig(cfg)
@@ -427,5 +459,7 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> servi
         stun.setServiceParent(top)
     if cfg["web.listen"] is not None:
         # Last: started once the rest runs, stopped first.
-        makeWebService(cfg, top, sip, storeService.store, auth, stun, reactor).setServiceParent(top)
+        makeWebService(
+            cfg, top, sip, storeService.store, auth, stun, reactor, outbox, notifier, callCounters, registrations
+        ).setServiceParent(top)
     return top

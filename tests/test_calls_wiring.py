@@ -14,6 +14,7 @@ from aetasip import config, tap
 from aetasip.calls.log import CallLog
 from aetasip.calls.service import CallService
 from aetasip.records.cdr import CDRService
+from aetasip.web.metrics import CallCounters
 
 
 class CallWiringTests(SynchronousTestCase):
@@ -40,8 +41,10 @@ class CallWiringTests(SynchronousTestCase):
 
     def test_named_observers_are_plugins(self) -> None:
         top = self.build(**{"calls.observers": ["log"]})
-        (observer,) = top.getServiceNamed("sip").proxy.observers.observers  # type: ignore[attr-defined]
+        # The configured observers, then the metrics' counters.
+        (observer, counters) = top.getServiceNamed("sip").proxy.observers.observers  # type: ignore[attr-defined]
         self.assertIsInstance(observer, CallLog)
+        self.assertIsInstance(counters, CallCounters)
 
     def test_unknown_observer_stops_the_start_with_one_line(self) -> None:
         with self.assertRaises(SystemExit) as raised:
@@ -57,7 +60,7 @@ class CallWiringTests(SynchronousTestCase):
         to the service's store, started and stopped with the calls.
         """
         top = self.build()
-        (observer,) = top.getServiceNamed("sip").proxy.observers.observers  # type: ignore[attr-defined]
+        (observer, _) = top.getServiceNamed("sip").proxy.observers.observers  # type: ignore[attr-defined]
         self.assertIsInstance(observer, CDRService)
         self.assertIs(observer.parent, top.getServiceNamed("calls"))  # type: ignore[attr-defined]
         self.assertIs(observer.sink.store, top.getServiceNamed("store").store)  # type: ignore[attr-defined]

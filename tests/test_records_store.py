@@ -276,3 +276,12 @@ class RecordQueryTests(SQLiteURLs, SynchronousTestCase):
         self.assertEqual(self.ids(start=LATE_MARCH + 4 * 3600), ["q2"])
         self.assertEqual(self.ids(end=LATE_MARCH), ["q1"])
         self.assertEqual(self.ids(limit=2), ["q1", "stranger"])
+
+    def test_made_or_missed_newest_first_paged(self) -> None:
+        # 45675002 made none; "missed" was routed to it and not answered; q1, span and q2 it answered.
+        self.assertEqual(self.ids(madeOrMissed="45675002"), ["missed"])
+        self.assertEqual(self.ids(madeOrMissed="45675001"), ["q1", "missed", "span"])
+        self.assertEqual(self.ids(madeOrMissed="45675001", newestFirst=True), ["span", "missed", "q1"])
+        self.assertEqual(self.ids(madeOrMissed="45675001", newestFirst=True, limit=2), ["span", "missed"])
+        self.assertEqual(self.ids(madeOrMissed="45675001", newestFirst=True, offset=2, limit=2), ["q1"])
+        self.assertEqual(self.ids(madeOrMissed="33330002"), [])

@@ -75,8 +75,10 @@ class Browser:
         self.cookies: dict[str, str] = {}
         self.setCookies: list[str] = []
 
-    async def request(self, method: str, path: str, form: dict[str, str] | None = None) -> tuple[int, Any, str]:
-        headers = dict(FORM) if form is not None else {}
+    async def request(
+        self, method: str, path: str, form: dict[str, str] | None = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, Any, str]:
+        headers = {**(FORM if form is not None else {}), **(headers or {})}
         if self.cookies:
             headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
         response = await treq.request(
@@ -117,7 +119,7 @@ class PortalTestCase(TestCase):
     def setUp(self):  # type: ignore[no-untyped-def]
         self.directory = self.mktemp()
         os.makedirs(self.directory)
-        self.server = RunningService(self.directory)
+        self.server = RunningService(self.directory, **self.serviceSettings())
         store = Store(self.server.storeURL)
         store.open()
         provisioning = Provisioning(store, "aetasip")
@@ -133,6 +135,10 @@ class PortalTestCase(TestCase):
         self.pool = HTTPConnectionPool(reactor, persistent=False)
         self.addCleanup(self.stopServer)
         return self.server.start()
+
+    def serviceSettings(self) -> dict[str, Any]:
+        """Configuration of the service beyond the tests' usual one."""
+        return {}
 
     def stopServer(self):  # type: ignore[no-untyped-def]
         if self.server.service is not None:
@@ -262,7 +268,7 @@ class LocationRecordsTests(PortalTestCase):
         # The contact as registered, HTML-escaped; where it came from; the time left.
         self.assertIn(html.escape(binding.contact), page)
         self.assertIn(f"127.0.0.1:{binding.source[1]} (UDP)", page)
-        expiresIn = int(re.search(r'class="expires">(\d+) s<', page).group(1))  # type: ignore[union-attr]
+        expiresIn = int(re.search(r'class="expires number" data-label="Expires in">(\d+) s<', page).group(1))  # type: ignore[union-attr]
         self.assertTrue(0 < expiresIn <= round(binding.expiresAt - binding.registeredAt), expiresIn)
         # Another subscriber sees none of it.
         other = self.browser()
@@ -339,3 +345,36 @@ class ChromiumTests(PortalTestCase):
         old = await Sipp(sipp, self.directory).register("45675001", "Old-SIP-passw0rd", self.server.ports[0], "u1")
         self.assertNotEqual(old.code, 0)
         self.assertNotIn("already registered", old.detail)
+
+
+class SelfCareByGroupTests(PortalTestCase):
+    async def test_a_session_ends_when_the_group_loses_self_care(self) -> None:
+        store = self.server.service.getServiceNamed("store").store
+        await store.updateGroup("4568", selfCare=True)
+        browser = self.browser()
+        code, _, _ = await browser.login("45685001", "portal-secret-3")
+        self.assertEqual(code, 303)
+        code, _, _ = await browser.request("GET", "/portal/calls")
+        self.assertEqual(code, 200)
+        await store.updateGroup("4568", selfCare=False)
+        for path in ("/portal/calls", "/portal/"):
+            code, headers, _ = await browser.request("GET", path)
+            self.assertEqual((code, headers.getRawHeaders("location")), (303, ["/portal/login"]), path)
+
+
+class SelfCareEveryAccountTests(PortalTestCase):
+    def serviceSettings(self) -> dict[str, Any]:
+        return {"portal.self_care": "every account"}
+
+    async def test_the_groups_option_is_not_looked_at(self) -> None:
+        code, _, _ = await self.browser().login("45685001", "portal-secret-3")  # its group has self-care off
+        self.assertEqual(code, 303)
+
+    def test_bad_values_are_refused(self) -> None:
+        from aetasip import config
+
+        for key, bad in [("portal.self_care", "everyone"), ("portal.time_zone", "Mars/Olympus"),
+                         ("portal.url", "javascript:alert(1)"), ("portal.reset_lifetime", 10)]:  # fmt: skip
+            with self.assertRaises(config.ConfigError, msg=key) as raised:
+                config.build({key: bad})
+            self.assertIn(key, str(raised.exception))

@@ -51,6 +51,33 @@ EXPORT_COLUMNS = (
 
 QUARTERLY_COLUMNS = ("begin", "duration", "calling", "called")
 
+PORTAL_COLUMNS = (
+    "direction",
+    "start",
+    "caller",
+    "dialled",
+    "callee",
+    "answer",
+    "end",
+    "duration",
+    "status",
+    "end_cause",
+    "relay_node",
+    "caller_packets",
+    "caller_lost",
+    "caller_jitter_ms",
+    "caller_mos",
+    "callee_packets",
+    "callee_lost",
+    "callee_jitter_ms",
+    "callee_mos",
+)
+"""
+The columns of a subscriber's own CSV (the portal's): those of the export
+that concern the subscriber (no addresses, Call-IDs or servers), after
+whether the number made the call or missed it.
+"""
+
 
 def _address(address: tuple[str, int] | None) -> str:
     if address is None:
@@ -121,6 +148,34 @@ def exportRow(record: CallRecord) -> list[str]:
 
 def quarterlyRow(record: CallRecord) -> list[str]:
     return [isoSeconds(record.answeredAt), str(seconds(record.duration)), record.caller, record.callee or ""]
+
+
+def portalRow(record: CallRecord, number: str) -> list[str]:
+    return [
+        "made" if record.caller == number else "missed",
+        isoSeconds(record.startedAt),
+        record.caller,
+        record.dialled,
+        record.callee or "",
+        isoSeconds(record.answeredAt),
+        isoSeconds(record.endedAt),
+        str(seconds(record.duration)),
+        str(record.status),
+        record.endCause or "",
+        record.relayNode or "",
+        *_figures(record.media, "caller"),
+        *_figures(record.media, "callee"),
+    ]
+
+
+def portalCSV(records: Iterable[CallRecord], number: str) -> str:
+    """The CSV of C{number}'s call records (see L{PORTAL_COLUMNS})."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(PORTAL_COLUMNS)
+    for record in records:
+        writer.writerow([_cell(cell) for cell in portalRow(record, number)])
+    return out.getvalue()
 
 
 def writeExport(out: TextIO, records: Iterable[CallRecord]) -> int:

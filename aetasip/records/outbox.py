@@ -73,6 +73,7 @@ class SMTPSender:
             requireTransportSecurity=settings.starttls,
         )
         factory.domain = settings.fromAddress.rpartition("@")[2].encode("ascii", "replace")
+        factory.noisy = False  # the outbox logs each message sent or failed, not the factory's start and stop
         connector = self.reactor.connectTCP(settings.host, settings.port, factory, timeout=settings.timeout)
 
         def cancel(result: Any) -> Any:

@@ -54,6 +54,8 @@ class NgClient(DatagramProtocol):
     must not pile up calls in memory.
     """
 
+    noisy = False  # no "Starting protocol" line: the node logs what it does
+
     def __init__(self, clock: IReactorTime, timeout: float = 1.0, retries: int = 2, maxPending: int = 1000) -> None:
         self.clock = clock
         self.timeout = timeout

@@ -10,6 +10,7 @@ C{send} callable of the L{Peer} a request came from.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +23,12 @@ T1 = 0.5
 T2 = 4.0
 T4 = 5.0
 MAGIC_COOKIE = "z9hG4bK"
+
+COUNTED_METHODS = frozenset(
+    ("REGISTER", "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO", "UPDATE", "PRACK", "MESSAGE", "NOTIFY",
+     "SUBSCRIBE", "REFER", "PUBLISH")
+)  # fmt: skip
+"""Methods whose final responses are counted by name; any other (a client's invention) as C{other}."""
 
 
 class Peer:
@@ -147,6 +154,8 @@ class ServerTransaction:
             self.state = "proceeding"
             self._provisional = True
             return
+        method = self.method
+        self._layer.finalResponses[method if method in COUNTED_METHODS else "other", code] += 1
         if self._layer._stopped:
             # Answered after the layer stopped (a slow backend during
             # shutdown): sent, but no timer may outlive the layer.
@@ -261,6 +270,8 @@ class ServerTransactionLayer:
         self.retransmissionsAbsorbed = 0
         # Responses not sent: over their amplification budget.
         self.withheld = 0
+        # Final responses sent, by method (L{COUNTED_METHODS}, else "other") and code: the metrics' replies.
+        self.finalResponses: defaultdict[tuple[str, int], int] = defaultdict(int)
 
     def receive(self, request: Request, peer: Peer) -> ServerTransaction | None:
         """

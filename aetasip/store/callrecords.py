@@ -39,15 +39,23 @@ class RecordQuery:
         A call is initiated when it starts, or for C{answeredOnly} when it
         is answered (its conversation begins).
     @ivar answeredOnly: only answered calls.
-    @ivar limit: at most this many (the oldest first), or all.
+    @ivar madeOrMissed: records of the calls this number made, and of
+        the calls to it (dialled or routed to it) that nobody answered
+        (the portal's call records).
+    @ivar newestFirst: the newest first (by start), instead of the oldest.
+    @ivar offset: skip this many first (paging).
+    @ivar limit: at most this many (in the order above), or all.
     """
 
     number: str | None = None
     caller: str | None = None
+    madeOrMissed: str | None = None
     group: str | None = None
     start: float | None = None
     end: float | None = None
     answeredOnly: bool = False
+    newestFirst: bool = False
+    offset: int = 0
     limit: int | None = None
 
 
@@ -249,7 +257,7 @@ class CallRecordMethods:
     def callRecords(self, query: RecordQuery | None = None) -> list[CallRecord]:
         """
         @return: the records C{query} selects (all by default), oldest
-            first (by start, then id).
+            first (by start, then id), or newest first.
         """
         query = query or RecordQuery()
         statement = sa.select(callRecords)
@@ -263,6 +271,17 @@ class CallRecordMethods:
             )
         if query.caller is not None:
             statement = statement.where(callRecords.c.caller == query.caller)
+        if query.madeOrMissed is not None:
+            number = query.madeOrMissed
+            statement = statement.where(
+                sa.or_(
+                    callRecords.c.caller == number,
+                    sa.and_(
+                        sa.or_(callRecords.c.dialled == number, callRecords.c.callee == number),
+                        callRecords.c.answered_at.is_(None),
+                    ),
+                )
+            )
         if query.group is not None:
             members = sa.select(accounts.c.number).where(accounts.c.group_prefix == query.group)
             statement = statement.where(
@@ -287,7 +306,12 @@ class CallRecordMethods:
                     condition = sa.and_(condition, column < high)
                 conditions.append(condition)
             statement = statement.where(sa.or_(*conditions))
-        statement = statement.order_by(callRecords.c.started_at, callRecords.c.id)
+        if query.newestFirst:
+            statement = statement.order_by(callRecords.c.started_at.desc(), callRecords.c.id.desc())
+        else:
+            statement = statement.order_by(callRecords.c.started_at, callRecords.c.id)
+        if query.offset:
+            statement = statement.offset(query.offset)
         if query.limit is not None:
             statement = statement.limit(query.limit)
         with self._transaction() as connection:

@@ -11,6 +11,7 @@ C{Deferred[Credentials | None]}.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, cast, overload
 
@@ -20,6 +21,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
+from aetasip.store.latency import LatencyHistogram
 from aetasip.store.models import StoreError
 from aetasip.store.sql import Store
 
@@ -97,6 +99,7 @@ class AsyncStore:
         # Who waits for the stop under way; None once it is done.
         self._stopping: list[defer.Deferred[None]] | None = None
         self._closed = False
+        self.latency = LatencyHistogram()
 
     def start(self) -> None:
         """
@@ -155,11 +158,13 @@ class AsyncStore:
         """
         if self._stopped:
             return defer.fail(StoreError("the store is stopped"))
+        started = time.perf_counter()
         d = deferToThreadPool(self._reactor, self._pool, f, *args, **kwargs)
         self._pending.add(d)
 
         def done(result: _T) -> _T:
             self._pending.discard(d)
+            self.latency.observe(time.perf_counter() - started, isinstance(result, Failure))
             return result
 
         d.addBoth(done)
@@ -207,6 +212,7 @@ class AsyncStore:
     markMailSent = inThreads(Store.markMailSent)
     markMailFailed = inThreads(Store.markMailFailed)
     outbox = inThreads(Store.outbox)
+    mailCounts = inThreads(Store.mailCounts)
     getMail = inThreads(Store.getMail)
     queueQuarterlyLog = inThreads(Store.queueQuarterlyLog)
     quarterlyLogMade = inThreads(Store.quarterlyLogMade)

@@ -151,6 +151,12 @@ class OutboxMethods:
         with self._transaction() as connection:
             return [_mail(row) for row in connection.execute(query)]
 
+    def mailCounts(self) -> dict[str, int]:
+        """The messages of the outbox by state (C{queued}, C{sent}, C{failed})."""
+        query = sa.select(mailOutbox.c.state, sa.func.count()).group_by(mailOutbox.c.state)
+        with self._transaction() as connection:
+            return {state: count for state, count in connection.execute(query)}
+
     def getMail(self, mailID: int) -> OutboxMail | None:
         with self._transaction() as connection:
             row = connection.execute(sa.select(mailOutbox).where(mailOutbox.c.id == mailID)).first()

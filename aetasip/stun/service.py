@@ -197,6 +197,8 @@ class _DatagramHandler(DatagramProtocol):
     responses from the socket it names.
     """
 
+    noisy = False  # the service logs its start and stop once, not each socket
+
     def __init__(
         self,
         server: STUNServer,
@@ -285,6 +287,8 @@ class _StreamHandler(Protocol, TimeoutMixin):
 
 
 class _StreamFactory(Factory):
+    noisy = False
+
     def __init__(self, server: STUNServer, role: int, addresses: dict[int, Address], reactor: Any) -> None:
         self.server = server
         self.role = role

@@ -10,6 +10,7 @@ L{WebService}: the web side in the service tree. One listening socket
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from klein import Klein
@@ -42,8 +43,20 @@ class WebApp:
     app = Klein()
 
     def __init__(
-        self, services: Any, sip: Any, api: AdminAPI, portal: Portal, registry: CollectorRegistry, reactor: Any
+        self,
+        services: Any,
+        sip: Any,
+        api: AdminAPI,
+        portal: Portal,
+        registry: CollectorRegistry,
+        reactor: Any,
+        refreshMetrics: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
+        """
+        @param refreshMetrics: reads what the metrics need from elsewhere
+            (relay nodes, the store) before a scrape is answered.
+        """
+        self.refreshMetrics = refreshMetrics
         self.services = services
         self.portal = portal
         self.sip = sip
@@ -57,7 +70,9 @@ class WebApp:
         return writeJSON(request, status, body)
 
     @app.route("/metrics", methods=["GET"])
-    def metrics(self, request: IRequest) -> bytes:
+    async def metrics(self, request: IRequest) -> bytes:
+        if self.refreshMetrics is not None:
+            await self.refreshMetrics()
         request.setHeader(b"Content-Type", CONTENT_TYPE_LATEST.encode())
         return generate_latest(self.registry)
 
@@ -172,5 +187,6 @@ class WebService(service.Service):
         if port is None:
             return succeed(None)
         d: Deferred[None] = maybeDeferred(port.stopListening)  # type: ignore[call-overload]
+        d.addCallback(lambda _: self.app.portal.stop())
         d.addCallback(lambda _: log.info("Web service stopped"))
         return d
