@@ -12,10 +12,13 @@ import io
 import re
 
 import attrs
+from twisted.trial.unittest import SynchronousTestCase
 
 from aetasip.records.csvfiles import PORTAL_COLUMNS
 from aetasip.records.record import CallRecord
 from aetasip.store import Store
+from aetasip.web.i18n import Language
+from aetasip.web.portalcalls import quality
 from tests.test_web_portal import PortalTestCase
 
 DAY = 86400.0
@@ -131,3 +134,25 @@ class CallRecordsPageTests(PortalTestCase):
         # No session: the login page, not the records.
         code, headers, _ = await self.browser().request("GET", "/portal/calls.csv")
         self.assertEqual((code, headers.getRawHeaders("location")), (303, ["/portal/login"]))
+
+
+class UnmeasuredQualityTests(SynchronousTestCase):
+    """
+    rtpengine measures no loss or jitter for plain RTP: the record holds
+    None for them, and the page says so instead of failing.
+    """
+
+    def test_loss_and_jitter_not_measured(self) -> None:
+        media = {
+            "caller": {"received": {"packets": 1500, "lost": None, "jitter": None}},
+            "callee": {"received": {"packets": 0, "lost": None, "jitter": None}},
+        }
+        relayed = record(50, relayNode="rtpengine", media=media)
+        self.assertEqual(
+            quality(relayed, "45675001", Language("en")),
+            ("From you: 1,500 packets, loss and jitter not measured", "To you: no audio"),
+        )
+        self.assertEqual(
+            quality(relayed, "45675001", Language("fr"))[0],
+            "Émis par vous : 1\u202f500 paquets, pertes et gigue non mesurées",
+        )

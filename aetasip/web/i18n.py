@@ -109,7 +109,8 @@ class Language:
         return moment.astimezone(self.zone).tzname() or str(self.zone)
 
     def decimal(self, value: float, digits: int = 1) -> str:
-        return format_decimal(value, format=f"#,##0.{'0' * digits}", locale=self.locale)
+        pattern = f"#,##0.{'0' * digits}" if digits else "#,##0"
+        return format_decimal(value, format=pattern, locale=self.locale)
 
     def percent(self, ratio: float) -> str:
         pattern = self.locale.percent_formats[None].pattern.replace("#,##0", "#,##0.0", 1)

@@ -53,9 +53,14 @@ REGISTRATION_EVENTS = ("registered", "refreshed", "unregistered", "expired", "co
 
 
 def _received(stats: RelayStats) -> tuple[int, int, int]:
-    """Packets, bytes and packets lost the relay received from both legs of a call."""
+    """
+    Packets, bytes and packets lost the relay received from both legs of a
+    call (a loss the node did not measure, such as rtpengine's for plain
+    RTP, counts as none).
+    """
     caller, callee = stats.caller.received, stats.callee.received
-    return caller.packets + callee.packets, caller.bytes + callee.bytes, caller.lost + callee.lost
+    lost = (caller.lost or 0) + (callee.lost or 0)
+    return caller.packets + callee.packets, caller.bytes + callee.bytes, lost
 
 
 @implementer(ICallObserver)

@@ -100,15 +100,23 @@ def otherParty(record: CallRecord, number: str) -> str:
 
 def _leg(stream: dict[str, Any], lang: Language, label: str) -> str:
     _ = lang.gettext
-    packets, lost = int(stream.get("packets", 0)), int(stream.get("lost", 0))
+    packets = int(stream.get("packets", 0))
     if packets == 0:
         return _("%(direction)s: no audio", direction=label)
+    if stream.get("lost") is None or stream.get("jitter") is None:
+        # rtpengine measures neither for plain RTP.
+        return _(
+            "%(direction)s: %(packets)s packets, loss and jitter not measured",
+            direction=label,
+            packets=lang.decimal(packets, 0),
+        )
+    lost = int(stream["lost"])
     loss = lost / (packets + lost)
     mos = stream.get("mos")
     values = {
         "direction": label,
         "loss": lang.percent(loss),
-        "jitter": lang.decimal(float(stream.get("jitter", 0.0))),
+        "jitter": lang.decimal(float(stream["jitter"])),
     }
     if mos is None:
         return _("%(direction)s: %(loss)s lost, jitter %(jitter)s ms", **values)
