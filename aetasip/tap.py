@@ -16,7 +16,9 @@ This is the one place that knows the whole tree (DESIGN.md)::
     ├── TestLineService (the test number and the echo line, unless
     │   testline.enabled is False)
     ├── STUNService (unless stun.enabled is False)
-    └── WebService (health, metrics, admin API, portal; unless web.listen is None)
+    ├── WebService (health, metrics, admin API, portal; unless web.listen is None)
+    └── ControlSocketService (the admin API for aetasip-admin on a UNIX
+        socket; unless web.control_socket is None)
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from aetasip.element.flood import FloodControl
 from aetasip.interfaces import ICallObserverFactory, IMediaHandlerFactory
 from aetasip.location import LocationService
 from aetasip.notify import NotifierService
+from aetasip.operations import Operations
 from aetasip.plugins import chosen, namedPlugins
 from aetasip.records.outbox import OutboxService, makeOutbox
 from aetasip.records.quarterly import QuarterlyLogService
@@ -61,6 +64,8 @@ from aetasip.stun import STUNService
 from aetasip.testline.service import LinesDirectory, TestLineService
 from aetasip.testline.settings import lineSettings
 from aetasip.web.api import AdminAPI
+from aetasip.web.control import ControlApp, ControlSocketService
+from aetasip.web.health import healthReport
 from aetasip.web.metrics import ServiceCollector, makeRegistry
 from aetasip.web.portal import Portal
 from aetasip.web.service import WebApp, WebService
@@ -293,29 +298,66 @@ def forgetter(auth: Any) -> Any:
     return forget
 
 
-def makeWebService(
-    cfg: config.Config, top: service.MultiService, sip: SIPService, store: Any, auth: Any, stun: Any, reactor: Any
-) -> WebService:
+def makeOperations(sip: SIPService, testLine: TestLineService | None, reactor: Any) -> Operations:
     """
-    The web service: health and metrics of the running tree C{top}, and
-    the admin API over the store.
+    What the admin API (and through it aetasip-admin) sees and ends in the
+    running service: its calls, registrations, relay nodes and test line.
+    """
+    from aetasip.relay.handler import RelayHandler
+
+    handler = sip.proxy.media.handler
+    return Operations(
+        CallControl(sip.proxy),
+        sip.location,
+        handler.nodes if isinstance(handler, RelayHandler) else None,
+        lambda: testLine.agent if testLine is not None and testLine.running else None,
+        reactor.seconds,
+    )
+
+
+def makeWebServices(
+    cfg: config.Config,
+    top: service.MultiService,
+    sip: SIPService,
+    store: Any,
+    auth: Any,
+    stun: Any,
+    reactor: Any,
+    operations: Operations,
+    reload: Any,
+) -> list[service.Service]:
+    """
+    The web service (health and metrics of the running tree C{top}, the
+    admin API, the portal; unless C{web.listen} is None) and the control
+    socket serving the same admin API to aetasip-admin (unless
+    C{web.control_socket} is None).
     """
     if reactor is None:
         from twisted.internet import reactor as globalReactor
 
         reactor = globalReactor
     settings = WebSettings.fromConfig(cfg)
-    collector = ServiceCollector(
-        sip.core,
-        sip.registrar.authentication.limits,
-        sip.location,
-        CallControl(sip.proxy),
-        None if stun is None else stun.counters,
-    )
     forget = forgetter(auth)
-    api = AdminAPI(store, cfg["sip.realm"], settings.tokenDigests, forget)
-    portal = Portal(store, cfg["sip.realm"], reactor.seconds, forget, sip.location)
-    return WebService(settings, WebApp(top, sip, api, portal, makeRegistry(collector), reactor), reactor)
+    api = AdminAPI(store, cfg["sip.realm"], settings.tokenDigests, forget, operations, reload)
+    services: list[service.Service] = []
+    if settings.listen is not None:
+        collector = ServiceCollector(
+            sip.core,
+            sip.registrar.authentication.limits,
+            sip.location,
+            CallControl(sip.proxy),
+            None if stun is None else stun.counters,
+        )
+        portal = Portal(store, cfg["sip.realm"], reactor.seconds, forget, sip.location)
+        web = WebApp(top, sip, api, portal, makeRegistry(collector), reactor)
+        services.append(WebService(settings, web, reactor))
+    if settings.controlSocket is not None:
+
+        async def health() -> tuple[int, dict[str, Any]]:
+            return await healthReport(top, sip, store, reactor)
+
+        services.append(ControlSocketService(settings.controlSocket, ControlApp(api, health), reactor))
+    return services
 
 
 def makeService(options: Options | dict[str, Any], reactor: Any = None) -> service.MultiService:
@@ -392,10 +434,12 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> servi
         sip.location.listeners.append(notifier)
     # After SIP: stopped before it, so the calls end while their transports live.
     CallService(sip.proxy, parts).setServiceParent(top)
+    testLine = None
     if lines is not None:
         # After SIP: its sockets are bound when the lines' bindings name one; stopped
         # first, so the sessions' BYEs go out through a live proxy.
-        TestLineService(reactor, sip, sip.location, lines, cfg["testline.media_address"]).setServiceParent(top)
+        testLine = TestLineService(reactor, sip, sip.location, lines, cfg["testline.media_address"])
+        testLine.setServiceParent(top)
 
     stun = None
     if cfg["stun.enabled"]:
@@ -404,7 +448,14 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> servi
         except config.ConfigError as e:
             raise SystemExit(f"aetasip: {e}") from None
         stun.setServiceParent(top)
-    if cfg["web.listen"] is not None:
-        # Last: started once the rest runs, stopped first.
-        makeWebService(cfg, top, sip, storeService.store, auth, stun, reactor).setServiceParent(top)
+    operations = makeOperations(sip, testLine, reactor if reactor is not None else _globalReactor())
+    # Last: started once the rest runs, stopped first.
+    for web in makeWebServices(cfg, top, sip, storeService.store, auth, stun, reactor, operations, storeDirectory.load):
+        web.setServiceParent(top)
     return top
+
+
+def _globalReactor() -> Any:
+    from twisted.internet import reactor
+
+    return reactor

@@ -95,9 +95,9 @@ def exportRow(record: CallRecord) -> list[str]:
         _cell(record.domain),
         _address(record.source),
         record.transport,
-        record.dialled,
-        " ".join(record.resolved),
-        record.callee or "",
+        _cell(record.dialled),
+        _cell(" ".join(record.resolved)),
+        _cell(record.callee or ""),
         _address(record.calleeSource),
         record.calleeTransport or "",
         isoSeconds(record.startedAt),
@@ -117,7 +117,7 @@ def exportRow(record: CallRecord) -> list[str]:
 
 
 def quarterlyRow(record: CallRecord) -> list[str]:
-    return [isoSeconds(record.answeredAt), str(seconds(record.duration)), record.caller, record.callee or ""]
+    return [isoSeconds(record.answeredAt), str(seconds(record.duration)), record.caller, _cell(record.callee or "")]
 
 
 def writeExport(out: TextIO, records: Iterable[CallRecord]) -> int:
