@@ -1,6 +1,8 @@
 """
 C{aetasip-admin}: provision accounts, look at registrations and call
-records in the store, and mail quarterly call logs and service information.
+records in the store, mail quarterly call logs and service information,
+and see and end calls, relay and test-line sessions and registrations in
+the running service (through its control socket, C{web.control_socket}).
 
     aetasip-admin [--config FILE] [--store URL] account add NUMBER [--kind K] [--password P] [--name N] [--email E]
     aetasip-admin account list [--kind K] [--csv]
@@ -10,6 +12,10 @@ records in the store, and mail quarterly call logs and service information.
     aetasip-admin account portal-passwd NUMBER [--password P | --remove]
     aetasip-admin account del NUMBER
     aetasip-admin location show [NUMBER]
+    aetasip-admin location remove NUMBER CONTACT                  (running service)
+    aetasip-admin call list [--json] | call release CALL-ID      (running service)
+    aetasip-admin relay show [CALL-ID] [--json] | relay release CALL-ID          (running service)
+    aetasip-admin testline status [--json] | testline release (--all | CALL-ID)  (running service)
     aetasip-admin group add PREFIX --contact EMAIL [--incoming-block] [--outgoing-block] [--hunting]
                                    [--quarterly-log] [--no-self-care]
     aetasip-admin group list
@@ -27,12 +33,15 @@ records in the store, and mail quarterly call logs and service information.
     aetasip-admin report quarterly --group PREFIX --quarter 2026Q1 [--send]
     aetasip-admin notify --subject S --body-file FILE [--group PREFIX] [--dry-run]
 
-It uses the store and realm of the service's configuration file. Without
+It uses the store, realm and control socket of the service's configuration
+file (C{--store URL}, C{--socket PATH} override them). Without
 C{--password}, a strong password is generated and printed once: only its
 digests are stored; C{group allocate} likewise prints the password of each
 new number once. Exit status: 0 on success, 1 when the store refuses
 (no such account, number taken, database unavailable), 2 for bad usage or
-configuration; the reason is one line on standard error.
+configuration; the reason is one line on standard error. A command on the
+running service when it cannot be reached exits 1 with "the service is not
+running or web.control_socket is off: ...".
 """
 
 from __future__ import annotations
@@ -867,7 +876,7 @@ class CallList(_ListCommand):
             return 0
         _table(
             context.out,
-            ["CALL-ID", "CALLER", "DIALLED", "CALLEE", "STATE", "STARTED (UTC)", "ANSWERED", "RELAY"],
+            ["CALL-ID", "CALLER", "DIALLED", "CALLEE", "STATE", "STARTED (UTC)", "DURATION", "RELAY"],
             [
                 [
                     c["callId"],
@@ -1011,7 +1020,7 @@ class TestLineStatus(_ListCommand):
             return 0
         _table(
             context.out,
-            ["CALL-ID", "LINE", "KIND", "CALLER", "STATE", "CODEC", "ANSWERED", "PKTS OUT", "PKTS IN", "MEDIA TO"],
+            ["CALL-ID", "LINE", "KIND", "CALLER", "STATE", "CODEC", "DURATION", "PKTS OUT", "PKTS IN", "MEDIA TO"],
             [
                 [
                     s["callId"],

@@ -19,11 +19,14 @@ from collections.abc import Callable
 from typing import Any
 
 import attrs
+from twisted.logger import Logger
 
 from aetasip.calls.call import Call, EndCause
 from aetasip.interfaces import ICallControl
 from aetasip.location import Binding
 from aetasip.relay.stats import LegStats, RelayStats, StreamStats
+
+log = Logger()
 
 
 def isoTime(seconds: float | None) -> str | None:
@@ -126,6 +129,10 @@ def testLineJSON(session: Any) -> dict[str, Any]:
     }
 
 
+class NodeUnavailable(Exception):
+    """A relay node could not list its sessions; the message names it."""
+
+
 class Operations:
     """
     @param calls: the service's L{ICallControl}.
@@ -205,7 +212,12 @@ class Operations:
         """Every session of every relay node, with its statistics and its call."""
         sessions = []
         for name, node in (self.relayNodes or {}).items():
-            for callID, fromTag, stats in await node.sessions():
+            try:
+                listed = await node.sessions()
+            except Exception as e:
+                log.failure("Relay node {name} could not list its sessions", name=name)
+                raise NodeUnavailable(f"relay node {name} does not answer: {e}") from None
+            for callID, fromTag, stats in listed:
                 call = self._callOf(callID, fromTag)
                 shown = relayStatsJSON(stats)
                 shown.update(node=name, callId=callID, fromTag=fromTag, call=None if call is None else callJSON(call))

@@ -122,7 +122,7 @@ class OperatorCommandTests(TestCase):
         lines = out.splitlines()
         self.assertEqual(
             lines[0].split(),
-            ["CALL-ID", "LINE", "KIND", "CALLER", "STATE", "CODEC", "ANSWERED", "PKTS", "OUT", "PKTS", "IN",
+            ["CALL-ID", "LINE", "KIND", "CALLER", "STATE", "CODEC", "DURATION", "PKTS", "OUT", "PKTS", "IN",
              "MEDIA", "TO"],
         )  # fmt: skip
         self.assertEqual(len(lines), 3, out)

@@ -399,3 +399,14 @@ class RelayRouteTests(ControlTestCase):
     async def test_nodes_are_named(self) -> None:
         code, body = await self.control("GET", "/api/v1/relay/sessions")
         self.assertEqual((code, body), (200, {"relay": True, "nodes": ["local"], "sessions": []}))
+
+    async def test_a_node_that_does_not_answer_is_a_503(self) -> None:
+        from twisted.internet.defer import fail
+
+        node = self.server.sip.proxy.media.handler.nodes["local"]
+        self.patch(node, "sessions", lambda: fail(TimeoutError("no answer")))
+        code, body = await self.control("GET", "/api/v1/relay/sessions")
+        self.assertEqual((code, body), (503, {"error": "relay node local does not answer: no answer"}))
+        code, body = await self.control("DELETE", "/api/v1/relay/sessions/x@y")
+        self.assertEqual(code, 503)
+        self.flushLoggedErrors(TimeoutError)

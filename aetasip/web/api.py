@@ -33,7 +33,7 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
-from aetasip.operations import Operations, hostPort, isoTime
+from aetasip.operations import NodeUnavailable, Operations, hostPort, isoTime
 from aetasip.records.csvfiles import writeExport
 from aetasip.records.query import InvalidQuery, recordQuery
 from aetasip.records.record import CallRecord
@@ -627,14 +627,20 @@ class AdminAPI:
         self.authorize(request)
         self.parameters(request, ())
         operations = self.running()
-        sessions = await operations.relaySessions()
+        try:
+            sessions = await operations.relaySessions()
+        except NodeUnavailable as e:
+            raise APIError(503, str(e)) from None
         nodes = sorted(operations.relayNodes or {})
         return writeJSON(request, 200, {"relay": operations.relaying, "nodes": nodes, "sessions": sessions})
 
     @app.route("/relay/sessions/<path:callId>", methods=["DELETE"])
     async def releaseRelaySession(self, request: IRequest, callId: str) -> bytes:
         self.authorize(request)
-        released = await self.running().releaseRelay(callId)
+        try:
+            released = await self.running().releaseRelay(callId)
+        except NodeUnavailable as e:
+            raise APIError(503, str(e)) from None
         if not released:
             raise APIError(404, f"no relay session with Call-ID {callId}")
         return writeJSON(request, 200, {"released": released})
