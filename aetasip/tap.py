@@ -305,6 +305,10 @@ def makeOperations(sip: SIPService, testLine: TestLineService | None, reactor: A
     """
     from aetasip.relay.handler import RelayHandler
 
+    if reactor is None:
+        from twisted.internet import reactor as globalReactor
+
+        reactor = globalReactor
     handler = sip.proxy.media.handler
     return Operations(
         CallControl(sip.proxy),
@@ -315,7 +319,7 @@ def makeOperations(sip: SIPService, testLine: TestLineService | None, reactor: A
     )
 
 
-def makeWebServices(
+def makeWebService(
     cfg: config.Config,
     top: service.MultiService,
     sip: SIPService,
@@ -323,41 +327,52 @@ def makeWebServices(
     auth: Any,
     stun: Any,
     reactor: Any,
-    operations: Operations,
-    reload: Any,
-) -> list[service.Service]:
+    operations: Operations | None = None,
+    reload: Any = lambda: None,
+) -> WebService:
     """
-    The web service (health and metrics of the running tree C{top}, the
-    admin API, the portal; unless C{web.listen} is None) and the control
-    socket serving the same admin API to aetasip-admin (unless
-    C{web.control_socket} is None).
+    The web service: health and metrics of the running tree C{top}, and
+    the admin API over the store and the running service's C{operations}.
     """
     if reactor is None:
         from twisted.internet import reactor as globalReactor
 
         reactor = globalReactor
     settings = WebSettings.fromConfig(cfg)
+    collector = ServiceCollector(
+        sip.core,
+        sip.registrar.authentication.limits,
+        sip.location,
+        CallControl(sip.proxy),
+        None if stun is None else stun.counters,
+    )
     forget = forgetter(auth)
     api = AdminAPI(store, cfg["sip.realm"], settings.tokenDigests, forget, operations, reload)
-    services: list[service.Service] = []
-    if settings.listen is not None:
-        collector = ServiceCollector(
-            sip.core,
-            sip.registrar.authentication.limits,
-            sip.location,
-            CallControl(sip.proxy),
-            None if stun is None else stun.counters,
-        )
-        portal = Portal(store, cfg["sip.realm"], reactor.seconds, forget, sip.location)
-        web = WebApp(top, sip, api, portal, makeRegistry(collector), reactor)
-        services.append(WebService(settings, web, reactor))
-    if settings.controlSocket is not None:
+    portal = Portal(store, cfg["sip.realm"], reactor.seconds, forget, sip.location)
+    return WebService(settings, WebApp(top, sip, api, portal, makeRegistry(collector), reactor), reactor)
 
-        async def health() -> tuple[int, dict[str, Any]]:
-            return await healthReport(top, sip, store, reactor)
 
-        services.append(ControlSocketService(settings.controlSocket, ControlApp(api, health), reactor))
-    return services
+def makeControlService(
+    cfg: config.Config, top: service.MultiService, sip: SIPService, store: Any, auth: Any, reactor: Any,
+    operations: Operations, reload: Any,
+) -> ControlSocketService:  # fmt: skip
+    """
+    The control socket (C{web.control_socket}): the admin API, without
+    tokens, for aetasip-admin's commands on the running service, and
+    C{/health}.
+    """
+    if reactor is None:
+        from twisted.internet import reactor as globalReactor
+
+        reactor = globalReactor
+    settings = WebSettings.fromConfig(cfg)
+    assert settings.controlSocket is not None
+    api = AdminAPI(store, cfg["sip.realm"], settings.tokenDigests, forgetter(auth), operations, reload)
+
+    async def health() -> tuple[int, dict[str, Any]]:
+        return await healthReport(top, sip, store, reactor)
+
+    return ControlSocketService(settings.controlSocket, ControlApp(api, health), reactor)
 
 
 def makeService(options: Options | dict[str, Any], reactor: Any = None) -> service.MultiService:
@@ -448,14 +463,11 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> servi
         except config.ConfigError as e:
             raise SystemExit(f"aetasip: {e}") from None
         stun.setServiceParent(top)
-    operations = makeOperations(sip, testLine, reactor if reactor is not None else _globalReactor())
-    # Last: started once the rest runs, stopped first.
-    for web in makeWebServices(cfg, top, sip, storeService.store, auth, stun, reactor, operations, storeDirectory.load):
-        web.setServiceParent(top)
+    operations = makeOperations(sip, testLine, reactor)
+    reload = storeDirectory.load
+    if cfg["web.listen"] is not None:
+        # Last: started once the rest runs, stopped first.
+        makeWebService(cfg, top, sip, storeService.store, auth, stun, reactor, operations, reload).setServiceParent(top)
+    if cfg["web.control_socket"] is not None:
+        makeControlService(cfg, top, sip, storeService.store, auth, reactor, operations, reload).setServiceParent(top)
     return top
-
-
-def _globalReactor() -> Any:
-    from twisted.internet import reactor
-
-    return reactor

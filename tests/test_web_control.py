@@ -119,6 +119,14 @@ class StaleSocketTests(SynchronousTestCase):
         self.assertIn("is not a socket", str(raised.exception))
         self.assertTrue(os.path.exists(self.path))
 
+    def test_a_socket_that_cannot_be_made_stops_the_start_with_one_line(self) -> None:
+        path = os.path.join(os.path.dirname(self.path), "missing", "x.sock")
+        with self.assertRaises(SystemExit) as exited:
+            ControlSocketService(path, ControlApp(None)).privilegedStartService()  # type: ignore[arg-type]
+        self.assertEqual(
+            str(exited.exception), f"aetasip: cannot create web.control_socket {path!r}: No such file or directory"
+        )
+
     def test_setting(self) -> None:
         self.assertEqual(config.build({})["web.control_socket"], "aetasip.sock")
         self.assertIsNone(config.build({"web.control_socket": None})["web.control_socket"])

@@ -63,7 +63,12 @@ def claimSocketPath(path: str) -> None:
     finally:
         probe.close()
     log.info("Replacing the stale control socket {path}", path=path)
-    os.unlink(path)
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        raise SocketInUse(f"cannot remove the stale socket {path}: {e.strerror or e}") from None
 
 
 def listenControlSocket(reactor: Any, path: str, factory: Any) -> IListeningPort:
@@ -156,8 +161,11 @@ class ControlSocketService(service.Service):
             self.port = listenControlSocket(self.reactor, self.path, self.site)
         except SocketInUse as e:
             raise SystemExit(f"aetasip: web.control_socket {self.path!r}: {e}") from None
-        except CannotListenError as e:
-            reason = getattr(e.socketError, "strerror", None) or e.socketError
+        except (CannotListenError, OSError) as e:
+            if self.site.numPorts:
+                self.site.doStop()  # started by the port before its bind failed
+            error = e.socketError if isinstance(e, CannotListenError) else e
+            reason = getattr(error, "strerror", None) or error
             raise SystemExit(f"aetasip: cannot create web.control_socket {self.path!r}: {reason}") from None
         status = os.stat(self.path)
         self._inode = (status.st_dev, status.st_ino)
