@@ -7,7 +7,9 @@ the control socket:
     - a caller of the test line 15000 is listed by C{testline status} and
       gets a BYE when C{testline release} ends its session (one, or all);
     - a relayed call is listed by C{relay show} with the packets the relay
-      counted, and C{call release} ends it with a BYE to both parties.
+      counted, and C{call release} ends it with a BYE to both parties;
+    - C{call release} of a call still ringing cancels it: the caller gets
+      487, the callee a CANCEL.
 """
 
 from __future__ import annotations
@@ -241,6 +243,34 @@ class OperatorCommandTests(TestCase):
         self.assertEqual(call.endCause, EndCause.OPERATOR_RELEASE)
         self.assertEqual(await self.admin("call", "list"), (0, "No calls in progress.\n", ""))
         self.assertEqual(await self.admin("relay", "show"), (0, "No relay sessions.\n", ""))
+
+    async def test_call_release_cancels_a_ringing_call(self) -> None:
+        server = await self.serve()
+        sippPort = freePort()
+        registered = await self.sipp.register(CALLEE, CALLEE_PASSWORD, server.ports[0], port=sippPort)
+        self.assertEqual(registered.code, 0, registered.detail)
+        callee = self.sipp.start("callee", "call_uas_ring_cancelled.xml", port=sippPort, timeout=40, messages=True)
+        self.addCleanup(self.killed, callee)
+        await deferLater(0.5)
+        inf = injectionFile(self.sipp.directory, "caller", [(CALLER, authentication(CALLER, CALLER_PASSWORD), CALLEE)])
+        caller = self.sipp.start(
+            "caller", "call_uac_refused.xml", remote=address("127.0.0.1", server.ports[0]), inf=inf, timeout=40,
+            messages=True,
+        )  # fmt: skip
+        self.addCleanup(self.killed, caller)
+        for _ in range(100):
+            if self.calls and self.calls[0].state == "ringing":
+                break
+            await deferLater(0.05)
+        (call,) = self.calls
+        code, out, err = await self.admin("call", "release", call.callID)
+        self.assertEqual((code, out, err), (0, f"Released call {call.callID} ({CALLER} -> {CALLEE}): cancelled.\n", ""))
+        finishedCaller, finishedCallee = await caller.done, await callee.done
+        self.assertEqual(finishedCaller.code, 0, finishedCaller.detail)
+        self.assertTrue(finishedCaller.finalResponse().startswith("SIP/2.0 487"), finishedCaller.finalResponse())
+        self.assertEqual(finishedCallee.code, 0, finishedCallee.detail)
+        self.assertEqual(len(finishedCallee.received("CANCEL")), 1)
+        self.assertEqual(call.endCause, EndCause.OPERATOR_RELEASE)
 
     async def mediaOf(self, name: str) -> tuple[str, int]:
         path = os.path.join(self.sipp.directory, f"{name}-media.txt")

@@ -242,6 +242,14 @@ class GroupRouteTests(ControlTestCase):
             code, answer = await self.json(method, path, body, AUTH)
             self.assertEqual(code, status, (method, path, body, answer))
             self.assertIn(message, answer["error"], (method, path, body))
+        for path in ("/api/v1/groups", "/api/v1/groups/4567/allocate", "/api/v1/groups/4567/members"):
+            code, answer = await self.json("POST", path, b"{not json", AUTH)
+            self.assertEqual((code, answer), (400, {"error": "the body is not valid JSON"}), path)
+            code, answer = await self.control("POST", path, [1])
+            self.assertEqual((code, answer), (400, {"error": "the body must be a JSON object"}), path)
+        code, answer = await self.json("PATCH", "/api/v1/groups/4567", b"x=1",
+                                       {**AUTH, "Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
+        self.assertEqual(code, 415, answer)
         # A group refused for its relay mode was not created half way.
         code, _ = await self.json("GET", "/api/v1/groups/4568", headers=AUTH)
         self.assertEqual(code, 404)
