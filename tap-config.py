@@ -449,6 +449,12 @@ web = {
     # 'openssl rand -hex 32'); kept in memory as SHA-256 digests only.
     # Empty: the admin API refuses every request.
     "admin_tokens": [],
+    # UNIX socket serving the admin API without a token, for aetasip-admin's
+    # commands on the running service (call, relay, testline, location remove).
+    # Created mode 0600 (filesystem permissions are the authorization), replaced
+    # when stale, removed at stop. Relative to the working directory; set an
+    # absolute path, e.g. '/var/lib/aetasip/aetasip.sock'. None: no socket.
+    "control_socket": "aetasip.sock",
 }
 
 # -- self-care portal (/portal/ on the web service) ------------------------

@@ -1,6 +1,8 @@
 """
 C{aetasip-admin}: provision accounts, look at registrations and call
-records in the store, and mail quarterly call logs and service information.
+records in the store, mail quarterly call logs and service information,
+and see and end calls, relay and test-line sessions and registrations in
+the running service (through its control socket, C{web.control_socket}).
 
     aetasip-admin [--config FILE] [--store URL] account add NUMBER [--kind K] [--password P] [--name N] [--email E]
     aetasip-admin account list [--kind K] [--csv]
@@ -10,6 +12,10 @@ records in the store, and mail quarterly call logs and service information.
     aetasip-admin account portal-passwd NUMBER [--password P | --remove]
     aetasip-admin account del NUMBER
     aetasip-admin location show [NUMBER]
+    aetasip-admin location remove NUMBER CONTACT                  (running service)
+    aetasip-admin call list [--json] | call release CALL-ID      (running service)
+    aetasip-admin relay show [CALL-ID] [--json] | relay release CALL-ID          (running service)
+    aetasip-admin testline status [--json] | testline release (--all | CALL-ID)  (running service)
     aetasip-admin group add PREFIX --contact EMAIL [--incoming-block] [--outgoing-block] [--hunting]
                                    [--quarterly-log] [--no-self-care]
     aetasip-admin group list
@@ -27,18 +33,22 @@ records in the store, and mail quarterly call logs and service information.
     aetasip-admin report quarterly --group PREFIX --quarter 2026Q1 [--send]
     aetasip-admin notify --subject S --body-file FILE [--group PREFIX] [--dry-run]
 
-It uses the store and realm of the service's configuration file. Without
+It uses the store, realm and control socket of the service's configuration
+file (C{--store URL}, C{--socket PATH} override them). Without
 C{--password}, a strong password is generated and printed once: only its
 digests are stored; C{group allocate} likewise prints the password of each
 new number once. Exit status: 0 on success, 1 when the store refuses
 (no such account, number taken, database unavailable), 2 for bad usage or
-configuration; the reason is one line on standard error.
+configuration; the reason is one line on standard error. A command on the
+running service when it cannot be reached exits 1 with "the service is not
+running or web.control_socket is off: ...".
 """
 
 from __future__ import annotations
 
 import csv
 import getopt
+import json
 import re
 import sys
 import time
@@ -59,8 +69,9 @@ from aetasip.records.csvfiles import seconds, writeExport
 from aetasip.records.mailmessages import compose, noticeBody, quarterlySubject
 from aetasip.records.mailsettings import MailSettings
 from aetasip.records.outbox import SendResult, makeOutbox
-from aetasip.records.periods import InvalidPeriod, Quarter, isoSeconds, parseTime
+from aetasip.records.periods import InvalidPeriod, Quarter, isoSeconds
 from aetasip.records.quarterly import quarterlyLog, queueLog
+from aetasip.records.query import InvalidQuery, recordQuery
 from aetasip.store import (
     MAX_ALLOCATION,
     MEMBER_KINDS,
@@ -88,8 +99,8 @@ from aetasip.store import (
     checkText,
     generatePassword,
 )
-from aetasip.store.callrecords import RecordQuery
 from aetasip.store.nodes import NoSuchNode
+from aetasip.web.controlclient import NOT_RUNNING, ControlClient, ServiceRefused, ServiceUnreachable, segment
 
 PROGRAM = "aetasip-admin"
 
@@ -165,17 +176,26 @@ class _Help(Exception):
 class _Context:
     """
     What a command works with: commands read from C{store} and make their
-    changes through C{provisioning}.
+    changes through C{provisioning}; those that act on the running service
+    talk to it through C{service} (its control socket), and the store is
+    not opened for them.
     """
 
     store: Store
     provisioning: Provisioning
     config: Config
     out: TextIO
+    service: ControlClient | None = None
+
+    def running(self) -> ControlClient:
+        assert self.service is not None
+        return self.service
 
 
 class _Options(usage.Options):
     longdesc = ""
+    #: Whether the command acts on the running service (through its control socket), not on the store.
+    usesService = False
 
     def opt_help(self) -> None:
         """
@@ -450,9 +470,35 @@ def _row(binding: Binding, now: float) -> list[str]:
     ]
 
 
+class LocationRemove(_Command):
+    synopsis = "NUMBER CONTACT"
+    usesService = True
+    longdesc = (
+        "Remove a registration from the running service: calls no longer reach that contact at once, and the "
+        "binding is deleted from the store within a second. CONTACT is the contact URI as 'location show' lists it."
+    )
+
+    def parseArgs(self, *args: str) -> None:
+        number, contact = _arguments(args, ["NUMBER", "CONTACT"])
+        assert number is not None and contact is not None
+        self["number"] = _usage(checkNumber, number)
+        if not contact.strip() or not contact.isprintable():
+            raise usage.UsageError(f"invalid CONTACT {contact!r}: expected the contact URI 'location show' lists")
+        self["contact"] = contact
+
+    def run(self, context: _Context) -> int:
+        answer = context.running().request("DELETE", f"locations/{self['number']}", {"contact": self["contact"]})
+        removed = answer["removed"]
+        context.out.write(f"Removed the registration of {removed['number']} at {removed['contact']}.\n")
+        return 0
+
+
 class LocationCommands(_Options):
     synopsis = ""
-    subCommands = [["show", None, LocationShow, "Show the current registrations (of NUMBER)."]]
+    subCommands = [
+        ["show", None, LocationShow, "Show the current registrations (of NUMBER)."],
+        ["remove", None, LocationRemove, "Remove a registration from the running service."],
+    ]
 
 
 # -- groups ---------------------------------------------------------------------
@@ -703,26 +749,20 @@ class _RecordsCommand(_Command):
     optFlags = [["answered-only", "a", "Only answered calls (begun means answered then)."]]
 
     def postOptions(self) -> None:
+        # The contradictions named by their options; the rest as the admin API reads it.
         if self["number"] is not None and self["group"] is not None:
             raise usage.UsageError("give --number or --group, not both")
         if self["quarter"] is not None and (self["from"] is not None or self["to"] is not None):
             raise usage.UsageError("give --quarter or --from/--to, not both")
-        number = None if self["number"] is None else _usage(checkNumber, self["number"])
-        group = None if self["group"] is None else _usage(checkPrefix, self["group"])
-        start: float | None
-        end: float | None
         try:
-            if self["quarter"] is not None:
-                quarter = Quarter.parse(self["quarter"])
-                start, end = quarter.start, quarter.end
-            else:
-                start = None if self["from"] is None else parseTime(self["from"])
-                end = None if self["to"] is None else parseTime(self["to"])
-        except InvalidPeriod as e:
-            raise usage.UsageError(str(e)) from None
-        if start is not None and end is not None and start >= end:
-            raise usage.UsageError("--from must be before --to")
-        self.query = RecordQuery(number=number, group=group, start=start, end=end, answeredOnly=self["answered-only"])
+            self.query = recordQuery(
+                self["number"], self["group"], self["from"], self["to"], self["quarter"], self["answered-only"]
+            )
+        except InvalidQuery as e:
+            message = str(e)
+            if message.startswith("the start of the period"):
+                message = "--from must be before --to"
+            raise usage.UsageError(message) from None
 
 
 class CDRList(_RecordsCommand):
@@ -733,7 +773,7 @@ class CDRList(_RecordsCommand):
         super().postOptions()
         if self["limit"] is not None:
             limit = self["limit"]
-            if not limit.isdigit() or int(limit) < 1:
+            if not limit.isdigit() or not limit.isascii() or int(limit) < 1:
                 raise usage.UsageError(f"invalid --limit {limit!r}: expected a whole number from 1")
             self.query = attrs.evolve(self.query, limit=int(limit))
 
@@ -788,6 +828,255 @@ class CDRCommands(_Options):
     subCommands = [
         ["list", None, CDRList, "List call records."],
         ["export", None, CDRExport, "Write call records as CSV (header row, UTC ISO 8601 times, seconds)."],
+    ]
+
+
+# -- the running service: calls, relay and test-line sessions ------------------------
+
+
+def _callID(value: str) -> str:
+    """A SIP Call-ID given on the command line: one word of printable characters."""
+    if not value or len(value) > 1024 or not value.isprintable() or any(c.isspace() for c in value):
+        raise usage.UsageError(f"invalid CALL-ID {value!r}: expected a SIP Call-ID (printable, no spaces)")
+    return value
+
+
+def _writeJSON(out: TextIO, value: object) -> None:
+    out.write(json.dumps(value, indent=1) + "\n")
+
+
+def _clock(iso: str | None) -> str:
+    """C{2026-09-01T10:00:00Z} as C{2026-09-01 10:00:00}."""
+    return "" if iso is None else iso.replace("T", " ").rstrip("Z")
+
+
+def _duration(seconds: float) -> str:
+    whole = int(seconds)
+    hours, rest = divmod(whole, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
+
+
+class _ServiceCommand(_Command):
+    usesService = True
+
+
+class _ListCommand(_ServiceCommand):
+    optFlags = [["json", "j", "Write the JSON the service answered instead of a table."]]
+
+
+class CallList(_ListCommand):
+    synopsis = "[--json]"
+
+    def run(self, context: _Context) -> int:
+        calls = context.running().request("GET", "calls")["calls"]
+        if self["json"]:
+            _writeJSON(context.out, calls)
+            return 0
+        if not calls:
+            context.out.write("No calls in progress.\n")
+            return 0
+        _table(
+            context.out,
+            ["CALL-ID", "CALLER", "DIALLED", "CALLEE", "STATE", "STARTED (UTC)", "DURATION", "RELAY"],
+            [
+                [
+                    c["callId"],
+                    c["caller"],
+                    c["dialled"],
+                    c["callee"] or "",
+                    c["state"],
+                    _clock(c["startedAt"]),
+                    _duration(c["duration"]) if c["answeredAt"] else "",
+                    c["relayNode"] or "",
+                ]
+                for c in calls
+            ],
+        )
+        return 0
+
+
+class _CallIDCommand(_ServiceCommand):
+    synopsis = "CALL-ID"
+
+    def parseArgs(self, *args: str) -> None:
+        (callID,) = _arguments(args, ["CALL-ID"])
+        assert callID is not None
+        self["call-id"] = _callID(callID)
+
+
+class CallRelease(_CallIDCommand):
+    longdesc = (
+        "End a call in progress from the server: an answered call gets a BYE on both legs, one being set up is "
+        "cancelled (the caller gets 487). Its record says 'operator release'."
+    )
+
+    def run(self, context: _Context) -> int:
+        released = context.running().request("DELETE", f"calls/{segment(self['call-id'])}")["released"]
+        for call in released:
+            how = "BYE sent to both parties" if call["answeredAt"] else "cancelled"
+            context.out.write(f"Released call {call['callId']} ({call['caller']} -> {call['dialled']}): {how}.\n")
+        return 0
+
+
+class CallCommands(_Options):
+    synopsis = ""
+    subCommands = [
+        ["list", None, CallList, "List the calls in progress."],
+        ["release", None, CallRelease, "End a call in progress (BYE to both parties)."],
+    ]
+
+
+def _latched(leg: dict[str, Any]) -> str:
+    return str(leg["latched"] or "(not yet)")
+
+
+def _mos(stream: dict[str, Any]) -> str:
+    return "" if stream["mos"] is None else f"{stream['mos']:.2f}"
+
+
+class RelayShow(_ListCommand):
+    synopsis = "[CALL-ID] [--json]"
+
+    def parseArgs(self, *args: str) -> None:
+        (callID,) = _arguments(args, ["CALL-ID"], optional=1)
+        self["call-id"] = None if callID is None else _callID(callID)
+
+    def run(self, context: _Context) -> int:
+        answer = context.running().request("GET", "relay/sessions")
+        sessions = [s for s in answer["sessions"] if self["call-id"] in (None, s["callId"])]
+        if self["json"]:
+            _writeJSON(context.out, sessions)
+            return 0
+        if not answer["relay"]:
+            context.out.write("The relay is off: calls.media_handler is not 'relay'.\n")
+            return 0
+        if not sessions:
+            context.out.write(
+                "No relay sessions.\n" if self["call-id"] is None else f"No relay session for {self['call-id']}.\n"
+            )
+            return 0
+        rows = []
+        for session in sessions:
+            call = session["call"]
+            for leg in ("caller", "callee"):
+                figures = session[leg]
+                received = figures["received"]
+                rows.append(
+                    [
+                        session["callId"] if leg == "caller" else "",
+                        session["node"] if leg == "caller" else "",
+                        leg,
+                        "" if call is None else (call["caller"] if leg == "caller" else call["callee"] or ""),
+                        _latched(figures),
+                        str(received["packets"]),
+                        _measured(received["lost"], "{}"),
+                        _measured(received["jitter"], "{:.1f}"),
+                        _mos(received),
+                        str(figures["sent"]["packets"]),
+                        str(figures["dropped"]),
+                    ]
+                )
+        _table(
+            context.out,
+            ["CALL-ID", "NODE", "LEG", "NUMBER", "LATCHED", "PKTS IN", "LOST", "JITTER MS", "MOS", "PKTS OUT",
+             "DROPPED"],
+            rows,
+        )  # fmt: skip
+        return 0
+
+
+def _measured(value: Any, form: str) -> str:
+    """A relay figure, or '-' when the node did not measure it (rtpengine's loss and jitter for plain RTP)."""
+    return "-" if value is None else form.format(value)
+
+
+class RelayRelease(_CallIDCommand):
+    longdesc = "Release a relayed call: BYE to both parties; its relay ports go back to the node."
+
+    def run(self, context: _Context) -> int:
+        released = context.running().request("DELETE", f"relay/sessions/{segment(self['call-id'])}")["released"]
+        for session in released:
+            how = "its call released (BYE to both parties)" if session["call"] else "deleted on its node"
+            context.out.write(f"Released relay session {session['callId']} on {session['node']}: {how}.\n")
+        return 0
+
+
+class RelayCommands(_Options):
+    synopsis = ""
+    subCommands = [
+        ["show", None, RelayShow, "List the relay sessions (of CALL-ID): legs, latched addresses, counters."],
+        ["release", None, RelayRelease, "Release a relayed call."],
+    ]
+
+
+class TestLineStatus(_ListCommand):
+    synopsis = "[--json]"
+
+    def run(self, context: _Context) -> int:
+        answer = context.running().request("GET", "testline/sessions")
+        sessions = answer["sessions"]
+        if self["json"]:
+            _writeJSON(context.out, sessions)
+            return 0
+        if not answer["running"]:
+            context.out.write("The test line is off (testline.enabled).\n")
+            return 0
+        if not sessions:
+            context.out.write("No test-line sessions.\n")
+            return 0
+        _table(
+            context.out,
+            ["CALL-ID", "LINE", "KIND", "CALLER", "STATE", "CODEC", "DURATION", "PKTS OUT", "PKTS IN", "MEDIA TO"],
+            [
+                [
+                    s["callId"],
+                    s["number"],
+                    s["kind"],
+                    s["caller"],
+                    s["state"],
+                    s["codec"] or "",
+                    _duration(s["duration"]) if s["answeredAt"] else "",
+                    str(s["packetsSent"]),
+                    str(s["packetsReceived"]),
+                    s["mediaTo"] + ("" if s["latched"] else " (from the SDP)"),
+                ]
+                for s in sessions
+            ],
+        )
+        return 0
+
+
+class TestLineRelease(_ServiceCommand):
+    synopsis = "--all | CALL-ID"
+    optFlags = [["all", "a", "Release every session of the test lines."]]
+    longdesc = "End test-line sessions: the caller gets a BYE; the records say 'operator release'."
+
+    def parseArgs(self, *args: str) -> None:
+        (callID,) = _arguments(args, ["CALL-ID"], optional=1)
+        self["call-id"] = None if callID is None else _callID(callID)
+
+    def postOptions(self) -> None:
+        if self["all"] == (self["call-id"] is not None):
+            raise usage.UsageError("give --all or a CALL-ID (one of them)")
+
+    def run(self, context: _Context) -> int:
+        path = "testline/sessions" if self["all"] else f"testline/sessions/{segment(self['call-id'])}"
+        released = context.running().request("DELETE", path)["released"]
+        if not released:
+            context.out.write("No test-line sessions.\n")
+        for session in released:
+            context.out.write(
+                f"Released test-line session {session['callId']} ({session['caller']} on {session['number']}): "
+                "BYE sent.\n"
+            )
+        return 0
+
+
+class TestLineCommands(_Options):
+    synopsis = ""
+    subCommands = [
+        ["status", None, TestLineStatus, "List the test-line sessions in progress."],
+        ["release", None, TestLineRelease, "End one test-line session, or all (BYE sent)."],
     ]
 
 
@@ -1106,7 +1395,7 @@ class AdminOptions(_Options):
     The command line of C{aetasip-admin}.
     """
 
-    synopsis = f"Usage: {PROGRAM} [--config FILE] [--store URL]"
+    synopsis = f"Usage: {PROGRAM} [--config FILE] [--store URL] [--socket PATH]"
     longdesc = (
         "Provision accounts and groups, and look at registrations in the store of the configuration file (--config). "
         "Exit status: 0 on success, 1 when the store refuses (no such account, number taken, database "
@@ -1115,10 +1404,14 @@ class AdminOptions(_Options):
     optParameters = [
         ["config", "c", None, "The service's configuration file (default: the embedded defaults)."],
         ["store", "s", None, "The store URL, instead of the configuration's store.url."],
+        ["socket", None, None, "The running service's control socket, instead of web.control_socket."],
     ]
     subCommands = [
         ["account", None, AccountCommands, "Add, list, show, change and delete accounts."],
-        ["location", None, LocationCommands, "Show registrations."],
+        ["location", None, LocationCommands, "Show and remove registrations."],
+        ["call", None, CallCommands, "List and release the calls in progress (running service)."],
+        ["relay", None, RelayCommands, "Show and release relay sessions (running service)."],
+        ["testline", None, TestLineCommands, "Show and release test-line sessions (running service)."],
         ["group", None, GroupCommands, "Provision groups of premium numbers and allocate their numbers."],
         ["cdr", None, CDRCommands, "List and export call records."],
         ["report", None, ReportCommands, "Quarterly call logs."],
@@ -1138,6 +1431,13 @@ def _commandName(options: usage.Options) -> str:
         options = subOptions
 
 
+def _leaf(options: usage.Options) -> Any:
+    """The command given: the innermost sub-command's options."""
+    while isinstance(getattr(options, "subOptions", None), usage.Options):
+        options = options.subOptions
+    return options
+
+
 def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
     """
     Run C{aetasip-admin}.
@@ -1145,7 +1445,8 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None, stderr
     @param argv: the arguments, without the program name; C{sys.argv[1:]} by default.
     @param stdout: where results go; C{sys.stdout} by default.
     @param stderr: where errors go, one line each; C{sys.stderr} by default.
-    @return: the exit status: 0 success, 1 refused by the store, 2 bad usage or configuration.
+    @return: the exit status: 0 success, 1 refused by the store or the running service (or it is not
+        running), 2 bad usage or configuration.
     """
     args = list(sys.argv[1:] if argv is None else argv)
     out = sys.stdout if stdout is None else stdout
@@ -1167,10 +1468,24 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None, stderr
     except ConfigError as e:
         err.write(f"{PROGRAM}: {e}\n")
         return 2
+    command = _leaf(options)
+    service = None
+    if command.usesService:
+        path = options["socket"] if options["socket"] is not None else config["web.control_socket"]
+        if not path:
+            err.write(
+                f"{PROGRAM}: {NOT_RUNNING}: web.control_socket is None in the configuration; give --socket PATH\n"
+            )
+            return 1
+        service = ControlClient(path)
     store = Store(config["store.url"])
     try:
-        store.open()
-        return options.run(_Context(store, Provisioning(store, config["sip.realm"]), config, out))
+        if service is None:
+            store.open()
+        return options.run(_Context(store, Provisioning(store, config["sip.realm"]), config, out, service))
+    except (ServiceUnreachable, ServiceRefused) as e:
+        err.write(f"{PROGRAM}: {e}\n")
+        return 1
     except StoreError as e:
         err.write(f"{PROGRAM}: {e}\n")
         return 1

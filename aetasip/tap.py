@@ -18,7 +18,9 @@ This is the one place that knows the whole tree (DESIGN.md)::
     ├── TestLineService (the test number and the echo line, unless
     │   testline.enabled is False)
     ├── STUNService (unless stun.enabled is False)
-    └── WebService (health, metrics, admin API, portal; unless web.listen is None)
+    ├── WebService (health, metrics, admin API, portal; unless web.listen is None)
+    └── ControlSocketService (the admin API for aetasip-admin on a UNIX
+        socket; unless web.control_socket is None)
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ from aetasip.element.flood import FloodControl
 from aetasip.interfaces import ICallObserverFactory, IMediaHandlerFactory
 from aetasip.location import LocationService
 from aetasip.notify import NotifierService
+from aetasip.operations import Operations
 from aetasip.plugins import chosen, namedPlugins
 from aetasip.records.outbox import OutboxService, makeOutbox
 from aetasip.records.quarterly import QuarterlyLogService
@@ -65,6 +68,8 @@ from aetasip.stun import STUNService
 from aetasip.testline.service import LinesDirectory, TestLineService
 from aetasip.testline.settings import lineSettings
 from aetasip.web.api import AdminAPI
+from aetasip.web.control import ControlApp, ControlSocketService
+from aetasip.web.health import healthReport
 from aetasip.web.metrics import CallCounters, RegistrationCounters, ServiceCollector, makeRegistry
 from aetasip.web.portal import Portal
 from aetasip.web.portalsettings import PortalSettings
@@ -298,6 +303,27 @@ def forgetter(auth: Any) -> Any:
     return forget
 
 
+def makeOperations(sip: SIPService, testLine: TestLineService | None, reactor: Any) -> Operations:
+    """
+    What the admin API (and through it aetasip-admin) sees and ends in the
+    running service: its calls, registrations, relay nodes and test line.
+    """
+    from aetasip.relay.handler import RelayHandler
+
+    if reactor is None:
+        from twisted.internet import reactor as globalReactor
+
+        reactor = globalReactor
+    handler = sip.proxy.media.handler
+    return Operations(
+        CallControl(sip.proxy),
+        sip.location,
+        handler.nodes if isinstance(handler, RelayHandler) else None,
+        lambda: testLine.agent if testLine is not None and testLine.running else None,
+        reactor.seconds,
+    )
+
+
 def makeWebService(
     cfg: config.Config,
     top: service.MultiService,
@@ -310,13 +336,15 @@ def makeWebService(
     notifier: Any = None,
     callCounters: CallCounters | None = None,
     registrations: RegistrationCounters | None = None,
+    operations: Operations | None = None,
+    reload: Any = lambda: None,
 ) -> WebService:
     """
     The web service: health and metrics of the running tree C{top} (with
     the counters the proxy and the location tell, the webhook's queue and
-    the relay nodes of the media handler), the admin API over the store,
-    and the portal (which mails its password reset links through
-    C{outbox}).
+    the relay nodes of the media handler), the admin API over the store
+    and the running service's C{operations}, and the portal (which mails
+    its password reset links through C{outbox}).
     """
     if reactor is None:
         from twisted.internet import reactor as globalReactor
@@ -340,7 +368,7 @@ def makeWebService(
         reactor=reactor,
     )
     forget = forgetter(auth)
-    api = AdminAPI(store, cfg["sip.realm"], settings.tokenDigests, forget)
+    api = AdminAPI(store, cfg["sip.realm"], settings.tokenDigests, forget, operations, reload)
     portal = Portal(
         store, cfg["sip.realm"], reactor.seconds, forget, sip.location, PortalSettings.fromConfig(cfg), outbox
     )
@@ -348,6 +376,29 @@ def makeWebService(
     web = WebService(settings, app, reactor)
     portal.defaultURL = lambda: web.url + "/portal/"
     return web
+
+
+def makeControlService(
+    cfg: config.Config, top: service.MultiService, sip: SIPService, store: Any, auth: Any, reactor: Any,
+    operations: Operations, reload: Any,
+) -> ControlSocketService:  # fmt: skip
+    """
+    The control socket (C{web.control_socket}): the admin API, without
+    tokens, for aetasip-admin's commands on the running service, and
+    C{/health}.
+    """
+    if reactor is None:
+        from twisted.internet import reactor as globalReactor
+
+        reactor = globalReactor
+    settings = WebSettings.fromConfig(cfg)
+    assert settings.controlSocket is not None
+    api = AdminAPI(store, cfg["sip.realm"], settings.tokenDigests, forgetter(auth), operations, reload)
+
+    async def health() -> tuple[int, dict[str, Any]]:
+        return await healthReport(top, sip, store, reactor)
+
+    return ControlSocketService(settings.controlSocket, ControlApp(api, health), reactor)
 
 
 def makeService(options: Options | dict[str, Any], reactor: Any = None) -> service.MultiService:
@@ -445,10 +496,12 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> servi
         reactor,
     )
     cluster.setServiceParent(top)
+    testLine = None
     if lines is not None:
         # After SIP: its sockets are bound when the lines' bindings name one; stopped
         # first, so the sessions' BYEs go out through a live proxy.
-        TestLineService(reactor, sip, sip.location, lines, cfg["testline.media_address"]).setServiceParent(top)
+        testLine = TestLineService(reactor, sip, sip.location, lines, cfg["testline.media_address"])
+        testLine.setServiceParent(top)
 
     stun = None
     if cfg["stun.enabled"]:
@@ -457,9 +510,14 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> servi
         except config.ConfigError as e:
             raise SystemExit(f"aetasip: {e}") from None
         stun.setServiceParent(top)
+    operations = makeOperations(sip, testLine, reactor)
+    reload = storeDirectory.load
     if cfg["web.listen"] is not None:
         # Last: started once the rest runs, stopped first.
         makeWebService(
-            cfg, top, sip, storeService.store, auth, stun, reactor, outbox, notifier, callCounters, registrations
-        ).setServiceParent(top)
+            cfg, top, sip, storeService.store, auth, stun, reactor, outbox, notifier, callCounters, registrations,
+            operations, reload,
+        ).setServiceParent(top)  # fmt: skip
+    if cfg["web.control_socket"] is not None:
+        makeControlService(cfg, top, sip, storeService.store, auth, reactor, operations, reload).setServiceParent(top)
     return top

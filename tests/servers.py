@@ -10,6 +10,7 @@ import io
 import os
 import shutil
 import socket
+import tempfile
 from typing import Any
 
 from twisted.internet import reactor
@@ -52,10 +53,28 @@ def freePort(family: socket.AddressFamily = socket.AF_INET, host: str = "127.0.0
     raise RuntimeError("no free port")
 
 
+def socketPath(directory: str, name: str = "aetasip.sock") -> str:
+    """
+    A path for a UNIX socket in C{directory}, or, when that path is longer
+    than a socket's address holds (107 bytes: trial's directories are
+    deep), in a short new directory removed at exit.
+    """
+    path = os.path.abspath(os.path.join(directory, name))
+    if len(os.fsencode(path)) <= 100:
+        return path
+    short = tempfile.mkdtemp(prefix="aetasip-")
+    import atexit
+
+    atexit.register(shutil.rmtree, short, True)
+    return os.path.join(short, name)
+
+
 class RunningService:
     """
     The aetasip service tree started in this process (the trial reactor),
-    on loopback ports chosen free, with a SQLite store in C{directory}.
+    on loopback ports chosen free, with a SQLite store in C{directory}, its
+    web service on a free loopback port and its control socket in
+    C{directory} (L{socketPath}).
     """
 
     def __init__(self, directory: str, **settings: Any) -> None:
@@ -68,6 +87,7 @@ class RunningService:
             "store.url": f"sqlite:///{os.path.join(directory, 'aetasip.db')}",
             "stun.enabled": False,
             "web.listen": "127.0.0.1:0",
+            "web.control_socket": socketPath(directory),
         }
         base.update({k.replace("__", "."): v for k, v in settings.items()})
         self.config = config.build(base)
@@ -76,6 +96,10 @@ class RunningService:
     @property
     def storeURL(self) -> str:
         return str(self.config["store.url"])
+
+    @property
+    def controlSocket(self) -> str:
+        return str(self.config["web.control_socket"])
 
     def addAccounts(self, *accounts: tuple[str, str]) -> None:
         """Provision C{(number, password)} accounts as an operator does, with aetasip-admin."""

@@ -125,9 +125,9 @@ def exportRow(record: CallRecord) -> list[str]:
         _cell(record.domain),
         _address(record.source),
         record.transport,
-        record.dialled,
-        " ".join(record.resolved),
-        record.callee or "",
+        _cell(record.dialled),
+        _cell(" ".join(record.resolved)),
+        _cell(record.callee or ""),
         _address(record.calleeSource),
         record.calleeTransport or "",
         isoSeconds(record.startedAt),
@@ -147,7 +147,7 @@ def exportRow(record: CallRecord) -> list[str]:
 
 
 def quarterlyRow(record: CallRecord) -> list[str]:
-    return [isoSeconds(record.answeredAt), str(seconds(record.duration)), record.caller, record.callee or ""]
+    return [isoSeconds(record.answeredAt), str(seconds(record.duration)), record.caller, _cell(record.callee or "")]
 
 
 def portalRow(record: CallRecord, number: str) -> list[str]:

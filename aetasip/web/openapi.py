@@ -33,9 +33,443 @@ def _body(schema: str, required: bool = True) -> dict[str, Any]:
 
 
 _NUMBER = {"name": "number", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[0-9]{1,32}$"}}
-_UNAUTHORIZED = _error("No valid bearer token.")
+_PREFIX = {"name": "prefix", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[0-9]{4}$"}}
+_CALL_ID = {
+    "name": "callId",
+    "in": "path",
+    "required": True,
+    "description": "The SIP Call-ID, percent-encoded (it may hold '/').",
+    "schema": {"type": "string"},
+}
+_UNAUTHORIZED = _error("No valid bearer token (over TCP; the control socket needs none).")
 _NOT_FOUND = _error("No such account.")
+_NO_GROUP = _error("No such group.")
 _BAD = _error("A bad value, member or body.")
+_BODY_ERRORS = {"413": _error("The body is too large."), "415": _error("The body is not JSON.")}
+
+
+def _query(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "description": description,
+            "schema": schema or {"type": "string"}}  # fmt: skip
+
+
+_RECORD_FILTERS = [
+    _query("number", "Only the calls from, to (dialled) or answered by this number."),
+    _query("group", "Only the calls of this group's members (its prefix)."),
+    _query("from", "Only the calls begun or ended at or after this time (ISO 8601; UTC unless an offset is given)."),
+    _query("to", "Only the calls begun or ended before this time (ISO 8601)."),
+    _query("quarter", "Only the calls begun or ended in this calendar quarter (UTC), e.g. 2026Q3."),
+    _query("answeredOnly", "Only answered calls (begun then means answered).", {"type": "boolean", "default": False}),
+    _query("limit", "At most this many records, the oldest first.", {"type": "integer", "minimum": 1}),
+]
+
+
+def _schema(properties: dict[str, Any], required: list[str] | None = None, closed: bool = False) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "object", "properties": properties}
+    if required:
+        schema["required"] = required
+    if closed:
+        schema["additionalProperties"] = False
+    return schema
+
+
+def _ref(name: str) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _list(member: str, item: str) -> dict[str, Any]:
+    return _schema({member: {"type": "array", "items": _ref(item)}})
+
+
+_STRING = {"type": "string"}
+_NULLABLE_STRING = {"type": ["string", "null"]}
+_TIME = {"type": "string", "format": "date-time"}
+_NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
+_FLAG = {"type": "boolean"}
+_GROUP_FLAGS = {
+    "incomingBlock": {"type": "boolean", "description": "Calls from outside the group to it are refused."},
+    "outgoingBlock": {"type": "boolean", "description": "Calls from the group to outside it are refused (but 15000)."},
+    "hunting": {"type": "boolean", "description": "prefix+6000 rings prefix+6001, 6002, ... in turn."},
+    "quarterlyLog": {"type": "boolean", "description": "A call log goes to the contact every quarter."},
+    "selfCare": {"type": "boolean", "description": "The members may use the self-care portal."},
+}
+_RELAY_MODE = {"type": "string", "enum": ["auto", "always", "never", "inherit"]}
+_STREAM = _schema(
+    {
+        "packets": {"type": "integer"},
+        "bytes": {"type": "integer"},
+        "lost": {"type": "integer"},
+        "jitter": {"type": "number", "description": "Interarrival jitter, ms (RFC 3550)."},
+        "rFactor": {"type": ["number", "null"]},
+        "mos": {"type": ["number", "null"]},
+        "lastPacketAt": _NULLABLE_TIME,
+    }
+)
+_LEG = _schema(
+    {
+        "latched": {"type": ["string", "null"], "description": "host:port its media was latched to."},
+        "received": _ref("Stream"),
+        "sent": _ref("Stream"),
+        "dropped": {"type": "integer", "description": "Packets from a source that is not the leg's."},
+    }
+)
+
+
+def _paths() -> dict[str, Any]:
+    """The paths of the groups, registrations, records and running-service routes."""
+    return {
+        "/groups": {
+            "get": {
+                "summary": "List the groups.",
+                "responses": {"200": _json("GroupList", "The groups."), "400": _BAD, "401": _UNAUTHORIZED},
+            },
+            "post": {
+                "summary": "Create a group of premium numbers, with no member yet.",
+                "requestBody": _body("NewGroup"),
+                "responses": {
+                    "201": _json("Group", "The group."),
+                    "400": _BAD,
+                    "401": _UNAUTHORIZED,
+                    "409": _error("The prefix is taken."),
+                    **_BODY_ERRORS,
+                },
+            },
+        },
+        "/groups/{prefix}": {
+            "parameters": [_PREFIX],
+            "get": {
+                "summary": "One group, with its members and hunting series.",
+                "responses": {
+                    "200": _json("GroupDetail", "The group."),
+                    "400": _BAD,
+                    "401": _UNAUTHORIZED,
+                    "404": _NO_GROUP,
+                },
+            },
+            "patch": {
+                "summary": "Change a group's contact, options or relay mode; switching hunting on creates the "
+                "hunting series, whose passwords are shown once.",
+                "requestBody": _body("GroupChange"),
+                "responses": {
+                    "200": _json("ChangedGroup", "The group, and the accounts it created."),
+                    "400": _BAD,
+                    "401": _UNAUTHORIZED,
+                    "404": _NO_GROUP,
+                    **_BODY_ERRORS,
+                },
+            },
+            "delete": {
+                "summary": "Delete a group that has no accounts left.",
+                "responses": {
+                    "200": _json("DeletedGroup", "The group is deleted."),
+                    "401": _UNAUTHORIZED,
+                    "404": _NO_GROUP,
+                    "409": _error("The group still has accounts."),
+                },
+            },
+        },
+        "/groups/{prefix}/allocate": {
+            "parameters": [_PREFIX],
+            "post": {
+                "summary": "Create the group's next numbers (and hunting accounts), each with a generated SIP "
+                "password shown once.",
+                "requestBody": _body("Allocation"),
+                "responses": {
+                    "201": _json("Allocated", "The new accounts and their passwords."),
+                    "400": _BAD,
+                    "401": _UNAUTHORIZED,
+                    "404": _NO_GROUP,
+                    "409": _error("The group's sequence has no room left."),
+                    **_BODY_ERRORS,
+                },
+            },
+        },
+        "/groups/{prefix}/members": {
+            "parameters": [_PREFIX],
+            "post": {
+                "summary": "Make an existing account a member of the group.",
+                "requestBody": _body("Member"),
+                "responses": {
+                    "200": _json("Account", "The account."),
+                    "400": _BAD,
+                    "401": _UNAUTHORIZED,
+                    "404": _error("No such group or account."),
+                    "409": _error("The account cannot join the group."),
+                    **_BODY_ERRORS,
+                },
+            },
+        },
+        "/groups/{prefix}/members/{number}": {
+            "parameters": [_PREFIX, _NUMBER],
+            "delete": {
+                "summary": "Take an account out of the group.",
+                "responses": {
+                    "200": _json("Account", "The account."),
+                    "400": _BAD,
+                    "401": _UNAUTHORIZED,
+                    "404": _error("No such account, or not a member of this group."),
+                },
+            },
+        },
+        "/locations": {
+            "get": {
+                "summary": "The current registrations, live from the running service.",
+                "parameters": [_query("number", "Only this number's.")],
+                "responses": {"200": _json("LocationList", "The registrations."), "400": _BAD, "401": _UNAUTHORIZED},
+            },
+        },
+        "/locations/{number}": {
+            "parameters": [_NUMBER],
+            "delete": {
+                "summary": "Remove a registration: calls stop reaching it at once; it leaves the store within a "
+                "second.",
+                "parameters": [{**_query("contact", "The registration's contact URI."), "required": True}],
+                "responses": {
+                    "200": _json("RemovedLocation", "The registration removed."),
+                    "400": _BAD,
+                    "401": _UNAUTHORIZED,
+                    "404": _error("No such registration."),
+                },
+            },
+        },
+        "/records": {
+            "get": {
+                "summary": "Call records (the queries of aetasip-admin cdr).",
+                "parameters": _RECORD_FILTERS,
+                "responses": {"200": _json("RecordList", "The records."), "400": _BAD, "401": _UNAUTHORIZED},
+            },
+        },
+        "/records.csv": {
+            "get": {
+                "summary": "Call records as CSV: the columns of aetasip-admin cdr export.",
+                "parameters": _RECORD_FILTERS,
+                "responses": {
+                    "200": {
+                        "description": "CSV with a header row; UTC ISO 8601 times; whole seconds.",
+                        "content": {"text/csv": {"schema": {"type": "string"}}},
+                    },
+                    "400": _BAD,
+                    "401": _UNAUTHORIZED,
+                },
+            },
+        },
+        "/calls": {
+            "get": {
+                "summary": "The calls in progress.",
+                "responses": {"200": _json("CallList", "The calls."), "400": _BAD, "401": _UNAUTHORIZED},
+            },
+        },
+        "/calls/{callId}": {
+            "parameters": [_CALL_ID],
+            "delete": {
+                "summary": "Release the call(s) with this Call-ID: BYE to both parties of an answered call, a "
+                "call being set up cancelled; end cause 'operator release'.",
+                "responses": {
+                    "200": _json("ReleasedCalls", "The calls released."),
+                    "401": _UNAUTHORIZED,
+                    "404": _error("No call in progress with this Call-ID."),
+                },
+            },
+        },
+        "/relay/sessions": {
+            "get": {
+                "summary": "The relay sessions of every node, with their media statistics.",
+                "responses": {"200": _json("RelaySessionList", "The sessions."), "400": _BAD, "401": _UNAUTHORIZED},
+            },
+        },
+        "/relay/sessions/{callId}": {
+            "parameters": [_CALL_ID],
+            "delete": {
+                "summary": "Release the relay sessions of this Call-ID: their call is released (BYE to both "
+                "parties); a session without a call is deleted on its node.",
+                "responses": {
+                    "200": _json("ReleasedRelaySessions", "The sessions released."),
+                    "401": _UNAUTHORIZED,
+                    "404": _error("No relay session with this Call-ID."),
+                },
+            },
+        },
+        "/testline/sessions": {
+            "get": {
+                "summary": "The test-line sessions in progress.",
+                "responses": {
+                    "200": _json("TestLineSessionList", "The sessions."),
+                    "400": _BAD,
+                    "401": _UNAUTHORIZED,
+                },
+            },
+            "delete": {
+                "summary": "Release every test-line session (BYE to the callers).",
+                "responses": {
+                    "200": _json("ReleasedTestLineSessions", "The sessions released."),
+                    "400": _BAD,
+                    "401": _UNAUTHORIZED,
+                },
+            },
+        },
+        "/testline/sessions/{callId}": {
+            "parameters": [_CALL_ID],
+            "delete": {
+                "summary": "Release the test-line session of this Call-ID (BYE to the caller).",
+                "responses": {
+                    "200": _json("ReleasedTestLineSessions", "The sessions released."),
+                    "401": _UNAUTHORIZED,
+                    "404": _error("No test-line session with this Call-ID."),
+                },
+            },
+        },
+    }
+
+
+def _schemas() -> dict[str, Any]:
+    """The schemas of the groups, registrations, records and running-service routes."""
+    group = {
+        "prefix": _STRING,
+        "contact": _STRING,
+        **_GROUP_FLAGS,
+        "relay": {"type": ["string", "null"], "enum": ["auto", "always", "never", None]},
+        "huntingNumber": _NULLABLE_STRING,
+        "nextNumber": _STRING,
+        "createdAt": _TIME,
+        "updatedAt": _TIME,
+    }
+    newPasswords = {"type": "array", "items": _ref("NewPassword")}
+    call = {
+        "id": {"type": "integer", "description": "The call's number in this process."},
+        "callId": _STRING,
+        "caller": _STRING,
+        "callerKind": _STRING,
+        "domain": _STRING,
+        "callerSource": _STRING,
+        "callerTransport": _STRING,
+        "dialled": _STRING,
+        "resolved": {"type": "array", "items": _STRING},
+        "callee": _NULLABLE_STRING,
+        "state": {"type": "string", "enum": ["attempting", "ringing", "answered", "ended"]},
+        "startedAt": _TIME,
+        "ringingAt": _NULLABLE_TIME,
+        "answeredAt": _NULLABLE_TIME,
+        "duration": {"type": "number", "description": "Seconds since the answer."},
+        "relayNode": _NULLABLE_STRING,
+        "recovered": _FLAG,
+    }
+    relaySession = {
+        "node": _STRING,
+        "callId": _STRING,
+        "fromTag": _STRING,
+        "call": {"oneOf": [_ref("Call"), {"type": "null"}]},
+        "caller": _ref("RelayLeg"),
+        "callee": _ref("RelayLeg"),
+    }
+    testLineSession = {
+        "number": _STRING,
+        "kind": {"type": "string", "enum": ["programme", "echo"]},
+        "callId": _STRING,
+        "caller": _STRING,
+        "state": {"type": "string", "enum": ["ringing", "answered", "confirmed", "ended"]},
+        "startedAt": _TIME,
+        "answeredAt": _NULLABLE_TIME,
+        "duration": {"type": "number"},
+        "codec": _NULLABLE_STRING,
+        "mediaTo": _STRING,
+        "latched": _FLAG,
+        "packetsSent": {"type": "integer"},
+        "packetsReceived": {"type": "integer"},
+    }
+    record = {
+        "id": _STRING,
+        "server": _STRING,
+        "callId": _STRING,
+        "caller": _STRING,
+        "callerKind": _STRING,
+        "domain": _STRING,
+        "source": _STRING,
+        "transport": _STRING,
+        "dialled": _STRING,
+        "resolved": {"type": "array", "items": _STRING},
+        "callee": _NULLABLE_STRING,
+        "calleeAddress": _NULLABLE_STRING,
+        "calleeTransport": _NULLABLE_STRING,
+        "startedAt": _TIME,
+        "ringingAt": _NULLABLE_TIME,
+        "answeredAt": _NULLABLE_TIME,
+        "endedAt": _NULLABLE_TIME,
+        "duration": {"type": "number"},
+        "status": {"type": "integer"},
+        "endCause": _NULLABLE_STRING,
+        "endDetail": _STRING,
+        "recovered": _FLAG,
+        "relayNode": _NULLABLE_STRING,
+        "media": {"type": ["object", "null"], "description": "The relay's statistics by leg, when relayed."},
+    }
+    location = {
+        "number": _STRING,
+        "contact": _STRING,
+        "source": _STRING,
+        "transport": _STRING,
+        "local": _STRING,
+        "userAgent": _STRING,
+        "instance": _NULLABLE_STRING,
+        "registeredAt": _NULLABLE_TIME,
+        "expiresAt": _TIME,
+        "expiresIn": {"type": "integer"},
+    }
+    return {
+        "Group": _schema(group),
+        "GroupList": _list("groups", "Group"),
+        "GroupDetail": _schema(
+            {
+                **group,
+                "members": {
+                    "type": "array",
+                    "items": _schema({"number": _STRING, "kind": _STRING, "displayName": _STRING}),
+                },
+                "huntingSeries": {"type": "array", "items": _STRING},
+            }
+        ),
+        "NewGroup": _schema(
+            {"prefix": _STRING, "contact": _STRING, **_GROUP_FLAGS, "relay": _RELAY_MODE},
+            ["prefix", "contact"],
+            closed=True,
+        ),
+        "GroupChange": _schema({"contact": _STRING, **_GROUP_FLAGS, "relay": _RELAY_MODE}, closed=True),
+        "ChangedGroup": _schema({"group": _ref("Group"), "created": newPasswords}),
+        "DeletedGroup": _schema({"prefix": _STRING}),
+        "Allocation": _schema(
+            {"count": {"type": "integer", "minimum": 1}, "kind": {"type": "string", "enum": ["premium", "escoopfone"]}},
+            ["count"],
+            closed=True,
+        ),
+        "Allocated": _schema({"members": newPasswords, "huntingSeries": newPasswords}),
+        "Member": _schema({"number": _STRING}, ["number"], closed=True),
+        "Location": _schema(location),
+        "LocationList": _list("locations", "Location"),
+        "RemovedLocation": _schema({"removed": _ref("Location")}),
+        "Record": _schema(record),
+        "RecordList": _list("records", "Record"),
+        "Call": _schema(call),
+        "CallList": _list("calls", "Call"),
+        "ReleasedCalls": _list("released", "Call"),
+        "Stream": _STREAM,
+        "RelayLeg": _LEG,
+        "RelaySession": _schema(relaySession),
+        "RelaySessionList": _schema(
+            {
+                "relay": {"type": "boolean", "description": "Whether calls are relayed (calls.media_handler)."},
+                "nodes": {"type": "array", "items": _STRING},
+                "sessions": {"type": "array", "items": _ref("RelaySession")},
+            }
+        ),
+        "ReleasedRelaySessions": _list("released", "RelaySession"),
+        "TestLineSession": _schema(testLineSession),
+        "TestLineSessionList": _schema(
+            {
+                "running": {"type": "boolean", "description": "Whether the test line runs (testline.enabled)."},
+                "sessions": {"type": "array", "items": _ref("TestLineSession")},
+            }
+        ),
+        "ReleasedTestLineSessions": _list("released", "TestLineSession"),
+    }
 
 
 def openAPIDocument() -> dict[str, Any]:
@@ -45,7 +479,9 @@ def openAPIDocument() -> dict[str, Any]:
         "info": {
             "title": "aetasip admin API",
             "version": __version__,
-            "description": "Provisioning of the aetasip SIP service: the same rules as aetasip-admin.",
+            "description": "Provisioning and operation of the aetasip SIP service: the same rules as "
+            "aetasip-admin. Over TCP every route but this description needs a bearer token; on the control "
+            "socket (web.control_socket) none.",
         },
         "servers": [{"url": "/api/v1"}],
         "security": [{"bearer": []}],
@@ -136,6 +572,7 @@ def openAPIDocument() -> dict[str, Any]:
                     },
                 },
             },
+            **_paths(),
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
@@ -200,6 +637,7 @@ def openAPIDocument() -> dict[str, Any]:
                     "type": "object",
                     "properties": {"number": {"type": "string"}, "deletedRegistrations": {"type": "integer"}},
                 },
+                **_schemas(),
             },
         },
     }

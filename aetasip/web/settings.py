@@ -1,12 +1,14 @@
 """
 The C{web} section of the configuration: where the web service listens,
-its TLS certificate, and the admin API's bearer tokens.
+its TLS certificate, the admin API's bearer tokens, and the control
+socket through which C{aetasip-admin} reaches the running service.
 """
 
 from __future__ import annotations
 
 import hashlib
 import ipaddress
+import os
 from typing import Any
 
 import attrs
@@ -68,6 +70,19 @@ def _token(value: Any) -> str:
     return value
 
 
+MAX_SOCKET_PATH = 107
+"""The longest UNIX socket path, in bytes (C{sun_path} holds 108 with its NUL)."""
+
+
+def _socketPath(value: Any) -> str:
+    expected = f"the path of a UNIX socket, at most {MAX_SOCKET_PATH} bytes"
+    if not isinstance(value, str) or not value or "\0" in value or value.endswith("/"):
+        raise Invalid(expected)
+    if len(os.fsencode(value)) > MAX_SOCKET_PATH:
+        raise Invalid(expected)
+    return value
+
+
 declare(
     Key(
         "web.listen",
@@ -96,6 +111,15 @@ declare(
         "Bearer tokens of the admin API (Authorization: Bearer TOKEN), e.g. from 'openssl rand -hex 32'. Kept "
         "in memory only as SHA-256 digests. Empty: the admin API refuses every request (401).",
     ),
+    Key(
+        "web.control_socket",
+        "aetasip.sock",
+        optional(_socketPath),
+        "UNIX socket on which the admin API is also served, without a token: aetasip-admin reaches the running "
+        "service through it (calls, relay and test-line sessions, registrations). Created readable and writable "
+        "by the service's user only (mode 0600): filesystem permissions are the authorization. A relative path is "
+        "relative to the working directory, like the default store. None: no control socket.",
+    ),
 )
 
 
@@ -113,12 +137,14 @@ class WebSettings:
     @ivar certificate: the PEM certificate file, or C{None} for plain HTTP.
     @ivar key: the PEM key file (the certificate's file when not set).
     @ivar tokenDigests: the digests of the admin API's bearer tokens.
+    @ivar controlSocket: the control socket's path, or C{None}.
     """
 
     listen: ListenAddress | None
     certificate: str | None
     key: str | None
     tokenDigests: tuple[bytes, ...]
+    controlSocket: str | None = None
 
     @classmethod
     def fromConfig(cls, config: Config) -> WebSettings:
@@ -128,4 +154,5 @@ class WebSettings:
             config["web.tls_certificate"],
             config["web.tls_key"],
             tuple(tokenDigest(t) for t in config["web.admin_tokens"]),
+            config["web.control_socket"],
         )
