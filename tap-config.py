@@ -320,8 +320,8 @@ testline = {
     # Answer the test number (routing.test_number, default 15000) and the echo
     # line inside the service: no account and no registration needed.
     "enabled": True,
-    # The echo line's number: it returns the caller's own audio (RTP). None: no
-    # echo line.
+    # The echo line's number: it returns the caller's own audio (RTP); open to
+    # groups with outgoing-call blocking, as the test number is. None: no echo line.
     "echo_number": "15001",
     # Seconds a test line rings before it answers.
     "ring_time": 1.0,
