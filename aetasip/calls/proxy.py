@@ -140,7 +140,7 @@ class Proxy:
         self.calls: dict[int, Call] = {}
         # The same, by Call-ID and caller tag: what an early dialog's token names.
         self.callsByDialogID: dict[tuple[str, str], Call] = {}
-        self.dialogs = DialogTable(self.settings.maxDialogs)
+        self.dialogs = DialogTable(self.settings.maxDialogs, clock.seconds)
         self.liveness = Liveness(self, clock, self.settings)
         self.router = DialogRouter(self)
 
