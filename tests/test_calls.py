@@ -804,6 +804,44 @@ class MediaHookTests(CallTestCase):
         self.assertEqual([r.method for r in self.requestsTo(B_SOURCE, start)], ["ACK"])
         self.assertEqual(self.repliesTo(A_SOURCE, start), [])
 
+    def test_a_reinvite_whose_2xx_answer_fails_ends_the_call(self) -> None:
+        """
+        The callee took the new session with its 2xx, the relay cannot
+        carry it: ACK to the callee, 500 with a Warning to the caller, BYE
+        to both, end cause media failure; the 2xx again is ACKed again.
+        """
+        sent, _ = self.call(body=SDP)
+        self.h.send(withSDP(reply(sent, 200, "OK", contact=B_CONTACT), SDP_B), B_SOURCE)
+        route = sent.getAll("record-route")[0]
+        self.fromA("ACK", 2, route)
+        self.media.failAnswers = 1
+        start = len(self.h.sent)
+        self.fromA("INVITE", 3, route, contact=A_CONTACT, contentType="application/sdp", body=SDP)
+        (reinvite,) = self.requestsTo(B_SOURCE, start)
+        ok = withSDP(dialogReply(reinvite, 200, "OK", [f"Contact: <{B_CONTACT}>"]), SDP_B)
+        self.h.send(ok, B_SOURCE)
+        ack, bye = [r for r in self.requestsTo(B_SOURCE, start) if r.method != "INVITE"]
+        self.assertEqual((ack.method, ack.cseq, ack.toAddr.tag, ack.body), ("ACK", (3, "ACK"), "b", b""))
+        self.assertEqual((bye.method, bye.cseq[1]), ("BYE", "BYE"))
+        self.assertGreater(bye.cseq[0], 3)
+        self.assertIn("media failure", bye.get("reason") or "")
+        toA = self.repliesTo(A_SOURCE, start)
+        self.assertEqual([(r.code, r.reason) for r in toA], [(500, "Media Relay Failed")])
+        self.assertIn(b"Warning: 399 aetasip", toA[0].data)
+        (byeToA,) = self.requestsTo(A_SOURCE, start)
+        self.assertEqual((byeToA.method, byeToA.fromAddr.tag), ("BYE", "b"))
+        call = self.recorder.events[-1][1]
+        self.assertEqual(self.recorder.names(), ["started", "answered", "ended"])
+        self.assertEqual(call.endCause, EndCause.MEDIA_FAILURE)
+        self.assertIn("re-INVITE", call.endDetail)
+        start = len(self.h.sent)
+        self.h.send(ok, B_SOURCE)
+        self.assertEqual([r.method for r in self.requestsTo(B_SOURCE, start)], ["ACK"])
+        self.assertEqual(self.repliesTo(A_SOURCE, start), [])
+        # The caller's ACK of its 500 stays with its transaction; its late requests get 481.
+        self.assertEqual([r.code for r in self.fromA("BYE", 4, route)], [481])
+        self.assertEqual(self.h.service.proxy.calls, {})
+
     def test_the_callee_of_an_ended_branch_cannot_bring_it_back(self) -> None:
         """Its 2xx carried our signed Route: its late re-INVITE or BYE gets 481, no recovered call."""
         self.media.failAnswers = 1
