@@ -310,8 +310,9 @@ relay = {
     # has no influence.
     "domains": {},
     # Seconds without a media packet (RTP or RTCP) from either party after which an
-    # answered relayed call is released (BYE to both, end cause 'media timeout'); 0:
-    # never.
+    # answered relayed call is released (BYE to both, end cause 'media timeout'),
+    # unless it is on hold (no media section negotiated to carry media both ways:
+    # a=inactive, a=sendonly/a=recvonly, c=0.0.0.0); 0: never.
     "media_timeout": 60,
 }
 
