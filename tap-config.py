@@ -328,8 +328,9 @@ relay = {
     # has no influence.
     "domains": {},
     # Seconds without a media packet (RTP or RTCP) from either party after which an
-    # answered relayed call is released (BYE to both, end cause 'media timeout'); 0:
-    # never.
+    # answered relayed call is released (BYE to both, end cause 'media timeout'),
+    # unless it is on hold (no media section negotiated to carry media both ways:
+    # a=inactive, a=sendonly/a=recvonly, c=0.0.0.0); 0: never.
     "media_timeout": 60,
 }
 
@@ -338,8 +339,8 @@ testline = {
     # Answer the test number (routing.test_number, default 15000) and the echo
     # line inside the service: no account and no registration needed.
     "enabled": True,
-    # The echo line's number: it returns the caller's own audio (RTP). None: no
-    # echo line.
+    # The echo line's number: it returns the caller's own audio (RTP); open to
+    # groups with outgoing-call blocking, as the test number is. None: no echo line.
     "echo_number": "15001",
     # Seconds a test line rings before it answers.
     "ring_time": 1.0,

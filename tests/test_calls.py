@@ -469,6 +469,90 @@ class RestartTests(CallTestCase):
         self.assertEqual(refused.code, 403)
 
 
+class EndedDialogTests(CallTestCase):
+    """
+    A dialog that ended in this process never comes back from the signed
+    token of its Route (that is for a restart or a backup server): its
+    late requests get 481 (BYE retransmissions the transaction's answer),
+    nothing is forwarded twice, and no "recovered" call is made.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.sent, _ = self.answered()
+        self.route = self.sent.getAll("record-route")[0]
+
+    def assertNoZombie(self, start: int) -> None:
+        self.assertEqual(self.recorder.names(), ["started", "ringing", "answered", "ended"])
+        self.assertEqual(self.h.service.proxy.calls, {})
+        self.assertEqual(len(self.h.service.proxy.dialogs), 0)
+
+    def byeFromA(self) -> bytes:
+        data = request(
+            "BYE", B_REAL, 3, toTag="b", callID="call-ab@test", branch="z9hG4bK-bye1", headers=[f"Route: {self.route}"]
+        )
+        start = len(self.h.sent)
+        self.assertEqual(self.h.send(data, A_SOURCE), [])
+        (bye,) = self.requestsTo(B_SOURCE, start)
+        self.h.send(dialogReply(bye, 200, "OK"), B_SOURCE)
+        self.assertEqual([r.code for r in self.repliesTo(A_SOURCE, start)], [200])
+        return data
+
+    def test_late_requests_after_a_bye_get_481_and_make_no_call(self) -> None:
+        bye = self.byeFromA()
+        self.assertEqual(self.recorder.events[-1][1].endCause, EndCause.CALLER_BYE)
+        start = len(self.h.sent)
+        # The BYE again (its 200 was lost): the transaction's 200 again, nothing to B.
+        self.assertEqual([r.code for r in self.h.send(bye, A_SOURCE)], [200])
+        # B's own BYE crossing A's, a late re-INVITE and an INFO: 481; an ACK: dropped.
+        self.assertEqual([r.code for r in self.fromB("BYE", 1, self.route)], [481])
+        self.assertEqual([r.code for r in self.fromA("INVITE", 4, self.route, contact=A_CONTACT)], [481])
+        self.assertEqual([r.code for r in self.fromA("INFO", 5, self.route)], [481])
+        self.assertEqual(self.fromA("ACK", 4, self.route), [])
+        self.assertEqual(self.requestsTo(B_SOURCE, start), [])
+        self.assertEqual(self.requestsTo(A_SOURCE, start), [])
+        self.assertNoZombie(start)
+
+    def test_late_requests_after_a_release_get_481(self) -> None:
+        """The service ended the call (a media timeout, the operator): an agent that missed its BYE."""
+        (call,) = self.h.service.proxy.calls.values()
+        self.h.service.proxy.release(call, EndCause.MEDIA_TIMEOUT, "no media for 61 s")
+        start = len(self.h.sent)
+        self.assertEqual([r.code for r in self.fromA("INVITE", 4, self.route, contact=A_CONTACT)], [481])
+        self.assertEqual([r.code for r in self.fromB("BYE", 7, self.route)], [481])
+        self.assertEqual(self.requestsTo(B_SOURCE, start) + self.requestsTo(A_SOURCE, start), [])
+        self.assertNoZombie(start)
+
+    def test_the_memory_is_bounded_in_time(self) -> None:
+        """Past ENDED_MEMORY the token is trusted again (as after a restart): the memory does not grow."""
+        from aetasip.calls.dialog import ENDED_MEMORY
+
+        self.byeFromA()
+        self.h.clock.advance(ENDED_MEMORY - 1)
+        self.assertEqual([r.code for r in self.fromA("INFO", 5, self.route)], [481])
+        self.h.clock.advance(2)
+        start = len(self.h.sent)
+        self.assertEqual(self.fromA("INFO", 6, self.route), [])
+        self.assertEqual([r.method for r in self.requestsTo(B_SOURCE, start)], ["INFO"])
+        self.assertEqual(len(self.h.service.proxy.dialogs._ended), 0)
+
+    def test_the_table_of_ended_dialogs_is_bounded_in_size(self) -> None:
+        from aetasip.calls.dialog import DialogTable
+
+        table = DialogTable(2, self.h.clock.seconds)
+        for n in range(3):
+            table.endedHere(f"c{n}", "a", "b")
+        self.assertEqual([table.ended(f"c{n}", "b", "a") for n in range(3)], [False, True, True])
+
+    def test_a_restart_still_recovers_the_call(self) -> None:
+        """The memory is this process's: a new service (or a stopped one) recovers by the token."""
+        self.h.service.proxy.stop()
+        self.makeHarness(clock=self.h.clock)
+        start = len(self.h.sent)
+        self.assertEqual(self.fromA("INFO", 5, self.route), [])
+        self.assertEqual([r.method for r in self.requestsTo(B_SOURCE, start)], ["INFO"])
+
+
 class DeadCallTests(CallTestCase):
     """Calls whose agent vanished end by themselves."""
 
@@ -750,6 +834,57 @@ class MediaHookTests(CallTestCase):
         self.h.send(ok, B_SOURCE)
         self.assertEqual([r.method for r in self.requestsTo(B_SOURCE, start)], ["ACK"])
         self.assertEqual(self.repliesTo(A_SOURCE, start), [])
+
+    def test_a_reinvite_whose_2xx_answer_fails_ends_the_call(self) -> None:
+        """
+        The callee took the new session with its 2xx, the relay cannot
+        carry it: ACK to the callee, 500 with a Warning to the caller, BYE
+        to both, end cause media failure; the 2xx again is ACKed again.
+        """
+        sent, _ = self.call(body=SDP)
+        self.h.send(withSDP(reply(sent, 200, "OK", contact=B_CONTACT), SDP_B), B_SOURCE)
+        route = sent.getAll("record-route")[0]
+        self.fromA("ACK", 2, route)
+        self.media.failAnswers = 1
+        start = len(self.h.sent)
+        self.fromA("INVITE", 3, route, contact=A_CONTACT, contentType="application/sdp", body=SDP)
+        (reinvite,) = self.requestsTo(B_SOURCE, start)
+        ok = withSDP(dialogReply(reinvite, 200, "OK", [f"Contact: <{B_CONTACT}>"]), SDP_B)
+        self.h.send(ok, B_SOURCE)
+        ack, bye = [r for r in self.requestsTo(B_SOURCE, start) if r.method != "INVITE"]
+        self.assertEqual((ack.method, ack.cseq, ack.toAddr.tag, ack.body), ("ACK", (3, "ACK"), "b", b""))
+        self.assertEqual((bye.method, bye.cseq[1]), ("BYE", "BYE"))
+        self.assertGreater(bye.cseq[0], 3)
+        self.assertIn("media failure", bye.get("reason") or "")
+        toA = self.repliesTo(A_SOURCE, start)
+        self.assertEqual([(r.code, r.reason) for r in toA], [(500, "Media Relay Failed")])
+        self.assertIn(b"Warning: 399 aetasip", toA[0].data)
+        (byeToA,) = self.requestsTo(A_SOURCE, start)
+        self.assertEqual((byeToA.method, byeToA.fromAddr.tag), ("BYE", "b"))
+        call = self.recorder.events[-1][1]
+        self.assertEqual(self.recorder.names(), ["started", "answered", "ended"])
+        self.assertEqual(call.endCause, EndCause.MEDIA_FAILURE)
+        self.assertIn("re-INVITE", call.endDetail)
+        start = len(self.h.sent)
+        self.h.send(ok, B_SOURCE)
+        self.assertEqual([r.method for r in self.requestsTo(B_SOURCE, start)], ["ACK"])
+        self.assertEqual(self.repliesTo(A_SOURCE, start), [])
+        # The caller's ACK of its 500 stays with its transaction; its late requests get 481.
+        self.assertEqual([r.code for r in self.fromA("BYE", 4, route)], [481])
+        self.assertEqual(self.h.service.proxy.calls, {})
+
+    def test_the_callee_of_an_ended_branch_cannot_bring_it_back(self) -> None:
+        """Its 2xx carried our signed Route: its late re-INVITE or BYE gets 481, no recovered call."""
+        self.media.failAnswers = 1
+        sent, _ = self.call(body=SDP)
+        self.h.send(withSDP(reply(sent, 200, "OK", contact=B_CONTACT), SDP_B), B_SOURCE)
+        self.assertEqual(self.recorder.names(), ["started", "ended"])
+        start = len(self.h.sent)
+        route = sent.getAll("record-route")[0]
+        self.assertEqual([r.code for r in self.fromB("BYE", 1, route)], [481])
+        self.assertEqual(self.requestsTo(A_SOURCE, start), [])
+        self.assertEqual(self.recorder.names(), ["started", "ended"])
+        self.assertEqual(self.h.service.proxy.calls, {})
 
     def test_a_late_offer_the_relay_cannot_take_is_declined_in_the_ack(self) -> None:
         self.media.refuse = True

@@ -8,7 +8,9 @@ from 127.0.0.1 (an agent behind NAT): the call is relayed, each agent's
 SDP points at the relay, RTP from the test's media sockets crosses the
 relay both ways byte for byte, nothing reaches the advertised 127.0.0.5,
 and the call carries its statistics, which its record in the store has
-too. A re-INVITE keeps the relay's ports. With the built-in node also:
+too. A re-INVITE keeps the relay's ports. A call on hold (a=inactive)
+survives the media timeout without any packet, and is released once
+resumed and silent. With the built-in node also:
 two well-configured agents keep direct media; a relayed call without
 media is released ("media timeout"); and a call gets 503 when the relay
 has no ports left.
@@ -279,6 +281,41 @@ class RelayCalls(_TestCase):
         self.assertEqual(finishedCaller.code, 0, finishedCaller.detail)
         self.assertEqual(finishedCallee.code, 0, finishedCallee.detail)
         self.assertEqual(len(finishedCallee.received("INVITE")), 2)
+
+    async def test_a_held_call_survives_the_media_timeout_until_resumed(self) -> None:
+        """
+        Neither agent sends anything, not even RTCP. The caller puts the
+        call on hold (a re-INVITE with a=inactive, answered a=inactive)
+        and stays there past relay.media_timeout (2 s): the call goes on.
+        It resumes (a=sendrecv): 2 s of silence from then on and the call
+        ends, "media timeout", both agents getting a BYE.
+        """
+        await self.serve(relay__media_timeout=2, relay__mode="always")
+        assert self.server is not None
+        ended: list[Any] = []
+        observer = type("O", (), {})()
+        for event in ("callStarted", "callRinging", "callAnswered"):
+            setattr(observer, event, lambda c: None)
+        observer.callEnded = ended.append  # type: ignore[attr-defined]
+        self.server.sip.proxy.observers.add(observer)
+        _, calleePort = self.socket()
+        callee = await self.callee("relay_uas_hold.xml", calleePort)
+        caller = self.caller("relay_uac_hold.xml", ("127.0.0.5", 7078), "-d", "5000")
+        for _ in range(400):
+            if ended:
+                break
+            await deferLater(0.05)
+        (call,) = ended
+        self.assertEqual(call.endCause, EndCause.MEDIA_TIMEOUT)
+        # Held for 5 s (past the 2 s timeout), then 2 s to 2.5 s of silence (the check's period).
+        self.assertGreater(call.endedAt - call.answeredAt, 7.0)
+        self.assertLess(call.endedAt - call.answeredAt, 9.5)
+        finishedCaller, finishedCallee = await caller.done, await callee.done
+        # Both scenarios went through: the resume was answered 200 (the call was still there), and both got a BYE.
+        self.assertEqual(finishedCaller.code, 0, finishedCaller.detail)
+        self.assertEqual(finishedCallee.code, 0, finishedCallee.detail)
+        self.assertEqual(len(finishedCallee.received("INVITE")), 3)
+        self.assertTrue(finishedCaller.received("BYE") and finishedCallee.received("BYE"))
 
     async def test_an_answer_the_relay_cannot_take_ends_the_branch(self) -> None:
         """

@@ -317,3 +317,113 @@ class HandlerTests(SynchronousTestCase):
         handler = makeRelayHandler(cfg, self.control, self.directory, self.clock)
         self.assertEqual((handler.defaultNode, handler.mediaTimeout), ("local", 30))
         self.assertEqual(handler.nodes["local"].advertise, "127.0.0.1")  # type: ignore[attr-defined]
+
+
+class ClockReactor(Clock):
+    """A L{Clock} a built-in node can run on (its sockets are never read here)."""
+
+    def addReader(self, reader: Any) -> None:
+        pass
+
+    def removeReader(self, reader: Any) -> None:
+        pass
+
+
+def directed(host: str, port: int, direction: str, connection: str | None = None) -> bytes:
+    """An offer or answer with a direction attribute (and maybe another c= address)."""
+    body = sdp(host, port) + f"a={direction}\r\n".encode()
+    if connection is not None:
+        body = body.replace(f"c=IN IP4 {host}".encode(), f"c=IN IP4 {connection}".encode())
+    return body
+
+
+class HoldTests(SynchronousTestCase):
+    """
+    The media timeout follows the directions each offer/answer negotiated:
+    a call on hold (a=inactive, a=sendonly answered a=recvonly,
+    c=0.0.0.0) whose parties send nothing, not even RTCP, is not
+    released; once resumed the timeout counts from the resumption. With
+    the built-in node on a Clock.
+    """
+
+    def setUp(self) -> None:
+        from aetasip.relay.builtin import BuiltinRelay
+
+        self.clock = ClockReactor()
+        self.clock.advance(1000)
+        self.node = BuiltinRelay("local", "127.0.0.1", (47700, 47799), reactor=self.clock)
+        self.control = Control()
+        self.handler = RelayHandler(
+            {"local": self.node}, "local", {}, "always", MemoryDirectory(), self.control, 20, self.clock
+        )
+        self.handler.startService()
+        self.addCleanup(self.handler.stopService)
+
+    def answeredCall(self) -> Call:
+        call = Call(self.clock.seconds, "cid", "tagA", "45675001", "premium", "d", Leg(PUBLIC_A, "udp", ("0", 1)), "2")
+        call.addTarget("45675002", Leg(PUBLIC_B, "udp", ("0", 1), None, "sip:45675002@203.0.113.9:5060"))
+        self.exchange(call, "caller", "sendrecv", "sendrecv")
+        call.answered(call.targets[0], "tagB")
+        return call
+
+    def exchange(
+        self, call: Call, offerer: str, offered: str, answered: str, held: str | None = None, heldBy: str = ""
+    ) -> None:
+        """An offer/answer (the initial one, or a re-INVITE's) through handler and node."""
+        answerer = "callee" if offerer == "caller" else "caller"
+        hosts = {"caller": PUBLIC_A[0], "callee": PUBLIC_B[0]}
+        offer = directed(hosts[offerer], 4000, offered, held if heldBy == offerer else None)
+        answer = directed(hosts[answerer], 5000, answered, held if heldBy == answerer else None)
+        self.assertIn(b"m=audio 477", self.successResultOf(self.handler.offer(call, "1", offerer, offer)))
+        self.successResultOf(self.handler.answer(call, "1", answerer, answer))
+
+    def released(self) -> list[str]:
+        return [cause for _, cause, _ in self.control.released]
+
+    def test_a_silent_call_times_out(self) -> None:
+        self.answeredCall()
+        self.clock.advance(25)
+        self.assertEqual(self.released(), [EndCause.MEDIA_TIMEOUT])
+
+    def test_held_calls_survive_and_time_out_once_resumed(self) -> None:
+        holds = [
+            ("caller", "inactive", "inactive", None, ""),
+            ("caller", "sendonly", "recvonly", None, ""),
+            ("callee", "sendonly", "recvonly", None, ""),
+            ("caller", "sendrecv", "sendrecv", "0.0.0.0", "caller"),  # RFC 2543 hold, the offerer's address
+            ("callee", "recvonly", "sendonly", None, ""),
+        ]
+        for offerer, offered, answered, held, heldBy in holds:
+            self.control.released = []
+            call = self.answeredCall()
+            self.clock.advance(5)
+            self.exchange(call, offerer, offered, answered, held, heldBy)
+            self.clock.advance(300)
+            self.assertEqual(self.released(), [], (offerer, offered, held))
+            self.assertEqual(call.media["relay"]["relayed"], {"1": True})
+            # Resumed (by either party): silence counts from the resumption.
+            self.exchange(call, "caller" if offerer == "callee" else "callee", "sendrecv", "sendrecv")
+            self.clock.advance(15)
+            self.assertEqual(self.released(), [], (offerer, offered, held))
+            self.clock.advance(10)
+            self.assertEqual(self.released(), [EndCause.MEDIA_TIMEOUT], (offerer, offered, held))
+            self.successResultOf(self.node.delete("cid", "tagA"))
+            self.handler.callEnded(call)
+
+    def test_a_hold_offer_that_gets_no_answer_changes_nothing(self) -> None:
+        """A re-INVITE to hold refused by the other party (488): the session, and its timeout, stay."""
+        call = self.answeredCall()
+        self.successResultOf(self.handler.offer(call, "1", "caller", directed(PUBLIC_A[0], 4000, "inactive")))
+        self.clock.advance(25)
+        self.assertEqual(self.released(), [EndCause.MEDIA_TIMEOUT])
+
+    def test_one_section_both_ways_keeps_the_timeout(self) -> None:
+        """Video held, audio flowing: the call is not on hold."""
+        call = self.answeredCall()
+        two = b"m=audio 4000 RTP/AVP 8\r\na=sendrecv\r\nm=video 4002 RTP/AVP 96\r\na=inactive\r\n"
+        offer = sdp(PUBLIC_A[0]).replace(b"m=audio 4000 RTP/AVP 8\r\n", two)
+        answer = sdp(PUBLIC_B[0], 5000).replace(b"m=audio 5000 RTP/AVP 8\r\n", two.replace(b"4000", b"5000"))
+        self.successResultOf(self.handler.offer(call, "1", "caller", offer))
+        self.successResultOf(self.handler.answer(call, "1", "callee", answer))
+        self.clock.advance(25)
+        self.assertEqual(self.released(), [EndCause.MEDIA_TIMEOUT])

@@ -418,6 +418,28 @@ class BlockingTests(SynchronousTestCase):
         self.assertIsNone(self.apply("45675412", "15001"))
         self.assertEqual(self.apply("45675412", "15000"), OUTGOING_BLOCKED)
 
+    def test_the_service_test_lines_are_open_like_the_test_number(self) -> None:
+        """
+        The echo line (testline.echo_number) is one of the service's test
+        lines: a group with outgoing blocking reaches it as it reaches
+        15000; a store account of kind test stays blocked.
+        """
+        from aetasip.testline.service import LinesDirectory
+
+        self.directory.addGroup("4567", outgoingBlock=True)
+        lines = LinesDirectory(self.directory, ["15000", "16001"])
+        for number in ("15000", "16001"):
+            self.assertIsNone(self.policy.apply(newCall(self.directory, "45675412", number), lines), number)
+        self.assertEqual(self.policy.apply(newCall(self.directory, "45675412", "15001"), lines), OUTGOING_BLOCKED)
+        self.assertEqual(self.policy.apply(newCall(self.directory, "45675412", "16002"), lines), OUTGOING_BLOCKED)
+        # An echo line on the number of a store account: the number is the service's line, open too.
+        lines = LinesDirectory(self.directory, ["15000", "15001"])
+        self.assertIsNone(self.policy.apply(newCall(self.directory, "45675412", "15001"), lines))
+        self.assertEqual(lines.account("15001"), Account("15001", "test", testLine=True))
+        # Through the whole chain, as the proxy routes.
+        chain = RoutingChain([NumberPlanPolicy(), HuntingPolicy(), self.policy])
+        self.assertIsNone(chain.route(newCall(self.directory, "45675412", "15001"), lines))
+
     def test_hunting_group_number(self) -> None:
         self.directory.addGroup("4567", incomingBlock=True, hunting=True)
         self.assertEqual(self.apply("45995005", "45676000"), INCOMING_BLOCKED)

@@ -10,6 +10,7 @@ import itertools
 import os
 import wave
 
+import av
 import numpy as np
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
@@ -121,6 +122,40 @@ class OpusChannelTests(TestCase):
             payloads = [encoder.encode(programme.read(encoder.framesPerPacket)) for _ in range(10)]
             tocs = {bool(p[0] & 0x04) for p in payloads if p}
             self.assertEqual(tocs, {stereo}, fmt)
+
+
+class MpegChannelTests(TestCase):
+    def test_mono_on_an_explicit_one_channel_offer_else_stereo(self) -> None:
+        """
+        MPA/90000/1 gets single-channel MPEG-1 Layer II frames, as decoded
+        (and as the frame header's mode says); MPA/90000/2, MPA/90000 and
+        the static type 14 without rtpmap get stereo.
+        """
+        cases = (
+            (offerSDP("96 14", "a=rtpmap:96 MPA/90000/1"), 1, b"a=rtpmap:96 MPA/90000/1\r\n"),
+            (offerSDP("96 14", "a=rtpmap:96 MPA/90000/2"), 2, b"a=rtpmap:96 MPA/90000\r\n"),
+            (offerSDP("96 14", "a=rtpmap:96 MPA/90000"), 2, b"a=rtpmap:96 MPA/90000\r\n"),
+            (offerSDP("14"), 2, b"a=rtpmap:14 MPA/90000\r\n"),
+        )
+        for body, channels, rtpmap in cases:
+            choice = offer.choose(body)
+            self.assertEqual(choice.format.audioChannels, channels, body)
+            self.assertIn(rtpmap, offer.answer(body, choice, "127.0.0.1", 5000))
+            encoder = Encoder(choice.format)
+            programme = Programme(48000, choice.format.audioChannels)
+            payloads = [encoder.encode(programme.read(encoder.framesPerPacket)) for _ in range(20)]
+            decoder = av.CodecContext.create("mp2", "r")
+            decoded = {
+                len(frame.layout.channels)
+                for payload in payloads
+                if payload
+                for frame in decoder.decode(av.Packet(payload[4:]))  # type: ignore[attr-defined]
+            }
+            self.assertEqual(decoded, {channels}, body)
+            # The frame header's mode (ISO 11172-3 2.4.2.3): 3 is single channel.
+            self.assertEqual({(p[7] >> 6) == 3 for p in payloads if p}, {channels == 1})
+            samples = decode("MPA", 48000, payloads, channels)[48000 // 4 :]
+            assertNear(self, dominantFrequency(samples, 48000), 1000, 5)
 
 
 class OfferTests(TestCase):

@@ -11,7 +11,8 @@ says.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
 
 from aetasip.calls.call import Call, Leg
 
@@ -104,17 +105,38 @@ class Dialog:
             self.cseq[side] = cseq
 
 
+ENDED_MEMORY = 900.0
+"""
+Seconds a dialog that ended is remembered (L{DialogTable.ended}): its
+late requests get 481 instead of rebuilding it from the signed token of
+their Route. Long enough for every retransmission of its last
+transactions (64*T1, 32 s) and for a session refresh from an agent that
+missed the BYE (half of RFC 4028's default interval of 1800 s).
+"""
+
+
 class DialogTable:
     """
-    The dialogs in progress, by C{(Call-ID, caller tag, callee tag)}.
+    The dialogs in progress, by C{(Call-ID, caller tag, callee tag)}, and
+    those that ended in this process lately.
 
     Bounded: past C{limit} dialogs the oldest is forgotten (its calls keep
-    working through the signed tokens in their Route headers).
+    working through the signed tokens in their Route headers). The ended
+    dialogs are kept for C{endedFor} seconds, at most C{limit} of them:
+    a dialog that ended here must not come back as a call "recovered"
+    from its token (the recovery is for a restart or a backup server, whose
+    table starts empty).
     """
 
-    def __init__(self, limit: int = 100_000) -> None:
+    def __init__(
+        self, limit: int = 100_000, clock: Callable[[], float] | None = None, endedFor: float = ENDED_MEMORY
+    ) -> None:
         self.limit = limit
         self._dialogs: dict[tuple[str, str, str], Dialog] = {}
+        self._clock = clock
+        self.endedFor = endedFor
+        # When each ended dialog is forgotten, oldest first.
+        self._ended: OrderedDict[tuple[str, str, str], float] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._dialogs)
@@ -141,12 +163,43 @@ class DialogTable:
         return dialogs.get((callID, fromTag, toTag)) or dialogs.get((callID, toTag, fromTag))
 
     def remove(self, dialog: Dialog) -> None:
+        """C{dialog} ended: it goes, and is remembered as ended (L{ended})."""
         dialog.state = TERMINATED
         key = (dialog.callID, dialog.callerTag, dialog.calleeTag)
         if self._dialogs.get(key) is dialog:
             del self._dialogs[key]
+        self.endedHere(dialog.callID, dialog.callerTag, dialog.calleeTag)
+
+    def endedHere(self, callID: str, callerTag: str, calleeTag: str) -> None:
+        """The dialog of these identifiers ended in this process (kept or not in the table)."""
+        if self._clock is None:
+            return
+        now = self._clock()
+        key = (callID, callerTag, calleeTag)
+        self._ended.pop(key, None)
+        self._ended[key] = now + self.endedFor
+        self._forget(now)
+
+    def _forget(self, now: float) -> None:
+        """Forget the oldest ended dialogs: those past their time, and any beyond the bound."""
+        ended = self._ended
+        while ended:
+            oldest, until = next(iter(ended.items()))
+            if until > now and len(ended) <= self.limit:
+                break
+            del ended[oldest]
+
+    def ended(self, callID: str, fromTag: str | None, toTag: str | None) -> bool:
+        """Did the dialog of a message with these identifiers end here lately (either side sending)?"""
+        if fromTag is None or toTag is None or self._clock is None or not self._ended:
+            return False
+        self._forget(self._clock())
+        ended = self._ended
+        return (callID, fromTag, toTag) in ended or (callID, toTag, fromTag) in ended
 
     def clear(self) -> None:
+        """Every dialog goes, and the memory of ended ones with them (the service stops: as after a restart)."""
         for dialog in list(self._dialogs.values()):
             dialog.state = TERMINATED
         self._dialogs.clear()
+        self._ended.clear()

@@ -47,8 +47,11 @@ if TYPE_CHECKING:
 
 log = Logger()
 
-# What _dialogFor answers for a token that does not verify.
+# What _dialogFor answers for a token that does not verify, and for a
+# dialog that ended here lately (its late requests get 481: see
+# DialogTable.ended).
 FORGED = object()
+ENDED = object()
 
 # Methods whose Contact refreshes the sender's remote target (RFC 3261 12.2,
 # RFC 3311, RFC 6665).
@@ -89,6 +92,8 @@ class DialogRouter:
             server.respond(proxy._reply(request, 403, "Not a dialog of this service"))
             return
         if not isinstance(dialog, Dialog):
+            if dialog is ENDED:
+                log.info("{method} of a dialog that ended from {peer}: 481", method=request.method, peer=peer)
             server.respond(proxy._reply(request, 481))
             return
         side = dialog.sideOf(request.fromAddr.tag)
@@ -260,15 +265,22 @@ class DialogRouter:
         return tokens
 
     def _dialogFor(self, request: Request, tokens: list[str]) -> Dialog | object | None:
-        """The dialog of C{request}, from the table or a token; L{FORGED}; or C{None}."""
+        """
+        The dialog of C{request}, from the table or a token; L{FORGED};
+        L{ENDED} for a dialog that ended here lately (never rebuilt from
+        its token: that is for a restart or a backup server); or C{None}.
+        """
         proxy = self.proxy
         fromTag, toTag = request.fromAddr.tag, request.toAddr.tag
-        dialog = proxy.dialogs.find(request.callID, fromTag, toTag)
+        dialogs = proxy.dialogs
+        dialog = dialogs.find(request.callID, fromTag, toTag)
         if dialog is not None:
             if dialog.expires is not None and dialog.expires < proxy.clock.seconds():
-                proxy.dialogs.remove(dialog)
-            else:
-                return dialog
+                dialogs.remove(dialog)
+                return ENDED
+            return dialog
+        if dialogs.ended(request.callID, fromTag, toTag):
+            return ENDED
         if not tokens:
             return None
         verified = proxy.signer.verify(tokens[0], request.callID, (fromTag, toTag))
@@ -510,7 +522,26 @@ class DialogRouter:
         dialog.uris = {CALLER: context.fromURI, CALLEE: context.toURI}
         dialog.cseq[CALLER] = context.cseq
         self._calleeAnswer(dialog, response)
-        built = self._inDialog(dialog, CALLEE, "ACK", context.cseq)
+        # Its Route token must not bring it back (a late request of the callee's).
+        self.proxy.dialogs.endedHere(dialog.callID, dialog.callerTag, dialog.calleeTag)
+        sendAck = self.ackAnswer(dialog, CALLEE, context.cseq, response, declineOffer)
+        if sendAck is None:
+            return None
+        self.requestInDialog(dialog, CALLEE, "BYE", lambda code: None, reason=reason)
+        return sendAck
+
+    def ackAnswer(
+        self, dialog: Dialog, side: str, cseq: int, response: Response, declineOffer: bool
+    ) -> Callable[[], None] | None:
+        """
+        ACK the 2xx C{side} sent to an INVITE (CSeq C{cseq}) of C{dialog}
+        in the other side's name, with an answer declining every stream
+        when the 2xx made an offer (RFC 3264 6).
+
+        @return: what sends that ACK again, or C{None} when C{side} cannot
+            be reached.
+        """
+        built = self._inDialog(dialog, side, "ACK", cseq)
         if built is None:
             return None
         ack, hop = built
@@ -523,7 +554,6 @@ class DialogRouter:
             hop[0](data)
 
         sendAck()
-        self.requestInDialog(dialog, CALLEE, "BYE", lambda code: None, reason=reason)
         return sendAck
 
     def _inDialog(

@@ -140,7 +140,7 @@ class Proxy:
         self.calls: dict[int, Call] = {}
         # The same, by Call-ID and caller tag: what an early dialog's token names.
         self.callsByDialogID: dict[tuple[str, str], Call] = {}
-        self.dialogs = DialogTable(self.settings.maxDialogs)
+        self.dialogs = DialogTable(self.settings.maxDialogs, clock.seconds)
         self.liveness = Liveness(self, clock, self.settings)
         self.router = DialogRouter(self)
 
@@ -475,6 +475,8 @@ class Proxy:
         answerFailed = None
         if context.dialog is None and context.method == "INVITE":
             answerFailed = lambda failure: self._answerFailed(context, branch, response, kind, failure)  # noqa: E731
+        elif context.method == "INVITE":
+            answerFailed = lambda failure: self._reinviteAnswerFailed(context, branch, response, kind, failure)  # noqa: E731
         self.media.process(
             call,
             response,
@@ -525,6 +527,48 @@ class Proxy:
         else:
             branch.ackAgain = self.router.abandonAnswer(context, branch, response, kind == OFFER, "media failure")
         context.refuse(branch, 500, "Media Relay Failed", warning, detail)
+
+    def _reinviteAnswerFailed(
+        self, context: ResponseContext, branch: Branch, response: Response, kind: str | None, failure: Failure
+    ) -> None:
+        """
+        The media handler could not take the SDP of a response to a
+        re-INVITE. A 1xx goes on without its SDP (the 2xx repeats it). A
+        2xx ends the call, as for the initial INVITE: the side that sent
+        it has taken the new session (RFC 3261 14.1, "the session
+        parameters remain unchanged", is for a re-INVITE that failed,
+        which this one did not), and the relay cannot carry it, so
+        passing it on would leave one-way or no audio, and answering the
+        offerer with an error would leave the two sides with different
+        sessions. The proxy ACKs the 2xx (declining every stream of an
+        offer in it), the offerer gets a 500 with a Warning, and both get
+        a BYE; end cause C{media failure}.
+        """
+        dialog = context.dialog
+        assert dialog is not None
+        call = dialog.call
+        error = failure.getErrorMessage()
+        log.warn(
+            "Media failed on the {code} to a re-INVITE of {call}: {error}",
+            code=response.code,
+            call=call,
+            error=error,
+        )
+        if response.code < 200 or call is None or call.ended:
+            response.body = b""
+            response.remove("content-type")
+            context.response(branch, response)
+            return
+        answerer = context.extra.get("to", CALLEE)
+        contact = response.get("contact")
+        if contact is not None:
+            dialog.legs[answerer].contact = contact
+        branch.code = response.code
+        branch.ackAgain = self.router.ackAnswer(dialog, answerer, context.cseq, response, kind == OFFER)
+        detail = f"relay failed on the {answerer}'s {'answer' if kind != OFFER else 'offer'} to a re-INVITE: {error}"
+        quoted = detail.replace("\\", "").replace('"', "'")
+        context.refuse(branch, 500, "Media Relay Failed", f'399 aetasip "{quoted}"')
+        self.release(call, EndCause.MEDIA_FAILURE, detail)
 
     # -- what the contexts tell ---------------------------------------------------
 

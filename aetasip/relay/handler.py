@@ -11,7 +11,12 @@ deleted and its final statistics kept on the call
 (C{call.media["relay"]["stats"]}) before the call's observers hear that
 it ended. An answered relayed
 call without any media packet for C{relay.media_timeout} seconds is
-released through L{ICallControl} (end cause C{media timeout}).
+released through L{ICallControl} (end cause C{media timeout}), unless it
+is on hold: the handler follows the directions each offer/answer
+negotiated per media section (L{flows}), and while no section is to
+carry media both ways (C{a=inactive}, C{a=sendonly} answered
+C{a=recvonly}, the old C{c=0.0.0.0}) the parties' silence is not counted;
+once a section flows both ways again, the timeout counts from then.
 
 SDP that cannot be read is refused with 400 and the reason; a node without
 ports left refuses with 503.
@@ -56,6 +61,12 @@ class RelayedCall:
     @ivar since: when the node started relaying (media timeout counts from
         the answer, or from this).
     @ivar dropped: the branches whose ports went back to the node.
+    @ivar offers: by branch, the sender and the L{flows} of the last offer
+        seen, until its answer comes.
+    @ivar twoWay: by branch, whether the last offer/answer has a media
+        section flowing both ways (C{False}: on hold).
+    @ivar resumed: when a branch on hold last came back to two-way media
+        (the media timeout counts from then).
     """
 
     node: Any
@@ -64,10 +75,39 @@ class RelayedCall:
     relayed: dict[str, bool] = attrs.Factory(dict)
     since: float | None = None
     dropped: set[str] = attrs.Factory(set)
+    offers: dict[str, tuple[str, list[tuple[bool, bool]]]] = attrs.Factory(dict)
+    twoWay: dict[str, bool] = attrs.Factory(dict)
+    resumed: float | None = None
 
     @property
     def anyRelayed(self) -> bool:
         return any(self.relayed.values())
+
+
+def flows(description: sdplib.SessionDescription) -> list[tuple[bool, bool]]:
+    """
+    What the party whose SDP this is will do on each media section:
+    C{(sends, receives)} (RFC 3264 5.1, 6.1, 8.4): nothing on a disabled
+    section (port 0) or one the relay does not carry; C{sendonly} does
+    not receive, C{recvonly} does not send, C{inactive} neither; an
+    unspecified address (C{c=0.0.0.0}, hold the RFC 2543 way) receives
+    nothing.
+    """
+    found = []
+    for media in description.media:
+        if not media.relayable:
+            found.append((False, False))
+            continue
+        direction = description.directionOf(media)
+        connection = description.connectionOf(media)
+        held = connection is not None and connection.unspecified
+        found.append((direction in ("sendrecv", "sendonly"), direction in ("sendrecv", "recvonly") and not held))
+    return found
+
+
+def twoWay(offer: list[tuple[bool, bool]], answer: list[tuple[bool, bool]]) -> bool:
+    """Does a media section of this offer/answer carry media both ways?"""
+    return any(o[0] and o[1] and a[0] and a[1] for o, a in zip(offer, answer, strict=False))
 
 
 @implementer(IMediaHandler)
@@ -201,6 +241,7 @@ class RelayHandler(service.MultiService):
             log.warn("Refused the SDP of {call} ({sender}): {error}", call=call, sender=sender, error=e)
             return fail(MediaRefused(400, f"Bad SDP: {e}"))
         relayed = self._relayedCall(call)
+        self._negotiated(call, relayed, key, sender, description, answer)
         target = call.target(key)
         calleeLeg = target.leg if target is not None else None
         # The sender's leg, decided again with each SDP it sends (its addresses may move).
@@ -255,6 +296,35 @@ class RelayHandler(service.MultiService):
             d = node.offer(call.callID, call.callerTag, key, sender, sdp, leg.source, senderDecision.nat)
         return d.addErrback(self._failed, call)  # type: ignore[no-any-return]
 
+    def _negotiated(
+        self,
+        call: Call,
+        relayed: RelayedCall,
+        key: str,
+        sender: str,
+        description: sdplib.SessionDescription,
+        answer: bool,
+    ) -> None:
+        """Follow the directions of the branch's offers and answers (hold and resume)."""
+        if not answer:
+            relayed.offers[key] = (sender, flows(description))
+            return
+        offered = relayed.offers.get(key)
+        if offered is None or offered[0] == sender:
+            return  # an answer without its offer (cannot happen), or a repeat of one
+        both = twoWay(offered[1], flows(description))
+        before = relayed.twoWay.get(key, True)
+        relayed.twoWay[key] = both
+        if both and not before:
+            relayed.resumed = self.clock.seconds()
+            log.info("Call {id} branch {key}: resumed (media both ways): media timeout on", id=call.id, key=key)
+        elif before and not both:
+            log.info(
+                "Call {id} branch {key}: on hold (no media section both ways): media timeout off",
+                id=call.id,
+                key=key,
+            )
+
     def _dropFailedBranches(self, call: Call, relayed: RelayedCall, current: str) -> None:
         """
         The ports of branches that ended without the call (the hunting
@@ -301,9 +371,16 @@ class RelayHandler(service.MultiService):
         if stats is None or call.ended:
             return
         call.media["relay"]["stats"] = stats
+        if not relayed.twoWay.get(call.answeredBy.key if call.answeredBy is not None else "", True):
+            return  # on hold: nobody has to send
         times = [
             t
-            for t in (stats.caller.received.lastPacketAt, stats.callee.received.lastPacketAt, call.answeredAt)
+            for t in (
+                stats.caller.received.lastPacketAt,
+                stats.callee.received.lastPacketAt,
+                call.answeredAt,
+                relayed.resumed,
+            )
             if t is not None
         ]
         last = max(times) if times else relayed.since

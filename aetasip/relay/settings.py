@@ -79,7 +79,8 @@ declare(
         60,
         number(0, 86400),
         "Seconds without a media packet (RTP or RTCP) from either party after which an answered relayed call "
-        "is released (BYE to both, end cause 'media timeout'); 0: never.",
+        "is released (BYE to both, end cause 'media timeout'), unless it is on hold (no media section negotiated "
+        "to carry media both ways: a=inactive, a=sendonly/a=recvonly, c=0.0.0.0); 0: never.",
     ),
 )
 

@@ -41,12 +41,16 @@ class Account:
 
     @ivar group: the prefix of its group, or C{None}.
     @ivar relay: its own relay mode, or C{None} (its group's).
+    @ivar testLine: the number is one of the service's own test lines (the
+        programme and the echo line): open to groups with outgoing-call
+        blocking, as the test number is.
     """
 
     number: str
     kind: str
     group: str | None = None
     relay: str | None = None
+    testLine: bool = False
 
 
 class Directory(Protocol):

@@ -5,8 +5,10 @@ Incoming-call and outgoing-call blocking, options of a group (SPEC
   - I{Incoming-call blocking} (the callee's group): calls from outside the
     group to the group are refused; calls from factory accounts always.
   - I{Outgoing-call blocking} (the caller's group): calls from the group to
-    numbers outside it are refused, except the test number (C{15000});
-    calls to factory accounts always.
+    numbers outside it are refused, except the test number (C{15000}) and
+    the service's own test lines (the echo line: accounts marked
+    C{testLine}, as L{aetasip.testline.service.LinesDirectory} gives
+    them); calls to factory accounts always.
 
 A call to the group's hunting group number is a call into the group. A
 number that is no account is outside every group.
@@ -19,7 +21,7 @@ from typing import Any
 from zope.interface import implementer
 
 from aetasip.interfaces import IRoutingPolicy
-from aetasip.routing import Call, Directory, Refusal
+from aetasip.routing import Account, Call, Directory, Refusal
 from aetasip.routing.hunting import huntingGroup
 
 #: The refusals, with a reason phrase a codec can show.
@@ -59,10 +61,14 @@ class BlockingPolicy:
                 return INCOMING_BLOCKED
         if caller.group is not None:
             group = directory.group(caller.group)
-            if group is not None and group.outgoingBlock and call.callee != self.testNumber:
+            if group is not None and group.outgoingBlock and not self._testLine(call.callee, callee):
                 if (callee is not None and callee.kind == "factory") or calleeGroup != caller.group:
                     return OUTGOING_BLOCKED
         return None
+
+    def _testLine(self, number: str, account: Account | None) -> bool:
+        """Is C{number} open to every group: the test number, or a test line of the service."""
+        return number == self.testNumber or (account is not None and account.testLine)
 
 
 def makeBlockingPolicy(options: dict[str, Any]) -> BlockingPolicy:

@@ -61,7 +61,10 @@ class Format:
         return channels == self.channels or self.name == "MPA"
 
     def rtpmap(self) -> str:
-        suffix = f"/{self.channels}" if self.channels != 1 and self.name != "MPA" else ""
+        if self.name == "MPA":
+            # Its frames say the mode; an explicit MPA/90000/1 is answered in kind.
+            return f"{self.name}/{self.clockRate}" + ("/1" if self.channels == 1 else "")
+        suffix = f"/{self.channels}" if self.channels != 1 else ""
         return f"{self.name}/{self.clockRate}{suffix}"
 
 
@@ -80,7 +83,9 @@ OPUS_MONO = Format("opus", 48000, 2, None, "libopus", 48000, fmtp="sprop-stereo=
 
 # MPEG-1 Layer II, 48 kHz stereo at 256 kbit/s: one 1152-sample frame (24 ms) per
 # packet behind RFC 2250's 4-byte header (MBZ, fragment offset 0), on a 90 kHz clock.
+# An offer naming one channel (MPA/90000/1) gets single-channel frames at 128 kbit/s.
 MPA = Format("MPA", 90000, 2, 14, "mp2", 48000, ptime=24, bitRate=256_000, header=b"\x00\x00\x00\x00")
+MPA_MONO = attrs.evolve(MPA, channels=1, bitRate=128_000)
 
 FORMATS: tuple[Format, ...] = (PCMA, PCMU, G722, *L16, OPUS, MPA)
 """What the test line can send."""

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import attrs
 
 from aetasip.relay import sdp
-from aetasip.testline.codecs import FORMATS, G722, L16, MPA, OPUS, OPUS_MONO, PCMA, PCMU, Format
+from aetasip.testline.codecs import FORMATS, G722, L16, MPA, MPA_MONO, OPUS, OPUS_MONO, PCMA, PCMU, Format
 
 _STATIC = {
     0: ("PCMU", 8000, 1),
@@ -32,9 +32,13 @@ _STATIC = {
     9: ("G722", 8000, 1),
     10: ("L16", 44100, 2),
     11: ("L16", 44100, 1),
-    14: ("MPA", 90000, 1),
+    14: ("MPA", 90000, 0),
 }
-"""RFC 3551 table 4: the static audio payload types an offer may give without rtpmap."""
+"""
+RFC 3551 table 4: the static audio payload types an offer may give
+without rtpmap (channels 0: MPEG audio's are not said, its frames carry
+the mode).
+"""
 
 _OPPOSITE = {"sendrecv": "sendrecv", "sendonly": "recvonly", "recvonly": "sendonly", "inactive": "inactive"}
 
@@ -71,7 +75,8 @@ def _rtpmaps(media: sdp.Media) -> dict[int, tuple[str, int, int]]:
         try:
             number, encoding = line.value[7:].decode("ascii").split(None, 1)
             parts = encoding.strip().split("/")
-            channels = int(parts[2]) if len(parts) > 2 else 1
+            # Without a channel count, one (RFC 8866 6.6); MPEG audio's is then unsaid (0).
+            channels = int(parts[2]) if len(parts) > 2 else (0 if parts[0].upper() == "MPA" else 1)
             found[int(number)] = (parts[0], int(parts[1]), channels)
         except (ValueError, IndexError, UnicodeDecodeError):
             continue  # a malformed rtpmap names no format we could send
@@ -103,6 +108,11 @@ def _parameter(fmtp: str | None, name: str) -> str | None:
 def _opus(fmtp: str | None) -> Format:
     """Stereo when the receiver says it prefers it (RFC 7587 7: C{stereo=1}), else mono."""
     return OPUS if _parameter(fmtp, "stereo") == "1" else OPUS_MONO
+
+
+def _mpa(channels: int) -> Format:
+    """Mono on an explicit C{MPA/90000/1}, else stereo (its frames say the mode, RFC 2250)."""
+    return MPA_MONO if channels == 1 else MPA
 
 
 def choose(
@@ -137,6 +147,8 @@ def choose(
                 if candidate.matches(*described):
                     if candidate.name == "opus":
                         candidate = _opus(fmtps.get(number))
+                    elif candidate.name == "MPA":
+                        candidate = _mpa(described[2])
                     direction = _OPPOSITE.get(parsed.directionOf(media), "sendrecv")
                     if connection.unspecified:
                         # c=0.0.0.0: held the old way (RFC 3264 8.4), it receives nothing.

@@ -15,6 +15,7 @@ import ipaddress
 import math
 from typing import Any
 
+import attrs
 from twisted.application import service
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
@@ -32,16 +33,23 @@ ACCOUNT_KIND = "test"
 class LinesDirectory:
     """
     A L{Directory} that also knows the test lines' numbers, as accounts of
-    kind C{test} (an account of the store with the same number wins).
+    kind C{test} (an account of the store with the same number wins: both
+    ring). Either way the number is marked as a test line of the service
+    (L{Account.testLine}), which outgoing-call blocking lets through, as it
+    does the test number.
     """
 
     def __init__(self, below: Directory, numbers: list[str]) -> None:
         self.below = below
-        self.numbers = {number: Account(number, ACCOUNT_KIND) for number in numbers}
+        self.numbers = {number: Account(number, ACCOUNT_KIND, testLine=True) for number in numbers}
 
     def account(self, number: str) -> Account | None:
         known = self.below.account(number)
-        return known if known is not None else self.numbers.get(number)
+        if known is None:
+            return self.numbers.get(number)
+        if number in self.numbers and not known.testLine:
+            return attrs.evolve(known, testLine=True)
+        return known
 
     def group(self, prefix: str) -> Group | None:
         return self.below.group(prefix)

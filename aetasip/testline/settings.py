@@ -40,7 +40,8 @@ declare(
         "testline.echo_number",
         "15001",
         optional(text),
-        "The echo line's number: it returns the caller's own audio (RTP). None: no echo line.",
+        "The echo line's number: it returns the caller's own audio (RTP); open to groups with outgoing-call blocking, "
+        "as the test number is. None: no echo line.",
     ),
     Key("testline.ring_time", 1.0, number(0, 30), "Seconds a test line rings before it answers."),
     Key(
