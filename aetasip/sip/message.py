@@ -608,8 +608,11 @@ class BadRequest(ParseError):
 
 # One header line, name and value: the whole section in one findall when it
 # has no folded lines, the usual case. The value ends on a non-LWS character:
-# greedy, three times faster than a lazy (.*?) before the trailing LWS.
-_HEADER_LINE = re.compile(r"^([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*:[ \t]*((?:[^\r\n]*[^ \t\r\n])?)[ \t]*\r?$", re.M)
+# greedy, three times faster than a lazy (.*?) before the trailing LWS. Its
+# "." (anything but LF) is a plain loop in the regex engine, several times
+# cheaper per character than a class such as [^\r\n]; a CR inside a value
+# is kept as _splitFolded keeps it.
+_HEADER_LINE = re.compile(r"^([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*:[ \t]*((?:.*[^ \t\r\n])?)[ \t]*\r?$", re.M)
 # The empty line that ends the header section, whatever the line ends.
 _BLANK_LINE = re.compile(rb"\n\r?\n")
 
@@ -629,7 +632,7 @@ def parse(data: bytes, stream: bool = False) -> Request | Response:
     start, headers, error = _splitHeaders(head)
     if start.startswith("SIP/"):
         return _parseResponse(start, headers, body, error)
-    if error is None and _ANY_CONTROL(head) is not None and _CONTROL(head) is not None:
+    if error is None and len(data.translate(None, _CONTROL_BYTES)) != len(data) and _CONTROL(head) is not None:
         # RFC 3261 25.1: no header value (TEXT-UTF8, quoted-string, word...)
         # holds a control character but HTAB.
         error = "Control character in a header"
@@ -792,8 +795,11 @@ _CALL_ID_WORD = r"[\x21-\x3f\x41-\x7e]+"
 _isCallID = re.compile(rf"{_CALL_ID_WORD}(?:@{_CALL_ID_WORD})?").fullmatch
 # Not escaped as a quoted-pair (RFC 4475 intmeth has "\\<BEL>" in a display name).
 _CONTROL = re.compile(r"(?<!\\)[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]").search
-# The same without the look-behind, five times faster: tried first.
-_ANY_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]").search
+# The same bytes, for a first test of the whole datagram (body included)
+# that bytes.translate makes in a plain C loop, four times cheaper than the
+# regular expression engine's search over the header section; the precise
+# search runs only when the datagram has one.
+_CONTROL_BYTES = bytes([*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F])
 _MEDIA_TYPE = re.compile(r"[ \t]*[A-Za-z0-9\-.!%*_+`'~]+[ \t]*/[ \t]*[A-Za-z0-9\-.!%*_+`'~]+(.*)", re.S).fullmatch
 _DELTA_SECONDS = re.compile(r"[ \t]*[0-9]+[ \t]*(;.*)?", re.S).fullmatch
 # Option-tag lists the element judges (Require, Proxy-Require: 420) or reads.

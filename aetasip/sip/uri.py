@@ -37,10 +37,18 @@ _TEL_NUMBER = re.compile(rf"(?:[0-9A-Fa-f*#+\-.()]|{_ESCAPED})+").fullmatch
 # decides, and no valid host, parameter or header contains one.
 # Possessive quantifiers (++, *+): no part's characters include the delimiter
 # that ends it, so backtracking could only waste time (on host:port, say).
+# Each part is matched as runs of plain characters between escapes,
+# (?:[chars]++|escape)++ rather than (?:[chars]|escape)++: the same texts,
+# but a run is one tight loop of the engine instead of a branch per
+# character (ten times cheaper on a long parameter such as the dialog token).
+_USER_RUN = rf"(?:[{_UNRESERVED}&=+$,;?/]++|{_ESCAPED})"
+_PASSWORD_RUN = rf"(?:[{_UNRESERVED}&=+$,]++|{_ESCAPED})"
+_PARAM_RUN = rf"(?:[{_UNRESERVED}\[\]/:&+$]++|{_ESCAPED})"
+_HEADERS_RUN = rf"(?:[{_UNRESERVED}\[\]/?:+$=&]++|{_ESCAPED})"
 _SIP_URI = re.compile(
-    rf"([Ss][Ii][Pp][Ss]?):(?:({_USER_CHAR}++)(?::({_PASSWORD_CHAR}*+))?@)?"
+    rf"([Ss][Ii][Pp][Ss]?):(?:({_USER_RUN}++)(?::({_PASSWORD_RUN}*+))?@)?"
     r"(\[[^\]]*+\]|[A-Za-z0-9\-.]++)(?::([0-9]{1,5}+))?"
-    rf"((?:;{_PARAM_CHAR}++(?:={_PARAM_CHAR}++)?)*+)(?:\?({_HEADERS_CHAR}++))?"
+    rf"((?:;{_PARAM_RUN}++(?:={_PARAM_RUN}++)?)*+)(?:\?({_HEADERS_RUN}++))?"
 ).fullmatch
 
 _SAFE_USER = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.!~*'()&=+$,;?/")
