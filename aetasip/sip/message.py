@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import abc
 import re
+from collections.abc import Callable
 
 from aetasip.sip.errors import ParseError
 from aetasip.sip.headers import (
@@ -156,6 +157,7 @@ MAX_LIST_ELEMENTS = 70
 
 # Fields every message needs, each exactly once but for Via (RFC 3261 8.1.1).
 _REQUIRED = ("via", "from", "to", "call-id", "cseq")
+_REQUIRED_NAMES = frozenset(_REQUIRED)
 # Name-addr lists parse() checks when present, besides Contact: only checked,
 # not kept, as they are seldom read and cheap to parse again.
 _ROUTE_LISTS = ("route", "record-route", "path")
@@ -167,6 +169,25 @@ _FIELD_NAMES = {name: key for key, name in _CANONICAL.items()}
 _FIELD_NAMES.update((key, key) for key in _CANONICAL)
 _FIELD_NAMES.update(COMPACT_NAMES)
 _FIELD_NAMES.update((short.upper(), name) for short, name in COMPACT_NAMES.items())
+
+
+class _Memo(dict[str, str]):
+    """
+    A table of names that computes a name it lacks and keeps it, within
+    bounds (short names, a bounded count: a peer's made-up names cost a
+    call, not memory): C{table[name]} is one lookup on the hot path.
+    """
+
+    def __init__(self, known: dict[str, str], compute: Callable[[str], str]) -> None:
+        super().__init__(known)
+        self.compute = compute
+
+    def __missing__(self, name: str) -> str:
+        value = self.compute(name)
+        if len(name) <= 64 and len(self) < 1024:
+            self[name] = value
+        return value
+
 
 _WS = " \t"
 _isDigits = re.compile(r"[0-9]+").fullmatch
@@ -181,6 +202,12 @@ def fieldName(name: str) -> str:
     """The name a header is stored under: lower case, compact forms expanded."""
     name = _FIELD_NAMES.get(name) or name.lower()
     return COMPACT_NAMES.get(name, name) if len(name) == 1 else name
+
+
+# Names as peers spell them to names as stored, and stored names to names
+# on the wire.
+_STORED_NAMES = _Memo(_FIELD_NAMES, fieldName)
+_WIRE_NAMES = _Memo(_CANONICAL, canonicalName)
 
 
 class Message:
@@ -198,7 +225,13 @@ class Message:
         self.headers = headers if headers is not None else []
         self.body = body
         self.version = version
-        self._changed()
+        # What _changed() sets, without its call (every message, parsed or made).
+        self._index: dict[str, list[str]] | None = None
+        self._vias: list[Via] | None = None
+        self._from: NameAddr | None = None
+        self._to: NameAddr | None = None
+        self._cseq: tuple[int, str] | None = None
+        self._contacts: list[NameAddr] | None = None
 
     def _changed(self, name: str | None = None) -> None:
         # Parsed structured values, dropped when their header changes (all
@@ -207,12 +240,12 @@ class Message:
         # changes a few fields of every message it forwards, and rebuilding
         # the index after each change cost more than the change.
         if name is None:
-            self._index: dict[str, list[str]] | None = None
-            self._vias: list[Via] | None = None
-            self._from: NameAddr | None = None
-            self._to: NameAddr | None = None
-            self._cseq: tuple[int, str] | None = None
-            self._contacts: list[NameAddr] | None = None
+            self._index = None
+            self._vias = None
+            self._from = None
+            self._to = None
+            self._cseq = None
+            self._contacts = None
         elif name == "via":
             self._vias = None
         elif name == "contact":
@@ -231,11 +264,10 @@ class Message:
         if index is None:
             index = {}
             for name, value in self.headers:
-                values = index.get(name)
-                if values is None:
-                    index[name] = [value]
+                if name in index:
+                    index[name].append(value)
                 else:
-                    values.append(value)
+                    index[name] = [value]
             self._index = index
         return index
 
@@ -491,14 +523,12 @@ class Message:
         """
         The message on the wire; Content-Length always states the body.
         """
-        lines = [self.startLine()]
-        for name, value in self.headers:
-            if name != "content-length":
-                lines.append(f"{_CANONICAL.get(name) or canonicalName(name)}: {value}")
-        lines.append(f"Content-Length: {len(self.body)}")
-        lines.append("")
-        lines.append("")
-        return "\r\n".join(lines).encode("utf-8", "surrogateescape") + self.body
+        names = _WIRE_NAMES
+        lines = [f"{names[name]}: {value}" for name, value in self.headers if name != "content-length"]
+        lines.insert(0, self.startLine())
+        body = self.body
+        lines.append(f"Content-Length: {len(body)}\r\n\r\n")
+        return "\r\n".join(lines).encode("utf-8", "surrogateescape") + body
 
     __bytes__ = toBytes
 
@@ -628,19 +658,24 @@ def parse(data: bytes, stream: bool = False) -> Request | Response:
     @raise ParseError: for anything else that is not a valid message
         (responses, garbage): drop it.
     """
-    head, body = _splitMessage(data)
+    raw, body = _splitMessage(data)
+    try:
+        head = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        # Kept byte for byte: toBytes() writes the same bytes back.
+        head = raw.decode("utf-8", "surrogateescape")
     start, headers, error = _splitHeaders(head)
     if start.startswith("SIP/"):
         return _parseResponse(start, headers, body, error)
-    if error is None and len(data.translate(None, _CONTROL_BYTES)) != len(data) and _CONTROL(head) is not None:
+    if error is None and raw.translate(_MARK_CONTROLS) != raw and _CONTROL(head) is not None:
         # RFC 3261 25.1: no header value (TEXT-UTF8, quoted-string, word...)
         # holds a control character but HTAB.
         error = "Control character in a header"
     return _parseRequest(start, headers, body, error, 0 if stream else len(data))
 
 
-def _splitMessage(data: bytes) -> tuple[str, bytes]:
-    """The header section, decoded, and the bytes after the empty line."""
+def _splitMessage(data: bytes) -> tuple[bytes, bytes]:
+    """The header section and the bytes after the empty line."""
     if data[:1] in (b"\r", b"\n"):
         # CRLFs before the start line are keep-alives (RFC 3261 7.5).
         data = data.lstrip(b"\r\n")
@@ -656,11 +691,7 @@ def _splitMessage(data: bytes) -> tuple[str, bytes]:
             head, body = data, b""
         else:
             head, body = data[: match.start()], data[match.end() :]
-    try:
-        return head.decode("utf-8"), body
-    except UnicodeDecodeError:
-        # Kept byte for byte: toBytes() writes the same bytes back.
-        return head.decode("utf-8", "surrogateescape"), body
+    return head, body
 
 
 def _splitHeaders(text: str) -> tuple[str, list[list[str]], str | None]:
@@ -679,8 +710,8 @@ def _splitHeaders(text: str) -> tuple[str, list[list[str]], str | None]:
     if "\n " not in block and "\n\t" not in block:
         fields = _HEADER_LINE.findall(block)
         if len(fields) == block.count("\n") + 1:
-            names = _FIELD_NAMES
-            return start, [[names.get(name) or fieldName(name), value] for name, value in fields], None
+            names = _STORED_NAMES
+            return start, [[names[name], value] for name, value in fields], None
     headers, error = _splitFolded(block)
     return start, headers, error
 
@@ -795,16 +826,20 @@ _CALL_ID_WORD = r"[\x21-\x3f\x41-\x7e]+"
 _isCallID = re.compile(rf"{_CALL_ID_WORD}(?:@{_CALL_ID_WORD})?").fullmatch
 # Not escaped as a quoted-pair (RFC 4475 intmeth has "\\<BEL>" in a display name).
 _CONTROL = re.compile(r"(?<!\\)[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]").search
-# The same bytes, for a first test of the whole datagram (body included)
-# that bytes.translate makes in a plain C loop, four times cheaper than the
-# regular expression engine's search over the header section; the precise
-# search runs only when the datagram has one.
-_CONTROL_BYTES = bytes([*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F])
+# The same bytes changed (to another control byte) by a translation table:
+# translating the header section's bytes is a plain C loop, five times
+# cheaper than the search of the regular expression engine, and changes
+# nothing (the same object comes back) when no control character is there.
+# Only then the precise search runs. (UTF-8 encodes no other character
+# with these bytes.)
+_CONTROLS = [*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F]
+_MARK_CONTROLS = bytes((0x01 if byte == 0x00 else 0x00) if byte in _CONTROLS else byte for byte in range(256))
 _MEDIA_TYPE = re.compile(r"[ \t]*[A-Za-z0-9\-.!%*_+`'~]+[ \t]*/[ \t]*[A-Za-z0-9\-.!%*_+`'~]+(.*)", re.S).fullmatch
 _DELTA_SECONDS = re.compile(r"[ \t]*[0-9]+[ \t]*(;.*)?", re.S).fullmatch
 # Option-tag lists the element judges (Require, Proxy-Require: 420) or reads.
 _OPTION_TAG_LISTS = ("require", "proxy-require", "supported")
 _URI_HEADERS_FORBIDDEN = ("route", "record-route")
+_SESSION_TIMERS = ("session-expires", "min-se")
 
 
 def _checkRequestFields(request: Request) -> None:
@@ -823,7 +858,7 @@ def _checkRequestFields(request: Request) -> None:
         raise ParseError("Headers in a From URI")
     if toAddr is not None and toAddr.uri.headers:
         raise ParseError("Headers in a To URI")
-    for name in _OPTION_TAG_LISTS:
+    for name in () if index.keys().isdisjoint(_OPTION_TAG_LISTS) else _OPTION_TAG_LISTS:
         values = index.get(name)
         if values is not None:
             for value in values:
@@ -843,7 +878,7 @@ def _checkRequestFields(request: Request) -> None:
             raise ParseError("Invalid Content-Type")
         if match.group(1):
             parseHeaderParams(match.group(1))
-    for name in ("session-expires", "min-se"):
+    for name in () if index.keys().isdisjoint(_SESSION_TIMERS) else _SESSION_TIMERS:
         values = index.get(name)
         if values is not None:
             match = _DELTA_SECONDS(values[0])
@@ -867,15 +902,19 @@ def _checkFields(message: Message) -> None:
     values for the accessors.
     """
     index = message._lookup()
-    for name in _SINGLE:
-        values = index.get(name)
-        if values is not None and len(values) > 1:
-            # RFC 4475 multi01, mcl01.
-            raise ParseError(f"Multiple {canonicalName(name)} headers")
-    for name in _REQUIRED:
-        if name not in index:
-            # RFC 4475 insuf.
-            raise ParseError(f"Missing {canonicalName(name)}")
+    repeated = len(message.headers) - len(index)
+    # Names that repeat but Via (the usual case: none): look for a single one.
+    if repeated and repeated != len(index.get("via", ())) - 1:
+        for name in _SINGLE:
+            values = index.get(name)
+            if values is not None and len(values) > 1:
+                # RFC 4475 multi01, mcl01.
+                raise ParseError(f"Multiple {canonicalName(name)} headers")
+    if not index.keys() >= _REQUIRED_NAMES:
+        for name in _REQUIRED:
+            if name not in index:
+                # RFC 4475 insuf.
+                raise ParseError(f"Missing {canonicalName(name)}")
     if not index["call-id"][0]:
         raise ParseError("Empty Call-ID")
     # Parsed straight from the index and kept for the accessors.
@@ -891,6 +930,8 @@ def _checkFields(message: Message) -> None:
     if "contact" in index:
         _checkCount(index["contact"], "contact")
         message._contacts = message.addresses("contact")
+    if index.keys().isdisjoint(_ROUTE_LISTS):
+        return
     for name in _ROUTE_LISTS:
         values = index.get(name)
         if values is not None:
