@@ -215,7 +215,8 @@ class Message:
     What requests and responses share: ordered header fields and a body.
 
     @ivar headers: C{[lowercase-name, value]} pairs in wire order, compact
-        names expanded, values unfolded and stripped.
+        names expanded, values unfolded and stripped. A pair is replaced,
+        never changed in place: copies share them.
     @ivar body: the message body.
     """
 
@@ -260,6 +261,8 @@ class Message:
     # -- access ------------------------------------------------------------
 
     def _lookup(self) -> dict[str, list[str]]:
+        # The hot accessors read self._index first and call this only when
+        # it is None (or empty).
         index = self._index
         if index is None:
             index = {}
@@ -273,7 +276,7 @@ class Message:
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The first value of header C{name} (lower case), or C{default}."""
-        values = self._lookup().get(name)
+        values = (self._index or self._lookup()).get(name)
         return values[0] if values else default
 
     def getAll(self, name: str) -> list[str]:
@@ -281,7 +284,7 @@ class Message:
         Every value of header C{name}, in order; list headers (Via,
         Contact, Route…) are split at their commas.
         """
-        values = self._lookup().get(name, [])
+        values = (self._index or self._lookup()).get(name, [])
         if name in LIST_HEADERS:
             return [element for value in values for element in splitCommas(value) if element]
         return list(values)
@@ -299,12 +302,12 @@ class Message:
         copy._contacts = self._contacts
 
     def has(self, name: str) -> bool:
-        return name in self._lookup()
+        return name in (self._index or self._lookup())
 
     # -- change ------------------------------------------------------------
 
     def add(self, name: str, value: str) -> None:
-        name = fieldName(name)
+        name = _STORED_NAMES[name]
         self.headers.append([name, value])
         index = self._index
         if index is not None:
@@ -316,7 +319,7 @@ class Message:
         self._changed(name)
 
     def addFirst(self, name: str, value: str) -> None:
-        name = fieldName(name)
+        name = _STORED_NAMES[name]
         self.headers.insert(0, [name, value])
         index = self._index
         if index is not None:
@@ -325,20 +328,24 @@ class Message:
 
     def set(self, name: str, value: str) -> None:
         """Replace every C{name} field with one, where the first stood."""
-        name = fieldName(name)
-        for i, (existing, _) in enumerate(self.headers):
+        name = _STORED_NAMES[name]
+        headers = self.headers
+        index = self._index
+        for i, (existing, _) in enumerate(headers):
             if existing == name:
-                self.headers[i] = [name, value]
-                self.headers[i + 1 :] = [h for h in self.headers[i + 1 :] if h[0] != name]
+                headers[i] = [name, value]
+                # The index says when there was only this one (Max-Forwards, Contact…).
+                if index is None or len(index.get(name, ())) != 1:
+                    headers[i + 1 :] = [h for h in headers[i + 1 :] if h[0] != name]
                 break
         else:
-            self.headers.append([name, value])
-        if self._index is not None:
-            self._index[name] = [value]
+            headers.append([name, value])
+        if index is not None:
+            index[name] = [value]
         self._changed(name)
 
     def remove(self, name: str) -> None:
-        name = fieldName(name)
+        name = _STORED_NAMES[name]
         self.headers = [h for h in self.headers if h[0] != name]
         if self._index is not None:
             self._index.pop(name, None)
@@ -346,7 +353,7 @@ class Message:
 
     def removeField(self, name: str, value: str) -> None:
         """Remove the C{name} fields whose whole value is C{value}."""
-        name = fieldName(name)
+        name = _STORED_NAMES[name]
         self.headers = [h for h in self.headers if h[0] != name or h[1] != value]
         index = self._index
         if index is not None and name in index:
@@ -362,12 +369,18 @@ class Message:
         Remove the first C{count} elements of list header C{name}, each field
         split once (loose routing pops our Route entries this way).
         """
-        name = fieldName(name)
+        name = _STORED_NAMES[name]
         headers = self.headers
         index = self._index
         # The index's list of the field's values, kept true in step: the
         # fields removed or cut are always its first ones.
         values = index.get(name) if index is not None else None
+        # First fields of one element each (a Route of ours): the index
+        # knows them; list.remove finds the first equal field in C.
+        while values and count > 0 and "," not in values[0]:
+            headers.remove([name, values[0]])
+            del values[0]
+            count -= 1
         i = 0
         while count > 0 and i < len(headers):
             field = headers[i]
@@ -392,7 +405,7 @@ class Message:
 
     def removeFirstValue(self, name: str) -> str | None:
         """Remove the first element of list header C{name}; return it."""
-        name = fieldName(name)
+        name = _STORED_NAMES[name]
         for i, (existing, value) in enumerate(self.headers):
             if existing == name:
                 parts = splitCommas(value)
@@ -431,7 +444,7 @@ class Message:
         return vias[0]
 
     def _parseVias(self) -> list[Via]:
-        values = self._lookup().get("via")
+        values = (self._index or self._lookup()).get("via")
         if not values:
             raise ParseError("Missing Via")
         if len(values) == 1 and "," not in values[0]:
@@ -498,7 +511,7 @@ class Message:
             L{parse} returned.
         """
         result = []
-        for value in self._lookup().get(name, ()):
+        for value in (self._index or self._lookup()).get(name, ()):
             for element in splitCommas(value) if "," in value else (value.strip(_WS),):
                 if element == "*" and name == "contact":
                     continue
@@ -569,8 +582,8 @@ class Request(Message):
         return cached[1]
 
     def copy(self) -> Request:
-        """A copy to change: its own header fields, the same parsed values."""
-        copy = Request(self.method, self.uri, [list(h) for h in self.headers], self.body, self.version)
+        """A copy to change: its own list of header fields, the same fields and parsed values."""
+        copy = Request(self.method, self.uri, list(self.headers), self.body, self.version)
         self._copyInto(copy)
         copy._uri = self._uri
         return copy
@@ -606,8 +619,8 @@ class Response(Message):
         self.budget: int | None = None
 
     def copy(self) -> Response:
-        """A copy to change: its own header fields, the same parsed values."""
-        copy = Response(self.code, self.reason, [list(h) for h in self.headers], self.body, self.version)
+        """A copy to change: its own list of header fields, the same fields and parsed values."""
+        copy = Response(self.code, self.reason, list(self.headers), self.body, self.version)
         self._copyInto(copy)
         return copy
 
@@ -747,7 +760,7 @@ def _splitFolded(block: str) -> tuple[list[list[str]], str | None]:
 
 def _checkLength(message: Message, body: bytes) -> bytes:
     """The body as Content-Length delimits it (RFC 3261 18.3)."""
-    lengths = message._lookup().get("content-length")
+    lengths = (message._index or message._lookup()).get("content-length")
     if not lengths:
         return body
     if len(lengths) > 1:
@@ -756,10 +769,13 @@ def _checkLength(message: Message, body: bytes) -> bytes:
     if not _isDigits(text):
         raise ParseError("Invalid Content-Length")
     # Bounded before int(), which refuses thousands of digits.
-    if len(text.lstrip("0")) > 10 or int(text) > len(body):
+    if len(text) > 10 and len(text.lstrip("0")) > 10:
         raise ParseError("Content-Length larger than the body")
     length = int(text)
-    return body[:length] if length < len(body) else body
+    size = len(body)
+    if length > size:
+        raise ParseError("Content-Length larger than the body")
+    return body[:length] if length < size else body
 
 
 def _parseResponse(start: str, headers: list[list[str]], body: bytes, error: str | None) -> Response:

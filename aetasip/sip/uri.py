@@ -304,12 +304,33 @@ def _escape(text: str, part: str) -> str:
     return "".join(c if c in safe else "".join(f"%{b:02X}" for b in c.encode("utf-8", "surrogateescape")) for c in text)
 
 
+# Parsed URIs by their text: the Request-URIs of a call's requests and
+# their retransmissions come back again and again. Shared like the parsed
+# values of aetasip.sip.headers (never change one: URI.copy() gives one to
+# change); short texts only, a bounded count.
+CACHE_SIZE = 8192
+CACHED_LENGTH = 256
+_uris: dict[str, URI] = {}
+
+
 def parseURI(text: str) -> URI:
     """
     Parse an absolute URI as it stands in a Request-Line or inside C{<>}.
+    The result may be shared with other messages: treat it as read-only.
 
     @raise ParseError: when C{text} is not a valid URI.
     """
+    parsed = _uris.get(text)
+    if parsed is None:
+        parsed = _parseURI(text)
+        if len(text) <= CACHED_LENGTH:
+            if len(_uris) >= CACHE_SIZE:
+                _uris.clear()
+            _uris[text] = parsed
+    return parsed
+
+
+def _parseURI(text: str) -> URI:
     match = _SIP_URI(text)
     if match is None:
         return _parseURISlowly(text)
