@@ -205,6 +205,8 @@ CACHE_SIZE = 8192
 CACHED_LENGTH = 256
 _nameAddrs: dict[str, NameAddr] = {}
 _vias: dict[str, Via] = {}
+# CSeq values ("1 INVITE", "2 INVITE", "3 BYE"…) repeat from call to call.
+_cseqs: dict[str, tuple[int, str]] = {}
 
 
 def parseNameAddr(value: str) -> NameAddr:
@@ -365,6 +367,9 @@ def parseCSeq(value: str) -> tuple[int, str]:
     @raise ParseError: unless C{value} is C{number LWS method} with the
         number below 2**31 (RFC 3261 8.1.1.5); leading zeros are allowed.
     """
+    parsed = _cseqs.get(value)
+    if parsed is not None:
+        return parsed
     match = _CSEQ(value)
     if match is None:
         raise ParseError("Invalid CSeq")
@@ -372,7 +377,12 @@ def parseCSeq(value: str) -> tuple[int, str]:
     # Bounded before int(): int() of thousands of digits is slow, and refused.
     if len(digits.lstrip("0")) > 10 or int(digits) >= 2**31:
         raise ParseError("CSeq number too large")
-    return int(digits), method
+    parsed = int(digits), method
+    if len(value) <= CACHED_LENGTH:
+        if len(_cseqs) >= CACHE_SIZE:
+            _cseqs.clear()
+        _cseqs[value] = parsed
+    return parsed
 
 
 def parseDeltaSeconds(value: str, default: int) -> int:
