@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from aetasip.calls.surgery import decrementMaxForwards
 from aetasip.sip.errors import ParseError
 from aetasip.sip.message import (
     LIST_HEADERS,
@@ -182,6 +183,17 @@ class ParseRequestTests(SynchronousTestCase):
 
     def test_max_forwards_leading_zeros(self) -> None:
         self.assertEqual(request(replace(b"Max-Forwards: 70", b"Max-Forwards: 0068")).get("max-forwards"), "0068")
+
+    def test_thousands_of_leading_zeros(self) -> None:
+        # More digits than int() converts (4,300): the values they stand for, no ValueError.
+        zeros = b"0" * 5000
+        r = request(replace(b"Max-Forwards: 70", b"Max-Forwards: " + zeros + b"70"))
+        self.assertEqual(r.get("max-forwards"), (zeros + b"70").decode())
+        decrementMaxForwards(r)
+        self.assertEqual(r.get("max-forwards"), "69")
+        self.assertEqual(request(replace(b"CSeq: 1 ", b"CSeq: " + zeros + b"1 ")).cseq[0], 1)
+        data = replace(b"Content-Length: 0", b"Content-Length: " + zeros + b"2") + b"ab"
+        self.assertEqual(request(data).body, b"ab")
 
     def test_missing_max_forwards_tolerated(self) -> None:
         # RFC 2543 peers (RFC 4475 inv2543) send none.

@@ -53,7 +53,9 @@ def better(candidate: Response, best: Response) -> bool:
 
 def decrementMaxForwards(request: Request) -> None:
     value = request.get("max-forwards")
-    hops = int(value) if value is not None and value.isdigit() else 70
+    # The parser checked the value (ASCII digits, at most 3 once leading zeros
+    # are stripped); int() of the thousands of zeros it may still hold fails.
+    hops = int(value.lstrip("0") or "0") if value is not None and value.isascii() and value.isdigit() else 70
     request.set("max-forwards", str(max(hops - 1, 0)))
 
 

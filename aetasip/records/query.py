@@ -58,7 +58,7 @@ def recordQuery(
     count: int | None = None
     if limit is not None:
         text = str(limit)
-        if isinstance(limit, bool) or not text.isdigit() or not text.isascii() or int(text) < 1:
+        if isinstance(limit, bool) or not text.isdigit() or not text.isascii() or len(text) > 18 or int(text) < 1:
             raise InvalidQuery(f"invalid limit {limit!r}: expected a whole number from 1")
         count = int(text)
     return RecordQuery(number=number, group=group, start=begin, end=finish, answeredOnly=answeredOnly, limit=count)

@@ -374,8 +374,10 @@ def parseCSeq(value: str) -> tuple[int, str]:
     if match is None:
         raise ParseError("Invalid CSeq")
     digits, method = match.groups()
-    # Bounded before int(): int() of thousands of digits is slow, and refused.
-    if len(digits.lstrip("0")) > 10 or int(digits) >= 2**31:
+    # Bounded before int(): int() of thousands of digits is slow, and
+    # refused (leading zeros included).
+    digits = digits.lstrip("0") or "0"
+    if len(digits) > 10 or int(digits) >= 2**31:
         raise ParseError("CSeq number too large")
     parsed = int(digits), method
     if len(value) <= CACHED_LENGTH:

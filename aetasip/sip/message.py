@@ -771,7 +771,7 @@ def _checkLength(message: Message, body: bytes) -> bytes:
     # Bounded before int(), which refuses thousands of digits.
     if len(text) > 10 and len(text.lstrip("0")) > 10:
         raise ParseError("Content-Length larger than the body")
-    length = int(text)
+    length = int(text.lstrip("0") or "0")
     size = len(body)
     if length > size:
         raise ParseError("Content-Length larger than the body")
@@ -824,7 +824,9 @@ def _parseRequest(start: str, headers: list[list[str]], body: bytes, error: str 
             raise ParseError("CSeq method does not match the Request-Line")
         maxForwards = request.get("max-forwards")
         if maxForwards is not None and (
-            not _isDigits(maxForwards) or len(maxForwards.lstrip("0")) > 3 or int(maxForwards) > _MAX_FORWARDS_LIMIT
+            not _isDigits(maxForwards)
+            or len(maxForwards.lstrip("0")) > 3
+            or int(maxForwards.lstrip("0") or "0") > _MAX_FORWARDS_LIMIT
         ):
             raise ParseError("Invalid Max-Forwards")
         _checkRequestFields(request)
