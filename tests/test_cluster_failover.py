@@ -285,7 +285,9 @@ class FailoverTests(TestCase):
                 f"'domains': [{FLOATING!r}]}}\n"
                 f"store = {{'url': {url!r}}}\n"
                 f"cluster = {{'address': {FLOATING!r}, 'check_interval': 0.2, 'announce_interval': 1}}\n"
-                "stun = {'enabled': False}\ntestline = {'enabled': False}\nweb = {'listen': '127.0.0.1:8080'}\n"
+                "stun = {'enabled': False}\ntestline = {'enabled': False}\n"
+                # Both servers run in this directory: a control socket each.
+                f"web = {{'listen': '127.0.0.1:8080', 'control_socket': '{key}.sock'}}\n"
                 "registrar = {'conflict': 'replace', 'options_ping_interval': 2}\n"
             )
         self.spawn(
