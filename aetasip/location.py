@@ -125,6 +125,14 @@ class LocationService:
 
     SWEEP_INTERVAL = 1.0
 
+    writeThrough = False
+    """
+    Whether the registrar answers a REGISTER only once its changes are in
+    the store (L{writeNow}): set in a cluster with a floating address
+    (L{aetasip.cluster.service.ClusterService}), where a registration
+    answered but not yet written would be lost with the active server.
+    """
+
     def __init__(self, clock: IReactorTime, store: Any = None, flushInterval: float = 1.0) -> None:
         self.clock = clock
         self.store = store
@@ -330,7 +338,19 @@ class LocationService:
         # One write or reload at a time; the next waits for the one under way.
         return self._storeTurn.run(self._write)
 
-    def _write(self) -> Deferred[None]:
+    def writeNow(self) -> Deferred[None]:
+        """
+        Write what changed, now (after the write under way, if any): the
+        returned Deferred fires once the changes made so far are in the
+        store, and fails if that write fails (the changes stay queued and
+        are tried again at the next flush). Changes made while a write is
+        under way are written together by the next one (a group commit).
+        """
+        if self.store is None or (not self._dirty and not self._deleted):
+            return succeed(None)
+        return self._storeTurn.run(self._write, True)
+
+    def _write(self, report: bool = False) -> Deferred[None]:
         if not self._dirty and not self._deleted:
             return succeed(None)
         dirty, deleted = list(self._dirty.values()), dict(self._deleted)
@@ -344,7 +364,7 @@ class LocationService:
         d.addCallback(lambda _: self.store.expireBindings(expired, **origin) if expired else None)
         d.addCallback(lambda _: self.store.saveBindings(dirty, **origin) if dirty else None)
 
-        def failed(failure: Any) -> None:
+        def failed(failure: Any) -> Any:
             log.failure("Writing {count} bindings to the store failed; retrying", failure, count=len(dirty))
             for binding in dirty:
                 binding.storedExpiresAt = 0.0
@@ -356,6 +376,7 @@ class LocationService:
                 if key not in self._dirty:
                     self._deleted.setdefault(key, bound)
             self._scheduleFlush()
+            return failure if report else None
 
         d.addErrback(failed)
         return d

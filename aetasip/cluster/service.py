@@ -72,6 +72,9 @@ class ClusterService(service.Service):
         self.sync: LocationSync | None = None
         self.listener: NotificationListener | None = None
         if self.shared:
+            # The active server may die any moment: a registration it
+            # answered must already be in the store.
+            location.writeThrough = address is not None
             self.sync = LocationSync(location, reactor)
             self.listener = NotificationListener(
                 url,
