@@ -5,7 +5,7 @@ Registrations: bindings of a number to the contacts where it is reached.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import attrs
@@ -42,7 +42,10 @@ class Binding:
         persisted), to tell which refreshes need writing.
     @ivar remote: learnt from the store, as another server of the cluster
         wrote it (not persisted): this server neither writes nor deletes
-        its row, nor announces its expiry, until the agent registers here.
+        its row, nor announces its expiry, until the agent registers here
+        (or its server is dead: L{LocationService.orphaned}).
+    @ivar writer: read from the store: the origin of the server that
+        wrote it (C{""}: unknown, or C{aetasip-admin}).
     """
 
     aor: str
@@ -62,6 +65,7 @@ class Binding:
     connection: object | None = None
     storedExpiresAt: float = 0.0
     remote: bool = False
+    writer: str = ""
 
 
 _FIELDS_FROM_STORE = (
@@ -77,6 +81,7 @@ _FIELDS_FROM_STORE = (
     "userAgent",
     "q",
     "registeredAt",
+    "writer",
 )
 """The fields of a binding that another server may have changed in the store."""
 
@@ -147,6 +152,9 @@ class LocationService:
         self._deleted: dict[tuple[str, str], float | None] = {}
         self._storeTurn = DeferredLock()
         self.origin: str | None = None
+        # Whether a remote binding's server is dead and this one announces
+        # its expiry (set by aetasip.cluster.service.ClusterService).
+        self.orphaned: Callable[[Binding], bool] | None = None
         self._sweeper: IDelayedCall | None = None
         self._flusher: IDelayedCall | None = None
         self._stopped = False
@@ -169,6 +177,10 @@ class LocationService:
             for binding in bindings:
                 if (binding.aor, binding.contact) not in known:
                     binding.storedExpiresAt = binding.expiresAt
+                    # In a cluster, another server's binding (or an earlier
+                    # run's: a new origin at each start) stays its writer's
+                    # until the agent registers here again.
+                    binding.remote = self.origin is not None and binding.writer != self.origin
                     self._insert(binding)
             log.info("Restored {count} bindings from the store", count=len(bindings))
 
@@ -305,11 +317,37 @@ class LocationService:
             # Stale heap entries (refreshed or removed since) are skipped.
             if binding.expiresAt == expiresAt and binding in self._byAOR.get(binding.aor, ()):
                 if binding.remote:
-                    # Its server deletes its row and announces its expiry.
+                    # Its server deletes its row and announces its expiry,
+                    # unless it is dead: then this one, if it is its heir.
                     self._discard(binding)
+                    if self.orphaned is not None and self.orphaned(binding):
+                        self._expireOrphan(binding)
                 else:
                     self.remove(binding, "expired")
         self._sweeper = self.clock.callLater(self.SWEEP_INTERVAL, self._sweep)
+
+    def _expireOrphan(self, binding: Binding) -> None:
+        """
+        Delete the row of C{binding}, expired, whose server is dead, and
+        announce its expiry if this server deleted it (another server
+        doing the same at once finds nothing to delete: one event).
+        """
+        if self.store is None:
+            return
+
+        def delete() -> Deferred[bool]:
+            return self.store.expireOrphanBinding(  # type: ignore[no-any-return]
+                binding.aor, binding.contact, binding.expiresAt, origin=self.origin
+            )
+
+        def deleted(done: bool) -> None:
+            if done:
+                self.emit("expired", binding)
+
+        self._storeTurn.run(delete).addCallbacks(
+            deleted,
+            lambda f: log.failure("Deleting the expired binding of a dead server failed", f),
+        )
 
     # -- persistence ------------------------------------------------------
 

@@ -55,6 +55,7 @@ from aetasip.notify import NotifierService
 from aetasip.plugins import chosen, namedPlugins
 from aetasip.records.outbox import OutboxService, makeOutbox
 from aetasip.records.quarterly import QuarterlyLogService
+from aetasip.records.settings import recordServer
 from aetasip.registrar import Registrar
 from aetasip.routing import Directory
 from aetasip.routing.chain import makeRoutingChain
@@ -411,6 +412,7 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> servi
         sip.pinger,
         [outboxService, quarterly],
         reactor,
+        recordServer(cfg),
     )
     cluster.setServiceParent(top)
     if lines is not None:

@@ -190,6 +190,7 @@ class AsyncStore:
     saveBindings = inThreads(Store.saveBindings)
     deleteBindings = inThreads(Store.deleteBindings)
     expireBindings = inThreads(Store.expireBindings)
+    expireOrphanBinding = inThreads(Store.expireOrphanBinding)
     bindingsOf = inThreads(Store.bindingsOf)
     loadBindings = inThreads(Store.loadBindings)
     bindingsFor = inThreads(Store.bindingsFor)
@@ -199,6 +200,8 @@ class AsyncStore:
 
     writeCallRecords = inThreads(Store.writeCallRecords)
     closeOpenCallRecords = inThreads(Store.closeOpenCallRecords)
+    closeFailedOverCallRecords = inThreads(Store.closeFailedOverCallRecords)
+    closedCallRecords = inThreads(Store.closedCallRecords)
     recordHeartbeat = inThreads(Store.recordHeartbeat)
     callRecords = inThreads(Store.callRecords)
 
