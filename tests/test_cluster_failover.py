@@ -327,8 +327,8 @@ class FailoverTests(TestCase):
                 return key
         return None
 
-    def recordOf(self, url: str, callID: str) -> tuple[str | None, str] | None:
-        """The end cause and server of the call record of C{callID}."""
+    def recordOf(self, url: str, callID: str, field: str = "") -> Any:
+        """The end cause and server of the call record of C{callID} (or its C{field})."""
         from aetasip.store import Store
         from aetasip.store.callrecords import RecordQuery
 
@@ -339,7 +339,9 @@ class FailoverTests(TestCase):
                 found = [r for r in store.callRecords(RecordQuery(number=NUMBER)) if r.callID == callID]
             finally:
                 store.close()
-        return (found[0].endCause, found[0].server) if len(found) == 1 else None
+        if len(found) != 1:
+            return None
+        return getattr(found[0], field) if field else (found[0].endCause, found[0].server)
 
     def registeredUsers(self, key: str) -> int:
         """C{aetasip_registered_users} of server C{key}, from its /metrics."""
@@ -405,12 +407,22 @@ class FailoverTests(TestCase):
         await deferLater(6.5)
         pings = len([text for text, _ in callee.received if text.startswith("OPTIONS ")]) - pings
         self.assertIn(pings, (3, 4))
-        # A call set up through the active server, to be hung up after it dies.
+        # Two calls set up through the active server: one to be hung up
+        # after it dies, one whose BYE never comes.
         dialog = await caller.call(f"sip:{NUMBER}@{FLOATING}")
+        forgotten = await caller.call(f"sip:{NUMBER}@{FLOATING}")
         await deferLater(1.5)
-        # The active server dies; keepalived gives the address to the other.
+        # The caller registers again, and the active server dies at once
+        # (well within the second bindings used to take to reach the store).
+        registered = await caller.request("REGISTER", f"sip:{FLOATING}", "Expires: 600\r\n")
+        self.assertTrue(registered.startswith("SIP/2.0 200"), registered)
         self.processes[f"aetasip-{first}"].kill()
+        killedAt = reactor.seconds()  # type: ignore[attr-defined]
         await waitFor(lambda: self.holder() == survivor, timeout=20)
+        # The registration answered just before is known to the survivor.
+        answered = await callee.request("MESSAGE", f"sip:{CALLER}@{FLOATING}", timeout=5)
+        self.assertTrue(answered.startswith("SIP/2.0 200"), answered)
+        self.assertEqual([a for t, a in caller.received if t.startswith("MESSAGE ")], [(FLOATING, 5060)])
         answered = await caller.request("MESSAGE", f"sip:{NUMBER}@{FLOATING}", timeout=5)
         self.assertTrue(answered.startswith("SIP/2.0 200"), answered)
         (delivered,) = [
@@ -425,6 +437,11 @@ class FailoverTests(TestCase):
         self.assertEqual(len([t for t, _ in callee.received if t.startswith("BYE ")]), byes + 1)
         # Its record, opened by the dead server, is closed by the survivor.
         await waitFor(lambda: self.recordOf(url, dialog["callID"]) == ("caller BYE", f"sip-{first}"), timeout=5)
+        # The other call's record ends with 'failover' at the dead server's last announcement.
+        await waitFor(lambda: self.recordOf(url, forgotten["callID"]) == ("failover", f"sip-{first}"), timeout=10)
+        endedAt = self.recordOf(url, forgotten["callID"], "endedAt")
+        self.assertLess(killedAt - 1.5, endedAt)
+        self.assertLessEqual(endedAt, killedAt)
         # The survivor pings it now, and alone.
         pings = len([text for text, _ in callee.received if text.startswith("OPTIONS ")])
         await deferLater(4.5)

@@ -269,7 +269,7 @@ class ClusterService(service.Service):
             self.listener.start()
         self.announcer.start()
         if self.shared:
-            self._peers.start(self.announcer.interval, now=False)
+            self._peers.start(self.announcer.interval, now=True)
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
