@@ -466,6 +466,8 @@ class FailoverTests(TestCase):
         caller = self.agent("caller", CALLER, CALLER_PASSWORD)
         registered = await callee.request("REGISTER", f"sip:{FLOATING}", "Expires: 600\r\n")
         self.assertTrue(registered.startswith("SIP/2.0 200"), registered)
+        # A call in progress on the drained server, hung up once the address moved.
+        dialog = await caller.call(f"sip:{NUMBER}@{FLOATING}")
         await deferLater(1.5)
 
         def drain() -> tuple[int, str]:
@@ -478,10 +480,17 @@ class FailoverTests(TestCase):
 
         draining = deferToThread(drain)
         answers = []
+        hungUp = ""
         while not draining.called:
             answers.append((await caller.request("MESSAGE", f"sip:{NUMBER}@{FLOATING}")).split("\r\n", 1)[0])
+            if not hungUp and self.holder() == other:
+                # Its BYE reaches the other server, which closes the record:
+                # the drained server stops counting the call.
+                hungUp = await caller.bye(dialog)
             await deferLater(0.2)
         code, out = await draining
+        self.assertTrue(hungUp.startswith("SIP/2.0 200"), hungUp)
+        self.assertEqual(self.recordOf(url, dialog["callID"]), ("caller BYE", f"sip-{first}"))
         self.assertEqual(code, 0, out)
         self.assertEqual(out.splitlines()[-1], f"sip-{first} is idle: standby, no call in progress.")
         self.assertEqual(self.holder(), other)

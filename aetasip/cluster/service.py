@@ -169,14 +169,25 @@ class ClusterService(service.Service):
             return Deferred.fromCoroutine(_nothing())
         self._looking = d = self._look()
 
+        def looked(_: object) -> None:
+            if self._lookFailing:
+                log.info("Reading the other servers' announcements again")
+            self._lookFailing = False
+
+        def failed(failure: Any) -> None:
+            # Once per outage: the store's own errors are logged elsewhere too.
+            if not self._lookFailing:
+                self._lookFailing = True
+                log.warn("Cannot read the other servers' announcements: {reason}", reason=failure.getErrorMessage())
+
         def done(_: object) -> None:
             self._looking = None
 
-        d.addErrback(
-            lambda f: log.warn("Cannot read the other servers' announcements: {reason}", reason=f.getErrorMessage())
-        )
+        d.addCallbacks(looked, failed)
         d.addBoth(done)
         return d
+
+    _lookFailing = False
 
     @inlineCallbacks
     def _look(self) -> Any:
