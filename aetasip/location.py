@@ -169,7 +169,13 @@ class LocationService:
             return succeed(None)
 
         def load() -> Deferred[None]:
-            d: Deferred[list[Binding]] = self.store.loadBindings(self.clock.seconds())
+            d: Deferred[list[Binding]]
+            if self.origin is None:
+                d = self.store.loadBindings(self.clock.seconds())
+            else:
+                # In a cluster the rows that expired meanwhile are the active
+                # server's to delete, announcing each expiry once.
+                d = self.store.allBindings(self.clock.seconds())
             return d.addCallback(restored)
 
         def restored(bindings: list[Binding]) -> None:
@@ -280,6 +286,12 @@ class LocationService:
         self._deleted[key] = binding.expiresAt if kind == "expired" else None
         self._scheduleFlush()
         self.emit(kind, binding)
+
+    def forget(self, binding: Binding) -> None:
+        """Take the binding of C{binding}'s number and contact out of memory, silently (its row is gone)."""
+        for known in list(self._byAOR.get(binding.aor, ())):
+            if known.contact == binding.contact:
+                self._discard(known)
 
     def _discard(self, binding: Binding) -> bool:
         """Take C{binding} out of memory; whether it was there."""

@@ -12,7 +12,7 @@ from typing import Any
 
 import attrs
 from twisted.internet import reactor
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import gatherResults, inlineCallbacks
 from twisted.trial.unittest import TestCase
 
 from aetasip import __version__
@@ -123,6 +123,23 @@ class TakeoverTests(TestCase):
         # Both are active (no floating address): one deletes the row first, the other finds nothing.
         yield waitFor(lambda: self.sync.allBindings() == [] and sum(len(x.kinds) for x in listeners) == 1, timeout=5)
         self.assertEqual(sorted(k for x in listeners for k in x.kinds), ["expired"])
+
+    @inlineCallbacks
+    def test_a_dead_servers_binding_that_expired_unseen_is_announced_once(self) -> Any:
+        """Expired before any server looked (say all were down): found at the next look, announced once."""
+        self.dead("sip-a", "deadbeef" * 2, silentFor=60.0)
+        self.sync.saveBindings([binding(now=reactor.seconds(), expires=-5)], origin="deadbeef" * 2)
+        self.sync.saveBindings([binding(aor="45675002", now=reactor.seconds(), expires=-5)], origin="")
+        servers = [self.server("sip-b"), self.server("sip-c")]
+        listeners = []
+        for server in servers:
+            listener = Listener()
+            server.location.listeners.append(listener)
+            listeners.append(listener)
+        yield gatherResults([server.lookAtPeers() for server in servers])
+        self.assertEqual(self.sync.allBindings(), [])
+        events = sorted(e.binding.aor for x in listeners for e in x.events)
+        self.assertEqual(events, ["45675001", "45675002"])
 
     @inlineCallbacks
     def test_a_live_servers_binding_expires_silently_elsewhere(self) -> Any:

@@ -79,6 +79,7 @@ class ClusterService(service.Service):
         self.reactor = reactor
         self.calls = calls
         self.store = store
+        self.location = location
         self.work = list(work or [])
         self.recordsServer = recordsServer or serverName
         # Origins of the servers alive at the last look (None: not looked yet).
@@ -207,6 +208,12 @@ class ClusterService(service.Service):
                 live.add(node.origin)
         self.liveOrigins = live
         if self.role.active:
+            # Expired while nobody looked (this server was down or standby):
+            # the rows are deleted and their expiry announced here, once.
+            expired = yield self.store.expireOrphanBindings(sorted(live), now, origin=self.announcer.origin)
+            for binding in expired:
+                self.location.forget(binding)
+                self.location.emit("expired", binding)
             for node in dead:
                 key = (node.name, node.lastSeen)
                 if key in self.takenOver:

@@ -191,6 +191,7 @@ class AsyncStore:
     deleteBindings = inThreads(Store.deleteBindings)
     expireBindings = inThreads(Store.expireBindings)
     expireOrphanBinding = inThreads(Store.expireOrphanBinding)
+    expireOrphanBindings = inThreads(Store.expireOrphanBindings)
     bindingsOf = inThreads(Store.bindingsOf)
     loadBindings = inThreads(Store.loadBindings)
     bindingsFor = inThreads(Store.bindingsFor)

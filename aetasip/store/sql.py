@@ -413,6 +413,22 @@ class Store(GroupMethods, CallRecordMethods, OutboxMethods, NodeMethods):
             )
             return bool(result.rowcount == 1)
 
+    def expireOrphanBindings(self, live: Sequence[str], now: float, origin: str | None = None) -> list[Binding]:
+        """
+        Delete the bindings expired by C{now} that no live server wrote
+        (their writer's origin is not in C{live}: it died, or stopped).
+
+        @return: the bindings this call deleted (each by one caller only).
+        """
+        statement = (
+            bindings.delete()
+            .where(bindings.c.expires_at <= now, bindings.c.origin.not_in(list(live)))
+            .returning(*bindings.columns)
+        )
+        with self._transaction(write=True) as connection:
+            self._markOrigin(connection, origin)
+            return [rows.binding(row) for row in connection.execute(statement)]
+
     @staticmethod
     def _markOrigin(connection: sa.Connection, origin: str | None) -> None:
         """
