@@ -130,13 +130,29 @@ class LocationService:
 
     SWEEP_INTERVAL = 1.0
 
-    writeThrough = False
+    _keep = 0.5
     """
-    Whether the registrar answers a REGISTER only once its changes are in
-    the store (L{writeNow}): set in a cluster with a floating address
-    (L{aetasip.cluster.service.ClusterService}), where a registration
-    answered but not yet written would be lost with the active server.
+    The share of a refresh's interval the stored expiry must still cover
+    for the refresh to need no write (see L{refresh}).
     """
+
+    @property
+    def writeThrough(self) -> bool:
+        """
+        Whether the registrar answers a REGISTER only once its changes are
+        in the store (L{writeNow}): set in a cluster with a floating
+        address (L{aetasip.cluster.service.ClusterService}), where a
+        registration answered but not yet written would be lost with the
+        active server. A refresh then needs no write only while the stored
+        expiry covers three quarters of its interval: the other servers'
+        copy outlives the agent's next refresh with a margin, however
+        early in its interval the agent refreshes.
+        """
+        return self._keep != 0.5
+
+    @writeThrough.setter
+    def writeThrough(self, value: bool) -> None:
+        self._keep = 0.75 if value else 0.5
 
     def __init__(self, clock: IReactorTime, store: Any = None, flushInterval: float = 1.0) -> None:
         self.clock = clock
@@ -272,7 +288,8 @@ class LocationService:
         # still covers half the new interval, so after a restart the binding
         # outlives the agent's next refresh. This keeps an agent in a
         # registration loop (or a REGISTER storm) from becoming a write storm.
-        if moved or binding.storedExpiresAt - now < (binding.expiresAt - now) / 2:
+        # (Three quarters in a cluster: see writeThrough.)
+        if moved or binding.storedExpiresAt - now < (binding.expiresAt - now) * self._keep:
             self._changed(binding)
         self.emit("refreshed", binding)
 

@@ -122,6 +122,25 @@ class WriteThroughTests(SynchronousTestCase):
         self.assertEqual(reply.code, 200)
         self.assertEqual(len(self.store.writes), 1)
 
+    def test_a_refresh_at_half_the_interval_is_written_through(self) -> None:
+        """
+        An agent refreshing at half its interval: on a single server the
+        stored expiry (half the interval left) is enough; in a cluster it
+        would lapse just as the agent refreshes, so the refresh is written.
+        """
+        self.registerAndWait()
+        self.store.writes[0][2].callback(None)
+        self.h.clock.advance(1800)
+        self.assertEqual(self.registerAndWait(), [])
+        self.assertEqual(len(self.store.writes), 2)
+        self.h.location.writeThrough = False
+        self.assertFalse(self.h.location.writeThrough)
+        self.store.writes[1][2].callback(None)
+        self.h.clock.advance(1800)
+        [reply] = self.registerAndWait()
+        self.assertEqual(reply.code, 200)
+        self.assertEqual(len(self.store.writes), 2)
+
     def test_a_single_server_answers_at_once_and_writes_behind(self) -> None:
         self.h.location.writeThrough = False
         [reply] = self.registerAndWait()
