@@ -5,7 +5,7 @@ Registrations: bindings of a number to the contacts where it is reached.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import attrs
@@ -42,7 +42,10 @@ class Binding:
         persisted), to tell which refreshes need writing.
     @ivar remote: learnt from the store, as another server of the cluster
         wrote it (not persisted): this server neither writes nor deletes
-        its row, nor announces its expiry, until the agent registers here.
+        its row, nor announces its expiry, until the agent registers here
+        (or its server is dead: L{LocationService.orphaned}).
+    @ivar writer: read from the store: the origin of the server that
+        wrote it (C{""}: unknown, or C{aetasip-admin}).
     """
 
     aor: str
@@ -62,6 +65,7 @@ class Binding:
     connection: object | None = None
     storedExpiresAt: float = 0.0
     remote: bool = False
+    writer: str = ""
 
 
 _FIELDS_FROM_STORE = (
@@ -77,6 +81,7 @@ _FIELDS_FROM_STORE = (
     "userAgent",
     "q",
     "registeredAt",
+    "writer",
 )
 """The fields of a binding that another server may have changed in the store."""
 
@@ -125,6 +130,30 @@ class LocationService:
 
     SWEEP_INTERVAL = 1.0
 
+    _keep = 0.5
+    """
+    The share of a refresh's interval the stored expiry must still cover
+    for the refresh to need no write (see L{refresh}).
+    """
+
+    @property
+    def writeThrough(self) -> bool:
+        """
+        Whether the registrar answers a REGISTER only once its changes are
+        in the store (L{writeNow}): set in a cluster with a floating
+        address (L{aetasip.cluster.service.ClusterService}), where a
+        registration answered but not yet written would be lost with the
+        active server. A refresh then needs no write only while the stored
+        expiry covers three quarters of its interval: the other servers'
+        copy outlives the agent's next refresh with a margin, however
+        early in its interval the agent refreshes.
+        """
+        return self._keep != 0.5
+
+    @writeThrough.setter
+    def writeThrough(self, value: bool) -> None:
+        self._keep = 0.75 if value else 0.5
+
     def __init__(self, clock: IReactorTime, store: Any = None, flushInterval: float = 1.0) -> None:
         self.clock = clock
         self.store = store
@@ -139,6 +168,9 @@ class LocationService:
         self._deleted: dict[tuple[str, str], float | None] = {}
         self._storeTurn = DeferredLock()
         self.origin: str | None = None
+        # Whether a remote binding's server is dead and this one announces
+        # its expiry (set by aetasip.cluster.service.ClusterService).
+        self.orphaned: Callable[[Binding], bool] | None = None
         self._sweeper: IDelayedCall | None = None
         self._flusher: IDelayedCall | None = None
         self._stopped = False
@@ -153,7 +185,13 @@ class LocationService:
             return succeed(None)
 
         def load() -> Deferred[None]:
-            d: Deferred[list[Binding]] = self.store.loadBindings(self.clock.seconds())
+            d: Deferred[list[Binding]]
+            if self.origin is None:
+                d = self.store.loadBindings(self.clock.seconds())
+            else:
+                # In a cluster the rows that expired meanwhile are the active
+                # server's to delete, announcing each expiry once.
+                d = self.store.allBindings(self.clock.seconds())
             return d.addCallback(restored)
 
         def restored(bindings: list[Binding]) -> None:
@@ -161,6 +199,10 @@ class LocationService:
             for binding in bindings:
                 if (binding.aor, binding.contact) not in known:
                     binding.storedExpiresAt = binding.expiresAt
+                    # In a cluster, another server's binding (or an earlier
+                    # run's: a new origin at each start) stays its writer's
+                    # until the agent registers here again.
+                    binding.remote = self.origin is not None and binding.writer != self.origin
                     self._insert(binding)
             log.info("Restored {count} bindings from the store", count=len(bindings))
 
@@ -246,7 +288,8 @@ class LocationService:
         # still covers half the new interval, so after a restart the binding
         # outlives the agent's next refresh. This keeps an agent in a
         # registration loop (or a REGISTER storm) from becoming a write storm.
-        if moved or binding.storedExpiresAt - now < (binding.expiresAt - now) / 2:
+        # (Three quarters in a cluster: see writeThrough.)
+        if moved or binding.storedExpiresAt - now < (binding.expiresAt - now) * self._keep:
             self._changed(binding)
         self.emit("refreshed", binding)
 
@@ -260,6 +303,12 @@ class LocationService:
         self._deleted[key] = binding.expiresAt if kind == "expired" else None
         self._scheduleFlush()
         self.emit(kind, binding)
+
+    def forget(self, binding: Binding) -> None:
+        """Take the binding of C{binding}'s number and contact out of memory, silently (its row is gone)."""
+        for known in list(self._byAOR.get(binding.aor, ())):
+            if known.contact == binding.contact:
+                self._discard(known)
 
     def _discard(self, binding: Binding) -> bool:
         """Take C{binding} out of memory; whether it was there."""
@@ -297,11 +346,37 @@ class LocationService:
             # Stale heap entries (refreshed or removed since) are skipped.
             if binding.expiresAt == expiresAt and binding in self._byAOR.get(binding.aor, ()):
                 if binding.remote:
-                    # Its server deletes its row and announces its expiry.
+                    # Its server deletes its row and announces its expiry,
+                    # unless it is dead: then this one, if it is its heir.
                     self._discard(binding)
+                    if self.orphaned is not None and self.orphaned(binding):
+                        self._expireOrphan(binding)
                 else:
                     self.remove(binding, "expired")
         self._sweeper = self.clock.callLater(self.SWEEP_INTERVAL, self._sweep)
+
+    def _expireOrphan(self, binding: Binding) -> None:
+        """
+        Delete the row of C{binding}, expired, whose server is dead, and
+        announce its expiry if this server deleted it (another server
+        doing the same at once finds nothing to delete: one event).
+        """
+        if self.store is None:
+            return
+
+        def delete() -> Deferred[bool]:
+            return self.store.expireOrphanBinding(  # type: ignore[no-any-return]
+                binding.aor, binding.contact, binding.expiresAt, origin=self.origin
+            )
+
+        def deleted(done: bool) -> None:
+            if done:
+                self.emit("expired", binding)
+
+        self._storeTurn.run(delete).addCallbacks(
+            deleted,
+            lambda f: log.failure("Deleting the expired binding of a dead server failed", f),
+        )
 
     # -- persistence ------------------------------------------------------
 
@@ -330,7 +405,19 @@ class LocationService:
         # One write or reload at a time; the next waits for the one under way.
         return self._storeTurn.run(self._write)
 
-    def _write(self) -> Deferred[None]:
+    def writeNow(self) -> Deferred[None]:
+        """
+        Write what changed, now (after the write under way, if any): the
+        returned Deferred fires once the changes made so far are in the
+        store, and fails if that write fails (the changes stay queued and
+        are tried again at the next flush). Changes made while a write is
+        under way are written together by the next one (a group commit).
+        """
+        if self.store is None or (not self._dirty and not self._deleted):
+            return succeed(None)
+        return self._storeTurn.run(self._write, True)
+
+    def _write(self, report: bool = False) -> Deferred[None]:
         if not self._dirty and not self._deleted:
             return succeed(None)
         dirty, deleted = list(self._dirty.values()), dict(self._deleted)
@@ -344,7 +431,7 @@ class LocationService:
         d.addCallback(lambda _: self.store.expireBindings(expired, **origin) if expired else None)
         d.addCallback(lambda _: self.store.saveBindings(dirty, **origin) if dirty else None)
 
-        def failed(failure: Any) -> None:
+        def failed(failure: Any) -> Any:
             log.failure("Writing {count} bindings to the store failed; retrying", failure, count=len(dirty))
             for binding in dirty:
                 binding.storedExpiresAt = 0.0
@@ -356,6 +443,7 @@ class LocationService:
                 if key not in self._dirty:
                     self._deleted.setdefault(key, bound)
             self._scheduleFlush()
+            return failure if report else None
 
         d.addErrback(failed)
         return d

@@ -90,6 +90,9 @@ declareCheck(_expiryBounds)
 
 SUPPORTED = ("path",)
 
+STORE_RETRY_AFTER = 5
+"""Seconds an agent is told to wait when its registration could not be stored (a cluster's store down)."""
+
 
 _lastDate: tuple[int, str] = (-1, "")
 
@@ -171,13 +174,38 @@ class Registrar:
             return outcome.addCallback(self._authenticated, request, peer, number)
         return self._authenticated(outcome, request, peer, number)
 
-    def _authenticated(self, outcome: Outcome, request: Request, peer: Peer, number: str) -> Response:
+    def _authenticated(
+        self, outcome: Outcome, request: Request, peer: Peer, number: str
+    ) -> Response | Deferred[Response]:
         if isinstance(outcome, Response):
             return outcome
         try:
-            return self._register(request, peer, number)
+            response = self._register(request, peer, number)
         except ParseError as e:
             return self._reply(request, 400, e.reason)
+        if self.location.writeThrough and response.code == 200:
+            return self._written(request, response)
+        return response
+
+    def _written(self, request: Request, response: Response) -> Deferred[Response]:
+        """
+        C{response} once the bindings it reports are in the store (a
+        cluster: the other servers have them if this one dies now); 500
+        with Retry-After if the store cannot take them (they stay in
+        memory and are written when it can).
+        """
+
+        def failed(failure: Any) -> Response:
+            log.warn(
+                "REGISTER {callID} answered 500: its bindings could not be written to the store ({reason})",
+                callID=request.callID,
+                reason=failure.getErrorMessage(),
+            )
+            refused = self._reply(request, 500, "Registration not stored")
+            refused.add("retry-after", str(STORE_RETRY_AFTER))
+            return refused
+
+        return self.location.writeNow().addCallbacks(lambda _: response, failed)
 
     # -- bindings ---------------------------------------------------------
 

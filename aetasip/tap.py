@@ -58,6 +58,7 @@ from aetasip.operations import Operations
 from aetasip.plugins import chosen, namedPlugins
 from aetasip.records.outbox import OutboxService, makeOutbox
 from aetasip.records.quarterly import QuarterlyLogService
+from aetasip.records.settings import recordServer
 from aetasip.registrar import Registrar
 from aetasip.routing import Directory
 from aetasip.routing.chain import makeRoutingChain
@@ -494,6 +495,7 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> servi
         sip.pinger,
         [outboxService, quarterly],
         reactor,
+        recordServer(cfg),
     )
     cluster.setServiceParent(top)
     testLine = None

@@ -70,7 +70,9 @@ def startServer(workdir: str, port: int, core: str, observers: list[str] | None 
         f.write(
             f"sip = {{'listen': ['127.0.0.1'], 'udp_ports': [{port}], 'tcp_ports': [{port}]}}\n"
             f"store = {{'url': 'sqlite:///{workdir}/bench.db'}}\n"
-            "stun = {'enabled': False}\n" + ("" if observers is None else f"calls = {{'observers': {observers!r}}}\n")
+            # No web service: its port (8080) may be taken by another server on the machine.
+            "stun = {'enabled': False}\nweb = {'listen': None}\n"
+            + ("" if observers is None else f"calls = {{'observers': {observers!r}}}\n")
         )
     logPath = os.path.join(workdir, "server.log")
     command = pinned(core, ["twistd", "-n", "--pidfile=", "-l", logPath, "aetasip", "--config", conf])

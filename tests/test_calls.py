@@ -452,6 +452,45 @@ class RestartTests(CallTestCase):
         self.assertTrue(call.recovered)
         self.assertEqual((call.caller, call.callee, call.endCause), ("45675001", "45675002", EndCause.CALLEE_BYE))
 
+    def test_an_answer_after_a_switch_reaches_the_caller(self) -> None:
+        """
+        The server dies while the call rings; the callee's 200 reaches
+        the one that took the address over (same key), which has no
+        transaction for it: it rebuilds the dialog from the signed
+        Record-Route and sends the 200 to the caller, whose ACK then
+        reaches the callee.
+        """
+        sent, _ = self.call()
+        self.h.send(reply(sent, 180, "Ringing"), B_SOURCE)
+        route = sent.getAll("record-route")[0]
+        before = len(self.recorder.events)
+        self.makeHarness(clock=self.h.clock)
+        start = len(self.h.sent)
+        self.h.send(reply(sent, 200, "OK", contact=B_CONTACT), B_SOURCE)
+        (ok,) = self.repliesTo(A_SOURCE, start)
+        self.assertEqual((ok.code, ok.get("call-id")), (200, "call-ab@test"))
+        # Its Via (the dead server's, the same address) taken off: the caller's alone.
+        self.assertEqual(len(ok.all("via")), 1)
+        start = len(self.h.sent)
+        self.assertEqual(self.fromA("ACK", 2, route), [])
+        (ack,) = self.requestsTo(B_SOURCE, start)
+        self.assertEqual((ack.method, ack.uri, ack.callID), ("ACK", B_REAL, "call-ab@test"))
+        # Then it is a call like any other taken over: its BYE ends it here.
+        start = len(self.h.sent)
+        self.assertEqual(self.fromB("BYE", 1, route), [])
+        self.assertEqual([r.method for r in self.requestsTo(A_SOURCE, start)], ["BYE"])
+        self.assertEqual([n for n, _ in self.recorder.events[before:]], ["started", "answered", "ended"])
+        self.assertTrue(self.recorder.events[-1][1].recovered)
+
+    def test_a_forged_answer_after_a_switch_goes_nowhere(self) -> None:
+        sent, _ = self.call()
+        self.makeHarness(clock=self.h.clock)
+        start = len(self.h.sent)
+        forged = reply(sent, 200, "OK", contact=B_CONTACT).replace(b";tag=a", b";tag=x")
+        self.h.send(forged, B_SOURCE)
+        self.h.send(reply(sent, 200, "OK", contact=B_CONTACT), STRANGER)
+        self.assertEqual(self.h.sent[start:], [])
+
     def test_reinvite_after_restart_reaches_the_callee(self) -> None:
         sent, _ = self.answered()
         route = sent.getAll("record-route")[0]

@@ -329,8 +329,8 @@ class FailoverTests(TestCase):
                 return key
         return None
 
-    def recordOf(self, url: str, callID: str) -> tuple[str | None, str] | None:
-        """The end cause and server of the call record of C{callID}."""
+    def recordOf(self, url: str, callID: str, field: str = "") -> Any:
+        """The end cause and server of the call record of C{callID} (or its C{field})."""
         from aetasip.store import Store
         from aetasip.store.callrecords import RecordQuery
 
@@ -341,7 +341,9 @@ class FailoverTests(TestCase):
                 found = [r for r in store.callRecords(RecordQuery(number=NUMBER)) if r.callID == callID]
             finally:
                 store.close()
-        return (found[0].endCause, found[0].server) if len(found) == 1 else None
+        if len(found) != 1:
+            return None
+        return getattr(found[0], field) if field else (found[0].endCause, found[0].server)
 
     def registeredUsers(self, key: str) -> int:
         """C{aetasip_registered_users} of server C{key}, from its /metrics."""
@@ -407,12 +409,22 @@ class FailoverTests(TestCase):
         await deferLater(6.5)
         pings = len([text for text, _ in callee.received if text.startswith("OPTIONS ")]) - pings
         self.assertIn(pings, (3, 4))
-        # A call set up through the active server, to be hung up after it dies.
+        # Two calls set up through the active server: one to be hung up
+        # after it dies, one whose BYE never comes.
         dialog = await caller.call(f"sip:{NUMBER}@{FLOATING}")
+        forgotten = await caller.call(f"sip:{NUMBER}@{FLOATING}")
         await deferLater(1.5)
-        # The active server dies; keepalived gives the address to the other.
+        # The caller registers again, and the active server dies at once
+        # (well within the second bindings used to take to reach the store).
+        registered = await caller.request("REGISTER", f"sip:{FLOATING}", "Expires: 600\r\n")
+        self.assertTrue(registered.startswith("SIP/2.0 200"), registered)
         self.processes[f"aetasip-{first}"].kill()
+        killedAt = reactor.seconds()  # type: ignore[attr-defined]
         await waitFor(lambda: self.holder() == survivor, timeout=20)
+        # The registration answered just before is known to the survivor.
+        answered = await callee.request("MESSAGE", f"sip:{CALLER}@{FLOATING}", timeout=5)
+        self.assertTrue(answered.startswith("SIP/2.0 200"), answered)
+        self.assertEqual([a for t, a in caller.received if t.startswith("MESSAGE ")], [(FLOATING, 5060)])
         answered = await caller.request("MESSAGE", f"sip:{NUMBER}@{FLOATING}", timeout=5)
         self.assertTrue(answered.startswith("SIP/2.0 200"), answered)
         (delivered,) = [
@@ -427,6 +439,11 @@ class FailoverTests(TestCase):
         self.assertEqual(len([t for t, _ in callee.received if t.startswith("BYE ")]), byes + 1)
         # Its record, opened by the dead server, is closed by the survivor.
         await waitFor(lambda: self.recordOf(url, dialog["callID"]) == ("caller BYE", f"sip-{first}"), timeout=5)
+        # The other call's record ends with 'failover' at the dead server's last announcement.
+        await waitFor(lambda: self.recordOf(url, forgotten["callID"]) == ("failover", f"sip-{first}"), timeout=10)
+        endedAt = self.recordOf(url, forgotten["callID"], "endedAt")
+        self.assertLess(killedAt - 1.5, endedAt)
+        self.assertLessEqual(endedAt, killedAt)
         # The survivor pings it now, and alone.
         pings = len([text for text, _ in callee.received if text.startswith("OPTIONS ")])
         await deferLater(4.5)
@@ -451,6 +468,8 @@ class FailoverTests(TestCase):
         caller = self.agent("caller", CALLER, CALLER_PASSWORD)
         registered = await callee.request("REGISTER", f"sip:{FLOATING}", "Expires: 600\r\n")
         self.assertTrue(registered.startswith("SIP/2.0 200"), registered)
+        # A call in progress on the drained server, hung up once the address moved.
+        dialog = await caller.call(f"sip:{NUMBER}@{FLOATING}")
         await deferLater(1.5)
 
         def drain() -> tuple[int, str]:
@@ -463,10 +482,17 @@ class FailoverTests(TestCase):
 
         draining = deferToThread(drain)
         answers = []
+        hungUp = ""
         while not draining.called:
             answers.append((await caller.request("MESSAGE", f"sip:{NUMBER}@{FLOATING}")).split("\r\n", 1)[0])
+            if not hungUp and self.holder() == other:
+                # Its BYE reaches the other server, which closes the record:
+                # the drained server stops counting the call.
+                hungUp = await caller.bye(dialog)
             await deferLater(0.2)
         code, out = await draining
+        self.assertTrue(hungUp.startswith("SIP/2.0 200"), hungUp)
+        self.assertEqual(self.recordOf(url, dialog["callID"]), ("caller BYE", f"sip-{first}"))
         self.assertEqual(code, 0, out)
         self.assertEqual(out.splitlines()[-1], f"sip-{first} is idle: standby, no call in progress.")
         self.assertEqual(self.holder(), other)

@@ -203,6 +203,68 @@ class CallRecordStoreTests(SQLiteURLs, SynchronousTestCase):
         self.store.writeCallRecords([again], "backup", 3200.0)
         self.assertEqual({r.id for r in self.store.callRecords()}, {"first", "mine", "again"})
 
+    def test_a_dead_servers_open_calls_end_with_failover_once(self) -> None:
+        """
+        The server that took over from a dead one closes the records it
+        left open, with the end cause 'failover' at its last announcement
+        (never before a call's own answer); a second attempt (another
+        server, or the same again) closes nothing.
+        """
+        talking = aRecord("talking", 1000.0, answeredAt=1001.0, status=200, callee="45675002", server="sip-a")
+        late = aRecord("late", 1000.0, answeredAt=1208.0, status=200, callee="45675002", server="sip-a")
+        done = answered("done", 900.0, 901.0, 950.0, server="sip-a")
+        other = aRecord("other", 1000.0, server="sip-b", callID="c-b", callerTag="t-b")
+        self.store.writeCallRecords([talking, late, done], "sip-a", 1001.0)
+        self.store.writeCallRecords([other], "sip-b", 1001.0)
+        closed = self.store.closeFailedOverCallRecords("sip-a", 1205.0, "sip-b")
+        self.assertEqual(sorted((r.id, r.endCause, r.endedAt, r.duration) for r in closed), [
+            ("late", "failover", 1208.0, 0.0), ("talking", "failover", 1205.0, 204.0),
+        ])  # fmt: skip
+        self.assertIn("sip-b took over", closed[0].endDetail)
+        self.assertEqual(self.store.closeFailedOverCallRecords("sip-a", 1205.0, "sip-c"), [])
+        found = {r.id: r for r in self.store.callRecords()}
+        self.assertEqual(found["talking"].endCause, "failover")
+        self.assertEqual((found["done"].endCause, found["other"].endCause), ("caller BYE", None))
+        # Nothing left open for the dead server's own restart to close.
+        self.assertEqual(self.store.closeOpenCallRecords("sip-a", 2000.0), [])
+
+    def test_a_bye_reaching_the_survivor_amends_a_failover_record(self) -> None:
+        talking = aRecord("talking", 1000.0, answeredAt=1001.0, status=200, callee="45675002", server="sip-a")
+        self.store.writeCallRecords([talking], "sip-a", 1001.0)
+        self.store.closeFailedOverCallRecords("sip-a", 1100.0, "sip-b")
+        rebuilt = answered(
+            "rebuilt", 1300.0, 1300.0, 1400.0, callID=talking.callID, callerTag=talking.callerTag, recovered=True,
+            server="sip-b", endCause="callee BYE",
+        )  # fmt: skip
+        self.store.writeCallRecords([rebuilt], "sip-b", 1400.0)
+        (found,) = self.store.callRecords()
+        self.assertEqual(
+            (found.id, found.endCause, found.endedAt, found.duration), ("talking", "callee BYE", 1400.0, 399.0)
+        )
+        self.assertIn("went on at sip-b after sip-a failed", found.endDetail)
+
+    def test_a_closed_record_is_not_written_over(self) -> None:
+        """
+        A record another server closed (the call's BYE reached it, or it
+        took over from a server it thought dead) stays as it closed it
+        when its own server writes it later (say 'server shutdown').
+        """
+        talking = aRecord("talking", 1000.0, answeredAt=1001.0, status=200, callee="45675002", server="sip-a")
+        self.store.writeCallRecords([talking], "sip-a", 1001.0)
+        rebuilt = answered(
+            "rebuilt", 1300.0, 1300.0, 1400.0, callID=talking.callID, callerTag=talking.callerTag, recovered=True,
+            server="sip-b",
+        )  # fmt: skip
+        self.store.writeCallRecords([rebuilt], "sip-b", 1400.0)
+        self.assertEqual(
+            self.store.closedCallRecords("sip-a", [(talking.callID, talking.callerTag), ("x", "y")]),
+            {(talking.callID, talking.callerTag)},
+        )
+        shutdown = answered("talking", 1000.0, 1001.0, 1500.0, server="sip-a", endCause="server shutdown")
+        self.store.writeCallRecords([shutdown], "sip-a", 1500.0)
+        (found,) = self.store.callRecords()
+        self.assertEqual((found.endCause, found.endedAt), ("caller BYE", 1400.0))
+
     def test_a_rebuilt_call_with_no_earlier_record_is_recorded(self) -> None:
         rebuilt = answered("rebuilt", 1105.0, 1105.0, 1200.0, recovered=True)
         self.store.writeCallRecords([rebuilt], "main", 1200.0)

@@ -218,12 +218,22 @@ class DialogRouter:
         proxy.media.process(dialog.call, outgoing, ANSWER, dialog.key, side, lambda m: send(m.toBytes()))
 
     def strayResponse(self, response: Response, peer: Peer | None) -> None:
-        """A 2xx no client transaction took (a retransmission): to the leg that asked."""
+        """
+        A 2xx no client transaction took (a retransmission): to the leg
+        that asked. A 2xx to an INVITE that another server of the cluster
+        forwarded (it died while the call rang; this one has the address
+        now) makes its dialog from the signed token of its Record-Route
+        and goes to the caller, whose INVITE transaction still waits.
+        """
         if not 200 <= response.code < 300:
             return
         try:
+            if len(response.vias) < 2:
+                return
             dialog = self.proxy.dialogs.find(response.callID, response.fromAddr.tag, response.toAddr.tag)
-            if dialog is None or len(response.vias) < 2:
+            if dialog is None:
+                dialog = self._answeredElsewhere(response)
+            if dialog is None:
                 return
         except ParseError:
             return
@@ -235,6 +245,26 @@ class DialogRouter:
         hop = self.proxy.hopToLeg(dialog.legs[side])
         if hop is not None:
             hop[0](upstream(response).toBytes())
+
+    def _answeredElsewhere(self, response: Response) -> Dialog | None:
+        """The dialog of a 2xx to an INVITE whose signed Record-Route names us, rebuilt; else C{None}."""
+        if response.cseq[1] != "INVITE" or not response.toAddr.tag:
+            return None
+        contacts = response.contacts
+        if len(contacts) != 1:
+            return None
+        for route in response.recordRoutes:
+            uri = route.uri
+            if not self.proxy.isOurs(uri):
+                continue
+            token = uri.params.get("dlg")
+            if not token:
+                continue
+            verified = self.proxy.signer.verify(token, response.callID, (response.fromAddr.tag, response.toAddr.tag))
+            if verified is None or verified.method != "INVITE" or verified.callerTag != response.fromAddr.tag:
+                return None
+            return self._rebuild(response, verified, str(contacts[0].uri))
+        return None
 
     # -- finding dialogs ------------------------------------------------------
 
@@ -288,8 +318,12 @@ class DialogRouter:
             return FORGED
         return self._rebuild(request, verified)
 
-    def _rebuild(self, request: Request, token: DialogToken) -> Dialog:
-        """A dialog (and its call) from a verified token: we set it up before a restart."""
+    def _rebuild(self, request: Request | Response, token: DialogToken, remote: str | None = None) -> Dialog:
+        """
+        A dialog (and its call) from a verified token: we set it up before
+        a restart. C{request} is an in-dialog request, or (with the
+        callee's C{remote} target) the 2xx that answers the call.
+        """
         proxy = self.proxy
         fromTag, toTag = request.fromAddr.tag or "", request.toAddr.tag or ""
         callerTag = token.callerTag
@@ -300,7 +334,7 @@ class DialogRouter:
         if live is not None:
             # A call in progress here: an early dialog of one of its branches
             # (a PRACK or an UPDATE before the answer).
-            return self._earlyDialog(request, token, live, calleeTag, calleeLeg, fromCaller)
+            return self._earlyDialog(request, token, live, calleeTag, calleeLeg, fromCaller, remote)
         call = None
         if token.method == "INVITE":
             call = Call(
@@ -329,7 +363,7 @@ class DialogRouter:
         fromURI, toURI = request.fromAddr.uri, request.toAddr.uri
         dialog.uris = {CALLER: fromURI, CALLEE: toURI} if fromCaller else {CALLER: toURI, CALLEE: fromURI}
         # The Request-URI is the receiver's remote target.
-        dialog.legs[CALLEE if fromCaller else CALLER].contact = request.uri
+        dialog.legs[CALLEE if fromCaller else CALLER].contact = _remoteTarget(request, remote)
         dialog = proxy.dialogs.add(dialog)
         if call is not None:
             call.dialogs.append(dialog)
@@ -338,7 +372,14 @@ class DialogRouter:
         return dialog
 
     def _earlyDialog(
-        self, request: Request, token: DialogToken, call: Call, calleeTag: str, calleeLeg: Leg, fromCaller: bool
+        self,
+        request: Request | Response,
+        token: DialogToken,
+        call: Call,
+        calleeTag: str,
+        calleeLeg: Leg,
+        fromCaller: bool,
+        remote: str | None = None,
     ) -> Dialog:
         target = call.target(token.key)
         if target is not None:
@@ -349,7 +390,7 @@ class DialogRouter:
         )
         fromURI, toURI = request.fromAddr.uri, request.toAddr.uri
         dialog.uris = {CALLER: fromURI, CALLEE: toURI} if fromCaller else {CALLER: toURI, CALLEE: fromURI}
-        dialog.legs[CALLEE if fromCaller else CALLER].contact = request.uri
+        dialog.legs[CALLEE if fromCaller else CALLER].contact = _remoteTarget(request, remote)
         dialog = self.proxy.dialogs.add(dialog)
         call.dialogs.append(dialog)
         return dialog
@@ -606,3 +647,11 @@ class DialogRouter:
                 onFinal(response.code)
 
         proxy.clients.send(request, hop[0], hop[1], answered, lambda: onFinal(None), branch)
+
+
+def _remoteTarget(message: Request | Response, remote: str | None) -> str:
+    """The remote target of the receiver of C{message}: C{remote}, else its Request-URI."""
+    if remote is not None:
+        return remote
+    assert isinstance(message, Request)
+    return message.uri

@@ -47,6 +47,7 @@ class NodeAnnouncer:
         calls: Callable[[], int],
         holdsWork: Callable[[], bool],
         interval: float,
+        recordsServer: str = "",
     ) -> None:
         self.clock = clock
         self.store = store
@@ -57,6 +58,7 @@ class NodeAnnouncer:
         self.calls = calls
         self.holdsWork = holdsWork
         self.interval = interval
+        self.recordsServer = recordsServer or name
         self.draining = False
         self.startedAt = clock.seconds()
         self.lastAnnounced: float | None = None
@@ -91,6 +93,7 @@ class NodeAnnouncer:
             calls=self.calls(),
             holdsWork=self.holdsWork(),
             draining=self.draining,
+            recordsServer=self.recordsServer,
         )
 
     def announce(self, role: str | None = None) -> Deferred[None]:

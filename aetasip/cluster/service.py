@@ -9,7 +9,14 @@ L{ClusterService}: this server among the others on the same store.
       holding it sends the mail outbox and makes the quarterly call logs
       (both are also safe against doing anything twice through the store:
       claimed messages, the ledger of logs);
-    - its announcements in the store and its drain flag (L{NodeAnnouncer}).
+    - its announcements in the store and its drain flag (L{NodeAnnouncer});
+    - the other servers' announcements, read every announcement interval:
+      when the active server finds one silent for L{SILENT_INTERVALS}
+      intervals (dead), it closes the call records that server left open
+      with the end cause C{failover} at its last announcement, and
+      announces (to the webhook) the expiry of the bindings it had
+      registered, each once; a standby with calls in progress looks which
+      of them ended elsewhere (their BYE reached the active server).
 
 On SQLite there is one server: no listener, and it does the shared work.
 """
@@ -19,17 +26,21 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.application import service
-from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
+from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks, maybeDeferred
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from aetasip.cluster.listener import NotificationListener
 from aetasip.cluster.locationsync import LocationSync
-from aetasip.cluster.nodes import NodeAnnouncer
+from aetasip.cluster.nodes import STOPPED, NodeAnnouncer
 from aetasip.cluster.roles import Role
-from aetasip.location import LocationService
+from aetasip.location import Binding, LocationService
 from aetasip.store.schema import BINDINGS_CHANNEL, NODES_CHANNEL
 
 log = Logger()
+
+SILENT_INTERVALS = 3
+"""A server not announced for this many announcement intervals is dead (C{node status}: silent)."""
 
 WORK_LOCK = 0x61657461736973
 """Key of the PostgreSQL advisory lock of the shared work (mail, quarterly logs)."""
@@ -59,6 +70,7 @@ class ClusterService(service.Service):
         pinger: Any = None,
         work: list[Any] | None = None,
         reactor: Any = None,
+        recordsServer: str = "",
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as globalReactor
@@ -66,12 +78,27 @@ class ClusterService(service.Service):
             reactor = globalReactor
         self.reactor = reactor
         self.calls = calls
+        self.store = store
+        self.location = location
         self.work = list(work or [])
+        self.recordsServer = recordsServer or serverName
+        # Origins of the servers alive at the last look (None: not looked yet).
+        self.liveOrigins: set[str] | None = None
+        # Dead servers whose records were closed: (name, last announcement).
+        self.takenOver: set[tuple[str, float]] = set()
+        # This server's calls whose records another server closed.
+        self.endedElsewhere: set[tuple[str, str]] = set()
+        self._peers = LoopingCall(self.lookAtPeers)
+        self._peers.clock = reactor
+        self._looking: Deferred[None] | None = None
         self.role = Role(reactor, address, checkInterval)
         self.shared = not store.store.isSQLite
         self.sync: LocationSync | None = None
         self.listener: NotificationListener | None = None
         if self.shared:
+            # The active server may die any moment: a registration it
+            # answered must already be in the store.
+            location.writeThrough = address is not None
             self.sync = LocationSync(location, reactor)
             self.listener = NotificationListener(
                 url,
@@ -94,7 +121,10 @@ class ClusterService(service.Service):
             self.callsInProgress,
             self.holdsWork,
             announceInterval,
+            self.recordsServer,
         )
+        if self.shared:
+            location.orphaned = self._orphaned
         if pinger is not None:
             pinger.isActive = self.role.isActive
         for part in self.work:
@@ -112,13 +142,109 @@ class ClusterService(service.Service):
         return self.announcer.draining
 
     def callsInProgress(self) -> int:
-        return len(self.calls.active()) if self.calls is not None else 0
+        """
+        The calls in progress here: those whose record another server
+        closed (their BYE reached it after a switch) are not.
+        """
+        if self.calls is None:
+            return 0
+        calls = self.calls.active()
+        if not self.endedElsewhere:
+            return len(calls)
+        return sum(1 for call in calls if (call.callID, call.callerTag) not in self.endedElsewhere)
+
+    def _orphaned(self, binding: Binding) -> bool:
+        """Whether this server announces the expiry of C{binding}: it is active and its writer is dead."""
+        return (
+            self.role.active
+            and self.liveOrigins is not None
+            and binding.writer != self.announcer.origin
+            and binding.writer not in self.liveOrigins
+        )
+
+    # -- the other servers
+
+    def lookAtPeers(self) -> Deferred[None]:
+        """Read the servers' announcements and act on what changed (one look at a time)."""
+        if self._looking is not None or not self.shared:
+            return Deferred.fromCoroutine(_nothing())
+        self._looking = d = self._look()
+
+        def looked(_: object) -> None:
+            if self._lookFailing:
+                log.info("Reading the other servers' announcements again")
+            self._lookFailing = False
+
+        def failed(failure: Any) -> None:
+            # Once per outage: the store's own errors are logged elsewhere too.
+            if not self._lookFailing:
+                self._lookFailing = True
+                log.warn("Cannot read the other servers' announcements: {reason}", reason=failure.getErrorMessage())
+
+        def done(_: object) -> None:
+            self._looking = None
+
+        d.addCallbacks(looked, failed)
+        d.addBoth(done)
+        return d
+
+    _lookFailing = False
+
+    @inlineCallbacks
+    def _look(self) -> Any:
+        nodes = yield self.store.listNodes()
+        now = self.reactor.seconds()
+        silent = SILENT_INTERVALS * self.announcer.interval
+        live = {self.announcer.origin}
+        dead = []
+        for node in nodes:
+            if node.name == self.announcer.name:
+                continue
+            if node.role == STOPPED:
+                continue
+            if now - node.lastSeen > silent:
+                dead.append(node)
+            else:
+                live.add(node.origin)
+        self.liveOrigins = live
+        if self.role.active:
+            # Expired while nobody looked (this server was down or standby):
+            # the rows are deleted and their expiry announced here, once.
+            expired = yield self.store.expireOrphanBindings(sorted(live), now, origin=self.announcer.origin)
+            for binding in expired:
+                self.location.forget(binding)
+                self.location.emit("expired", binding)
+            for node in dead:
+                key = (node.name, node.lastSeen)
+                if key in self.takenOver:
+                    continue
+                closed = yield self.store.closeFailedOverCallRecords(
+                    node.recordsServer or node.name, node.lastSeen, self.recordsServer
+                )
+                self.takenOver.add(key)
+                if closed:
+                    log.warn(
+                        "{server} has not announced itself for {age:.0f} s: {count} calls it left open closed "
+                        "as 'failover' (a BYE reaching this server amends its record)",
+                        server=node.name,
+                        age=now - node.lastSeen,
+                        count=len(closed),
+                    )
+        if self.calls is not None and not self.role.active:
+            calls = [(call.callID, call.callerTag) for call in self.calls.active()]
+            ended = yield self.store.closedCallRecords(self.recordsServer, calls)
+            self.endedElsewhere = set(ended)
+        else:
+            self.endedElsewhere = set()
 
     # -- events
 
     def _roleChanged(self, active: bool) -> None:
         if self.calls is not None:
             self.calls.probe(active)
+        if active and self.running:
+            # Taking over: the records a dead server left open, at once.
+            self.lookAtPeers()
         if self.listener is not None:
             self.listener.wantLock(active)
         if self.running:
@@ -160,13 +286,21 @@ class ClusterService(service.Service):
         if self.listener is not None:
             self.listener.start()
         self.announcer.start()
+        if self.shared:
+            self._peers.start(self.announcer.interval, now=True)
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
         self.role.stop()
+        if self._peers.running:
+            self._peers.stop()
         if self.sync is not None:
             self.sync.stop()
         stops = [self.announcer.stop()]
         if self.listener is not None:
             stops.append(self.listener.stop())
         return gatherResults(stops, consumeErrors=True).addCallback(lambda _: None)
+
+
+async def _nothing() -> None:
+    return None

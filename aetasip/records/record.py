@@ -19,6 +19,13 @@ from aetasip.relay.stats import RelayStats
 UNKNOWN_END = "unknown end"
 """End cause of a call the service left open when it died (C{kill -9}, power)."""
 
+FAILOVER = "failover"
+"""
+End cause of a call in progress on a server of a cluster that died, set
+by the server that took over (unless the call's BYE reaches it: the
+record is then amended with its real end).
+"""
+
 
 @attrs.define
 class CallRecord:

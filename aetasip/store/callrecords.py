@@ -16,12 +16,12 @@ from typing import Any
 import attrs
 import sqlalchemy as sa
 
-from aetasip.records.record import UNKNOWN_END, CallRecord, mediaJSON
+from aetasip.records.record import FAILOVER, UNKNOWN_END, CallRecord, mediaJSON
 from aetasip.store.schema import accounts, callRecords, recordServers
 
 # The end causes of a call that may have gone on in another process (a
 # restart, a switch of server): the record is amended when it really ends.
-_RESUMABLE = ("server shutdown", UNKNOWN_END)
+_RESUMABLE = ("server shutdown", UNKNOWN_END, FAILOVER)
 
 
 @attrs.frozen
@@ -168,6 +168,9 @@ class CallRecordMethods:
                 statement = statement.on_conflict_do_update(
                     index_elements=[callRecords.c.id],
                     set_={name: statement.excluded[name] for name in plain[0] if name != "id"},
+                    # A record once closed stays as it was closed: by its server, or by
+                    # another that took its call over (its BYE went there, or a failover).
+                    where=callRecords.c.end_cause.is_(None),
                 )
                 connection.execute(statement, plain)
             _touch(connection, insert, server, now, started=False)
@@ -175,7 +178,7 @@ class CallRecordMethods:
     @staticmethod
     def _amend(connection: sa.Connection, one: CallRecord) -> bool:
         earlier = connection.execute(
-            sa.select(callRecords.c.id, callRecords.c.answered_at)
+            sa.select(callRecords.c.id, callRecords.c.answered_at, callRecords.c.end_cause, callRecords.c.server)
             .where(
                 callRecords.c.call_id == one.callID,
                 callRecords.c.caller_tag == one.callerTag,
@@ -193,6 +196,10 @@ class CallRecordMethods:
             return False
         assert one.endedAt is not None
         answeredAt = earlier.answered_at if earlier.answered_at is not None else one.answeredAt
+        if earlier.end_cause == FAILOVER or (earlier.end_cause is None and earlier.server != one.server):
+            how = f"went on at {one.server} after {earlier.server} failed"
+        else:
+            how = "went on after a restart of the service"
         connection.execute(
             callRecords.update()
             .where(callRecords.c.id == earlier.id)
@@ -200,7 +207,7 @@ class CallRecordMethods:
                 ended_at=one.endedAt,
                 duration=0.0 if answeredAt is None else round(max(0.0, one.endedAt - answeredAt), 3),
                 end_cause=one.endCause,
-                end_detail=(one.endDetail + "; " if one.endDetail else "") + "went on after a restart of the service",
+                end_detail=(one.endDetail + "; " if one.endDetail else "") + how,
                 callee_tag=one.calleeTag,
             )
         )
@@ -248,6 +255,69 @@ class CallRecordMethods:
                 closed.append(one)
             _touch(connection, self._insertOf(connection), server, now, started=True)
         return closed
+
+    def closeFailedOverCallRecords(self, server: str, lastSeen: float, by: str) -> list[CallRecord]:
+        """
+        Close the records C{server} (a dead server of a cluster) left open,
+        with the end cause L{FAILOVER} at its last announcement
+        C{lastSeen} (never before a call's own start or answer): the
+        server C{by} took over. Each record is closed once, whoever else
+        tries at the same time; a BYE that later reaches C{by} amends it.
+
+        @return: the records closed, as they are now.
+        """
+        with self._transaction(write=True) as connection:
+            found = connection.execute(
+                sa.select(callRecords).where(callRecords.c.server == server, callRecords.c.end_cause.is_(None))
+            ).all()
+            closed = []
+            for row in found:
+                one = record(row)
+                known = [t for t in (lastSeen, one.startedAt, one.ringingAt, one.answeredAt) if t is not None]
+                endedAt = max(known)
+                one = attrs.evolve(
+                    one,
+                    endedAt=endedAt,
+                    endCause=FAILOVER,
+                    endDetail=f"{server} stopped answering and {by} took over; ended at its last announcement",
+                    duration=0.0 if one.answeredAt is None else round(max(0.0, endedAt - one.answeredAt), 3),
+                )
+                result = connection.execute(
+                    callRecords.update()
+                    .where(callRecords.c.id == one.id, callRecords.c.end_cause.is_(None))
+                    .values(
+                        ended_at=one.endedAt,
+                        end_cause=one.endCause,
+                        end_detail=one.endDetail,
+                        duration=one.duration,
+                    )
+                )
+                if result.rowcount == 1:
+                    closed.append(one)
+        return closed
+
+    def closedCallRecords(self, server: str, calls: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        """
+        Which of C{calls} (Call-ID, caller tag) have a record of C{server}
+        that is closed: their call ended, perhaps on another server (its
+        BYE went there after a switch).
+        """
+        if not calls:
+            return set()
+        wanted = set(calls)
+        found: set[tuple[str, str]] = set()
+        callIDs = sorted({callID for callID, _ in wanted})
+        with self._transaction() as connection:
+            for start in range(0, len(callIDs), 500):
+                rows = connection.execute(
+                    sa.select(callRecords.c.call_id, callRecords.c.caller_tag).where(
+                        callRecords.c.server == server,
+                        callRecords.c.call_id.in_(callIDs[start : start + 500]),
+                        callRecords.c.end_cause.is_not(None),
+                    )
+                )
+                found.update((row.call_id, row.caller_tag) for row in rows if (row.call_id, row.caller_tag) in wanted)
+        return found
 
     def recordHeartbeat(self, server: str, now: float) -> None:
         """Note that C{server} (and the calls it has open) was alive at C{now}."""

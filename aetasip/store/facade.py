@@ -195,6 +195,8 @@ class AsyncStore:
     saveBindings = inThreads(Store.saveBindings)
     deleteBindings = inThreads(Store.deleteBindings)
     expireBindings = inThreads(Store.expireBindings)
+    expireOrphanBinding = inThreads(Store.expireOrphanBinding)
+    expireOrphanBindings = inThreads(Store.expireOrphanBindings)
     bindingsOf = inThreads(Store.bindingsOf)
     loadBindings = inThreads(Store.loadBindings)
     bindingsFor = inThreads(Store.bindingsFor)
@@ -204,6 +206,8 @@ class AsyncStore:
 
     writeCallRecords = inThreads(Store.writeCallRecords)
     closeOpenCallRecords = inThreads(Store.closeOpenCallRecords)
+    closeFailedOverCallRecords = inThreads(Store.closeFailedOverCallRecords)
+    closedCallRecords = inThreads(Store.closedCallRecords)
     recordHeartbeat = inThreads(Store.recordHeartbeat)
     callRecords = inThreads(Store.callRecords)
 

@@ -33,6 +33,7 @@ class NodeState:
     @ivar draining: whether it reports not-ready to hand the address over.
     @ivar drainRequested: what the operator asked (the server follows
         within its announcement interval).
+    @ivar recordsServer: its name in the call records (C{records.server}).
     """
 
     name: str
@@ -46,6 +47,7 @@ class NodeState:
     holdsWork: bool
     draining: bool
     drainRequested: bool = False
+    recordsServer: str = ""
 
 
 def _node(row: sa.Row[Any]) -> NodeState:
@@ -61,6 +63,7 @@ def _node(row: sa.Row[Any]) -> NodeState:
         holdsWork=bool(row.holds_work),
         draining=bool(row.draining),
         drainRequested=bool(row.drain_requested),
+        recordsServer=row.records_server,
     )
 
 
@@ -88,6 +91,7 @@ class NodeMethods:
             "calls": state.calls,
             "holds_work": state.holdsWork,
             "draining": state.draining,
+            "records_server": state.recordsServer,
         }
         with self._transaction(write=True) as connection:
             insert = self._insert(connection, clusterNodes).values(drain_requested=False, **values)

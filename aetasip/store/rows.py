@@ -24,8 +24,9 @@ from aetasip.store.models import (
 )
 
 
-def bindingRow(binding: Binding) -> dict[str, Any]:
+def bindingRow(binding: Binding, origin: str | None = None) -> dict[str, Any]:
     return {
+        "origin": origin or "",
         "aor": binding.aor,
         "contact": binding.contact,
         "expires_at": binding.expiresAt,
@@ -61,6 +62,7 @@ def binding(row: sa.Row[Any]) -> Binding:
         userAgent=row.user_agent,
         q=row.q,
         registeredAt=row.registered_at,
+        writer=row.origin,
     )
 
 

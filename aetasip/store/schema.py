@@ -94,6 +94,8 @@ bindings = sa.Table(
     sa.Column("user_agent", sa.Text, nullable=False),
     sa.Column("q", sa.Double, nullable=True),
     sa.Column("registered_at", sa.Double, nullable=False),
+    # The origin of the server that wrote the row ("" for aetasip-admin).
+    sa.Column("origin", sa.String(32), nullable=False, server_default=""),
 )
 
 # Random keys shared by every server on one store (see Store.secret).
@@ -194,6 +196,8 @@ clusterNodes = sa.Table(
     sa.Column("holds_work", sa.Boolean, nullable=False),
     sa.Column("draining", sa.Boolean, nullable=False),
     sa.Column("drain_requested", sa.Boolean, nullable=False),
+    # Its name in the call records (records.server).
+    sa.Column("records_server", sa.String(64), nullable=False, server_default=""),
 )
 
 
@@ -453,6 +457,15 @@ def _migrationClusterNodes(connection: sa.Connection) -> None:
     m.create_all(connection)
 
 
+def _migrationClusterFailover(connection: sa.Connection) -> None:
+    """
+    What a server taking over from a dead one needs: which server wrote
+    each binding (its origin), and each server's name in the call records.
+    """
+    connection.exec_driver_sql("ALTER TABLE bindings ADD COLUMN origin VARCHAR(32) NOT NULL DEFAULT ''")
+    connection.exec_driver_sql("ALTER TABLE cluster_nodes ADD COLUMN records_server VARCHAR(64) NOT NULL DEFAULT ''")
+
+
 MIGRATIONS: list[Callable[[sa.Connection], None]] = [
     _migration1,
     _migration2,
@@ -461,6 +474,7 @@ MIGRATIONS: list[Callable[[sa.Connection], None]] = [
     _migrationCallRecords,
     _migrationClusterNotify,
     _migrationClusterNodes,
+    _migrationClusterFailover,
 ]
 """
 The migration steps in order: step I{i} (from 0) brings the schema to

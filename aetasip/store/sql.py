@@ -360,7 +360,7 @@ class Store(GroupMethods, CallRecordMethods, OutboxMethods, NodeMethods):
                     if column.name not in ("aor", "contact")
                 },
             )
-            connection.execute(statement, [rows.bindingRow(binding) for binding in toSave])
+            connection.execute(statement, [rows.bindingRow(binding, origin) for binding in toSave])
 
     def deleteBindings(self, keys: Sequence[tuple[str, str]], origin: str | None = None) -> None:
         """
@@ -394,6 +394,40 @@ class Store(GroupMethods, CallRecordMethods, OutboxMethods, NodeMethods):
                 statement,
                 [{"keyAOR": aor, "keyContact": contact, "keyExpiry": expiry} for aor, contact, expiry in keys],
             )
+
+    def expireOrphanBinding(self, aor: str, contact: str, expiresAt: float, origin: str | None = None) -> bool:
+        """
+        Delete the binding of a dead server (see
+        L{aetasip.location.LocationService.orphaned}) if it still expires
+        at C{expiresAt} or before.
+
+        @return: whether this call deleted it (so that its expiry is
+            announced once, whichever server gets there first).
+        """
+        with self._transaction(write=True) as connection:
+            self._markOrigin(connection, origin)
+            result = connection.execute(
+                bindings.delete().where(
+                    bindings.c.aor == aor, bindings.c.contact == contact, bindings.c.expires_at <= expiresAt
+                )
+            )
+            return bool(result.rowcount == 1)
+
+    def expireOrphanBindings(self, live: Sequence[str], now: float, origin: str | None = None) -> list[Binding]:
+        """
+        Delete the bindings expired by C{now} that no live server wrote
+        (their writer's origin is not in C{live}: it died, or stopped).
+
+        @return: the bindings this call deleted (each by one caller only).
+        """
+        statement = (
+            bindings.delete()
+            .where(bindings.c.expires_at <= now, bindings.c.origin.not_in(list(live)))
+            .returning(*bindings.columns)
+        )
+        with self._transaction(write=True) as connection:
+            self._markOrigin(connection, origin)
+            return [rows.binding(row) for row in connection.execute(statement)]
 
     @staticmethod
     def _markOrigin(connection: sa.Connection, origin: str | None) -> None:

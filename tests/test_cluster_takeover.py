@@ -1,0 +1,178 @@
+"""
+What a server of a cluster does when another one dies, on a real
+PostgreSQL: the active server closes the dead one's open call records
+with the end cause 'failover' at its last announcement, and announces the
+expiry of the bindings it had registered, once; a standby (drained) server
+stops counting the calls whose records another server closed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+from twisted.internet import reactor
+from twisted.internet.defer import gatherResults, inlineCallbacks
+from twisted.trial.unittest import TestCase
+
+from aetasip import __version__
+from aetasip.cluster.service import SILENT_INTERVALS, ClusterService
+from aetasip.location import LocationService
+from aetasip.store import AsyncStore, Store
+from aetasip.store.nodes import NodeState
+from tests.postgres import postgresqlURL
+from tests.test_cluster_location import waitFor
+from tests.test_location import Listener, binding
+from tests.test_records_store import answered, aRecord
+
+
+@attrs.define
+class FakeCall:
+    callID: str
+    callerTag: str
+
+
+class FakeCalls:
+    """The L{aetasip.interfaces.ICallControl} calls the cluster service makes."""
+
+    def __init__(self) -> None:
+        self.calls: list[FakeCall] = []
+
+    def active(self) -> list[FakeCall]:
+        return list(self.calls)
+
+    def probe(self, enabled: bool) -> None:
+        pass
+
+
+class TakeoverTests(TestCase):
+    timeout = 30
+
+    def setUp(self) -> None:
+        self.url = postgresqlURL(self)
+        self.sync = Store(self.url)
+        self.sync.open()
+        self.addCleanup(self.sync.close)
+
+    def server(self, name: str, address: str | None = None, calls: Any = None) -> ClusterService:
+        opened = Store(self.url)
+        opened.open()
+        store = AsyncStore(opened)
+        store.start()
+        self.addCleanup(store.stop)
+        location = LocationService(reactor, store, flushInterval=0.05)
+        self.addCleanup(location.stop)
+        # Started by the tests that need it, after the service gave it its origin.
+        service = ClusterService(
+            location, store, self.url, name, address=address, announceInterval=1.0, calls=calls, reactor=reactor
+        )
+        return service
+
+    def dead(self, name: str, origin: str, silentFor: float, recordsServer: str = "") -> None:
+        """A server that announced itself C{silentFor} seconds ago, then died."""
+        now = reactor.seconds()
+        self.sync.announceNode(
+            NodeState(
+                name=name, origin=origin, role="active", address="", version=__version__, startedAt=now - 600,
+                lastSeen=now - silentFor, calls=1, holdsWork=True, draining=False, recordsServer=recordsServer,
+            )
+        )  # fmt: skip
+
+    @inlineCallbacks
+    def test_the_active_server_closes_a_dead_servers_calls_with_failover(self) -> Any:
+        now = reactor.seconds()
+        talking = aRecord("talking", now - 100, answeredAt=now - 99, status=200, callee="45675002", server="rec-a")
+        self.sync.writeCallRecords([talking], "rec-a", now - 99)
+        self.dead("sip-a", "a" * 16, silentFor=SILENT_INTERVALS * 1.0 + 2, recordsServer="rec-a")
+        survivor = self.server("sip-b")
+        yield survivor.lookAtPeers()
+        (found,) = self.sync.callRecords()
+        self.assertEqual(found.endCause, "failover")
+        # At its last announcement (made a few ms after "now").
+        self.assertLess(abs(found.endedAt - (now - SILENT_INTERVALS - 2)), 0.5)
+        # Looked at again: nothing is closed twice.
+        yield survivor.lookAtPeers()
+        self.assertEqual(len(survivor.takenOver), 1)
+
+    @inlineCallbacks
+    def test_a_live_or_standby_view_closes_nothing(self) -> Any:
+        now = reactor.seconds()
+        self.sync.writeCallRecords([aRecord("alive", now - 10, server="sip-a")], "sip-a", now - 10)
+        self.dead("sip-a", "a" * 16, silentFor=1.0)
+        yield self.server("sip-b").lookAtPeers()
+        self.dead("sip-a", "a" * 16, silentFor=60.0)
+        # A standby (the address is elsewhere) leaves it to the active server.
+        yield self.server("sip-c", address="203.0.113.10").lookAtPeers()
+        (found,) = self.sync.callRecords()
+        self.assertIsNone(found.endCause)
+
+    @inlineCallbacks
+    def test_a_dead_servers_binding_expiry_is_announced_once(self) -> Any:
+        self.dead("sip-a", "deadbeef" * 2, silentFor=60.0)
+        self.sync.saveBindings([binding(now=reactor.seconds(), expires=1.5)], origin="deadbeef" * 2)
+        servers = [self.server("sip-b"), self.server("sip-c")]
+        listeners = []
+        for server in servers:
+            listener = Listener()
+            server.sync.location.listeners.append(listener)  # type: ignore[union-attr]
+            listeners.append(listener)
+            yield server.sync.location.start()  # type: ignore[union-attr]
+            yield server.lookAtPeers()
+            [found] = server.sync.location.lookup("45675001")  # type: ignore[union-attr]
+            self.assertTrue(found.remote)
+        # Both are active (no floating address): one deletes the row first, the other finds nothing.
+        yield waitFor(lambda: self.sync.allBindings() == [] and sum(len(x.kinds) for x in listeners) == 1, timeout=5)
+        self.assertEqual(sorted(k for x in listeners for k in x.kinds), ["expired"])
+
+    @inlineCallbacks
+    def test_a_dead_servers_binding_that_expired_unseen_is_announced_once(self) -> Any:
+        """Expired before any server looked (say all were down): found at the next look, announced once."""
+        self.dead("sip-a", "deadbeef" * 2, silentFor=60.0)
+        self.sync.saveBindings([binding(now=reactor.seconds(), expires=-5)], origin="deadbeef" * 2)
+        self.sync.saveBindings([binding(aor="45675002", now=reactor.seconds(), expires=-5)], origin="")
+        servers = [self.server("sip-b"), self.server("sip-c")]
+        listeners = []
+        for server in servers:
+            listener = Listener()
+            server.location.listeners.append(listener)
+            listeners.append(listener)
+        yield gatherResults([server.lookAtPeers() for server in servers])
+        self.assertEqual(self.sync.allBindings(), [])
+        events = sorted(e.binding.aor for x in listeners for e in x.events)
+        self.assertEqual(events, ["45675001", "45675002"])
+
+    @inlineCallbacks
+    def test_a_live_servers_binding_expires_silently_elsewhere(self) -> Any:
+        self.dead("sip-a", "cafe" * 4, silentFor=0.0)
+        self.sync.saveBindings([binding(now=reactor.seconds(), expires=1.5)], origin="cafe" * 4)
+        survivor = self.server("sip-b")
+        listener = Listener()
+        survivor.sync.location.listeners.append(listener)  # type: ignore[union-attr]
+        yield survivor.sync.location.start()  # type: ignore[union-attr]
+        yield survivor.lookAtPeers()
+        yield waitFor(lambda: survivor.sync.location.lookup("45675001") == [], timeout=4)  # type: ignore[union-attr]
+        self.assertEqual(listener.kinds, [])
+        self.assertEqual(len(self.sync.allBindings()), 1)
+
+    @inlineCallbacks
+    def test_a_drained_server_stops_counting_calls_ended_elsewhere(self) -> Any:
+        now = reactor.seconds()
+        calls = FakeCalls()
+        gone, staying = FakeCall("gone@x", "t1"), FakeCall("staying@x", "t2")
+        calls.calls = [gone, staying]
+        for call in calls.calls:
+            self.sync.writeCallRecords(
+                [aRecord(call.callID, now - 50, callID=call.callID, callerTag=call.callerTag, server="sip-a")],
+                "sip-a",
+                now - 50,
+            )
+        drained = self.server("sip-a", address="203.0.113.10", calls=calls)
+        self.assertEqual(drained.callsInProgress(), 2)
+        # The BYE of one reached the active server, which rebuilt the call and ended it.
+        rebuilt = answered(
+            "rebuilt", now - 5, now - 5, now, callID=gone.callID, callerTag=gone.callerTag, recovered=True,
+            server="sip-b",
+        )  # fmt: skip
+        self.sync.writeCallRecords([rebuilt], "sip-b", now)
+        yield drained.lookAtPeers()
+        self.assertEqual(drained.callsInProgress(), 1)
