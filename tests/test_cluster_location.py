@@ -387,7 +387,10 @@ class PostgreSQLClusterTests(TestCase):
         postgres = server(self)
         with postgres.connect() as admin:
             admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'aetasip-listen'"
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'aetasip-listen' "
+                # This test's database only: other tests' listeners (trial -j2) are not ours.
+                "AND datname = %s",
+                (self.url.rsplit("/", 1)[1].split("?")[0],),
             )
         yield waitFor(lambda: not self.b.service.listener.listening)
         self.a.location.add(binding(now=self.now()))

@@ -209,7 +209,10 @@ class SharedWorkTests(TestCase):
         with server(self).connect() as admin:
             (killed,) = admin.execute(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_locks WHERE locktype = 'advisory' "
-                f"AND objid = {WORK_LOCK & 0xFFFFFFFF} AND granted"
+                f"AND objid = {WORK_LOCK & 0xFFFFFFFF} AND granted "
+                # This test's database only: others (trial -j2) hold the same lock.
+                "AND database = (SELECT oid FROM pg_database WHERE datname = %s)",
+                (self.url.rsplit("/", 1)[1].split("?")[0],),
             ).fetchone()
         self.assertEqual(killed, 1)
         # A hears it lost the lock; then one of them (B, waiting for it, or
