@@ -19,8 +19,10 @@ This is the one place that knows the whole tree (DESIGN.md)::
     │   testline.enabled is False)
     ├── STUNService (unless stun.enabled is False)
     ├── WebService (health, metrics, admin API, portal; unless web.listen is None)
-    └── ControlSocketService (the admin API for aetasip-admin on a UNIX
-        socket; unless web.control_socket is None)
+    ├── ControlSocketService (the admin API for aetasip-admin on a UNIX
+    │   socket; unless web.control_socket is None)
+    └── AdminListenService (the admin API alone on web.admin_listen, which
+        takes it off web.listen; unless web.admin_listen is None)
 """
 
 from __future__ import annotations
@@ -73,7 +75,7 @@ from aetasip.web.health import healthReport
 from aetasip.web.metrics import CallCounters, RegistrationCounters, ServiceCollector, makeRegistry
 from aetasip.web.portal import Portal
 from aetasip.web.portalsettings import PortalSettings
-from aetasip.web.service import WebApp, WebService
+from aetasip.web.service import AdminListenService, WebApp, WebService
 from aetasip.web.settings import WebSettings
 
 log = Logger()
@@ -372,7 +374,10 @@ def makeWebService(
     portal = Portal(
         store, cfg["sip.realm"], reactor.seconds, forget, sip.location, PortalSettings.fromConfig(cfg), outbox
     )
-    app = WebApp(top, sip, api, portal, makeRegistry(collector), reactor, refreshMetrics=collector.refresh)
+    app = WebApp(
+        top, sip, api, portal, makeRegistry(collector), reactor, refreshMetrics=collector.refresh,
+        serveAPI=settings.adminListen is None,
+    )  # fmt: skip
     web = WebService(settings, app, reactor)
     portal.defaultURL = lambda: web.url + "/portal/"
     return web
@@ -399,6 +404,18 @@ def makeControlService(
         return await healthReport(top, sip, store, reactor)
 
     return ControlSocketService(settings.controlSocket, ControlApp(api, health), reactor)
+
+
+def makeAdminListenService(
+    cfg: config.Config, store: Any, auth: Any, reactor: Any, operations: Operations, reload: Any
+) -> AdminListenService:
+    """
+    The admin API on its own address (C{web.admin_listen}), with the bearer
+    tokens it asks on C{web.listen}.
+    """
+    settings = WebSettings.fromConfig(cfg)
+    api = AdminAPI(store, cfg["sip.realm"], settings.tokenDigests, forgetter(auth), operations, reload)
+    return AdminListenService(settings, ControlApp(api, where="Admin API"), reactor)
 
 
 def makeService(options: Options | dict[str, Any], reactor: Any = None) -> service.MultiService:
@@ -520,4 +537,7 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> servi
         ).setServiceParent(top)  # fmt: skip
     if cfg["web.control_socket"] is not None:
         makeControlService(cfg, top, sip, storeService.store, auth, reactor, operations, reload).setServiceParent(top)
+    if cfg["web.admin_listen"] is not None:
+        # Last: started once the rest runs, stopped first.
+        makeAdminListenService(cfg, storeService.store, auth, reactor, operations, reload).setServiceParent(top)
     return top

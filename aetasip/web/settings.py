@@ -92,6 +92,15 @@ declare(
         "'[::1]:8080'. None: no web service. It serves HTTPS when web.tls_certificate is set.",
     ),
     Key(
+        "web.admin_listen",
+        None,
+        optional(_listen),
+        "Address and TCP port of the admin API's own listener, e.g. on a management network: '10.0.0.5:8443', "
+        "'[::1]:8443'. When set, the admin API (/api/v1/) is served there only, no longer on web.listen (which "
+        "keeps the portal, /health and /metrics); HTTPS with web.tls_certificate when that is set; the same "
+        "bearer tokens. None: the admin API is served on web.listen.",
+    ),
+    Key(
         "web.tls_certificate",
         None,
         optional(readableFile),
@@ -138,6 +147,8 @@ class WebSettings:
     @ivar key: the PEM key file (the certificate's file when not set).
     @ivar tokenDigests: the digests of the admin API's bearer tokens.
     @ivar controlSocket: the control socket's path, or C{None}.
+    @ivar adminListen: the admin API's own listen address, or C{None}
+        (served on C{listen} then).
     """
 
     listen: ListenAddress | None
@@ -145,14 +156,17 @@ class WebSettings:
     key: str | None
     tokenDigests: tuple[bytes, ...]
     controlSocket: str | None = None
+    adminListen: ListenAddress | None = None
 
     @classmethod
     def fromConfig(cls, config: Config) -> WebSettings:
         listen = config["web.listen"]
+        adminListen = config["web.admin_listen"]
         return cls(
             None if listen is None else parseListen(listen),
             config["web.tls_certificate"],
             config["web.tls_key"],
             tuple(tokenDigest(t) for t in config["web.admin_tokens"]),
             config["web.control_socket"],
+            None if adminListen is None else parseListen(adminListen),
         )
