@@ -197,6 +197,18 @@ clusterNodes = sa.Table(
 )
 
 
+# Bearer tokens of the admin API kept in the store (aetasip-admin token add):
+# only the SHA-256 digest of each, in hexadecimal, never the token.
+adminTokens = sa.Table(
+    "admin_tokens",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("digest", sa.String(64), nullable=False, unique=True),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Column("last_used", sa.Double, nullable=True),
+)
+
+
 # -- migrations -------------------------------------------------------------------
 
 
@@ -453,6 +465,20 @@ def _migrationClusterNodes(connection: sa.Connection) -> None:
     m.create_all(connection)
 
 
+def _migrationAdminTokens(connection: sa.Connection) -> None:
+    """The admin API's bearer tokens kept in the store, as digests (C{admin_tokens})."""
+    m = sa.MetaData()
+    sa.Table(
+        "admin_tokens",
+        m,
+        sa.Column("name", sa.String(64), primary_key=True),
+        sa.Column("digest", sa.String(64), nullable=False, unique=True),
+        sa.Column("created_at", sa.Double, nullable=False),
+        sa.Column("last_used", sa.Double, nullable=True),
+    )
+    m.create_all(connection)
+
+
 MIGRATIONS: list[Callable[[sa.Connection], None]] = [
     _migration1,
     _migration2,
@@ -461,6 +487,7 @@ MIGRATIONS: list[Callable[[sa.Connection], None]] = [
     _migrationCallRecords,
     _migrationClusterNotify,
     _migrationClusterNodes,
+    _migrationAdminTokens,
 ]
 """
 The migration steps in order: step I{i} (from 0) brings the schema to
