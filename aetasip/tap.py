@@ -77,6 +77,7 @@ from aetasip.web.portal import Portal
 from aetasip.web.portalsettings import PortalSettings
 from aetasip.web.service import AdminListenService, WebApp, WebService
 from aetasip.web.settings import WebSettings
+from aetasip.web.tokens import StoreTokens
 
 log = Logger()
 
@@ -168,6 +169,15 @@ def tuneGarbageCollector() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
+
+
+def _reactor(reactor: Any) -> Any:
+    """C{reactor}, or the global one when it is C{None}."""
+    if reactor is None:
+        from twisted.internet import reactor as globalReactor
+
+        return globalReactor
+    return reactor
 
 
 class AetasipService(service.MultiService):
@@ -340,6 +350,7 @@ def makeWebService(
     registrations: RegistrationCounters | None = None,
     operations: Operations | None = None,
     reload: Any = lambda: None,
+    storeTokens: StoreTokens | None = None,
 ) -> WebService:
     """
     The web service: health and metrics of the running tree C{top} (with
@@ -370,7 +381,7 @@ def makeWebService(
         reactor=reactor,
     )
     forget = forgetter(auth)
-    api = AdminAPI(store, cfg["sip.realm"], settings.tokenDigests, forget, operations, reload)
+    api = AdminAPI(store, cfg["sip.realm"], settings.tokenDigests, forget, operations, reload, storeTokens)
     portal = Portal(
         store, cfg["sip.realm"], reactor.seconds, forget, sip.location, PortalSettings.fromConfig(cfg), outbox
     )
@@ -407,14 +418,15 @@ def makeControlService(
 
 
 def makeAdminListenService(
-    cfg: config.Config, store: Any, auth: Any, reactor: Any, operations: Operations, reload: Any
-) -> AdminListenService:
+    cfg: config.Config, store: Any, auth: Any, reactor: Any, operations: Operations, reload: Any,
+    storeTokens: StoreTokens | None,
+) -> AdminListenService:  # fmt: skip
     """
     The admin API on its own address (C{web.admin_listen}), with the bearer
-    tokens it asks on C{web.listen}.
+    tokens it asks on C{web.listen}: the configuration's and the store's.
     """
     settings = WebSettings.fromConfig(cfg)
-    api = AdminAPI(store, cfg["sip.realm"], settings.tokenDigests, forgetter(auth), operations, reload)
+    api = AdminAPI(store, cfg["sip.realm"], settings.tokenDigests, forgetter(auth), operations, reload, storeTokens)
     return AdminListenService(settings, ControlApp(api, where="Admin API"), reactor)
 
 
@@ -529,15 +541,19 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> servi
         stun.setServiceParent(top)
     operations = makeOperations(sip, testLine, reactor)
     reload = storeDirectory.load
+    # The store's bearer tokens, read again at most every few seconds, for the API over TCP.
+    storeTokens = StoreTokens(storeService.store, _reactor(reactor).seconds)
     if cfg["web.listen"] is not None:
         # Last: started once the rest runs, stopped first.
         makeWebService(
             cfg, top, sip, storeService.store, auth, stun, reactor, outbox, notifier, callCounters, registrations,
-            operations, reload,
+            operations, reload, storeTokens,
         ).setServiceParent(top)  # fmt: skip
     if cfg["web.control_socket"] is not None:
         makeControlService(cfg, top, sip, storeService.store, auth, reactor, operations, reload).setServiceParent(top)
     if cfg["web.admin_listen"] is not None:
         # Last: started once the rest runs, stopped first.
-        makeAdminListenService(cfg, storeService.store, auth, reactor, operations, reload).setServiceParent(top)
+        makeAdminListenService(
+            cfg, storeService.store, auth, reactor, operations, reload, storeTokens
+        ).setServiceParent(top)  # fmt: skip
     return top
