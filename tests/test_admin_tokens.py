@@ -25,6 +25,8 @@ from aetasip.store.tokens import AdminTokenExists, NoSuchAdminToken
 from aetasip.web.tokens import MAX_AGE, StoreTokens
 from tests.servers import deferLater
 from tests.test_admin import NOW, AdminTestCase
+from tests.test_store import SQLiteURLs
+from tests.test_store_postgresql import PostgreSQLURLs
 from tests.test_web import AUTH, TOKEN, WebTestCase
 
 
@@ -83,11 +85,9 @@ class TokenCommandTests(AdminTestCase):
         self.assertEqual(len(self.openStore().listAdminTokens()), 1)
 
 
-class TokenStoreTests(SynchronousTestCase):
+class TokenStoreTests(SQLiteURLs, SynchronousTestCase):
     def setUp(self) -> None:
-        self.store = Store(f"sqlite:///{self.mktemp()}")
-        self.store.open()
-        self.addCleanup(self.store.close)
+        self.store = self.openStore()
 
     def test_digests_and_last_used(self) -> None:
         digest = hashlib.sha256(b"secret").hexdigest()
@@ -106,6 +106,10 @@ class TokenStoreTests(SynchronousTestCase):
         from aetasip.store import InvalidValue
 
         self.assertRaises(InvalidValue, self.store.addAdminToken, "c", "secret")
+
+
+class PostgreSQLTokenStoreTests(PostgreSQLURLs, TokenStoreTests):
+    """The same on PostgreSQL."""
 
 
 class FakeStore:
