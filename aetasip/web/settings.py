@@ -119,7 +119,8 @@ declare(
         [],
         listOf(_token, f"tokens of at least {MIN_TOKEN_LENGTH} printable characters"),
         "Bearer tokens of the admin API (Authorization: Bearer TOKEN), e.g. from 'openssl rand -hex 32'. Kept "
-        "in memory only as SHA-256 digests. Empty: the admin API refuses every request (401).",
+        "in memory only as SHA-256 digests. Tokens of the store ('aetasip-admin token add NAME') are accepted too. "
+        "Neither: the admin API refuses every request (401).",
     ),
     Key(
         "web.control_socket",
