@@ -442,13 +442,19 @@ web = {
     # (/api/v1/, described at /api/v1/openapi.json). '127.0.0.1:8080', '[::1]:8080';
     # None: no web service. HTTPS when tls_certificate is set.
     "listen": "127.0.0.1:8080",
+    # Address and TCP port of the admin API's own listener (e.g. on a management
+    # network): the API is then served there only, /api/v1/ on listen answers 404.
+    # HTTPS with tls_certificate when set; the same bearer tokens. None: the API
+    # is served on listen.
+    "admin_listen": None,
     # PEM file of the certificate (and its key unless tls_key is set): HTTPS.
     "tls_certificate": None,
     # PEM file of the certificate's private key, when it is a file of its own.
     "tls_key": None,
     # Bearer tokens of the admin API (at least 32 characters, e.g. from
-    # 'openssl rand -hex 32'); kept in memory as SHA-256 digests only.
-    # Empty: the admin API refuses every request.
+    # 'openssl rand -hex 32'); kept in memory as SHA-256 digests only. Tokens
+    # kept in the store ('aetasip-admin token add NAME') are accepted too.
+    # Neither: the admin API refuses every request.
     "admin_tokens": [],
     # UNIX socket serving the admin API without a token, for aetasip-admin's
     # commands on the running service (call, relay, testline, location remove).

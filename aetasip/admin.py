@@ -100,7 +100,9 @@ from aetasip.store import (
     generatePassword,
 )
 from aetasip.store.nodes import NoSuchNode
+from aetasip.store.tokens import checkTokenName
 from aetasip.web.controlclient import NOT_RUNNING, ControlClient, ServiceRefused, ServiceUnreachable, segment
+from aetasip.web.settings import generateToken, tokenDigest
 
 PROGRAM = "aetasip-admin"
 
@@ -1390,6 +1392,57 @@ class NodeCommands(_Options):
     ]
 
 
+class _TokenNameCommand(_Command):
+    synopsis = "NAME"
+
+    def parseArgs(self, *args: str) -> None:
+        (name,) = _arguments(args, ["NAME"])
+        assert name is not None
+        self["name"] = _usage(checkTokenName, name)
+
+
+class TokenAdd(_TokenNameCommand):
+    longdesc = (
+        "Make a bearer token of the admin API named NAME (who or what uses it) and show it once: the store keeps "
+        "only its SHA-256 digest. The running service accepts it within a few seconds."
+    )
+
+    def run(self, context: _Context) -> int:
+        token = generateToken()
+        context.store.addAdminToken(self["name"], tokenDigest(token).hex(), _now())
+        context.out.write(f"Added admin API token {self['name']}.\n")
+        context.out.write(f"Token: {token}\n")
+        context.out.write("Write it down now: it is not stored and will not be shown again.\n")
+        context.out.write("Send it in the admin API's requests as: Authorization: Bearer TOKEN\n")
+        return 0
+
+
+class TokenList(_Command):
+    def run(self, context: _Context) -> int:
+        tokens = context.store.listAdminTokens()
+        rows = [[t.name, _date(t.createdAt), "never" if t.lastUsed is None else _date(t.lastUsed)] for t in tokens]
+        _table(context.out, ["NAME", "CREATED", "LAST USED"], rows)
+        return 0
+
+
+class TokenDel(_TokenNameCommand):
+    longdesc = "Delete the admin API token NAME: the running service refuses it within a few seconds."
+
+    def run(self, context: _Context) -> int:
+        context.store.deleteAdminToken(self["name"])
+        context.out.write(f"Deleted admin API token {self['name']}.\n")
+        return 0
+
+
+class TokenCommands(_Options):
+    synopsis = ""
+    subCommands = [
+        ["add", None, TokenAdd, "Make an admin API token, shown once; the store keeps its digest."],
+        ["list", None, TokenList, "List the admin API tokens of the store (not those of web.admin_tokens)."],
+        ["del", None, TokenDel, "Delete an admin API token."],
+    ]
+
+
 class AdminOptions(_Options):
     """
     The command line of C{aetasip-admin}.
@@ -1417,6 +1470,7 @@ class AdminOptions(_Options):
         ["report", None, ReportCommands, "Quarterly call logs."],
         ["notify", None, Notify, "Mail service information to the groups' technical contacts."],
         ["node", None, NodeCommands, "The servers of a cluster: status, drain, resume."],
+        ["token", None, TokenCommands, "Bearer tokens of the admin API, kept in the store as digests."],
     ]
 
 

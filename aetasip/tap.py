@@ -19,8 +19,10 @@ This is the one place that knows the whole tree (DESIGN.md)::
     │   testline.enabled is False)
     ├── STUNService (unless stun.enabled is False)
     ├── WebService (health, metrics, admin API, portal; unless web.listen is None)
-    └── ControlSocketService (the admin API for aetasip-admin on a UNIX
-        socket; unless web.control_socket is None)
+    ├── ControlSocketService (the admin API for aetasip-admin on a UNIX
+    │   socket; unless web.control_socket is None)
+    └── AdminListenService (the admin API alone on web.admin_listen, which
+        takes it off web.listen; unless web.admin_listen is None)
 """
 
 from __future__ import annotations
@@ -74,8 +76,9 @@ from aetasip.web.health import healthReport
 from aetasip.web.metrics import CallCounters, RegistrationCounters, ServiceCollector, makeRegistry
 from aetasip.web.portal import Portal
 from aetasip.web.portalsettings import PortalSettings
-from aetasip.web.service import WebApp, WebService
+from aetasip.web.service import AdminListenService, WebApp, WebService
 from aetasip.web.settings import WebSettings
+from aetasip.web.tokens import StoreTokens
 
 log = Logger()
 
@@ -167,6 +170,15 @@ def tuneGarbageCollector() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
+
+
+def _reactor(reactor: Any) -> Any:
+    """C{reactor}, or the global one when it is C{None}."""
+    if reactor is None:
+        from twisted.internet import reactor as globalReactor
+
+        return globalReactor
+    return reactor
 
 
 class AetasipService(service.MultiService):
@@ -339,6 +351,7 @@ def makeWebService(
     registrations: RegistrationCounters | None = None,
     operations: Operations | None = None,
     reload: Any = lambda: None,
+    storeTokens: StoreTokens | None = None,
 ) -> WebService:
     """
     The web service: health and metrics of the running tree C{top} (with
@@ -369,11 +382,14 @@ def makeWebService(
         reactor=reactor,
     )
     forget = forgetter(auth)
-    api = AdminAPI(store, cfg["sip.realm"], settings.tokenDigests, forget, operations, reload)
+    api = AdminAPI(store, cfg["sip.realm"], settings.tokenDigests, forget, operations, reload, storeTokens)
     portal = Portal(
         store, cfg["sip.realm"], reactor.seconds, forget, sip.location, PortalSettings.fromConfig(cfg), outbox
     )
-    app = WebApp(top, sip, api, portal, makeRegistry(collector), reactor, refreshMetrics=collector.refresh)
+    app = WebApp(
+        top, sip, api, portal, makeRegistry(collector), reactor, refreshMetrics=collector.refresh,
+        serveAPI=settings.adminListen is None,
+    )  # fmt: skip
     web = WebService(settings, app, reactor)
     portal.defaultURL = lambda: web.url + "/portal/"
     return web
@@ -400,6 +416,19 @@ def makeControlService(
         return await healthReport(top, sip, store, reactor)
 
     return ControlSocketService(settings.controlSocket, ControlApp(api, health), reactor)
+
+
+def makeAdminListenService(
+    cfg: config.Config, store: Any, auth: Any, reactor: Any, operations: Operations, reload: Any,
+    storeTokens: StoreTokens | None,
+) -> AdminListenService:  # fmt: skip
+    """
+    The admin API on its own address (C{web.admin_listen}), with the bearer
+    tokens it asks on C{web.listen}: the configuration's and the store's.
+    """
+    settings = WebSettings.fromConfig(cfg)
+    api = AdminAPI(store, cfg["sip.realm"], settings.tokenDigests, forgetter(auth), operations, reload, storeTokens)
+    return AdminListenService(settings, ControlApp(api, where="Admin API"), reactor)
 
 
 def makeService(options: Options | dict[str, Any], reactor: Any = None) -> service.MultiService:
@@ -514,12 +543,19 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> servi
         stun.setServiceParent(top)
     operations = makeOperations(sip, testLine, reactor)
     reload = storeDirectory.load
+    # The store's bearer tokens, read again at most every few seconds, for the API over TCP.
+    storeTokens = StoreTokens(storeService.store, _reactor(reactor).seconds)
     if cfg["web.listen"] is not None:
         # Last: started once the rest runs, stopped first.
         makeWebService(
             cfg, top, sip, storeService.store, auth, stun, reactor, outbox, notifier, callCounters, registrations,
-            operations, reload,
+            operations, reload, storeTokens,
         ).setServiceParent(top)  # fmt: skip
     if cfg["web.control_socket"] is not None:
         makeControlService(cfg, top, sip, storeService.store, auth, reactor, operations, reload).setServiceParent(top)
+    if cfg["web.admin_listen"] is not None:
+        # Last: started once the rest runs, stopped first.
+        makeAdminListenService(
+            cfg, storeService.store, auth, reactor, operations, reload, storeTokens
+        ).setServiceParent(top)  # fmt: skip
     return top

@@ -226,3 +226,8 @@ class AsyncStore:
     getNode = inThreads(Store.getNode)
     requestDrain = inThreads(Store.requestDrain)
     forgetNode = inThreads(Store.forgetNode)
+
+    addAdminToken = inThreads(Store.addAdminToken)
+    listAdminTokens = inThreads(Store.listAdminTokens)
+    deleteAdminToken = inThreads(Store.deleteAdminToken)
+    adminTokenDigests = inThreads(Store.adminTokenDigests)

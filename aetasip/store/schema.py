@@ -201,6 +201,18 @@ clusterNodes = sa.Table(
 )
 
 
+# Bearer tokens of the admin API kept in the store (aetasip-admin token add):
+# only the SHA-256 digest of each, in hexadecimal, never the token.
+adminTokens = sa.Table(
+    "admin_tokens",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("digest", sa.String(64), nullable=False, unique=True),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Column("last_used", sa.Double, nullable=True),
+)
+
+
 # -- migrations -------------------------------------------------------------------
 
 
@@ -466,6 +478,20 @@ def _migrationClusterFailover(connection: sa.Connection) -> None:
     connection.exec_driver_sql("ALTER TABLE cluster_nodes ADD COLUMN records_server VARCHAR(64) NOT NULL DEFAULT ''")
 
 
+def _migrationAdminTokens(connection: sa.Connection) -> None:
+    """The admin API's bearer tokens kept in the store, as digests (C{admin_tokens})."""
+    m = sa.MetaData()
+    sa.Table(
+        "admin_tokens",
+        m,
+        sa.Column("name", sa.String(64), primary_key=True),
+        sa.Column("digest", sa.String(64), nullable=False, unique=True),
+        sa.Column("created_at", sa.Double, nullable=False),
+        sa.Column("last_used", sa.Double, nullable=True),
+    )
+    m.create_all(connection)
+
+
 MIGRATIONS: list[Callable[[sa.Connection], None]] = [
     _migration1,
     _migration2,
@@ -475,6 +501,7 @@ MIGRATIONS: list[Callable[[sa.Connection], None]] = [
     _migrationClusterNotify,
     _migrationClusterNodes,
     _migrationClusterFailover,
+    _migrationAdminTokens,
 ]
 """
 The migration steps in order: step I{i} (from 0) brings the schema to

@@ -55,6 +55,7 @@ from aetasip.store.schema import (
     readVersion,
     storedSecrets,
 )
+from aetasip.store.tokens import TokenMethods
 
 log = Logger()
 
@@ -68,7 +69,7 @@ def _newSecret() -> bytes:
     return secrets.token_bytes(SECRET_LENGTH)
 
 
-class Store(GroupMethods, CallRecordMethods, OutboxMethods, NodeMethods):
+class Store(GroupMethods, CallRecordMethods, OutboxMethods, NodeMethods, TokenMethods):
     """
     The accounts, groups, bindings and secrets tables, synchronously.
 

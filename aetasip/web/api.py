@@ -6,9 +6,10 @@ the running service (calls, registrations, relay and test-line sessions)
 goes through L{Operations}, which C{aetasip-admin} reaches through this
 API on the control socket (L{aetasip.web.control}).
 
-Every route but the OpenAPI description asks for a bearer token of
-C{web.admin_tokens} over TCP; the token is compared by its SHA-256 digest,
-in constant time, with every configured one. On the control socket (a
+Every route but the OpenAPI description asks for a bearer token over TCP:
+one of C{web.admin_tokens}, compared by its SHA-256 digest, in constant
+time, with every configured one; or one kept in the store (C{aetasip-admin
+token add}), found by its digest (L{aetasip.web.tokens}). On the control socket (a
 UNIX socket of mode 0600) no token is asked: whoever can open it is the
 service's user or root. Errors are JSON C{{"error": "..."}} with the
 status that says what went wrong: 400 for a bad value, 401 without a
@@ -54,6 +55,7 @@ from aetasip.store.models import Account, Group, checkPrefix
 from aetasip.store.provisioning import NewPassword
 from aetasip.web.openapi import openAPIDocument
 from aetasip.web.settings import tokenDigest
+from aetasip.web.tokens import StoreTokens
 
 log = Logger()
 
@@ -178,6 +180,8 @@ class AdminAPI:
         and test-line sessions, or C{None} (only provisioning then).
     @ivar reload: called once accounts or groups changed, so routing reads
         them now rather than at its next periodic load.
+    @ivar storeTokens: the tokens kept in the store, or C{None} (only
+        those of the configuration then).
     """
 
     app = Klein()
@@ -190,8 +194,10 @@ class AdminAPI:
         forget: Callable[[str], None] = lambda number: None,
         operations: Operations | None = None,
         reload: Callable[[], Any] = lambda: None,
+        storeTokens: StoreTokens | None = None,
     ) -> None:
         self.store = store
+        self.storeTokens = storeTokens
         self.provisioning = Provisioning(store.store, realm)
         self.tokenDigests = tokenDigests
         self.forget = forget
@@ -200,7 +206,7 @@ class AdminAPI:
 
     # -- the frame of every route
 
-    def authorize(self, request: IRequest) -> None:
+    async def authorize(self, request: IRequest) -> None:
         """
         @raise APIError: 401 unless the request carries an accepted bearer
             token, or came through the control socket.
@@ -216,6 +222,8 @@ class AdminAPI:
             # Every token compared, each in constant time: the time says nothing of which matched.
             for known in self.tokenDigests:
                 accepted |= hmac.compare_digest(digest, known)
+            if not accepted and self.storeTokens is not None:
+                accepted = await self.storeTokens.find(digest) is not None
         if not accepted:
             request.setHeader(b"WWW-Authenticate", b'Bearer realm="aetasip"')
             raise APIError(401, "a valid bearer token is required (Authorization: Bearer TOKEN)")
@@ -348,14 +356,14 @@ class AdminAPI:
 
     @app.route("/accounts", methods=["GET"])
     async def listAccounts(self, request: IRequest) -> bytes:
-        self.authorize(request)
+        await self.authorize(request)
         kind = request.args.get(b"kind", [None])[0]
         accounts = await self.provision(self.store.store.listAccounts, None if kind is None else kind.decode())
         return writeJSON(request, 200, {"accounts": [accountJSON(a) for a in accounts]})
 
     @app.route("/accounts", methods=["POST"])
     async def createAccount(self, request: IRequest) -> bytes:
-        self.authorize(request)
+        await self.authorize(request)
         body = self.fields(
             self.body(request),
             {
@@ -388,12 +396,12 @@ class AdminAPI:
 
     @app.route("/accounts/<string:number>", methods=["GET"])
     async def getAccount(self, request: IRequest, number: str) -> bytes:
-        self.authorize(request)
+        await self.authorize(request)
         return writeJSON(request, 200, accountJSON(await self._account(number)))
 
     @app.route("/accounts/<string:number>", methods=["PATCH"])
     async def updateAccount(self, request: IRequest, number: str) -> bytes:
-        self.authorize(request)
+        await self.authorize(request)
         body = self.fields(
             self.body(request), {"displayName": (str,), "email": (str,), "kind": (str,), "relay": (str,)}
         )
@@ -404,7 +412,7 @@ class AdminAPI:
 
     @app.route("/accounts/<string:number>", methods=["DELETE"])
     async def deleteAccount(self, request: IRequest, number: str) -> bytes:
-        self.authorize(request)
+        await self.authorize(request)
         registrations = await self.provision(self.provisioning.deleteAccount, number)
         self.forget(number)
         self.changed()
@@ -412,7 +420,7 @@ class AdminAPI:
 
     @app.route("/accounts/<string:number>/password", methods=["POST"])
     async def setPassword(self, request: IRequest, number: str) -> bytes:
-        self.authorize(request)
+        await self.authorize(request)
         body = self.fields(self.body(request), {"password": (str,)})
         new = await self.provision(self.provisioning.setPassword, number, body.get("password"))
         self.forget(number)
@@ -420,14 +428,14 @@ class AdminAPI:
 
     @app.route("/accounts/<string:number>/portal-password", methods=["POST"])
     async def setPortalPassword(self, request: IRequest, number: str) -> bytes:
-        self.authorize(request)
+        await self.authorize(request)
         body = self.fields(self.body(request), {"password": (str,)})
         new = await self.provision(self.provisioning.newPortalPassword, number, body.get("password"))
         return writeJSON(request, 200, {"number": new.number, "password": new.password})
 
     @app.route("/accounts/<string:number>/portal-password", methods=["DELETE"])
     async def removePortalPassword(self, request: IRequest, number: str) -> bytes:
-        self.authorize(request)
+        await self.authorize(request)
         await self.provision(self.provisioning.setPortalPassword, number, None)
         return writeJSON(request, 200, accountJSON(await self._account(number)))
 
@@ -435,14 +443,14 @@ class AdminAPI:
 
     @app.route("/groups", methods=["GET"])
     async def listGroups(self, request: IRequest) -> bytes:
-        self.authorize(request)
+        await self.authorize(request)
         self.parameters(request, ())
         groups = await self.provision(self.store.store.listGroups)
         return writeJSON(request, 200, {"groups": [groupJSON(g) for g in groups]})
 
     @app.route("/groups", methods=["POST"])
     async def createGroup(self, request: IRequest) -> bytes:
-        self.authorize(request)
+        await self.authorize(request)
         allowed: dict[str, tuple[type, ...]] = {"prefix": (str,), "contact": (str,), "relay": (str,)}
         allowed.update((flag, (bool,)) for flag in GROUP_FLAGS)
         body = self.fields(self.body(request), allowed)
@@ -472,7 +480,7 @@ class AdminAPI:
 
     @app.route("/groups/<string:prefix>", methods=["GET"])
     async def getGroup(self, request: IRequest, prefix: str) -> bytes:
-        self.authorize(request)
+        await self.authorize(request)
         group = await self._group(prefix)
         members = await self.provision(self.store.store.groupMembers, prefix)
         series = await self.provision(self.store.store.huntingSeries, prefix)
@@ -483,7 +491,7 @@ class AdminAPI:
 
     @app.route("/groups/<string:prefix>", methods=["PATCH"])
     async def updateGroup(self, request: IRequest, prefix: str) -> bytes:
-        self.authorize(request)
+        await self.authorize(request)
         allowed: dict[str, tuple[type, ...]] = {"contact": (str,), "relay": (str,)}
         allowed.update((flag, (bool,)) for flag in GROUP_FLAGS)
         body = self.fields(self.body(request), allowed)
@@ -498,7 +506,7 @@ class AdminAPI:
 
     @app.route("/groups/<string:prefix>", methods=["DELETE"])
     async def deleteGroup(self, request: IRequest, prefix: str) -> bytes:
-        self.authorize(request)
+        await self.authorize(request)
         self.check(checkPrefix, prefix)
         await self.provision(self.provisioning.deleteGroup, prefix)
         self.changed()
@@ -506,7 +514,7 @@ class AdminAPI:
 
     @app.route("/groups/<string:prefix>/allocate", methods=["POST"])
     async def allocate(self, request: IRequest, prefix: str) -> bytes:
-        self.authorize(request)
+        await self.authorize(request)
         body = self.fields(self.body(request), {"count": (int,), "kind": (str,)})
         if "count" not in body:
             raise APIError(400, "member 'count' is required")
@@ -523,7 +531,7 @@ class AdminAPI:
 
     @app.route("/groups/<string:prefix>/members", methods=["POST"])
     async def attach(self, request: IRequest, prefix: str) -> bytes:
-        self.authorize(request)
+        await self.authorize(request)
         body = self.fields(self.body(request), {"number": (str,)})
         if "number" not in body:
             raise APIError(400, "member 'number' is required")
@@ -534,7 +542,7 @@ class AdminAPI:
 
     @app.route("/groups/<string:prefix>/members/<string:number>", methods=["DELETE"])
     async def detach(self, request: IRequest, prefix: str, number: str) -> bytes:
-        self.authorize(request)
+        await self.authorize(request)
         self.check(checkPrefix, prefix)
         account = await self._account(number)
         if account.group != prefix:
@@ -546,16 +554,16 @@ class AdminAPI:
     # -- registrations, live from the running service
 
     @app.route("/locations", methods=["GET"])
-    def listLocations(self, request: IRequest) -> bytes:
-        self.authorize(request)
+    async def listLocations(self, request: IRequest) -> bytes:
+        await self.authorize(request)
         number = self.parameters(request, ("number",)).get("number")
         if number is not None:
             self.check(checkNumber, number)
         return writeJSON(request, 200, {"locations": self.running().bindings(number)})
 
     @app.route("/locations/<string:number>", methods=["DELETE"])
-    def removeLocation(self, request: IRequest, number: str) -> bytes:
-        self.authorize(request)
+    async def removeLocation(self, request: IRequest, number: str) -> bytes:
+        await self.authorize(request)
         contact = self.parameters(request, ("contact",)).get("contact")
         self.check(checkNumber, number)
         if not contact:
@@ -589,13 +597,13 @@ class AdminAPI:
 
     @app.route("/records", methods=["GET"])
     async def records(self, request: IRequest) -> bytes:
-        self.authorize(request)
+        await self.authorize(request)
         found = await self.provision(self.store.store.callRecords, self._recordQuery(request))
         return writeJSON(request, 200, {"records": [recordJSON(r) for r in found]})
 
     @app.route("/records.csv", methods=["GET"])
     async def recordsCSV(self, request: IRequest) -> bytes:
-        self.authorize(request)
+        await self.authorize(request)
         found = await self.provision(self.store.store.callRecords, self._recordQuery(request))
         out = io.StringIO()
         writeExport(out, found)
@@ -607,14 +615,14 @@ class AdminAPI:
     # -- calls in progress
 
     @app.route("/calls", methods=["GET"])
-    def listCalls(self, request: IRequest) -> bytes:
-        self.authorize(request)
+    async def listCalls(self, request: IRequest) -> bytes:
+        await self.authorize(request)
         self.parameters(request, ())
         return writeJSON(request, 200, {"calls": self.running().activeCalls()})
 
     @app.route("/calls/<path:callId>", methods=["DELETE"])
-    def releaseCall(self, request: IRequest, callId: str) -> bytes:
-        self.authorize(request)
+    async def releaseCall(self, request: IRequest, callId: str) -> bytes:
+        await self.authorize(request)
         released = self.running().releaseCall(callId)
         if not released:
             raise APIError(404, f"no call in progress with Call-ID {callId}")
@@ -624,7 +632,7 @@ class AdminAPI:
 
     @app.route("/relay/sessions", methods=["GET"])
     async def relaySessions(self, request: IRequest) -> bytes:
-        self.authorize(request)
+        await self.authorize(request)
         self.parameters(request, ())
         operations = self.running()
         try:
@@ -636,7 +644,7 @@ class AdminAPI:
 
     @app.route("/relay/sessions/<path:callId>", methods=["DELETE"])
     async def releaseRelaySession(self, request: IRequest, callId: str) -> bytes:
-        self.authorize(request)
+        await self.authorize(request)
         try:
             released = await self.running().releaseRelay(callId)
         except NodeUnavailable as e:
@@ -648,8 +656,8 @@ class AdminAPI:
     # -- test-line sessions
 
     @app.route("/testline/sessions", methods=["GET"])
-    def testLineSessions(self, request: IRequest) -> bytes:
-        self.authorize(request)
+    async def testLineSessions(self, request: IRequest) -> bytes:
+        await self.authorize(request)
         self.parameters(request, ())
         operations = self.running()
         return writeJSON(
@@ -657,14 +665,14 @@ class AdminAPI:
         )
 
     @app.route("/testline/sessions", methods=["DELETE"])
-    def releaseTestLineSessions(self, request: IRequest) -> bytes:
-        self.authorize(request)
+    async def releaseTestLineSessions(self, request: IRequest) -> bytes:
+        await self.authorize(request)
         self.parameters(request, ())
         return writeJSON(request, 200, {"released": self.running().releaseTestLine()})
 
     @app.route("/testline/sessions/<path:callId>", methods=["DELETE"])
-    def releaseTestLineSession(self, request: IRequest, callId: str) -> bytes:
-        self.authorize(request)
+    async def releaseTestLineSession(self, request: IRequest, callId: str) -> bytes:
+        await self.authorize(request)
         released = self.running().releaseTestLine(callId)
         if not released:
             raise APIError(404, f"no test-line session with Call-ID {callId}")

@@ -89,13 +89,20 @@ def listenControlSocket(reactor: Any, path: str, factory: Any) -> IListeningPort
 
 
 class ControlApp:
-    """The routes served on the control socket: the admin API, and C{/health}."""
+    """
+    The routes served on the control socket: the admin API, and C{/health}.
+    Also those of C{web.admin_listen} (L{aetasip.web.service.AdminListenService}),
+    without C{/health}: the API alone.
+
+    @ivar where: what serves it, for the log.
+    """
 
     app = Klein()
 
-    def __init__(self, api: AdminAPI, health: Any = None) -> None:
+    def __init__(self, api: AdminAPI, health: Any = None, where: str = "Control socket") -> None:
         self.api = api
         self.health = health
+        self.where = where
 
     @app.route("/api/v1/", branch=True)
     def adminAPI(self, request: IRequest) -> IResource:
@@ -116,7 +123,9 @@ class ControlApp:
             return writeJSON(request, 404, {"error": "no such resource"})
         if failure.check(MethodNotAllowed):
             return writeJSON(request, 405, {"error": f"method {request.method.decode()} not allowed here"})
-        log.failure("Control socket: {method} {path} failed", failure, method=request.method, path=request.uri)
+        log.failure(
+            "{where}: {method} {path} failed", failure, where=self.where, method=request.method, path=request.uri
+        )
         return writeJSON(request, 500, {"error": "internal error; see the service's log"})
 
 

@@ -480,8 +480,9 @@ def openAPIDocument() -> dict[str, Any]:
             "title": "aetasip admin API",
             "version": __version__,
             "description": "Provisioning and operation of the aetasip SIP service: the same rules as "
-            "aetasip-admin. Over TCP every route but this description needs a bearer token; on the control "
-            "socket (web.control_socket) none.",
+            "aetasip-admin. Over TCP (web.listen, or web.admin_listen when set) every route but this "
+            "description needs a bearer token: one of web.admin_tokens, or one made with 'aetasip-admin token "
+            "add'; on the control socket (web.control_socket) none.",
         },
         "servers": [{"url": "/api/v1"}],
         "security": [{"bearer": []}],

@@ -4,7 +4,9 @@ L{WebService}: the web side in the service tree. One listening socket
 
     - C{/health}: L{aetasip.web.health};
     - C{/metrics}: L{aetasip.web.metrics}, in Prometheus text format;
-    - C{/api/v1/}: the admin API, L{aetasip.web.api};
+    - C{/api/v1/}: the admin API, L{aetasip.web.api}, unless
+      C{web.admin_listen} is set: L{AdminListenService} serves it there then,
+      and C{/api/v1/} answers 404 here;
     - C{/portal/}: the self-care portal, L{aetasip.web.portal}.
 """
 
@@ -29,7 +31,7 @@ from aetasip import net
 from aetasip.web.api import AdminAPI, writeJSON
 from aetasip.web.health import healthReport
 from aetasip.web.portal import Portal
-from aetasip.web.settings import WebSettings
+from aetasip.web.settings import ListenAddress, WebSettings
 
 log = Logger()
 
@@ -51,11 +53,15 @@ class WebApp:
         registry: CollectorRegistry,
         reactor: Any,
         refreshMetrics: Callable[[], Awaitable[None]] | None = None,
+        serveAPI: bool = True,
     ) -> None:
         """
         @param refreshMetrics: reads what the metrics need from elsewhere
             (relay nodes, the store) before a scrape is answered.
+        @param serveAPI: whether C{/api/v1/} is served here (not when the
+            API has a listen address of its own).
         """
+        self.serveAPI = serveAPI
         self.refreshMetrics = refreshMetrics
         self.services = services
         self.portal = portal
@@ -77,7 +83,9 @@ class WebApp:
         return generate_latest(self.registry)
 
     @app.route("/api/v1/", branch=True)
-    def adminAPI(self, request: IRequest) -> IResource:
+    def adminAPI(self, request: IRequest) -> IResource | bytes:
+        if not self.serveAPI:
+            return writeJSON(request, 404, {"error": "no such resource"})
         return self.api.app.resource()
 
     @app.route("/portal/", branch=True)
@@ -111,47 +119,55 @@ class QuietSite(Site):
         pass
 
 
-class WebService(service.Service):
+def tlsOptions(certificate: str | None, key: str | None) -> Any:
     """
-    Listens on C{web.listen} with the L{WebApp}; HTTPS when a certificate
-    is configured.
+    The TLS server options of C{certificate} (a PEM file, with the key
+    unless C{key} names another one), or C{None} for plain HTTP.
 
+    @raise SystemExit: with one line when they cannot be read.
+    """
+    if certificate is None:
+        return None
+    keyFile = key or certificate
+    try:
+        with open(certificate) as f:
+            pem = f.read()
+        if keyFile != certificate:
+            with open(keyFile) as f:
+                pem += "\n" + f.read()
+        return ssl.PrivateCertificate.loadPEM(pem).options()
+    except Exception as e:
+        raise SystemExit(f"aetasip: cannot load the web certificate {certificate} and key {keyFile}: {e}") from None
+
+
+class TCPWebService(service.Service):
+    """
+    Serves a resource on a TCP address, over HTTPS when a certificate is
+    configured, with one log line at start and one at stop.
+
+    @ivar setting: the configuration key of the address, for messages.
+    @ivar what: what is served, for the log lines.
     @ivar port: the listening port while running.
     """
 
-    name = "web"
+    setting = "web.listen"
+    what = "Web service"
 
-    def __init__(self, settings: WebSettings, app: WebApp, reactor: Any = None) -> None:
+    def __init__(self, listen: ListenAddress, settings: WebSettings, resource: IResource, reactor: Any = None) -> None:
         if reactor is None:
             from twisted.internet import reactor as globalReactor
 
             reactor = globalReactor
-        assert settings.listen is not None
+        self.listen = listen
         self.settings = settings
         self.reactor = reactor
-        self.app = app
-        self.site = QuietSite(app.app.resource())
+        self.site = QuietSite(resource)
         self.port: IListeningPort | None = None
-        self._tls = self._tlsOptions()
-
-    def _tlsOptions(self) -> Any:
-        certificate = self.settings.certificate
-        if certificate is None:
-            return None
-        keyFile = self.settings.key or certificate
-        try:
-            with open(certificate) as f:
-                pem = f.read()
-            if keyFile != certificate:
-                with open(keyFile) as f:
-                    pem += "\n" + f.read()
-            return ssl.PrivateCertificate.loadPEM(pem).options()
-        except Exception as e:
-            raise SystemExit(f"aetasip: cannot load the web certificate {certificate} and key {keyFile}: {e}") from None
+        self._tls = tlsOptions(settings.certificate, settings.key)
 
     @property
     def url(self) -> str:
-        """The service's base URL (with the real port when C{web.listen} asked for 0)."""
+        """The service's base URL (with the real port when the address asked for port 0)."""
         assert self.port is not None
         address: Any = self.port.getHost()
         host = f"[{address.host}]" if ":" in address.host else address.host
@@ -164,22 +180,20 @@ class WebService(service.Service):
     def _listen(self) -> None:
         if self.port is not None:
             return
-        listen = self.settings.listen
-        assert listen is not None
         factory: Any = self.site
         if self._tls is not None:
             from twisted.protocols.tls import TLSMemoryBIOFactory
 
             factory = TLSMemoryBIOFactory(self._tls, False, self.site)
         try:
-            self.port = net.listenTCP(self.reactor, listen.host, listen.port, factory)
+            self.port = net.listenTCP(self.reactor, self.listen.host, self.listen.port, factory)
         except Exception as e:
-            raise SystemExit(f"aetasip: cannot listen on web.listen {listen}: {e}") from None
+            raise SystemExit(f"aetasip: cannot listen on {self.setting} {self.listen}: {e}") from None
 
     def startService(self) -> None:
         self._listen()
         super().startService()
-        log.info("Web service on {url}", url=self.url)
+        log.info("{what} on {url}", what=self.what, url=self.url)
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
@@ -187,6 +201,45 @@ class WebService(service.Service):
         if port is None:
             return succeed(None)
         d: Deferred[None] = maybeDeferred(port.stopListening)  # type: ignore[call-overload]
-        d.addCallback(lambda _: self.app.portal.stop())
-        d.addCallback(lambda _: log.info("Web service stopped"))
+        d.addCallback(lambda _: self.stopped())
+        d.addCallback(lambda _: log.info("{what} stopped", what=self.what))
         return d
+
+    def stopped(self) -> Any:
+        """Called once the port is closed; what it returns (a L{Deferred}) is waited for."""
+        return None
+
+
+class WebService(TCPWebService):
+    """
+    Listens on C{web.listen} with the L{WebApp}; HTTPS when a certificate
+    is configured.
+    """
+
+    name = "web"
+
+    def __init__(self, settings: WebSettings, app: WebApp, reactor: Any = None) -> None:
+        assert settings.listen is not None
+        super().__init__(settings.listen, settings, app.app.resource(), reactor)
+        self.app = app
+
+    def stopped(self) -> Any:
+        return self.app.portal.stop()
+
+
+class AdminListenService(TCPWebService):
+    """
+    Listens on C{web.admin_listen} with the admin API alone (a
+    L{aetasip.web.control.ControlApp} without C{/health}): the API kept on
+    a management network while C{web.listen} faces subscribers. Bearer
+    tokens are required as on C{web.listen}.
+    """
+
+    name = "admin"
+    setting = "web.admin_listen"
+    what = "Admin API"
+
+    def __init__(self, settings: WebSettings, app: Any, reactor: Any = None) -> None:
+        assert settings.adminListen is not None
+        super().__init__(settings.adminListen, settings, app.app.resource(), reactor)
+        self.app = app

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import os
+import secrets
 from typing import Any
 
 import attrs
@@ -92,6 +93,15 @@ declare(
         "'[::1]:8080'. None: no web service. It serves HTTPS when web.tls_certificate is set.",
     ),
     Key(
+        "web.admin_listen",
+        None,
+        optional(_listen),
+        "Address and TCP port of the admin API's own listener, e.g. on a management network: '10.0.0.5:8443', "
+        "'[::1]:8443'. When set, the admin API (/api/v1/) is served there only, no longer on web.listen (which "
+        "keeps the portal, /health and /metrics); HTTPS with web.tls_certificate when that is set; the same "
+        "bearer tokens. None: the admin API is served on web.listen.",
+    ),
+    Key(
         "web.tls_certificate",
         None,
         optional(readableFile),
@@ -109,7 +119,8 @@ declare(
         [],
         listOf(_token, f"tokens of at least {MIN_TOKEN_LENGTH} printable characters"),
         "Bearer tokens of the admin API (Authorization: Bearer TOKEN), e.g. from 'openssl rand -hex 32'. Kept "
-        "in memory only as SHA-256 digests. Empty: the admin API refuses every request (401).",
+        "in memory only as SHA-256 digests. Tokens of the store ('aetasip-admin token add NAME') are accepted too. "
+        "Neither: the admin API refuses every request (401).",
     ),
     Key(
         "web.control_socket",
@@ -121,6 +132,11 @@ declare(
         "relative to the working directory, like the default store. None: no control socket.",
     ),
 )
+
+
+def generateToken() -> str:
+    """A new random bearer token: 256 bits, 43 URL-safe characters."""
+    return secrets.token_urlsafe(32)
 
 
 def tokenDigest(token: str) -> bytes:
@@ -138,6 +154,8 @@ class WebSettings:
     @ivar key: the PEM key file (the certificate's file when not set).
     @ivar tokenDigests: the digests of the admin API's bearer tokens.
     @ivar controlSocket: the control socket's path, or C{None}.
+    @ivar adminListen: the admin API's own listen address, or C{None}
+        (served on C{listen} then).
     """
 
     listen: ListenAddress | None
@@ -145,14 +163,17 @@ class WebSettings:
     key: str | None
     tokenDigests: tuple[bytes, ...]
     controlSocket: str | None = None
+    adminListen: ListenAddress | None = None
 
     @classmethod
     def fromConfig(cls, config: Config) -> WebSettings:
         listen = config["web.listen"]
+        adminListen = config["web.admin_listen"]
         return cls(
             None if listen is None else parseListen(listen),
             config["web.tls_certificate"],
             config["web.tls_key"],
             tuple(tokenDigest(t) for t in config["web.admin_tokens"]),
             config["web.control_socket"],
+            None if adminListen is None else parseListen(adminListen),
         )
