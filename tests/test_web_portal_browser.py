@@ -71,13 +71,24 @@ class Pages:
         return path
 
     def click(self, elementID: str) -> None:
+        from selenium.common.exceptions import WebDriverException
         from selenium.webdriver.common.by import By
-        from selenium.webdriver.support import expected_conditions
         from selenium.webdriver.support.ui import WebDriverWait
 
         old = self.driver.find_element(By.TAG_NAME, "html")
         self.driver.find_element(By.ID, elementID).click()
-        WebDriverWait(self.driver, 10).until(expected_conditions.staleness_of(old))
+
+        def replaced(driver: Any) -> bool:
+            # staleness_of, but chromedriver may also answer a page being
+            # replaced with "Node ... does not belong to the document", a
+            # plain WebDriverException: the old page is gone either way.
+            try:
+                old.is_enabled()
+            except WebDriverException:
+                return True
+            return False
+
+        WebDriverWait(self.driver, 10).until(replaced)
 
     def text(self, elementID: str) -> str:
         return str(self.driver.find_element("id", elementID).text)
