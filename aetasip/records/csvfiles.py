@@ -16,6 +16,19 @@ from typing import Any, TextIO
 from aetasip.records.periods import isoSeconds
 from aetasip.records.record import CallRecord
 
+_MEDIA_COLUMNS = (
+    "relay_node",
+    "caller_packets",
+    "caller_lost",
+    "caller_jitter_ms",
+    "caller_mos",
+    "callee_packets",
+    "callee_lost",
+    "callee_jitter_ms",
+    "callee_mos",
+)
+"""The relay's figures of a call, in the export and in the portal's CSV."""
+
 EXPORT_COLUMNS = (
     "call_id",
     "caller",
@@ -36,15 +49,7 @@ EXPORT_COLUMNS = (
     "status",
     "end_cause",
     "end_detail",
-    "relay_node",
-    "caller_packets",
-    "caller_lost",
-    "caller_jitter_ms",
-    "caller_mos",
-    "callee_packets",
-    "callee_lost",
-    "callee_jitter_ms",
-    "callee_mos",
+    *_MEDIA_COLUMNS,
     "server",
     "record_id",
 )
@@ -62,15 +67,7 @@ PORTAL_COLUMNS = (
     "duration",
     "status",
     "end_cause",
-    "relay_node",
-    "caller_packets",
-    "caller_lost",
-    "caller_jitter_ms",
-    "caller_mos",
-    "callee_packets",
-    "callee_lost",
-    "callee_jitter_ms",
-    "callee_mos",
+    *_MEDIA_COLUMNS,
 )
 """
 The columns of a subscriber's own CSV (the portal's): those of the export
