@@ -29,14 +29,17 @@ from __future__ import annotations
 
 import gc
 import os
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from twisted.application import service
 from twisted.internet.defer import Deferred, ensureDeferred, gatherResults, maybeDeferred
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, Logger
 from twisted.python import usage
+from twisted.python.components import Componentized
 
-from aetasip import __version__, config
+from aetasip import __version__, config, quietlog
 from aetasip.auth.chain import makeAuthBackend
 from aetasip.auth.limits import FailureLimits
 from aetasip.auth.step import Authentication
@@ -159,6 +162,18 @@ def dialogKey(cfg: config.Config, storeService: StoreService) -> bytes:
     return storeService.store.store.secret("dialog-token")
 
 
+def twistdLogObserver(options: Options | dict[str, Any]) -> Callable[[], ILogObserver] | None:
+    """
+    What makes twistd's log observer without Twisted's per-socket lines
+    (L{aetasip.quietlog}), when C{options} were read by twistd and its
+    command line names no C{--logger}; else C{None}.
+    """
+    serverOptions = getattr(options, "parent", None)
+    if serverOptions is None or serverOptions.get("logger"):
+        return None
+    return partial(quietlog.twistdObserver, serverOptions)
+
+
 def tuneGarbageCollector() -> None:
     """
     Keep the cyclic garbage collector off the request path: what exists
@@ -187,6 +202,29 @@ class AetasipService(service.MultiService):
     reverse order, each once the one after it has finished: the SIP
     service writes its last bindings before the store closes.
     """
+
+    def __init__(self, logObserver: Callable[[], ILogObserver] | None = None) -> None:
+        """
+        @param logObserver: makes the observer twistd is to log through
+            (L{aetasip.quietlog.twistdObserver}), or C{None} to leave
+            twistd's log as it is.
+        """
+        super().__init__()
+        self._logObserver = logObserver
+
+    def setServiceParent(self, parent: Any) -> None:
+        """
+        Join C{parent}; when it is twistd's application and no log observer
+        is set on it, set L{aetasip.quietlog}'s: twistd logs through the
+        application's L{ILogObserver} component (as for a C{.tac} file).
+        """
+        if (
+            self._logObserver is not None
+            and isinstance(parent, Componentized)
+            and parent.getComponent(ILogObserver) is None
+        ):
+            parent.setComponent(ILogObserver, self._logObserver())
+        super().setServiceParent(parent)
 
     def startService(self) -> None:
         super().startService()
@@ -444,7 +482,7 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> servi
             raise SystemExit(f"aetasip: {e}") from None
     else:
         cfg = options["config"]
-    top = AetasipService()
+    top = AetasipService(twistdLogObserver(options))
     top.setName("aetasip")
 
     storeService = StoreService(cfg["store.url"], reactor=reactor)
