@@ -11,7 +11,7 @@ the running service (through its control socket, C{web.control_socket}).
     aetasip-admin account passwd NUMBER [--password P]
     aetasip-admin account portal-passwd NUMBER [--password P | --remove]
     aetasip-admin account del NUMBER
-    aetasip-admin location show [NUMBER]
+    aetasip-admin location show [NUMBER]                         (running service, else the store)
     aetasip-admin location remove NUMBER CONTACT                  (running service)
     aetasip-admin call list [--json] | call release CALL-ID      (running service)
     aetasip-admin relay show [CALL-ID] [--json] | relay release CALL-ID          (running service)
@@ -41,7 +41,9 @@ new number once. Exit status: 0 on success, 1 when the store refuses
 (no such account, number taken, database unavailable), 2 for bad usage or
 configuration; the reason is one line on standard error. A command on the
 running service when it cannot be reached exits 1 with "the service is not
-running or web.control_socket is off: ...".
+running or web.control_socket is off: ...". C{location show} shows the
+running service's registrations, or when it is not running those it last
+saved in the store, saying so on standard error.
 """
 
 from __future__ import annotations
@@ -101,7 +103,14 @@ from aetasip.store import (
 )
 from aetasip.store.nodes import NoSuchNode
 from aetasip.store.tokens import checkTokenName
-from aetasip.web.controlclient import NOT_RUNNING, ControlClient, ServiceRefused, ServiceUnreachable, segment
+from aetasip.web.controlclient import (
+    NOT_RUNNING,
+    ControlClient,
+    ServiceNotRunning,
+    ServiceRefused,
+    ServiceUnreachable,
+    segment,
+)
 from aetasip.web.settings import generateToken, tokenDigest
 
 PROGRAM = "aetasip-admin"
@@ -188,6 +197,9 @@ class _Context:
     config: Config
     out: TextIO
     service: ControlClient | None = None
+    err: TextIO = attrs.field(factory=lambda: sys.stderr)
+    #: Why C{service} is C{None} for a command that prefers the running service.
+    noService: str | None = None
 
     def running(self) -> ControlClient:
         assert self.service is not None
@@ -198,6 +210,8 @@ class _Options(usage.Options):
     longdesc = ""
     #: Whether the command acts on the running service (through its control socket), not on the store.
     usesService = False
+    #: Whether the command reads the running service, and the store only when it is not running.
+    prefersService = False
 
     def opt_help(self) -> None:
         """
@@ -446,20 +460,47 @@ class AccountCommands(_Options):
 
 class LocationShow(_Command):
     synopsis = "[NUMBER]"
+    prefersService = True
+    longdesc = (
+        "Show the current registrations, live from the running service (through its control socket). When the "
+        "service is not running, show those it last saved in the store, and say so on standard error."
+    )
 
     def parseArgs(self, *args: str) -> None:
         (number,) = _arguments(args, ["NUMBER"], optional=1)
         self["number"] = None if number is None else _usage(checkNumber, number)
 
     def run(self, context: _Context) -> int:
-        now = _now()
         number = self["number"]
-        found = context.store.allBindings(now) if number is None else context.store.bindingsFor(number, now)
-        if not found:
+        rows = self._live(context, number)
+        if rows is None:
+            rows = self._stored(context, number)
+        if not rows:
             context.out.write("No registrations.\n" if number is None else f"No registrations for {number}.\n")
             return 0
-        _table(context.out, ["NUMBER", "CONTACT", "SOURCE", "USER AGENT", "EXPIRES"], [_row(b, now) for b in found])
+        _table(context.out, ["NUMBER", "CONTACT", "SOURCE", "USER AGENT", "EXPIRES"], rows)
         return 0
+
+    def _live(self, context: _Context, number: str | None) -> list[list[str]] | None:
+        """The running service's registrations; C{None} when it is not running."""
+        if context.service is not None:
+            try:
+                answer = context.service.request("GET", "locations", None if number is None else {"number": number})
+            except ServiceNotRunning as e:
+                context = attrs.evolve(context, noService=str(e))
+            else:
+                return [_liveRow(binding) for binding in answer["locations"]]
+        context.err.write(
+            f"{PROGRAM}: {context.noService}; showing the registrations the service last saved in the store "
+            f"{context.store.describe()}\n"
+        )
+        return None
+
+    def _stored(self, context: _Context, number: str | None) -> list[list[str]]:
+        context.store.open()
+        now = _now()
+        found = context.store.allBindings(now) if number is None else context.store.bindingsFor(number, now)
+        return [_row(b, now) for b in found]
 
 
 def _row(binding: Binding, now: float) -> list[str]:
@@ -469,6 +510,17 @@ def _row(binding: Binding, now: float) -> list[str]:
         f"{_address(*binding.source)}/{binding.transport}",
         binding.userAgent,
         f"in {max(0, round(binding.expiresAt - now))} s",
+    ]
+
+
+def _liveRow(binding: dict[str, Any]) -> list[str]:
+    """A registration as the admin API shows it (L{aetasip.operations.bindingJSON}), as L{_row} does."""
+    return [
+        binding["number"],
+        binding["contact"],
+        f"{binding['source']}/{binding['transport']}",
+        binding["userAgent"] or "",
+        f"in {binding['expiresIn']} s",
     ]
 
 
@@ -1524,19 +1576,22 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None, stderr
         return 2
     command = _leaf(options)
     service = None
-    if command.usesService:
+    noService = None
+    if command.usesService or command.prefersService:
         path = options["socket"] if options["socket"] is not None else config["web.control_socket"]
-        if not path:
-            err.write(
-                f"{PROGRAM}: {NOT_RUNNING}: web.control_socket is None in the configuration; give --socket PATH\n"
-            )
-            return 1
-        service = ControlClient(path)
+        if path:
+            service = ControlClient(path)
+        else:
+            noService = f"{NOT_RUNNING}: web.control_socket is None in the configuration; give --socket PATH"
+            if command.usesService:
+                err.write(f"{PROGRAM}: {noService}\n")
+                return 1
     store = Store(config["store.url"])
     try:
-        if service is None:
+        if not (command.usesService or command.prefersService):
             store.open()
-        return options.run(_Context(store, Provisioning(store, config["sip.realm"]), config, out, service))
+        context = _Context(store, Provisioning(store, config["sip.realm"]), config, out, service, err, noService)
+        return options.run(context)
     except (ServiceUnreachable, ServiceRefused) as e:
         err.write(f"{PROGRAM}: {e}\n")
         return 1
