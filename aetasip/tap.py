@@ -488,7 +488,7 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> servi
     storeService = StoreService(cfg["store.url"], reactor=reactor)
     try:
         # Open now: a database that is down or a schema too new stops the start
-        # here, with one line, before twistd detaches.
+        # here, with one line, before twistd detaches (closed again below).
         storeService.store.store.open()
     except Exception as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
@@ -596,4 +596,12 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> servi
         makeAdminListenService(
             cfg, storeService.store, auth, reactor, operations, reload, storeTokens
         ).setServiceParent(top)  # fmt: skip
+    # twistd forks after makeService unless -n: no database connection may
+    # cross the fork. A SQLite connection's locks stay with the parent, which
+    # exits: the next process to close the file then takes itself for the last
+    # one and removes the WAL the daemon writes to, whose later writes are seen
+    # by no other process and lost in a crash (a PostgreSQL connection must not
+    # be shared with a child either). The store opened above is closed again;
+    # StoreService opens it in the process that runs.
+    storeService.store.store.close()
     return top
