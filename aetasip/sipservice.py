@@ -227,6 +227,7 @@ class SIPService(service.Service):
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
+        listened = ", ".join(self.describePorts())
         self.pinger.stop()
         self.transactions.stop()
         self.clients.stop()
@@ -241,6 +242,7 @@ class SIPService(service.Service):
         self._portNumbers = None
         d = gatherResults(stops)
         d.addCallback(lambda _: self.location.stop())
+        d.addCallback(lambda _: log.info("SIP stopped on {ports}", ports=listened))
         return d  # type: ignore[return-value]
 
     def hopTo(self, binding: Any) -> Hop | None:

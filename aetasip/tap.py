@@ -29,14 +29,17 @@ from __future__ import annotations
 
 import gc
 import os
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from twisted.application import service
 from twisted.internet.defer import Deferred, ensureDeferred, gatherResults, maybeDeferred
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, Logger
 from twisted.python import usage
+from twisted.python.components import Componentized
 
-from aetasip import __version__, config
+from aetasip import __version__, config, quietlog
 from aetasip.auth.chain import makeAuthBackend
 from aetasip.auth.limits import FailureLimits
 from aetasip.auth.step import Authentication
@@ -159,6 +162,18 @@ def dialogKey(cfg: config.Config, storeService: StoreService) -> bytes:
     return storeService.store.store.secret("dialog-token")
 
 
+def twistdLogObserver(options: Options | dict[str, Any]) -> Callable[[], ILogObserver] | None:
+    """
+    What makes twistd's log observer without Twisted's per-socket lines
+    (L{aetasip.quietlog}), when C{options} were read by twistd and its
+    command line names no C{--logger}; else C{None}.
+    """
+    serverOptions = getattr(options, "parent", None)
+    if serverOptions is None or serverOptions.get("logger"):
+        return None
+    return partial(quietlog.twistdObserver, serverOptions)
+
+
 def tuneGarbageCollector() -> None:
     """
     Keep the cyclic garbage collector off the request path: what exists
@@ -187,6 +202,29 @@ class AetasipService(service.MultiService):
     reverse order, each once the one after it has finished: the SIP
     service writes its last bindings before the store closes.
     """
+
+    def __init__(self, logObserver: Callable[[], ILogObserver] | None = None) -> None:
+        """
+        @param logObserver: makes the observer twistd is to log through
+            (L{aetasip.quietlog.twistdObserver}), or C{None} to leave
+            twistd's log as it is.
+        """
+        super().__init__()
+        self._logObserver = logObserver
+
+    def setServiceParent(self, parent: Any) -> None:
+        """
+        Join C{parent}; when it is twistd's application and no log observer
+        is set on it, set L{aetasip.quietlog}'s: twistd logs through the
+        application's L{ILogObserver} component (as for a C{.tac} file).
+        """
+        if (
+            self._logObserver is not None
+            and isinstance(parent, Componentized)
+            and parent.getComponent(ILogObserver) is None
+        ):
+            parent.setComponent(ILogObserver, self._logObserver())
+        super().setServiceParent(parent)
 
     def startService(self) -> None:
         super().startService()
@@ -444,13 +482,13 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> servi
             raise SystemExit(f"aetasip: {e}") from None
     else:
         cfg = options["config"]
-    top = AetasipService()
+    top = AetasipService(twistdLogObserver(options))
     top.setName("aetasip")
 
     storeService = StoreService(cfg["store.url"], reactor=reactor)
     try:
         # Open now: a database that is down or a schema too new stops the start
-        # here, with one line, before twistd detaches.
+        # here, with one line, before twistd detaches (closed again below).
         storeService.store.store.open()
     except Exception as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
@@ -558,4 +596,12 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> servi
         makeAdminListenService(
             cfg, storeService.store, auth, reactor, operations, reload, storeTokens
         ).setServiceParent(top)  # fmt: skip
+    # twistd forks after makeService unless -n: no database connection may
+    # cross the fork. A SQLite connection's locks stay with the parent, which
+    # exits: the next process to close the file then takes itself for the last
+    # one and removes the WAL the daemon writes to, whose later writes are seen
+    # by no other process and lost in a crash (a PostgreSQL connection must not
+    # be shared with a child either). The store opened above is closed again;
+    # StoreService opens it in the process that runs.
+    storeService.store.store.close()
     return top

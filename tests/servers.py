@@ -10,6 +10,7 @@ import io
 import os
 import shutil
 import socket
+import sys
 import tempfile
 from typing import Any
 
@@ -148,3 +149,29 @@ async def run(
         executable, args, env=env if env is not None else dict(os.environ), path=path
     )
     return out.decode("utf-8", "replace"), err.decode("utf-8", "replace"), code
+
+
+TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def twistdConfig(directory: str, **sections: dict[str, Any]) -> str:
+    """
+    Write an aetasip configuration file of C{sections} in C{directory}
+    (not named aetasip.py: in the working directory it would hide the
+    package); return its path.
+    """
+    path = os.path.join(os.path.abspath(directory), "service-config.py")
+    with open(path, "w") as f:
+        for name, values in sections.items():
+            f.write(f"{name} = {values!r}\n")
+    return path
+
+
+def twistdArguments(*argv: str) -> tuple[str, list[str], dict[str, str]]:
+    """
+    The executable, arguments and environment that run C{twistd *argv}
+    on this checkout.
+    """
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([TOP, os.environ.get("PYTHONPATH", "")]))
+    command = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", *argv]
+    return sys.executable, command, env

@@ -14,6 +14,7 @@ from aetasip import admin
 from aetasip.auth import computeHA1
 from aetasip.location import Binding
 from aetasip.store import Store
+from tests.servers import socketPath
 
 NOW = 1_800_000_000.0
 REALM = "studio.example.net"
@@ -325,11 +326,14 @@ def binding(aor: str, contact: str, expiresAt: float, **changes: object) -> Bind
 
 class LocationShowTests(AdminTestCase):
     """
-    C{location show}.
+    C{location show} when the service is not running: the registrations
+    it last saved in the store, and a notice that says so. (With the
+    service running: tests.test_admin_control.)
     """
 
     def setUp(self) -> None:
         super().setUp()
+        self.socket = socketPath(os.path.dirname(self.path), "none.sock")
         self.openStore().saveBindings(
             [
                 binding("45675001", "sip:45675001@192.168.1.10:5060", NOW + 120),
@@ -345,8 +349,22 @@ class LocationShowTests(AdminTestCase):
             ]
         )
 
+    def show(self, *args: str) -> str:
+        """Run C{location show ARGS}: it succeeds, says on standard error that the store is read, and prints this."""
+        status, out, err = self.call("--socket", self.socket, "location", "show", *args)
+        self.assertEqual(
+            (status, err),
+            (
+                0,
+                "aetasip-admin: the service is not running or web.control_socket is off: cannot connect to "
+                f"{self.socket}: No such file or directory; showing the registrations the service last saved in "
+                f"the store {self.url}\n",
+            ),
+        )
+        return out
+
     def test_all_current_registrations(self) -> None:
-        lines = self.succeed("location", "show").splitlines()
+        lines = self.show().splitlines()
         self.assertEqual(lines[0].split(), ["NUMBER", "CONTACT", "SOURCE", "USER", "AGENT", "EXPIRES"])
         self.assertEqual(len(lines), 3)
         self.assertEqual(
@@ -377,11 +395,23 @@ class LocationShowTests(AdminTestCase):
         )
 
     def test_registrations_of_one_number(self) -> None:
-        lines = self.succeed("location", "show", "45675002").splitlines()
+        lines = self.show("45675002").splitlines()
         self.assertEqual([line.split()[0] for line in lines[1:]], ["45675002"])
 
     def test_number_without_registrations(self) -> None:
-        self.assertEqual(self.succeed("location", "show", "45675003"), "No registrations for 45675003.\n")
+        self.assertEqual(self.show("45675003"), "No registrations for 45675003.\n")
+
+    def test_no_control_socket_configured(self) -> None:
+        with open(self.config, "a") as f:
+            f.write("web = {'control_socket': None}\n")
+        status, out, err = self.call("location", "show", "45675003")
+        self.assertEqual((status, out), (0, "No registrations for 45675003.\n"))
+        self.assertEqual(
+            err,
+            "aetasip-admin: the service is not running or web.control_socket is off: web.control_socket is None in "
+            f"the configuration; give --socket PATH; showing the registrations the service last saved in the store "
+            f"{self.url}\n",
+        )
 
     def test_bad_number_is_refused(self) -> None:
         self.assertRefused(2, ["location", "show", "studio"], "invalid number")

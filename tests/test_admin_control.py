@@ -18,6 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from aetasip import admin
 from aetasip.location import Binding
+from aetasip.store import Store
 from tests.servers import RunningService, socketPath
 
 
@@ -96,6 +97,44 @@ class ControlCommandTests(TestCase):
              "no registration of 45675001 at sip:45675001@127.0.0.1"),
         ]:  # fmt: skip
             self.assertEqual(await self.admin(*args), (1, "", f"aetasip-admin: {message}\n"), args)
+
+    async def test_location_show_is_live(self) -> None:
+        """
+        C{location show} shows the running service's registrations, not the
+        store's copy: one it holds but has not saved yet is there, one only
+        the store holds (stale) is not.
+        """
+        now = reactor.seconds()  # type: ignore[attr-defined]
+        store = Store(self.server.storeURL)
+        store.open()
+        self.addCleanup(store.close)
+        stale = Binding("45675009", "sip:45675009@127.0.0.1:5090", now + 600, "c9", 1, "udp", ("127.0.0.1", 5090),
+                        ("127.0.0.1", 5060))  # fmt: skip
+        store.saveBindings([stale])
+        live = Binding("45675001", "sip:45675001@127.0.0.1:5070;transport=tcp", now + 300, "c1", 1, "tcp",
+                       ("127.0.0.1", 40000), ("127.0.0.1", 5060), userAgent="AETA Scoopy+ 5.04")  # fmt: skip
+        self.server.sip.location.add(live)
+        code, out, err = await self.admin("location", "show")
+        self.assertEqual((code, err), (0, ""))
+        lines = out.splitlines()
+        self.assertEqual(lines[0].split(), ["NUMBER", "CONTACT", "SOURCE", "USER", "AGENT", "EXPIRES"])
+        self.assertEqual(len(lines), 2, out)
+        self.assertEqual(
+            lines[1].split()[:6],
+            ["45675001", "sip:45675001@127.0.0.1:5070;transport=tcp", "127.0.0.1:40000/tcp", "AETA", "Scoopy+", "5.04"],
+        )
+        self.assertRegex(lines[1], r"in (299|300) s$")
+        self.assertEqual(await self.admin("location", "show", "45675009"), (0, "No registrations for 45675009.\n", ""))
+        code, out, err = await self.admin("location", "show", "45675001")
+        self.assertEqual((code, err, len(out.splitlines())), (0, "", 2))
+
+        # Stopped: the store's copy, said to be one.
+        await self.server.stop()
+        code, out, err = await self.admin("location", "show", "45675009")
+        self.assertEqual(code, 0)
+        self.assertIn("45675009", out)
+        self.assertIn("the service is not running", err)
+        self.assertIn("showing the registrations the service last saved in the store", err)
 
     async def test_location_remove(self) -> None:
         now = reactor.seconds()  # type: ignore[attr-defined]

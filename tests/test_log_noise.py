@@ -3,26 +3,33 @@ Log noise: starting and stopping the whole service tree (SIP, STUN, the
 relay with an rtpengine node's ng socket, the test line, the web
 service) and sending mail log no "Starting protocol ..." or "Starting
 factory ..." line per socket: each service says once that it started
-and stopped.
+and stopped. Under twistd, Twisted's ports' own lines ("... starting on
+5060", "(UDP Port 5060 Closed)") are filtered out (aetasip.quietlog).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import signal
 from typing import Any
 
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import DatagramProtocol, Factory, ProcessProtocol, Protocol
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.mail.smtp import SMTPConnectError
+from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
+from aetasip.quietlog import quiet
 from aetasip.records.mailsettings import MailSettings
 from aetasip.records.outbox import SMTPSender
 from aetasip.store.outbox import OutboxMail
-from tests.servers import RunningService, freePort
+from tests.servers import RunningService, freePort, socketPath, twistdArguments, twistdConfig
 
 TWISTED_NOISE = re.compile(r"^(Starting|Stopping) (protocol|factory) ")
+PORT_NOISE = re.compile(r" starting on |^\((UDP |TCP |UNIX )?Port .* Closed\)$")
 
 
 class LogNoiseTests(TestCase):
@@ -69,3 +76,112 @@ class LogNoiseTests(TestCase):
         with self.assertRaises(SMTPConnectError):
             await SMTPSender(settings, reactor).send(mail)
         self.assertEqual([line for line in self.lines() if TWISTED_NOISE.match(line)], [])
+
+
+class QuietObserverTests(TestCase):
+    """
+    L{quiet} drops the lines Twisted's own ports and noisy factories log,
+    and nothing else.
+    """
+
+    def setUp(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.observer = quiet(self.events.append)
+        globalLogPublisher.addObserver(self.observer)
+        self.addCleanup(globalLogPublisher.removeObserver, self.observer)
+
+    def lines(self) -> list[str]:
+        return [formatEvent(event) for event in self.events]
+
+    async def test_ports_start_and_close_silently(self) -> None:
+        udp = reactor.listenUDP(0, DatagramProtocol(), interface="127.0.0.1")  # type: ignore[attr-defined]
+        factory = Factory.forProtocol(Protocol)
+        tcp = reactor.listenTCP(0, factory, interface="127.0.0.1")  # type: ignore[attr-defined]
+        unix = reactor.listenUNIX(socketPath(self.mktemp() + "-dir"), factory)  # type: ignore[attr-defined]
+        for port in (udp, tcp, unix):
+            await port.stopListening()
+        self.assertEqual(self.lines(), [])
+
+    def test_other_lines_pass(self) -> None:
+        from twisted.logger import Logger
+        from twisted.python import log as legacy
+
+        legacy.msg("an old-style line")
+        legacy.err(Failure(ValueError("(UDP Port 5060 Closed)")), "a failure")
+        Logger(namespace="aetasip.test").info("SIP ready on udp:127.0.0.1:5060, starting on time")
+        lines = self.lines()
+        self.assertIn("an old-style line", lines)
+        self.assertIn("SIP ready on udp:127.0.0.1:5060, starting on time", lines)
+        self.assertTrue(any(line.startswith("a failure") for line in lines), lines)
+        self.flushLoggedErrors(ValueError)
+
+
+class _Twistd(ProcessProtocol):
+    def __init__(self) -> None:
+        self.output = b""
+        self.ended: Deferred[int] = Deferred()
+
+    def outReceived(self, data: bytes) -> None:
+        self.output += data
+
+    errReceived = outReceived
+
+    def processEnded(self, reason: Failure) -> None:
+        value: Any = reason.value
+        self.ended.callback(value.exitCode if value.exitCode is not None else -(value.signal or 0))
+
+
+class TwistdLogTests(TestCase):
+    """
+    C{twistd -n aetasip}, as an operator runs it: its log has one line for
+    each service's start and stop, and none of Twisted's per socket.
+    """
+
+    timeout = 60
+
+    async def test_one_line_per_service_start_and_stop(self) -> None:
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        sip = freePort()
+        path = twistdConfig(
+            directory,
+            sip={"listen": ["127.0.0.1"], "udp_ports": [sip], "tcp_ports": [sip]},
+            store={"url": f"sqlite:///{os.path.join(directory, 'aetasip.db')}"},
+            stun={"enabled": True, "listen": ["127.0.0.1"], "port": freePort()},
+            web={"listen": "127.0.0.1:0", "control_socket": socketPath(directory)},
+            testline={"media_address": "127.0.0.1"},
+        )
+        process = _Twistd()
+        executable, argv, env = twistdArguments("-n", "--pidfile=", "aetasip", "--config", path)
+        reactor.spawnProcess(process, executable, argv, env=env, path=directory)  # type: ignore[attr-defined]
+        for _ in range(300):
+            if b"SIP ready on" in process.output or process.ended.called:
+                break
+            await deferLater(0.1)
+        self.assertFalse(process.ended.called, process.output.decode())
+        process.transport.signalProcess("TERM")  # type: ignore[union-attr]
+        # A clean stop: twistd ends by the signal it stopped on, once the service has stopped.
+        self.assertEqual(await process.ended, -signal.SIGTERM, process.output.decode())
+        lines = [line.split("] ", 1)[-1] for line in process.output.decode().splitlines()]
+        self.assertEqual([line for line in lines if PORT_NOISE.search(line) or TWISTED_NOISE.match(line)], [])
+        for said in (
+            "Store open: ",
+            "STUN listening on 127.0.0.1:",
+            "Test line on 127.0.0.1:",
+            "Web service on http://127.0.0.1:",
+            "Control socket on ",
+            f"SIP ready on udp:127.0.0.1:{sip}, tcp:127.0.0.1:{sip}",
+            "Control socket stopped",
+            "Web service stopped",
+            "STUN stopped",
+            "Test line stopped",
+            f"SIP stopped on udp:127.0.0.1:{sip}, tcp:127.0.0.1:{sip}",
+            "Store closed: ",
+        ):
+            self.assertEqual(len([line for line in lines if line.startswith(said)]), 1, (said, lines))
+
+
+def deferLater(seconds: float) -> Deferred[None]:
+    from twisted.internet.task import deferLater as _deferLater
+
+    return _deferLater(reactor, seconds, lambda: None)  # type: ignore[arg-type]

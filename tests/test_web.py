@@ -208,6 +208,11 @@ class AdminAPITests(WebTestCase):
             if method in ("get", "post", "put", "patch", "delete")
         )
         self.assertEqual(described, self._routes())
+        from aetasip.web.api import AdminAPI
+
+        for path in ("/records", "/records.csv"):
+            documented = [parameter["name"] for parameter in document["paths"][path]["get"]["parameters"]]
+            self.assertEqual(documented, list(AdminAPI.RECORD_PARAMETERS), path)
 
     async def test_account_life(self) -> None:
         code, created = await self.json(

@@ -363,6 +363,46 @@ class RecordRouteTests(ControlTestCase):
         self.assertEqual([row[-1] for row in rows[1:]], ["a", "b", "c"])
         self.assertEqual(rows[3][6], "'=cmd()")  # a dialled "number" that is a formula stays text
 
+    async def test_pages(self) -> None:
+        code, found = await self.json("GET", "/api/v1/records", headers=AUTH)
+        self.assertEqual((code, found["total"], found["offset"], found["limit"], found["next"]), (200, 3, 0, 100, None))
+        response = await self.request("GET", "/api/v1/records?group=4567&limit=1", headers=AUTH)
+        first = json.loads(await response.content())
+        self.assertEqual([r["id"] for r in first["records"]], ["a"])
+        self.assertEqual((first["total"], first["offset"], first["limit"]), (2, 0, 1))
+        self.assertEqual(first["next"], "/api/v1/records?group=4567&limit=1&offset=1")
+        self.assertEqual(
+            response.headers.getRawHeaders("link"), ['</api/v1/records?group=4567&limit=1&offset=1>; rel="next"']
+        )
+
+        # A call made between two pages comes last: the next page holds no record twice, misses none.
+        store = Store(self.server.storeURL)
+        store.open()
+        self.addCleanup(store.close)
+        store.writeCallRecords([aRecord("d", DAY + 6 * HOUR, endedAt=DAY + 6 * HOUR + 1)], "main", DAY + 7 * HOUR)
+        seen = []
+        following = "/api/v1/records?limit=2"
+        while following is not None:
+            code, page = await self.json("GET", following, headers=AUTH)
+            self.assertEqual(code, 200, page)
+            seen.extend(r["id"] for r in page["records"])
+            following = page["next"]
+            self.assertEqual(page["total"], 4)
+        self.assertEqual(seen, ["a", "b", "c", "d"])
+
+        code, past = await self.json("GET", "/api/v1/records?offset=10", headers=AUTH)
+        self.assertEqual((code, past["records"], past["total"], past["next"]), (200, [], 4, None))
+        code, _ = await self.json("GET", "/api/v1/records?limit=1000", headers=AUTH)
+        self.assertEqual(code, 200)
+        code, tooMany = await self.json("GET", "/api/v1/records?limit=1001", headers=AUTH)
+        self.assertEqual((code, tooMany), (400, {"error": "invalid limit '1001': at most 1000 records a page"}))
+        # The CSV export is every record, unless a limit is given; it pages the same way.
+        code, text = await self.control("GET", "/api/v1/records.csv?offset=1&limit=2")
+        self.assertEqual(code, 200)
+        self.assertEqual([row[-1] for row in csv.reader(io.StringIO(text))][1:], ["b", "c"])
+        code, text = await self.control("GET", "/api/v1/records.csv")
+        self.assertEqual(len(list(csv.reader(io.StringIO(text)))), 5)
+
     async def test_bad_filters(self) -> None:
         for query, message in [
             ("number=1&group=4567", "not both"),
@@ -372,6 +412,9 @@ class RecordRouteTests(ControlTestCase):
             ("from=2026-04-01&to=2026-04-01", "before its end"),
             ("limit=0", "invalid limit"),
             ("limit=%C2%B2", "invalid limit"),
+            ("offset=-1", "invalid offset"),
+            ("offset=1.5", "invalid offset"),
+            ("offset=1&offset=2", "more than once"),
             ("answeredOnly=maybe", "expected true or false"),
             ("group=45", "prefix"),
             ("sort=desc", "unknown parameter 'sort'"),

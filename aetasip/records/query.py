@@ -11,6 +11,11 @@ from aetasip.records.periods import InvalidPeriod, Quarter, parseTime
 from aetasip.store import InvalidValue, checkNumber, checkPrefix
 from aetasip.store.callrecords import RecordQuery
 
+# Call records a page of the admin API's /records holds unless its limit
+# says otherwise, and at most.
+RECORD_PAGE = 100
+MAX_RECORD_PAGE = 1000
+
 
 class InvalidQuery(ValueError):
     """Filters that contradict each other or cannot be read; the message says which."""
@@ -24,11 +29,13 @@ def recordQuery(
     quarter: str | None = None,
     answeredOnly: bool = False,
     limit: str | int | None = None,
+    offset: str | int | None = None,
 ) -> RecordQuery:
     """
     @param start, end: ISO 8601 times (UTC unless an offset is given).
     @param quarter: a calendar quarter such as C{2026Q3}, instead of C{start} and C{end}.
     @param limit: at most this many records (a whole number from 1), the oldest first.
+    @param offset: after skipping this many (a whole number from 0): a page.
     @raise InvalidQuery: for a bad or contradictory filter.
     """
     if number is not None and group is not None:
@@ -55,10 +62,15 @@ def recordQuery(
         raise InvalidQuery(str(e)) from None
     if begin is not None and finish is not None and begin >= finish:
         raise InvalidQuery("the start of the period must be before its end")
-    count: int | None = None
-    if limit is not None:
-        text = str(limit)
-        if isinstance(limit, bool) or not text.isdigit() or not text.isascii() or len(text) > 18 or int(text) < 1:
-            raise InvalidQuery(f"invalid limit {limit!r}: expected a whole number from 1")
-        count = int(text)
-    return RecordQuery(number=number, group=group, start=begin, end=finish, answeredOnly=answeredOnly, limit=count)
+    count = None if limit is None else _wholeNumber("limit", limit, 1)
+    skip = 0 if offset is None else _wholeNumber("offset", offset, 0)
+    return RecordQuery(
+        number=number, group=group, start=begin, end=finish, answeredOnly=answeredOnly, offset=skip, limit=count
+    )
+
+
+def _wholeNumber(name: str, value: str | int, lowest: int) -> int:
+    text = str(value)
+    if isinstance(value, bool) or not text.isdigit() or not text.isascii() or len(text) > 18 or int(text) < lowest:
+        raise InvalidQuery(f"invalid {name} {value!r}: expected a whole number from {lowest}")
+    return int(text)

@@ -330,6 +330,22 @@ class CallRecordMethods:
             first (by start, then id), or newest first.
         """
         query = query or RecordQuery()
+        with self._transaction() as connection:
+            return [record(row) for row in connection.execute(self._recordsSelected(query))]
+
+    def callRecordPage(self, query: RecordQuery) -> tuple[list[CallRecord], int]:
+        """
+        A page of records (L{callRecords}: C{query}'s offset and limit)
+        and how many records C{query}'s filters select in all, read in one
+        transaction.
+        """
+        selected = self._recordsSelected(attrs.evolve(query, offset=0, limit=None)).order_by(None)
+        count = sa.select(sa.func.count()).select_from(selected.subquery())
+        with self._transaction() as connection:
+            page = [record(row) for row in connection.execute(self._recordsSelected(query))]
+            return page, int(connection.execute(count).scalar_one())
+
+    def _recordsSelected(self, query: RecordQuery) -> sa.Select[Any]:
         statement = sa.select(callRecords)
         if query.number is not None:
             statement = statement.where(
@@ -384,8 +400,7 @@ class CallRecordMethods:
             statement = statement.offset(query.offset)
         if query.limit is not None:
             statement = statement.limit(query.limit)
-        with self._transaction() as connection:
-            return [record(row) for row in connection.execute(statement)]
+        return statement
 
     def _insertOf(self, connection: sa.Connection) -> Callable[[sa.Table], Any]:
         return lambda table: self._insert(connection, table)

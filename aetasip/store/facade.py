@@ -210,6 +210,7 @@ class AsyncStore:
     closedCallRecords = inThreads(Store.closedCallRecords)
     recordHeartbeat = inThreads(Store.recordHeartbeat)
     callRecords = inThreads(Store.callRecords)
+    callRecordPage = inThreads(Store.callRecordPage)
 
     queueMail = inThreads(Store.queueMail)
     claimDueMail = inThreads(Store.claimDueMail)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from twisted.application import service
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorFromThreads
+from twisted.logger import Logger
 
 from aetasip.config import Key, declare, storeURL
 from aetasip.store.facade import AsyncStore
@@ -22,6 +23,8 @@ declare(
         "DATABASE?target_session_attrs=read-write): each new connection goes to the first that accepts writes.",
     ),
 )
+
+log = Logger()
 
 
 class StoreService(service.Service):
@@ -50,10 +53,13 @@ class StoreService(service.Service):
         self.store.store.open()
         self.store.start()
         super().startService()
+        log.info("Store open: {store}", store=self.store.store.describe())
 
     def stopService(self) -> defer.Deferred[None]:
         """
         Finish the queries under way, then close the store.
         """
         super().stopService()
-        return self.store.stop()
+        d = self.store.stop()
+        d.addCallback(lambda _: log.info("Store closed: {store}", store=self.store.store.describe()))
+        return d

@@ -404,6 +404,7 @@ class STUNService(Service):
             for sock in self._sockets:
                 sock.close()
             self._sockets = []
+            log.info("STUN stopped")
             return result
 
         return DeferredList(waiting, consumeErrors=True).addBoth(closeSockets)

@@ -17,6 +17,7 @@ from typing import Any
 
 import attrs
 from twisted.application import service
+from twisted.internet.defer import maybeDeferred
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
@@ -191,7 +192,11 @@ class TestLineService(service.Service):
         if self.agent is not None:
             self.agent.stop()
         listening, self._listening = self._listening, None
-        return listening.stopListening() if listening is not None else None
+        if listening is None:
+            return None
+        d = maybeDeferred(listening.stopListening)
+        d.addCallback(lambda _: log.info("Test line stopped"))
+        return d
 
 
 def _sameHost(a: str, b: str) -> bool:

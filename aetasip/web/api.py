@@ -26,6 +26,7 @@ import json
 import re
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlencode
 
 from klein import Klein
 from twisted.internet.address import UNIXAddress
@@ -36,7 +37,7 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from aetasip.operations import NodeUnavailable, Operations, hostPort, isoTime
 from aetasip.records.csvfiles import writeExport
-from aetasip.records.query import InvalidQuery, recordQuery
+from aetasip.records.query import MAX_RECORD_PAGE, RECORD_PAGE, InvalidQuery, recordQuery
 from aetasip.records.record import CallRecord
 from aetasip.store import (
     AccountExists,
@@ -157,6 +158,16 @@ def recordJSON(record: CallRecord) -> dict[str, Any]:
         "relayNode": record.relayNode,
         "media": record.media,
     }
+
+
+def pageLink(request: IRequest, offset: int) -> str:
+    """
+    The address of C{request} (its path as asked, under whatever prefix
+    the API is served) with its query's C{offset} set to C{offset}.
+    """
+    parameters = [(name, values[0]) for name, values in request.args.items() if name != b"offset"]
+    parameters.append((b"offset", str(offset).encode()))
+    return request.path.decode("ascii", "replace") + "?" + urlencode(parameters)
 
 
 def writeJSON(request: IRequest, status: int, body: object) -> bytes:
@@ -575,10 +586,19 @@ class AdminAPI:
 
     # -- call records
 
-    _RECORD_PARAMETERS = ("number", "group", "from", "to", "quarter", "answeredOnly", "limit")
+    RECORD_PARAMETERS = ("number", "group", "from", "to", "quarter", "answeredOnly", "limit", "offset")
 
-    def _recordQuery(self, request: IRequest) -> Any:
-        given = self.parameters(request, self._RECORD_PARAMETERS)
+    def _recordQuery(self, request: IRequest, pageSize: int | None = None) -> Any:
+        """
+        The call-record query of C{request}'s parameters; with C{pageSize},
+        a page: C{limit} records at most (by default C{pageSize}, at most
+        L{MAX_RECORD_PAGE}).
+        """
+        given = self.parameters(request, self.RECORD_PARAMETERS)
+        if pageSize is not None:
+            limit = given.setdefault("limit", str(pageSize))
+            if limit.isascii() and limit.isdigit() and int(limit) > MAX_RECORD_PAGE:
+                raise APIError(400, f"invalid limit {limit!r}: at most {MAX_RECORD_PAGE} records a page")
         answeredOnly = given.get("answeredOnly", "false").lower()
         if answeredOnly not in ("true", "false", "1", "0"):
             raise APIError(400, f"parameter 'answeredOnly': expected true or false, not {given['answeredOnly']!r}")
@@ -591,15 +611,36 @@ class AdminAPI:
                 given.get("quarter"),
                 answeredOnly in ("true", "1"),
                 given.get("limit"),
+                given.get("offset"),
             )
         except InvalidQuery as e:
             raise APIError(400, str(e)) from None
 
     @app.route("/records", methods=["GET"])
     async def records(self, request: IRequest) -> bytes:
+        """
+        A page of records, the oldest first (by start, then id: a stable
+        order, new calls come last), with the total the filters select
+        and the next page's address (also a C{Link: rel="next"} header).
+        """
         await self.authorize(request)
-        found = await self.provision(self.store.store.callRecords, self._recordQuery(request))
-        return writeJSON(request, 200, {"records": [recordJSON(r) for r in found]})
+        query = self._recordQuery(request, RECORD_PAGE)
+        found, total = await self.provision(self.store.store.callRecordPage, query)
+        following = None
+        if query.offset + len(found) < total:
+            following = pageLink(request, query.offset + len(found))
+            request.setHeader(b"Link", f'<{following}>; rel="next"'.encode())
+        return writeJSON(
+            request,
+            200,
+            {
+                "records": [recordJSON(r) for r in found],
+                "total": total,
+                "offset": query.offset,
+                "limit": query.limit,
+                "next": following,
+            },
+        )
 
     @app.route("/records.csv", methods=["GET"])
     async def recordsCSV(self, request: IRequest) -> bytes:

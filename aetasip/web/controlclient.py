@@ -20,6 +20,10 @@ class ServiceUnreachable(Exception):
     """The control socket cannot be reached; the message says why and where."""
 
 
+class ServiceNotRunning(ServiceUnreachable):
+    """Nothing listens on the control socket (no such file, or connection refused): the service is not running."""
+
+
 class ServiceRefused(Exception):
     """
     The service answered with an error (no such call, a bad value).
@@ -78,7 +82,7 @@ class ControlClient:
             try:
                 connection.request(method, url, headers={"Accept": "application/json"})
             except (FileNotFoundError, ConnectionRefusedError) as e:
-                raise ServiceUnreachable(f"{NOT_RUNNING}: cannot connect to {self.path}: {e.strerror}") from None
+                raise ServiceNotRunning(f"{NOT_RUNNING}: cannot connect to {self.path}: {e.strerror}") from None
             except PermissionError as e:
                 raise ServiceUnreachable(
                     f"cannot connect to the control socket {self.path}: {e.strerror} (run as the service's user)"

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from aetasip import __version__
+from aetasip.records.query import MAX_RECORD_PAGE, RECORD_PAGE
 
 
 def _error(description: str) -> dict[str, Any]:
@@ -61,6 +62,21 @@ _RECORD_FILTERS = [
     _query("quarter", "Only the calls begun or ended in this calendar quarter (UTC), e.g. 2026Q3."),
     _query("answeredOnly", "Only answered calls (begun then means answered).", {"type": "boolean", "default": False}),
     _query("limit", "At most this many records, the oldest first.", {"type": "integer", "minimum": 1}),
+    _query("offset", "Skip this many records first.", {"type": "integer", "minimum": 0, "default": 0}),
+]
+# /records pages: the same filters, a limit by default and a bound on it.
+_RECORD_PAGE_PARAMETERS = [
+    *_RECORD_FILTERS[:-2],
+    _query(
+        "limit",
+        f"Records in this page, at most {MAX_RECORD_PAGE}.",
+        {"type": "integer", "minimum": 1, "maximum": MAX_RECORD_PAGE, "default": RECORD_PAGE},
+    ),
+    _query(
+        "offset",
+        "Records to skip before this page: the previous page's offset plus its records (or follow 'next').",
+        {"type": "integer", "minimum": 0, "default": 0},
+    ),
 ]
 
 
@@ -234,14 +250,33 @@ def _paths() -> dict[str, Any]:
         },
         "/records": {
             "get": {
-                "summary": "Call records (the queries of aetasip-admin cdr).",
-                "parameters": _RECORD_FILTERS,
-                "responses": {"200": _json("RecordList", "The records."), "400": _BAD, "401": _UNAUTHORIZED},
+                "summary": "Call records (the queries of aetasip-admin cdr), a page at a time.",
+                "description": (
+                    "Records in a stable order, the oldest first (by start time, then id; new calls come "
+                    "last), a page of 'limit' records from 'offset'. The answer gives the total the filters "
+                    "select and 'next', the address of the next page (null on the last one), also sent as "
+                    'a Link header with rel="next".'
+                ),
+                "parameters": _RECORD_PAGE_PARAMETERS,
+                "responses": {
+                    "200": {
+                        **_json("RecordPage", "A page of records."),
+                        "headers": {
+                            "Link": {
+                                "description": '<next page>; rel="next", unless this is the last page.',
+                                "schema": {"type": "string"},
+                            }
+                        },
+                    },
+                    "400": _BAD,
+                    "401": _UNAUTHORIZED,
+                },
             },
         },
         "/records.csv": {
             "get": {
-                "summary": "Call records as CSV: the columns of aetasip-admin cdr export.",
+                "summary": "Call records as CSV: the columns of aetasip-admin cdr export; all of them unless "
+                "'limit' is given.",
                 "parameters": _RECORD_FILTERS,
                 "responses": {
                     "200": {
@@ -446,7 +481,19 @@ def _schemas() -> dict[str, Any]:
         "LocationList": _list("locations", "Location"),
         "RemovedLocation": _schema({"removed": _ref("Location")}),
         "Record": _schema(record),
-        "RecordList": _list("records", "Record"),
+        "RecordPage": _schema(
+            {
+                "records": {"type": "array", "items": _ref("Record")},
+                "total": {"type": "integer", "minimum": 0, "description": "Records the filters select, all pages."},
+                "offset": {"type": "integer", "minimum": 0},
+                "limit": {"type": "integer", "minimum": 1},
+                "next": {
+                    "type": ["string", "null"],
+                    "description": "The next page's address (path and query), or null on the last page.",
+                },
+            },
+            ["records", "total", "offset", "limit", "next"],
+        ),
         "Call": _schema(call),
         "CallList": _list("calls", "Call"),
         "ReleasedCalls": _list("released", "Call"),
