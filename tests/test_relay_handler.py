@@ -248,10 +248,15 @@ class HandlerTests(SynchronousTestCase):
         self.answer(call, sdp(PUBLIC_B[0]))
         call.answered(call.targets[0], "tagB")
         node = self.nodes["local"]
-        # Media flows for a while: nothing happens.
+        # Media flows both ways for a while: nothing happens.
         for _ in range(10):
             self.clock.advance(5)
-            node.stats = RelayStats("local", LegStats(received=StreamStats(1, lastPacketAt=self.clock.seconds())))
+            now = self.clock.seconds()
+            node.stats = RelayStats(
+                "local",
+                LegStats(received=StreamStats(1, lastPacketAt=now)),
+                LegStats(received=StreamStats(1, lastPacketAt=now)),
+            )
         self.assertEqual(self.control.released, [])
         # Then it stops.
         self.clock.advance(20)
@@ -340,10 +345,11 @@ def directed(host: str, port: int, direction: str, connection: str | None = None
 class HoldTests(SynchronousTestCase):
     """
     The media timeout follows the directions each offer/answer negotiated:
-    a call on hold (a=inactive, a=sendonly answered a=recvonly,
-    c=0.0.0.0) whose parties send nothing, not even RTCP, is not
-    released; once resumed the timeout counts from the resumption. With
-    the built-in node on a Clock.
+    a party that is to send (C{sendrecv}, C{sendonly} towards a party
+    that receives) and sends nothing, not even RTCP, for the timeout ends
+    the call; a call on hold where nobody is to send (a=inactive,
+    c=0.0.0.0) is not released; once resumed the timeout counts from the
+    resumption. With the built-in node on a Clock.
     """
 
     def setUp(self) -> None:
@@ -385,13 +391,26 @@ class HoldTests(SynchronousTestCase):
         self.clock.advance(25)
         self.assertEqual(self.released(), [EndCause.MEDIA_TIMEOUT])
 
+    def sends(self, party: str) -> None:
+        """C{party} sends a packet (RTCP: it counts as much as RTP) on each of its streams, now."""
+        session = self.node._sessions[("cid", "tagA")]
+        parties = [session.caller] if party == "caller" else list(session.callees.values())
+        for each in parties:
+            for stream in each.streams:
+                if stream is not None:
+                    stream.rtcpLast = self.clock.seconds()
+
+    def details(self) -> list[str]:
+        return [detail for _, _, detail in self.control.released]
+
     def test_held_calls_survive_and_time_out_once_resumed(self) -> None:
+        """Nobody is to send: neither party's silence counts."""
         holds = [
             ("caller", "inactive", "inactive", None, ""),
-            ("caller", "sendonly", "recvonly", None, ""),
-            ("callee", "sendonly", "recvonly", None, ""),
+            ("callee", "inactive", "inactive", None, ""),
+            ("caller", "sendonly", "inactive", None, ""),  # the holder on hold too
             ("caller", "sendrecv", "sendrecv", "0.0.0.0", "caller"),  # RFC 2543 hold, the offerer's address
-            ("callee", "recvonly", "sendonly", None, ""),
+            ("callee", "sendonly", "recvonly", "0.0.0.0", "callee"),
         ]
         for offerer, offered, answered, held, heldBy in holds:
             self.control.released = []
@@ -407,8 +426,62 @@ class HoldTests(SynchronousTestCase):
             self.assertEqual(self.released(), [], (offerer, offered, held))
             self.clock.advance(10)
             self.assertEqual(self.released(), [EndCause.MEDIA_TIMEOUT], (offerer, offered, held))
+            self.assertEqual(self.details(), ["no media for 25 s"])
             self.successResultOf(self.node.delete("cid", "tagA"))
             self.handler.callEnded(call)
+
+    def test_a_sendonly_holder_is_timed_and_the_held_party_is_not(self) -> None:
+        """
+        Hold with a=sendonly (music on hold): the holder is to send, the
+        held party is not; the call lasts while the holder sends, and ends
+        once it stops.
+        """
+        holds = [
+            ("caller", "sendonly", "recvonly", "caller"),
+            ("callee", "sendonly", "recvonly", "callee"),
+            ("callee", "recvonly", "sendonly", "caller"),
+        ]
+        for offerer, offered, answered, holder in holds:
+            self.control.released = []
+            call = self.answeredCall()
+            self.clock.advance(5)
+            self.exchange(call, offerer, offered, answered)
+            for _ in range(60):
+                self.sends(holder)
+                self.clock.advance(5)
+            self.assertEqual(self.released(), [], (offerer, offered))
+            self.clock.advance(20)
+            self.assertEqual(self.released(), [EndCause.MEDIA_TIMEOUT], (offerer, offered))
+            (detail,) = self.details()
+            self.assertTrue(detail.startswith(f"no media from the {holder} for 2"), detail)
+            self.successResultOf(self.node.delete("cid", "tagA"))
+            self.handler.callEnded(call)
+
+    def test_a_one_way_call_ends_when_its_sender_stops(self) -> None:
+        """A codec sending to a receiver (sendonly/recvonly from the start): the receiver's silence is right."""
+        call = Call(self.clock.seconds, "cid", "tagA", "45675001", "premium", "d", Leg(PUBLIC_A, "udp", ("0", 1)), "2")
+        call.addTarget("45675002", Leg(PUBLIC_B, "udp", ("0", 1), None, "sip:45675002@203.0.113.9:5060"))
+        self.exchange(call, "caller", "sendonly", "recvonly")
+        call.answered(call.targets[0], "tagB")
+        for _ in range(60):
+            self.sends("caller")
+            self.clock.advance(5)
+        self.assertEqual(self.released(), [])
+        self.clock.advance(15)
+        self.assertEqual(self.released(), [])
+        self.clock.advance(5)
+        self.assertEqual(self.released(), [EndCause.MEDIA_TIMEOUT])
+        self.assertEqual(self.details(), ["no media from the caller for 25 s"])
+
+    def test_a_two_way_call_with_one_party_silent_ends(self) -> None:
+        """One-way audio where both were to send (the callee's media lost on its way): released."""
+        call = self.answeredCall()
+        for _ in range(10):
+            self.sends("caller")
+            self.clock.advance(2.5)
+        self.assertEqual(self.released(), [EndCause.MEDIA_TIMEOUT])
+        self.assertEqual(self.details(), ["no media from the callee for 25 s"])
+        self.assertTrue(call.ended)
 
     def test_a_hold_offer_that_gets_no_answer_changes_nothing(self) -> None:
         """A re-INVITE to hold refused by the other party (488): the session, and its timeout, stay."""

@@ -78,9 +78,9 @@ declare(
         "relay.media_timeout",
         60,
         number(0, 86400),
-        "Seconds without a media packet (RTP or RTCP) from either party after which an answered relayed call "
-        "is released (BYE to both, end cause 'media timeout'), unless it is on hold (no media section negotiated "
-        "to carry media both ways: a=inactive, a=sendonly/a=recvonly, c=0.0.0.0); 0: never.",
+        "Seconds without a media packet (RTP or RTCP) from a party that is to send (it declared sendrecv or "
+        "sendonly towards a party that receives) after which an answered relayed call is released (BYE to both, "
+        "end cause 'media timeout'); a call where nobody is to send (a=inactive, c=0.0.0.0) is not; 0: never.",
     ),
 )
 
