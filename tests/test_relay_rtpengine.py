@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 import socket
 import struct
+import time
 from typing import Any
 
 from twisted.internet import reactor
@@ -84,7 +85,9 @@ class MediaPeer(DatagramProtocol):
         self.received.append((datagram, (address[0], address[1])))
 
 
-class RtpengineNodeTests(TestCase):
+class RtpengineCalls(TestCase):
+    """A real rtpengine, a node on it, and calls between loopback media sockets."""
+
     timeout = 60
 
     def setUp(self) -> None:
@@ -153,6 +156,36 @@ class RtpengineNodeTests(TestCase):
         )
         await deferLater(0.05)
 
+    async def natedCallerStartsLate(self, call: dict[str, Any], stranger: MediaPeer | None = None) -> float:
+        """
+        The callee talks first (0.5 s), then the NATed caller starts (a
+        stranger's 3 packets just before it, when given): seconds from the
+        caller's first packet until it hears the callee. All within
+        rtpengine's learning window (3 s after the last signalling).
+        """
+        for sequence in range(25):
+            call["callee"].transport.write(rtp(sequence, 0x2222), call["toCallee"])
+            await deferLater(0.02)
+        if stranger is not None:
+            for sequence in range(3):
+                stranger.transport.write(rtp(sequence, 0x6666), call["toCaller"])  # type: ignore[union-attr]
+            await deferLater(0.02)
+        started = time.monotonic()
+        heard = None
+        for sequence in range(100):
+            call["caller"].transport.write(rtp(sequence, 0x1111), call["toCaller"])
+            call["callee"].transport.write(rtp(25 + sequence, 0x2222), call["toCallee"])
+            await deferLater(0.02)
+            if heard is None and call["caller"].received:
+                heard = time.monotonic() - started
+            if heard is not None and sequence >= 10:
+                break
+        self.assertIsNotNone(heard, "the caller heard nothing")
+        assert heard is not None
+        return heard
+
+
+class RtpengineNodeTests(RtpengineCalls):
     async def test_offer_and_answer_point_at_rtpengine(self) -> None:
         call = await self.call()
         for body, key in ((call["offered"], "toCallee"), (call["answered"], "toCaller")):
@@ -236,6 +269,39 @@ class RtpengineNodeTests(TestCase):
         self.assertGreaterEqual(later.caller.dropped - stats.caller.dropped, 9)
         self.assertGreaterEqual(later.callee.dropped - stats.callee.dropped, 9)
         self.assertEqual(later.caller.latched, ("127.0.0.1", call["callerPort"]))
+
+    async def test_media_of_a_nated_leg_flows_at_once_in_the_learning_window(self) -> None:
+        """
+        rtpengine's endpoint learning (about 3 s after signalling) delays
+        only its confirmation of the latch (strict source), not media: the
+        NATed caller hears the callee from its first packet on, the callee
+        hears it, and nothing goes to the advertised address.
+        """
+        signalled = time.monotonic()
+        call = await self.call(callerNAT=True)
+        heard = await self.natedCallerStartsLate(call)
+        self.assertLess(heard, 0.5)
+        self.assertLess(time.monotonic() - signalled, 3.0, "out of the learning window: the test proves nothing")
+        fromCaller = [d for d, _ in call["callee"].received if d[8:12] == b"\x00\x00\x11\x11"]
+        self.assertEqual(fromCaller[:5], [rtp(i, 0x1111) for i in range(5)])
+        self.assertEqual(call["advertised"].received, [])
+
+    async def test_a_stranger_sending_first_does_not_take_a_nated_leg(self) -> None:
+        """
+        A stranger's packets to the NATed caller's port before the caller's
+        own: the caller still gets the latch (the per-call heuristic learning
+        ranks its signalling host first), at once, and the stranger hears
+        nothing. Immediate learning (C{--endpoint-learning=immediate}, or
+        its per-call flag) would give the leg to whoever sends first.
+        """
+        call = await self.call(callerNAT=True)
+        stranger, _ = self.peer("127.0.0.3")
+        heard = await self.natedCallerStartsLate(call, stranger)
+        self.assertLess(heard, 0.5)
+        self.assertEqual(stranger.received, [])
+        stats = await self.node.query(CALL, CALLER_TAG)
+        assert stats is not None
+        self.assertEqual(stats.caller.latched, ("127.0.0.1", call["callerPort"]))
 
     async def test_a_stranger_is_dropped_from_its_first_packet_on_well_configured_legs(self) -> None:
         """
@@ -405,6 +471,21 @@ class RtpengineNodeTests(TestCase):
             await self.node.offer(CALL, CALLER_TAG, "b", "caller", b"garbage", SIGNALLING, False)
         self.assertNotIsInstance(raised.exception, RelayUnavailable)
         self.assertEqual(await self.node.sessions(), [])
+
+
+class ImmediateLearningDaemonTests(RtpengineCalls):
+    """
+    A daemon an operator started with C{--endpoint-learning=immediate}:
+    the node's per-call C{endpoint-learning-heuristic} wins, so a stranger
+    sending first still does not take a NATed leg.
+    """
+
+    def setUp(self) -> None:
+        self.engine = startedRtpengine(self, options=("--endpoint-learning=immediate",))
+        self.node = self.makeNode([self.engine.ngAddress])
+
+    async def test_a_stranger_sending_first_does_not_take_a_nated_leg(self) -> None:
+        await RtpengineNodeTests.test_a_stranger_sending_first_does_not_take_a_nated_leg(self)  # type: ignore[arg-type]
 
 
 class FailoverTests(TestCase):

@@ -14,8 +14,10 @@ answer):
       C{received from} its signalling source: rtpengine ignores the
       (private) address of its SDP, never sends there, and learns its
       media address from packets coming from the signalling source's
-      host, any port (C{endpoint-learning-heuristic}; the key
-      C{endpoint-learning} is ignored by rtpengine 10.5);
+      host, any port (the per-call flag C{endpoint-learning-heuristic},
+      which wins over the daemon's C{--endpoint-learning}: the
+      signalling host ranks first, so a stranger sending first does not
+      take the leg);
     - other legs (their SDP is true) get C{trust address} and
       C{asymmetric}: rtpengine learns nothing for them ("asymmetric [...]
       disables learning of endpoint addresses", ng_control_protocol.md)
@@ -24,16 +26,19 @@ answer):
       (the agent must send from the port it receives on: symmetric RTP,
       RFC 4961, as broadcast codecs do);
     - C{strict source}: once learnt, packets from elsewhere are dropped.
-      What rtpengine cannot do: for a leg behind NAT, strict source only
-      applies "after the learning phase" (ng_control_protocol.md, "strict
-      source"), the first seconds after signalling (about 3 s in
-      10.5); until then rtpengine forwards packets from any source to the
-      other party (the tests see them), though it sends nothing back to a
-      stranger: the heuristic picks the signalling host. Learning from the
-      first packet (C{--endpoint-learning=immediate}) would let a stranger
-      sending first take the leg, which is worse; the built-in relay,
-      which latches on the signalling host from the first packet, has no
-      such window;
+      rtpengine's learning window (3 s after the call's last signalling,
+      in every mode but C{immediate}) does not delay media: it forwards
+      both ways from the NATed leg's first packet (the tests measure it),
+      and only confirms the latch, and applies strict source to that
+      leg, once the window is over; until then it forwards a stranger's
+      packets sent to that leg's port on to the other party, though it
+      sends nothing back to a stranger. C{immediate} learning (the
+      daemon option or the per-call flag C{endpoint-learning-immediate})
+      closes that window but gives the leg to whoever sends first: a
+      stranger sending before the caller hears the call and the caller
+      hears nothing (measured with rtpengine 10.5), which is worse. The
+      built-in relay, which latches on the signalling host from the
+      first packet, has neither problem;
     - ICE lines are removed from the SDP before rtpengine sees it, and
       C{ICE: remove}: agents must not route around the relay, and
       rtpengine, given candidates, sends media and connectivity checks to
