@@ -278,6 +278,39 @@ class HandlerTests(SynchronousTestCase):
         self.clock.advance(12.5)
         self.assertEqual([cause for _, cause, _ in self.control.released], [EndCause.MEDIA_TIMEOUT])
 
+    def test_a_call_whose_node_lost_its_session_is_released(self) -> None:
+        """rtpengine deleted it (its own timeout) or restarted: the media is gone, the call ends."""
+        self.handler = self.makeHandler(timeout=20)
+        self.handler.startService()
+        self.addCleanup(self.handler.stopService)
+        call = self.call()
+        self.offer(call, sdp("10.1.1.1"))
+        self.answer(call, sdp(PUBLIC_B[0]))
+        call.answered(call.targets[0], "tagB")
+        self.nodes["local"].stats = None  # type: ignore[assignment]
+        self.clock.advance(5)
+        self.assertEqual(
+            self.control.released, [(call, EndCause.MEDIA_FAILURE, "relay node local lost the call's media session")]
+        )
+
+    def test_a_node_that_keeps_sessions_alive_hears_of_each_check(self) -> None:
+        """With the newest packet of the call: the node decides when its daemon must hear of it."""
+        kept: list[tuple[str, str, float | None]] = []
+        node = self.nodes["local"]
+        node.keepAlive = lambda callID, fromTag, last: kept.append((callID, fromTag, last))  # type: ignore[attr-defined]
+        self.handler = self.makeHandler(timeout=20)
+        self.handler.startService()
+        self.addCleanup(self.handler.stopService)
+        call = self.call()
+        self.offer(call, directed("10.1.1.1", 4000, "inactive"))
+        self.answer(call, directed(PUBLIC_B[0], 5000, "inactive"))
+        call.answered(call.targets[0], "tagB")
+        node.stats = RelayStats("local", LegStats(received=StreamStats(1, lastPacketAt=990.0)))
+        self.clock.advance(5)
+        self.clock.advance(5)
+        self.assertEqual(kept, [("cid", "tagA", 990.0), ("cid", "tagA", 990.0)])
+        self.assertEqual(self.control.released, [])
+
     def test_a_hunting_member_that_did_not_answer_gives_its_ports_back(self) -> None:
         node = self.nodes["local"]
         dropped: list[tuple[str, str, str]] = []

@@ -488,6 +488,103 @@ class ImmediateLearningDaemonTests(RtpengineCalls):
         await RtpengineNodeTests.test_a_stranger_sending_first_does_not_take_a_nated_leg(self)  # type: ignore[arg-type]
 
 
+class HeldCallTests(RtpengineCalls):
+    """
+    A call on hold for longer than rtpengine's own timeouts (here
+    C{--timeout=2 --silent-timeout=3}), through the relay's media handler
+    (media timeout 1 s, so it checks every 0.5 s): the node's keep-alive
+    keeps the session and its ports, and the call resumes with media both
+    ways; without it rtpengine deletes the session and the handler ends
+    the call (media failure) rather than leave it silent.
+    """
+
+    timeout = 60
+
+    def setUp(self) -> None:
+        self.engine = startedRtpengine(self, options=("--timeout=2", "--silent-timeout=3"))
+
+    async def heldCall(self, keepalive: float, hold: bytes) -> tuple[Any, Any, dict[str, Any]]:
+        from aetasip import config
+        from aetasip.calls.call import Call, Leg
+        from aetasip.relay.handler import RelayHandler
+        from aetasip.relay.rtpengine import makeNode
+        from tests.routingdirectory import MemoryDirectory
+        from tests.test_relay_handler import Control
+
+        node = makeNode(
+            "fr",
+            {"kind": "rtpengine", "ng": [self.engine.ngAddress], "keepalive": keepalive},
+            config.build({}),
+            reactor,
+        )
+        control = Control()
+        handler = RelayHandler({"fr": node}, "fr", {}, "always", MemoryDirectory(), control, 1.0, reactor)
+        handler.startService()
+        self.addCleanup(handler.stopService)
+        self.node = node
+        caller, callerPort = self.peer()
+        callee, calleePort = self.peer()
+        call = Call(
+            reactor.seconds, CALL, CALLER_TAG, "45675001", "premium", "d", Leg(SIGNALLING, "udp", ("0", 1)), "2"
+        )  # type: ignore[attr-defined]
+        call.addTarget("45675002", Leg(SIGNALLING, "udp", ("0", 1), None, "sip:45675002@127.0.0.1:5060"))
+        callerSDP, calleeSDP = sdp("127.0.0.1", callerPort), sdp("127.0.0.1", calleePort, ice=False)
+        offered = await handler.offer(call, "1", "caller", callerSDP)
+        answered = await handler.answer(call, "1", "callee", calleeSDP)
+        call.answered(call.targets[0], CALLEE_TAG)
+        media = {
+            "caller": caller,
+            "callee": callee,
+            "callerPort": callerPort,
+            "calleePort": calleePort,
+            "toCallee": mediaAddress(offered),
+            "toCaller": mediaAddress(answered),
+        }
+        await self.exchange(media, count=3)
+        # On hold: neither party is to send, and neither sends anything.
+        held = await handler.offer(call, "1", "caller", hold(callerSDP))
+        await handler.answer(call, "1", "callee", hold(calleeSDP))
+        # The same port (rtpengine keeps c=0.0.0.0 as the holder wrote it).
+        self.assertEqual(mediaAddress(held)[1], media["toCallee"][1])
+        await deferLater(5.5)
+        return handler, control, media
+
+    async def test_a_call_held_past_rtpengine_timeouts_keeps_its_session(self) -> None:
+        holds = {
+            "inactive": lambda body: body.replace(b"a=sendrecv", b"a=inactive"),
+            # RFC 2543 hold: rtpengine times it out after --timeout, not --silent-timeout.
+            "c=0.0.0.0": lambda body: re.sub(rb"c=IN IP4 \S+", b"c=IN IP4 0.0.0.0", body),
+        }
+        for name, hold in holds.items():
+            handler, control, media = await self.heldCall(1.0, hold)
+            self.assertEqual(control.released, [], name)
+            stats = await self.node.query(CALL, CALLER_TAG)
+            self.assertIsNotNone(stats, name)
+            (call,) = handler._calls
+            # Resumed: the same relay ports carry media both ways again.
+            callerSDP, calleeSDP = (
+                sdp("127.0.0.1", media["callerPort"]),
+                sdp("127.0.0.1", media["calleePort"], ice=False),
+            )
+            resumed = await handler.offer(call, "1", "caller", callerSDP)
+            await handler.answer(call, "1", "callee", calleeSDP)
+            self.assertEqual(mediaAddress(resumed), media["toCallee"], name)
+            before = (len(media["caller"].received), len(media["callee"].received))
+            await self.exchange(media, count=5)
+            self.assertEqual(len(media["caller"].received) - before[0], 5, name)
+            self.assertEqual(len(media["callee"].received) - before[1], 5, name)
+            call.end("caller BYE")
+            await handler.callEnded(call)
+            await handler.stopService()
+
+    async def test_without_keepalive_the_session_is_lost_and_the_call_ends(self) -> None:
+        from aetasip.calls.call import EndCause
+
+        _handler, control, _media = await self.heldCall(0, lambda body: body.replace(b"a=sendrecv", b"a=inactive"))
+        ((_call, cause, detail),) = control.released
+        self.assertEqual((cause, detail), (EndCause.MEDIA_FAILURE, "relay node fr lost the call's media session"))
+
+
 class FailoverTests(TestCase):
     timeout = 60
 

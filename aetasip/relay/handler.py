@@ -385,9 +385,20 @@ class RelayHandler(service.MultiService):
             d.addErrback(lambda f, call=call: log.failure("Querying the relay of {call} failed", f, call=call))
 
     def _checked(self, stats: RelayStats | None, call: Call, relayed: RelayedCall, now: float) -> None:
-        if stats is None or call.ended:
+        if call.ended:
+            return
+        if stats is None:
+            # The node no longer has the call (rtpengine deleted it after its
+            # own timeout, or restarted): its media is gone for good.
+            detail = f"relay node {call.media['relay']['node']} lost the call's media session"
+            log.warn("Call {id}: {detail}: released", id=call.id, detail=detail)
+            self.calls.release(call, EndCause.MEDIA_FAILURE, detail)
             return
         call.media["relay"]["stats"] = stats
+        keepAlive = getattr(relayed.node, "keepAlive", None)
+        if keepAlive is not None:
+            lasts = [t for t in (stats.caller.received.lastPacketAt, stats.callee.received.lastPacketAt) if t]
+            keepAlive(call.callID, call.callerTag, max(lasts) if lasts else None)
         expected = relayed.senders.get(call.answeredBy.key if call.answeredBy is not None else "")
         if expected is None:
             expected = frozenset((CALLER, CALLEE))

@@ -96,6 +96,11 @@ class _Session:
     creating: list[Deferred[Backend]] | None = None
     calleeTags: dict[str, str] = attrs.Factory(dict)
     answered: str | None = None
+    # By branch, the arguments of its last offer; the last offer/answer
+    # pair of the answered branch, and when the daemon last heard of the call.
+    offers: dict[str, dict[str, Any]] = attrs.Factory(dict)
+    negotiated: tuple[dict[str, Any], dict[str, Any]] | None = None
+    signalledAt: float = 0.0
 
 
 def _branchKey(branch: object) -> str:
@@ -123,10 +128,11 @@ class RtpengineNode(Service):
     fires with C{None} for an unknown call.
     """
 
-    def __init__(self, name: str, pool: NgPool, reactor: Any = None) -> None:
+    def __init__(self, name: str, pool: NgPool, reactor: Any = None, keepalive: float = 30.0) -> None:
         self.name = name
         self.pool = pool
         self.reactor = reactor
+        self.keepalive = keepalive
         self._ports: list[Any] = []
         self._sessions: OrderedDict[tuple[str, str], _Session] = OrderedDict()
 
@@ -253,8 +259,11 @@ class RtpengineNode(Service):
             arguments["to-tag"] = fromTag
         reply = await self._backendFor(key, "offer", arguments)
         session = self._sessions.get(key)
-        if session is not None and sender != "caller":
-            session.calleeTags.setdefault(branchKey, calleeTag)  # type: ignore[arg-type]
+        if session is not None:
+            if sender != "caller":
+                session.calleeTags.setdefault(branchKey, calleeTag)  # type: ignore[arg-type]
+            session.offers[branchKey] = arguments
+            session.signalledAt = self._now()
         return self._sdp("offer", reply)
 
     def answer(
@@ -298,7 +307,52 @@ class RtpengineNode(Service):
             arguments.update({"from-tag": calleeTag, "to-tag": fromTag})
         reply = await self._backendFor(key, "answer", arguments)
         session.answered = branchKey
+        offer = session.offers.get(branchKey)
+        session.negotiated = (offer, arguments) if offer is not None else None
+        session.signalledAt = self._now()
         return self._sdp("answer", reply)
+
+    def _now(self) -> float:
+        return float(self.reactor.seconds()) if self.reactor is not None else 0.0
+
+    def keepAlive(self, callID: str, fromTag: str, lastPacketAt: float | None) -> Deferred[bool]:
+        """
+        Keep the session of a call whose parties send nothing (on hold)
+        on its daemon: rtpengine deletes a call once none of its streams
+        got a packet for C{--timeout} seconds (C{--silent-timeout} for
+        streams that do not receive), but each offer or answer counts as
+        activity. When neither a packet (C{lastPacketAt}) nor a request
+        reached the daemon for C{keepalive} seconds, the answered branch's
+        last offer and answer are sent again, unchanged (the ports stay,
+        C{port latching}; rtpengine's learning starts again for a NATed
+        leg, which is on hold). Not done while an offer awaits its answer
+        (a re-INVITE under way). Not part of L{IRelay}: the handler uses
+        it when a node has it.
+
+        @return: a Deferred firing (never failing) with whether it was sent.
+        """
+        return Deferred.fromCoroutine(self._keepAlive(callID, fromTag, lastPacketAt))
+
+    async def _keepAlive(self, callID: str, fromTag: str, lastPacketAt: float | None) -> bool:
+        session = self._sessions.get((callID, fromTag))
+        if self.keepalive <= 0 or session is None or session.backend is None or session.negotiated is None:
+            return False
+        offer, answer = session.negotiated
+        if session.answered is None or session.offers.get(session.answered) is not offer:
+            return False  # an offer awaits its answer
+        now = self._now()
+        if now - max(session.signalledAt, lastPacketAt or 0.0) < self.keepalive:
+            return False
+        session.signalledAt = now
+        try:
+            for command, arguments in (("offer", offer), ("answer", answer)):
+                reply = await self.pool.requestTo(session.backend, command, arguments)
+                self._sdp(command, reply)
+        except (NgTimeout, NgError, NgProtocolError, RelayUnavailable) as e:
+            log.warn("rtpengine keep-alive of {callID} failed: {error}", callID=callID, error=e)
+            return False
+        log.debug("rtpengine session of {callID} kept alive (no media for a while)", callID=callID)
+        return True
 
     def deleteBranch(self, callID: str, fromTag: str, branch: object) -> Deferred[None]:
         """
@@ -474,4 +528,4 @@ def makeNode(name: str, options: Mapping[str, Any], config: Any, reactor: Any) -
         if ipv6 not in clients:
             clients[ipv6] = NgClient(clock, checked.timeout, checked.retries, checked.maxPending)
         backends.append(Backend(address, clients[ipv6]))
-    return RtpengineNode(name, NgPool(name, backends, clock, checked.recheckInterval), reactor)
+    return RtpengineNode(name, NgPool(name, backends, clock, checked.recheckInterval), reactor, checked.keepalive)

@@ -153,6 +153,7 @@ class RtpengineOptions:
     retries: int
     recheckInterval: float
     maxPending: int
+    keepalive: float = 30.0
 
 
 _RTPENGINE_TUNING: dict[str, tuple[str, type, float, float, float]] = {
@@ -161,6 +162,7 @@ _RTPENGINE_TUNING: dict[str, tuple[str, type, float, float, float]] = {
     "retries": ("retries", int, 2, 0, 10),
     "recheck_interval": ("recheckInterval", float, 10.0, 0.1, 3600.0),
     "max_pending": ("maxPending", int, 1000, 1, 100_000),
+    "keepalive": ("keepalive", float, 30.0, 0.0, 3600.0),
 }
 
 
