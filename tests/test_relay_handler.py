@@ -344,6 +344,28 @@ class HandlerTests(SynchronousTestCase):
         self.clock.advance(5)
         self.assertEqual(dropped, [("cid", "tagA", "1")])
 
+    def test_a_direct_fork_that_answered_is_not_watched(self) -> None:
+        """
+        A fork to a callee behind NAT was relayed, another fork (direct)
+        answered: the call's media never passes the node, so neither its
+        silence there nor the node's loss of the session ends the call.
+        """
+        self.handler = self.makeHandler(timeout=20)
+        self.handler.startService()
+        self.addCleanup(self.handler.stopService)
+        call = self.call(calleeContact="sip:45675002@10.0.0.3:5060")
+        second = call.addTarget("45675002", Leg(PUBLIC_B, "udp", ("0", 1), None, "sip:45675002@203.0.113.9:5060"))
+        self.offer(call, sdp(PUBLIC_A[0]))
+        self.assertEqual(
+            self.successResultOf(self.handler.offer(call, second.key, "caller", sdp(PUBLIC_A[0]))), sdp(PUBLIC_A[0])
+        )
+        self.successResultOf(self.handler.answer(call, second.key, "callee", sdp(PUBLIC_B[0])))
+        self.assertEqual(call.media["relay"]["relayed"], {"1": True, second.key: False})
+        call.answered(second, "tagB")
+        self.nodes["local"].stats = None  # type: ignore[assignment]
+        self.clock.advance(100)
+        self.assertEqual(self.control.released, [])
+
     def test_made_from_the_configuration(self) -> None:
         cfg = config.build(
             {

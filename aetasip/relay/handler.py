@@ -379,7 +379,10 @@ class RelayHandler(service.MultiService):
         for call, relayed in list(self._calls.items()):
             if call.state != ANSWERED or not relayed.anyRelayed:
                 continue
-            self._dropFailedBranches(call, relayed, call.answeredBy.key if call.answeredBy is not None else "")
+            answered = call.answeredBy.key if call.answeredBy is not None else ""
+            self._dropFailedBranches(call, relayed, answered)
+            if not relayed.relayed.get(answered):
+                continue  # a relayed fork lost; the answer's media is direct: nothing to watch
             d = relayed.node.query(call.callID, call.callerTag)
             d.addCallback(self._checked, call, relayed, now)
             d.addErrback(lambda f, call=call: log.failure("Querying the relay of {call} failed", f, call=call))
