@@ -257,8 +257,11 @@ async def compareRates(reactor: Any, options: argparse.Namespace) -> None:
             cells = []
             for key in ("median", "p90", "p99", "p999"):
                 through = middle(results, lambda r, key=key: r["relayed"]["latency_us"][key])
-                direct = middle(results, lambda r, key=key: r["reference"]["latency_us"][key])
-                cells.append(f"{through:,.0f} (+{through - direct:,.0f})")
+                # Added in each round (the relay's step against its own direct reference), then the median.
+                extra = middle(
+                    results, lambda r, key=key: r["relayed"]["latency_us"][key] - r["reference"]["latency_us"][key]
+                )
+                cells.append(f"{through:,.0f} ({extra:+,.0f})")
             print(
                 f"{rate:>7,} pkt/s {name:>9}: CPU {middle(results, lambda r: r['cpuPerPacket']):5.1f} us/pkt, "
                 f"{100 * middle(results, lambda r: r['cpu']):4.1f}% of a core; latency " + " / ".join(cells)
