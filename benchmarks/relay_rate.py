@@ -16,9 +16,10 @@ projection: 1 s / CPU per packet).
 
 With ``--ramp`` it raises the number of calls (``--calls``) until more
 than 0.1% of the packets are lost, and prints the highest clean rate; the
-load generator (one Python process) tops out around 25,000 packets/s
-sent and received on this machine's second core, below what either node
-carries, which is why CPU per packet at a fixed rate is the default.
+load generator (one Python process) tops out between 25,000 packets/s
+(sent and received, its core shared with other work) and 40,000 (alone on
+the second core of this machine), near or below what either node carries,
+which is why CPU per packet at a fixed rate is the default.
 
     python3 benchmarks/relay_rate.py                          # both nodes at 5k, 10k, 20k packets/s
     python3 benchmarks/relay_rate.py --rates 2000,20000 --seconds 8
