@@ -318,7 +318,9 @@ relay = {
     # again; default 1.0), 'retries' (before a daemon is marked down; default 2),
     # 'recheck_interval' (seconds between the pings of a daemon marked down; default
     # 10), 'max_pending' (requests waiting at once, past which calls get 503; default
-    # 1000). Example: {"local": {"kind": "builtin"}, "fr": {"kind": "rtpengine", "ng":
+    # 1000), 'keepalive' (seconds without a packet or a request after which a call's
+    # last offer and answer are sent again, so that rtpengine's --timeout and
+    # --silent-timeout do not delete a call on hold; default 30, 0: never). Example: {"local": {"kind": "builtin"}, "fr": {"kind": "rtpengine", "ng":
     # ["192.0.2.10:2223", "192.0.2.11:2223"]}}
     "nodes": {"local": {"kind": "builtin"}},
     # The node relaying calls whose caller's registrar domain is not in relay.domains.

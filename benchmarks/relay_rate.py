@@ -1,16 +1,29 @@
 """
-RTP relay benchmark: N concurrent G.711 calls (50 packets/s each way)
-through the built-in relay node and through rtpengine (userspace), in the
-same run, with the same load generator; N raised step by step until more
-than 0.1% of the packets are lost. Prints each step, then per node the
-highest clean packet rate (what the relay received per second), the
-latency it adds (median, p99) over a reference measured in the same step
-(the same load sent directly between the generator's sockets) and its CPU
-per packet; then the built-in/rtpengine ratio of rates and the added
-latency of both at the loads both carried.
+RTP relay benchmark: G.711 calls (50 packets/s each way) through the
+built-in relay node and through rtpengine (userspace), in the same run,
+with the same load generator.
 
-    python3 benchmarks/relay_rate.py                         # builtin, then rtpengine: 50, 100, 150 … calls
-    python3 benchmarks/relay_rate.py --nodes builtin --calls 100,250,400 --seconds 8
+By default it measures both nodes at the same fixed rates (``--rates``,
+packets/s into the relay: 5,000, 10,000, 20,000) and prints them side by
+side: the relay's CPU time per forwarded packet (its process's CPU over
+the run, divided by the packets its own statistics say it received and
+forwarded), the one-way forwarding latency through it (median, p90, p99,
+p99.9, from the send to the receiving socket's read, on one clock) next
+to the same load sent directly between the generator's sockets in the
+same step, and the loss; then per rate the built-in/rtpengine ratio of
+CPU per packet, and the rate one core would carry at that cost (a
+projection: 1 s / CPU per packet).
+
+With ``--ramp`` it raises the number of calls (``--calls``) until more
+than 0.1% of the packets are lost, and prints the highest clean rate; the
+load generator (one Python process) tops out between 25,000 packets/s
+(sent and received, its core shared with other work) and 40,000 (alone on
+the second core of this machine), near or below what either node carries,
+which is why CPU per packet at a fixed rate is the default.
+
+    python3 benchmarks/relay_rate.py                          # both nodes at 5k, 10k, 20k packets/s
+    python3 benchmarks/relay_rate.py --rates 2000,20000 --seconds 8
+    python3 benchmarks/relay_rate.py --ramp --calls 100,250,400
 
 The relay runs on core 0: the built-in node forwards in this process,
 pinned there; rtpengine is its own process pinned there (this process then
@@ -92,13 +105,15 @@ async def step(generator: Generator, node: Any, cpu: CPU, calls: int, seconds: f
     stats = await closeCalls(node, calls)
     await ask(generator, {"close": True})
     dropped = sum(s.caller.dropped + s.callee.dropped for s in stats if s is not None)
+    # What the relay itself received (and forwarded) over the whole run, warm-up included.
+    forwarded = sum(s.caller.received.packets + s.callee.received.packets for s in stats if s is not None)
     return {
         "calls": calls,
         "reference": reference,
         "relayed": relayed,
         "cpu": used / (seconds + warmup),
-        # CPU per packet the relay received over the whole run (warm-up included).
-        "cpuPerPacket": used / (relayed["rate"] * (seconds + warmup)) * 1e6 if relayed["rate"] else None,
+        "forwarded": forwarded,
+        "cpuPerPacket": used / forwarded * 1e6 if forwarded else None,
         "dropped": dropped,
     }
 
@@ -174,6 +189,110 @@ def best(steps: dict[int, dict[str, Any]]) -> dict[str, Any] | None:
     return clean[-1] if clean else None
 
 
+async def measureRates(reactor: Any, name: str, options: argparse.Namespace) -> dict[int, dict[str, Any]]:
+    """Node C{name} at each of C{options.rates}; by rate."""
+    relayCore, generatorCore = options.cores
+    low, high = options.ports
+    node, stop, cpu = NODES[name](reactor, (low, high), relayCore)
+    generator = Generator()
+    argv = [sys.executable, os.path.join(HERE, "rtp_load.py")]
+    if shutil.which("taskset") and (os.cpu_count() or 1) >= 2:
+        argv = [shutil.which("taskset") or "taskset", "-c", str(generatorCore), *argv]
+    reactor.spawnProcess(generator, argv[0], argv, env=dict(os.environ))
+    steps: dict[int, dict[str, Any]] = {}
+    try:
+        for rate in options.rates:
+            calls = max(1, rate // 100)
+            for _attempt in range(2):
+                result = await step(generator, node, cpu, calls, options.seconds, options.warmup)
+                if kept(result):
+                    break
+            result["rate"] = rate
+            steps[rate] = result
+            print(f"  {name:>9} {line(result)}", flush=True)
+            if options.verbose:
+                print("   ", json.dumps(result["relayed"]), json.dumps(result["reference"]))
+    finally:
+        generator.transport.closeStdin()  # type: ignore[union-attr]
+        await generator.ended
+        await stop()
+    return steps
+
+
+def line(result: dict[str, Any]) -> str:
+    """One step's figures: CPU per packet, latency through the relay and direct, loss."""
+    relayed, reference = result["relayed"], result["reference"]
+    latency, direct = relayed["latency_us"], reference["latency_us"]
+    sent = relayed["sent"]
+    loss = relayed["lost"] / sent if sent else 1.0
+    perPacket = result["cpuPerPacket"]
+    return (
+        f"{relayed['rate']:>8,.0f} pkt/s  CPU {perPacket if perPacket else float('nan'):5.1f} us/pkt "
+        f"({100 * result['cpu']:4.1f}% of a core)  one-way latency us median/p90/p99/p99.9 "
+        f"{latency['median']:5.0f}/{latency['p90']:5.0f}/{latency['p99']:6.0f}/{latency['p999']:6.0f} "
+        f"(direct {direct['median']:4.0f}/{direct['p90']:4.0f}/{direct['p99']:5.0f}/{direct['p999']:5.0f})  "
+        f"loss {100 * loss:.3f}%" + ("" if kept(result) else "  (the generator could not keep the rate)")
+    )
+
+
+def middle(results: list[dict[str, Any]], figure: Any) -> float:
+    """The median of C{figure(result)} over repeated steps."""
+    values = sorted(v for v in (figure(r) for r in results) if v is not None)
+    return values[len(values) // 2] if values else float("nan")
+
+
+async def compareRates(reactor: Any, options: argparse.Namespace) -> None:
+    measured: dict[str, dict[int, list[dict[str, Any]]]] = {name: {} for name in options.nodes}
+    for round in range(options.repeat):
+        for name in options.nodes:
+            print(f"{name} (round {round + 1} of {options.repeat}):", flush=True)
+            for rate, result in (await measureRates(reactor, name, options)).items():
+                measured[name].setdefault(rate, []).append(result)
+    print()
+    print(f"Medians over {options.repeat} round(s); one-way latency in us (median/p90/p99/p99.9), added to direct:")
+    for rate in options.rates:
+        for name in options.nodes:
+            results = measured[name].get(rate, [])
+            if not results:
+                continue
+            cells = []
+            for key in ("median", "p90", "p99", "p999"):
+                through = middle(results, lambda r, key=key: r["relayed"]["latency_us"][key])
+                # Added in each round (the relay's step against its own direct reference), then the median.
+                extra = middle(
+                    results, lambda r, key=key: r["relayed"]["latency_us"][key] - r["reference"]["latency_us"][key]
+                )
+                cells.append(f"{through:,.0f} ({extra:+,.0f})")
+            print(
+                f"{rate:>7,} pkt/s {name:>9}: CPU {middle(results, lambda r: r['cpuPerPacket']):5.1f} us/pkt, "
+                f"{100 * middle(results, lambda r: r['cpu']):4.1f}% of a core; latency " + " / ".join(cells)
+            )
+    low, high = min(options.rates), max(options.rates)
+    slopes = {}
+    for name in options.nodes:
+        if low == high or low not in measured[name] or high not in measured[name]:
+            continue
+        cpuLow = middle(measured[name][low], lambda r: r["cpu"])
+        cpuHigh = middle(measured[name][high], lambda r: r["cpu"])
+        rateLow = middle(measured[name][low], lambda r: r["forwarded"] / (options.seconds + options.warmup))
+        rateHigh = middle(measured[name][high], lambda r: r["forwarded"] / (options.seconds + options.warmup))
+        if rateHigh > rateLow:
+            slopes[name] = (cpuHigh - cpuLow) / (rateHigh - rateLow) * 1e6
+            print(
+                f"{name}: marginal CPU {slopes[name]:.1f} us/pkt between {low:,} and {high:,} pkt/s "
+                f"(one core, at that cost: {1e6 / slopes[name]:,.0f} pkt/s)"
+                if slopes[name] > 0
+                else f"{name}: no marginal CPU measured (noise)"
+            )
+    if "builtin" in slopes and "rtpengine" in slopes and slopes["rtpengine"] > 0:
+        print(f"builtin/rtpengine marginal CPU per packet: {slopes['builtin'] / slopes['rtpengine']:.2f}")
+    for rate in options.rates:
+        if rate in measured.get("builtin", {}) and rate in measured.get("rtpengine", {}):
+            ours = middle(measured["builtin"][rate], lambda r: r["cpuPerPacket"])
+            theirs = middle(measured["rtpengine"][rate], lambda r: r["cpuPerPacket"])
+            print(f"{rate:>7,} pkt/s: builtin/rtpengine CPU per packet {ours / theirs:.2f}")
+
+
 async def main(reactor: Any, options: argparse.Namespace) -> None:
     relayCore, generatorCore = options.cores
     if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2:
@@ -184,6 +303,9 @@ async def main(reactor: Any, options: argparse.Namespace) -> None:
         f"generator on core {generatorCore}; {options.seconds:g} s per step after {options.warmup:g} s; "
         f"RTP ports {low}-{high}"
     )
+    if not options.ramp:
+        await compareRates(reactor, options)
+        return
     measured = {name: await measure(reactor, name, options) for name in options.nodes}
     print()
     for name, steps in measured.items():
@@ -226,6 +348,14 @@ def parse() -> argparse.Namespace:
         default=[50, 100, 150, 200, 250, 300, 350, 400, 500, 600, 800, 1000],
         help="the steps, in calls (each: 100 packets/s into the relay)",
     )
+    parser.add_argument(
+        "--rates",
+        type=lambda text: [int(n) for n in text.split(",")],
+        default=[5000, 10000, 20000],
+        help="the fixed rates measured, in packets/s into the relay (default 5000,10000,20000)",
+    )
+    parser.add_argument("--ramp", action="store_true", help="raise --calls until loss instead")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds of --rates per node (medians are printed)")
     parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per step")
     parser.add_argument(
         "--cores",
@@ -252,6 +382,12 @@ def parse() -> argparse.Namespace:
         parser.error("--seconds from 1 to 60, --warmup from 0 to 10")
     if len(options.ports) != 2 or not 1024 <= options.ports[0] < options.ports[1] <= 65535:
         parser.error("--ports: LOW-HIGH")
+    if not 1 <= options.repeat <= 10:
+        parser.error("--repeat: from 1 to 10")
+    if not options.rates or min(options.rates) < 100 or max(options.rates) > 500_000:
+        parser.error("--rates: from 100 to 500000 packets/s")
+    if max(options.rates) // 100 * 4 > options.ports[1] - options.ports[0] + 1:
+        parser.error("--rates: the highest needs more relay ports than --ports holds (4 per call)")
     return options
 
 

@@ -17,7 +17,9 @@ Commands (each answered with one line):
         carries its call, direction and send time; each socket counts what
         it receives. Packets sent during the last S seconds are measured:
         {"sent", "received", "lost", "late_sends", "rate", "latency_us":
-        {"median", "p99", "max"}, "wrong"}. Targets must be loopback.
+        {"median", "p90", "p99", "p999", "max"}, "wrong"}: the latency is
+        one-way, from the send to the receiving socket's read, on one
+        clock. Targets must be loopback.
     {"close": true}
         Close the sockets.
 
@@ -169,7 +171,13 @@ class Load:
             "lost": max(0, sent - received),
             "late_sends": lateSends,
             "rate": sent / seconds,
-            "latency_us": {"median": percentile(0.5), "p99": percentile(0.99), "max": percentile(1.0)},
+            "latency_us": {
+                "median": percentile(0.5),
+                "p90": percentile(0.9),
+                "p99": percentile(0.99),
+                "p999": percentile(0.999),
+                "max": percentile(1.0),
+            },
             "wrong": wrong,
         }
 

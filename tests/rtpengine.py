@@ -64,6 +64,7 @@ class Rtpengine:
         threads: int = 2,
         prefix: tuple[str, ...] = (),
         ngHost: str = "127.0.0.1",
+        options: tuple[str, ...] = (),
     ) -> None:
         self.executable = executable
         self.ngHost = ngHost
@@ -73,6 +74,7 @@ class Rtpengine:
         self.ngPort = freePort(family, ngHost)
         self.portMin, self.portMax = _mediaRange(mediaPorts)
         self.threads = threads
+        self.options = options
         self.process: subprocess.Popen[bytes] | None = None
         self.logPath = os.path.join(self.directory, "rtpengine.log")
 
@@ -105,6 +107,7 @@ class Rtpengine:
                     f"--num-threads={self.threads}",
                     "--delete-delay=0",
                     "--timeout=60",
+                    *self.options,
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=logFile,

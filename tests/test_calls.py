@@ -934,6 +934,88 @@ class MediaHookTests(CallTestCase):
         self.assertEqual((ack.method, bye.method), ("ACK", "BYE"))
         self.assertIn(b"m=audio 0 RTP/AVP 0", ack.body)
 
+    def test_a_late_offer_whose_answer_in_the_ack_fails_ends_the_call(self) -> None:
+        """
+        The un-relayed answer goes nowhere: the ACK reaches the callee with
+        every stream declined, then both get a BYE; end cause media failure.
+        """
+        sent, start = self.call(body=b"")
+        self.h.send(withSDP(reply(sent, 200, "OK", contact=B_CONTACT), SDP_B), B_SOURCE)
+        self.media.failAnswers = 1
+        start = len(self.h.sent)
+        self.fromA("ACK", 2, sent.getAll("record-route")[0], contentType="application/sdp", body=SDP)
+        ack, bye = self.requestsTo(B_SOURCE, start)
+        self.assertEqual((ack.method, ack.cseq, bye.method), ("ACK", (2, "ACK"), "BYE"))
+        self.assertIn(b"m=audio 0 RTP/AVP", ack.body)
+        self.assertNotIn(b"10.0.0.7", ack.body)
+        self.assertIn("media failure", bye.get("reason") or "")
+        (byeToA,) = self.requestsTo(A_SOURCE, start)
+        self.assertEqual(byeToA.method, "BYE")
+        call = self.recorder.events[-1][1]
+        self.assertEqual(self.recorder.names(), ["started", "answered", "ended"])
+        self.assertEqual(call.endCause, EndCause.MEDIA_FAILURE)
+        self.assertIn("answer in an ACK", call.endDetail)
+        self.assertEqual(self.h.service.proxy.calls, {})
+
+    def test_an_answer_in_a_prack_that_fails_ends_the_branch(self) -> None:
+        """
+        A late offer in a reliable 183, its answer in the caller's PRACK:
+        the PRACK does not go on (500 with a Warning), the callee's branch
+        is cancelled and the caller gets a 500; end cause media failure.
+        """
+        sent, start = self.call(body=b"")
+        reliable = reply(sent, 183, "Session Progress", contact=B_CONTACT).replace(
+            b"Content-Length: 0", b"Require: 100rel\r\nRSeq: 1\r\nContent-Length: 0"
+        )
+        self.h.send(withSDP(reliable, SDP_B), B_SOURCE)
+        toA = self.repliesTo(A_SOURCE, start)
+        self.assertEqual([r.code for r in toA], [100, 183])
+        self.assertIn(b"relay-offer-callee", toA[-1].data)
+        self.media.failAnswers = 1
+        start = len(self.h.sent)
+        route = sent.getAll("record-route")[0]
+        replies = self.fromA("PRACK", 3, route, headers=["RAck: 1 2 INVITE"], contentType="application/sdp", body=SDP)
+        # Both to A: the PRACK's 500, then the INVITE's.
+        self.assertEqual(
+            [(r.code, r.reason, r.get("cseq")) for r in replies],
+            [(500, "Media Relay Failed", "3 PRACK"), (500, "Media Relay Failed", "2 INVITE")],
+        )
+        for refused in replies:
+            self.assertIn(b"Warning: 399 aetasip", refused.data)
+            self.assertIn(b"PRACK", refused.data.split(b"Warning:")[1])
+        self.assertEqual([r.method for r in self.requestsTo(B_SOURCE, start)], ["CANCEL"])
+        call = self.recorder.events[-1][1]
+        self.assertEqual((call.endCause, call.status), (EndCause.MEDIA_FAILURE, 500))
+        self.assertIn("answer in a PRACK", call.endDetail)
+
+    def test_an_update_whose_2xx_answer_fails_ends_the_call(self) -> None:
+        """
+        The callee took the session the UPDATE offered, the relay cannot
+        carry its answer: the caller gets a 500 with a Warning instead of
+        the 200 with the un-relayed SDP, both get a BYE; media failure.
+        """
+        sent, _ = self.call(body=SDP)
+        self.h.send(withSDP(reply(sent, 200, "OK", contact=B_CONTACT), SDP_B), B_SOURCE)
+        route = sent.getAll("record-route")[0]
+        self.fromA("ACK", 2, route)
+        self.media.failAnswers = 1
+        start = len(self.h.sent)
+        self.fromA("UPDATE", 3, route, contact=A_CONTACT, contentType="application/sdp", body=SDP)
+        (update,) = self.requestsTo(B_SOURCE, start)
+        self.assertIn(b"relay-offer-caller", update.body)
+        self.h.send(withSDP(dialogReply(update, 200, "OK", [f"Contact: <{B_CONTACT}>"]), SDP_B), B_SOURCE)
+        (refused,) = self.repliesTo(A_SOURCE, start)
+        self.assertEqual((refused.code, refused.reason, refused.get("cseq")), (500, "Media Relay Failed", "3 UPDATE"))
+        self.assertIn(b"Warning: 399 aetasip", refused.data)
+        self.assertNotIn(b"v=0", refused.data)
+        self.assertNotIn(b"10.0.0.9", refused.data)
+        (byeToA,) = self.requestsTo(A_SOURCE, start)
+        byes = [r for r in self.requestsTo(B_SOURCE, start) if r.method == "BYE"]
+        self.assertEqual((byeToA.method, len(byes)), ("BYE", 1))
+        call = self.recorder.events[-1][1]
+        self.assertEqual(call.endCause, EndCause.MEDIA_FAILURE)
+        self.assertIn("answer in the 200 to its UPDATE", call.endDetail)
+
     def test_an_unreliable_183_whose_answer_fails_goes_on_without_sdp(self) -> None:
         """It only previewed the answer: no early media, and the 2xx's answer is tried again."""
         self.media.failAnswers = 1

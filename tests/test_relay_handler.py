@@ -248,10 +248,15 @@ class HandlerTests(SynchronousTestCase):
         self.answer(call, sdp(PUBLIC_B[0]))
         call.answered(call.targets[0], "tagB")
         node = self.nodes["local"]
-        # Media flows for a while: nothing happens.
+        # Media flows both ways for a while: nothing happens.
         for _ in range(10):
             self.clock.advance(5)
-            node.stats = RelayStats("local", LegStats(received=StreamStats(1, lastPacketAt=self.clock.seconds())))
+            now = self.clock.seconds()
+            node.stats = RelayStats(
+                "local",
+                LegStats(received=StreamStats(1, lastPacketAt=now)),
+                LegStats(received=StreamStats(1, lastPacketAt=now)),
+            )
         self.assertEqual(self.control.released, [])
         # Then it stops.
         self.clock.advance(20)
@@ -272,6 +277,39 @@ class HandlerTests(SynchronousTestCase):
         call.answered(call.targets[0], "tagB")
         self.clock.advance(12.5)
         self.assertEqual([cause for _, cause, _ in self.control.released], [EndCause.MEDIA_TIMEOUT])
+
+    def test_a_call_whose_node_lost_its_session_is_released(self) -> None:
+        """rtpengine deleted it (its own timeout) or restarted: the media is gone, the call ends."""
+        self.handler = self.makeHandler(timeout=20)
+        self.handler.startService()
+        self.addCleanup(self.handler.stopService)
+        call = self.call()
+        self.offer(call, sdp("10.1.1.1"))
+        self.answer(call, sdp(PUBLIC_B[0]))
+        call.answered(call.targets[0], "tagB")
+        self.nodes["local"].stats = None  # type: ignore[assignment]
+        self.clock.advance(5)
+        self.assertEqual(
+            self.control.released, [(call, EndCause.MEDIA_FAILURE, "relay node local lost the call's media session")]
+        )
+
+    def test_a_node_that_keeps_sessions_alive_hears_of_each_check(self) -> None:
+        """With the newest packet of the call: the node decides when its daemon must hear of it."""
+        kept: list[tuple[str, str, float | None]] = []
+        node = self.nodes["local"]
+        node.keepAlive = lambda callID, fromTag, last: kept.append((callID, fromTag, last))  # type: ignore[attr-defined]
+        self.handler = self.makeHandler(timeout=20)
+        self.handler.startService()
+        self.addCleanup(self.handler.stopService)
+        call = self.call()
+        self.offer(call, directed("10.1.1.1", 4000, "inactive"))
+        self.answer(call, directed(PUBLIC_B[0], 5000, "inactive"))
+        call.answered(call.targets[0], "tagB")
+        node.stats = RelayStats("local", LegStats(received=StreamStats(1, lastPacketAt=990.0)))
+        self.clock.advance(5)
+        self.clock.advance(5)
+        self.assertEqual(kept, [("cid", "tagA", 990.0), ("cid", "tagA", 990.0)])
+        self.assertEqual(self.control.released, [])
 
     def test_a_hunting_member_that_did_not_answer_gives_its_ports_back(self) -> None:
         node = self.nodes["local"]
@@ -305,6 +343,28 @@ class HandlerTests(SynchronousTestCase):
         self.assertEqual(dropped, [("cid", "tagA", "1")])
         self.clock.advance(5)
         self.assertEqual(dropped, [("cid", "tagA", "1")])
+
+    def test_a_direct_fork_that_answered_is_not_watched(self) -> None:
+        """
+        A fork to a callee behind NAT was relayed, another fork (direct)
+        answered: the call's media never passes the node, so neither its
+        silence there nor the node's loss of the session ends the call.
+        """
+        self.handler = self.makeHandler(timeout=20)
+        self.handler.startService()
+        self.addCleanup(self.handler.stopService)
+        call = self.call(calleeContact="sip:45675002@10.0.0.3:5060")
+        second = call.addTarget("45675002", Leg(PUBLIC_B, "udp", ("0", 1), None, "sip:45675002@203.0.113.9:5060"))
+        self.offer(call, sdp(PUBLIC_A[0]))
+        self.assertEqual(
+            self.successResultOf(self.handler.offer(call, second.key, "caller", sdp(PUBLIC_A[0]))), sdp(PUBLIC_A[0])
+        )
+        self.successResultOf(self.handler.answer(call, second.key, "callee", sdp(PUBLIC_B[0])))
+        self.assertEqual(call.media["relay"]["relayed"], {"1": True, second.key: False})
+        call.answered(second, "tagB")
+        self.nodes["local"].stats = None  # type: ignore[assignment]
+        self.clock.advance(100)
+        self.assertEqual(self.control.released, [])
 
     def test_made_from_the_configuration(self) -> None:
         cfg = config.build(
@@ -340,10 +400,11 @@ def directed(host: str, port: int, direction: str, connection: str | None = None
 class HoldTests(SynchronousTestCase):
     """
     The media timeout follows the directions each offer/answer negotiated:
-    a call on hold (a=inactive, a=sendonly answered a=recvonly,
-    c=0.0.0.0) whose parties send nothing, not even RTCP, is not
-    released; once resumed the timeout counts from the resumption. With
-    the built-in node on a Clock.
+    a party that is to send (C{sendrecv}, C{sendonly} towards a party
+    that receives) and sends nothing, not even RTCP, for the timeout ends
+    the call; a call on hold where nobody is to send (a=inactive,
+    c=0.0.0.0) is not released; once resumed the timeout counts from the
+    resumption. With the built-in node on a Clock.
     """
 
     def setUp(self) -> None:
@@ -385,13 +446,26 @@ class HoldTests(SynchronousTestCase):
         self.clock.advance(25)
         self.assertEqual(self.released(), [EndCause.MEDIA_TIMEOUT])
 
+    def sends(self, party: str) -> None:
+        """C{party} sends a packet (RTCP: it counts as much as RTP) on each of its streams, now."""
+        session = self.node._sessions[("cid", "tagA")]
+        parties = [session.caller] if party == "caller" else list(session.callees.values())
+        for each in parties:
+            for stream in each.streams:
+                if stream is not None:
+                    stream.rtcpLast = self.clock.seconds()
+
+    def details(self) -> list[str]:
+        return [detail for _, _, detail in self.control.released]
+
     def test_held_calls_survive_and_time_out_once_resumed(self) -> None:
+        """Nobody is to send: neither party's silence counts."""
         holds = [
             ("caller", "inactive", "inactive", None, ""),
-            ("caller", "sendonly", "recvonly", None, ""),
-            ("callee", "sendonly", "recvonly", None, ""),
+            ("callee", "inactive", "inactive", None, ""),
+            ("caller", "sendonly", "inactive", None, ""),  # the holder on hold too
             ("caller", "sendrecv", "sendrecv", "0.0.0.0", "caller"),  # RFC 2543 hold, the offerer's address
-            ("callee", "recvonly", "sendonly", None, ""),
+            ("callee", "sendonly", "recvonly", "0.0.0.0", "callee"),
         ]
         for offerer, offered, answered, held, heldBy in holds:
             self.control.released = []
@@ -407,8 +481,62 @@ class HoldTests(SynchronousTestCase):
             self.assertEqual(self.released(), [], (offerer, offered, held))
             self.clock.advance(10)
             self.assertEqual(self.released(), [EndCause.MEDIA_TIMEOUT], (offerer, offered, held))
+            self.assertEqual(self.details(), ["no media for 25 s"])
             self.successResultOf(self.node.delete("cid", "tagA"))
             self.handler.callEnded(call)
+
+    def test_a_sendonly_holder_is_timed_and_the_held_party_is_not(self) -> None:
+        """
+        Hold with a=sendonly (music on hold): the holder is to send, the
+        held party is not; the call lasts while the holder sends, and ends
+        once it stops.
+        """
+        holds = [
+            ("caller", "sendonly", "recvonly", "caller"),
+            ("callee", "sendonly", "recvonly", "callee"),
+            ("callee", "recvonly", "sendonly", "caller"),
+        ]
+        for offerer, offered, answered, holder in holds:
+            self.control.released = []
+            call = self.answeredCall()
+            self.clock.advance(5)
+            self.exchange(call, offerer, offered, answered)
+            for _ in range(60):
+                self.sends(holder)
+                self.clock.advance(5)
+            self.assertEqual(self.released(), [], (offerer, offered))
+            self.clock.advance(20)
+            self.assertEqual(self.released(), [EndCause.MEDIA_TIMEOUT], (offerer, offered))
+            (detail,) = self.details()
+            self.assertTrue(detail.startswith(f"no media from the {holder} for 2"), detail)
+            self.successResultOf(self.node.delete("cid", "tagA"))
+            self.handler.callEnded(call)
+
+    def test_a_one_way_call_ends_when_its_sender_stops(self) -> None:
+        """A codec sending to a receiver (sendonly/recvonly from the start): the receiver's silence is right."""
+        call = Call(self.clock.seconds, "cid", "tagA", "45675001", "premium", "d", Leg(PUBLIC_A, "udp", ("0", 1)), "2")
+        call.addTarget("45675002", Leg(PUBLIC_B, "udp", ("0", 1), None, "sip:45675002@203.0.113.9:5060"))
+        self.exchange(call, "caller", "sendonly", "recvonly")
+        call.answered(call.targets[0], "tagB")
+        for _ in range(60):
+            self.sends("caller")
+            self.clock.advance(5)
+        self.assertEqual(self.released(), [])
+        self.clock.advance(15)
+        self.assertEqual(self.released(), [])
+        self.clock.advance(5)
+        self.assertEqual(self.released(), [EndCause.MEDIA_TIMEOUT])
+        self.assertEqual(self.details(), ["no media from the caller for 25 s"])
+
+    def test_a_two_way_call_with_one_party_silent_ends(self) -> None:
+        """One-way audio where both were to send (the callee's media lost on its way): released."""
+        call = self.answeredCall()
+        for _ in range(10):
+            self.sends("caller")
+            self.clock.advance(2.5)
+        self.assertEqual(self.released(), [EndCause.MEDIA_TIMEOUT])
+        self.assertEqual(self.details(), ["no media from the callee for 25 s"])
+        self.assertTrue(call.ended)
 
     def test_a_hold_offer_that_gets_no_answer_changes_nothing(self) -> None:
         """A re-INVITE to hold refused by the other party (488): the session, and its timeout, stay."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 import socket
 import struct
+import time
 from typing import Any
 
 from twisted.internet import reactor
@@ -84,7 +85,9 @@ class MediaPeer(DatagramProtocol):
         self.received.append((datagram, (address[0], address[1])))
 
 
-class RtpengineNodeTests(TestCase):
+class RtpengineCalls(TestCase):
+    """A real rtpengine, a node on it, and calls between loopback media sockets."""
+
     timeout = 60
 
     def setUp(self) -> None:
@@ -153,6 +156,36 @@ class RtpengineNodeTests(TestCase):
         )
         await deferLater(0.05)
 
+    async def natedCallerStartsLate(self, call: dict[str, Any], stranger: MediaPeer | None = None) -> float:
+        """
+        The callee talks first (0.5 s), then the NATed caller starts (a
+        stranger's 3 packets just before it, when given): seconds from the
+        caller's first packet until it hears the callee. All within
+        rtpengine's learning window (3 s after the last signalling).
+        """
+        for sequence in range(25):
+            call["callee"].transport.write(rtp(sequence, 0x2222), call["toCallee"])
+            await deferLater(0.02)
+        if stranger is not None:
+            for sequence in range(3):
+                stranger.transport.write(rtp(sequence, 0x6666), call["toCaller"])  # type: ignore[union-attr]
+            await deferLater(0.02)
+        started = time.monotonic()
+        heard = None
+        for sequence in range(100):
+            call["caller"].transport.write(rtp(sequence, 0x1111), call["toCaller"])
+            call["callee"].transport.write(rtp(25 + sequence, 0x2222), call["toCallee"])
+            await deferLater(0.02)
+            if heard is None and call["caller"].received:
+                heard = time.monotonic() - started
+            if heard is not None and sequence >= 10:
+                break
+        self.assertIsNotNone(heard, "the caller heard nothing")
+        assert heard is not None
+        return heard
+
+
+class RtpengineNodeTests(RtpengineCalls):
     async def test_offer_and_answer_point_at_rtpengine(self) -> None:
         call = await self.call()
         for body, key in ((call["offered"], "toCallee"), (call["answered"], "toCaller")):
@@ -236,6 +269,39 @@ class RtpengineNodeTests(TestCase):
         self.assertGreaterEqual(later.caller.dropped - stats.caller.dropped, 9)
         self.assertGreaterEqual(later.callee.dropped - stats.callee.dropped, 9)
         self.assertEqual(later.caller.latched, ("127.0.0.1", call["callerPort"]))
+
+    async def test_media_of_a_nated_leg_flows_at_once_in_the_learning_window(self) -> None:
+        """
+        rtpengine's endpoint learning (about 3 s after signalling) delays
+        only its confirmation of the latch (strict source), not media: the
+        NATed caller hears the callee from its first packet on, the callee
+        hears it, and nothing goes to the advertised address.
+        """
+        signalled = time.monotonic()
+        call = await self.call(callerNAT=True)
+        heard = await self.natedCallerStartsLate(call)
+        self.assertLess(heard, 0.5)
+        self.assertLess(time.monotonic() - signalled, 3.0, "out of the learning window: the test proves nothing")
+        fromCaller = [d for d, _ in call["callee"].received if d[8:12] == b"\x00\x00\x11\x11"]
+        self.assertEqual(fromCaller[:5], [rtp(i, 0x1111) for i in range(5)])
+        self.assertEqual(call["advertised"].received, [])
+
+    async def test_a_stranger_sending_first_does_not_take_a_nated_leg(self) -> None:
+        """
+        A stranger's packets to the NATed caller's port before the caller's
+        own: the caller still gets the latch (the per-call heuristic learning
+        ranks its signalling host first), at once, and the stranger hears
+        nothing. Immediate learning (C{--endpoint-learning=immediate}, or
+        its per-call flag) would give the leg to whoever sends first.
+        """
+        call = await self.call(callerNAT=True)
+        stranger, _ = self.peer("127.0.0.3")
+        heard = await self.natedCallerStartsLate(call, stranger)
+        self.assertLess(heard, 0.5)
+        self.assertEqual(stranger.received, [])
+        stats = await self.node.query(CALL, CALLER_TAG)
+        assert stats is not None
+        self.assertEqual(stats.caller.latched, ("127.0.0.1", call["callerPort"]))
 
     async def test_a_stranger_is_dropped_from_its_first_packet_on_well_configured_legs(self) -> None:
         """
@@ -405,6 +471,118 @@ class RtpengineNodeTests(TestCase):
             await self.node.offer(CALL, CALLER_TAG, "b", "caller", b"garbage", SIGNALLING, False)
         self.assertNotIsInstance(raised.exception, RelayUnavailable)
         self.assertEqual(await self.node.sessions(), [])
+
+
+class ImmediateLearningDaemonTests(RtpengineCalls):
+    """
+    A daemon an operator started with C{--endpoint-learning=immediate}:
+    the node's per-call C{endpoint-learning-heuristic} wins, so a stranger
+    sending first still does not take a NATed leg.
+    """
+
+    def setUp(self) -> None:
+        self.engine = startedRtpengine(self, options=("--endpoint-learning=immediate",))
+        self.node = self.makeNode([self.engine.ngAddress])
+
+    async def test_a_stranger_sending_first_does_not_take_a_nated_leg(self) -> None:
+        await RtpengineNodeTests.test_a_stranger_sending_first_does_not_take_a_nated_leg(self)  # type: ignore[arg-type]
+
+
+class HeldCallTests(RtpengineCalls):
+    """
+    A call on hold for longer than rtpengine's own timeouts (here
+    C{--timeout=2 --silent-timeout=3}), through the relay's media handler
+    (media timeout 1 s, so it checks every 0.5 s): the node's keep-alive
+    keeps the session and its ports, and the call resumes with media both
+    ways; without it rtpengine deletes the session and the handler ends
+    the call (media failure) rather than leave it silent.
+    """
+
+    timeout = 60
+
+    def setUp(self) -> None:
+        self.engine = startedRtpengine(self, options=("--timeout=2", "--silent-timeout=3"))
+
+    async def heldCall(self, keepalive: float, hold: bytes) -> tuple[Any, Any, dict[str, Any]]:
+        from aetasip import config
+        from aetasip.calls.call import Call, Leg
+        from aetasip.relay.handler import RelayHandler
+        from aetasip.relay.rtpengine import makeNode
+        from tests.routingdirectory import MemoryDirectory
+        from tests.test_relay_handler import Control
+
+        node = makeNode(
+            "fr",
+            {"kind": "rtpengine", "ng": [self.engine.ngAddress], "keepalive": keepalive},
+            config.build({}),
+            reactor,
+        )
+        control = Control()
+        handler = RelayHandler({"fr": node}, "fr", {}, "always", MemoryDirectory(), control, 1.0, reactor)
+        handler.startService()
+        self.addCleanup(handler.stopService)
+        self.node = node
+        caller, callerPort = self.peer()
+        callee, calleePort = self.peer()
+        call = Call(
+            reactor.seconds, CALL, CALLER_TAG, "45675001", "premium", "d", Leg(SIGNALLING, "udp", ("0", 1)), "2"
+        )  # type: ignore[attr-defined]
+        call.addTarget("45675002", Leg(SIGNALLING, "udp", ("0", 1), None, "sip:45675002@127.0.0.1:5060"))
+        callerSDP, calleeSDP = sdp("127.0.0.1", callerPort), sdp("127.0.0.1", calleePort, ice=False)
+        offered = await handler.offer(call, "1", "caller", callerSDP)
+        answered = await handler.answer(call, "1", "callee", calleeSDP)
+        call.answered(call.targets[0], CALLEE_TAG)
+        media = {
+            "caller": caller,
+            "callee": callee,
+            "callerPort": callerPort,
+            "calleePort": calleePort,
+            "toCallee": mediaAddress(offered),
+            "toCaller": mediaAddress(answered),
+        }
+        await self.exchange(media, count=3)
+        # On hold: neither party is to send, and neither sends anything.
+        held = await handler.offer(call, "1", "caller", hold(callerSDP))
+        await handler.answer(call, "1", "callee", hold(calleeSDP))
+        # The same port (rtpengine keeps c=0.0.0.0 as the holder wrote it).
+        self.assertEqual(mediaAddress(held)[1], media["toCallee"][1])
+        await deferLater(5.5)
+        return handler, control, media
+
+    async def test_a_call_held_past_rtpengine_timeouts_keeps_its_session(self) -> None:
+        holds = {
+            "inactive": lambda body: body.replace(b"a=sendrecv", b"a=inactive"),
+            # RFC 2543 hold: rtpengine times it out after --timeout, not --silent-timeout.
+            "c=0.0.0.0": lambda body: re.sub(rb"c=IN IP4 \S+", b"c=IN IP4 0.0.0.0", body),
+        }
+        for name, hold in holds.items():
+            handler, control, media = await self.heldCall(1.0, hold)
+            self.assertEqual(control.released, [], name)
+            stats = await self.node.query(CALL, CALLER_TAG)
+            self.assertIsNotNone(stats, name)
+            (call,) = handler._calls
+            # Resumed: the same relay ports carry media both ways again.
+            callerSDP, calleeSDP = (
+                sdp("127.0.0.1", media["callerPort"]),
+                sdp("127.0.0.1", media["calleePort"], ice=False),
+            )
+            resumed = await handler.offer(call, "1", "caller", callerSDP)
+            await handler.answer(call, "1", "callee", calleeSDP)
+            self.assertEqual(mediaAddress(resumed), media["toCallee"], name)
+            before = (len(media["caller"].received), len(media["callee"].received))
+            await self.exchange(media, count=5)
+            self.assertEqual(len(media["caller"].received) - before[0], 5, name)
+            self.assertEqual(len(media["callee"].received) - before[1], 5, name)
+            call.end("caller BYE")
+            await handler.callEnded(call)
+            await handler.stopService()
+
+    async def test_without_keepalive_the_session_is_lost_and_the_call_ends(self) -> None:
+        from aetasip.calls.call import EndCause
+
+        _handler, control, _media = await self.heldCall(0, lambda body: body.replace(b"a=sendrecv", b"a=inactive"))
+        ((_call, cause, detail),) = control.released
+        self.assertEqual((cause, detail), (EndCause.MEDIA_FAILURE, "relay node fr lost the call's media session"))
 
 
 class FailoverTests(TestCase):

@@ -208,6 +208,8 @@ class ServiceTests(TestCase):
             ("retries", 1.5),
             ("max_pending", True),
             ("recheck_interval", "10"),
+            ("keepalive", -1),
+            ("keepalive", 7200),
             ("ports", [1, 2]),
         ):
             options = {"ng": ["127.0.0.1:2223"], option: value}

@@ -146,6 +146,7 @@ class DialogRouter:
                     side,
                     lambda _: self._forward(dialog, other, outgoing, hop, server, hadOffer),
                     lambda failure: server.respond(proxy._reply(request, *refusal(failure))),
+                    lambda failure: self._answerFailed(dialog, side, f"a {method}", request, server, failure),
                 )
             return
         context = ResponseContext(proxy, request, peer, server, dialog=dialog)
@@ -188,7 +189,18 @@ class DialogRouter:
             if call is None or media.handler is None or not 200 <= code < 300:
                 server.respond(answer)
                 return
-            media.process(call, answer, kindOfResponseSDP(hadOffer), dialog.key, to, server.respond)  # type: ignore[arg-type]
+            media.process(
+                call,
+                answer,
+                kindOfResponseSDP(hadOffer),
+                dialog.key,
+                to,
+                server.respond,  # type: ignore[arg-type]
+                None,
+                lambda failure: self._answerFailed(
+                    dialog, to, f"the {code} to its {method}", outgoing, server, failure, answer
+                ),
+            )
 
         # RFC 4320 4.1: no 408 to a non-INVITE; its sender gave up too.
         proxy.clients.send(outgoing, send, reliable, answered, server.abandon, branch)
@@ -215,7 +227,78 @@ class DialogRouter:
             send(outgoing.toBytes())
             return
         # SDP in an ACK answers an offer made in the 2xx (RFC 3264 late offer).
-        proxy.media.process(dialog.call, outgoing, ANSWER, dialog.key, side, lambda m: send(m.toBytes()))
+        proxy.media.process(
+            dialog.call,
+            outgoing,
+            ANSWER,
+            dialog.key,
+            side,
+            lambda m: send(m.toBytes()),
+            None,
+            lambda failure: self._ackAnswerFailed(dialog, side, outgoing, send, failure),
+        )
+
+    def _ackAnswerFailed(
+        self, dialog: Dialog, side: str, outgoing: Request, send: Callable[[bytes], None], failure: Failure
+    ) -> None:
+        """
+        The media handler could not take the answer an ACK carries (to the
+        offer of a 2xx: a late offer, RFC 3264). Passing it on would give
+        one-way or no audio, and an ACK cannot be refused: like a UAC that
+        cannot take the offer of a 2xx (RFC 3261 13.2.2.4), the proxy sends
+        the ACK on with an answer declining every stream (RFC 3264 6; the
+        un-relayed addresses go nowhere), then a BYE to both sides; end
+        cause C{media failure}.
+        """
+        call = dialog.call
+        error = failure.getErrorMessage()
+        log.warn("Media failed on the answer in an ACK of {call}: {error}", call=call, error=error)
+        outgoing.body = declinedAnswer(sdpOf(outgoing) or b"")
+        send(outgoing.toBytes())
+        if call is not None:
+            self.proxy.release(call, EndCause.MEDIA_FAILURE, f"relay failed on the {side}'s answer in an ACK: {error}")
+
+    def _answerFailed(
+        self,
+        dialog: Dialog,
+        side: str,
+        what: str,
+        request: Request,
+        server: ServerTransaction,
+        failure: Failure,
+        response: Response | None = None,
+    ) -> None:
+        """
+        The media handler could not take the answer C{side} sent in
+        C{what}: a PRACK (to the offer of a reliable 18x, RFC 3262), or
+        the 2xx to an UPDATE or PRACK that made an offer (RFC 3311). The
+        un-relayed SDP does not go on: the PRACK, or the 2xx, is replaced
+        by a 500 with a Warning to the party that sent C{request}. The
+        other party has taken the session, which the relay cannot carry:
+        before the answer the branch ends as for a reliable 18x whose own
+        answer failed (the callee gets a CANCEL, the caller a 500 unless
+        another branch answers), after it the call ends with a BYE to
+        both; end cause C{media failure}.
+        """
+        proxy = self.proxy
+        call = dialog.call
+        error = failure.getErrorMessage()
+        log.warn("Media failed on the answer in {what} of {call}: {error}", what=what, call=call, error=error)
+        detail = f"relay failed on the {side}'s answer in {what}: {error}"
+        quoted = detail.replace("\\", "").replace('"', "'")
+        warning = f'399 aetasip "{quoted}"'
+        if response is not None:
+            # The 2xx, already on its way up, turned into the refusal.
+            refused = response.copy()
+            refused.code, refused.reason, refused.body = 500, "Media Relay Failed", b""
+            for name in ("content-type", "contact", "record-route"):
+                refused.remove(name)
+        else:
+            refused = proxy._reply(request, 500, "Media Relay Failed")
+        refused.add("warning", warning)
+        server.respond(refused)
+        if call is not None:
+            proxy.earlyAnswerFailed(call, dialog.key, warning, detail)
 
     def strayResponse(self, response: Response, peer: Peer | None) -> None:
         """

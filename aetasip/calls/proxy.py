@@ -570,6 +570,26 @@ class Proxy:
         context.refuse(branch, 500, "Media Relay Failed", f'399 aetasip "{quoted}"')
         self.release(call, EndCause.MEDIA_FAILURE, detail)
 
+    def earlyAnswerFailed(self, call: Call, key: str, warning: str, detail: str) -> None:
+        """
+        The media of the early dialog C{key} of C{call} failed (the answer
+        in a PRACK): its branch is cancelled and ends with a 500 and
+        C{warning}, as in L{_answerFailed} for a reliable 18x; once the
+        call is answered, or without a branch still ringing, the call ends.
+        """
+        if call.ended:
+            return
+        control = call.control
+        # A hunting series rings its members one context at a time.
+        context = getattr(control, "current", control)
+        branches = getattr(context, "branches", None) or []
+        branch = next((b for b in branches if b.target is not None and b.target.key == key and b.code < 200), None)
+        if call.answeredBy is not None or branch is None:
+            self.release(call, EndCause.MEDIA_FAILURE, detail)
+            return
+        self._cancelBranch(branch)
+        context.refuse(branch, 500, "Media Relay Failed", warning, detail)
+
     # -- what the contexts tell ---------------------------------------------------
 
     def _provisional(self, context: ResponseContext, branch: Branch, response: Response) -> None:

@@ -9,14 +9,18 @@ domain (C{relay.domains}, else C{relay.default_node}), and has the node
 rewrite each offer and answer. When the call ends the node's session is
 deleted and its final statistics kept on the call
 (C{call.media["relay"]["stats"]}) before the call's observers hear that
-it ended. An answered relayed
-call without any media packet for C{relay.media_timeout} seconds is
-released through L{ICallControl} (end cause C{media timeout}), unless it
-is on hold: the handler follows the directions each offer/answer
-negotiated per media section (L{flows}), and while no section is to
-carry media both ways (C{a=inactive}, C{a=sendonly} answered
-C{a=recvonly}, the old C{c=0.0.0.0}) the parties' silence is not counted;
-once a section flows both ways again, the timeout counts from then.
+it ended.
+
+An answered relayed call is released through L{ICallControl} (end cause
+C{media timeout}) when a party that is to send media sends nothing, not
+even RTCP, for C{relay.media_timeout} seconds. Who is to send follows the
+directions each offer/answer negotiated per media section (L{flows},
+L{senders}): a party sends where it declared C{sendrecv} or C{sendonly}
+and the other party receives; so a one-way call (a codec sending
+C{sendonly} to a receiver) is released when its sender stops, whatever
+the receiver does, and a call on hold (C{a=inactive} both ways, or the
+old C{c=0.0.0.0}) is not released while nobody is to send. A party that
+becomes a sender again (a resumed call) is timed from then.
 
 SDP that cannot be read is refused with 400 and the reason; a node without
 ports left refuses with 503.
@@ -63,10 +67,10 @@ class RelayedCall:
     @ivar dropped: the branches whose ports went back to the node.
     @ivar offers: by branch, the sender and the L{flows} of the last offer
         seen, until its answer comes.
-    @ivar twoWay: by branch, whether the last offer/answer has a media
-        section flowing both ways (C{False}: on hold).
-    @ivar resumed: when a branch on hold last came back to two-way media
-        (the media timeout counts from then).
+    @ivar senders: by branch, the parties (C{caller}, C{callee}) its last
+        offer/answer has sending media (both until one is negotiated).
+    @ivar sendingSince: by party, when it last became a sender again (its
+        silence counts from then).
     """
 
     node: Any
@@ -76,8 +80,8 @@ class RelayedCall:
     since: float | None = None
     dropped: set[str] = attrs.Factory(set)
     offers: dict[str, tuple[str, list[tuple[bool, bool]]]] = attrs.Factory(dict)
-    twoWay: dict[str, bool] = attrs.Factory(dict)
-    resumed: float | None = None
+    senders: dict[str, frozenset[str]] = attrs.Factory(dict)
+    sendingSince: dict[str, float] = attrs.Factory(dict)
 
     @property
     def anyRelayed(self) -> bool:
@@ -90,8 +94,8 @@ def flows(description: sdplib.SessionDescription) -> list[tuple[bool, bool]]:
     C{(sends, receives)} (RFC 3264 5.1, 6.1, 8.4): nothing on a disabled
     section (port 0) or one the relay does not carry; C{sendonly} does
     not receive, C{recvonly} does not send, C{inactive} neither; an
-    unspecified address (C{c=0.0.0.0}, hold the RFC 2543 way) receives
-    nothing.
+    unspecified address (C{c=0.0.0.0}, hold the RFC 2543 way) neither:
+    the agents that still hold that way stop their own media too.
     """
     found = []
     for media in description.media:
@@ -101,13 +105,23 @@ def flows(description: sdplib.SessionDescription) -> list[tuple[bool, bool]]:
         direction = description.directionOf(media)
         connection = description.connectionOf(media)
         held = connection is not None and connection.unspecified
-        found.append((direction in ("sendrecv", "sendonly"), direction in ("sendrecv", "recvonly") and not held))
+        found.append(
+            (direction in ("sendrecv", "sendonly") and not held, direction in ("sendrecv", "recvonly") and not held)
+        )
     return found
 
 
-def twoWay(offer: list[tuple[bool, bool]], answer: list[tuple[bool, bool]]) -> bool:
-    """Does a media section of this offer/answer carry media both ways?"""
-    return any(o[0] and o[1] and a[0] and a[1] for o, a in zip(offer, answer, strict=False))
+def senders(
+    offerer: str, offer: list[tuple[bool, bool]], answerer: str, answer: list[tuple[bool, bool]]
+) -> frozenset[str]:
+    """The parties an offer/answer has sending media: on some section, it sends and the other receives."""
+    found = set()
+    for o, a in zip(offer, answer, strict=False):
+        if o[0] and a[1]:
+            found.add(offerer)
+        if a[0] and o[1]:
+            found.add(answerer)
+    return frozenset(found)
 
 
 @implementer(IMediaHandler)
@@ -312,18 +326,21 @@ class RelayHandler(service.MultiService):
         offered = relayed.offers.get(key)
         if offered is None or offered[0] == sender:
             return  # an answer without its offer (cannot happen), or a repeat of one
-        both = twoWay(offered[1], flows(description))
-        before = relayed.twoWay.get(key, True)
-        relayed.twoWay[key] = both
-        if both and not before:
-            relayed.resumed = self.clock.seconds()
-            log.info("Call {id} branch {key}: resumed (media both ways): media timeout on", id=call.id, key=key)
-        elif before and not both:
-            log.info(
-                "Call {id} branch {key}: on hold (no media section both ways): media timeout off",
-                id=call.id,
-                key=key,
-            )
+        now = senders(offered[0], offered[1], sender, flows(description))
+        before = relayed.senders.get(key, frozenset((CALLER, CALLEE)))
+        relayed.senders[key] = now
+        if now == before:
+            return
+        for party in now - before:
+            relayed.sendingSince[party] = self.clock.seconds()
+        log.info(
+            "Call {id} branch {key}: media now sent by {now} (was {before}): the media timeout watches {watched}",
+            id=call.id,
+            key=key,
+            now=_parties(now),
+            before=_parties(before),
+            watched=_parties(now) if now else "nobody (on hold)",
+        )
 
     def _dropFailedBranches(self, call: Call, relayed: RelayedCall, current: str) -> None:
         """
@@ -362,32 +379,55 @@ class RelayHandler(service.MultiService):
         for call, relayed in list(self._calls.items()):
             if call.state != ANSWERED or not relayed.anyRelayed:
                 continue
-            self._dropFailedBranches(call, relayed, call.answeredBy.key if call.answeredBy is not None else "")
+            answered = call.answeredBy.key if call.answeredBy is not None else ""
+            self._dropFailedBranches(call, relayed, answered)
+            if not relayed.relayed.get(answered):
+                continue  # a relayed fork lost; the answer's media is direct: nothing to watch
             d = relayed.node.query(call.callID, call.callerTag)
             d.addCallback(self._checked, call, relayed, now)
             d.addErrback(lambda f, call=call: log.failure("Querying the relay of {call} failed", f, call=call))
 
     def _checked(self, stats: RelayStats | None, call: Call, relayed: RelayedCall, now: float) -> None:
-        if stats is None or call.ended:
+        if call.ended:
+            return
+        if stats is None:
+            # The node no longer has the call (rtpengine deleted it after its
+            # own timeout, or restarted): its media is gone for good.
+            detail = f"relay node {call.media['relay']['node']} lost the call's media session"
+            log.warn("Call {id}: {detail}: released", id=call.id, detail=detail)
+            self.calls.release(call, EndCause.MEDIA_FAILURE, detail)
             return
         call.media["relay"]["stats"] = stats
-        if not relayed.twoWay.get(call.answeredBy.key if call.answeredBy is not None else "", True):
-            return  # on hold: nobody has to send
-        times = [
-            t
-            for t in (
-                stats.caller.received.lastPacketAt,
-                stats.callee.received.lastPacketAt,
-                call.answeredAt,
-                relayed.resumed,
-            )
-            if t is not None
-        ]
-        last = max(times) if times else relayed.since
-        if last is not None and now - last > self.mediaTimeout:
-            silent = now - last
-            log.info("Call {id}: no media for {silent:.0f} s: released", id=call.id, silent=silent)
-            self.calls.release(call, EndCause.MEDIA_TIMEOUT, f"no media for {silent:.0f} s")
+        keepAlive = getattr(relayed.node, "keepAlive", None)
+        if keepAlive is not None:
+            lasts = [t for t in (stats.caller.received.lastPacketAt, stats.callee.received.lastPacketAt) if t]
+            keepAlive(call.callID, call.callerTag, max(lasts) if lasts else None)
+        expected = relayed.senders.get(call.answeredBy.key if call.answeredBy is not None else "")
+        if expected is None:
+            expected = frozenset((CALLER, CALLEE))
+        silent = {}
+        for party in sorted(expected):
+            leg = stats.caller if party == CALLER else stats.callee
+            times = [
+                t
+                for t in (leg.received.lastPacketAt, call.answeredAt, relayed.sendingSince.get(party), relayed.since)
+                if t is not None
+            ]
+            if times and now - max(times) > self.mediaTimeout:
+                silent[party] = now - max(times)
+        if not silent:
+            return
+        longest = max(silent.values())
+        if len(silent) == 2:
+            detail = f"no media for {longest:.0f} s"
+        else:
+            detail = f"no media from the {next(iter(silent))} for {longest:.0f} s"
+        log.info("Call {id}: {detail}: released", id=call.id, detail=detail)
+        self.calls.release(call, EndCause.MEDIA_TIMEOUT, detail)
+
+
+def _parties(parties: frozenset[str]) -> str:
+    return " and ".join(sorted(parties)) or "nobody"
 
 
 def makeRelayHandler(config: Any, calls: Any, directory: Directory | None, reactor: Any = None) -> RelayHandler:

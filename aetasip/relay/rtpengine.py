@@ -14,8 +14,10 @@ answer):
       C{received from} its signalling source: rtpengine ignores the
       (private) address of its SDP, never sends there, and learns its
       media address from packets coming from the signalling source's
-      host, any port (C{endpoint-learning-heuristic}; the key
-      C{endpoint-learning} is ignored by rtpengine 10.5);
+      host, any port (the per-call flag C{endpoint-learning-heuristic},
+      which wins over the daemon's C{--endpoint-learning}: the
+      signalling host ranks first, so a stranger sending first does not
+      take the leg);
     - other legs (their SDP is true) get C{trust address} and
       C{asymmetric}: rtpengine learns nothing for them ("asymmetric [...]
       disables learning of endpoint addresses", ng_control_protocol.md)
@@ -24,16 +26,19 @@ answer):
       (the agent must send from the port it receives on: symmetric RTP,
       RFC 4961, as broadcast codecs do);
     - C{strict source}: once learnt, packets from elsewhere are dropped.
-      What rtpengine cannot do: for a leg behind NAT, strict source only
-      applies "after the learning phase" (ng_control_protocol.md, "strict
-      source"), the first seconds after signalling (about 3 s in
-      10.5); until then rtpengine forwards packets from any source to the
-      other party (the tests see them), though it sends nothing back to a
-      stranger: the heuristic picks the signalling host. Learning from the
-      first packet (C{--endpoint-learning=immediate}) would let a stranger
-      sending first take the leg, which is worse; the built-in relay,
-      which latches on the signalling host from the first packet, has no
-      such window;
+      rtpengine's learning window (3 s after the call's last signalling,
+      in every mode but C{immediate}) does not delay media: it forwards
+      both ways from the NATed leg's first packet (the tests measure it),
+      and only confirms the latch, and applies strict source to that
+      leg, once the window is over; until then it forwards a stranger's
+      packets sent to that leg's port on to the other party, though it
+      sends nothing back to a stranger. C{immediate} learning (the
+      daemon option or the per-call flag C{endpoint-learning-immediate})
+      closes that window but gives the leg to whoever sends first: a
+      stranger sending before the caller hears the call and the caller
+      hears nothing (measured with rtpengine 10.5), which is worse. The
+      built-in relay, which latches on the signalling host from the
+      first packet, has neither problem;
     - ICE lines are removed from the SDP before rtpengine sees it, and
       C{ICE: remove}: agents must not route around the relay, and
       rtpengine, given candidates, sends media and connectivity checks to
@@ -91,6 +96,11 @@ class _Session:
     creating: list[Deferred[Backend]] | None = None
     calleeTags: dict[str, str] = attrs.Factory(dict)
     answered: str | None = None
+    # By branch, the arguments of its last offer; the last offer/answer
+    # pair of the answered branch, and when the daemon last heard of the call.
+    offers: dict[str, dict[str, Any]] = attrs.Factory(dict)
+    negotiated: tuple[dict[str, Any], dict[str, Any]] | None = None
+    signalledAt: float = 0.0
 
 
 def _branchKey(branch: object) -> str:
@@ -118,10 +128,11 @@ class RtpengineNode(Service):
     fires with C{None} for an unknown call.
     """
 
-    def __init__(self, name: str, pool: NgPool, reactor: Any = None) -> None:
+    def __init__(self, name: str, pool: NgPool, reactor: Any = None, keepalive: float = 30.0) -> None:
         self.name = name
         self.pool = pool
         self.reactor = reactor
+        self.keepalive = keepalive
         self._ports: list[Any] = []
         self._sessions: OrderedDict[tuple[str, str], _Session] = OrderedDict()
 
@@ -248,8 +259,11 @@ class RtpengineNode(Service):
             arguments["to-tag"] = fromTag
         reply = await self._backendFor(key, "offer", arguments)
         session = self._sessions.get(key)
-        if session is not None and sender != "caller":
-            session.calleeTags.setdefault(branchKey, calleeTag)  # type: ignore[arg-type]
+        if session is not None:
+            if sender != "caller":
+                session.calleeTags.setdefault(branchKey, calleeTag)  # type: ignore[arg-type]
+            session.offers[branchKey] = arguments
+            session.signalledAt = self._now()
         return self._sdp("offer", reply)
 
     def answer(
@@ -293,7 +307,52 @@ class RtpengineNode(Service):
             arguments.update({"from-tag": calleeTag, "to-tag": fromTag})
         reply = await self._backendFor(key, "answer", arguments)
         session.answered = branchKey
+        offer = session.offers.get(branchKey)
+        session.negotiated = (offer, arguments) if offer is not None else None
+        session.signalledAt = self._now()
         return self._sdp("answer", reply)
+
+    def _now(self) -> float:
+        return float(self.reactor.seconds()) if self.reactor is not None else 0.0
+
+    def keepAlive(self, callID: str, fromTag: str, lastPacketAt: float | None) -> Deferred[bool]:
+        """
+        Keep the session of a call whose parties send nothing (on hold)
+        on its daemon: rtpengine deletes a call once none of its streams
+        got a packet for C{--timeout} seconds (C{--silent-timeout} for
+        streams that do not receive), but each offer or answer counts as
+        activity. When neither a packet (C{lastPacketAt}) nor a request
+        reached the daemon for C{keepalive} seconds, the answered branch's
+        last offer and answer are sent again, unchanged (the ports stay,
+        C{port latching}; rtpengine's learning starts again for a NATed
+        leg, which is on hold). Not done while an offer awaits its answer
+        (a re-INVITE under way). Not part of L{IRelay}: the handler uses
+        it when a node has it.
+
+        @return: a Deferred firing (never failing) with whether it was sent.
+        """
+        return Deferred.fromCoroutine(self._keepAlive(callID, fromTag, lastPacketAt))
+
+    async def _keepAlive(self, callID: str, fromTag: str, lastPacketAt: float | None) -> bool:
+        session = self._sessions.get((callID, fromTag))
+        if self.keepalive <= 0 or session is None or session.backend is None or session.negotiated is None:
+            return False
+        offer, answer = session.negotiated
+        if session.answered is None or session.offers.get(session.answered) is not offer:
+            return False  # an offer awaits its answer
+        now = self._now()
+        if now - max(session.signalledAt, lastPacketAt or 0.0) < self.keepalive:
+            return False
+        session.signalledAt = now
+        try:
+            for command, arguments in (("offer", offer), ("answer", answer)):
+                reply = await self.pool.requestTo(session.backend, command, arguments)
+                self._sdp(command, reply)
+        except (NgTimeout, NgError, NgProtocolError, RelayUnavailable) as e:
+            log.warn("rtpengine keep-alive of {callID} failed: {error}", callID=callID, error=e)
+            return False
+        log.debug("rtpengine session of {callID} kept alive (no media for a while)", callID=callID)
+        return True
 
     def deleteBranch(self, callID: str, fromTag: str, branch: object) -> Deferred[None]:
         """
@@ -469,4 +528,4 @@ def makeNode(name: str, options: Mapping[str, Any], config: Any, reactor: Any) -
         if ipv6 not in clients:
             clients[ipv6] = NgClient(clock, checked.timeout, checked.retries, checked.maxPending)
         backends.append(Backend(address, clients[ipv6]))
-    return RtpengineNode(name, NgPool(name, backends, clock, checked.recheckInterval), reactor)
+    return RtpengineNode(name, NgPool(name, backends, clock, checked.recheckInterval), reactor, checked.keepalive)

@@ -78,9 +78,9 @@ declare(
         "relay.media_timeout",
         60,
         number(0, 86400),
-        "Seconds without a media packet (RTP or RTCP) from either party after which an answered relayed call "
-        "is released (BYE to both, end cause 'media timeout'), unless it is on hold (no media section negotiated "
-        "to carry media both ways: a=inactive, a=sendonly/a=recvonly, c=0.0.0.0); 0: never.",
+        "Seconds without a media packet (RTP or RTCP) from a party that is to send (it declared sendrecv or "
+        "sendonly towards a party that receives) after which an answered relayed call is released (BYE to both, "
+        "end cause 'media timeout'); a call where nobody is to send (a=inactive, c=0.0.0.0) is not; 0: never.",
     ),
 )
 
@@ -153,6 +153,7 @@ class RtpengineOptions:
     retries: int
     recheckInterval: float
     maxPending: int
+    keepalive: float = 30.0
 
 
 _RTPENGINE_TUNING: dict[str, tuple[str, type, float, float, float]] = {
@@ -161,6 +162,7 @@ _RTPENGINE_TUNING: dict[str, tuple[str, type, float, float, float]] = {
     "retries": ("retries", int, 2, 0, 10),
     "recheck_interval": ("recheckInterval", float, 10.0, 0.1, 3600.0),
     "max_pending": ("maxPending", int, 1000, 1, 100_000),
+    "keepalive": ("keepalive", float, 30.0, 0.0, 3600.0),
 }
 
 
