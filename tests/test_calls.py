@@ -485,11 +485,15 @@ class RestartTests(CallTestCase):
     def test_a_forged_answer_after_a_switch_goes_nowhere(self) -> None:
         sent, _ = self.call()
         self.makeHarness(clock=self.h.clock)
+        before = len(self.recorder.events)
         start = len(self.h.sent)
         forged = reply(sent, 200, "OK", contact=B_CONTACT).replace(b";tag=a", b";tag=x")
         self.h.send(forged, B_SOURCE)
+        # A true copy from anyone but the callee makes no call either.
         self.h.send(reply(sent, 200, "OK", contact=B_CONTACT), STRANGER)
         self.assertEqual(self.h.sent[start:], [])
+        self.assertEqual(self.recorder.events[before:], [])
+        self.assertEqual(self.h.service.proxy.calls, {})
 
     def test_reinvite_after_restart_reaches_the_callee(self) -> None:
         sent, _ = self.answered()
@@ -974,6 +978,97 @@ class MediaHookTests(CallTestCase):
         call = self.recorder.events[-1][1]
         self.assertEqual(call.answeredBy.leg.source, C_SOURCE)
         self.assertEqual([t.status for t in call.targets], [500, 200])
+
+    def switched(self, **rewriter: Any) -> tuple[Request, str, int]:
+        """
+        A calls B with an offer, B rings, and the server dies: another one
+        (same key, a media handler of its own) takes over.
+        @return: the INVITE as B got it, its Record-Route, the index after the switch.
+        """
+        sent, _ = self.call(body=SDP)
+        self.h.send(reply(sent, 180, "Ringing"), B_SOURCE)
+        self.media = Rewriter(wait=rewriter.get("wait", False))
+        self.media.failAnswers = rewriter.get("failAnswers", 0)
+        self.makeHarness(clock=self.h.clock)
+        return sent, sent.getAll("record-route")[0], len(self.h.sent)
+
+    def test_an_answer_after_a_switch_goes_through_the_handler(self) -> None:
+        """
+        Like any answer: with rtpengine, the session the dead server's
+        offer made goes on; retransmissions carry the same SDP.
+        """
+        sent, route, start = self.switched()
+        ok = withSDP(reply(sent, 200, "OK", contact=B_CONTACT), SDP_B)
+        self.h.send(ok, B_SOURCE)
+        (toA,) = self.repliesTo(A_SOURCE, start)
+        self.assertEqual(toA.code, 200)
+        self.assertIn(b"c=IN IP4 relay-answer-callee.10.0.0.9", toA.data)
+        self.assertEqual([(k, key, s) for k, key, s, _ in self.media.seen], [("answer", "1", "callee")])
+        self.h.send(ok, B_SOURCE)
+        again = self.repliesTo(A_SOURCE, start)[1]
+        self.assertEqual(again.data, toA.data)
+        self.assertEqual(len(self.media.seen), 1)
+        self.fromA("ACK", 2, route)
+        self.fromA("BYE", 3, route)
+        call = self.recorder.events[-1][1]
+        self.assertEqual((call.endCause, call.recovered), (EndCause.CALLER_BYE, True))
+        self.assertEqual(self.media.ended, [call])
+
+    def test_an_answer_after_a_switch_waits_for_the_handler(self) -> None:
+        """A retransmission coming while the handler works goes after the first, with its SDP."""
+        sent, _route, start = self.switched(wait=True)
+        ok = withSDP(reply(sent, 200, "OK", contact=B_CONTACT), SDP_B)
+        self.h.send(ok, B_SOURCE)
+        self.h.send(ok, B_SOURCE)
+        self.assertEqual(self.repliesTo(A_SOURCE, start), [])
+        self.media.release()
+        first, second = self.repliesTo(A_SOURCE, start)
+        self.assertIn(b"relay-answer-callee", first.data)
+        self.assertEqual(first.data, second.data)
+
+    def test_an_answer_after_a_switch_the_handler_cannot_take_ends_the_call(self) -> None:
+        """
+        No one-way audio (a built-in relay's ports died with the other
+        server): ACK and BYE to the callee, 500 with a Warning to the
+        caller, who dials again.
+        """
+        sent, route, start = self.switched(failAnswers=1)
+        ok = withSDP(reply(sent, 200, "OK", contact=B_CONTACT), SDP_B)
+        self.h.send(ok, B_SOURCE)
+        (toA,) = self.repliesTo(A_SOURCE, start)
+        self.assertEqual((toA.code, toA.reason), (500, "Media Relay Failed"))
+        self.assertIn(b"Warning: 399 aetasip", toA.data)
+        self.assertNotIn(b"v=0", toA.data)
+        self.assertEqual(len(toA.all("via")), 1)
+        ack, bye = self.requestsTo(B_SOURCE, start)
+        self.assertEqual((ack.method, ack.cseq, ack.uri), ("ACK", (2, "ACK"), B_REAL))
+        self.assertEqual((bye.method, bye.cseq), ("BYE", (3, "BYE")))
+        self.assertIn("media failure", bye.get("reason") or "")
+        call = self.recorder.events[-1][1]
+        self.assertEqual((call.endCause, call.status), (EndCause.MEDIA_FAILURE, 500))
+        self.assertIn("after a switch", call.endDetail)
+        self.assertEqual(self.h.service.proxy.calls, {})
+        # The 2xx again, and the caller's late requests: no call comes back.
+        start = len(self.h.sent)
+        self.h.send(ok, B_SOURCE)
+        self.assertEqual([r.code for r in self.fromA("BYE", 4, route)], [481])
+        self.assertEqual(self.requestsTo(B_SOURCE, start), [])
+        self.assertEqual(self.h.service.proxy.calls, {})
+
+    def test_a_reinvite_after_a_switch_goes_through_the_handler(self) -> None:
+        sent, _ = self.call(body=SDP)
+        self.h.send(withSDP(reply(sent, 200, "OK", contact=B_CONTACT), SDP_B), B_SOURCE)
+        route = sent.getAll("record-route")[0]
+        self.fromA("ACK", 2, route)
+        self.media = Rewriter()
+        self.makeHarness(clock=self.h.clock)
+        start = len(self.h.sent)
+        self.fromA("INVITE", 3, route, contact=A_CONTACT, contentType="application/sdp", body=SDP)
+        (reinvite,) = self.requestsTo(B_SOURCE, start)
+        self.assertIn(b"relay-offer-caller", reinvite.body)
+        self.h.send(withSDP(dialogReply(reinvite, 200, "OK", [f"Contact: <{B_CONTACT}>"]), SDP_B), B_SOURCE)
+        self.assertIn(b"relay-answer-callee", self.repliesTo(A_SOURCE, start)[-1].data)
+        self.assertEqual([(k, s) for k, _, s, _ in self.media.seen], [("offer", "caller"), ("answer", "callee")])
 
     def test_observers_hear_the_end_once_the_media_is_released(self) -> None:
         """A handler still releasing a call's media (asking its node) holds callEnded until it is done."""

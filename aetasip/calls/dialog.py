@@ -36,9 +36,14 @@ class Dialog:
     @ivar routes: the Route set towards each side beyond this proxy (Record-Route
         entries other proxies added), by side, in sending order, once worked out.
     @ivar expires: for a subscription dialog, the clock time it lapses.
+    @ivar answer: for a dialog rebuilt here from the 2xx that answered its
+        call (another server forwarded the INVITE), the body that 2xx had
+        when it went to the caller (its retransmissions get the same), or
+        C{b""} while the media handler works on it; else C{None}.
     """
 
     __slots__ = (
+        "answer",
         "call",
         "callID",
         "calleeTag",
@@ -80,6 +85,7 @@ class Dialog:
         self.recordRoute: list[str] = []
         self.routes: dict[str, list[str]] | None = None
         self.expires: float | None = None
+        self.answer: bytes | None = None
         # The numbers at each end (From and To users), for the requests
         # the proxy makes in the dialog's name (probes, BYE).
         self.uris: dict[str, object] = {CALLER: "", CALLEE: ""}
