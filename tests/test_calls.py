@@ -471,6 +471,8 @@ class RestartTests(CallTestCase):
         self.assertEqual((ok.code, ok.get("call-id")), (200, "call-ab@test"))
         # Its Via (the dead server's, the same address) taken off: the caller's alone.
         self.assertEqual(len(ok.all("via")), 1)
+        # Its Contact fixed to where B's packets come from, as the dead server would have.
+        self.assertIn(f"{B_SOURCE[0]}:{B_SOURCE[1]}", ok.get("contact") or "")
         start = len(self.h.sent)
         self.assertEqual(self.fromA("ACK", 2, route), [])
         (ack,) = self.requestsTo(B_SOURCE, start)
@@ -494,6 +496,88 @@ class RestartTests(CallTestCase):
         self.assertEqual(self.h.sent[start:], [])
         self.assertEqual(self.recorder.events[before:], [])
         self.assertEqual(self.h.service.proxy.calls, {})
+
+    def cancelAfterSwitch(self, ringing: Any) -> tuple[Request, str, list[Reply], int]:
+        """
+        A calls B, B rings, the server dies; A's CANCEL reaches the one
+        that took over, whose records say whether the call rang elsewhere.
+        """
+        sent, _ = self.call()
+        self.h.send(reply(sent, 180, "Ringing"), B_SOURCE)
+        self.makeHarness(clock=self.h.clock)
+        asked: list[tuple[str, str, tuple[str, int]]] = []
+
+        def lookup(callID: str, callerTag: str, source: tuple[str, int]) -> Any:
+            asked.append((callID, callerTag, source))
+            return ringing(source) if callable(ringing) else ringing
+
+        if ringing is not None:
+            CallControl(self.h.service.proxy).lookForCallsRingingElsewhere(lookup)
+        self.asked = asked
+        cancel = (
+            invite(branch="z9hG4bK-a2", cseq=2)
+            .replace(b"INVITE sip", b"CANCEL sip")
+            .replace(b"CSeq: 2 INVITE", b"CSeq: 2 CANCEL")
+        )
+        start = len(self.h.sent)
+        self.h.send(cancel, A_SOURCE)
+        return sent, sent.getAll("record-route")[0], self.repliesTo(A_SOURCE, start), start
+
+    def test_a_cancel_of_a_call_ringing_on_a_failed_server(self) -> None:
+        """
+        The caller stops waiting (200, then 487 for its INVITE), the record
+        ends 'cancelled'; the callee's late answer is ACKed and ended, and
+        reaches nobody.
+        """
+        before = len(self.recorder.events)
+        sent, route, replies, _ = self.cancelAfterSwitch(succeed(True))
+        self.assertEqual(self.asked, [("call-ab@test", "a", A_SOURCE)])
+        self.assertEqual([(r.code, r.get("cseq")) for r in replies], [(200, "2 CANCEL"), (487, "2 INVITE")])
+        self.assertEqual(
+            replies[1].get("via"), "SIP/2.0/UDP 10.0.0.7:5060;branch=z9hG4bK-a2;rport=5060;received=198.51.100.7"
+        )
+        self.assertEqual(self.recorder.names()[-2:], ["started", "ended"])
+        call = self.recorder.events[-1][1]
+        self.assertEqual((call.recovered, call.endCause, call.status), (True, EndCause.CANCELLED, 487))
+        self.assertEqual(
+            (call.callID, call.callerTag, call.caller, call.dialled), ("call-ab@test", "a", "45675001", "45675002")
+        )
+        self.assertEqual(self.recorder.names()[before:], ["started", "ringing", "started", "ended"])
+        events = len(self.recorder.events)
+        start = len(self.h.sent)
+        self.h.send(reply(sent, 200, "OK", contact=B_CONTACT), B_SOURCE)
+        self.assertEqual(self.repliesTo(A_SOURCE, start), [])
+        ack, bye = self.requestsTo(B_SOURCE, start)
+        self.assertEqual((ack.method, ack.cseq, ack.uri), ("ACK", (2, "ACK"), B_REAL))
+        self.assertEqual((bye.method, bye.cseq, bye.toAddr.tag), ("BYE", (3, "BYE"), "b"))
+        self.assertIn("cancelled", bye.get("reason") or "")
+        self.assertEqual(len(self.recorder.events), events)
+        self.assertEqual(self.h.service.proxy.calls, {})
+        # The callee's late requests make no call either.
+        self.assertEqual([r.code for r in self.fromB("BYE", 1, route)], [481])
+
+    def test_a_cancel_of_a_call_unknown_elsewhere_gets_481(self) -> None:
+        sent, _route, replies, _ = self.cancelAfterSwitch(succeed(False))
+        self.assertEqual([r.code for r in replies], [481])
+        # The callee's answer then reaches the caller as ever.
+        start = len(self.h.sent)
+        self.h.send(reply(sent, 200, "OK", contact=B_CONTACT), B_SOURCE)
+        self.assertEqual([r.code for r in self.repliesTo(A_SOURCE, start)], [200])
+
+    def test_a_cancel_without_a_cluster_gets_481(self) -> None:
+        _sent, _route, replies, _ = self.cancelAfterSwitch(None)
+        self.assertEqual([r.code for r in replies], [481])
+
+    def test_a_cancel_when_the_store_fails_gets_481(self) -> None:
+        _sent, _route, replies, _ = self.cancelAfterSwitch(fail(RuntimeError("store down")))
+        self.assertEqual([r.code for r in replies], [481])
+
+    def test_a_cancel_waits_for_the_store(self) -> None:
+        answer: Deferred[bool] = Deferred()
+        _sent, _route, replies, start = self.cancelAfterSwitch(answer)
+        self.assertEqual(replies, [])
+        answer.callback(True)
+        self.assertEqual([r.code for r in self.repliesTo(A_SOURCE, start)], [200, 487])
 
     def test_reinvite_after_restart_reaches_the_callee(self) -> None:
         sent, _ = self.answered()

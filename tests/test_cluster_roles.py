@@ -86,6 +86,9 @@ class FakeCalls:
     def active(self) -> list[object]:
         return self.calls
 
+    def lookForCallsRingingElsewhere(self, lookup: Any) -> None:
+        self.ringingElsewhere = lookup
+
     def probe(self, enabled: bool) -> None:
         self.probing.append(enabled)
 

@@ -41,6 +41,9 @@ class FakeCalls:
     def active(self) -> list[FakeCall]:
         return list(self.calls)
 
+    def lookForCallsRingingElsewhere(self, lookup: Any) -> None:
+        self.ringingElsewhere = lookup
+
     def probe(self, enabled: bool) -> None:
         pass
 
@@ -176,3 +179,45 @@ class TakeoverTests(TestCase):
         self.sync.writeCallRecords([rebuilt], "sip-b", now)
         yield drained.lookAtPeers()
         self.assertEqual(drained.callsInProgress(), 1)
+
+    @inlineCallbacks
+    def test_a_cancel_of_a_call_that_rang_on_a_dead_server(self) -> Any:
+        """
+        The CANCEL reaching the survivor is answered from the record the
+        dead server left (from the caller's address, unanswered), which
+        its rebuilt end then amends: 'cancelled'.
+        """
+        now = reactor.seconds()
+        ringing = aRecord("ringing", now - 20, ringingAt=now - 19, status=180, server="rec-a")
+        talking = aRecord("talking", now - 30, answeredAt=now - 29, status=200, server="rec-a")
+        self.sync.writeCallRecords([ringing, talking], "rec-a", now - 19)
+        self.dead("sip-a", "a" * 16, silentFor=SILENT_INTERVALS * 1.0 + 2, recordsServer="rec-a")
+        calls = FakeCalls()
+        survivor = self.server("sip-b", calls=calls)
+        lookup = calls.ringingElsewhere
+        source = ringing.source
+        self.assertTrue((yield lookup(ringing.callID, ringing.callerTag, source)))
+        # Closed as 'failover' by the takeover: still a call that rang there.
+        yield survivor.lookAtPeers()
+        self.assertEqual(
+            {r.id: r.endCause for r in self.sync.callRecords()}, {"ringing": "failover", "talking": "failover"}
+        )
+        self.assertTrue((yield lookup(ringing.callID, ringing.callerTag, source)))
+        # Not from another address, not an answered call, not another tag.
+        self.assertFalse((yield lookup(ringing.callID, ringing.callerTag, (source[0], source[1] + 1))))
+        self.assertFalse((yield lookup(talking.callID, talking.callerTag, source)))
+        self.assertFalse((yield lookup(ringing.callID, "other", source)))
+        # Nor a call of its own records.
+        self.assertFalse((yield self.server("rec-a", calls=FakeCalls()).store.ringingElsewhere(
+            ringing.callID, ringing.callerTag, source, "rec-a"
+        )))  # fmt: skip
+        cancelled = aRecord(
+            "rebuilt", now, callID=ringing.callID, callerTag=ringing.callerTag, recovered=True, server="sip-b",
+            endedAt=now, endCause="cancelled", status=487, endDetail="the caller cancelled while the callee rang",
+        )  # fmt: skip
+        self.sync.writeCallRecords([cancelled], "sip-b", now)
+        found = {r.id: r for r in self.sync.callRecords()}
+        self.assertEqual(sorted(found), ["ringing", "talking"])
+        self.assertEqual(found["ringing"].endCause, "cancelled")
+        self.assertIn("went on at sip-b after rec-a failed", found["ringing"].endDetail)
+        self.assertFalse((yield lookup(ringing.callID, ringing.callerTag, source)))

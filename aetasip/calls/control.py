@@ -15,7 +15,7 @@ from aetasip.calls.call import Call, EndCause
 from aetasip.interfaces import ICallControl
 
 if TYPE_CHECKING:
-    from aetasip.calls.proxy import Proxy
+    from aetasip.calls.proxy import Proxy, RingingLookup
 
 
 @implementer(ICallControl)
@@ -36,3 +36,6 @@ class CallControl:
 
     def probe(self, enabled: bool) -> None:
         self._proxy.liveness.probing = enabled
+
+    def lookForCallsRingingElsewhere(self, lookup: RingingLookup | None) -> None:
+        self._proxy.ringingElsewhere = lookup

@@ -121,6 +121,10 @@ missed the BYE (half of RFC 4028's default interval of 1800 s).
 """
 
 
+# The callee tag under which a call cancelled here is remembered: no real tag has a NUL.
+_EVERY_CALLEE = "\0"
+
+
 class DialogTable:
     """
     The dialogs in progress, by C{(Call-ID, caller tag, callee tag)}, and
@@ -202,6 +206,17 @@ class DialogTable:
         self._forget(self._clock())
         ended = self._ended
         return (callID, fromTag, toTag) in ended or (callID, toTag, fromTag) in ended
+
+    def cancelledHere(self, callID: str, callerTag: str) -> None:
+        """
+        The caller of a call another server set up cancelled it here: its
+        dialogs are not rebuilt from their tokens (L{cancelled}).
+        """
+        self.endedHere(callID, callerTag, _EVERY_CALLEE)
+
+    def cancelled(self, callID: str, callerTag: str) -> bool:
+        """Did the caller of this call cancel it here lately (L{cancelledHere})?"""
+        return self.ended(callID, callerTag, _EVERY_CALLEE)
 
     def clear(self) -> None:
         """Every dialog goes, and the memory of ended ones with them (the service stops: as after a restart)."""

@@ -256,6 +256,10 @@ class DialogRouter:
             return
         send = hop[0]
         answer = upstream(response)
+        if dialog.answer is not None:
+            # Rebuilt here from its 2xx: that 2xx's Contact fixed as the dead server would have.
+            callee = dialog.legs[CALLEE]
+            fixContact(answer, callee.source, callee.transport)
         if rebuilt and call is not None:
             self._answerTaken(dialog, call, response, answer, send)
         elif dialog.answer is not None and call is not None:
@@ -294,6 +298,9 @@ class DialogRouter:
             if peer is not None and not _fromLeg(verified.calleeLeg.leg(), peer):
                 # Only the callee may answer: a copy from anywhere else makes no call.
                 return None
+            if self.proxy.dialogs.cancelled(response.callID, verified.callerTag):
+                self._answerOfCancelled(response, verified, str(contacts[0].uri))
+                return None
             dialog = self._rebuild(response, verified, str(contacts[0].uri))
             # Requests in the dialog's name (BYE, probes) follow the 2xx:
             # past the caller's CSeq, through the other proxies it names.
@@ -302,6 +309,26 @@ class DialogRouter:
             dialog.answer = b""
             return dialog
         return None
+
+    def _answerOfCancelled(self, response: Response, token: DialogToken, remote: str) -> None:
+        """
+        The callee answered a call whose caller cancelled it here (after
+        the server that set it up failed): ACK and BYE to the callee, no
+        call.
+        """
+        callerLeg, calleeLeg = token.callerLeg.leg(), token.calleeLeg.leg()
+        calleeTag = response.toAddr.tag or ""
+        dialog = Dialog(
+            "INVITE", response.callID, token.callerTag, calleeTag, callerLeg, calleeLeg, token.key, None, CONFIRMED
+        )
+        dialog.uris = {CALLER: response.fromAddr.uri, CALLEE: response.toAddr.uri}
+        dialog.sent(CALLER, response.cseq[0])
+        self._calleeAnswer(dialog, response)
+        dialog.legs[CALLEE].contact = remote
+        self.proxy.dialogs.endedHere(dialog.callID, dialog.callerTag, dialog.calleeTag)
+        log.info("{callID} answered after its caller cancelled it: ACK and BYE to the callee", callID=dialog.callID)
+        self.ackAnswer(dialog, CALLEE, response.cseq[0], response, False)
+        self.requestInDialog(dialog, CALLEE, "BYE", lambda code: None, reason=EndCause.CANCELLED)
 
     def _answerTaken(
         self, dialog: Dialog, call: Call, response: Response, answer: Response, send: Callable[[bytes], None]

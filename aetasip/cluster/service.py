@@ -15,7 +15,9 @@ L{ClusterService}: this server among the others on the same store.
       intervals (dead), it closes the call records that server left open
       with the end cause C{failover} at its last announcement, and
       announces (to the webhook) the expiry of the bindings it had
-      registered, each once; a standby with calls in progress looks which
+      registered, each once; a caller's CANCEL of a call another server
+      left ringing is answered from its record (see
+      L{aetasip.interfaces.ICallControl.lookForCallsRingingElsewhere}); a standby with calls in progress looks which
       of them ended elsewhere (their BYE reached the active server).
 
 On SQLite there is one server: no listener, and it does the shared work.
@@ -125,6 +127,8 @@ class ClusterService(service.Service):
         )
         if self.shared:
             location.orphaned = self._orphaned
+            if calls is not None:
+                calls.lookForCallsRingingElsewhere(self._rangElsewhere)
         if pinger is not None:
             pinger.isActive = self.role.isActive
         for part in self.work:
@@ -152,6 +156,10 @@ class ClusterService(service.Service):
         if not self.endedElsewhere:
             return len(calls)
         return sum(1 for call in calls if (call.callID, call.callerTag) not in self.endedElsewhere)
+
+    def _rangElsewhere(self, callID: str, callerTag: str, source: tuple[str, int]) -> Deferred[bool]:
+        """Whether another server's record says this call, from this caller's address, rang there unanswered."""
+        return self.store.ringingElsewhere(callID, callerTag, source, self.recordsServer)  # type: ignore[no-any-return]
 
     def _orphaned(self, binding: Binding) -> bool:
         """Whether this server announces the expiry of C{binding}: it is active and its writer is dead."""

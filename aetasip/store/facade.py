@@ -208,6 +208,7 @@ class AsyncStore:
     closeOpenCallRecords = inThreads(Store.closeOpenCallRecords)
     closeFailedOverCallRecords = inThreads(Store.closeFailedOverCallRecords)
     closedCallRecords = inThreads(Store.closedCallRecords)
+    ringingElsewhere = inThreads(Store.ringingElsewhere)
     recordHeartbeat = inThreads(Store.recordHeartbeat)
     callRecords = inThreads(Store.callRecords)
 
