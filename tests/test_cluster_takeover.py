@@ -21,6 +21,7 @@ from aetasip.location import LocationService
 from aetasip.store import AsyncStore, Store
 from aetasip.store.nodes import NodeState
 from tests.postgres import postgresqlURL
+from tests.test_cluster_admin import run
 from tests.test_cluster_location import waitFor
 from tests.test_location import Listener, binding
 from tests.test_records_store import answered, aRecord
@@ -71,15 +72,50 @@ class TakeoverTests(TestCase):
         )
         return service
 
-    def dead(self, name: str, origin: str, silentFor: float, recordsServer: str = "") -> None:
-        """A server that announced itself C{silentFor} seconds ago, then died."""
+    def dead(self, name: str, origin: str, silentFor: float, recordsServer: str = "", interval: float = 0.0) -> None:
+        """A server that announced itself C{silentFor} seconds ago (every C{interval} s), then died."""
         now = reactor.seconds()
         self.sync.announceNode(
             NodeState(
                 name=name, origin=origin, role="active", address="", version=__version__, startedAt=now - 600,
                 lastSeen=now - silentFor, calls=1, holdsWork=True, draining=False, recordsServer=recordsServer,
+                announceInterval=interval,
             )
         )  # fmt: skip
+
+    @inlineCallbacks
+    def test_each_server_is_judged_by_its_own_interval(self) -> Any:
+        """
+        The survivor announces every second; a server announcing every 30 s
+        silent for 10 s is alive, one announcing every 0.5 s silent for 2 s
+        is dead, and one that did not say (an earlier version) is judged by
+        the survivor's interval.
+        """
+        now = reactor.seconds()
+        for name in ("slow", "fast", "old"):
+            record = aRecord(name, now - 100, answeredAt=now - 99, status=200, server=f"rec-{name}")
+            self.sync.writeCallRecords([record], f"rec-{name}", now - 99)
+        self.dead("slow", "5" * 16, silentFor=10, recordsServer="rec-slow", interval=30)
+        self.dead("fast", "f" * 16, silentFor=2, recordsServer="rec-fast", interval=0.5)
+        self.dead("old", "0" * 16, silentFor=5, recordsServer="rec-old")
+        survivor = self.server("sip-b")
+        yield survivor.lookAtPeers()
+        causes = {r.id: r.endCause for r in self.sync.callRecords()}
+        self.assertEqual(causes, {"slow": None, "fast": "failover", "old": "failover"})
+        self.assertEqual(survivor.liveOrigins, {survivor.announcer.origin, "5" * 16})
+        # Its own interval is in its announcement.
+        yield survivor.announcer.announce()
+        self.assertEqual(self.sync.getNode("sip-b").announceInterval, 1.0)  # type: ignore[union-attr]
+        # node status says the same (its configuration's interval, 5 s, for the one that did not say).
+        self.dead("slow", "5" * 16, silentFor=20, interval=30)
+        self.dead("fast", "f" * 16, silentFor=20, interval=1)
+        self.dead("old", "0" * 16, silentFor=20)
+        code, out, _ = run("--store", self.url, "node", "status")
+        roles = {line.split()[0]: line.split()[1:3] for line in out.splitlines()[1:]}
+        self.assertEqual(code, 0)
+        self.assertEqual(roles["slow"][0], "active")
+        self.assertEqual(roles["fast"][:2], ["active?", "(silent)"])
+        self.assertEqual(roles["old"][:2], ["active?", "(silent)"])
 
     @inlineCallbacks
     def test_the_active_server_closes_a_dead_servers_calls_with_failover(self) -> Any:

@@ -42,7 +42,10 @@ from aetasip.store.schema import BINDINGS_CHANNEL, NODES_CHANNEL
 log = Logger()
 
 SILENT_INTERVALS = 3
-"""A server not announced for this many announcement intervals is dead (C{node status}: silent)."""
+"""
+A server not announced for this many of its announcement intervals is
+dead (C{node status}: silent).
+"""
 
 WORK_LOCK = 0x61657461736973
 """Key of the PostgreSQL advisory lock of the shared work (mail, quarterly logs)."""
@@ -202,7 +205,6 @@ class ClusterService(service.Service):
     def _look(self) -> Any:
         nodes = yield self.store.listNodes()
         now = self.reactor.seconds()
-        silent = SILENT_INTERVALS * self.announcer.interval
         live = {self.announcer.origin}
         dead = []
         for node in nodes:
@@ -210,7 +212,8 @@ class ClusterService(service.Service):
                 continue
             if node.role == STOPPED:
                 continue
-            if now - node.lastSeen > silent:
+            # Judged by its own interval: the servers need not share one.
+            if now - node.lastSeen > node.silentAfter(SILENT_INTERVALS, self.announcer.interval):
                 dead.append(node)
             else:
                 live.add(node.origin)
