@@ -185,6 +185,14 @@ class ICallControl(Interface):
         a short text for its record. Nothing happens to an ended call.
         """
 
+    def endedElsewhere(call, cause, detail):
+        """
+        C{call}, answered on this server, ended on another server of a
+        cluster (its BYE went there after a switch): end it here too with
+        C{cause} and C{detail}, sending nothing to its parties; its media
+        is released. Nothing happens to a call not answered here.
+        """
+
     def probe(enabled):
         """
         Send the dead-call probes (in-dialog OPTIONS) of answered calls, or

@@ -779,6 +779,30 @@ class DeadCallTests(CallTestCase):
         self.assertEqual({where for where, d in self.h.sent[start:] if d.startswith(b"BYE ")}, {A_SOURCE, B_SOURCE})
         self.assertEqual(call.endCause, EndCause.OPERATOR_RELEASE)
 
+    def test_a_call_ended_elsewhere_ends_here_without_a_word(self) -> None:
+        """
+        Its BYE went to another server of the cluster (this one drained):
+        the call ends with the cause it ended with there, nothing is sent,
+        and its dialog is gone (a late request gets 481).
+        """
+        sent, _ = self.answered()
+        route = sent.getAll("record-route")[0]
+        (call,) = CallControl(self.h.service.proxy).active()
+        start = len(self.h.sent)
+        CallControl(self.h.service.proxy).endedElsewhere(call, EndCause.CALLEE_BYE, "ended at sip2 after a switch")
+        self.assertEqual(self.h.sent[start:], [])
+        self.assertEqual((call.endCause, call.endDetail), (EndCause.CALLEE_BYE, "ended at sip2 after a switch"))
+        self.assertEqual(self.recorder.names()[-1], "ended")
+        self.assertEqual(self.h.service.proxy.calls, {})
+        self.assertEqual([r.code for r in self.fromA("BYE", 3, route)], [481])
+        self.assertEqual(self.requestsTo(B_SOURCE, start), [])
+
+    def test_a_ringing_call_is_not_ended_elsewhere(self) -> None:
+        self.call()
+        (call,) = CallControl(self.h.service.proxy).active()
+        CallControl(self.h.service.proxy).endedElsewhere(call, EndCause.CALLER_BYE, "")
+        self.assertFalse(call.ended)
+
     def test_release_while_ringing_cancels(self) -> None:
         sent, start = self.call()
         self.h.send(reply(sent, 180, "Ringing"), B_SOURCE)

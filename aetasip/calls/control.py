@@ -34,6 +34,9 @@ class CallControl:
     def release(self, call: Call, cause: str = EndCause.OPERATOR_RELEASE, detail: str = "") -> None:
         self._proxy.release(call, cause, detail)
 
+    def endedElsewhere(self, call: Call, cause: str, detail: str = "") -> None:
+        self._proxy.endedElsewhere(call, cause, detail)
+
     def probe(self, enabled: bool) -> None:
         self._proxy.liveness.probing = enabled
 

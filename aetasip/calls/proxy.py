@@ -184,6 +184,20 @@ class Proxy:
             return
         self.router.release(call, cause, detail)
 
+    def endedElsewhere(self, call: Call, cause: str, detail: str = "") -> None:
+        """
+        C{call}, answered here, ended on another server of the cluster (its
+        BYE went there after a switch): it ends here too, without a word
+        to its parties; its dialogs go (late requests get 481) and its
+        media is released. A call not answered here is left alone.
+        """
+        if call.ended or call.answeredBy is None:
+            return
+        for dialog in list(call.dialogs):
+            self.dialogs.remove(dialog)
+            self.liveness.forget(dialog)
+        call.end(cause, detail=detail)
+
     # -- entry points ---------------------------------------------------------
 
     def handle(self, request: Request, peer: Peer, server: ServerTransaction) -> None:

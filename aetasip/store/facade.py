@@ -223,6 +223,7 @@ class AsyncStore:
     quarterlyLogMade = inThreads(Store.quarterlyLogMade)
 
     announceNode = inThreads(Store.announceNode)
+    announceCallEnded = inThreads(Store.announceCallEnded)
     listNodes = inThreads(Store.listNodes)
     getNode = inThreads(Store.getNode)
     requestDrain = inThreads(Store.requestDrain)

@@ -14,7 +14,7 @@ import attrs
 import sqlalchemy as sa
 
 from aetasip.store.models import StoreError
-from aetasip.store.schema import NODES_CHANNEL, clusterNodes
+from aetasip.store.schema import CALLS_CHANNEL, NODES_CHANNEL, clusterNodes
 
 
 class NoSuchNode(StoreError):
@@ -145,6 +145,18 @@ class NodeMethods:
             if connection.dialect.name == "postgresql":
                 connection.execute(
                     sa.text("SELECT pg_notify(:channel, :name)"), {"channel": NODES_CHANNEL, "name": name}
+                )
+
+    def announceCallEnded(self, payload: str) -> None:
+        """
+        Tell the other servers (C{NOTIFY aetasip_calls}, PostgreSQL only)
+        that a call ended here: C{payload} says which (see
+        L{aetasip.cluster.service.ClusterService.callEnded}).
+        """
+        with self._transaction(write=True) as connection:
+            if connection.dialect.name == "postgresql":
+                connection.execute(
+                    sa.text("SELECT pg_notify(:channel, :payload)"), {"channel": CALLS_CHANNEL, "payload": payload}
                 )
 
     def forgetNode(self, name: str) -> None:

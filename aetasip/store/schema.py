@@ -397,6 +397,13 @@ The PostgreSQL notification channel on which C{aetasip-admin node drain}
 tells the servers to look at their drain flag at once.
 """
 
+CALLS_CHANNEL = "aetasip_calls"
+"""
+The PostgreSQL notification channel on which a server tells the others
+that a call another server set up ended on it (its BYE came there after a
+switch): the server that set it up, drained, ends its own copy.
+"""
+
 ORIGIN_SETTING = "aetasip.origin"
 """
 The PostgreSQL setting a writer of bindings sets for its transaction (to
