@@ -196,6 +196,7 @@ class Proxy:
         for dialog in list(call.dialogs):
             self.dialogs.remove(dialog)
             self.liveness.forget(dialog)
+        call.endedElsewhere = True
         call.end(cause, detail=detail)
 
     # -- entry points ---------------------------------------------------------
