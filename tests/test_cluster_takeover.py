@@ -257,3 +257,30 @@ class TakeoverTests(TestCase):
         self.assertEqual(found["ringing"].endCause, "cancelled")
         self.assertIn("went on at sip-b after rec-a failed", found["ringing"].endDetail)
         self.assertFalse((yield lookup(ringing.callID, ringing.callerTag, source)))
+
+    @inlineCallbacks
+    def test_a_single_server_restarted_announces_what_lapsed_while_it_was_down(self) -> Any:
+        """
+        No floating address, one server (always active): the rows of its
+        earlier run (another origin) that expired while it was down are
+        deleted and announced 'expired' at its first look, once, as on
+        SQLite at start; those still valid stay, announced when they lapse.
+        """
+        now = reactor.seconds()
+        self.sync.announceNode(
+            NodeState(
+                name="sip-a", origin="e" * 16, role="stopped", address="", version=__version__, startedAt=now - 900,
+                lastSeen=now - 300, calls=0, holdsWork=True, draining=False,
+            )
+        )  # fmt: skip
+        self.sync.saveBindings([binding(now=now, expires=-60)], origin="e" * 16)
+        self.sync.saveBindings([binding(aor="45675002", now=now, expires=600)], origin="e" * 16)
+        restarted = self.server("sip-a")
+        listener = Listener()
+        restarted.location.listeners.append(listener)
+        yield restarted.sync.location.start()  # type: ignore[union-attr]
+        yield restarted.lookAtPeers()
+        yield restarted.lookAtPeers()
+        self.assertEqual([(e.kind, e.binding.aor) for e in listener.events], [("expired", "45675001")])
+        self.assertEqual([b.aor for b in self.sync.allBindings()], ["45675002"])
+        self.assertEqual([b.aor for b in restarted.location.lookup("45675002")], ["45675002"])
