@@ -486,14 +486,16 @@ class FailoverTests(TestCase):
         while not draining.called:
             answers.append((await caller.request("MESSAGE", f"sip:{NUMBER}@{FLOATING}")).split("\r\n", 1)[0])
             if not hungUp and self.holder() == other:
-                # Its BYE reaches the other server, which closes the record:
-                # the drained server stops counting the call.
+                # Its BYE reaches the other server, which ends the call and
+                # says so (NOTIFY): the drained server ends its copy.
                 hungUp = await caller.bye(dialog)
             await deferLater(0.2)
         code, out = await draining
         self.assertTrue(hungUp.startswith("SIP/2.0 200"), hungUp)
-        self.assertEqual(self.recordOf(url, dialog["callID"]), ("caller BYE", f"sip-{first}"))
         self.assertEqual(code, 0, out)
+        # The other server amends the record (written behind): one record, its real end.
+        await waitFor(lambda: self.recordOf(url, dialog["callID"]) == ("caller BYE", f"sip-{first}"), timeout=10)
+        self.assertIn(f"after sip-{first} failed", self.recordOf(url, dialog["callID"], "endDetail"))
         self.assertEqual(out.splitlines()[-1], f"sip-{first} is idle: standby, no call in progress.")
         self.assertEqual(self.holder(), other)
         self.assertGreater(len(answers), 5)
