@@ -16,10 +16,10 @@ L{ClusterService}: this server among the others on the same store.
       intervals (dead), it closes the call records that server left open
       with the end cause C{failover} at its last announcement, and
       announces (to the webhook) the expiry of the bindings it had
-      registered, each once; a caller's CANCEL of a call another server
-      left ringing is answered from its record (see
-      L{aetasip.interfaces.ICallControl.lookForCallsRingingElsewhere}); a standby with calls in progress looks which
-      of them ended elsewhere (their BYE reached the active server).
+      registered, each once; a standby with calls in progress looks which
+      of them ended elsewhere (their BYE reached the active server);
+    - the call records, for a caller's CANCEL of a call another server left
+      ringing (L{aetasip.interfaces.ICallControl.lookForCallsRingingElsewhere}).
 
 On SQLite there is one server: no listener, and it does the shared work.
 """
