@@ -212,6 +212,8 @@ cluster = {
     "check_interval": 1.0,
     # Seconds between two announcements of this server in the store (role, calls in
     # progress; shown by 'aetasip-admin node status'), and two looks at its drain flag.
+    # Announced with them: the other servers take this one for dead after three of its
+    # own intervals, so servers may differ.
     "announce_interval": 5.0,
 }
 

@@ -185,11 +185,31 @@ class ICallControl(Interface):
         a short text for its record. Nothing happens to an ended call.
         """
 
+    def endedElsewhere(call, cause, detail):
+        """
+        C{call}, answered on this server, ended on another server of a
+        cluster (its BYE went there after a switch): end it here too with
+        C{cause} and C{detail}, sending nothing to its parties; its media
+        is released. Nothing happens to a call not answered here.
+        """
+
     def probe(enabled):
         """
         Send the dead-call probes (in-dialog OPTIONS) of answered calls, or
         stop sending them (a standby server of a cluster): while stopped,
         no call is judged dead.
+        """
+
+    def lookForCallsRingingElsewhere(lookup):
+        """
+        Answer the caller's CANCEL of a call another server of a cluster
+        set up and left ringing (it died, or gave the address away): with
+        C{lookup(callID, callerTag, source)} returning a L{Deferred}
+        firing with whether such a call, from the caller's C{source}, was
+        ringing there (its call record says so), a CANCEL matching no
+        INVITE here gets 200 and its caller a 487, and the callee's later
+        2xx is ACKed and ended, not passed on. C{None}: 481, as for any
+        CANCEL of an unknown INVITE.
         """
 
 

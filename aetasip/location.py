@@ -187,7 +187,14 @@ class LocationService:
         def load() -> Deferred[None]:
             d: Deferred[list[Binding]]
             if self.origin is None:
-                d = self.store.loadBindings(self.clock.seconds())
+                # One server: the rows that expired while it was down are
+                # deleted now and their expiry announced, each once (as a
+                # cluster's active server does for a dead server's): a
+                # webhook receiver told 'registered' is told the end too.
+                now = self.clock.seconds()
+                d = self.store.expireOrphanBindings([], now)
+                d.addCallback(self._expiredWhileDown)
+                d.addCallback(lambda _: self.store.loadBindings(now))
             else:
                 # In a cluster the rows that expired meanwhile are the active
                 # server's to delete, announcing each expiry once.
@@ -207,6 +214,12 @@ class LocationService:
             log.info("Restored {count} bindings from the store", count=len(bindings))
 
         return self._storeTurn.run(load)
+
+    def _expiredWhileDown(self, expired: list[Binding]) -> None:
+        if expired:
+            log.info("{count} bindings expired while the service was down: announced 'expired'", count=len(expired))
+        for binding in expired:
+            self.emit("expired", binding)
 
     def stop(self) -> Deferred[None]:
         """Stop sweeping and write what changed."""

@@ -158,19 +158,28 @@ def _agent(binding: Binding) -> dict[str, Any]:
 
 def payload(event: RegistrationEvent, serverName: str, eventID: str) -> dict[str, Any]:
     """
-    The JSON document of C{event}. C{expires_in} is 0 and C{expires_at} the
-    event's time once the binding is gone (C{unregistered}, C{expired}).
+    The JSON document of C{event}. C{expires_in} is 0 once the binding is
+    gone (C{unregistered}, C{expired}); C{expires_at} is then when it went:
+    the event's time, or for C{expired} the moment the binding lapsed
+    (earlier when its expiry is announced late: after a restart, or by the
+    server that took over a dead one's registrations).
     """
     binding = event.binding
     ended = event.kind in ("unregistered", "expired")
     remaining = 0 if ended else max(0, round(binding.expiresAt - event.time))
+    if event.kind == "expired":
+        endedAt = min(event.time, binding.expiresAt)
+    elif ended:
+        endedAt = event.time
+    else:
+        endedAt = binding.expiresAt
     document: dict[str, Any] = {
         "id": eventID,
         "event": event.kind,
         "number": binding.aor,
         **_agent(binding),
         "expires_in": remaining,
-        "expires_at": isoTime(event.time if ended else binding.expiresAt),
+        "expires_at": isoTime(endedAt),
         "time": isoTime(event.time),
         "server": serverName,
     }

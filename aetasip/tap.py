@@ -565,6 +565,9 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> servi
         recordServer(cfg),
     )
     cluster.setServiceParent(top)
+    if cluster.shared:
+        # It tells the other servers when a call they set up ends here.
+        observers.add(cluster)
     testLine = None
     if lines is not None:
         # After SIP: its sockets are bound when the lines' bindings name one; stopped

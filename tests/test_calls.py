@@ -471,6 +471,8 @@ class RestartTests(CallTestCase):
         self.assertEqual((ok.code, ok.get("call-id")), (200, "call-ab@test"))
         # Its Via (the dead server's, the same address) taken off: the caller's alone.
         self.assertEqual(len(ok.all("via")), 1)
+        # Its Contact fixed to where B's packets come from, as the dead server would have.
+        self.assertIn(f"{B_SOURCE[0]}:{B_SOURCE[1]}", ok.get("contact") or "")
         start = len(self.h.sent)
         self.assertEqual(self.fromA("ACK", 2, route), [])
         (ack,) = self.requestsTo(B_SOURCE, start)
@@ -485,11 +487,97 @@ class RestartTests(CallTestCase):
     def test_a_forged_answer_after_a_switch_goes_nowhere(self) -> None:
         sent, _ = self.call()
         self.makeHarness(clock=self.h.clock)
+        before = len(self.recorder.events)
         start = len(self.h.sent)
         forged = reply(sent, 200, "OK", contact=B_CONTACT).replace(b";tag=a", b";tag=x")
         self.h.send(forged, B_SOURCE)
+        # A true copy from anyone but the callee makes no call either.
         self.h.send(reply(sent, 200, "OK", contact=B_CONTACT), STRANGER)
         self.assertEqual(self.h.sent[start:], [])
+        self.assertEqual(self.recorder.events[before:], [])
+        self.assertEqual(self.h.service.proxy.calls, {})
+
+    def cancelAfterSwitch(self, ringing: Any) -> tuple[Request, str, list[Reply], int]:
+        """
+        A calls B, B rings, the server dies; A's CANCEL reaches the one
+        that took over, whose records say whether the call rang elsewhere.
+        """
+        sent, _ = self.call()
+        self.h.send(reply(sent, 180, "Ringing"), B_SOURCE)
+        self.makeHarness(clock=self.h.clock)
+        asked: list[tuple[str, str, tuple[str, int]]] = []
+
+        def lookup(callID: str, callerTag: str, source: tuple[str, int]) -> Any:
+            asked.append((callID, callerTag, source))
+            return ringing(source) if callable(ringing) else ringing
+
+        if ringing is not None:
+            CallControl(self.h.service.proxy).lookForCallsRingingElsewhere(lookup)
+        self.asked = asked
+        cancel = (
+            invite(branch="z9hG4bK-a2", cseq=2)
+            .replace(b"INVITE sip", b"CANCEL sip")
+            .replace(b"CSeq: 2 INVITE", b"CSeq: 2 CANCEL")
+        )
+        start = len(self.h.sent)
+        self.h.send(cancel, A_SOURCE)
+        return sent, sent.getAll("record-route")[0], self.repliesTo(A_SOURCE, start), start
+
+    def test_a_cancel_of_a_call_ringing_on_a_failed_server(self) -> None:
+        """
+        The caller stops waiting (200, then 487 for its INVITE), the record
+        ends 'cancelled'; the callee's late answer is ACKed and ended, and
+        reaches nobody.
+        """
+        before = len(self.recorder.events)
+        sent, route, replies, _ = self.cancelAfterSwitch(succeed(True))
+        self.assertEqual(self.asked, [("call-ab@test", "a", A_SOURCE)])
+        self.assertEqual([(r.code, r.get("cseq")) for r in replies], [(200, "2 CANCEL"), (487, "2 INVITE")])
+        self.assertEqual(
+            replies[1].get("via"), "SIP/2.0/UDP 10.0.0.7:5060;branch=z9hG4bK-a2;rport=5060;received=198.51.100.7"
+        )
+        self.assertEqual(self.recorder.names()[-2:], ["started", "ended"])
+        call = self.recorder.events[-1][1]
+        self.assertEqual((call.recovered, call.endCause, call.status), (True, EndCause.CANCELLED, 487))
+        self.assertEqual(
+            (call.callID, call.callerTag, call.caller, call.dialled), ("call-ab@test", "a", "45675001", "45675002")
+        )
+        self.assertEqual(self.recorder.names()[before:], ["started", "ringing", "started", "ended"])
+        events = len(self.recorder.events)
+        start = len(self.h.sent)
+        self.h.send(reply(sent, 200, "OK", contact=B_CONTACT), B_SOURCE)
+        self.assertEqual(self.repliesTo(A_SOURCE, start), [])
+        ack, bye = self.requestsTo(B_SOURCE, start)
+        self.assertEqual((ack.method, ack.cseq, ack.uri), ("ACK", (2, "ACK"), B_REAL))
+        self.assertEqual((bye.method, bye.cseq, bye.toAddr.tag), ("BYE", (3, "BYE"), "b"))
+        self.assertIn("cancelled", bye.get("reason") or "")
+        self.assertEqual(len(self.recorder.events), events)
+        self.assertEqual(self.h.service.proxy.calls, {})
+        # The callee's late requests make no call either.
+        self.assertEqual([r.code for r in self.fromB("BYE", 1, route)], [481])
+
+    def test_a_cancel_of_a_call_unknown_elsewhere_gets_481(self) -> None:
+        sent, _route, replies, _ = self.cancelAfterSwitch(succeed(False))
+        self.assertEqual([r.code for r in replies], [481])
+        # The callee's answer then reaches the caller as ever.
+        start = len(self.h.sent)
+        self.h.send(reply(sent, 200, "OK", contact=B_CONTACT), B_SOURCE)
+        self.assertEqual([r.code for r in self.repliesTo(A_SOURCE, start)], [200])
+
+    def test_a_cancel_without_a_cluster_gets_481(self) -> None:
+        _sent, _route, replies, _ = self.cancelAfterSwitch(None)
+        self.assertEqual([r.code for r in replies], [481])
+
+    def test_a_cancel_when_the_store_fails_gets_481(self) -> None:
+        _sent, _route, replies, _ = self.cancelAfterSwitch(fail(RuntimeError("store down")))
+        self.assertEqual([r.code for r in replies], [481])
+
+    def test_a_cancel_waits_for_the_store(self) -> None:
+        answer: Deferred[bool] = Deferred()
+        _sent, _route, replies, start = self.cancelAfterSwitch(answer)
+        self.assertEqual(replies, [])
+        answer.callback(True)
+        self.assertEqual([r.code for r in self.repliesTo(A_SOURCE, start)], [200, 487])
 
     def test_reinvite_after_restart_reaches_the_callee(self) -> None:
         sent, _ = self.answered()
@@ -690,6 +778,30 @@ class DeadCallTests(CallTestCase):
         control.release(call, EndCause.OPERATOR_RELEASE, "")
         self.assertEqual({where for where, d in self.h.sent[start:] if d.startswith(b"BYE ")}, {A_SOURCE, B_SOURCE})
         self.assertEqual(call.endCause, EndCause.OPERATOR_RELEASE)
+
+    def test_a_call_ended_elsewhere_ends_here_without_a_word(self) -> None:
+        """
+        Its BYE went to another server of the cluster (this one drained):
+        the call ends with the cause it ended with there, nothing is sent,
+        and its dialog is gone (a late request gets 481).
+        """
+        sent, _ = self.answered()
+        route = sent.getAll("record-route")[0]
+        (call,) = CallControl(self.h.service.proxy).active()
+        start = len(self.h.sent)
+        CallControl(self.h.service.proxy).endedElsewhere(call, EndCause.CALLEE_BYE, "ended at sip2 after a switch")
+        self.assertEqual(self.h.sent[start:], [])
+        self.assertEqual((call.endCause, call.endDetail), (EndCause.CALLEE_BYE, "ended at sip2 after a switch"))
+        self.assertEqual(self.recorder.names()[-1], "ended")
+        self.assertEqual(self.h.service.proxy.calls, {})
+        self.assertEqual([r.code for r in self.fromA("BYE", 3, route)], [481])
+        self.assertEqual(self.requestsTo(B_SOURCE, start), [])
+
+    def test_a_ringing_call_is_not_ended_elsewhere(self) -> None:
+        self.call()
+        (call,) = CallControl(self.h.service.proxy).active()
+        CallControl(self.h.service.proxy).endedElsewhere(call, EndCause.CALLER_BYE, "")
+        self.assertFalse(call.ended)
 
     def test_release_while_ringing_cancels(self) -> None:
         sent, start = self.call()
@@ -1056,6 +1168,97 @@ class MediaHookTests(CallTestCase):
         call = self.recorder.events[-1][1]
         self.assertEqual(call.answeredBy.leg.source, C_SOURCE)
         self.assertEqual([t.status for t in call.targets], [500, 200])
+
+    def switched(self, **rewriter: Any) -> tuple[Request, str, int]:
+        """
+        A calls B with an offer, B rings, and the server dies: another one
+        (same key, a media handler of its own) takes over.
+        @return: the INVITE as B got it, its Record-Route, the index after the switch.
+        """
+        sent, _ = self.call(body=SDP)
+        self.h.send(reply(sent, 180, "Ringing"), B_SOURCE)
+        self.media = Rewriter(wait=rewriter.get("wait", False))
+        self.media.failAnswers = rewriter.get("failAnswers", 0)
+        self.makeHarness(clock=self.h.clock)
+        return sent, sent.getAll("record-route")[0], len(self.h.sent)
+
+    def test_an_answer_after_a_switch_goes_through_the_handler(self) -> None:
+        """
+        Like any answer: with rtpengine, the session the dead server's
+        offer made goes on; retransmissions carry the same SDP.
+        """
+        sent, route, start = self.switched()
+        ok = withSDP(reply(sent, 200, "OK", contact=B_CONTACT), SDP_B)
+        self.h.send(ok, B_SOURCE)
+        (toA,) = self.repliesTo(A_SOURCE, start)
+        self.assertEqual(toA.code, 200)
+        self.assertIn(b"c=IN IP4 relay-answer-callee.10.0.0.9", toA.data)
+        self.assertEqual([(k, key, s) for k, key, s, _ in self.media.seen], [("answer", "1", "callee")])
+        self.h.send(ok, B_SOURCE)
+        again = self.repliesTo(A_SOURCE, start)[1]
+        self.assertEqual(again.data, toA.data)
+        self.assertEqual(len(self.media.seen), 1)
+        self.fromA("ACK", 2, route)
+        self.fromA("BYE", 3, route)
+        call = self.recorder.events[-1][1]
+        self.assertEqual((call.endCause, call.recovered), (EndCause.CALLER_BYE, True))
+        self.assertEqual(self.media.ended, [call])
+
+    def test_an_answer_after_a_switch_waits_for_the_handler(self) -> None:
+        """A retransmission coming while the handler works goes after the first, with its SDP."""
+        sent, _route, start = self.switched(wait=True)
+        ok = withSDP(reply(sent, 200, "OK", contact=B_CONTACT), SDP_B)
+        self.h.send(ok, B_SOURCE)
+        self.h.send(ok, B_SOURCE)
+        self.assertEqual(self.repliesTo(A_SOURCE, start), [])
+        self.media.release()
+        first, second = self.repliesTo(A_SOURCE, start)
+        self.assertIn(b"relay-answer-callee", first.data)
+        self.assertEqual(first.data, second.data)
+
+    def test_an_answer_after_a_switch_the_handler_cannot_take_ends_the_call(self) -> None:
+        """
+        No one-way audio (a built-in relay's ports died with the other
+        server): ACK and BYE to the callee, 500 with a Warning to the
+        caller, who dials again.
+        """
+        sent, route, start = self.switched(failAnswers=1)
+        ok = withSDP(reply(sent, 200, "OK", contact=B_CONTACT), SDP_B)
+        self.h.send(ok, B_SOURCE)
+        (toA,) = self.repliesTo(A_SOURCE, start)
+        self.assertEqual((toA.code, toA.reason), (500, "Media Relay Failed"))
+        self.assertIn(b"Warning: 399 aetasip", toA.data)
+        self.assertNotIn(b"v=0", toA.data)
+        self.assertEqual(len(toA.all("via")), 1)
+        ack, bye = self.requestsTo(B_SOURCE, start)
+        self.assertEqual((ack.method, ack.cseq, ack.uri), ("ACK", (2, "ACK"), B_REAL))
+        self.assertEqual((bye.method, bye.cseq), ("BYE", (3, "BYE")))
+        self.assertIn("media failure", bye.get("reason") or "")
+        call = self.recorder.events[-1][1]
+        self.assertEqual((call.endCause, call.status), (EndCause.MEDIA_FAILURE, 500))
+        self.assertIn("after a switch", call.endDetail)
+        self.assertEqual(self.h.service.proxy.calls, {})
+        # The 2xx again, and the caller's late requests: no call comes back.
+        start = len(self.h.sent)
+        self.h.send(ok, B_SOURCE)
+        self.assertEqual([r.code for r in self.fromA("BYE", 4, route)], [481])
+        self.assertEqual(self.requestsTo(B_SOURCE, start), [])
+        self.assertEqual(self.h.service.proxy.calls, {})
+
+    def test_a_reinvite_after_a_switch_goes_through_the_handler(self) -> None:
+        sent, _ = self.call(body=SDP)
+        self.h.send(withSDP(reply(sent, 200, "OK", contact=B_CONTACT), SDP_B), B_SOURCE)
+        route = sent.getAll("record-route")[0]
+        self.fromA("ACK", 2, route)
+        self.media = Rewriter()
+        self.makeHarness(clock=self.h.clock)
+        start = len(self.h.sent)
+        self.fromA("INVITE", 3, route, contact=A_CONTACT, contentType="application/sdp", body=SDP)
+        (reinvite,) = self.requestsTo(B_SOURCE, start)
+        self.assertIn(b"relay-offer-caller", reinvite.body)
+        self.h.send(withSDP(dialogReply(reinvite, 200, "OK", [f"Contact: <{B_CONTACT}>"]), SDP_B), B_SOURCE)
+        self.assertIn(b"relay-answer-callee", self.repliesTo(A_SOURCE, start)[-1].data)
+        self.assertEqual([(k, s) for k, _, s, _ in self.media.seen], [("offer", "caller"), ("answer", "callee")])
 
     def test_observers_hear_the_end_once_the_media_is_released(self) -> None:
         """A handler still releasing a call's media (asking its node) holds callEnded until it is done."""

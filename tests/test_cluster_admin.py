@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 from typing import Any
 
+import attrs
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
@@ -20,6 +21,15 @@ from tests.test_cluster_location import waitFor
 from tests.test_cluster_roles import Server
 from tests.test_quarterly import JUST_AFTER_Q1
 from tests.test_store import FakeClock
+
+
+@attrs.define
+class FakeCall:
+    callID: str
+    callerTag: str
+    recovered: bool = False
+    endCause: str | None = None
+    ended: bool = False
 
 
 def run(*args: str, out: io.StringIO | None = None) -> tuple[int, str, str]:
@@ -108,6 +118,35 @@ class NodeCommandTests(TestCase):
         yield lone.cluster.announcer.announce()
         code, out, _ = yield waiting
         self.assertEqual((code, out.splitlines()[-1]), (0, "sip3 is idle: active, no call in progress."))
+
+    @inlineCallbacks
+    def test_a_drained_server_without_records_is_idle_once_its_calls_end_elsewhere(self) -> Any:
+        """
+        Its call's BYE went to the server that took the address, which
+        rebuilt and ended the call there and says so (NOTIFY): the drained
+        server ends its copy (its live call table, no call records needed)
+        and the drain says idle.
+        """
+        self.a.calls.calls.append(FakeCall("talking@codec", "a-tag"))
+        self.a.calls.calls.append(FakeCall("other@codec", "a-tag"))
+        waiting = deferToThread(run, "--store", self.url, "node", "drain", "sip1", "--timeout", "20")
+        yield waitFor(lambda: self.a.cluster.draining)
+        self.a.address[0] = False
+        self.b.address[0] = True
+        yield waitFor(lambda: self.b.cluster.role.active and not self.a.cluster.role.active)
+        # Another tag of the same Call-ID, a call that ended with the server's stop, and one of sip1's own: ignored.
+        for tag, cause, recovered in (("b-tag", "caller BYE", True), ("a-tag", "server shutdown", True)):
+            self.b.cluster.callEnded(FakeCall("talking@codec", tag, recovered=recovered, endCause=cause))
+        self.a.cluster.callEnded(FakeCall("other@codec", "a-tag", recovered=True, endCause="callee BYE"))
+        self.b.cluster.callEnded(FakeCall("talking@codec", "a-tag", recovered=True, endCause="callee BYE"))
+        yield waitFor(lambda: len(self.a.calls.calls) == 1)
+        ((call, cause, detail),) = self.a.calls.ended
+        self.assertEqual((call.callID, cause, detail), ("talking@codec", "callee BYE", "ended at sip2 after a switch"))
+        self.assertEqual(self.a.cluster.callsInProgress(), 1)
+        self.b.cluster.callEnded(FakeCall("other@codec", "a-tag", recovered=True, endCause="caller BYE"))
+        yield waitFor(lambda: self.a.calls.calls == [])
+        code, out, _ = yield waiting
+        self.assertEqual((code, out.splitlines()[-1]), (0, "sip1 is idle: standby, no call in progress."))
 
     def test_unknown_servers_are_refused(self) -> None:
         for command in ("drain", "resume", "forget"):

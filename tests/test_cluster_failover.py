@@ -186,6 +186,96 @@ class UserAgent(DatagramProtocol):
         )
 
 
+class RingingAgent(UserAgent):
+    """
+    A L{UserAgent} whose INVITEs may ring (180) until the test answers
+    them (L{answer}), and whose calls' responses are told apart by method
+    (an INVITE, its CANCEL).
+    """
+
+    def __init__(self, number: str, password: str, host: str) -> None:
+        super().__init__(number, password, host)
+        self.hold = False
+        self.ringing: list[tuple[str, Any]] = []
+        self.finals: dict[tuple[str, str], Deferred[str]] = {}
+        self.responses: list[str] = []
+
+    def datagramReceived(self, data: bytes, addr: Any) -> None:
+        text = data.decode("utf-8", "replace")
+        if text.startswith("SIP/2.0"):
+            self.responses.append(text)
+            if int(text.split(" ", 2)[1]) >= 200:
+                waiting = self.finals.pop((header(text, "call-id"), header(text, "cseq").split()[-1]), None)
+                if waiting is not None:
+                    waiting.callback(text)
+                    return
+        elif self.hold and text.startswith("INVITE "):
+            self.received.append((text, addr))
+            self.ringing.append((text, addr))
+            self.transport.write(self.response(text, 180, "Ringing"), addr)  # type: ignore[union-attr]
+            return
+        super().datagramReceived(data, addr)
+
+    def response(self, text: str, code: int, reason: str) -> bytes:
+        vias = "".join(f"Via: {v}\r\n" for v in headers(text, "via"))
+        routes = "".join(f"Record-Route: {r}\r\n" for r in headers(text, "record-route"))
+        return (
+            f"SIP/2.0 {code} {reason}\r\n{vias}{routes}From: {header(text, 'from')}\r\n"
+            f"To: {header(text, 'to')};tag=ua\r\nCall-ID: {header(text, 'call-id')}\r\n"
+            f"CSeq: {header(text, 'cseq')}\r\nContact: <sip:{self.number}@{self.host}:{self.port}>\r\n"
+            "Content-Length: 0\r\n\r\n"
+        ).encode()
+
+    async def answer(self, index: int) -> None:
+        """Answer the ringing INVITE C{index} with 200, sent again until its ACK comes (RFC 3261 13.3.1.4)."""
+        text, addr = self.ringing[index]
+        callID = header(text, "call-id")
+        for _ in range(10):
+            self.transport.write(self.response(text, 200, "OK"), addr)  # type: ignore[union-attr]
+            await deferLater(0.5)
+            if any(t.startswith("ACK ") and header(t, "call-id") == callID for t, _ in self.received):
+                return
+        raise AssertionError(f"no ACK for the 200 of {callID}")
+
+    async def ring(self, uri: str) -> dict[str, Any]:
+        """
+        INVITE C{uri} (answering the challenge) and leave it ringing: the
+        dialog as a dict, with C{final} the Deferred of its final response.
+        """
+        dialog: dict[str, Any] = {"callID": f"call-{os.urandom(4).hex()}@{self.host}", "tag": os.urandom(3).hex()}
+        dialog["to"] = f"<{uri}>"
+        challenge = await self.send("INVITE", uri, dialog, 1, "")
+        self.send("ACK", uri, dialog, 1, "", branch=self.lastBranch)
+        dialog["authorization"] = self.authorization("INVITE", uri, challenge)
+        dialog["branch"] = f"z9hG4bK{os.urandom(6).hex()}"
+        dialog["uri"] = uri
+        final: Deferred[str] = Deferred()
+        self.finals[(dialog["callID"], "INVITE")] = final
+        dialog["final"] = final
+        self.write("INVITE", uri, dialog, 2, dialog["branch"], dialog["authorization"])
+        return dialog
+
+    async def cancel(self, dialog: dict[str, Any]) -> str:
+        """CANCEL the ringing INVITE of C{dialog} (sent again until answered); the CANCEL's final response."""
+        answer: Deferred[str] = Deferred()
+        self.finals[(dialog["callID"], "CANCEL")] = answer
+        for _ in range(8):
+            self.write("CANCEL", dialog["uri"], dialog, 2, dialog["branch"], "")
+            await deferLater(0.5)
+            if answer.called:
+                return await answer
+        raise AssertionError("no answer to the CANCEL")
+
+    def write(self, method: str, uri: str, dialog: dict[str, Any], cseq: int, branch: str, extra: str) -> None:
+        message = (
+            f"{method} {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {self.host}:{self.port};branch={branch};rport\r\n"
+            f"Max-Forwards: 70\r\nFrom: <sip:{self.number}@{FLOATING}>;tag={dialog['tag']}\r\nTo: {dialog['to']}\r\n"
+            f"Call-ID: {dialog['callID']}\r\nCSeq: {cseq} {method}\r\n"
+            f"Contact: <sip:{self.number}@{self.host}:{self.port}>\r\n{extra}Content-Length: 0\r\n\r\n"
+        )
+        self.transport.write(message.encode(), (FLOATING, 5060))  # type: ignore[union-attr]
+
+
 def headers(text: str, name: str) -> list[str]:
     found = []
     for line in text.split("\r\n\r\n", 1)[0].split("\r\n")[1:]:
@@ -365,8 +455,8 @@ class FailoverTests(TestCase):
         found = re.search(r"^aetasip_registered_users (\S+)$", metrics, re.M)
         return -1 if found is None else int(float(found.group(1)))
 
-    def agent(self, role: str, number: str, password: str) -> UserAgent:
-        agent = UserAgent(number, password, AGENTS[role])
+    def agent(self, role: str, number: str, password: str) -> RingingAgent:
+        agent = RingingAgent(number, password, AGENTS[role])
         with insideNamespace(self.names[role]):
             port = reactor.listenUDP(0, agent, interface=AGENTS[role])  # type: ignore[attr-defined]
         self.addCleanup(port.stopListening)
@@ -486,18 +576,87 @@ class FailoverTests(TestCase):
         while not draining.called:
             answers.append((await caller.request("MESSAGE", f"sip:{NUMBER}@{FLOATING}")).split("\r\n", 1)[0])
             if not hungUp and self.holder() == other:
-                # Its BYE reaches the other server, which closes the record:
-                # the drained server stops counting the call.
+                # Its BYE reaches the other server, which ends the call and
+                # says so (NOTIFY): the drained server ends its copy.
                 hungUp = await caller.bye(dialog)
             await deferLater(0.2)
         code, out = await draining
         self.assertTrue(hungUp.startswith("SIP/2.0 200"), hungUp)
-        self.assertEqual(self.recordOf(url, dialog["callID"]), ("caller BYE", f"sip-{first}"))
         self.assertEqual(code, 0, out)
+        # The other server amends the record (written behind): one record, its real end.
+        await waitFor(lambda: self.recordOf(url, dialog["callID"]) == ("caller BYE", f"sip-{first}"), timeout=10)
+        self.assertIn(f"after sip-{first} failed", self.recordOf(url, dialog["callID"], "endDetail"))
         self.assertEqual(out.splitlines()[-1], f"sip-{first} is idle: standby, no call in progress.")
         self.assertEqual(self.holder(), other)
         self.assertGreater(len(answers), 5)
         self.assertEqual(set(answers), {"SIP/2.0 200 OK"})
+
+    async def test_calls_ringing_at_kill_9(self) -> None:
+        """
+        Two calls ring on the active server when it is killed: the callee
+        answers one, whose 200 the survivor passes to the caller (then
+        ACK and BYE go through it); the caller cancels the other, and the
+        survivor, finding the call in the dead server's records, answers
+        200 and 487, and ends the callee's late answer with ACK and BYE.
+        """
+        self.network()
+        url = self.database()
+        with insideNamespace(self.names["db"]):
+            for number, password in ((NUMBER, PASSWORD), (CALLER, CALLER_PASSWORD)):
+                self.assertEqual(
+                    admin.main(["--store", url, "account", "add", number, "--password", password], *_quiet()), 0
+                )
+        self.server("a", url)
+        await deferLater(2.0)
+        self.server("b", url)
+        await waitFor(lambda: self.holder() is not None, timeout=30)
+        first = self.holder()
+        survivor = "b" if first == "a" else "a"
+        callee = self.agent("callee", NUMBER, PASSWORD)
+        caller = self.agent("caller", CALLER, CALLER_PASSWORD)
+        callee.hold = True
+        registered = await callee.request("REGISTER", f"sip:{FLOATING}", "Expires: 600\r\n")
+        self.assertTrue(registered.startswith("SIP/2.0 200"), registered)
+        answeredLater = await caller.ring(f"sip:{NUMBER}@{FLOATING}")
+        cancelled = await caller.ring(f"sip:{NUMBER}@{FLOATING}")
+        await waitFor(lambda: len(callee.ringing) == 2, timeout=5)
+        # Their records reach the store (written behind), then the server dies.
+        await deferLater(1.5)
+        self.processes[f"aetasip-{first}"].kill()
+        await waitFor(lambda: self.holder() == survivor, timeout=20)
+        answering = Deferred.fromCoroutine(callee.answer(0))
+        ok = await answeredLater["final"]
+        self.assertTrue(ok.startswith("SIP/2.0 200"), ok)
+        answeredLater["to"] = header(ok, "to")
+        answeredLater["route"] = list(reversed(headers(ok, "record-route")))
+        answeredLater["target"] = header(ok, "contact").strip("<>").split(">")[0]
+        answeredLater["cseq"] = 2
+        caller.send("ACK", answeredLater["target"], answeredLater, 2, "")
+        await answering
+        hungUp = await caller.bye(answeredLater)
+        self.assertTrue(hungUp.startswith("SIP/2.0 200"), hungUp)
+        calleeGot = [t.split(" ", 1)[0] for t, _ in callee.received if header(t, "call-id") == answeredLater["callID"]]
+        self.assertEqual(calleeGot, ["INVITE", "ACK", "BYE"])
+        # The other: cancelled by its caller through the survivor.
+        cancelling = await caller.cancel(cancelled)
+        self.assertTrue(cancelling.startswith("SIP/2.0 200"), cancelling)
+        terminated = await cancelled["final"]
+        self.assertTrue(terminated.startswith("SIP/2.0 487"), terminated)
+        await callee.answer(1)
+        await waitFor(
+            lambda: (
+                [t.split(" ", 1)[0] for t, _ in callee.received if header(t, "call-id") == cancelled["callID"]]
+                == ["INVITE", "ACK", "BYE"]
+            ),
+            timeout=5,
+        )
+        self.assertEqual(
+            [r.split("\r\n", 1)[0] for r in caller.responses if header(r, "call-id") == cancelled["callID"]][-2:],
+            ["SIP/2.0 200 OK", "SIP/2.0 487 Request Terminated"],
+        )
+        # The records the dead server opened end as the calls did.
+        await waitFor(lambda: self.recordOf(url, answeredLater["callID"]) == ("caller BYE", f"sip-{first}"), timeout=10)
+        await waitFor(lambda: self.recordOf(url, cancelled["callID"]) == ("cancelled", f"sip-{first}"), timeout=10)
 
 
 def _quiet() -> tuple[Any, Any]:

@@ -80,11 +80,22 @@ class RoleTests(SynchronousTestCase):
 
 class FakeCalls:
     def __init__(self) -> None:
-        self.calls: list[object] = []
+        self.calls: list[Any] = []
         self.probing: list[bool] = []
+        self.ended: list[tuple[Any, str, str]] = []
 
-    def active(self) -> list[object]:
+    def active(self) -> list[Any]:
         return self.calls
+
+    def find(self, callID: str) -> list[Any]:
+        return [call for call in self.calls if getattr(call, "callID", None) == callID]
+
+    def endedElsewhere(self, call: Any, cause: str, detail: str) -> None:
+        self.ended.append((call, cause, detail))
+        self.calls.remove(call)
+
+    def lookForCallsRingingElsewhere(self, lookup: Any) -> None:
+        self.ringingElsewhere = lookup
 
     def probe(self, enabled: bool) -> None:
         self.probing.append(enabled)

@@ -21,6 +21,7 @@ from aetasip.location import LocationService
 from aetasip.store import AsyncStore, Store
 from aetasip.store.nodes import NodeState
 from tests.postgres import postgresqlURL
+from tests.test_cluster_admin import run
 from tests.test_cluster_location import waitFor
 from tests.test_location import Listener, binding
 from tests.test_records_store import answered, aRecord
@@ -40,6 +41,9 @@ class FakeCalls:
 
     def active(self) -> list[FakeCall]:
         return list(self.calls)
+
+    def lookForCallsRingingElsewhere(self, lookup: Any) -> None:
+        self.ringingElsewhere = lookup
 
     def probe(self, enabled: bool) -> None:
         pass
@@ -68,15 +72,50 @@ class TakeoverTests(TestCase):
         )
         return service
 
-    def dead(self, name: str, origin: str, silentFor: float, recordsServer: str = "") -> None:
-        """A server that announced itself C{silentFor} seconds ago, then died."""
+    def dead(self, name: str, origin: str, silentFor: float, recordsServer: str = "", interval: float = 0.0) -> None:
+        """A server that announced itself C{silentFor} seconds ago (every C{interval} s), then died."""
         now = reactor.seconds()
         self.sync.announceNode(
             NodeState(
                 name=name, origin=origin, role="active", address="", version=__version__, startedAt=now - 600,
                 lastSeen=now - silentFor, calls=1, holdsWork=True, draining=False, recordsServer=recordsServer,
+                announceInterval=interval,
             )
         )  # fmt: skip
+
+    @inlineCallbacks
+    def test_each_server_is_judged_by_its_own_interval(self) -> Any:
+        """
+        The survivor announces every second; a server announcing every 30 s
+        silent for 10 s is alive, one announcing every 0.5 s silent for 2 s
+        is dead, and one that did not say (an earlier version) is judged by
+        the survivor's interval.
+        """
+        now = reactor.seconds()
+        for name in ("slow", "fast", "old"):
+            record = aRecord(name, now - 100, answeredAt=now - 99, status=200, server=f"rec-{name}")
+            self.sync.writeCallRecords([record], f"rec-{name}", now - 99)
+        self.dead("slow", "5" * 16, silentFor=10, recordsServer="rec-slow", interval=30)
+        self.dead("fast", "f" * 16, silentFor=2, recordsServer="rec-fast", interval=0.5)
+        self.dead("old", "0" * 16, silentFor=5, recordsServer="rec-old")
+        survivor = self.server("sip-b")
+        yield survivor.lookAtPeers()
+        causes = {r.id: r.endCause for r in self.sync.callRecords()}
+        self.assertEqual(causes, {"slow": None, "fast": "failover", "old": "failover"})
+        self.assertEqual(survivor.liveOrigins, {survivor.announcer.origin, "5" * 16})
+        # Its own interval is in its announcement.
+        yield survivor.announcer.announce()
+        self.assertEqual(self.sync.getNode("sip-b").announceInterval, 1.0)  # type: ignore[union-attr]
+        # node status says the same (its configuration's interval, 5 s, for the one that did not say).
+        self.dead("slow", "5" * 16, silentFor=20, interval=30)
+        self.dead("fast", "f" * 16, silentFor=20, interval=1)
+        self.dead("old", "0" * 16, silentFor=20)
+        code, out, _ = run("--store", self.url, "node", "status")
+        roles = {line.split()[0]: line.split()[1:3] for line in out.splitlines()[1:]}
+        self.assertEqual(code, 0)
+        self.assertEqual(roles["slow"][0], "active")
+        self.assertEqual(roles["fast"][:2], ["active?", "(silent)"])
+        self.assertEqual(roles["old"][:2], ["active?", "(silent)"])
 
     @inlineCallbacks
     def test_the_active_server_closes_a_dead_servers_calls_with_failover(self) -> Any:
@@ -176,3 +215,72 @@ class TakeoverTests(TestCase):
         self.sync.writeCallRecords([rebuilt], "sip-b", now)
         yield drained.lookAtPeers()
         self.assertEqual(drained.callsInProgress(), 1)
+
+    @inlineCallbacks
+    def test_a_cancel_of_a_call_that_rang_on_a_dead_server(self) -> Any:
+        """
+        The CANCEL reaching the survivor is answered from the record the
+        dead server left (from the caller's address, unanswered), which
+        its rebuilt end then amends: 'cancelled'.
+        """
+        now = reactor.seconds()
+        ringing = aRecord("ringing", now - 20, ringingAt=now - 19, status=180, server="rec-a")
+        talking = aRecord("talking", now - 30, answeredAt=now - 29, status=200, server="rec-a")
+        self.sync.writeCallRecords([ringing, talking], "rec-a", now - 19)
+        self.dead("sip-a", "a" * 16, silentFor=SILENT_INTERVALS * 1.0 + 2, recordsServer="rec-a")
+        calls = FakeCalls()
+        survivor = self.server("sip-b", calls=calls)
+        lookup = calls.ringingElsewhere
+        source = ringing.source
+        self.assertTrue((yield lookup(ringing.callID, ringing.callerTag, source)))
+        # Closed as 'failover' by the takeover: still a call that rang there.
+        yield survivor.lookAtPeers()
+        self.assertEqual(
+            {r.id: r.endCause for r in self.sync.callRecords()}, {"ringing": "failover", "talking": "failover"}
+        )
+        self.assertTrue((yield lookup(ringing.callID, ringing.callerTag, source)))
+        # Not from another address, not an answered call, not another tag.
+        self.assertFalse((yield lookup(ringing.callID, ringing.callerTag, (source[0], source[1] + 1))))
+        self.assertFalse((yield lookup(talking.callID, talking.callerTag, source)))
+        self.assertFalse((yield lookup(ringing.callID, "other", source)))
+        # Nor a call of its own records.
+        self.assertFalse((yield self.server("rec-a", calls=FakeCalls()).store.ringingElsewhere(
+            ringing.callID, ringing.callerTag, source, "rec-a"
+        )))  # fmt: skip
+        cancelled = aRecord(
+            "rebuilt", now, callID=ringing.callID, callerTag=ringing.callerTag, recovered=True, server="sip-b",
+            endedAt=now, endCause="cancelled", status=487, endDetail="the caller cancelled while the callee rang",
+        )  # fmt: skip
+        self.sync.writeCallRecords([cancelled], "sip-b", now)
+        found = {r.id: r for r in self.sync.callRecords()}
+        self.assertEqual(sorted(found), ["ringing", "talking"])
+        self.assertEqual(found["ringing"].endCause, "cancelled")
+        self.assertIn("went on at sip-b after rec-a failed", found["ringing"].endDetail)
+        self.assertFalse((yield lookup(ringing.callID, ringing.callerTag, source)))
+
+    @inlineCallbacks
+    def test_a_single_server_restarted_announces_what_lapsed_while_it_was_down(self) -> Any:
+        """
+        No floating address, one server (always active): the rows of its
+        earlier run (another origin) that expired while it was down are
+        deleted and announced 'expired' at its first look, once, as on
+        SQLite at start; those still valid stay, announced when they lapse.
+        """
+        now = reactor.seconds()
+        self.sync.announceNode(
+            NodeState(
+                name="sip-a", origin="e" * 16, role="stopped", address="", version=__version__, startedAt=now - 900,
+                lastSeen=now - 300, calls=0, holdsWork=True, draining=False,
+            )
+        )  # fmt: skip
+        self.sync.saveBindings([binding(now=now, expires=-60)], origin="e" * 16)
+        self.sync.saveBindings([binding(aor="45675002", now=now, expires=600)], origin="e" * 16)
+        restarted = self.server("sip-a")
+        listener = Listener()
+        restarted.location.listeners.append(listener)
+        yield restarted.sync.location.start()  # type: ignore[union-attr]
+        yield restarted.lookAtPeers()
+        yield restarted.lookAtPeers()
+        self.assertEqual([(e.kind, e.binding.aor) for e in listener.events], [("expired", "45675001")])
+        self.assertEqual([b.aor for b in self.sync.allBindings()], ["45675002"])
+        self.assertEqual([b.aor for b in restarted.location.lookup("45675002")], ["45675002"])

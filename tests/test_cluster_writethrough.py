@@ -31,6 +31,9 @@ class SlowStore:
     def loadBindings(self, now: float) -> Deferred[list[Binding]]:
         return succeed([])
 
+    def expireOrphanBindings(self, live: list[str], now: float, **kwargs: Any) -> Deferred[list[Binding]]:
+        return succeed([])
+
     def _write(self, what: str, items: list[Any], **kwargs: Any) -> Deferred[None]:
         d: Deferred[None] = Deferred()
         self.writes.append((what, list(items), d))

@@ -272,6 +272,9 @@ class SpyStore:
     def loadBindings(self, now: float) -> Deferred[list[Binding]]:
         return self.store.loadBindings(now)
 
+    def expireOrphanBindings(self, live: Sequence[str], now: float, **origin: str) -> Deferred[list[Binding]]:
+        return self.store.expireOrphanBindings(live, now, **origin)
+
 
 class PersistenceTests(TestCase):
     """
@@ -378,7 +381,7 @@ class PersistenceTests(TestCase):
         self.assertEqual(restored.source, ("198.51.100.7", 40123))
 
     @inlineCallbacks
-    def test_a_new_service_restores_unexpired_bindings(self) -> Any:
+    def test_a_new_service_restores_unexpired_bindings_and_announces_the_others(self) -> Any:
         kept = binding(contact="sip:45675001@192.168.1.10:5060", expires=3600, userAgent="codec/2.1")
         lapsed = binding(contact="sip:45675001@192.168.1.11:5060", expires=60)
         other = binding(aor="45675002", contact="sip:45675002@192.168.1.12:5060", expires=600)
@@ -396,9 +399,19 @@ class PersistenceTests(TestCase):
         )
         self.assertEqual([b.contact for b in restarted.lookup("45675002")], [other.contact])
         self.assertEqual(len(restarted), 2)
-        self.assertEqual(listener.events, [])
+        # What lapsed while the service was down is announced, once: a
+        # webhook receiver told 'registered' hears the end too.
+        ((kind, contact, expiresAt),) = [(e.kind, e.binding.contact, e.binding.expiresAt) for e in listener.events]
+        self.assertEqual((kind, contact, expiresAt), ("expired", lapsed.contact, lapsed.expiresAt))
         # The expired row is gone from the store too.
         self.assertEqual(sorted(row[1] for row in (yield self.rows())), sorted([kept.contact, other.contact]))
+        # Started again: nothing more to announce.
+        yield restarted.stop()
+        again = self.service()
+        listener = Listener()
+        again.listeners.append(listener)
+        yield again.start()
+        self.assertEqual((len(again), listener.events), (2, []))
 
     @inlineCallbacks
     def test_restored_bindings_expire_on_time(self) -> Any:

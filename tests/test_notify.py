@@ -38,7 +38,7 @@ from zope.interface import implementer
 from aetasip import admin, config, tap
 from aetasip.config import ConfigError
 from aetasip.location import Binding, RegistrationEvent
-from aetasip.notify import NotifierService
+from aetasip.notify import NotifierService, payload
 from tests.certificates import TestCA
 from tests.servers import RunningService, freePort
 from tests.sipagent import Agent, Harness, Reply
@@ -332,6 +332,22 @@ class DeliveryTests(NotifyTestCase):
         enabled.registrationEvent(event("registered"))
         await self.waitFor(lambda: enabled.counters()["delivered"] == 2, "both events")
         self.assertEqual([d["event"] for d in receiver.recorder.delivered], ["registered", "refreshed", "registered"])
+
+
+class PayloadTests(SynchronousTestCase):
+    def test_an_expiry_announced_late_says_when_the_binding_lapsed(self) -> None:
+        """
+        After a restart (or by the server that took over a dead one's
+        registrations), 'expired' comes later than the expiry: C{time} is
+        when it is sent, C{expires_at} when the registration lapsed.
+        """
+        lapsed = binding()
+        late = payload(RegistrationEvent("expired", lapsed, lapsed.expiresAt + 600.25), "sip1", "x")
+        self.assertEqual((late["expires_in"], late["expires_at"]), (0, "2027-01-15T09:00:00.000Z"))
+        self.assertEqual(late["time"], "2027-01-15T09:10:00.250Z")
+        # An unregistration ends when it is made, whatever expiry it had.
+        gone = payload(RegistrationEvent("unregistered", lapsed, NOW + 10), "sip1", "x")
+        self.assertEqual(gone["expires_at"], gone["time"])
 
 
 class HTTPSTests(NotifyTestCase):

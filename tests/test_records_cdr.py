@@ -207,6 +207,22 @@ class CDRTests(SynchronousTestCase):
         self.assertIsNone(record.answeredAt)
         self.assertEqual(record.duration, 0.0)
 
+    def test_a_call_ended_elsewhere_leaves_its_record_to_that_server(self) -> None:
+        """
+        Its BYE went to another server after a switch, which amends the
+        record; written here too it could come first, and make that one a
+        second record: the record stays as it was last written here (open).
+        """
+        call = self.answeredCall()
+        self.clock.advance(0)
+        call.endedElsewhere = True
+        call.end(EndCause.CALLEE_BYE, detail="ended at sip2 after a switch")
+        self.clock.advance(0)
+        (record,) = self.sink.records.values()
+        self.assertTrue(record.open)
+        self.assertIsNotNone(record.answeredAt)
+        self.assertEqual(self.cdr._recordIDs, {})
+
     def test_the_calls_left_open_are_closed_before_any_write(self) -> None:
         """Recovery is the sink's first operation; then the heartbeat runs."""
         self.assertEqual(self.sink.operations[0], f"recover main {self.clock.seconds()}")

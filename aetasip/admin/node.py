@@ -21,12 +21,11 @@ class NodeStatus(Command):
             context.out.write("No server has announced itself in this store.\n")
             return 0
         now = currentTime()
-        silent = 3 * context.config["cluster.announce_interval"]
         rows = []
         for node in nodes:
             age = max(0, round(now - node.lastSeen))
             role = node.role
-            if role != "stopped" and age > silent:
+            if role != "stopped" and age > node.silentAfter(3, context.config["cluster.announce_interval"]):
                 role = f"{role}? (silent)"
             state = "draining" if node.draining else ("drain asked" if node.drainRequested else "serving")
             if node.role == "stopped":

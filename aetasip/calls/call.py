@@ -116,6 +116,8 @@ class Call:
         decisions, statistics), by name.
     @ivar recovered: the call was rebuilt from a signed Route after a
         restart or a switch of server: its start is unknown.
+    @ivar endedElsewhere: the call ended on another server of a cluster
+        (its BYE went there after a switch), which closes its record.
     """
 
     __slots__ = (
@@ -138,6 +140,7 @@ class Call:
         "endCause",
         "endDetail",
         "endedAt",
+        "endedElsewhere",
         "id",
         "media",
         "recovered",
@@ -184,6 +187,7 @@ class Call:
         self.endDetail = ""
         self.media: dict[str, Any] = {}
         self.recovered = False
+        self.endedElsewhere = False
         # The proxy's handle on the call being set up (its response or
         # hunting context), and the dialogs it made: what release() uses.
         self.control: Any = None

@@ -15,7 +15,7 @@ from aetasip.calls.call import Call, EndCause
 from aetasip.interfaces import ICallControl
 
 if TYPE_CHECKING:
-    from aetasip.calls.proxy import Proxy
+    from aetasip.calls.proxy import Proxy, RingingLookup
 
 
 @implementer(ICallControl)
@@ -34,5 +34,11 @@ class CallControl:
     def release(self, call: Call, cause: str = EndCause.OPERATOR_RELEASE, detail: str = "") -> None:
         self._proxy.release(call, cause, detail)
 
+    def endedElsewhere(self, call: Call, cause: str, detail: str = "") -> None:
+        self._proxy.endedElsewhere(call, cause, detail)
+
     def probe(self, enabled: bool) -> None:
         self._proxy.liveness.probing = enabled
+
+    def lookForCallsRingingElsewhere(self, lookup: RingingLookup | None) -> None:
+        self._proxy.ringingElsewhere = lookup

@@ -36,9 +36,14 @@ class Dialog:
     @ivar routes: the Route set towards each side beyond this proxy (Record-Route
         entries other proxies added), by side, in sending order, once worked out.
     @ivar expires: for a subscription dialog, the clock time it lapses.
+    @ivar answer: for a dialog rebuilt here from the 2xx that answered its
+        call (another server forwarded the INVITE), the body that 2xx had
+        when it went to the caller (its retransmissions get the same), or
+        C{b""} while the media handler works on it; else C{None}.
     """
 
     __slots__ = (
+        "answer",
         "call",
         "callID",
         "calleeTag",
@@ -80,6 +85,7 @@ class Dialog:
         self.recordRoute: list[str] = []
         self.routes: dict[str, list[str]] | None = None
         self.expires: float | None = None
+        self.answer: bytes | None = None
         # The numbers at each end (From and To users), for the requests
         # the proxy makes in the dialog's name (probes, BYE).
         self.uris: dict[str, object] = {CALLER: "", CALLEE: ""}
@@ -113,6 +119,10 @@ their Route. Long enough for every retransmission of its last
 transactions (64*T1, 32 s) and for a session refresh from an agent that
 missed the BYE (half of RFC 4028's default interval of 1800 s).
 """
+
+
+# The callee tag under which a call cancelled here is remembered: no real tag has a NUL.
+_EVERY_CALLEE = "\0"
 
 
 class DialogTable:
@@ -196,6 +206,17 @@ class DialogTable:
         self._forget(self._clock())
         ended = self._ended
         return (callID, fromTag, toTag) in ended or (callID, toTag, fromTag) in ended
+
+    def cancelledHere(self, callID: str, callerTag: str) -> None:
+        """
+        The caller of a call another server set up cancelled it here: its
+        dialogs are not rebuilt from their tokens (L{cancelled}).
+        """
+        self.endedHere(callID, callerTag, _EVERY_CALLEE)
+
+    def cancelled(self, callID: str, callerTag: str) -> bool:
+        """Did the caller of this call cancel it here lately (L{cancelledHere})?"""
+        return self.ended(callID, callerTag, _EVERY_CALLEE)
 
     def clear(self) -> None:
         """Every dialog goes, and the memory of ended ones with them (the service stops: as after a restart)."""

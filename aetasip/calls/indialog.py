@@ -306,16 +306,21 @@ class DialogRouter:
         that asked. A 2xx to an INVITE that another server of the cluster
         forwarded (it died while the call rang; this one has the address
         now) makes its dialog from the signed token of its Record-Route
-        and goes to the caller, whose INVITE transaction still waits.
+        and goes to the caller, whose INVITE transaction still waits,
+        once the media handler has taken its SDP (L{_answerTaken}).
         """
         if not 200 <= response.code < 300:
             return
+        rebuilt = False
         try:
             if len(response.vias) < 2:
                 return
             dialog = self.proxy.dialogs.find(response.callID, response.fromAddr.tag, response.toAddr.tag)
-            if dialog is None:
-                dialog = self._answeredElsewhere(response)
+            if dialog is None and not self.proxy.dialogs.ended(
+                response.callID, response.fromAddr.tag, response.toAddr.tag
+            ):
+                dialog = self._answeredElsewhere(response, peer)
+                rebuilt = dialog is not None
             if dialog is None:
                 return
         except ParseError:
@@ -326,11 +331,38 @@ class DialogRouter:
         if peer is not None and not _fromLeg(dialog.legs[Dialog.other(side)], peer):
             return
         hop = self.proxy.hopToLeg(dialog.legs[side])
-        if hop is not None:
-            hop[0](upstream(response).toBytes())
+        call = dialog.call
+        if hop is None:
+            if rebuilt and call is not None:
+                # The caller cannot be reached (its connection is gone): the callee is not left answered.
+                self._dropAnswer(dialog, call, response, EndCause.DEAD_DIALOG, "caller unreachable after a switch")
+            return
+        send = hop[0]
+        answer = upstream(response)
+        if dialog.answer is not None:
+            # Rebuilt here from its 2xx: that 2xx's Contact fixed as the dead server would have.
+            callee = dialog.legs[CALLEE]
+            fixContact(answer, callee.source, callee.transport)
+        if rebuilt and call is not None:
+            self._answerTaken(dialog, call, response, answer, send)
+        elif dialog.answer is not None and call is not None:
+            # A retransmission of a 2xx rebuilt here: the SDP the caller got
+            # the first time (after the handler's work on it, if pending).
+            def again(message: Request | Response) -> None:
+                if call.ended or dialog.answer is None:
+                    return
+                message.body = dialog.answer
+                send(message.toBytes())
 
-    def _answeredElsewhere(self, response: Response) -> Dialog | None:
-        """The dialog of a 2xx to an INVITE whose signed Record-Route names us, rebuilt; else C{None}."""
+            self.proxy.media.process(call, answer, None, dialog.key, CALLEE, again)
+        else:
+            send(answer.toBytes())
+
+    def _answeredElsewhere(self, response: Response, peer: Peer | None) -> Dialog | None:
+        """
+        The dialog of a 2xx to an INVITE whose signed Record-Route names
+        us, sent by the callee the token names, rebuilt; else C{None}.
+        """
         if response.cseq[1] != "INVITE" or not response.toAddr.tag:
             return None
         contacts = response.contacts
@@ -346,8 +378,100 @@ class DialogRouter:
             verified = self.proxy.signer.verify(token, response.callID, (response.fromAddr.tag, response.toAddr.tag))
             if verified is None or verified.method != "INVITE" or verified.callerTag != response.fromAddr.tag:
                 return None
-            return self._rebuild(response, verified, str(contacts[0].uri))
+            if peer is not None and not _fromLeg(verified.calleeLeg.leg(), peer):
+                # Only the callee may answer: a copy from anywhere else makes no call.
+                return None
+            if self.proxy.dialogs.cancelled(response.callID, verified.callerTag):
+                self._answerOfCancelled(response, verified, str(contacts[0].uri))
+                return None
+            dialog = self._rebuild(response, verified, str(contacts[0].uri))
+            # Requests in the dialog's name (BYE, probes) follow the 2xx:
+            # past the caller's CSeq, through the other proxies it names.
+            dialog.sent(CALLER, response.cseq[0])
+            self._calleeAnswer(dialog, response)
+            dialog.answer = b""
+            return dialog
         return None
+
+    def _answerOfCancelled(self, response: Response, token: DialogToken, remote: str) -> None:
+        """
+        The callee answered a call whose caller cancelled it here (after
+        the server that set it up failed): ACK and BYE to the callee, no
+        call.
+        """
+        callerLeg, calleeLeg = token.callerLeg.leg(), token.calleeLeg.leg()
+        calleeTag = response.toAddr.tag or ""
+        dialog = Dialog(
+            "INVITE", response.callID, token.callerTag, calleeTag, callerLeg, calleeLeg, token.key, None, CONFIRMED
+        )
+        dialog.uris = {CALLER: response.fromAddr.uri, CALLEE: response.toAddr.uri}
+        dialog.sent(CALLER, response.cseq[0])
+        self._calleeAnswer(dialog, response)
+        dialog.legs[CALLEE].contact = remote
+        self.proxy.dialogs.endedHere(dialog.callID, dialog.callerTag, dialog.calleeTag)
+        log.info("{callID} answered after its caller cancelled it: ACK and BYE to the callee", callID=dialog.callID)
+        self.ackAnswer(dialog, CALLEE, response.cseq[0], response, False)
+        self.requestInDialog(dialog, CALLEE, "BYE", lambda code: None, reason=EndCause.CANCELLED)
+
+    def _answerTaken(
+        self, dialog: Dialog, call: Call, response: Response, answer: Response, send: Callable[[bytes], None]
+    ) -> None:
+        """
+        The 2xx of a call another server set up goes to the caller once the
+        media handler took its SDP, like any answer: with an rtpengine node
+        the session the dead server's offer made there goes on. The INVITE
+        is taken to have carried the offer (a late offer in the 2xx is
+        rare among codecs; the ACK's SDP then goes to the handler as an
+        answer too). When the handler cannot take it (a built-in relay's
+        session died with the other server; a node that knows no such
+        call), no one-way audio either: the callee gets ACK and BYE, the
+        caller a 500 with a Warning (end cause C{media failure}), and
+        dials again.
+        """
+
+        def taken(message: Request | Response) -> None:
+            if call.ended:
+                return
+            dialog.answer = message.body
+            send(message.toBytes())
+
+        def failed(failure: Failure) -> None:
+            self._answerElsewhereFailed(dialog, call, response, answer, send, failure)
+
+        self.proxy.media.process(call, answer, ANSWER, dialog.key, CALLEE, taken, failed, failed)
+
+    def _answerElsewhereFailed(
+        self,
+        dialog: Dialog,
+        call: Call,
+        response: Response,
+        answer: Response,
+        send: Callable[[bytes], None],
+        failure: Failure,
+    ) -> None:
+        error = failure.getErrorMessage()
+        log.warn("Media failed on the answer of {call}, set up by another server: {error}", call=call, error=error)
+        detail = f"relay failed on the callee's answer after a switch: {error}"
+        refusal = answer.copy()
+        refusal.code, refusal.reason = 500, "Media Relay Failed"
+        for name in ("content-type", "contact", "record-route", "require", "supported", "allow"):
+            refusal.remove(name)
+        refusal.body = b""
+        quoted = detail.replace("\\", "").replace('"', "'")
+        refusal.add("warning", f'399 aetasip "{quoted}"')
+        send(refusal.toBytes())
+        self._dropAnswer(dialog, call, response, EndCause.MEDIA_FAILURE, detail, 500)
+
+    def _dropAnswer(
+        self, dialog: Dialog, call: Call, response: Response, cause: str, detail: str, status: int = 0
+    ) -> None:
+        """End a call whose 2xx (rebuilt here) does not reach its caller: ACK and BYE to the callee."""
+        self.ackAnswer(dialog, CALLEE, response.cseq[0], response, False)
+        self.requestInDialog(dialog, CALLEE, "BYE", lambda code: None, reason=cause)
+        dialog.answer = None
+        self.proxy.dialogs.remove(dialog)
+        self.proxy.liveness.forget(dialog)
+        call.end(cause, status, detail)
 
     # -- finding dialogs ------------------------------------------------------
 

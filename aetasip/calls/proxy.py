@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 import attrs
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -58,6 +58,8 @@ log = Logger()
 
 Sender = Callable[[bytes], None]
 Hop = tuple[Sender, bool, str, tuple[str, int]]
+RingingLookup = Callable[[str, str, tuple[str, int]], "Deferred[bool]"]
+"""Whether a call (Call-ID, caller tag, caller's address) rang on another server: see L{Proxy.ringingElsewhere}."""
 """How to reach a next hop: (send, reliable, transport, our local socket)."""
 
 
@@ -143,6 +145,8 @@ class Proxy:
         self.dialogs = DialogTable(self.settings.maxDialogs, clock.seconds)
         self.liveness = Liveness(self, clock, self.settings)
         self.router = DialogRouter(self)
+        # Set by ICallControl.lookForCallsRingingElsewhere (a cluster).
+        self.ringingElsewhere: RingingLookup | None = None
 
     def stop(self) -> Deferred[None]:
         """
@@ -180,6 +184,21 @@ class Proxy:
             return
         self.router.release(call, cause, detail)
 
+    def endedElsewhere(self, call: Call, cause: str, detail: str = "") -> None:
+        """
+        C{call}, answered here, ended on another server of the cluster (its
+        BYE went there after a switch): it ends here too, without a word
+        to its parties; its dialogs go (late requests get 481) and its
+        media is released. A call not answered here is left alone.
+        """
+        if call.ended or call.answeredBy is None:
+            return
+        for dialog in list(call.dialogs):
+            self.dialogs.remove(dialog)
+            self.liveness.forget(dialog)
+        call.endedElsewhere = True
+        call.end(cause, detail=detail)
+
     # -- entry points ---------------------------------------------------------
 
     def handle(self, request: Request, peer: Peer, server: ServerTransaction) -> None:
@@ -215,10 +234,70 @@ class Proxy:
         via = request.topVia
         context = self._contexts.get((via.branch, via.host, via.port, "INVITE"))
         if context is None:
-            server.respond(self._reply(request, 481))
+            callerTag = request.fromAddr.tag
+            lookup = self.ringingElsewhere
+            if lookup is None or not callerTag or (request.callID, callerTag) in self.callsByDialogID:
+                server.respond(self._reply(request, 481))
+            else:
+                self._cancelElsewhere(request, server, callerTag, lookup)
             return
         server.respond(self._reply(request, 200))
         context.callerCancelled()
+
+    def _cancelElsewhere(
+        self, request: Request, server: ServerTransaction, callerTag: str, lookup: RingingLookup
+    ) -> None:
+        """
+        A CANCEL of an INVITE this server never saw: if another server of
+        the cluster set the call up and it rang there when that server
+        died (its record says so, from this caller's address), the caller
+        gets 200 and a 487 for its INVITE (it stops waiting), the record
+        ends C{cancelled}, and the callee's answer, should it come, is
+        ACKed and ended here (L{DialogRouter.strayResponse}). The callee's
+        phone rings on until it gives up: the INVITE transaction it
+        answers lived on the dead server, so no CANCEL can match it.
+        """
+        peer = server.peer
+        callID = request.callID
+
+        def looked(ringing: bool) -> None:
+            if not ringing:
+                server.respond(self._reply(request, 481))
+                return
+            log.info("CANCEL of {callID}, which rang on a server that failed: 487 to the caller", callID=callID)
+            self.dialogs.cancelledHere(callID, callerTag)
+            server.respond(self._reply(request, 200))
+            invite = request.copy()
+            invite.set("cseq", f"{request.cseq[0]} INVITE")
+            peer.send(self._reply(invite, 487).toBytes())
+            uri = request.requestURI
+            call = Call(
+                self.clock.seconds,
+                callID,
+                callerTag,
+                request.fromAddr.uri.user or "",
+                "",
+                uri.host,
+                Leg(peer.source, peer.transport, peer.local, peer.connection),
+                uri.user or "",
+                self.observers,
+            )
+            # Its record amends the one the other server left.
+            call.recovered = True
+            call.start()
+            call.end(EndCause.CANCELLED, 487, "the caller cancelled while the callee rang")
+
+        def failed(failure: Failure) -> None:
+            log.warn(
+                "Cannot tell whether {callID} rang on another server: {error}",
+                callID=callID,
+                error=failure.getErrorMessage(),
+            )
+            server.respond(self._reply(request, 481))
+
+        d = maybeDeferred(lookup, callID, callerTag, peer.source)
+        d.addCallbacks(looked, failed)
+        d.addErrback(lambda f: log.failure("Answering the CANCEL of {callID} failed", f, callID=callID))
 
     def statelessAck(self, request: Request, peer: Peer) -> None:
         """An ACK for a 2xx: to the other leg of its dialog, without transaction."""

@@ -94,6 +94,7 @@ class NodeAnnouncer:
             holdsWork=self.holdsWork(),
             draining=self.draining,
             recordsServer=self.recordsServer,
+            announceInterval=self.interval,
         )
 
     def announce(self, role: str | None = None) -> Deferred[None]:

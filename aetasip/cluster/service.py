@@ -4,7 +4,8 @@ L{ClusterService}: this server among the others on the same store.
     - its L{Role} (active while it holds C{cluster.address}): only the
       active server sends OPTIONS keep-alive pings and dead-call probes;
     - on PostgreSQL, one L{NotificationListener} connection: the other
-      servers' binding changes (L{LocationSync}), drain requests, and the
+      servers' binding changes (L{LocationSync}), drain requests, the
+      calls this server set up that ended on another (L{callEnded}), and the
       advisory lock of the shared work, taken by the active server: the one
       holding it sends the mail outbox and makes the quarterly call logs
       (both are also safe against doing anything twice through the store:
@@ -16,13 +17,16 @@ L{ClusterService}: this server among the others on the same store.
       with the end cause C{failover} at its last announcement, and
       announces (to the webhook) the expiry of the bindings it had
       registered, each once; a standby with calls in progress looks which
-      of them ended elsewhere (their BYE reached the active server).
+      of them ended elsewhere (their BYE reached the active server);
+    - the call records, for a caller's CANCEL of a call another server left
+      ringing (L{aetasip.interfaces.ICallControl.lookForCallsRingingElsewhere}).
 
 On SQLite there is one server: no listener, and it does the shared work.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from twisted.application import service
@@ -30,17 +34,24 @@ from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks, may
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from aetasip.calls.call import EndCause
 from aetasip.cluster.listener import NotificationListener
 from aetasip.cluster.locationsync import LocationSync
 from aetasip.cluster.nodes import STOPPED, NodeAnnouncer
 from aetasip.cluster.roles import Role
 from aetasip.location import Binding, LocationService
-from aetasip.store.schema import BINDINGS_CHANNEL, NODES_CHANNEL
+from aetasip.store.schema import BINDINGS_CHANNEL, CALLS_CHANNEL, NODES_CHANNEL
 
 log = Logger()
 
 SILENT_INTERVALS = 3
-"""A server not announced for this many announcement intervals is dead (C{node status}: silent)."""
+"""
+A server not announced for this many of its announcement intervals is
+dead (C{node status}: silent).
+"""
+
+MAX_PAYLOAD = 8000
+"""Bytes a PostgreSQL notification's payload must stay under."""
 
 WORK_LOCK = 0x61657461736973
 """Key of the PostgreSQL advisory lock of the shared work (mail, quarterly logs)."""
@@ -102,7 +113,7 @@ class ClusterService(service.Service):
             self.sync = LocationSync(location, reactor)
             self.listener = NotificationListener(
                 url,
-                [BINDINGS_CHANNEL, NODES_CHANNEL],
+                [BINDINGS_CHANNEL, NODES_CHANNEL, CALLS_CHANNEL],
                 self._notified,
                 self._connected,
                 self._disconnected,
@@ -125,6 +136,8 @@ class ClusterService(service.Service):
         )
         if self.shared:
             location.orphaned = self._orphaned
+            if calls is not None:
+                calls.lookForCallsRingingElsewhere(self._rangElsewhere)
         if pinger is not None:
             pinger.isActive = self.role.isActive
         for part in self.work:
@@ -153,6 +166,10 @@ class ClusterService(service.Service):
             return len(calls)
         return sum(1 for call in calls if (call.callID, call.callerTag) not in self.endedElsewhere)
 
+    def _rangElsewhere(self, callID: str, callerTag: str, source: tuple[str, int]) -> Deferred[bool]:
+        """Whether another server's record says this call, from this caller's address, rang there unanswered."""
+        return self.store.ringingElsewhere(callID, callerTag, source, self.recordsServer)  # type: ignore[no-any-return]
+
     def _orphaned(self, binding: Binding) -> bool:
         """Whether this server announces the expiry of C{binding}: it is active and its writer is dead."""
         return (
@@ -161,6 +178,63 @@ class ClusterService(service.Service):
             and binding.writer != self.announcer.origin
             and binding.writer not in self.liveOrigins
         )
+
+    # -- calls that end here but were set up elsewhere (an ICallObserver)
+
+    def callStarted(self, call: Any) -> None:
+        pass
+
+    def callRinging(self, call: Any) -> None:
+        pass
+
+    def callAnswered(self, call: Any) -> None:
+        pass
+
+    def callEnded(self, call: Any) -> None:
+        """
+        A call rebuilt here from its signed Route (set up by another
+        server, or by this one before a restart) ended: the server that
+        set it up, if it still runs (drained), hears it and ends its own
+        copy (L{_callEndedElsewhere}), with or without call records.
+        """
+        if not self.shared or not call.recovered or call.endCause == EndCause.SERVER_SHUTDOWN:
+            return
+        payload = json.dumps(
+            {
+                "origin": self.announcer.origin,
+                "server": self.announcer.name,
+                "callID": call.callID,
+                "callerTag": call.callerTag,
+                "cause": call.endCause,
+            }
+        )
+        if len(payload.encode()) >= MAX_PAYLOAD:
+            return  # a Call-ID of thousands of characters: the records' look (callsInProgress) covers it
+        d = self.store.announceCallEnded(payload)
+        d.addErrback(
+            lambda f: log.warn("Cannot tell the other servers a call ended: {reason}", reason=f.getErrorMessage())
+        )
+
+    def _callEndedElsewhere(self, payload: str) -> None:
+        try:
+            ended = json.loads(payload)
+            origin, server, callID, callerTag, cause = (
+                ended["origin"], ended["server"], ended["callID"], ended["callerTag"], ended["cause"]
+            )  # fmt: skip
+            if not all(isinstance(x, str) for x in (origin, server, callID, callerTag, cause)):
+                raise TypeError
+        except (ValueError, KeyError, TypeError):
+            log.warn("Unreadable call end notification {payload!r}", payload=payload[:200])
+            return
+        if origin == self.announcer.origin or self.calls is None:
+            return
+        for call in self.calls.find(callID):
+            if call.callerTag == callerTag and not call.ended:
+                log.info("Call {callID} ended at {server} ({cause})", callID=callID, server=server, cause=cause)
+                self.calls.endedElsewhere(call, cause, f"ended at {server} after a switch")
+                if self.draining and self.running:
+                    # The operator waiting for idle hears it now.
+                    self.announcer.announce()
 
     # -- the other servers
 
@@ -194,7 +268,6 @@ class ClusterService(service.Service):
     def _look(self) -> Any:
         nodes = yield self.store.listNodes()
         now = self.reactor.seconds()
-        silent = SILENT_INTERVALS * self.announcer.interval
         live = {self.announcer.origin}
         dead = []
         for node in nodes:
@@ -202,7 +275,8 @@ class ClusterService(service.Service):
                 continue
             if node.role == STOPPED:
                 continue
-            if now - node.lastSeen > silent:
+            # Judged by its own interval: the servers need not share one.
+            if now - node.lastSeen > node.silentAfter(SILENT_INTERVALS, self.announcer.interval):
                 dead.append(node)
             else:
                 live.add(node.origin)
@@ -266,6 +340,8 @@ class ClusterService(service.Service):
             self.sync.notified(payload)
         elif channel == NODES_CHANNEL and payload == self.announcer.name:
             self.announcer.announce()
+        elif channel == CALLS_CHANNEL:
+            self._callEndedElsewhere(payload)
 
     def _connected(self) -> None:
         if self.sync is not None:

@@ -31,7 +31,8 @@ declare(
         5.0,
         number(1, 300),
         "Seconds between two announcements of this server in the store (role, calls in progress; shown by "
-        "'aetasip-admin node status'), and two looks at its drain flag.",
+        "'aetasip-admin node status'), and two looks at its drain flag. Announced with them: the other servers "
+        "take this one for dead after three of its own intervals, so servers may differ.",
     ),
 )
 

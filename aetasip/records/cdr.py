@@ -122,6 +122,10 @@ class CDRService(service.Service):
 
     def callEnded(self, call: Any) -> None:
         recordID = self._recordIDs.pop(call.id, None) or newRecordID()
+        if getattr(call, "endedElsewhere", False):
+            # The server where it ended closes (amends) its record: written
+            # here too, it could come first and make that a second record.
+            return
         self._queue(recordOf(call, recordID, self.server))
 
     # -- the queue and its writer ---------------------------------------------

@@ -319,6 +319,30 @@ class CallRecordMethods:
                 found.update((row.call_id, row.caller_tag) for row in rows if (row.call_id, row.caller_tag) in wanted)
         return found
 
+    def ringingElsewhere(self, callID: str, callerTag: str, source: tuple[str, int], server: str) -> bool:
+        """
+        Was the call C{callID} of C{callerTag}, from the caller's address
+        C{source}, set up by another server than C{server} and never
+        answered, its record still open or closed by a failover? (Its
+        server died, or gave the address away, while the call rang: the
+        caller's CANCEL reaches C{server}.)
+        """
+        with self._transaction() as connection:
+            row = connection.execute(
+                sa.select(callRecords.c.id)
+                .where(
+                    callRecords.c.call_id == callID,
+                    callRecords.c.caller_tag == callerTag,
+                    callRecords.c.source_host == source[0],
+                    callRecords.c.source_port == source[1],
+                    callRecords.c.server != server,
+                    callRecords.c.answered_at.is_(None),
+                    sa.or_(callRecords.c.end_cause.is_(None), callRecords.c.end_cause == FAILOVER),
+                )
+                .limit(1)
+            ).first()
+        return row is not None
+
     def recordHeartbeat(self, server: str, now: float) -> None:
         """Note that C{server} (and the calls it has open) was alive at C{now}."""
         with self._transaction(write=True) as connection:

@@ -208,6 +208,7 @@ class AsyncStore:
     closeOpenCallRecords = inThreads(Store.closeOpenCallRecords)
     closeFailedOverCallRecords = inThreads(Store.closeFailedOverCallRecords)
     closedCallRecords = inThreads(Store.closedCallRecords)
+    ringingElsewhere = inThreads(Store.ringingElsewhere)
     recordHeartbeat = inThreads(Store.recordHeartbeat)
     callRecords = inThreads(Store.callRecords)
     callRecordPage = inThreads(Store.callRecordPage)
@@ -223,6 +224,7 @@ class AsyncStore:
     quarterlyLogMade = inThreads(Store.quarterlyLogMade)
 
     announceNode = inThreads(Store.announceNode)
+    announceCallEnded = inThreads(Store.announceCallEnded)
     listNodes = inThreads(Store.listNodes)
     getNode = inThreads(Store.getNode)
     requestDrain = inThreads(Store.requestDrain)

@@ -14,7 +14,7 @@ import attrs
 import sqlalchemy as sa
 
 from aetasip.store.models import StoreError
-from aetasip.store.schema import NODES_CHANNEL, clusterNodes
+from aetasip.store.schema import CALLS_CHANNEL, NODES_CHANNEL, clusterNodes
 
 
 class NoSuchNode(StoreError):
@@ -34,6 +34,9 @@ class NodeState:
     @ivar drainRequested: what the operator asked (the server follows
         within its announcement interval).
     @ivar recordsServer: its name in the call records (C{records.server}).
+    @ivar announceInterval: seconds between its announcements
+        (C{cluster.announce_interval}); C{0} when it did not say (an
+        earlier version).
     """
 
     name: str
@@ -48,6 +51,15 @@ class NodeState:
     draining: bool
     drainRequested: bool = False
     recordsServer: str = ""
+    announceInterval: float = 0.0
+
+    def silentAfter(self, intervals: int, default: float) -> float:
+        """
+        Seconds without an announcement after which this server is taken
+        for dead: C{intervals} of its own interval (C{default} when it did
+        not say).
+        """
+        return intervals * (self.announceInterval if self.announceInterval > 0 else default)
 
 
 def _node(row: sa.Row[Any]) -> NodeState:
@@ -64,6 +76,7 @@ def _node(row: sa.Row[Any]) -> NodeState:
         draining=bool(row.draining),
         drainRequested=bool(row.drain_requested),
         recordsServer=row.records_server,
+        announceInterval=row.announce_interval,
     )
 
 
@@ -92,6 +105,7 @@ class NodeMethods:
             "holds_work": state.holdsWork,
             "draining": state.draining,
             "records_server": state.recordsServer,
+            "announce_interval": state.announceInterval,
         }
         with self._transaction(write=True) as connection:
             insert = self._insert(connection, clusterNodes).values(drain_requested=False, **values)
@@ -131,6 +145,18 @@ class NodeMethods:
             if connection.dialect.name == "postgresql":
                 connection.execute(
                     sa.text("SELECT pg_notify(:channel, :name)"), {"channel": NODES_CHANNEL, "name": name}
+                )
+
+    def announceCallEnded(self, payload: str) -> None:
+        """
+        Tell the other servers (C{NOTIFY aetasip_calls}, PostgreSQL only)
+        that a call ended here: C{payload} says which (see
+        L{aetasip.cluster.service.ClusterService.callEnded}).
+        """
+        with self._transaction(write=True) as connection:
+            if connection.dialect.name == "postgresql":
+                connection.execute(
+                    sa.text("SELECT pg_notify(:channel, :payload)"), {"channel": CALLS_CHANNEL, "payload": payload}
                 )
 
     def forgetNode(self, name: str) -> None:

@@ -198,6 +198,8 @@ clusterNodes = sa.Table(
     sa.Column("drain_requested", sa.Boolean, nullable=False),
     # Its name in the call records (records.server).
     sa.Column("records_server", sa.String(64), nullable=False, server_default=""),
+    # Its cluster.announce_interval: the others judge its silence by it (0: not said).
+    sa.Column("announce_interval", sa.Double, nullable=False, server_default="0"),
 )
 
 
@@ -395,6 +397,13 @@ The PostgreSQL notification channel on which C{aetasip-admin node drain}
 tells the servers to look at their drain flag at once.
 """
 
+CALLS_CHANNEL = "aetasip_calls"
+"""
+The PostgreSQL notification channel on which a server tells the others
+that a call another server set up ended on it (its BYE came there after a
+switch): the server that set it up, drained, ends its own copy.
+"""
+
 ORIGIN_SETTING = "aetasip.origin"
 """
 The PostgreSQL setting a writer of bindings sets for its transaction (to
@@ -492,6 +501,17 @@ def _migrationAdminTokens(connection: sa.Connection) -> None:
     m.create_all(connection)
 
 
+def _migrationNodeInterval(connection: sa.Connection) -> None:
+    """
+    Each server's announcement interval in its announcements, so that the
+    others judge its silence by its own interval (0: a server of an
+    earlier version, judged by the reader's).
+    """
+    connection.exec_driver_sql(
+        "ALTER TABLE cluster_nodes ADD COLUMN announce_interval DOUBLE PRECISION NOT NULL DEFAULT 0"
+    )
+
+
 MIGRATIONS: list[Callable[[sa.Connection], None]] = [
     _migration1,
     _migration2,
@@ -502,6 +522,7 @@ MIGRATIONS: list[Callable[[sa.Connection], None]] = [
     _migrationClusterNodes,
     _migrationClusterFailover,
     _migrationAdminTokens,
+    _migrationNodeInterval,
 ]
 """
 The migration steps in order: step I{i} (from 0) brings the schema to
