@@ -51,6 +51,11 @@ def count(tree: str, calls: int, options: list[str], out: str) -> int:
     # add their spinning to the count.
     environment = dict(os.environ, PYTHONHASHSEED="0", OPENBLAS_NUM_THREADS="1")
     subprocess.run(command, check=True, capture_output=True, env=environment)
+    return totalOf(out)
+
+
+def totalOf(out: str) -> int:
+    """The instructions counted in the callgrind file C{out}."""
     with open(out) as data:
         for line in data:
             match = re.match(r"(?:summary|totals): (\d+)", line)

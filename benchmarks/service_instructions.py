@@ -40,7 +40,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from sipprate import SIPP_BUFFER, freePort  # noqa: E402
+from call_instructions import totalOf  # noqa: E402
+from sipprate import SIPP_BUFFER, freePort, writeConfig  # noqa: E402
 
 CALLEE = "30000000"
 
@@ -75,19 +76,8 @@ def run(
 ) -> int:
     """Instructions of one service process that carries C{calls} calls (or REGISTERs)."""
     port = freePort()
-    conf = os.path.join(workdir, "bench.conf.py")
-    with open(conf, "w") as f:
-        f.write(
-            f"sip = {{'listen': ['127.0.0.1'], 'udp_ports': [{port}], 'tcp_ports': [{port}]}}\n"
-            f"store = {{'url': 'sqlite:///{workdir}/bench.db'}}\n"
-            "stun = {'enabled': False}\n"
-        )
-        # Only the sections the tree knows (an older tree has no web service
-        # and no call observers: nothing to turn off there).
-        if os.path.isdir(os.path.join(tree, "aetasip", "web")):
-            f.write("web = {'listen': None}\n")
-        if observers is not None and os.path.isdir(os.path.join(tree, "aetasip", "calls")):
-            f.write(f"calls = {{'observers': {[o for o in observers.split(',') if o]!r}}}\n")
+    names = None if observers is None else [name for name in observers.split(",") if name]
+    conf = writeConfig(workdir, port, names, tree)
     log = os.path.join(workdir, f"server-{calls}.log")
     command = [
         "valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
@@ -132,12 +122,7 @@ def run(
             callee.wait()
         server.send_signal(signal.SIGTERM)
         server.wait(120)
-    with open(out) as data:
-        for line in data:
-            match = re.match(r"(?:summary|totals): (\d+)", line)
-            if match:
-                return int(match.group(1))
-    raise RuntimeError(f"no total in {out}")
+    return totalOf(out)
 
 
 def _read(path: str) -> str:

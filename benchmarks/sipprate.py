@@ -60,20 +60,35 @@ def openStore(workdir: str):  # type: ignore[no-untyped-def]
     return store
 
 
-def startServer(workdir: str, port: int, core: str, observers: list[str] | None = None) -> subprocess.Popen[bytes]:
+def writeConfig(workdir: str, port: int, observers: list[str] | None, tree: str = TOP) -> str:
     """
-    aetasip on 127.0.0.1:C{port} (UDP and TCP), pinned to C{core}, with the
-    call observers C{observers} (default: the service's, call records on).
+    The benchmark's configuration file for C{tree}'s aetasip: SIP on
+    127.0.0.1:C{port}, the store in C{workdir}, no STUN, no web service
+    (its port 8080 may be taken by another server on the machine), the
+    call observers C{observers} (C{None}: the service's). Only the
+    sections the tree knows: an older tree has no web service and no call
+    observers, nothing to turn off there.
     """
     conf = os.path.join(workdir, "bench.conf.py")
     with open(conf, "w") as f:
         f.write(
             f"sip = {{'listen': ['127.0.0.1'], 'udp_ports': [{port}], 'tcp_ports': [{port}]}}\n"
             f"store = {{'url': 'sqlite:///{workdir}/bench.db'}}\n"
-            # No web service: its port (8080) may be taken by another server on the machine.
-            "stun = {'enabled': False}\nweb = {'listen': None}\n"
-            + ("" if observers is None else f"calls = {{'observers': {observers!r}}}\n")
+            "stun = {'enabled': False}\n"
         )
+        if os.path.isdir(os.path.join(tree, "aetasip", "web")):
+            f.write("web = {'listen': None}\n")
+        if observers is not None and os.path.isdir(os.path.join(tree, "aetasip", "calls")):
+            f.write(f"calls = {{'observers': {observers!r}}}\n")
+    return conf
+
+
+def startServer(workdir: str, port: int, core: str, observers: list[str] | None = None) -> subprocess.Popen[bytes]:
+    """
+    aetasip on 127.0.0.1:C{port} (UDP and TCP), pinned to C{core}, with the
+    call observers C{observers} (default: the service's, call records on).
+    """
+    conf = writeConfig(workdir, port, observers)
     logPath = os.path.join(workdir, "server.log")
     command = pinned(core, ["twistd", "-n", "--pidfile=", "-l", logPath, "aetasip", "--config", conf])
     # The checkout's code and twisted/plugins come first (Twisted finds plugin
