@@ -17,6 +17,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from twisted.internet import defer
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from aetasip.auth import computeHA1, credentialsFromPassword
@@ -320,6 +321,23 @@ class MigrationTests(SQLiteURLs, SynchronousTestCase):
         for table, names in {**VERSION_2_COLUMNS, "secrets": {"name", "value", "created_at"}}.items():
             self.assertLessEqual(names, columns[table], table)
         self.assertEqual(len(before.secret("dialog-token")), 32)
+
+    def test_an_upgrade_logs_one_line(self) -> None:
+        """A new store, and an older one brought up to date: one line each, not one per step."""
+        events: list[dict] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        url = self.newStoreURL()
+        makeVersion(url, 2)
+        older = Store(url)
+        older.open()
+        self.addCleanup(older.close)
+        self.openStore()
+        texts = [formatEvent(e) for e in events if "schema version" in formatEvent(e)]
+        self.assertEqual(
+            [t.split(" migrated ")[-1].split(" created ")[-1] for t in texts],
+            [f"from schema version 2 to {SCHEMA_VERSION}", f"at schema version {SCHEMA_VERSION}"],
+        )
 
     def test_migration_adds_the_relay_modes(self) -> None:
         """Accounts and groups get a relay mode, NULL (inherited) for those already there."""

@@ -569,7 +569,17 @@ def migrate(connection: sa.Connection, description: str) -> None:
     for newVersion in range(version + 1, len(steps) + 1):
         steps[newVersion - 1](connection)
         connection.execute(schemaVersion.update().values(version=newVersion))
-        log.info("Store {store} migrated to schema version {version}", store=description, version=newVersion)
+    if version < len(steps):
+        # One line for the whole upgrade (a new store goes through every step).
+        if version == 0:
+            log.info("Store {store} created at schema version {version}", store=description, version=len(steps))
+        else:
+            log.info(
+                "Store {store} migrated from schema version {old} to {version}",
+                store=description,
+                old=version,
+                version=len(steps),
+            )
 
 
 # -- engines ------------------------------------------------------------------------
