@@ -44,6 +44,7 @@ from aetasip.interfaces import IMediaHandler
 from aetasip.relay import sdp as sdplib
 from aetasip.relay.builtin import NoPortsLeft
 from aetasip.relay.decision import LegDecision, decideLeg, modeOf, natEvidence
+from aetasip.relay.errors import UnknownSession
 from aetasip.relay.stats import RelayStats
 from aetasip.routing import Directory, EmptyDirectory
 
@@ -368,6 +369,10 @@ class RelayHandler(service.MultiService):
             return Failure(MediaRefused(503, "No relay ports left"))
         if failure.check(sdplib.SDPError):
             return Failure(MediaRefused(400, f"Bad SDP: {failure.getErrorMessage()}"))
+        if failure.check(UnknownSession):
+            # An answer to an offer another server's relay took: no media without it.
+            log.warn("Relay refused the answer of {call}: {error}", call=call, error=failure.getErrorMessage())
+            return Failure(MediaRefused(500, failure.getErrorMessage()))
         log.failure("The relay node failed on {call}", failure, call=call)
         return Failure(MediaRefused(503, "Media relay unavailable"))
 
