@@ -611,6 +611,62 @@ class SwitchoverTests(RtpengineCalls):
         assert final is not None
         self.assertEqual((final.caller.received.packets, final.callee.received.packets), (5, 5))
 
+    async def test_the_survivors_handler_relays_what_the_dead_server_relayed(self) -> None:
+        """
+        Through the media handlers: the survivor, configured never to
+        relay (its own decision would leave the answer direct), sees the
+        call on rtpengine and relays the answer; the hang-up there deletes
+        the session, with its statistics on the call.
+        """
+        from aetasip.calls.call import Call, Leg
+        from aetasip.relay.handler import RelayHandler
+        from tests.routingdirectory import MemoryDirectory
+        from tests.test_relay_handler import Control
+
+        def handler(mode: str) -> RelayHandler:
+            relay = RelayHandler(
+                {"fr": self.makeNode([self.engine.ngAddress])}, "fr", {}, mode, MemoryDirectory(), Control(), 0
+            )
+            return relay
+
+        def call() -> Call:
+            made = Call(
+                reactor.seconds,  # type: ignore[attr-defined]
+                CALL,
+                CALLER_TAG,
+                "45675001",
+                "premium",
+                "d",
+                Leg(SIGNALLING, "udp", ("0", 1)),
+                "2",
+            )
+            made.addTarget("45675002", Leg(SIGNALLING, "udp", ("0", 1), None, "sip:45675002@127.0.0.1:5060"))
+            return made
+
+        caller, callerPort = self.peer()
+        callee, calleePort = self.peer()
+        offered = await handler("always").offer(call(), "1", "caller", sdp("127.0.0.1", callerPort))
+        survivor = handler("never")
+        taken = call()
+        answered = await survivor.answer(taken, "1", "callee", sdp("127.0.0.1", calleePort, ice=False))
+        self.assertEqual(taken.media["relay"]["relayed"], {"1": True})
+        media = {
+            "caller": caller,
+            "callee": callee,
+            "toCallee": mediaAddress(offered),
+            "toCaller": mediaAddress(answered),
+        }
+        self.assertTrue(self.engine.portMin <= media["toCaller"][1] <= self.engine.portMax)
+        await self.exchange(media, count=4)
+        self.assertEqual([d for d, _ in callee.received], [rtp(i, 0x1111) for i in range(4)])
+        self.assertEqual([d for d, _ in caller.received], [rtp(i, 0x2222) for i in range(4)])
+        taken.answered(taken.targets[0], CALLEE_TAG)
+        taken.end("caller BYE")
+        await survivor.callEnded(taken)
+        stats = taken.media["relay"]["stats"]
+        self.assertEqual((stats.caller.received.packets, stats.callee.received.packets), (4, 4))
+        self.assertIsNone(await self.node.query(CALL, CALLER_TAG))
+
     async def test_an_answer_no_rtpengine_knows_is_refused(self) -> None:
         survivor = self.makeNode([self.engine.ngAddress])
         with self.assertRaises(UnknownSession) as raised:
