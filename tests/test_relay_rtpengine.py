@@ -774,6 +774,56 @@ class HeldCallTests(RtpengineCalls):
         self.assertEqual((cause, detail), (EndCause.MEDIA_FAILURE, "relay node fr lost the call's media session"))
 
 
+class AdoptedHeldCallTests(RtpengineCalls):
+    """
+    A call adopted from its answer (offered through a server that died)
+    and then on hold past rtpengine's timeouts (C{--timeout=2
+    --silent-timeout=3}): the survivor has no offer to send again, and
+    keeps the session with its answer alone.
+    """
+
+    timeout = 60
+
+    def setUp(self) -> None:
+        self.engine = startedRtpengine(self, options=("--timeout=2", "--silent-timeout=3"))
+        self.node = self.makeNode([self.engine.ngAddress])
+
+    async def test_the_answer_alone_keeps_the_session(self) -> None:
+        caller, callerPort = self.peer()
+        callee, calleePort = self.peer()
+        offered = await self.node.offer(
+            CALL, CALLER_TAG, "1", "caller", sdp("127.0.0.1", callerPort), SIGNALLING, False
+        )
+        survivor = self.makeNode([self.engine.ngAddress], keepalive=1.0)
+        answered = await survivor.answer(
+            CALL, CALLER_TAG, CALLEE_TAG, "1", "callee", sdp("127.0.0.1", calleePort, ice=False), SIGNALLING, False
+        )
+        media = {
+            "caller": caller,
+            "callee": callee,
+            "toCallee": mediaAddress(offered),
+            "toCaller": mediaAddress(answered),
+        }
+        await self.exchange(media, count=3)
+        sent = 0
+        for _ in range(11):  # 5.5 s without media, as the handler's media watch would call it
+            await deferLater(0.5)
+            sent += await survivor.keepAlive(CALL, CALLER_TAG, None)
+        self.assertGreaterEqual(sent, 4)
+        self.assertIsNotNone(await survivor.query(CALL, CALLER_TAG))
+        await self.exchange(media, count=5)
+        self.assertEqual(len(caller.received), 8)
+        self.assertEqual(len(callee.received), 8)
+        # Without the keep-alive rtpengine would have dropped it: the same wait, another call.
+        other = self.makeNode([self.engine.ngAddress], keepalive=0)
+        await self.node.offer("call-2", CALLER_TAG, "1", "caller", sdp("127.0.0.1", callerPort), SIGNALLING, False)
+        await other.answer(
+            "call-2", CALLER_TAG, CALLEE_TAG, "1", "callee", sdp("127.0.0.1", calleePort, ice=False), SIGNALLING, False
+        )
+        await deferLater(5.5)
+        self.assertIsNone(await other.query("call-2", CALLER_TAG))
+
+
 class FailoverTests(TestCase):
     timeout = 60
 
