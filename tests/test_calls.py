@@ -1216,6 +1216,50 @@ class MediaHookTests(CallTestCase):
         self.assertIn(b"relay-answer-callee", first.data)
         self.assertEqual(first.data, second.data)
 
+    def test_a_builtin_relay_refuses_an_answer_whose_offer_it_never_saw(self) -> None:
+        """
+        With the built-in relay, the dead server's ports died with it: the
+        survivor's relay opens none for the answer (the callee would send
+        to the dead ones: a silent call) but refuses it, and the call ends
+        cleanly (500 with a Warning, end cause media failure).
+        """
+        from twisted.internet import reactor
+
+        from aetasip.relay.builtin import BuiltinRelay
+        from aetasip.relay.handler import RelayHandler
+        from tests.routingdirectory import MemoryDirectory
+        from tests.test_relay_handler import Control
+
+        def relayed(low: int) -> tuple[RelayHandler, BuiltinRelay]:
+            relay = BuiltinRelay("local", "127.0.0.1", (low, low + 9), reactor=reactor)
+            self.addCleanup(relay.stopService)
+            handler = RelayHandler({"local": relay}, "local", {}, "always", MemoryDirectory(), Control(), 0, Clock())
+            return handler, relay
+
+        offerSDP = SDP.replace(b"10.0.0.7", b"127.0.0.7")
+        self.media, dead = relayed(47_400)
+        self.makeHarness()
+        sent, _ = self.call(body=offerSDP)
+        self.assertIn(b"c=IN IP4 127.0.0.1", sent.body)
+        self.assertEqual(dead.ports.free, 3)  # a pair for each party
+        self.h.send(reply(sent, 180, "Ringing"), B_SOURCE)
+        # The server dies; the survivor has a built-in relay of its own.
+        self.media, survivor = relayed(47_420)
+        self.makeHarness(clock=self.h.clock)
+        start = len(self.h.sent)
+        ok = withSDP(reply(sent, 200, "OK", contact=B_CONTACT), SDP_B.replace(b"10.0.0.9", b"127.0.0.9"))
+        self.h.send(ok, B_SOURCE)
+        (toA,) = self.repliesTo(A_SOURCE, start)
+        self.assertEqual((toA.code, toA.reason), (500, "Media Relay Failed"))
+        self.assertIn(b"Warning: 399 aetasip", toA.data)
+        self.assertIn(b"its offer went through another relay", toA.data)
+        self.assertEqual(survivor.ports.free, 5)
+        self.assertEqual(self.successResultOf(survivor.sessions()), [])
+        ack, bye = self.requestsTo(B_SOURCE, start)
+        self.assertEqual((ack.method, bye.method), ("ACK", "BYE"))
+        call = self.recorder.events[-1][1]
+        self.assertEqual((call.endCause, call.status), (EndCause.MEDIA_FAILURE, 500))
+
     def test_an_answer_after_a_switch_the_handler_cannot_take_ends_the_call(self) -> None:
         """
         No one-way audio (a built-in relay's ports died with the other

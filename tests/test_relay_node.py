@@ -17,6 +17,7 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.trial.unittest import TestCase
 
 from aetasip.relay.builtin import BuiltinRelay, NoPortsLeft
+from aetasip.relay.errors import UnknownSession
 from aetasip.relay.quality import RTPStream, mos, rFactor
 from tests.servers import deferLater
 
@@ -234,6 +235,27 @@ class RelayNodeTests(TestCase):
         )
         self.assertEqual(media(answered)[0], "127.0.0.1")
         self.assertEqual(self.relay.ports.free, 48)
+
+    async def test_an_answer_without_its_offer_is_refused(self) -> None:
+        """
+        An answer whose offer went through another relay (a server that
+        died): new ports would leave the call silent, the other party
+        sending to the dead ones.
+        """
+        answer = sdp("127.0.0.1", 7000)
+        with self.assertRaises(UnknownSession):
+            await self.relay.answer("c", "t", "u", "1", "callee", answer, ("127.0.0.1", 5064), False)
+        self.assertEqual((self.relay.ports.free, await self.relay.sessions()), (50, []))
+        # Nor on a branch whose offer it never saw, or whose ports went back.
+        await self.relay.offer("c", "t", "1", "caller", sdp("127.0.0.1", 7002), ("127.0.0.1", 5060), False)
+        await self.relay.offer("c", "t", "2", "caller", sdp("127.0.0.1", 7002), ("127.0.0.1", 5060), False)
+        await self.relay.deleteBranch("c", "t", "2")
+        for branch in ("2", "3"):
+            with self.assertRaises(UnknownSession):
+                await self.relay.answer("c", "t", "u", branch, "callee", answer, ("127.0.0.1", 5064), False)
+        self.assertEqual(self.relay.ports.free, 48)
+        answered = await self.relay.answer("c", "t", "u", "1", "callee", answer, ("127.0.0.1", 5064), False)
+        self.assertEqual(media(answered)[0], "127.0.0.1")
 
     async def test_a_port_used_by_another_program_is_skipped(self) -> None:
         taken = Socket()

@@ -22,6 +22,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.protocol import DatagramProtocol
 from twisted.trial.unittest import TestCase
 
+from aetasip.relay.errors import UnknownSession
 from aetasip.relay.ngclient import RelayUnavailable
 from aetasip.relay.rtpengine import RtpengineNode
 from aetasip.relay.stats import RelayStats
@@ -466,7 +467,7 @@ class RtpengineNodeTests(RtpengineCalls):
         self.assertEqual(stats.callee.received.packets, 5)
 
     async def test_answer_without_offer_is_refused(self) -> None:
-        with self.assertRaises(LookupError):
+        with self.assertRaises(UnknownSession):
             await self.node.answer(
                 CALL, CALLER_TAG, CALLEE_TAG, "b", "callee", sdp("127.0.0.1", 4000), SIGNALLING, False
             )
@@ -491,6 +492,189 @@ class ImmediateLearningDaemonTests(RtpengineCalls):
 
     async def test_a_stranger_sending_first_does_not_take_a_nated_leg(self) -> None:
         await RtpengineNodeTests.test_a_stranger_sending_first_does_not_take_a_nated_leg(self)  # type: ignore[arg-type]
+
+
+class SwitchoverTests(RtpengineCalls):
+    """
+    Two servers of a cluster on one rtpengine: the first (C{self.node})
+    sends the offer and dies; the survivor, a node that never saw the
+    call, takes the answer, re-INVITEs and the hang-up. rtpengine still
+    has the call: media goes on through the ports the offer gave.
+    """
+
+    async def survivorCall(self) -> tuple[RtpengineNode, dict[str, Any]]:
+        caller, callerPort = self.peer()
+        callee, calleePort = self.peer()
+        offered = await self.node.offer(
+            CALL, CALLER_TAG, "1", "caller", sdp("127.0.0.1", callerPort), SIGNALLING, False
+        )
+        survivor = self.makeNode([self.engine.ngAddress])
+        answered = await survivor.answer(
+            CALL, CALLER_TAG, CALLEE_TAG, "1", "callee", sdp("127.0.0.1", calleePort, ice=False), SIGNALLING, False
+        )
+        return survivor, {
+            "caller": caller,
+            "callerPort": callerPort,
+            "callee": callee,
+            "calleePort": calleePort,
+            "toCallee": mediaAddress(offered),
+            "toCaller": mediaAddress(answered),
+        }
+
+    async def test_the_survivor_answers_a_call_offered_by_the_dead_server(self) -> None:
+        survivor, call = await self.survivorCall()
+        host, port = call["toCaller"]
+        self.assertEqual(host, "127.0.0.1")
+        self.assertTrue(self.engine.portMin <= port <= self.engine.portMax, port)
+        self.assertNotEqual(call["toCaller"], call["toCallee"])
+        await self.exchange(call)
+        self.assertEqual([d for d, _ in call["callee"].received], [rtp(i, 0x1111) for i in range(10)])
+        self.assertEqual([d for d, _ in call["caller"].received], [rtp(i, 0x2222) for i in range(10)])
+        # The callee hears the relay from the port the dead server's offer gave it.
+        self.assertEqual({s for _, s in call["callee"].received}, {call["toCallee"]})
+        self.assertEqual({s for _, s in call["caller"].received}, {call["toCaller"]})
+        stats = await survivor.query(CALL, CALLER_TAG)
+        assert stats is not None
+        self.assertEqual((stats.caller.received.packets, stats.callee.received.packets), (10, 10))
+        # The answer repeated (a retransmitted 2xx) keeps the same ports.
+        again = await survivor.answer(
+            CALL,
+            CALLER_TAG,
+            CALLEE_TAG,
+            "1",
+            "callee",
+            sdp("127.0.0.1", call["calleePort"], ice=False),
+            SIGNALLING,
+            False,
+        )
+        self.assertEqual(mediaAddress(again), call["toCaller"])
+
+    async def test_reinvites_and_hangup_through_the_survivor(self) -> None:
+        survivor, call = await self.survivorCall()
+        await self.exchange(call, count=3)
+        # The caller re-INVITEs (a new socket); the same relay ports.
+        moved, movedPort = self.peer()
+        offered = await survivor.offer(CALL, CALLER_TAG, "1", "caller", sdp("127.0.0.1", movedPort), SIGNALLING, False)
+        answered = await survivor.answer(
+            CALL,
+            CALLER_TAG,
+            CALLEE_TAG,
+            "1",
+            "callee",
+            sdp("127.0.0.1", call["calleePort"], ice=False),
+            SIGNALLING,
+            False,
+        )
+        self.assertEqual(mediaAddress(offered), call["toCallee"])
+        self.assertEqual(mediaAddress(answered), call["toCaller"])
+        call["caller"] = moved
+        await self.exchange(call, count=5)
+        self.assertEqual([d for d, _ in moved.received], [rtp(i, 0x2222) for i in range(5)])
+        self.assertEqual([d for d, _ in call["callee"].received][-5:], [rtp(i, 0x1111) for i in range(5)])
+        # The hang-up through the survivor releases the ports, with the final statistics.
+        final = await survivor.delete(CALL, CALLER_TAG)
+        assert isinstance(final, RelayStats)
+        self.assertEqual(final.callee.received.packets, 8)
+        self.assertIsNone(await self.node.query(CALL, CALLER_TAG))
+        before = len(call["callee"].received)
+        moved.transport.write(rtp(50, 0x1111), call["toCaller"])  # type: ignore[union-attr]
+        await deferLater(0.2)
+        self.assertEqual(call["callee"].received[before:], [])
+
+    async def test_a_callee_reinvite_reaches_a_node_that_never_saw_the_call(self) -> None:
+        _survivor, call = await self.survivorCall()
+        # A third server (another switch): its first message of the call is the callee's re-INVITE.
+        third = self.makeNode([self.engine.ngAddress])
+        moved, movedPort = self.peer()
+        offered = await third.offer(CALL, CALLER_TAG, "1", "callee", sdp("127.0.0.1", movedPort), SIGNALLING, False)
+        answered = await third.answer(
+            CALL,
+            CALLER_TAG,
+            CALLEE_TAG,
+            "1",
+            "caller",
+            sdp("127.0.0.1", call["callerPort"], ice=False),
+            SIGNALLING,
+            False,
+        )
+        # rtpengine knew the callee by its tag: the caller keeps its port, the callee's new socket gets media.
+        self.assertEqual(mediaAddress(offered), call["toCaller"])
+        call["callee"], call["toCallee"] = moved, mediaAddress(answered)
+        await self.exchange(call, count=5)
+        self.assertEqual([d for d, _ in moved.received], [rtp(i, 0x1111) for i in range(5)])
+        self.assertEqual([d for d, _ in call["caller"].received][-5:], [rtp(i, 0x2222) for i in range(5)])
+        # rtpengine still knows the call's two parties by their SIP tags, and no other.
+        backend = third.pool.backends[0]
+        reply = await third.pool.requestTo(backend, "query", {"call-id": CALL, "from-tag": CALLER_TAG})
+        self.assertEqual(sorted(reply.body["tags"]), [CALLEE_TAG, CALLER_TAG])
+        final = await third.delete(CALL, CALLER_TAG)
+        assert final is not None
+        self.assertEqual((final.caller.received.packets, final.callee.received.packets), (5, 5))
+
+    async def test_the_survivors_handler_relays_what_the_dead_server_relayed(self) -> None:
+        """
+        Through the media handlers: the survivor, configured never to
+        relay (its own decision would leave the answer direct), sees the
+        call on rtpengine and relays the answer; the hang-up there deletes
+        the session, with its statistics on the call.
+        """
+        from aetasip.calls.call import Call, Leg
+        from aetasip.relay.handler import RelayHandler
+        from tests.routingdirectory import MemoryDirectory
+        from tests.test_relay_handler import Control
+
+        def handler(mode: str) -> RelayHandler:
+            relay = RelayHandler(
+                {"fr": self.makeNode([self.engine.ngAddress])}, "fr", {}, mode, MemoryDirectory(), Control(), 0
+            )
+            return relay
+
+        def call() -> Call:
+            made = Call(
+                reactor.seconds,  # type: ignore[attr-defined]
+                CALL,
+                CALLER_TAG,
+                "45675001",
+                "premium",
+                "d",
+                Leg(SIGNALLING, "udp", ("0", 1)),
+                "2",
+            )
+            made.addTarget("45675002", Leg(SIGNALLING, "udp", ("0", 1), None, "sip:45675002@127.0.0.1:5060"))
+            return made
+
+        caller, callerPort = self.peer()
+        callee, calleePort = self.peer()
+        offered = await handler("always").offer(call(), "1", "caller", sdp("127.0.0.1", callerPort))
+        survivor = handler("never")
+        taken = call()
+        answered = await survivor.answer(taken, "1", "callee", sdp("127.0.0.1", calleePort, ice=False))
+        self.assertEqual(taken.media["relay"]["relayed"], {"1": True})
+        media = {
+            "caller": caller,
+            "callee": callee,
+            "toCallee": mediaAddress(offered),
+            "toCaller": mediaAddress(answered),
+        }
+        self.assertTrue(self.engine.portMin <= media["toCaller"][1] <= self.engine.portMax)
+        await self.exchange(media, count=4)
+        self.assertEqual([d for d, _ in callee.received], [rtp(i, 0x1111) for i in range(4)])
+        self.assertEqual([d for d, _ in caller.received], [rtp(i, 0x2222) for i in range(4)])
+        taken.answered(taken.targets[0], CALLEE_TAG)
+        taken.end("caller BYE")
+        await survivor.callEnded(taken)
+        stats = taken.media["relay"]["stats"]
+        self.assertEqual((stats.caller.received.packets, stats.callee.received.packets), (4, 4))
+        self.assertIsNone(await self.node.query(CALL, CALLER_TAG))
+
+    async def test_an_answer_no_rtpengine_knows_is_refused(self) -> None:
+        survivor = self.makeNode([self.engine.ngAddress])
+        with self.assertRaises(UnknownSession) as raised:
+            await survivor.answer(
+                "never-offered", CALLER_TAG, CALLEE_TAG, "1", "callee", sdp("127.0.0.1", 4000), SIGNALLING, False
+            )
+        self.assertIn("Unknown call-id", str(raised.exception))
+        self.assertEqual(await survivor.sessions(), [])
 
 
 class HeldCallTests(RtpengineCalls):
@@ -588,6 +772,56 @@ class HeldCallTests(RtpengineCalls):
         _handler, control, _media = await self.heldCall(0, lambda body: body.replace(b"a=sendrecv", b"a=inactive"))
         ((_call, cause, detail),) = control.released
         self.assertEqual((cause, detail), (EndCause.MEDIA_FAILURE, "relay node fr lost the call's media session"))
+
+
+class AdoptedHeldCallTests(RtpengineCalls):
+    """
+    A call adopted from its answer (offered through a server that died)
+    and then on hold past rtpengine's timeouts (C{--timeout=2
+    --silent-timeout=3}): the survivor has no offer to send again, and
+    keeps the session with its answer alone.
+    """
+
+    timeout = 60
+
+    def setUp(self) -> None:
+        self.engine = startedRtpengine(self, options=("--timeout=2", "--silent-timeout=3"))
+        self.node = self.makeNode([self.engine.ngAddress])
+
+    async def test_the_answer_alone_keeps_the_session(self) -> None:
+        caller, callerPort = self.peer()
+        callee, calleePort = self.peer()
+        offered = await self.node.offer(
+            CALL, CALLER_TAG, "1", "caller", sdp("127.0.0.1", callerPort), SIGNALLING, False
+        )
+        survivor = self.makeNode([self.engine.ngAddress], keepalive=1.0)
+        answered = await survivor.answer(
+            CALL, CALLER_TAG, CALLEE_TAG, "1", "callee", sdp("127.0.0.1", calleePort, ice=False), SIGNALLING, False
+        )
+        media = {
+            "caller": caller,
+            "callee": callee,
+            "toCallee": mediaAddress(offered),
+            "toCaller": mediaAddress(answered),
+        }
+        await self.exchange(media, count=3)
+        sent = 0
+        for _ in range(11):  # 5.5 s without media, as the handler's media watch would call it
+            await deferLater(0.5)
+            sent += await survivor.keepAlive(CALL, CALLER_TAG, None)
+        self.assertGreaterEqual(sent, 4)
+        self.assertIsNotNone(await survivor.query(CALL, CALLER_TAG))
+        await self.exchange(media, count=5)
+        self.assertEqual(len(caller.received), 8)
+        self.assertEqual(len(callee.received), 8)
+        # Without the keep-alive rtpengine would have dropped it: the same wait, another call.
+        other = self.makeNode([self.engine.ngAddress], keepalive=0)
+        await self.node.offer("call-2", CALLER_TAG, "1", "caller", sdp("127.0.0.1", callerPort), SIGNALLING, False)
+        await other.answer(
+            "call-2", CALLER_TAG, CALLEE_TAG, "1", "callee", sdp("127.0.0.1", calleePort, ice=False), SIGNALLING, False
+        )
+        await deferLater(5.5)
+        self.assertIsNone(await other.query("call-2", CALLER_TAG))
 
 
 class FailoverTests(TestCase):

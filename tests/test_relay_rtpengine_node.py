@@ -12,12 +12,14 @@ from typing import Any
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
+from aetasip.relay.errors import UnknownSession
 from aetasip.relay.ng import NgError, NgProtocolError, decodeMessage
 from aetasip.relay.ngclient import Backend, NgPool, NgTimeout, RelayUnavailable
 from aetasip.relay.rtpengine import RtpengineNode
-from tests.test_relay_ng import ENGINE, answer, makeClient, pump
+from tests.test_relay_ng import ENGINE, OTHER, answer, makeClient, pump
 
 SDP = b"v=0\r\nc=IN IP4 10.0.0.9\r\nm=audio 4000 RTP/AVP 8\r\na=candidate:1 1 UDP 1 10.0.0.9 4000 typ host\r\n"
+UNKNOWN = b"d6:result5:error12:error-reason15:Unknown call-ide"
 RELAYED = b"v=0\r\nc=IN IP4 127.0.0.1\r\nm=audio 30000 RTP/AVP 8\r\n"
 
 
@@ -89,6 +91,9 @@ class NodeRequestTests(TestCase):
     def test_late_offer_in_the_callees_answer(self) -> None:
         source = ("127.0.0.1", 5060)
         d = self.node.offer("c2", "ft", "b7", "callee", SDP, source, False)
+        # The callee's offer of a call unknown here may be a re-INVITE of a call set up elsewhere: asked first.
+        self.assertEqual(self.lastRequest(), {"command": b"query", "call-id": b"c2", "from-tag": b"ft"})
+        self.reply(UNKNOWN)
         request = self.lastRequest()
         self.assertEqual((request["from-tag"], request["to-tag"]), (b"aetasip-branch-b7", b"ft"))
         self.reply()
@@ -133,12 +138,98 @@ class NodeRequestTests(TestCase):
         source = ("127.0.0.1", 5060)
         first = self.node.offer("c8", "ft", "b1", "caller", SDP, source, False)
         other = self.node.offer("c8", "ft", "b2", "caller", SDP, source, False)
-        self.assertEqual(len(self.transport.sent), 1)
+        # One look for the call on each daemon (it may have been placed elsewhere), then one offer.
+        for _ in range(2):
+            self.assertEqual(self.lastRequest()["command"], b"query")
+            self.reply(UNKNOWN)
+        self.assertEqual(len(self.transport.sent), 3)
         self.reply()
         self.successResultOf(first)
         self.assertEqual(self.transport.sent[-1][1], ENGINE)
         self.reply()
         self.successResultOf(other)
+
+    def test_an_answer_offered_elsewhere_finds_its_daemon(self) -> None:
+        # Two daemons: the call was offered (by another server) on the second.
+        self.pool.backends.append(Backend(OTHER, self.client))
+        source = ("127.0.0.1", 5060)
+        d = self.node.answer("c9", "ft", "tt", "1", "callee", SDP, source, False)
+        request = self.lastRequest()
+        self.assertEqual(
+            (self.transport.sent[-1][1], request["command"], request["from-tag"], request["to-tag"]),
+            (ENGINE, b"answer", b"ft", b"tt"),
+        )
+        self.reply(UNKNOWN)
+        self.assertNoResult(d)
+        self.assertEqual((self.transport.sent[-1][1], self.lastRequest()["command"]), (OTHER, b"answer"))
+        self.reply()
+        self.assertEqual(self.successResultOf(d), RELAYED)
+        # From now on the call is the second daemon's: a re-INVITE, the keep-alive, the hang-up.
+        sent = len(self.transport.sent)
+        d = self.node.offer("c9", "ft", "1", "callee", SDP, source, False)
+        self.assertEqual(len(self.transport.sent), sent + 1)
+        request = self.lastRequest()
+        self.assertEqual(
+            (self.transport.sent[-1][1], request["command"], request["from-tag"], request["to-tag"]),
+            (OTHER, b"offer", b"tt", b"ft"),
+        )
+        self.reply()
+        self.successResultOf(d)
+        d = self.node.answer("c9", "ft", "tt", "1", "caller", SDP, source, False)
+        self.reply()
+        self.successResultOf(d)
+        deleted = self.node.delete("c9", "ft")
+        self.assertEqual((self.transport.sent[-1][1], self.lastRequest()["command"]), (OTHER, b"delete"))
+        self.reply(b"d6:result2:oke")
+        self.successResultOf(deleted)
+        self.assertEqual(self.node._sessions, {})
+
+    def test_an_answer_no_daemon_knows_is_refused(self) -> None:
+        self.pool.backends.append(Backend(OTHER, self.client))
+        d = self.node.answer("c10", "ft", "tt", "1", "callee", SDP, ("127.0.0.1", 5060), False)
+        self.reply(UNKNOWN)
+        self.reply(UNKNOWN)
+        failure = self.failureResultOf(d, UnknownSession)
+        self.assertIn("Unknown call-id", failure.getErrorMessage())
+        self.assertEqual(self.node._sessions, {})
+
+    def test_keepalive_of_a_call_adopted_from_its_answer(self) -> None:
+        node = RtpengineNode("fr", self.pool, self.clock, keepalive=30.0)
+        d = node.answer("c11", "ft", "tt", "1", "callee", SDP, ("127.0.0.1", 5060), False)
+        self.reply()
+        self.successResultOf(d)
+        self.clock.advance(31)
+        sent = len(self.transport.sent)
+        kept = node.keepAlive("c11", "ft", None)
+        # No offer went through this node: the answer alone, as it was.
+        self.assertEqual(len(self.transport.sent), sent + 1)
+        request = self.lastRequest()
+        self.assertEqual((request["command"], request["from-tag"], request["to-tag"]), (b"answer", b"ft", b"tt"))
+        self.reply()
+        self.assertTrue(self.successResultOf(kept))
+
+    def test_an_unknown_offer_on_several_daemons_asks_them_first(self) -> None:
+        self.pool.backends.append(Backend(OTHER, self.client))
+        source = ("127.0.0.1", 5060)
+        # A new call: neither daemon has it, the offer goes to the next in turn.
+        d = self.node.offer("c12", "ft", "1", "caller", SDP, source, False)
+        for address in (ENGINE, OTHER):
+            self.assertEqual((self.transport.sent[-1][1], self.lastRequest()["command"]), (address, b"query"))
+            self.reply(UNKNOWN)
+        self.assertEqual(self.lastRequest()["command"], b"offer")
+        self.reply()
+        self.successResultOf(d)
+        # The caller's re-INVITE of a call another server placed on the second daemon goes there.
+        d = self.node.offer("c13", "ft", "1", "caller", SDP, source, False)
+        self.reply(UNKNOWN)
+        self.reply(b"d4:tagsd2:ftd13:subscriptionsld3:tag2:tt4:type12:offer/answeree3:tag2:ftee6:result2:oke")
+        request = self.lastRequest()
+        self.assertEqual(
+            (self.transport.sent[-1][1], request["command"], request["from-tag"], request["to-tag"]),
+            (OTHER, b"offer", b"ft", b"tt"),
+        )
+        self.reply()
+        self.successResultOf(d)
 
 
 class ServiceTests(TestCase):

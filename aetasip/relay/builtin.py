@@ -35,6 +35,7 @@ from zope.interface import implementer
 
 from aetasip.interfaces import IRelay
 from aetasip.relay import sdp as sdplib
+from aetasip.relay.errors import UnknownSession
 from aetasip.relay.quality import STATIC_CLOCK_RATES, RTPStream
 from aetasip.relay.stats import LegStats, RelayStats, StreamStats
 
@@ -450,8 +451,16 @@ class BuiltinRelay(service.Service):
         latchAnySource: bool,
     ) -> Deferred[bytes]:
         session = self._sessions.get((callID, fromTag))
-        if session is None:
-            session = self._sessions[(callID, fromTag)] = Session(callID, fromTag)
+        if session is None or branch not in session.callees:
+            # No offer of this branch went through here (it went through
+            # another server's relay, whose ports died with it): new ports
+            # would leave the call silent, the other party sending to the
+            # dead ones.
+            return fail(
+                UnknownSession(
+                    f"relay node {self.name} has no ports for call {callID!r}: its offer went through another relay"
+                )
+            )
         if toTag:
             session.toTag = toTag
         return self._apply(session, branch, sender, sdp, source, latchAnySource, answer=True)

@@ -24,6 +24,14 @@ becomes a sender again (a resumed call) is timed from then.
 
 SDP that cannot be read is refused with 400 and the reason; a node without
 ports left refuses with 503.
+
+After a switch (two servers of a cluster), the first SDP of a branch this
+server sees may be an answer whose offer the dead server handled: the
+branch is relayed when the node has the call (C{query}), whatever this
+server would decide without the offer; a node that cannot take such an
+answer (the built-in relay: the offer's ports died with the other
+server) refuses it, and the call ends (500 with a Warning, end cause
+C{media failure}) rather than go on silent.
 """
 
 from __future__ import annotations
@@ -44,6 +52,7 @@ from aetasip.interfaces import IMediaHandler
 from aetasip.relay import sdp as sdplib
 from aetasip.relay.builtin import NoPortsLeft
 from aetasip.relay.decision import LegDecision, decideLeg, modeOf, natEvidence
+from aetasip.relay.errors import UnknownSession
 from aetasip.relay.stats import RelayStats
 from aetasip.routing import Directory, EmptyDirectory
 
@@ -255,6 +264,37 @@ class RelayHandler(service.MultiService):
             log.warn("Refused the SDP of {call} ({sender}): {error}", call=call, sender=sender, error=e)
             return fail(MediaRefused(400, f"Bad SDP: {e}"))
         relayed = self._relayedCall(call)
+        if answer and key not in relayed.relayed and key not in relayed.offers:
+            # An answer whose offer another server handled (it died, this one
+            # took the call over): relayed if the node has the call, whatever
+            # this server would decide without the offer.
+            d = relayed.node.query(call.callID, call.callerTag)
+            d.addErrback(lambda f: log.failure("Querying the relay of {call} failed", f, call=call))
+
+            def found(stats: RelayStats | None) -> Deferred[bytes]:
+                if stats is not None and key not in relayed.relayed:
+                    relayed.relayed[key] = True
+                    log.info(
+                        "Call {id} branch {key}: media relayed by {node}, which has the call offered elsewhere",
+                        id=call.id,
+                        key=key,
+                        node=call.media["relay"]["node"],
+                    )
+                return self._handleSDP(call, relayed, key, sender, sdp, description, answer)
+
+            return d.addCallback(found)  # type: ignore[no-any-return]
+        return self._handleSDP(call, relayed, key, sender, sdp, description, answer)
+
+    def _handleSDP(
+        self,
+        call: Call,
+        relayed: RelayedCall,
+        key: str,
+        sender: str,
+        sdp: bytes,
+        description: sdplib.SessionDescription,
+        answer: bool,
+    ) -> Deferred[bytes]:
         self._negotiated(call, relayed, key, sender, description, answer)
         target = call.target(key)
         calleeLeg = target.leg if target is not None else None
@@ -368,6 +408,10 @@ class RelayHandler(service.MultiService):
             return Failure(MediaRefused(503, "No relay ports left"))
         if failure.check(sdplib.SDPError):
             return Failure(MediaRefused(400, f"Bad SDP: {failure.getErrorMessage()}"))
+        if failure.check(UnknownSession):
+            # An answer to an offer another server's relay took: no media without it.
+            log.warn("Relay refused the answer of {call}: {error}", call=call, error=failure.getErrorMessage())
+            return Failure(MediaRefused(500, failure.getErrorMessage()))
         log.failure("The relay node failed on {call}", failure, call=call)
         return Failure(MediaRefused(503, "Media relay unavailable"))
 

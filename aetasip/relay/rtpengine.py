@@ -63,7 +63,7 @@ the callee's tag as C{from-tag}.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import attrs
@@ -74,9 +74,10 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from aetasip.interfaces import IRelay
+from aetasip.relay.errors import UnknownSession
 from aetasip.relay.ng import Address, NgError, NgProtocolError, Reply
 from aetasip.relay.ngclient import Backend, NgClient, NgPool, NgTimeout, RelayUnavailable
-from aetasip.relay.rtpenginestats import guessCaller, relayStats
+from aetasip.relay.rtpenginestats import _monologues, _text, guessCaller, relayStats
 from aetasip.relay.stats import RelayStats
 
 log = Logger()
@@ -99,7 +100,7 @@ class _Session:
     # By branch, the arguments of its last offer; the last offer/answer
     # pair of the answered branch, and when the daemon last heard of the call.
     offers: dict[str, dict[str, Any]] = attrs.Factory(dict)
-    negotiated: tuple[dict[str, Any], dict[str, Any]] | None = None
+    negotiated: tuple[dict[str, Any] | None, dict[str, Any]] | None = None
     signalledAt: float = 0.0
 
 
@@ -119,13 +120,22 @@ class RtpengineNode(Service):
     Failures: C{offer} and C{answer} fail with L{RelayUnavailable} (no
     daemon answers, too many requests waiting), L{NgError} (rtpengine
     refused: bad SDP, no ports) or L{NgProtocolError} (a garbled reply);
-    C{answer} with C{LookupError} when no offer of the call went through
-    this node. C{delete} forgets the session first, then asks its daemon
+    C{answer} with L{UnknownSession} when no daemon of this node has the
+    call. C{delete} forgets the session first, then asks its daemon
     (or, for a call this node does not remember, every daemon up): it
     fires with the final statistics, C{None} when no daemon had the call,
     and fails only when the session's daemon did not answer (rtpengine
     then ends the call itself after its own media timeout). C{query}
     fires with C{None} for an unknown call.
+
+    Calls this node did not set up (the other server of a cluster did,
+    and died; or this one restarted) are adopted: an answer for a call
+    it does not remember goes to each daemon up in turn until one has
+    the call (the others refuse it, "Unknown call-id"), and the session
+    is remembered with that daemon from then on (re-INVITEs, keep-alives,
+    delete, statistics). An offer for a call it does not remember, from
+    the callee (a re-INVITE) or on a node of several daemons, first asks
+    them (C{query}) which has the call and with which tags.
     """
 
     def __init__(self, name: str, pool: NgPool, reactor: Any = None, keepalive: float = 30.0) -> None:
@@ -157,7 +167,20 @@ class RtpengineNode(Service):
 
     # -- offer and answer ------------------------------------------------------
 
-    async def _backendFor(self, key: tuple[str, str], command: str, arguments: dict[str, Any]) -> Reply:
+    async def _backendFor(
+        self,
+        key: tuple[str, str],
+        command: str,
+        arguments: dict[str, Any],
+        located: Callable[[_Session, str | None], None] | None = None,
+    ) -> Reply:
+        """
+        C{command} to the daemon of the call, or (a new call) to the next
+        one up. With C{located}, a call this node does not remember is
+        first looked for on every daemon (L{_locate}); C{located} is then
+        given the session and the callee's tag rtpengine knows, if any,
+        before the request leaves.
+        """
         session = self._sessions.get(key)
         if session is not None and session.backend is None and session.creating is not None:
             # A fork of the same call is being placed: follow it there.
@@ -168,7 +191,14 @@ class RtpengineNode(Service):
             return await self.pool.requestTo(session.backend, command, arguments)
         session = self._remember(key, _Session(creating=[]))
         try:
-            backend, reply = await self.pool.requestNew(command, arguments)
+            found = await self._locate(key) if located is not None else None
+            if found is not None:
+                assert located is not None
+                backend, partner = found
+                located(session, partner)
+                reply = await self.pool.requestTo(backend, command, arguments)
+            else:
+                backend, reply = await self.pool.requestNew(command, arguments)
         except BaseException as e:
             waiters, session.creating = session.creating or [], None
             if self._sessions.get(key) is session:
@@ -181,6 +211,56 @@ class RtpengineNode(Service):
         for waiter in waiters:
             waiter.callback(backend)
         return reply
+
+    async def _adopt(self, key: tuple[str, str], command: str, arguments: dict[str, Any]) -> Reply:
+        """
+        C{command} for a call offered through another server (or before a
+        restart): to each daemon up in order until one takes it, which
+        this node then remembers for the call.
+
+        @raise UnknownSession: no daemon has the call.
+        """
+        refusals = []
+        for backend in [b for b in self.pool.backends if b.up]:
+            try:
+                reply = await self.pool.requestTo(backend, command, arguments)
+            except (NgError, NgTimeout) as e:
+                refusals.append(f"{backend.name}: {e}")
+                continue  # "Unknown call-id": not there
+            session = self._sessions.get(key)
+            if session is None or session.backend is None:
+                session = self._remember(key, _Session(backend=backend))
+            log.info(
+                "relay node {node}: call {callID} adopted from rtpengine {backend}",
+                node=self.name,
+                callID=key[0],
+                backend=backend.name,
+            )
+            return reply
+        raise UnknownSession(
+            f"relay node {self.name}: no rtpengine has call {key[0]!r} ({'; '.join(refusals) or 'none is up'})"
+        )
+
+    async def _locate(self, key: tuple[str, str]) -> tuple[Backend, str | None] | None:
+        """
+        The daemon that has a call this node does not remember (a C{query}
+        to each one up, in order) and the tag it knows in dialogue with
+        the caller's; C{None} for a call no daemon has (a new one).
+        """
+        callID, fromTag = key
+        for backend in [b for b in self.pool.backends if b.up]:
+            try:
+                reply = await self.pool.requestTo(backend, "query", {"call-id": callID, "from-tag": fromTag})
+            except (NgError, NgTimeout, NgProtocolError):
+                continue  # "Unknown call-id": not there
+            log.info(
+                "relay node {node}: call {callID} found on rtpengine {backend}",
+                node=self.name,
+                callID=callID,
+                backend=backend.name,
+            )
+            return backend, _partnerOf(reply.body, fromTag)
+        return None
 
     def _remember(self, key: tuple[str, str], session: _Session) -> _Session:
         self._sessions[key] = session
@@ -257,7 +337,18 @@ class RtpengineNode(Service):
                     session.calleeTags[branchKey] = calleeTag
             arguments["from-tag"] = calleeTag
             arguments["to-tag"] = fromTag
-        reply = await self._backendFor(key, "offer", arguments)
+
+        def located(found: _Session, partner: str | None) -> None:
+            # A call set up through another server: rtpengine knows its callee by its own tag.
+            if partner is not None:
+                found.calleeTags[branchKey] = partner
+                arguments["from-tag" if sender == "callee" else "to-tag"] = partner
+
+        # An offer of a call this node does not know may be a re-INVITE of a
+        # call set up elsewhere: from the callee (rtpengine needs its tag),
+        # or on a node of several daemons (it must go to the one with the call).
+        locate = session is None and (sender != "caller" or len(self.pool.backends) > 1)
+        reply = await self._backendFor(key, "offer", arguments, located if locate else None)
         session = self._sessions.get(key)
         if session is not None:
             if sender != "caller":
@@ -294,21 +385,29 @@ class RtpengineNode(Service):
             raise ValueError(f"an answer comes from the caller or the callee, not {sender!r}")
         key = (callID, fromTag)
         session = self._sessions.get(key)
-        if session is None:
-            raise LookupError(f"relay node {self.name} has no session for call {callID!r}: no offer went through it")
         branchKey = _branchKey(branch)
         # Without the callee's To tag (an answer without one) the branch gets a tag of its own.
-        calleeTag = session.calleeTags.setdefault(branchKey, toTag or f"aetasip-branch-{branchKey}")
+        if session is not None:
+            calleeTag = session.calleeTags.setdefault(branchKey, toTag or f"aetasip-branch-{branchKey}")
+        else:
+            calleeTag = toTag or f"aetasip-branch-{branchKey}"
         arguments = self._media(sdp, source, latchAnySource)
         arguments.update({"call-id": callID, "via-branch": branchKey})
         if sender == "callee":
             arguments.update({"from-tag": fromTag, "to-tag": calleeTag})
         else:
             arguments.update({"from-tag": calleeTag, "to-tag": fromTag})
-        reply = await self._backendFor(key, "answer", arguments)
+        if session is None:
+            # Offered elsewhere (by another server): the daemon that has it.
+            reply = await self._adopt(key, "answer", arguments)
+            session = self._sessions[key]
+            session.calleeTags.setdefault(branchKey, calleeTag)
+        else:
+            reply = await self._backendFor(key, "answer", arguments)
         session.answered = branchKey
         offer = session.offers.get(branchKey)
-        session.negotiated = (offer, arguments) if offer is not None else None
+        # Without an offer here (adopted from another server), keep-alives send the answer alone.
+        session.negotiated = (offer, arguments)
         session.signalledAt = self._now()
         return self._sdp("answer", reply)
 
@@ -340,12 +439,15 @@ class RtpengineNode(Service):
         offer, answer = session.negotiated
         if session.answered is None or session.offers.get(session.answered) is not offer:
             return False  # an offer awaits its answer
+        # A call adopted from its answer (offered through another server)
+        # has no offer here: the answer alone counts as signalling.
+        exchange = [("answer", answer)] if offer is None else [("offer", offer), ("answer", answer)]
         now = self._now()
         if now - max(session.signalledAt, lastPacketAt or 0.0) < self.keepalive:
             return False
         session.signalledAt = now
         try:
-            for command, arguments in (("offer", offer), ("answer", answer)):
+            for command, arguments in exchange:
                 reply = await self.pool.requestTo(session.backend, command, arguments)
                 self._sdp(command, reply)
         except (NgTimeout, NgError, NgProtocolError, RelayUnavailable) as e:
@@ -486,6 +588,26 @@ class RtpengineNode(Service):
             await gatherResults([semaphore.run(one, backend, c) for c in callIDs])
         found.sort(key=lambda item: item[:2])
         return found
+
+
+def _partnerOf(body: Mapping[str, Any], tag: str) -> str | None:
+    """
+    The tag in dialogue with C{tag} in rtpengine's C{query} reply: its
+    C{offer/answer} subscription (rtpengine 10 and later), else its
+    C{in dialogue with} (older daemons); C{None} when there is none.
+    """
+    monologue = None
+    for candidate in _monologues(body):
+        if _text(candidate.get("tag")) == tag:
+            monologue = candidate
+    if monologue is None:
+        return None
+    for subscription in monologue.get("subscriptions") or []:
+        if isinstance(subscription, Mapping) and _text(subscription.get("type")) in (None, "offer/answer"):
+            partner = _text(subscription.get("tag"))
+            if partner:
+                return partner
+    return _text(monologue.get("in dialogue with")) or None
 
 
 _ICE_ATTRIBUTES = (
