@@ -30,7 +30,7 @@ from zope.interface import implementer
 from aetasip.sip.digest import computeResponse, parseDigest
 from aetasip.store import Store
 from tests.servers import RunningService, deferLater, freePort, requireTool
-from tests.sipp import _MESSAGE, Sipp, SippProcess, address, authentication, injectionFile
+from tests.sipp import Sipp, SippProcess, SippRun, address, authentication, injectionFile
 
 # The log lines a failure shows at the most (the last ones).
 LOG_LINES = 200
@@ -137,21 +137,17 @@ def credentialsDiagnosis(directory: str, storeURL: str | None, passwords: Mappin
     """
     lines: list[str] = []
     for path in sorted(glob.glob(os.path.join(directory, "*.msg"))):
-        with open(path, errors="replace") as f:
-            text = f.read().replace("\r\n", "\n")
-        messages = [(" sent" in m.group("what"), m.group("text").strip("\n")) for m in _MESSAGE.finditer(text)]
+        trace = SippRun(os.path.basename(path), 0, "", "", "", path)
         lastCredentials: tuple[str, str] | None = None
         judged: list[tuple[str, str] | None] = []
-        for sent, message in messages:
-            head = message.split("\n\n", 1)[0]
-            if sent:
-                for line in head.split("\n")[1:]:
-                    name, _, value = line.partition(":")
-                    if name.strip().lower() in ("authorization", "proxy-authorization"):
-                        lastCredentials = (head.split(" ", 1)[0], value.strip())
-            elif head.startswith("SIP/2.0 403 Bad credentials") and lastCredentials not in judged:
+        for message in trace.messages():
+            if message.sent:
+                for header in ("Authorization", "Proxy-Authorization"):
+                    for value in message.headers(header):
+                        lastCredentials = (message.firstLine.split(" ", 1)[0], value)
+            elif message.firstLine.startswith("SIP/2.0 403 Bad credentials") and lastCredentials not in judged:
                 judged.append(lastCredentials)
-                lines.append(f"{os.path.basename(path)}: 403 Bad credentials")
+                lines.append(f"{trace.name}: {message.firstLine}")
                 lines.extend("  " + line for line in _judge(lastCredentials, storeURL, passwords))
     return lines
 
@@ -190,6 +186,8 @@ def _judge(sent: tuple[str, str] | None, storeURL: str | None, passwords: Mappin
                 found.append(
                     f"the store's HA1 (realm {credentials.realm!r}) {'is' if same else 'is NOT'} that of the password"
                 )
+                if right and same:
+                    found.append("a right answer was refused: look at the service (nonce already used? lookup?)")
     return found
 
 
