@@ -51,21 +51,15 @@ else:
     _TestCase = object
 
 
-class RelayCalls(_TestCase):
+class RelayFixture(_TestCase):
     """
-    The calls through a relay node, whatever its kind: a subclass says
-    which node (L{node}) and where its media ports are (L{assertRelayPort}).
+    The service with the relay node L{node} and the agents calling through
+    it (CALLER, the test's media sockets, CALLEE), for the relay tests and
+    any other test of relayed calls: mixed in before L{InteropTestCase}.
     """
-
-    timeout = 90
-    #: Whether the node measures loss and jitter of plain RTP (rtpengine does not).
-    measuresLoss = True
 
     def node(self) -> dict[str, Any]:
         """The options of the relay node C{local} (C{relay.nodes.local})."""
-        raise NotImplementedError
-
-    def assertRelayPort(self, port: int) -> None:
         raise NotImplementedError
 
     async def serve(  # type: ignore[override]
@@ -94,6 +88,20 @@ class RelayCalls(_TestCase):
         """
         host, port = advertised
         return super().caller("caller", scenario, (CALLER, CALLEE, str(port), host, str(moveTo)), *args)
+
+
+class RelayCalls(RelayFixture):
+    """
+    The calls through a relay node, whatever its kind: a subclass says
+    which node (L{node}) and where its media ports are (L{assertRelayPort}).
+    """
+
+    timeout = 90
+    #: Whether the node measures loss and jitter of plain RTP (rtpengine does not).
+    measuresLoss = True
+
+    def assertRelayPort(self, port: int) -> None:
+        raise NotImplementedError
 
     async def test_natted_caller_is_relayed_with_media_both_ways(self) -> None:
         await self.serve()
