@@ -16,7 +16,9 @@ from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.utils import getProcessOutputAndValue
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest
 
 from aetasip import config, tap
@@ -175,3 +177,32 @@ def twistdArguments(*argv: str) -> tuple[str, list[str], dict[str, str]]:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([TOP, os.environ.get("PYTHONPATH", "")]))
     command = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", *argv]
     return sys.executable, command, env
+
+
+class TwistdProcess(ProcessProtocol):
+    """
+    A C{twistd} started by L{startTwistd}: its output and error so far
+    (C{output}), and C{ended}, firing with its exit code (C{-N}: killed by
+    signal N).
+    """
+
+    def __init__(self) -> None:
+        self.output = b""
+        self.ended: Deferred[int] = Deferred()
+
+    def outReceived(self, data: bytes) -> None:
+        self.output += data
+
+    errReceived = outReceived
+
+    def processEnded(self, reason: Failure) -> None:
+        value: Any = reason.value
+        self.ended.callback(value.exitCode if value.exitCode is not None else -(value.signal or 0))
+
+
+def startTwistd(directory: str, config: str) -> TwistdProcess:
+    """Run C{twistd -n aetasip --config CONFIG} on this checkout in C{directory}."""
+    process = TwistdProcess()
+    executable, argv, env = twistdArguments("-n", "--pidfile=", "aetasip", "--config", config)
+    reactor.spawnProcess(process, executable, argv, env=env, path=os.path.abspath(directory))  # type: ignore[attr-defined]
+    return process

@@ -13,7 +13,6 @@ C{tests/scenarios/calls_*.xml} and reused ones.
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from typing import Any
@@ -21,11 +20,11 @@ from typing import Any
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import DatagramProtocol
-from twisted.trial.unittest import TestCase
 
 from aetasip.calls.call import EndCause
-from tests.servers import RunningService, deferLater, freePort, requireTool
-from tests.sipp import SipMessage, Sipp, SippProcess, SippRun, address, authentication, injectionFile
+from tests.interop import InteropTestCase, Recorder, within
+from tests.servers import RunningService, deferLater
+from tests.sipp import SipMessage, SippProcess, SippRun
 
 CALLER, CALLER_PASSWORD = "45676001", "secret-one"
 CALLEE, CALLEE_PASSWORD = "45676002", "secret-two"
@@ -37,53 +36,6 @@ OFFER_MEDIA = ("127.0.0.2", 41000)
 ANSWER_MEDIA = ("127.0.0.3", 42000)
 
 _TOKEN = re.compile(r";dlg=[A-Za-z0-9_-]+(?=[;>])")
-
-
-async def within(seconds: float, condition: Any, what: str) -> None:
-    """Wait (polling) until C{condition()} is true; fail after C{seconds}."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {seconds} s")
-        await deferLater(0.05)
-
-
-class Recorder:
-    """An L{aetasip.interfaces.ICallObserver} keeping the events it hears, with their time."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[str, Any, float]] = []
-
-    def _event(self, name: str, call: Any) -> None:
-        self.events.append((name, call, time.monotonic()))
-
-    def callStarted(self, call: Any) -> None:
-        self._event("started", call)
-
-    def callRinging(self, call: Any) -> None:
-        self._event("ringing", call)
-
-    def callAnswered(self, call: Any) -> None:
-        self._event("answered", call)
-
-    def callEnded(self, call: Any) -> None:
-        self._event("ended", call)
-
-    def names(self) -> list[str]:
-        return [name for name, _, _ in self.events]
-
-    def first(self, name: str) -> tuple[Any, float] | None:
-        for event, call, when in self.events:
-            if event == name:
-                return call, when
-        return None
-
-    async def wait(self, name: str, seconds: float) -> tuple[Any, float]:
-        """The call of the first event C{name}, and when it came."""
-        await within(seconds, lambda: self.first(name) is not None, f"no call {name}")
-        found = self.first(name)
-        assert found is not None
-        return found
 
 
 class RewritingMedia:
@@ -160,80 +112,37 @@ class Stranger(DatagramProtocol):
         self.received.append(datagram)
 
 
-class SippCallsTests(TestCase):
+class SippCallsTests(InteropTestCase):
     """
     Calls between sipp agents through the service: 45676001 calls
     45676002 on the first loopback SIP port, over UDP.
     """
 
-    timeout = 90
-
-    def setUp(self) -> None:
-        directory = self.mktemp()
-        os.makedirs(directory)
-        self.directory = directory
-        self.sipp = Sipp(requireTool(self, "sipp", "sip-tester"), directory)
-        self.server: RunningService | None = None
-        self.addCleanup(self.stopServer)
-
-    async def serve(self, **settings: Any) -> RunningService:
+    async def serve(  # type: ignore[override]
+        self, accounts: Any = ((CALLER, CALLER_PASSWORD), (CALLEE, CALLEE_PASSWORD)), **settings: Any
+    ) -> RunningService:
         """Provision the two accounts and start the service with C{settings}."""
-        self.server = server = RunningService(self.directory, **settings)
-        server.addAccounts((CALLER, CALLER_PASSWORD), (CALLEE, CALLEE_PASSWORD))
-        await server.start()
-        return server
-
-    def stopServer(self) -> Deferred[None] | None:
-        if self.server is not None and self.server.service is not None:
-            return self.server.stop()
-        return None
+        return await super().serve(accounts, **settings)
 
     def observe(self) -> Recorder:
-        assert self.server is not None
         recorder = Recorder()
-        self.server.sip.proxy.observers.add(recorder)
+        self.running.sip.proxy.observers.add(recorder)
         return recorder
 
-    async def callee(self, scenario: str, *args: str, timeout: int = 30) -> SippProcess:
+    async def callee(self, scenario: str, *args: str, timeout: int = 30) -> SippProcess:  # type: ignore[override]
         """
         45676002 registers on the first port, then a sipp answers one call
         on the same port with C{scenario}; it is killed, if still running,
         when the test ends.
         """
-        assert self.server is not None
-        port = freePort()
-        registered = await self.sipp.register(CALLEE, CALLEE_PASSWORD, self.server.ports[0], port=port)
-        self.assertEqual(registered.code, 0, registered.detail)
-        process = self.sipp.start(f"callee-{CALLEE}", scenario, *args, port=port, timeout=timeout, messages=True)
-        self.addCleanup(self.killed, process)
-        # Let it bind its port; an INVITE sent before is retransmitted anyway.
-        await deferLater(0.5)
-        return process
+        return await super().callee(CALLEE, scenario, *args, name=f"callee-{CALLEE}", timeout=timeout)
 
     def call(self, scenario: str, timeout: int = 20) -> Deferred[SippRun]:
         """
         45676001 calls 45676002 with C{scenario} (see L{Sipp.call}); killed,
         if still running, when the test ends.
         """
-        assert self.server is not None
-        inf = injectionFile(
-            self.sipp.directory, f"caller-{CALLER}", [(CALLER, authentication(CALLER, CALLER_PASSWORD), CALLEE)]
-        )
-        process = self.sipp.start(
-            f"caller-{CALLER}",
-            scenario,
-            remote=address("127.0.0.1", self.server.ports[0]),
-            inf=inf,
-            timeout=timeout,
-            messages=True,
-        )
-        self.addCleanup(self.killed, process)
-        return process.done
-
-    @staticmethod
-    def killed(process: SippProcess) -> Deferred[SippRun]:
-        process.kill()
-        return process.done
+        return self.caller(f"caller-{CALLER}", scenario, (CALLER, CALLEE), timeout=timeout).done
 
     async def test_dead_callee_is_released(self) -> None:
         """

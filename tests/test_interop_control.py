@@ -20,13 +20,12 @@ import struct
 import sys
 from typing import Any
 
-from twisted.internet import reactor
 from twisted.internet.protocol import DatagramProtocol
-from twisted.trial.unittest import TestCase
 
 from aetasip.calls.call import EndCause
-from tests.servers import RunningService, deferLater, freePort, requireTool, run
-from tests.sipp import Sipp, SippProcess, address, authentication, injectionFile
+from tests.interop import InteropTestCase
+from tests.servers import RunningService, deferLater, run
+from tests.sipp import SippProcess
 
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CALLER, CALLER_PASSWORD = "45676001", "secret-one"
@@ -46,61 +45,26 @@ def rtp(seq: int) -> bytes:
     return struct.pack("!BBHII", 0x80, 8, seq, seq * 160, 0x5151) + b"\xd5" * 160
 
 
-class OperatorCommandTests(TestCase):
-    timeout = 90
-
-    def setUp(self) -> None:
-        self.directory = self.mktemp()
-        os.makedirs(self.directory)
-        self.sipp = Sipp(requireTool(self, "sipp", "sip-tester"), self.directory)
-        self.server: RunningService | None = None
-        self.addCleanup(self.stopServer)
-
-    async def serve(self, **settings: Any) -> RunningService:
-        self.server = server = RunningService(self.directory, testline__ring_time=0.2, **settings)
-        server.addAccounts((CALLER, CALLER_PASSWORD), (CALLEE, CALLEE_PASSWORD))
-        await server.start()
-        self.calls: list[Any] = []
-        observer = type("O", (), {"callStarted": lambda s, c: self.calls.append(c)})()
-        for event in ("callRinging", "callAnswered", "callEnded"):
-            setattr(observer, event, lambda c: None)
-        server.sip.proxy.observers.add(observer)
+class OperatorCommandTests(InteropTestCase):
+    async def serve(
+        self, accounts: Any = ((CALLER, CALLER_PASSWORD), (CALLEE, CALLEE_PASSWORD)), **settings: Any
+    ) -> RunningService:
+        server = await super().serve(accounts, testline__ring_time=0.2, **settings)
+        self.calls = self.watchCalls()
         return server
-
-    def stopServer(self) -> Any:
-        if self.server is not None and self.server.service is not None:
-            return self.server.stop()
-        return None
 
     async def admin(self, *args: str) -> tuple[int, str, str]:
         """C{aetasip-admin --config FILE ARGS} as a process of its own: its status, output and errors."""
-        assert self.server is not None
         config = os.path.abspath(os.path.join(self.directory, "admin.conf.py"))
         with open(config, "w") as f:
-            f.write(f"web = {{'control_socket': {self.server.controlSocket!r}}}\n")
+            f.write(f"web = {{'control_socket': {self.running.controlSocket!r}}}\n")
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([TOP, os.environ.get("PYTHONPATH", "")]))
         out, err, code = await run(sys.executable, "-m", "aetasip.admin", "--config", config, *args, env=env)
         return code, out, err
 
-    @staticmethod
-    def killed(process: SippProcess) -> Any:
-        process.kill()
-        return process.done
-
     def waitingCaller(self, name: str, dialled: str) -> SippProcess:
         """A caller of C{dialled} that waits for a BYE (calls_uac_wait_bye.xml)."""
-        assert self.server is not None
-        inf = injectionFile(self.sipp.directory, name, [(CALLER, authentication(CALLER, CALLER_PASSWORD), dialled)])
-        process = self.sipp.start(
-            name,
-            "calls_uac_wait_bye.xml",
-            remote=address("127.0.0.1", self.server.ports[0]),
-            inf=inf,
-            timeout=40,
-            messages=True,
-        )
-        self.addCleanup(self.killed, process)
-        return process
+        return self.caller(name, "calls_uac_wait_bye.xml", (CALLER, dialled))
 
     async def confirmedSessions(self, count: int) -> list[Any]:
         agent = self.server.service.getServiceNamed("testline").agent  # type: ignore[union-attr]
@@ -161,35 +125,18 @@ class OperatorCommandTests(TestCase):
         self.assertEqual([c.endCause for c in self.calls], [EndCause.OPERATOR_RELEASE] * 2)
 
     async def test_relay_show_and_call_release(self) -> None:
-        server = await self.serve(
+        await self.serve(
             calls__media_handler="relay",
             relay__mode="always",
             relay__nodes={"local": {"kind": "builtin", "address": "127.0.0.1", "ports": RELAY_PORTS}},
         )
         callerMedia, calleeMedia = MediaSocket(), MediaSocket()
-        callerPort = reactor.listenUDP(0, callerMedia, interface="127.0.0.1")  # type: ignore[attr-defined]
-        calleePort = reactor.listenUDP(0, calleeMedia, interface="127.0.0.1")  # type: ignore[attr-defined]
-        self.addCleanup(callerPort.stopListening)
-        self.addCleanup(calleePort.stopListening)
-
-        sippPort = freePort()
-        registered = await self.sipp.register(CALLEE, CALLEE_PASSWORD, server.ports[0], port=sippPort)
-        self.assertEqual(registered.code, 0, registered.detail)
-        inf = injectionFile(self.sipp.directory, "callee-media", [(str(calleePort.getHost().port),)])
-        callee = self.sipp.start("callee", "relay_uas.xml", port=sippPort, inf=inf, timeout=40, messages=True)
-        self.addCleanup(self.killed, callee)
-        await deferLater(0.5)
-        inf = injectionFile(
-            self.sipp.directory,
-            "caller",
-            [(CALLER, authentication(CALLER, CALLER_PASSWORD), CALLEE, str(callerPort.getHost().port), "127.0.0.1",
-              "0")],
-        )  # fmt: skip
-        caller = self.sipp.start(
-            "caller", "relay_uac.xml", "-d", "30000", remote=address("127.0.0.1", server.ports[0]), inf=inf,
-            timeout=40, messages=True,
-        )  # fmt: skip
-        self.addCleanup(self.killed, caller)
+        callerPort = self.socket(callerMedia)
+        calleePort = self.socket(calleeMedia)
+        callee = await self.callee(CALLEE, "relay_uas.xml", inf=[(str(calleePort),)])
+        caller = self.caller(
+            "caller", "relay_uac.xml", (CALLER, CALLEE, str(callerPort), "127.0.0.1", "0"), "-d", "30000"
+        )
         calleeSendsTo = await self.mediaOf("callee")
         callerSendsTo = await self.mediaOf("caller")
         for _ in range(100):
@@ -217,7 +164,7 @@ class OperatorCommandTests(TestCase):
         )
         self.assertEqual(session["caller"]["received"]["packets"], 20)
         self.assertEqual(session["callee"]["received"]["packets"], 20)
-        self.assertEqual(session["caller"]["latched"], f"127.0.0.1:{callerPort.getHost().port}")
+        self.assertEqual(session["caller"]["latched"], f"127.0.0.1:{callerPort}")
         self.assertEqual(session["callee"]["sent"]["packets"], 20)
 
         code, out, err = await self.admin("relay", "show", call.callID)
@@ -225,8 +172,8 @@ class OperatorCommandTests(TestCase):
         header, callerRow, calleeRow = out.splitlines()
         self.assertEqual(header.split()[:5], ["CALL-ID", "NODE", "LEG", "NUMBER", "LATCHED"])
         self.assertEqual(callerRow.split()[:6], [call.callID, "local", "caller", CALLER,
-                                                 f"127.0.0.1:{callerPort.getHost().port}", "20"])  # fmt: skip
-        self.assertEqual(calleeRow.split()[:4], ["callee", CALLEE, f"127.0.0.1:{calleePort.getHost().port}", "20"])
+                                                 f"127.0.0.1:{callerPort}", "20"])  # fmt: skip
+        self.assertEqual(calleeRow.split()[:4], ["callee", CALLEE, f"127.0.0.1:{calleePort}", "20"])
         self.assertEqual(await self.admin("relay", "show", "other@call"), (0, "No relay session for other@call.\n", ""))
 
         code, out, err = await self.admin("call", "release", call.callID)
@@ -245,19 +192,9 @@ class OperatorCommandTests(TestCase):
         self.assertEqual(await self.admin("relay", "show"), (0, "No relay sessions.\n", ""))
 
     async def test_call_release_cancels_a_ringing_call(self) -> None:
-        server = await self.serve()
-        sippPort = freePort()
-        registered = await self.sipp.register(CALLEE, CALLEE_PASSWORD, server.ports[0], port=sippPort)
-        self.assertEqual(registered.code, 0, registered.detail)
-        callee = self.sipp.start("callee", "call_uas_ring_cancelled.xml", port=sippPort, timeout=40, messages=True)
-        self.addCleanup(self.killed, callee)
-        await deferLater(0.5)
-        inf = injectionFile(self.sipp.directory, "caller", [(CALLER, authentication(CALLER, CALLER_PASSWORD), CALLEE)])
-        caller = self.sipp.start(
-            "caller", "call_uac_refused.xml", remote=address("127.0.0.1", server.ports[0]), inf=inf, timeout=40,
-            messages=True,
-        )  # fmt: skip
-        self.addCleanup(self.killed, caller)
+        await self.serve()
+        callee = await self.callee(CALLEE, "call_uas_ring_cancelled.xml")
+        caller = self.caller("caller", "call_uac_refused.xml", (CALLER, CALLEE))
         for _ in range(100):
             if self.calls and self.calls[0].state == "ringing":
                 break
@@ -271,12 +208,3 @@ class OperatorCommandTests(TestCase):
         self.assertEqual(finishedCallee.code, 0, finishedCallee.detail)
         self.assertEqual(len(finishedCallee.received("CANCEL")), 1)
         self.assertEqual(call.endCause, EndCause.OPERATOR_RELEASE)
-
-    async def mediaOf(self, name: str) -> tuple[str, int]:
-        path = os.path.join(self.sipp.directory, f"{name}-media.txt")
-        for _ in range(300):
-            if os.path.exists(path):
-                host, port = open(path).read().split()
-                return host, int(port)
-            await deferLater(0.05)
-        self.fail(f"{name} got no SDP")

@@ -13,24 +13,19 @@ from __future__ import annotations
 import os
 import re
 import signal
-import sys
 import time
 from typing import Any, ClassVar
 
-from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.protocol import ProcessProtocol
-from twisted.python.failure import Failure
 
 from aetasip.records.record import UNKNOWN_END, CallRecord
 from aetasip.store import Store
 from aetasip.store.callrecords import RecordQuery
-from tests.servers import RunningService, deferLater, freePort, requireTool
+from tests.servers import RunningService, TwistdProcess, deferLater, freePort, requireTool, startTwistd, twistdConfig
 from tests.sipp import Sipp, SippRun, address, authentication, injectionFile
 from tests.test_interop_calls import within
 from tests.test_interop_routing import RoutingTestCase
 
-TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SERVER = "records-test"
 
 
@@ -288,21 +283,6 @@ class RecordsOfCallsTests(RecordsTestCase):
         self.assertGreater(record.duration, 3)
 
 
-class _Twistd(ProcessProtocol):
-    def __init__(self) -> None:
-        self.output = b""
-        self.ended: Deferred[int] = Deferred()
-
-    def outReceived(self, data: bytes) -> None:
-        self.output += data
-
-    errReceived = outReceived
-
-    def processEnded(self, reason: Failure) -> None:
-        value: Any = reason.value
-        self.ended.callback(value.exitCode if value.exitCode is not None else -(value.signal or 0))
-
-
 class CrashTests(RecordsTestCase):
     """
     The service as its own C{twistd} process, on the same store and
@@ -323,35 +303,23 @@ class CrashTests(RecordsTestCase):
         self.storeURL = f"sqlite:///{os.path.abspath(os.path.join(directory, 'aetasip.db'))}"
         self.assertTrue(os.path.exists(self.storeURL[len("sqlite:///") :]))
 
-    def twistd(self) -> _Twistd:
+    def twistd(self) -> TwistdProcess:
         first, second = self.server.ports
-        # Not aetasip.py: in the working directory it would hide the package.
-        config = os.path.join(os.path.abspath(self.sipp.directory), "service-config.py")
-        with open(config, "w") as f:
-            f.write(
-                "sip = {'listen': ['127.0.0.1'], "
-                f"'udp_ports': [{first}, {second}], 'tcp_ports': [{first}, {second}]}}\n"
-                f"store = {{'url': {self.storeURL!r}}}\n"
-                "stun = {'enabled': False}\n"
-                "web = {'listen': '127.0.0.1:0'}\n"
-                f"records = {{'server': {SERVER!r}, 'heartbeat_interval': 1}}\n"
-                "calls = {'probe_interval': 30}\n"
-            )
-        process = _Twistd()
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([TOP, os.environ.get("PYTHONPATH", "")]))
-        reactor.spawnProcess(  # type: ignore[attr-defined]
-            process,
-            sys.executable,
-            [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=", "aetasip",
-             "--config", config],
-            env=env,
-            path=os.path.abspath(self.sipp.directory),
-        )  # fmt: skip
+        config = twistdConfig(
+            self.sipp.directory,
+            sip={"listen": ["127.0.0.1"], "udp_ports": [first, second], "tcp_ports": [first, second]},
+            store={"url": self.storeURL},
+            stun={"enabled": False},
+            web={"listen": "127.0.0.1:0"},
+            records={"server": SERVER, "heartbeat_interval": 1},
+            calls={"probe_interval": 30},
+        )
+        process = startTwistd(self.sipp.directory, config)
         self.addCleanup(self.ended, process)
         return process
 
     @staticmethod
-    def ended(process: _Twistd) -> Deferred[int] | None:
+    def ended(process: TwistdProcess) -> Deferred[int] | None:
         if process.ended.called:
             return None
         process.transport.signalProcess("TERM")  # type: ignore[union-attr]

@@ -18,21 +18,19 @@ has no ports left.
 
 from __future__ import annotations
 
-import os
 import struct
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import reactor
-from twisted.internet.protocol import DatagramProtocol
-from twisted.trial.unittest import TestCase
 
 from aetasip.calls.call import EndCause
 from aetasip.records.record import CallRecord
 from aetasip.store import Store
 from aetasip.store.callrecords import RecordQuery
+from tests.interop import InteropTestCase, MediaSocket
 from tests.rtpengine import Rtpengine, startedRtpengine
-from tests.servers import RunningService, deferLater, freePort, requireTool
-from tests.sipp import Sipp, SippProcess, address, authentication, injectionFile
+from tests.servers import RunningService, deferLater
+from tests.sipp import SippProcess
 
 CALLER, CALLER_PASSWORD = "45676001", "secret-one"
 CALLEE, CALLEE_PASSWORD = "45676002", "secret-two"
@@ -42,26 +40,57 @@ ADVERTISED = ("127.0.0.5", 0)
 RELAY_PORTS = [48_100, 48_199]
 
 
-class MediaSocket(DatagramProtocol):
-    def __init__(self) -> None:
-        self.received: list[tuple[bytes, Any]] = []
-
-    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
-        self.received.append((datagram, addr))
-
-
 def rtp(seq: int, marker: bytes) -> bytes:
     return struct.pack("!BBHII", 0x80, 8, seq, seq * 160, 0x5151) + marker + b"\xd5" * 150
 
 
 # The mixin below is a TestCase to the type checker, not to trial (which would run it alone).
 if TYPE_CHECKING:
-    _TestCase = TestCase
+    _TestCase = InteropTestCase
 else:
     _TestCase = object
 
 
-class RelayCalls(_TestCase):
+class RelayFixture(_TestCase):
+    """
+    The service with the relay node L{node} and the agents calling through
+    it (CALLER, the test's media sockets, CALLEE), for the relay tests and
+    any other test of relayed calls: mixed in before L{InteropTestCase}.
+    """
+
+    def node(self) -> dict[str, Any]:
+        """The options of the relay node C{local} (C{relay.nodes.local})."""
+        raise NotImplementedError
+
+    async def serve(  # type: ignore[override]
+        self, accounts: Any = ((CALLER, CALLER_PASSWORD), (CALLEE, CALLEE_PASSWORD)), **settings: Any
+    ) -> RunningService:
+        base = {"calls__media_handler": "relay", "relay__nodes": {"local": self.node()}}
+        return await super().serve(accounts, **{**base, **settings})
+
+    def socket(self, host: str = "127.0.0.1") -> tuple[MediaSocket, int]:  # type: ignore[override]
+        protocol = MediaSocket()
+        return protocol, super().socket(protocol, host)
+
+    @property
+    def handler(self) -> Any:
+        return self.running.sip.proxy.media.handler
+
+    async def callee(self, scenario: str, mediaPort: int, *args: str) -> SippProcess:  # type: ignore[override]
+        return await super().callee(CALLEE, scenario, *args, inf=[(str(mediaPort),)])
+
+    def caller(  # type: ignore[override]
+        self, scenario: str, advertised: tuple[str, int], *args: str, moveTo: int = 0
+    ) -> SippProcess:
+        """
+        The caller, whose SDP gives C{advertised} (it signals from
+        127.0.0.1), and C{moveTo} in its re-INVITE (relay_uac_reinvite.xml).
+        """
+        host, port = advertised
+        return super().caller("caller", scenario, (CALLER, CALLEE, str(port), host, str(moveTo)), *args)
+
+
+class RelayCalls(RelayFixture):
     """
     The calls through a relay node, whatever its kind: a subclass says
     which node (L{node}) and where its media ports are (L{assertRelayPort}).
@@ -71,102 +100,12 @@ class RelayCalls(_TestCase):
     #: Whether the node measures loss and jitter of plain RTP (rtpengine does not).
     measuresLoss = True
 
-    def node(self) -> dict[str, Any]:
-        """The options of the relay node C{local} (C{relay.nodes.local})."""
-        raise NotImplementedError
-
     def assertRelayPort(self, port: int) -> None:
         raise NotImplementedError
 
-    def setUp(self) -> None:
-        directory = self.mktemp()
-        os.makedirs(directory)
-        self.directory = directory
-        self.sipp = Sipp(requireTool(self, "sipp", "sip-tester"), directory)
-        self.server: RunningService | None = None
-        self.addCleanup(self.stopServer)
-
-    async def serve(self, **settings: Any) -> RunningService:
-        base = {"calls__media_handler": "relay", "relay__nodes": {"local": self.node()}}
-        self.server = server = RunningService(self.directory, **{**base, **settings})
-        server.addAccounts((CALLER, CALLER_PASSWORD), (CALLEE, CALLEE_PASSWORD))
-        await server.start()
-        return server
-
-    def stopServer(self) -> Any:
-        if self.server is not None and self.server.service is not None:
-            return self.server.stop()
-        return None
-
-    def socket(self, host: str = "127.0.0.1") -> tuple[MediaSocket, int]:
-        protocol = MediaSocket()
-        port = reactor.listenUDP(0, protocol, interface=host)  # type: ignore[attr-defined]
-        self.addCleanup(port.stopListening)
-        return protocol, port.getHost().port
-
-    @property
-    def handler(self) -> Any:
-        assert self.server is not None
-        return self.server.sip.proxy.media.handler
-
-    async def callee(self, scenario: str, mediaPort: int, *args: str) -> SippProcess:
-        assert self.server is not None
-        port = freePort()
-        registered = await self.sipp.register(CALLEE, CALLEE_PASSWORD, self.server.ports[0], port=port)
-        self.assertEqual(registered.code, 0, registered.detail)
-        inf = injectionFile(self.sipp.directory, "callee-media", [(str(mediaPort),)])
-        process = self.sipp.start("callee", scenario, *args, port=port, inf=inf, timeout=40, messages=True)
-        self.addCleanup(self.killed, process)
-        await deferLater(0.5)
-        return process
-
-    def caller(self, scenario: str, advertised: tuple[str, int], *args: str, moveTo: int = 0) -> SippProcess:
-        """
-        The caller, whose SDP gives C{advertised} (it signals from
-        127.0.0.1), and C{moveTo} in its re-INVITE (relay_uac_reinvite.xml).
-        """
-        assert self.server is not None
-        host, port = advertised
-        inf = injectionFile(
-            self.sipp.directory,
-            "caller",
-            [(CALLER, authentication(CALLER, CALLER_PASSWORD), CALLEE, str(port), host, str(moveTo))],
-        )
-        process = self.sipp.start(
-            "caller",
-            scenario,
-            *args,
-            remote=address("127.0.0.1", self.server.ports[0]),
-            inf=inf,
-            timeout=40,
-            messages=True,
-        )
-        self.addCleanup(self.killed, process)
-        return process
-
-    @staticmethod
-    def killed(process: SippProcess) -> Any:
-        process.kill()
-        return process.done
-
-    async def mediaOf(self, name: str) -> tuple[str, int]:
-        """The address and port the sipp agent C{name} found in the SDP it received."""
-        path = os.path.join(self.sipp.directory, f"{name}-media.txt")
-        for _ in range(300):
-            if os.path.exists(path):
-                host, port = open(path).read().split()
-                return host, int(port)
-            await deferLater(0.05)
-        self.fail(f"{name} got no SDP")
-
     async def test_natted_caller_is_relayed_with_media_both_ways(self) -> None:
         await self.serve()
-        calls = []
-        observer = type("O", (), {"callStarted": lambda s, c: calls.append(c)})()
-        for event in ("callRinging", "callAnswered", "callEnded"):
-            setattr(observer, event, lambda c: None)
-        assert self.server is not None
-        self.server.sip.proxy.observers.add(observer)
+        calls = self.watchCalls()
 
         callerSocket, _ = self.socket()
         calleeSocket, calleePort = self.socket()
@@ -291,13 +230,7 @@ class RelayCalls(_TestCase):
         ends, "media timeout", both agents getting a BYE.
         """
         await self.serve(relay__media_timeout=2, relay__mode="always")
-        assert self.server is not None
-        ended: list[Any] = []
-        observer = type("O", (), {})()
-        for event in ("callStarted", "callRinging", "callAnswered"):
-            setattr(observer, event, lambda c: None)
-        observer.callEnded = ended.append  # type: ignore[attr-defined]
-        self.server.sip.proxy.observers.add(observer)
+        ended = self.watchCalls("ended")
         _, calleePort = self.socket()
         callee = await self.callee("relay_uas_hold.xml", calleePort)
         caller = self.caller("relay_uac_hold.xml", ("127.0.0.5", 7078), "-d", "5000")
@@ -324,13 +257,7 @@ class RelayCalls(_TestCase):
         with a Warning, and the call ends with the cause "media failure".
         """
         await self.serve(relay__mode="always")
-        ended: list[Any] = []
-        observer = type("O", (), {})()
-        for event in ("callStarted", "callRinging", "callAnswered"):
-            setattr(observer, event, lambda c: None)
-        observer.callEnded = ended.append  # type: ignore[attr-defined]
-        assert self.server is not None
-        self.server.sip.proxy.observers.add(observer)
+        ended = self.watchCalls("ended")
         _, calleePort = self.socket()
         callee = await self.callee("relay_uas_bad_answer.xml", calleePort)
         caller = self.caller("relay_uac.xml", ("127.0.0.1", 7078), "-d", "500")
@@ -349,7 +276,7 @@ class RelayCalls(_TestCase):
         self.assertEqual((call.endCause, call.status), (EndCause.MEDIA_FAILURE, 500))
 
 
-class RelayInteropTests(RelayCalls, TestCase):
+class RelayInteropTests(RelayCalls, InteropTestCase):
     """Through the built-in node."""
 
     def node(self) -> dict[str, Any]:
@@ -379,13 +306,7 @@ class RelayInteropTests(RelayCalls, TestCase):
         callee = await self.callee("relay_uas.xml", calleePort)
         caller = self.caller("relay_uac.xml", ("127.0.0.1", 7078), "-d", "30000")
         await self.mediaOf("caller")
-        ended: list[Any] = []
-        observer = type("O", (), {})()
-        for event in ("callStarted", "callRinging", "callAnswered"):
-            setattr(observer, event, lambda c: None)
-        observer.callEnded = ended.append  # type: ignore[attr-defined]
-        assert self.server is not None
-        self.server.sip.proxy.observers.add(observer)
+        ended = self.watchCalls("ended")
         for _ in range(200):
             if ended:
                 break
@@ -415,7 +336,7 @@ class RelayInteropTests(RelayCalls, TestCase):
         self.assertIn("SIP/2.0 503 No relay ports left", finished.responses("INVITE"), finished.detail)
 
 
-class RtpengineRelayInteropTests(RelayCalls, TestCase):
+class RtpengineRelayInteropTests(RelayCalls, InteropTestCase):
     """The same calls with the node switched to a real rtpengine (userspace)."""
 
     engine: Rtpengine

@@ -22,10 +22,10 @@ import subprocess
 from typing import Any
 
 from twisted.internet import reactor
-from twisted.internet.protocol import DatagramProtocol
 from twisted.trial.unittest import TestCase
 
 from aetasip.calls.call import EndCause
+from tests.interop import MediaSocket, mediaOf
 from tests.servers import RunningService, deferLater, requireTool
 from tests.sipp import Sipp, authentication, injectionFile
 from tests.test_stun_service import insideNamespace, missing
@@ -34,14 +34,6 @@ CALLER, CALLER_PASSWORD = "45676001", "secret-one"
 CALLEE, CALLEE_PASSWORD = "45676002", "secret-two"
 SERVER, CALLEE_HOST, PUBLIC, PRIVATE = "203.0.113.1", "203.0.113.3", "203.0.113.254", "192.168.77.2"
 RELAY_PORTS = [30_000, 30_099]
-
-
-class MediaSocket(DatagramProtocol):
-    def __init__(self) -> None:
-        self.received: list[tuple[bytes, Any]] = []
-
-    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
-        self.received.append((datagram, addr))
 
 
 def rtp(seq: int, marker: bytes) -> bytes:
@@ -115,14 +107,7 @@ class SymmetricNATTests(TestCase):
         self.addCleanup(port.stopListening)
         return protocol
 
-    async def mediaOf(self, name: str) -> tuple[str, int]:
-        path = os.path.join(self.sipp.directory, f"{name}-media.txt")
-        for _ in range(300):
-            if os.path.exists(path):
-                host, port = open(path).read().split()
-                return host, int(port)
-            await deferLater(0.05)
-        self.fail(f"{name} got no SDP")
+    mediaOf = mediaOf
 
     async def test_caller_behind_symmetric_nat_gets_media_both_ways(self) -> None:
         serverNamespace, clientNamespace = self.build()

@@ -23,18 +23,19 @@ from typing import Any, ClassVar
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.trial.unittest import TestCase
 
 from aetasip import admin
 from aetasip.calls.hunting import HuntingContext
+from tests.interop import ExplainsFailures
 from tests.servers import RunningService, requireTool
 from tests.sipp import Callee, Sipp, SippRun
 
 
-class RoutingTestCase(TestCase):
+class RoutingTestCase(ExplainsFailures):
     """
     The service on loopback, provisioned by L{provision} before it starts,
-    and sipp agents; every account's SIP password is in C{passwords}.
+    and sipp agents; every account's SIP password is in C{passwords}. A
+    failure shows the service's log and why credentials were refused.
     """
 
     timeout = 120
@@ -48,6 +49,7 @@ class RoutingTestCase(TestCase):
         self.server = RunningService(directory, **self.settings)
         self.addCleanup(self.server.stop)
         self.passwords: dict[str, str] = {}
+        self.captureServiceLog()
         self.provision()
         # Once started, routing has read the accounts and groups provisioned before.
         await self.server.start()

@@ -11,21 +11,19 @@ a silent caller end the call with a BYE.
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
-from twisted.internet import reactor
 from twisted.internet.protocol import DatagramProtocol
-from twisted.trial.unittest import TestCase
 
 from aetasip.calls.call import EndCause
 from aetasip.calls.control import CallControl
 from aetasip.testline import rtp
 from aetasip.testline.programme import LEVEL_DBFS
 from tests.audio import decode, dominantFrequency, levelDBFS
-from tests.servers import RunningService, deferLater, requireTool
-from tests.sipp import Sipp, SippProcess, address, authentication, injectionFile
+from tests.interop import InteropTestCase
+from tests.servers import RunningService, deferLater
+from tests.sipp import SippProcess
 
 CALLER, PASSWORD = "45676001", "secret-one"
 
@@ -38,96 +36,34 @@ class MediaSocket(DatagramProtocol):
         self.received.append((datagram, (addr[0], addr[1]), time.monotonic()))
 
 
-class TestLineInteropTests(TestCase):
+class TestLineInteropTests(InteropTestCase):
     timeout = 60
     #: The relay's ports, when the calls go through it: the caller's SDP answer names one.
     relayPorts: tuple[int, int] | None = None
 
-    def setUp(self) -> None:
-        directory = self.mktemp()
-        os.makedirs(directory)
-        self.directory = directory
-        self.sipp = Sipp(requireTool(self, "sipp", "sip-tester"), directory)
-        self.server: RunningService | None = None
-        self.addCleanup(self.stopServer)
-
-    async def serve(self, **settings: Any) -> RunningService:
-        self.server = server = RunningService(
-            self.directory, testline__ring_time=0.2, testline__media_address="127.0.0.1", **settings
-        )
-        server.addAccounts((CALLER, PASSWORD))
-        await server.start()
-        self.calls: list[Any] = []
-        observer = type("O", (), {"callStarted": lambda s, c: self.calls.append(c)})()
-        for event in ("callRinging", "callAnswered", "callEnded"):
-            setattr(observer, event, lambda c: None)
-        server.sip.proxy.observers.add(observer)
+    async def serve(  # type: ignore[override]
+        self, accounts: Any = ((CALLER, PASSWORD),), **settings: Any
+    ) -> RunningService:
+        server = await super().serve(accounts, testline__ring_time=0.2, testline__media_address="127.0.0.1", **settings)
+        self.calls = self.watchCalls()
         return server
-
-    def stopServer(self) -> Any:
-        if self.server is not None and self.server.service is not None:
-            return self.server.stop()
-        return None
 
     @property
     def agent(self) -> Any:
-        assert self.server is not None
-        return self.server.service.getServiceNamed("testline").agent
+        return self.running.service.getServiceNamed("testline").agent
 
-    def socket(self) -> tuple[MediaSocket, int]:
+    def socket(self) -> tuple[MediaSocket, int]:  # type: ignore[override]
         protocol = MediaSocket()
-        port = reactor.listenUDP(0, protocol, interface="127.0.0.1")  # type: ignore[attr-defined]
-        self.addCleanup(port.stopListening)
-        return protocol, port.getHost().port
+        return protocol, super().socket(protocol)
 
-    def caller(self, dialled: str, mediaPort: int, pause: int) -> SippProcess:
+    def caller(self, dialled: str, mediaPort: int, pause: int) -> SippProcess:  # type: ignore[override]
         """relay_uac.xml: offers PCMA at 127.0.0.1:C{mediaPort}, hangs up after C{pause} ms."""
-        assert self.server is not None
-        inf = injectionFile(
-            self.sipp.directory,
-            "caller",
-            [(CALLER, authentication(CALLER, PASSWORD), dialled, str(mediaPort), "127.0.0.1", "0")],
+        return super().caller(
+            "caller", "relay_uac.xml", (CALLER, dialled, str(mediaPort), "127.0.0.1", "0"), "-d", str(pause), timeout=30
         )
-        process = self.sipp.start(
-            "caller",
-            "relay_uac.xml",
-            "-d",
-            str(pause),
-            remote=address("127.0.0.1", self.server.ports[0]),
-            inf=inf,
-            timeout=30,
-            messages=True,
-        )
-        self.addCleanup(self.killed, process)
-        return process
 
     def waitingCaller(self, scenario: str, dialled: str) -> SippProcess:
-        assert self.server is not None
-        inf = injectionFile(self.sipp.directory, "waiting", [(CALLER, authentication(CALLER, PASSWORD), dialled)])
-        process = self.sipp.start(
-            "waiting",
-            scenario,
-            remote=address("127.0.0.1", self.server.ports[0]),
-            inf=inf,
-            timeout=30,
-            messages=True,
-        )
-        self.addCleanup(self.killed, process)
-        return process
-
-    @staticmethod
-    def killed(process: SippProcess) -> Any:
-        process.kill()
-        return process.done
-
-    async def mediaOf(self, name: str) -> tuple[str, int]:
-        path = os.path.join(self.sipp.directory, f"{name}-media.txt")
-        for _ in range(300):
-            if os.path.exists(path):
-                host, port = open(path).read().split()
-                return host, int(port)
-            await deferLater(0.05)
-        self.fail(f"{name} got no SDP")
+        return super().caller("waiting", scenario, (CALLER, dialled), timeout=30)
 
     async def test_programme_in_callers_codec_symmetric_rtp(self) -> None:
         await self.serve()
@@ -199,23 +135,10 @@ class TestLineInteropTests(TestCase):
         """
         await self.serve()
         media, port = self.socket()
-        assert self.server is not None
-        inf = injectionFile(
-            self.sipp.directory,
-            "caller",
-            [(CALLER, authentication(CALLER, PASSWORD), "15000", str(port), "127.0.0.1")],
-        )
-        process = self.sipp.start(
-            "caller",
-            "testline_uac_late_offer_hold.xml",
-            "-d",
-            "1500",
-            remote=address("127.0.0.1", self.server.ports[0]),
-            inf=inf,
+        process = InteropTestCase.caller(
+            self, "caller", "testline_uac_late_offer_hold.xml", (CALLER, "15000", str(port), "127.0.0.1"), "-d", "1500",
             timeout=30,
-            messages=True,
-        )
-        self.addCleanup(self.killed, process)
+        )  # fmt: skip
         lineAt = await self.mediaOf("caller")
         if self.relayPorts is not None:
             self.assertTrue(self.relayPorts[0] <= lineAt[1] <= self.relayPorts[1], lineAt)
@@ -269,18 +192,9 @@ class TestLineInteropTests(TestCase):
         caller's own connection: nothing can connect back to it).
         """
         await self.serve(testline__max_duration=2, testline__media_timeout=0)
-        assert self.server is not None
-        inf = injectionFile(self.sipp.directory, "waiting", [(CALLER, authentication(CALLER, PASSWORD), "15000")])
-        process = self.sipp.start(
-            "waiting",
-            "calls_uac_wait_bye.xml",
-            remote=address("127.0.0.1", self.server.ports[0]),
-            inf=inf,
-            timeout=30,
-            messages=True,
-            transport="t1",
+        process = InteropTestCase.caller(
+            self, "waiting", "calls_uac_wait_bye.xml", (CALLER, "15000"), timeout=30, transport="t1"
         )
-        self.addCleanup(self.killed, process)
         finished = await process.done
         self.assertEqual(finished.code, 0, finished.detail)
         (bye,) = finished.received("BYE")
@@ -293,25 +207,16 @@ class TestLineInteropTests(TestCase):
     async def test_a_service_without_udp_still_has_its_test_line(self) -> None:
         """SIP over TCP only (sip.udp_ports empty): the proxy reaches the line on a loopback socket of its own."""
         await self.serve(sip__udp_ports=[], testline__max_duration=2, testline__media_timeout=0)
-        assert self.server is not None
-        inf = injectionFile(self.sipp.directory, "waiting", [(CALLER, authentication(CALLER, PASSWORD), "15001")])
-        process = self.sipp.start(
-            "waiting",
-            "calls_uac_wait_bye.xml",
-            remote=address("127.0.0.1", self.server.ports[0]),
-            inf=inf,
-            timeout=30,
-            messages=True,
-            transport="t1",
+        process = InteropTestCase.caller(
+            self, "waiting", "calls_uac_wait_bye.xml", (CALLER, "15001"), timeout=30, transport="t1"
         )
-        self.addCleanup(self.killed, process)
         finished = await process.done
         self.assertEqual(finished.code, 0, finished.detail)
         (bye,) = finished.received("BYE")
         self.assertIn("duration limit", bye.text)
         # No UDP port for the world: the line's socket is on loopback, an ephemeral port.
-        self.assertEqual([p for p in self.server.sip.describePorts() if p.startswith("udp:")], [])
-        self.assertNotIn(self.server.ports[0], [local[1] for local in self.server.sip.udpLocals()])
+        self.assertEqual([p for p in self.running.sip.describePorts() if p.startswith("udp:")], [])
+        self.assertNotIn(self.running.ports[0], [local[1] for local in self.running.sip.udpLocals()])
 
     async def test_operator_release_ends_the_session(self) -> None:
         """Released through the calls' control (what the admin API and CLI use): BYE to both legs."""
@@ -343,8 +248,9 @@ class RelayedTestLineInteropTests(TestLineInteropTests):
 
     relayPorts = (48_200, 48_299)
 
-    async def serve(self, **settings: Any) -> RunningService:
+    async def serve(self, accounts: Any = ((CALLER, PASSWORD),), **settings: Any) -> RunningService:
         return await super().serve(
+            accounts,
             calls__media_handler="relay",
             relay__mode="always",
             relay__nodes={"local": {"kind": "builtin", "address": "127.0.0.1", "ports": list(self.relayPorts)}},

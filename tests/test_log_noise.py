@@ -16,7 +16,7 @@ from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.protocol import DatagramProtocol, Factory, ProcessProtocol, Protocol
+from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.mail.smtp import SMTPConnectError
 from twisted.python.failure import Failure
@@ -26,7 +26,7 @@ from aetasip.quietlog import quiet
 from aetasip.records.mailsettings import MailSettings
 from aetasip.records.outbox import SMTPSender
 from aetasip.store.outbox import OutboxMail
-from tests.servers import RunningService, freePort, socketPath, twistdArguments, twistdConfig
+from tests.servers import RunningService, freePort, socketPath, startTwistd, twistdConfig
 
 TWISTED_NOISE = re.compile(r"^(Starting|Stopping) (protocol|factory) ")
 PORT_NOISE = re.compile(r" starting on |^\((UDP |TCP |UNIX )?Port .* Closed\)$")
@@ -116,21 +116,6 @@ class QuietObserverTests(TestCase):
         self.flushLoggedErrors(ValueError)
 
 
-class _Twistd(ProcessProtocol):
-    def __init__(self) -> None:
-        self.output = b""
-        self.ended: Deferred[int] = Deferred()
-
-    def outReceived(self, data: bytes) -> None:
-        self.output += data
-
-    errReceived = outReceived
-
-    def processEnded(self, reason: Failure) -> None:
-        value: Any = reason.value
-        self.ended.callback(value.exitCode if value.exitCode is not None else -(value.signal or 0))
-
-
 class TwistdLogTests(TestCase):
     """
     C{twistd -n aetasip}, as an operator runs it: its log has one line for
@@ -151,9 +136,7 @@ class TwistdLogTests(TestCase):
             web={"listen": "127.0.0.1:0", "control_socket": socketPath(directory)},
             testline={"media_address": "127.0.0.1"},
         )
-        process = _Twistd()
-        executable, argv, env = twistdArguments("-n", "--pidfile=", "aetasip", "--config", path)
-        reactor.spawnProcess(process, executable, argv, env=env, path=directory)  # type: ignore[attr-defined]
+        process = startTwistd(directory, path)
         for _ in range(300):
             if b"SIP ready on" in process.output or process.ended.called:
                 break

@@ -24,6 +24,7 @@ from twisted.web.client import HTTPConnectionPool
 from aetasip.store.latency import LatencyHistogram
 from aetasip.web.metrics import CallCounters, ServiceCollector, makeRegistry
 from tests import test_interop_relay as relay
+from tests.interop import InteropTestCase
 from tests.servers import RunningService, deferLater, requireTool
 from tests.sipp import Sipp
 from tests.test_notify import Receiver
@@ -109,7 +110,7 @@ class TrafficMetricsTests(TestCase):
         self.assertNotIn(("aetasip_relay_sessions", (("node", "local"),)), after)
 
 
-class RelayMetricsTests(TestCase):
+class RelayMetricsTests(relay.RelayFixture, InteropTestCase):
     """
     A relayed call with RTP through the built-in node, seen by /metrics
     (with the interop relay tests' fixtures, not their tests).
@@ -118,14 +119,6 @@ class RelayMetricsTests(TestCase):
     timeout = 90
     node = relay.RelayInteropTests.node
     assertRelayPort = relay.RelayInteropTests.assertRelayPort
-    setUp = relay.RelayCalls.setUp
-    serve = relay.RelayCalls.serve
-    stopServer = relay.RelayCalls.stopServer
-    socket = relay.RelayCalls.socket
-    callee = relay.RelayCalls.callee
-    caller = relay.RelayCalls.caller
-    killed = staticmethod(relay.RelayCalls.killed)
-    mediaOf = relay.RelayCalls.mediaOf
 
     async def test_relay_sessions_packets_and_losses(self) -> None:
         server = await self.serve()

@@ -20,12 +20,12 @@ import shutil
 from typing import Any
 
 from twisted.internet import threads
-from twisted.trial.unittest import TestCase
 
 from aetasip.store import Store
 from aetasip.store.callrecords import RecordQuery
 from tests import test_interop_relay as relay
 from tests.certificates import TestCA
+from tests.interop import InteropTestCase
 from tests.servers import CI, deferLater, freePort, requireTool
 from tests.smtpserver import SMTPServer
 
@@ -101,19 +101,11 @@ class Pages:
         return str(self.driver.page_source)
 
 
-class PortalInChromiumTests(TestCase):
+class PortalInChromiumTests(relay.RelayFixture, InteropTestCase):
     timeout = 300
 
     node = relay.RelayInteropTests.node
     assertRelayPort = relay.RelayInteropTests.assertRelayPort
-    setUp = relay.RelayCalls.setUp
-    serve = relay.RelayCalls.serve
-    stopServer = relay.RelayCalls.stopServer
-    socket = relay.RelayCalls.socket
-    callee = relay.RelayCalls.callee
-    caller = relay.RelayCalls.caller
-    killed = staticmethod(relay.RelayCalls.killed)
-    mediaOf = relay.RelayCalls.mediaOf
 
     async def traffic(self) -> None:
         """A relayed call with media from CALLER to CALLEE, a call CALLER missed, then CALLER registers."""
