@@ -56,11 +56,23 @@ def count(tree: str, calls: int, options: list[str], out: str) -> int:
 
 def totalOf(out: str) -> int:
     """The instructions counted in the callgrind file C{out}."""
+    return countsOf(out)["Ir"]
+
+
+def countsOf(out: str) -> dict[str, int]:
+    """
+    Every event counted in the callgrind file C{out}, by name: C{Ir}
+    (instructions), and with --cache-sim=yes the simulated cache misses
+    (C{D1mr}, C{D1mw}, C{ILmr}, C{DLmr}, C{DLmw}...).
+    """
+    names = ["Ir"]
     with open(out) as data:
         for line in data:
-            match = re.match(r"(?:summary|totals): (\d+)", line)
+            if line.startswith("events:"):
+                names = line.split()[1:]
+            match = re.match(r"(?:summary|totals):((?: \d+)+)", line)
             if match:
-                return int(match.group(1))
+                return dict(zip(names, map(int, match.group(1).split()), strict=False))
     raise RuntimeError(f"no total in {out}")
 
 

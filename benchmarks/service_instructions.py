@@ -40,7 +40,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from call_instructions import totalOf  # noqa: E402
+from call_instructions import countsOf  # noqa: E402
 from sipprate import SIPP_BUFFER, freePort, writeConfig  # noqa: E402
 
 CALLEE = "30000000"
@@ -72,15 +72,22 @@ def provision(tree: str, workdir: str, accounts: int) -> None:
 
 
 def run(
-    tree: str, workdir: str, calls: int, seconds: int, observers: str | None, out: str, register: bool = False
-) -> int:
-    """Instructions of one service process that carries C{calls} calls (or REGISTERs)."""
+    tree: str,
+    workdir: str,
+    calls: int,
+    seconds: int,
+    observers: str | None,
+    out: str,
+    register: bool = False,
+    cacheSim: bool = False,
+) -> dict[str, int]:
+    """The counts of one service process that carries C{calls} calls (or REGISTERs)."""
     port = freePort()
     names = None if observers is None else [name for name in observers.split(",") if name]
     conf = writeConfig(workdir, port, names, tree)
     log = os.path.join(workdir, f"server-{calls}.log")
     command = [
-        "valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+        "valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", f"--cache-sim={'yes' if cacheSim else 'no'}",
         sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=", "-l", log, "aetasip", "--config", conf,
     ]  # fmt: skip
     # The tree's code and twisted/plugins first; one OpenBLAS thread (its idle
@@ -122,7 +129,7 @@ def run(
             callee.wait()
         server.send_signal(signal.SIGTERM)
         server.wait(120)
-    return totalOf(out)
+    return countsOf(out)
 
 
 def _read(path: str) -> str:
@@ -145,6 +152,11 @@ def main() -> int:
         " later call of theirs finds the credential cache warm (as in call_rate.py's steady state)",
     )
     parser.add_argument("--seconds", type=int, default=30, help="T: how long each run sends its calls")
+    parser.add_argument(
+        "--cache-sim",
+        action="store_true",
+        help="also simulate the caches (callgrind --cache-sim=yes) and print the misses per call",
+    )
     parser.add_argument("--register", action="store_true", help="REGISTER with digest (register.xml) instead of calls")
     parser.add_argument("--observers", default=None, help="call observers, comma-separated ('' for none)")
     parser.add_argument("--keep", metavar="DIR", help="keep callgrind files and logs in DIR")
@@ -158,18 +170,22 @@ def main() -> int:
         provision(tree, workdir, args.accounts)
         out = os.path.join(directory, f"{name}.out")
         try:
-            totals.append(run(tree, workdir, calls, args.seconds, args.observers, out, args.register))
+            totals.append(run(tree, workdir, calls, args.seconds, args.observers, out, args.register, args.cache_sim))
         except RuntimeError as e:
             # A call lost on a loaded machine (valgrind is slow): its retransmissions
             # would count, so the run is made again rather than kept.
             print(f"{name} run failed ({e}); once more", file=sys.stderr)
             workdir = tempfile.mkdtemp(prefix=f"aetasip-svc-{name}-", dir=directory)
             provision(tree, workdir, args.accounts)
-            totals.append(run(tree, workdir, calls, args.seconds, args.observers, out, args.register))
-    perCall = (totals[1] - totals[0]) / (2 * args.calls)
+            totals.append(run(tree, workdir, calls, args.seconds, args.observers, out, args.register, args.cache_sim))
+    perCall = {name: (totals[1][name] - totals[0][name]) / (2 * args.calls) for name in totals[0]}
     what = "REGISTER" if args.register else "call"
     runs = f"runs of {args.calls} and {3 * args.calls} in {args.seconds} s each"
-    print(f"{tree}: {perCall:,.0f} instructions per {what} ({runs})")
+    print(f"{tree}: {perCall['Ir']:,.0f} instructions per {what} ({runs})")
+    if args.cache_sim:
+        first = sum(perCall.get(name, 0) for name in ("I1mr", "D1mr", "D1mw"))
+        last = sum(perCall.get(name, 0) for name in ("ILmr", "DLmr", "DLmw"))
+        print(f"  simulated cache misses per {what}: first level {first:,.0f}, last level {last:,.0f}")
     return 0
 
 
