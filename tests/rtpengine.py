@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import random
 import shutil
 import signal
 import socket
@@ -18,7 +17,7 @@ import tempfile
 import time
 from typing import Any
 
-from tests.servers import freePort, requireTool
+from tests.servers import freePort, freePortBlock, requireTool
 
 PR_SET_PDEATHSIG = 1
 
@@ -34,20 +33,6 @@ def _prepareChild() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     except (OSError, AttributeError):
         pass
-
-
-def _mediaRange(size: int) -> tuple[int, int]:
-    """A block of C{size} UDP ports on 127.0.0.1 free now, below the kernel's ephemeral range."""
-    for _ in range(100):
-        low = random.randrange(20000, 32000 - size, 2)
-        try:
-            for port in range(low, low + size, 17):
-                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-                    s.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return low, low + size - 1
-    raise RuntimeError("no free media port range")
 
 
 class Rtpengine:
@@ -72,7 +57,7 @@ class Rtpengine:
         self.directory = tempfile.mkdtemp(prefix="aetasip-rtpengine-")
         family = socket.AF_INET6 if ":" in ngHost else socket.AF_INET
         self.ngPort = freePort(family, ngHost)
-        self.portMin, self.portMax = _mediaRange(mediaPorts)
+        self.portMin, self.portMax = freePortBlock(mediaPorts)
         self.threads = threads
         self.options = options
         self.process: subprocess.Popen[bytes] | None = None

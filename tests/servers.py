@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import random
 import shutil
 import socket
 import sys
@@ -54,6 +55,25 @@ def freePort(family: socket.AddressFamily = socket.AF_INET, host: str = "127.0.0
                     continue
                 return int(port)
     raise RuntimeError("no free port")
+
+
+def freePortBlock(size: int) -> tuple[int, int]:
+    """
+    C{size} consecutive UDP ports on 127.0.0.1, all free now, starting at an
+    even one and below the kernel's ephemeral range (32768 and up), where
+    no test's sockets or sipp's are placed by the kernel: relay and
+    rtpengine media ranges, different in every test process (-j2 runs two).
+    """
+    for _ in range(100):
+        low = random.randrange(20000, 32000 - size, 2)
+        try:
+            for port in range(low, low + size):
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                    s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return low, low + size - 1
+    raise RuntimeError("no free block of UDP ports")
 
 
 def socketPath(directory: str, name: str = "aetasip.sock") -> str:

@@ -24,13 +24,13 @@ from twisted.internet.protocol import DatagramProtocol
 
 from aetasip.calls.call import EndCause
 from tests.interop import InteropTestCase
-from tests.servers import RunningService, deferLater, run
+from tests.servers import RunningService, deferLater, freePortBlock, run
 from tests.sipp import SippProcess
 
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CALLER, CALLER_PASSWORD = "45676001", "secret-one"
 CALLEE, CALLEE_PASSWORD = "45676002", "secret-two"
-RELAY_PORTS = [48_400, 48_439]
+RELAY_PORTS = list(freePortBlock(40))
 
 
 class MediaSocket(DatagramProtocol):

@@ -29,7 +29,7 @@ from aetasip.store import Store
 from aetasip.store.callrecords import RecordQuery
 from tests.interop import InteropTestCase, MediaSocket
 from tests.rtpengine import Rtpengine, startedRtpengine
-from tests.servers import RunningService, deferLater
+from tests.servers import RunningService, deferLater, freePortBlock
 from tests.sipp import SippProcess
 
 CALLER, CALLER_PASSWORD = "45676001", "secret-one"
@@ -37,7 +37,7 @@ CALLEE, CALLEE_PASSWORD = "45676002", "secret-two"
 ADVERTISED = ("127.0.0.5", 0)
 
 # Ports of the relay in these tests: away from the default range and from sipp's.
-RELAY_PORTS = [48_100, 48_199]
+RELAY_PORTS = list(freePortBlock(100))
 
 
 def rtp(seq: int, marker: bytes) -> bytes:
@@ -325,9 +325,10 @@ class RelayInteropTests(RelayCalls, InteropTestCase):
 
     async def test_no_relay_ports_left_gets_503(self) -> None:
         # Two port pairs, one taken by another program: a call needs two.
-        taken = reactor.listenUDP(48_302, MediaSocket(), interface="127.0.0.1")  # type: ignore[attr-defined]
+        low, high = freePortBlock(4)
+        taken = reactor.listenUDP(low + 2, MediaSocket(), interface="127.0.0.1")  # type: ignore[attr-defined]
         self.addCleanup(taken.stopListening)
-        await self.serve(relay__nodes={"local": {"kind": "builtin", "address": "127.0.0.1", "ports": [48_300, 48_303]}})
+        await self.serve(relay__nodes={"local": {"kind": "builtin", "address": "127.0.0.1", "ports": [low, high]}})
         _, calleePort = self.socket()
         await self.callee("relay_uas.xml", calleePort)
         caller = self.caller("relay_uac.xml", ("127.0.0.5", 7078), "-d", "500")

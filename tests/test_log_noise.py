@@ -26,7 +26,7 @@ from aetasip.quietlog import quiet
 from aetasip.records.mailsettings import MailSettings
 from aetasip.records.outbox import SMTPSender
 from aetasip.store.outbox import OutboxMail
-from tests.servers import RunningService, freePort, socketPath, startTwistd, twistdConfig
+from tests.servers import RunningService, freePort, freePortBlock, socketPath, startTwistd, twistdConfig
 
 TWISTED_NOISE = re.compile(r"^(Starting|Stopping) (protocol|factory) ")
 PORT_NOISE = re.compile(r" starting on |^\((UDP |TCP |UNIX )?Port .* Closed\)$")
@@ -54,7 +54,7 @@ class LogNoiseTests(TestCase):
                 "stun.port": freePort(),
                 "calls.media_handler": "relay",
                 "relay.nodes": {
-                    "local": {"kind": "builtin", "address": "127.0.0.1", "ports": [48_300, 48_399]},
+                    "local": {"kind": "builtin", "address": "127.0.0.1", "ports": list(freePortBlock(100))},
                     "far": {"kind": "rtpengine", "ng": [f"127.0.0.1:{freePort()}"]},
                 },
                 "testline.media_address": "127.0.0.1",

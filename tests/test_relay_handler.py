@@ -25,6 +25,7 @@ from aetasip.relay.handler import RelayHandler, makeRelayHandler
 from aetasip.relay.stats import LegStats, RelayStats, StreamStats
 from aetasip.routing import Account, Group
 from tests.routingdirectory import MemoryDirectory
+from tests.servers import freePortBlock
 
 PUBLIC_A = ("198.51.100.7", 5060)
 PUBLIC_B = ("203.0.113.9", 5060)
@@ -370,7 +371,9 @@ class HandlerTests(SynchronousTestCase):
         cfg = config.build(
             {
                 "calls.media_handler": "relay",
-                "relay.nodes": {"local": {"kind": "builtin", "address": "127.0.0.1", "ports": [47600, 47699]}},
+                "relay.nodes": {
+                    "local": {"kind": "builtin", "address": "127.0.0.1", "ports": list(freePortBlock(100))}
+                },
                 "relay.media_timeout": 30,
             }
         )

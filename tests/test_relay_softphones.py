@@ -22,13 +22,13 @@ from twisted.trial.unittest import TestCase
 
 from aetasip.calls.call import EndCause
 from tests.audio import dominantFrequency
-from tests.servers import RunningService, deferLater, requireTool
+from tests.servers import RunningService, deferLater, freePortBlock, requireTool
 from tests.softphones import Baresip, Linphonec, Softphone
 from tests.test_interop_calls import within
 
 BARESIP, BARESIP_PASSWORD = "45676001", "baresip-secret"
 LINPHONE, LINPHONE_PASSWORD = "45676002", "linphone-secret"
-RELAY_PORTS = [48_400, 48_499]
+RELAY_PORTS = list(freePortBlock(100))
 HELLO = "/usr/share/sounds/linphone/hello8000.wav"
 
 

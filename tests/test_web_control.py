@@ -29,7 +29,7 @@ from aetasip.location import Binding
 from aetasip.store import Store
 from aetasip.web.control import ControlApp, ControlSocketService, SocketInUse, claimSocketPath
 from aetasip.web.openapi import openAPIDocument
-from tests.servers import deferLater, socketPath
+from tests.servers import deferLater, freePortBlock, socketPath
 from tests.test_records_store import answered, aRecord
 from tests.test_web import AUTH, TOKEN, WebTestCase
 
@@ -452,7 +452,7 @@ class RunningServiceRouteTests(ControlTestCase):
 class RelayRouteTests(ControlTestCase):
     settings = {
         "calls.media_handler": "relay",
-        "relay.nodes": {"local": {"kind": "builtin", "address": "127.0.0.1", "ports": [48_300, 48_319]}},
+        "relay.nodes": {"local": {"kind": "builtin", "address": "127.0.0.1", "ports": list(freePortBlock(20))}},
     }
 
     async def test_nodes_are_named(self) -> None:
