@@ -150,16 +150,22 @@ def report(name: str, result: dict[str, Any]) -> tuple[bool, float]:
     return clean, rate
 
 
-async def measure(reactor: Any, name: str, options: argparse.Namespace) -> dict[int, dict[str, Any]]:
-    """The steps of node C{name}, up to its first lossy one; by calls."""
+def start(reactor: Any, name: str, options: argparse.Namespace) -> tuple[Any, Any, Any, Generator]:
+    """Node C{name} on its core and the load generator (rtp_load.py) on the other."""
     relayCore, generatorCore = options.cores
-    low, high = options.ports
-    node, stop, cpu = NODES[name](reactor, (low, high), relayCore)
+    node, stop, cpu = NODES[name](reactor, tuple(options.ports), relayCore)
     generator = Generator()
     argv = [sys.executable, os.path.join(HERE, "rtp_load.py")]
     if shutil.which("taskset") and (os.cpu_count() or 1) >= 2:
         argv = [shutil.which("taskset") or "taskset", "-c", str(generatorCore), *argv]
     reactor.spawnProcess(generator, argv[0], argv, env=dict(os.environ))
+    return node, stop, cpu, generator
+
+
+async def measure(reactor: Any, name: str, options: argparse.Namespace) -> dict[int, dict[str, Any]]:
+    """The steps of node C{name}, up to its first lossy one; by calls."""
+    low, high = options.ports
+    node, stop, cpu, generator = start(reactor, name, options)
     steps: dict[int, dict[str, Any]] = {}
     try:
         for calls in options.calls:
@@ -191,14 +197,7 @@ def best(steps: dict[int, dict[str, Any]]) -> dict[str, Any] | None:
 
 async def measureRates(reactor: Any, name: str, options: argparse.Namespace) -> dict[int, dict[str, Any]]:
     """Node C{name} at each of C{options.rates}; by rate."""
-    relayCore, generatorCore = options.cores
-    low, high = options.ports
-    node, stop, cpu = NODES[name](reactor, (low, high), relayCore)
-    generator = Generator()
-    argv = [sys.executable, os.path.join(HERE, "rtp_load.py")]
-    if shutil.which("taskset") and (os.cpu_count() or 1) >= 2:
-        argv = [shutil.which("taskset") or "taskset", "-c", str(generatorCore), *argv]
-    reactor.spawnProcess(generator, argv[0], argv, env=dict(os.environ))
+    node, stop, cpu, generator = start(reactor, name, options)
     steps: dict[int, dict[str, Any]] = {}
     try:
         for rate in options.rates:
