@@ -13,6 +13,7 @@ import ipaddress
 import socket
 from typing import Any
 
+from twisted.internet import ssl
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
 
@@ -144,3 +145,23 @@ def sourceGroup(host: str) -> str:
     if address.ipv4_mapped is not None:
         return str(address.ipv4_mapped)
     return str(ipaddress.IPv6Network((int(address) >> 64 << 64, 64)))
+
+
+def tlsServerOptions(certificate: str, key: str | None, what: str) -> Any:
+    """
+    The TLS server options of C{certificate} (a PEM file, with the key
+    unless C{key} names another one).
+
+    @param what: how the error names the certificate ("TLS", "web").
+    @raise SystemExit: with one line when they cannot be read.
+    """
+    keyFile = key or certificate
+    try:
+        with open(certificate) as f:
+            pem = f.read()
+        if keyFile != certificate:
+            with open(keyFile) as f:
+                pem += "\n" + f.read()
+        return ssl.PrivateCertificate.loadPEM(pem).options()
+    except Exception as e:
+        raise SystemExit(f"aetasip: cannot load the {what} certificate {certificate} and key {keyFile}: {e}") from None

@@ -11,7 +11,6 @@ import socket
 from typing import Any
 
 from twisted.application import service
-from twisted.internet import ssl
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
@@ -427,13 +426,4 @@ class SIPService(service.Service):
         certificate = self.config["sip.tls_certificate"]
         if certificate is None:
             return None
-        keyFile = self.config["sip.tls_key"] or certificate
-        try:
-            with open(certificate) as f:
-                pem = f.read()
-            if keyFile != certificate:
-                with open(keyFile) as f:
-                    pem += "\n" + f.read()
-            return ssl.PrivateCertificate.loadPEM(pem).options()
-        except Exception as e:
-            raise SystemExit(f"aetasip: cannot load the TLS certificate {certificate} and key {keyFile}: {e}") from None
+        return net.tlsServerOptions(certificate, self.config["sip.tls_key"], "TLS")

@@ -19,7 +19,6 @@ from klein import Klein
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import CollectorRegistry
 from twisted.application import service
-from twisted.internet import ssl
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
@@ -128,16 +127,7 @@ def tlsOptions(certificate: str | None, key: str | None) -> Any:
     """
     if certificate is None:
         return None
-    keyFile = key or certificate
-    try:
-        with open(certificate) as f:
-            pem = f.read()
-        if keyFile != certificate:
-            with open(keyFile) as f:
-                pem += "\n" + f.read()
-        return ssl.PrivateCertificate.loadPEM(pem).options()
-    except Exception as e:
-        raise SystemExit(f"aetasip: cannot load the web certificate {certificate} and key {keyFile}: {e}") from None
+    return net.tlsServerOptions(certificate, key, "web")
 
 
 class TCPWebService(service.Service):
