@@ -56,8 +56,16 @@ class Rtpengine:
         self.prefix = prefix
         self.directory = tempfile.mkdtemp(prefix="aetasip-rtpengine-")
         family = socket.AF_INET6 if ":" in ngHost else socket.AF_INET
-        self.ngPort = freePort(family, ngHost)
         self.portMin, self.portMax = freePortBlock(mediaPorts)
+        if ngHost == "127.0.0.1":
+            # Below the ephemeral range too: a test that starts (or restarts)
+            # the daemon after using the address must not find the port
+            # taken by some client socket the kernel placed there meanwhile.
+            self.ngPort = self.portMin
+            while self.portMin <= self.ngPort <= self.portMax:
+                self.ngPort = freePortBlock(1)[0]
+        else:
+            self.ngPort = freePort(family, ngHost)
         self.threads = threads
         self.options = options
         self.process: subprocess.Popen[bytes] | None = None
