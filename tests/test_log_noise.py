@@ -137,6 +137,7 @@ class TwistdLogTests(TestCase):
             stun={"enabled": True, "listen": ["127.0.0.1"], "port": freePort()},
             web={"listen": "127.0.0.1:0", "control_socket": socketPath(directory)},
             testline={"media_address": "127.0.0.1"},
+            notify={"urls": [f"http://127.0.0.1:{freePort()}/hook?token=x"], "secret": "webhook-secret"},
         )
         process = startTwistd(directory, path)
         for _ in range(300):
@@ -151,6 +152,13 @@ class TwistdLogTests(TestCase):
         self.assertEqual([line for line in lines if PORT_NOISE.search(line) or TWISTED_NOISE.match(line)], [])
         for said in (
             "Store open: ",
+            "Webhooks: ",
+            "Authentication backends: sql",
+            "Directory: accounts and groups for routing read from the store every ",
+            "Mail outbox: mail.smtp_host is not set, mail waits in the store",
+            "Quarterly call logs: ",
+            "Call records of server ",
+            "Cluster: server ",
             "STUN listening on 127.0.0.1:",
             "Test line on 127.0.0.1:",
             "Web service on http://127.0.0.1:",
@@ -160,7 +168,14 @@ class TwistdLogTests(TestCase):
             "Web service stopped",
             "STUN stopped",
             "Test line stopped",
+            "Cluster stopped",
+            "Call records stopped",
             f"SIP stopped on udp:127.0.0.1:{sip}, tcp:127.0.0.1:{sip}",
+            "Directory stopped",
+            "Quarterly call logs stopped",
+            "Mail outbox stopped",
+            "Authentication stopped",
+            "Webhooks stopped",
             "Store closed: ",
         ):
             self.assertEqual(len([line for line in lines if line.startswith(said)]), 1, (said, lines))
