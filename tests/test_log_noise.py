@@ -60,13 +60,45 @@ class LogNoiseTests(TestCase):
                     "far": {"kind": "rtpengine", "ng": [f"127.0.0.1:{freePort()}"]},
                 },
                 "testline.media_address": "127.0.0.1",
+                "notify.urls": [f"http://127.0.0.1:{freePort()}/hook"],
+                "notify.secret": "webhook-secret",
+                "web.admin_listen": "127.0.0.1:0",
             },
         )
         await server.start()
         await server.stop()
         lines = self.lines()
         self.assertEqual([line for line in lines if TWISTED_NOISE.match(line)], [])
-        for said in ("STUN listening on", "Web service on", "SIP ready on", "Web service stopped"):
+        for said in (
+            "Store open: ",
+            "Webhooks: ",
+            "Authentication backends: sql",
+            "Directory: ",
+            "Mail outbox: ",
+            "Quarterly call logs: ",
+            "Call records of server ",
+            "Cluster: server ",
+            "SIP ready on ",
+            "Test line on ",
+            "STUN listening on ",
+            "Web service on ",
+            "Control socket on ",
+            "Admin API on ",
+            "Admin API stopped",
+            "Control socket stopped",
+            "Web service stopped",
+            "STUN stopped",
+            "Test line stopped",
+            "Cluster stopped",
+            "Call records stopped",
+            "SIP stopped on ",
+            "Quarterly call logs stopped",
+            "Mail outbox stopped",
+            "Directory stopped",
+            "Authentication stopped",
+            "Webhooks stopped",
+            "Store closed: ",
+        ):
             self.assertEqual(len([line for line in lines if line.startswith(said)]), 1, (said, lines))
 
     async def test_sending_mail_logs_no_factory_lines(self) -> None:
