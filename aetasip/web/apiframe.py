@@ -104,6 +104,7 @@ class APIFrame:
         those of the configuration then).
     """
 
+    # Klein binds its routes to each instance through this class attribute.
     app = app
 
     def __init__(

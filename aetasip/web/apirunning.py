@@ -9,9 +9,7 @@ from __future__ import annotations
 from twisted.web.iweb import IRequest
 
 from aetasip.operations import NodeUnavailable
-from aetasip.store import (
-    checkNumber,
-)
+from aetasip.store import checkNumber
 from aetasip.web.apiframe import APIError, APIFrame, app, writeJSON
 
 

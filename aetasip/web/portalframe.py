@@ -56,6 +56,7 @@ class PortalFrame:
     @ivar defaultURL: the portal's own URL when C{portal.url} is not set.
     """
 
+    # Klein binds its routes to each instance through this class attribute.
     app = app
 
     def __init__(
