@@ -223,8 +223,14 @@ class DirectoryService(service.Service):
 
     def startService(self) -> None:
         super().startService()
+        log.info(
+            "Directory: accounts and groups for routing read from the store every {interval:g} s",
+            interval=self.directory.refreshInterval,
+        )
         self.ready = self.directory.start()
 
     def stopService(self) -> defer.Deferred[None]:
         super().stopService()
-        return self.directory.stop()
+        d = self.directory.stop()
+        d.addCallback(lambda _: log.info("Directory stopped"))
+        return d

@@ -621,6 +621,11 @@ class NotifierService(service.Service):
 
     def startService(self) -> None:
         super().startService()
+        log.info(
+            "Webhooks: {events} events to {receivers}",
+            events=", ".join(sorted(self.events)),
+            receivers=", ".join(destination.shown for destination in self.destinations),
+        )
         for destination in self.destinations:
             destination.start()
 
@@ -644,3 +649,4 @@ class NotifierService(service.Service):
             log.warn("Webhooks: {lost} events not delivered at shutdown", lost=lost)
         if self._pool is not None:
             await self._pool.closeCachedConnections()
+        log.info("Webhooks stopped")

@@ -10,7 +10,8 @@ each log one line when they start (what they listen on) and one when
 they stop, so these lines are dropped.
 
 The filter goes in front of the observer twistd would have used
-(stdout, C{--logfile} with its rotation on SIGUSR1, or C{--syslog}),
+(stdout, C{--logfile} with its rotation on SIGUSR1, or C{--syslog}), made
+here from twistd's options with public API as twistd makes its own,
 given to twistd as the application's L{ILogObserver} component (what a
 C{.tac} file does with C{application.setComponent}): see
 L{aetasip.tap.AetasipService.setServiceParent}. A C{--logger} on
@@ -20,6 +21,8 @@ twistd's command line still wins.
 from __future__ import annotations
 
 import re
+import signal
+import sys
 from typing import Any
 
 from twisted.logger import (
@@ -29,7 +32,9 @@ from twisted.logger import (
     LegacyLogObserverWrapper,
     LogEvent,
     PredicateResult,
+    textFileLogObserver,
 )
+from twisted.python.logfile import LogFile
 from zope.interface import provider
 
 # The legacy twisted.python.log lines of twisted.internet.{tcp,udp,unix}'s
@@ -80,9 +85,44 @@ def quiet(observer: Any) -> ILogObserver:
 
 def twistdObserver(serverOptions: Any) -> ILogObserver:
     """
-    The observer twistd makes from its own options (C{--logfile},
-    C{--syslog}, C{--prefix}, C{-n}), made L{quiet}.
-    """
-    from twisted.scripts._twistd_unix import UnixAppLogger
+    The observer twistd makes from its own options, made L{quiet}: to
+    syslog with C{--syslog} (and C{--prefix}); else to standard output
+    with C{-n} and no C{--logfile} or C{--logfile=-}; else to the file of
+    C{--logfile} (C{twistd.log} by default), which SIGUSR1 rotates.
 
-    return quiet(UnixAppLogger(serverOptions)._getLogObserver())
+    Built from public API (L{LogFile}, L{textFileLogObserver},
+    L{SyslogObserver}) as twistd builds its own.
+
+    @param serverOptions: twistd's parsed options (its C{ServerOptions}).
+    @raise SystemExit: for a daemon asked to log to standard output, as
+        twistd does.
+    """
+    if serverOptions.get("syslog"):
+        from twisted.python.syslog import SyslogObserver
+
+        return quiet(SyslogObserver(serverOptions.get("prefix", "")).emit)
+    path = serverOptions.get("logfile") or ""
+    nodaemon = serverOptions.get("nodaemon", False)
+    if path == "-" and not nodaemon:
+        raise SystemExit("Daemons cannot log to stdout, exiting!")
+    if path == "-" or (nodaemon and not path):
+        return quiet(textFileLogObserver(sys.stdout))
+    logFile = LogFile.fromFullPath(path or "twistd.log")
+    rotateOnSIGUSR1(logFile)
+    return quiet(textFileLogObserver(logFile))
+
+
+def rotateOnSIGUSR1(logFile: LogFile) -> None:
+    """
+    Rotate C{logFile} on SIGUSR1 (logrotate's C{postrotate}), as twistd
+    does, unless something else already handles that signal.
+    """
+    if signal.getsignal(signal.SIGUSR1):
+        return
+
+    def rotate(number: int, frame: Any) -> None:
+        from twisted.internet import reactor
+
+        reactor.callFromThread(logFile.rotate)  # type: ignore[attr-defined]
+
+    signal.signal(signal.SIGUSR1, rotate)

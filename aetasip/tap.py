@@ -254,10 +254,14 @@ class BackendStopper(service.Service):
     def __init__(self, backend: Any) -> None:
         self.backends = list(getattr(backend, "backends", [backend]))
 
+    def startService(self) -> None:
+        super().startService()
+        log.info("Authentication backends: {backends}", backends=", ".join(b.name for b in self.backends))
+
     def stopService(self) -> Deferred[None]:
         super().stopService()
         stops = [maybeDeferred(b.stop) for b in self.backends if callable(getattr(b, "stop", None))]
-        return gatherResults(stops).addCallback(lambda _: None)
+        return gatherResults(stops).addCallback(lambda _: log.info("Authentication stopped"))
 
 
 def makeSIPService(

@@ -168,6 +168,22 @@ class CDRCommandTests(AdminTestCase):
         self.assertEqual(len(lines), 3)
         self.assertEqual(self.succeed("cdr", "list", "--number", "1"), "No call records.\n")
 
+    def test_list_pages(self) -> None:
+        """C{--offset} skips the first calls: with C{--limit}, a page of the list, oldest first."""
+
+        def page(*args: str) -> list[list[str]]:
+            header, *rows = self.succeed("cdr", "list", "--group", "4567", *args).splitlines()
+            self.assertTrue(header.startswith("START (UTC)"), header)
+            return [row.split() for row in rows]
+
+        rows = page()
+        self.assertEqual(len(rows), 3)
+
+        self.assertEqual(page("--limit", "2", "--offset", "0"), rows[:2])
+        self.assertEqual(page("--limit", "2", "--offset", "2"), rows[2:])
+        self.assertEqual(page("--offset", "1"), rows[1:])
+        self.assertEqual(self.succeed("cdr", "list", "--group", "4567", "--offset", "3"), "No call records.\n")
+
     def test_bad_filters(self) -> None:
         for args, fragment in [
             (["--quarter", "2026Q5"], "invalid quarter '2026Q5'"),
@@ -180,4 +196,6 @@ class CDRCommandTests(AdminTestCase):
         ]:
             self.assertRefused(2, ["cdr", "export", *args], fragment)
         self.assertRefused(2, ["cdr", "list", "--limit", "0"], "--limit")
+        for offset in ("-1", "two", "1.5", "", "\uff11", "9" * 19):
+            self.assertRefused(2, ["cdr", "list", "--offset", offset], f"invalid --offset {offset!r}")
         self.assertRefused(1, ["cdr", "export", "--output", "/nonexistent/dir/x.csv"], "cannot write")

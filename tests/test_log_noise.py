@@ -12,17 +12,19 @@ from __future__ import annotations
 import os
 import re
 import signal
+import sys
+from io import StringIO
 from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
-from twisted.logger import formatEvent, globalLogPublisher
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.mail.smtp import SMTPConnectError
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
-from aetasip.quietlog import quiet
+from aetasip.quietlog import quiet, twistdObserver
 from aetasip.records.mailsettings import MailSettings
 from aetasip.records.outbox import SMTPSender
 from aetasip.store.outbox import OutboxMail
@@ -58,13 +60,45 @@ class LogNoiseTests(TestCase):
                     "far": {"kind": "rtpengine", "ng": [f"127.0.0.1:{freePort()}"]},
                 },
                 "testline.media_address": "127.0.0.1",
+                "notify.urls": [f"http://127.0.0.1:{freePort()}/hook"],
+                "notify.secret": "webhook-secret",
+                "web.admin_listen": "127.0.0.1:0",
             },
         )
         await server.start()
         await server.stop()
         lines = self.lines()
         self.assertEqual([line for line in lines if TWISTED_NOISE.match(line)], [])
-        for said in ("STUN listening on", "Web service on", "SIP ready on", "Web service stopped"):
+        for said in (
+            "Store open: ",
+            "Webhooks: ",
+            "Authentication backends: sql",
+            "Directory: ",
+            "Mail outbox: ",
+            "Quarterly call logs: ",
+            "Call records of server ",
+            "Cluster: server ",
+            "SIP ready on ",
+            "Test line on ",
+            "STUN listening on ",
+            "Web service on ",
+            "Control socket on ",
+            "Admin API on ",
+            "Admin API stopped",
+            "Control socket stopped",
+            "Web service stopped",
+            "STUN stopped",
+            "Test line stopped",
+            "Cluster stopped",
+            "Call records stopped",
+            "SIP stopped on ",
+            "Quarterly call logs stopped",
+            "Mail outbox stopped",
+            "Directory stopped",
+            "Authentication stopped",
+            "Webhooks stopped",
+            "Store closed: ",
+        ):
             self.assertEqual(len([line for line in lines if line.startswith(said)]), 1, (said, lines))
 
     async def test_sending_mail_logs_no_factory_lines(self) -> None:
@@ -135,6 +169,7 @@ class TwistdLogTests(TestCase):
             stun={"enabled": True, "listen": ["127.0.0.1"], "port": freePort()},
             web={"listen": "127.0.0.1:0", "control_socket": socketPath(directory)},
             testline={"media_address": "127.0.0.1"},
+            notify={"urls": [f"http://127.0.0.1:{freePort()}/hook?token=x"], "secret": "webhook-secret"},
         )
         process = startTwistd(directory, path)
         for _ in range(300):
@@ -149,6 +184,13 @@ class TwistdLogTests(TestCase):
         self.assertEqual([line for line in lines if PORT_NOISE.search(line) or TWISTED_NOISE.match(line)], [])
         for said in (
             "Store open: ",
+            "Webhooks: ",
+            "Authentication backends: sql",
+            "Directory: accounts and groups for routing read from the store every ",
+            "Mail outbox: mail.smtp_host is not set, mail waits in the store",
+            "Quarterly call logs: ",
+            "Call records of server ",
+            "Cluster: server ",
             "STUN listening on 127.0.0.1:",
             "Test line on 127.0.0.1:",
             "Web service on http://127.0.0.1:",
@@ -158,7 +200,14 @@ class TwistdLogTests(TestCase):
             "Web service stopped",
             "STUN stopped",
             "Test line stopped",
+            "Cluster stopped",
+            "Call records stopped",
             f"SIP stopped on udp:127.0.0.1:{sip}, tcp:127.0.0.1:{sip}",
+            "Directory stopped",
+            "Quarterly call logs stopped",
+            "Mail outbox stopped",
+            "Authentication stopped",
+            "Webhooks stopped",
             "Store closed: ",
         ):
             self.assertEqual(len([line for line in lines if line.startswith(said)]), 1, (said, lines))
@@ -168,3 +217,76 @@ def deferLater(seconds: float) -> Deferred[None]:
     from twisted.internet.task import deferLater as _deferLater
 
     return _deferLater(reactor, seconds, lambda: None)  # type: ignore[arg-type]
+
+
+class TwistdObserverTests(TestCase):
+    """
+    L{twistdObserver} logs where twistd would have from its options
+    (C{--logfile}, C{-n}, C{--syslog}), without Twisted's per-socket lines.
+    """
+
+    def setUp(self) -> None:
+        previous = signal.getsignal(signal.SIGUSR1)
+        self.addCleanup(signal.signal, signal.SIGUSR1, previous)
+        signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+
+    def emit(self, observer: Any, text: str) -> None:
+        observer({"log_format": "{text}", "text": text, "log_namespace": "aetasip.test", "log_level": LogLevel.info,
+                  "log_time": 0.0})  # fmt: skip
+
+    def test_logfile_rotated_on_sigusr1(self) -> None:
+        path = os.path.abspath(self.mktemp())
+        observer = twistdObserver({"logfile": path, "nodaemon": False})
+        self.emit(observer, "SIP ready on udp:127.0.0.1:5060")
+        observer({"log_namespace": "log_legacy", "log_text": "(UDP Port 5060 Closed)", "log_format": "{log_text}"})
+        with open(path) as f:
+            self.assertEqual(
+                [line.split("] ", 1)[1] for line in f.read().splitlines()], ["SIP ready on udp:127.0.0.1:5060"]
+            )
+        handler = signal.getsignal(signal.SIGUSR1)
+        self.assertTrue(callable(handler))
+        calls: list[Any] = []
+        self.patch(reactor, "callFromThread", lambda f, *a: calls.append(f))
+        handler(signal.SIGUSR1, None)  # type: ignore[operator]
+        (rotate,) = calls
+        rotate()
+        self.assertTrue(os.path.exists(path + ".1"))
+
+    def test_rotation_left_to_whoever_handles_sigusr1(self) -> None:
+        def mine(number: int, frame: Any) -> None:
+            pass
+
+        signal.signal(signal.SIGUSR1, mine)
+        twistdObserver({"logfile": os.path.abspath(self.mktemp()), "nodaemon": False})
+        self.assertIs(signal.getsignal(signal.SIGUSR1), mine)
+
+    def test_foreground_logs_to_stdout(self) -> None:
+        out = StringIO()
+        self.patch(sys, "stdout", out)
+        for options in ({"nodaemon": True, "logfile": ""}, {"nodaemon": True, "logfile": "-"}):
+            self.emit(twistdObserver(options), "Web service stopped")
+        self.assertEqual(out.getvalue().count("Web service stopped\n"), 2, out.getvalue())
+        self.assertEqual(signal.getsignal(signal.SIGUSR1), signal.SIG_DFL)
+
+    def test_daemon_cannot_log_to_stdout(self) -> None:
+        with self.assertRaises(SystemExit) as raised:
+            twistdObserver({"nodaemon": False, "logfile": "-"})
+        self.assertIn("Daemons cannot log to stdout", str(raised.exception))
+
+    def test_syslog(self) -> None:
+        sent: list[tuple[Any, ...]] = []
+        from twisted.python import syslog
+
+        self.patch(syslog.SyslogObserver, "openlog", lambda self, *a: sent.append(("open", *a)))
+        self.patch(syslog.SyslogObserver, "syslog", lambda self, *a: sent.append(a))
+        observer = twistdObserver({"syslog": True, "prefix": "aetasip-test", "nodaemon": True, "logfile": ""})
+        self.emit(observer, "STUN stopped")
+        observer(
+            {
+                "log_namespace": "log_legacy",
+                "log_text": "SIPDatagramProtocol starting on 5060",
+                "log_format": "{log_text}",
+            }
+        )
+        self.assertEqual(sent[0][:2], ("open", "aetasip-test"))
+        self.assertEqual([entry[-1] for entry in sent[1:]], ["[-] STUN stopped"])

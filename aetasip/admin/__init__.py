@@ -28,7 +28,7 @@ the running service (through its control socket, C{web.control_socket}).
     aetasip-admin group detach NUMBER
     aetasip-admin group del PREFIX
     aetasip-admin cdr list [--number N | --group PREFIX] [--from T --to T | --quarter 2026Q3] [--answered-only]
-                           [--limit N]
+                           [--limit N] [--offset N]
     aetasip-admin cdr export [same filters] [--output FILE]
     aetasip-admin report quarterly --group PREFIX --quarter 2026Q1 [--send]
     aetasip-admin notify --subject S --body-file FILE [--group PREFIX] [--dry-run]

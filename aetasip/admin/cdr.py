@@ -47,16 +47,19 @@ class _RecordsCommand(Command):
 
 
 class CDRList(_RecordsCommand):
-    synopsis = _RecordsCommand.synopsis + " [--limit N]"
-    optParameters = [*_RecordsCommand.optParameters, ["limit", "l", None, "At most this many calls, the oldest first."]]
+    synopsis = _RecordsCommand.synopsis + " [--limit N] [--offset N]"
+    optParameters = [
+        *_RecordsCommand.optParameters,
+        ["limit", "l", None, "At most this many calls, the oldest first."],
+        ["offset", None, None, "Skip this many calls first (with --limit: a page)."],
+    ]
 
     def postOptions(self) -> None:
         super().postOptions()
         if self["limit"] is not None:
-            limit = self["limit"]
-            if not limit.isdigit() or not limit.isascii() or int(limit) < 1:
-                raise usage.UsageError(f"invalid --limit {limit!r}: expected a whole number from 1")
-            self.query = attrs.evolve(self.query, limit=int(limit))
+            self.query = attrs.evolve(self.query, limit=_wholeNumber("--limit", self["limit"], 1))
+        if self["offset"] is not None:
+            self.query = attrs.evolve(self.query, offset=_wholeNumber("--offset", self["offset"], 0))
 
     def run(self, context: Context) -> int:
         found = context.store.callRecords(self.query)
@@ -81,6 +84,17 @@ class CDRList(_RecordsCommand):
             ],
         )
         return 0
+
+
+def _wholeNumber(option: str, value: str, lowest: int) -> int:
+    """
+    C{value} of C{option} as a whole number from C{lowest}.
+
+    @raise usage.UsageError: for anything else.
+    """
+    if not value.isdigit() or not value.isascii() or len(value) > 18 or int(value) < lowest:
+        raise usage.UsageError(f"invalid {option} {value!r}: expected a whole number from {lowest}")
+    return int(value)
 
 
 class CDRExport(_RecordsCommand):

@@ -355,6 +355,13 @@ class ClusterService(service.Service):
 
     def startService(self) -> None:
         super().startService()
+        address = self.role.address
+        log.info(
+            "Cluster: server {server}, {store}, {role}",
+            server=self.announcer.name,
+            store="sharing its store with the other servers" if self.shared else "alone on its SQLite store",
+            role="always active" if address is None else f"active while it holds the cluster address {address}",
+        )
         if self.calls is not None:
             # A standby until the first look says otherwise.
             self.calls.probe(self.role.address is None)
@@ -375,7 +382,8 @@ class ClusterService(service.Service):
         stops = [self.announcer.stop()]
         if self.listener is not None:
             stops.append(self.listener.stop())
-        return gatherResults(stops, consumeErrors=True).addCallback(lambda _: None)
+        d = gatherResults(stops, consumeErrors=True)
+        return d.addCallback(lambda _: log.info("Cluster stopped"))
 
 
 async def _nothing() -> None:

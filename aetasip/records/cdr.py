@@ -276,6 +276,7 @@ class CDRService(service.Service):
 
     def startService(self) -> None:
         super().startService()
+        log.info("Call records of server {server}: written to the store", server=self.server)
         self._soon(0)
 
     def stopService(self) -> Deferred[None]:
@@ -290,7 +291,9 @@ class CDRService(service.Service):
         if self._scheduled is not None:
             self._scheduled.cancel()
             self._scheduled = None
-        return Deferred.fromCoroutine(self._drain())
+        d = Deferred.fromCoroutine(self._drain())
+        d.addCallback(lambda _: log.info("Call records stopped"))
+        return d
 
     async def _drain(self) -> None:
         if self._busy is not None:

@@ -247,13 +247,26 @@ class OutboxService(service.Service):
 
     def startService(self) -> None:
         super().startService()
-        self._loop.start(self.outbox.settings.pollInterval, now=True)
+        settings = self.outbox.settings
+        missing = settings.missing()
+        if missing is not None:
+            log.info("Mail outbox: {missing}, mail waits in the store", missing=missing)
+        else:
+            log.info(
+                "Mail outbox: sent through {host}:{port} every {interval:g} s",
+                host=settings.host,
+                port=settings.port,
+                interval=settings.pollInterval,
+            )
+        self._loop.start(settings.pollInterval, now=True)
 
     def stopService(self) -> defer.Deferred[None]:
         super().stopService()
         if self._loop.running:
             self._loop.stop()
-        return self.outbox.whenIdle()
+        d = self.outbox.whenIdle()
+        d.addCallback(lambda _: log.info("Mail outbox stopped"))
+        return d
 
 
 def makeOutbox(config: Any, store: Any, reactor: IReactorTCP | None = None) -> Outbox:

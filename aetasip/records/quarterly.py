@@ -138,6 +138,10 @@ class QuarterlyLogService(service.Service):
 
     def startService(self) -> None:
         super().startService()
+        log.info(
+            "Quarterly call logs: made for the groups that ask for them, looked for every {interval:g} s",
+            interval=CHECK_INTERVAL,
+        )
         self._loop.start(CHECK_INTERVAL, now=True)
         self._atNextBoundary()
 
@@ -148,6 +152,7 @@ class QuarterlyLogService(service.Service):
         if self._boundary is not None and self._boundary.active():
             self._boundary.cancel()
         self._boundary = None
+        log.info("Quarterly call logs stopped")
 
     def _atNextBoundary(self) -> None:
         """Look again just after the current quarter ends."""

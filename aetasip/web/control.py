@@ -29,7 +29,8 @@ from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 
-from aetasip.web.api import AdminAPI, writeJSON
+from aetasip.web.api import AdminAPI
+from aetasip.web.apiframe import writeJSON
 
 log = Logger()
 

@@ -27,7 +27,8 @@ from twisted.web.resource import IResource
 from twisted.web.server import Site
 
 from aetasip import net
-from aetasip.web.api import AdminAPI, writeJSON
+from aetasip.web.api import AdminAPI
+from aetasip.web.apiframe import writeJSON
 from aetasip.web.health import healthReport
 from aetasip.web.portal import Portal
 from aetasip.web.settings import ListenAddress, WebSettings
