@@ -7,6 +7,7 @@ through the SIP core on a Clock.
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -210,6 +211,28 @@ class CallEventTests(CallTestCase):
         self.assertEqual(call.answeredBy.leg.source, B_SOURCE)
         self.assertEqual(self.h.service.proxy.calls, {})
         self.assertEqual(len(self.h.service.proxy.dialogs), 0)
+
+    def test_copies_of_the_answer_go_up_until_the_call_ends(self) -> None:
+        """
+        The INVITE's client transaction lingers 32 s after the 2xx (RFC
+        6026) to pass its copies up; once the call is over they are
+        absorbed, and nothing of the service holds the ended call any more
+        (tens of thousands of short calls would otherwise stay in memory
+        for 32 s each).
+        """
+        sent, start = self.answered()
+        self.h.send(reply(sent, 200, "OK", contact=B_CONTACT), B_SOURCE)
+        self.assertEqual([r.code for r in self.repliesTo(A_SOURCE, start)], [100, 180, 200, 200])
+        start = len(self.h.sent)
+        self.fromA("BYE", 3, sent.getAll("record-route")[0])
+        (bye,) = self.requestsTo(B_SOURCE, start)
+        self.h.send(reply(bye, 200, "OK"), B_SOURCE)
+        start = len(self.h.sent)
+        self.h.send(reply(sent, 200, "OK", contact=B_CONTACT), B_SOURCE)
+        self.assertEqual(self.sentTo(A_SOURCE, start), [])
+        call = self.recorder.events[-1][1]
+        holders = [o for o in gc.get_referrers(call) if o is not self.recorder.events]
+        self.assertTrue(all(isinstance(o, tuple) and o in self.recorder.events for o in holders), holders)
 
     def test_callee_bye(self) -> None:
         sent, _ = self.answered()

@@ -696,6 +696,13 @@ class Proxy:
         if call is not None and dialog is not None and call.answeredBy is None:
             call.answered(branch.target, response.toAddr.tag)
             self.liveness.watch(dialog, response)
+            client = branch.client
+            if client is not None:
+                # Its client transaction lingers 32 s (RFC 6026 Accepted) to
+                # pass copies of the 2xx up; once the call is over they have
+                # nowhere to go, and the call, held through this context,
+                # is freed when it ends rather than 32 s later.
+                call.whenEnded(lambda _: client.absorb())
 
     def _failed(self, context: ResponseContext, best: Response) -> None:
         """The best final non-2xx response went up (or our own timeout)."""
