@@ -463,7 +463,12 @@ class FailoverTests(TestCase):
         agent.port = port.getHost().port
         return agent
 
-    async def test_an_agent_stays_reachable_after_kill_9_of_the_active_server(self) -> None:
+    async def cluster(self) -> tuple[str, str, str]:
+        """
+        Both servers on one PostgreSQL store holding the callee's and the
+        caller's accounts, once one of them holds the floating address:
+        the store's URL, the active server's key and the other's.
+        """
         self.network()
         url = self.database()
         with insideNamespace(self.names["db"]):
@@ -476,12 +481,19 @@ class FailoverTests(TestCase):
         await waitFor(lambda: self.holder() is not None, timeout=30)
         first = self.holder()
         assert first is not None
-        survivor = "b" if first == "a" else "a"
+        return url, first, "b" if first == "a" else "a"
 
+    async def agents(self) -> tuple[RingingAgent, RingingAgent]:
+        """The callee, registered through the floating address, and the caller."""
         callee = self.agent("callee", NUMBER, PASSWORD)
         caller = self.agent("caller", CALLER, CALLER_PASSWORD)
         registered = await callee.request("REGISTER", f"sip:{FLOATING}", "Expires: 600\r\n")
         self.assertTrue(registered.startswith("SIP/2.0 200"), registered)
+        return callee, caller
+
+    async def test_an_agent_stays_reachable_after_kill_9_of_the_active_server(self) -> None:
+        url, first, survivor = await self.cluster()
+        callee, caller = await self.agents()
         answered = await caller.request("MESSAGE", f"sip:{NUMBER}@{FLOATING}")
         self.assertTrue(answered.startswith("SIP/2.0 200"), answered)
         self.assertEqual(callee.received[-1][1], (FLOATING, 5060))
@@ -541,23 +553,8 @@ class FailoverTests(TestCase):
         self.assertIn(pings, (2, 3))
 
     async def test_node_drain_moves_the_address_with_no_failed_request(self) -> None:
-        self.network()
-        url = self.database()
-        with insideNamespace(self.names["db"]):
-            for number, password in ((NUMBER, PASSWORD), (CALLER, CALLER_PASSWORD)):
-                self.assertEqual(
-                    admin.main(["--store", url, "account", "add", number, "--password", password], *_quiet()), 0
-                )
-        self.server("a", url)
-        await deferLater(2.0)
-        self.server("b", url)
-        await waitFor(lambda: self.holder() is not None, timeout=30)
-        first = self.holder()
-        other = "b" if first == "a" else "a"
-        callee = self.agent("callee", NUMBER, PASSWORD)
-        caller = self.agent("caller", CALLER, CALLER_PASSWORD)
-        registered = await callee.request("REGISTER", f"sip:{FLOATING}", "Expires: 600\r\n")
-        self.assertTrue(registered.startswith("SIP/2.0 200"), registered)
+        url, first, other = await self.cluster()
+        _callee, caller = await self.agents()
         # A call in progress on the drained server, hung up once the address moved.
         dialog = await caller.call(f"sip:{NUMBER}@{FLOATING}")
         await deferLater(1.5)
@@ -599,24 +596,9 @@ class FailoverTests(TestCase):
         survivor, finding the call in the dead server's records, answers
         200 and 487, and ends the callee's late answer with ACK and BYE.
         """
-        self.network()
-        url = self.database()
-        with insideNamespace(self.names["db"]):
-            for number, password in ((NUMBER, PASSWORD), (CALLER, CALLER_PASSWORD)):
-                self.assertEqual(
-                    admin.main(["--store", url, "account", "add", number, "--password", password], *_quiet()), 0
-                )
-        self.server("a", url)
-        await deferLater(2.0)
-        self.server("b", url)
-        await waitFor(lambda: self.holder() is not None, timeout=30)
-        first = self.holder()
-        survivor = "b" if first == "a" else "a"
-        callee = self.agent("callee", NUMBER, PASSWORD)
-        caller = self.agent("caller", CALLER, CALLER_PASSWORD)
+        url, first, survivor = await self.cluster()
+        callee, caller = await self.agents()
         callee.hold = True
-        registered = await callee.request("REGISTER", f"sip:{FLOATING}", "Expires: 600\r\n")
-        self.assertTrue(registered.startswith("SIP/2.0 200"), registered)
         answeredLater = await caller.ring(f"sip:{NUMBER}@{FLOATING}")
         cancelled = await caller.ring(f"sip:{NUMBER}@{FLOATING}")
         await waitFor(lambda: len(callee.ringing) == 2, timeout=5)
