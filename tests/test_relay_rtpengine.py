@@ -140,6 +140,15 @@ class RtpengineCalls(TestCase):
             "toCaller": mediaAddress(answered),
         }
 
+    async def offerThrough(self, node: RtpengineNode, sender: str, port: int, callID: str = CALL) -> bytes:
+        """C{sender}'s offer of branch 1 through C{node}: its media on C{port} of 127.0.0.1."""
+        return await node.offer(callID, CALLER_TAG, "1", sender, sdp("127.0.0.1", port), SIGNALLING, False)
+
+    async def answerThrough(self, node: RtpengineNode, sender: str, port: int, callID: str = CALL) -> bytes:
+        """C{sender}'s answer of branch 1 (no ICE) through C{node}: its media on C{port} of 127.0.0.1."""
+        answer = sdp("127.0.0.1", port, ice=False)
+        return await node.answer(callID, CALLER_TAG, CALLEE_TAG, "1", sender, answer, SIGNALLING, False)
+
     async def exchange(self, call: dict[str, Any], count: int = 10) -> None:
         """
         C{count} packets each way (the caller first, as a NATed agent must),
@@ -505,13 +514,9 @@ class SwitchoverTests(RtpengineCalls):
     async def survivorCall(self) -> tuple[RtpengineNode, dict[str, Any]]:
         caller, callerPort = self.peer()
         callee, calleePort = self.peer()
-        offered = await self.node.offer(
-            CALL, CALLER_TAG, "1", "caller", sdp("127.0.0.1", callerPort), SIGNALLING, False
-        )
+        offered = await self.offerThrough(self.node, "caller", callerPort)
         survivor = self.makeNode([self.engine.ngAddress])
-        answered = await survivor.answer(
-            CALL, CALLER_TAG, CALLEE_TAG, "1", "callee", sdp("127.0.0.1", calleePort, ice=False), SIGNALLING, False
-        )
+        answered = await self.answerThrough(survivor, "callee", calleePort)
         return survivor, {
             "caller": caller,
             "callerPort": callerPort,
@@ -537,16 +542,7 @@ class SwitchoverTests(RtpengineCalls):
         assert stats is not None
         self.assertEqual((stats.caller.received.packets, stats.callee.received.packets), (10, 10))
         # The answer repeated (a retransmitted 2xx) keeps the same ports.
-        again = await survivor.answer(
-            CALL,
-            CALLER_TAG,
-            CALLEE_TAG,
-            "1",
-            "callee",
-            sdp("127.0.0.1", call["calleePort"], ice=False),
-            SIGNALLING,
-            False,
-        )
+        again = await self.answerThrough(survivor, "callee", call["calleePort"])
         self.assertEqual(mediaAddress(again), call["toCaller"])
 
     async def test_reinvites_and_hangup_through_the_survivor(self) -> None:
@@ -554,17 +550,8 @@ class SwitchoverTests(RtpengineCalls):
         await self.exchange(call, count=3)
         # The caller re-INVITEs (a new socket); the same relay ports.
         moved, movedPort = self.peer()
-        offered = await survivor.offer(CALL, CALLER_TAG, "1", "caller", sdp("127.0.0.1", movedPort), SIGNALLING, False)
-        answered = await survivor.answer(
-            CALL,
-            CALLER_TAG,
-            CALLEE_TAG,
-            "1",
-            "callee",
-            sdp("127.0.0.1", call["calleePort"], ice=False),
-            SIGNALLING,
-            False,
-        )
+        offered = await self.offerThrough(survivor, "caller", movedPort)
+        answered = await self.answerThrough(survivor, "callee", call["calleePort"])
         self.assertEqual(mediaAddress(offered), call["toCallee"])
         self.assertEqual(mediaAddress(answered), call["toCaller"])
         call["caller"] = moved
@@ -586,17 +573,8 @@ class SwitchoverTests(RtpengineCalls):
         # A third server (another switch): its first message of the call is the callee's re-INVITE.
         third = self.makeNode([self.engine.ngAddress])
         moved, movedPort = self.peer()
-        offered = await third.offer(CALL, CALLER_TAG, "1", "callee", sdp("127.0.0.1", movedPort), SIGNALLING, False)
-        answered = await third.answer(
-            CALL,
-            CALLER_TAG,
-            CALLEE_TAG,
-            "1",
-            "caller",
-            sdp("127.0.0.1", call["callerPort"], ice=False),
-            SIGNALLING,
-            False,
-        )
+        offered = await self.offerThrough(third, "callee", movedPort)
+        answered = await self.answerThrough(third, "caller", call["callerPort"])
         # rtpengine knew the callee by its tag: the caller keeps its port, the callee's new socket gets media.
         self.assertEqual(mediaAddress(offered), call["toCaller"])
         call["callee"], call["toCallee"] = moved, mediaAddress(answered)
@@ -795,13 +773,9 @@ class AdoptedHeldCallTests(RtpengineCalls):
     async def test_the_answer_alone_keeps_the_session(self) -> None:
         caller, callerPort = self.peer()
         callee, calleePort = self.peer()
-        offered = await self.node.offer(
-            CALL, CALLER_TAG, "1", "caller", sdp("127.0.0.1", callerPort), SIGNALLING, False
-        )
+        offered = await self.offerThrough(self.node, "caller", callerPort)
         survivor = self.makeNode([self.engine.ngAddress], keepalive=1.0)
-        answered = await survivor.answer(
-            CALL, CALLER_TAG, CALLEE_TAG, "1", "callee", sdp("127.0.0.1", calleePort, ice=False), SIGNALLING, False
-        )
+        answered = await self.answerThrough(survivor, "callee", calleePort)
         media = {
             "caller": caller,
             "callee": callee,
@@ -820,10 +794,8 @@ class AdoptedHeldCallTests(RtpengineCalls):
         self.assertEqual(len(callee.received), 8)
         # Without the keep-alive rtpengine would have dropped it: the same wait, another call.
         other = self.makeNode([self.engine.ngAddress], keepalive=0)
-        await self.node.offer("call-2", CALLER_TAG, "1", "caller", sdp("127.0.0.1", callerPort), SIGNALLING, False)
-        await other.answer(
-            "call-2", CALLER_TAG, CALLEE_TAG, "1", "callee", sdp("127.0.0.1", calleePort, ice=False), SIGNALLING, False
-        )
+        await self.offerThrough(self.node, "caller", callerPort, "call-2")
+        await self.answerThrough(other, "callee", calleePort, "call-2")
         await deferLater(7.5)
         self.assertIsNone(await other.query("call-2", CALLER_TAG))
 
