@@ -110,17 +110,7 @@ class UserAgent(DatagramProtocol):
             code = int(text.split(" ", 2)[1])
             if code not in (401, 407):
                 return text
-            name = "WWW-Authenticate" if code == 401 else "Proxy-Authenticate"
-            challenge = next(c for c in headers(text, name.lower()) if "MD5" in c or "algorithm" not in c)
-            realm = re.search(r'realm="([^"]*)"', challenge).group(1)  # type: ignore[union-attr]
-            nonce = re.search(r'nonce="([^"]*)"', challenge).group(1)  # type: ignore[union-attr]
-            ha1 = hashlib.md5(f"{self.number}:{realm}:{self.password}".encode()).hexdigest()
-            ha2 = hashlib.md5(f"{method}:{uri}".encode()).hexdigest()
-            reply = hashlib.md5(f"{ha1}:{nonce}:{ha2}".encode()).hexdigest()
-            authorization = (
-                f'{"Authorization" if code == 401 else "Proxy-Authorization"}: Digest username="{self.number}", '
-                f'realm="{realm}", nonce="{nonce}", uri="{uri}", response="{reply}", algorithm=MD5\r\n'
-            )
+            authorization = self.authorization(method, uri, text)
         return text
 
     async def call(self, uri: str) -> dict[str, Any]:
@@ -172,6 +162,7 @@ class UserAgent(DatagramProtocol):
         return answer
 
     def authorization(self, method: str, uri: str, text: str) -> str:
+        """The (Proxy-)Authorization line answering the MD5 challenge of the 401 or 407 C{text}."""
         code = int(text.split(" ", 2)[1])
         name = "WWW-Authenticate" if code == 401 else "Proxy-Authenticate"
         challenge = next(c for c in headers(text, name.lower()) if "MD5" in c or "algorithm" not in c)

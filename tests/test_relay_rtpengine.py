@@ -15,7 +15,7 @@ import re
 import socket
 import struct
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
@@ -86,6 +86,17 @@ class MediaPeer(DatagramProtocol):
         self.received.append((datagram, (address[0], address[1])))
 
 
+class Fork(NamedTuple):
+    """A call forked to branches b1 and b2, answered by b2: the parties' sockets and the relay's ports."""
+
+    caller: MediaPeer
+    first: MediaPeer
+    second: MediaPeer
+    toFirst: tuple[str, int]
+    toSecond: tuple[str, int]
+    toCaller: tuple[str, int]
+
+
 class RtpengineCalls(TestCase):
     """A real rtpengine, a node on it, and calls between loopback media sockets."""
 
@@ -148,6 +159,19 @@ class RtpengineCalls(TestCase):
         """C{sender}'s answer of branch 1 (no ICE) through C{node}: its media on C{port} of 127.0.0.1."""
         answer = sdp("127.0.0.1", port, ice=False)
         return await node.answer(callID, CALLER_TAG, CALLEE_TAG, "1", sender, answer, SIGNALLING, False)
+
+    async def forkedCall(self) -> Fork:
+        """The caller's offer to two branches, b1 and b2, and b2's answer, through the node."""
+        caller, callerPort = self.peer()
+        first, _ = self.peer()
+        second, secondPort = self.peer()
+        offer = sdp("127.0.0.1", callerPort)
+        toFirst = mediaAddress(await self.node.offer(CALL, CALLER_TAG, "b1", "caller", offer, SIGNALLING, False))
+        toSecond = mediaAddress(await self.node.offer(CALL, CALLER_TAG, "b2", "caller", offer, SIGNALLING, False))
+        answered = await self.node.answer(
+            CALL, CALLER_TAG, "second-tag", "b2", "callee", sdp("127.0.0.1", secondPort, ice=False), SIGNALLING, False
+        )
+        return Fork(caller, first, second, toFirst, toSecond, mediaAddress(answered))
 
     async def exchange(self, call: dict[str, Any], count: int = 10) -> None:
         """
@@ -340,20 +364,11 @@ class RtpengineNodeTests(RtpengineCalls):
         self.assertEqual((stats.caller.dropped, stats.callee.dropped), (5, 5))
 
     async def test_a_fork_that_lost_gives_its_ports_back(self) -> None:
-        caller, callerPort = self.peer()
-        first, _ = self.peer()
-        second, secondPort = self.peer()
-        offer = sdp("127.0.0.1", callerPort)
-        toFirst = mediaAddress(await self.node.offer(CALL, CALLER_TAG, "b1", "caller", offer, SIGNALLING, False))
-        toSecond = mediaAddress(await self.node.offer(CALL, CALLER_TAG, "b2", "caller", offer, SIGNALLING, False))
-        answered = await self.node.answer(
-            CALL, CALLER_TAG, "second-tag", "b2", "callee", sdp("127.0.0.1", secondPort, ice=False), SIGNALLING, False
-        )
+        caller, first, second, toFirst, toSecond, toCaller = await self.forkedCall()
         await self.node.deleteBranch(CALL, CALLER_TAG, "b1")
         # rtpengine closed the first fork's port: it can be bound again.
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.bind(toFirst)
-        toCaller = mediaAddress(answered)
         for sequence in range(5):
             caller.transport.write(rtp(sequence, 0x1111), toCaller)  # type: ignore[union-attr]
             second.transport.write(rtp(sequence, 0x2222), toSecond)  # type: ignore[union-attr]
@@ -450,17 +465,8 @@ class RtpengineNodeTests(RtpengineCalls):
         self.assertIn(rtp(4, 0x3333), [d for d, _ in call["caller"].received])
 
     async def test_forked_call_answered_by_one_branch(self) -> None:
-        caller, callerPort = self.peer()
-        first, _ = self.peer()
-        second, secondPort = self.peer()
-        offer = sdp("127.0.0.1", callerPort)
-        toFirst = mediaAddress(await self.node.offer(CALL, CALLER_TAG, "b1", "caller", offer, SIGNALLING, False))
-        toSecond = mediaAddress(await self.node.offer(CALL, CALLER_TAG, "b2", "caller", offer, SIGNALLING, False))
+        caller, first, second, toFirst, toSecond, toCaller = await self.forkedCall()
         self.assertNotEqual(toFirst, toSecond)
-        answered = await self.node.answer(
-            CALL, CALLER_TAG, "second-tag", "b2", "callee", sdp("127.0.0.1", secondPort, ice=False), SIGNALLING, False
-        )
-        toCaller = mediaAddress(answered)
         for sequence in range(5):
             caller.transport.write(rtp(sequence, 0x1111), toCaller)  # type: ignore[union-attr]
             second.transport.write(rtp(sequence, 0x2222), toSecond)  # type: ignore[union-attr]
