@@ -15,7 +15,6 @@ import io
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 from typing import Any
@@ -28,7 +27,7 @@ from twisted.trial.unittest import TestCase
 
 from aetasip import admin
 from tests.postgres import PostgreSQLServer, binDirectory, serverAccount
-from tests.servers import deferLater
+from tests.servers import deferLater, stopProcess
 from tests.test_cluster_location import waitFor
 from tests.test_stun_service import insideNamespace, missing
 
@@ -344,17 +343,7 @@ class FailoverTests(TestCase):
             cwd=self.directory,
         )
         self.processes[key] = process
-
-        def stop() -> None:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(15)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
-
-        self.addCleanup(stop)
+        self.addCleanup(stopProcess, process, 15)
         return process
 
     def server(self, key: str, url: str) -> None:
