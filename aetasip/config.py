@@ -290,7 +290,7 @@ MODULES: tuple[str, ...] = (
     # first use of the registry (see L{keys}).
     "aetasip.auth.chain",
     "aetasip.auth.limits",
-    "aetasip.auth.ldap",
+    "aetasip.auth.ldapsettings",
     "aetasip.calls.settings",
     "aetasip.cluster.settings",
     "aetasip.element.flood",

@@ -160,7 +160,7 @@ class SIPService(service.Service):
         self.transactions = ServerTransactionLayer(reactor)
         self.clients = ClientTransactionLayer(reactor)
         # The transaction users, handed in by whoever builds the tree
-        # (aetasip.tap.makeSIPService): see attach().
+        # (aetasip.sipelement.makeSIPService): see attach().
         self.core: SIPCore = None  # type: ignore[assignment]
         self.registrar: Any = None
         self.proxy: Any = None

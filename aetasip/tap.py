@@ -1,5 +1,7 @@
 """
-C{twistd aetasip}: command-line options and the service tree.
+C{twistd aetasip}: the service tree, built from the command-line options
+(L{aetasip.options}) with the SIP element (L{aetasip.sipelement}) and the
+web-facing services (L{aetasip.webservices}).
 
 This is the one place that knows the whole tree (DESIGN.md)::
 
@@ -28,7 +30,6 @@ This is the one place that knows the whole tree (DESIGN.md)::
 from __future__ import annotations
 
 import gc
-import os
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -36,130 +37,31 @@ from typing import Any
 from twisted.application import service
 from twisted.internet.defer import Deferred, ensureDeferred, gatherResults, maybeDeferred
 from twisted.logger import ILogObserver, Logger
-from twisted.python import usage
 from twisted.python.components import Componentized
 
 from aetasip import __version__, config, quietlog
 from aetasip.auth.chain import makeAuthBackend
-from aetasip.auth.limits import FailureLimits
-from aetasip.auth.step import Authentication
-from aetasip.calls.call import CallObservers
 from aetasip.calls.control import CallControl
-from aetasip.calls.media import MediaHook
-from aetasip.calls.proxy import Proxy
 from aetasip.calls.service import CallService
-from aetasip.calls.settings import callSettings
-from aetasip.calls.token import DialogSigner
 from aetasip.cluster.service import ClusterService
 from aetasip.cluster.settings import ClusterSettings
 from aetasip.directory import StoreDirectory
-from aetasip.domains import LocalDomains
-from aetasip.element.core import SIPCore
-from aetasip.element.flood import FloodControl
-from aetasip.interfaces import ICallObserverFactory, IMediaHandlerFactory
-from aetasip.location import LocationService
 from aetasip.notify import NotifierService
-from aetasip.operations import Operations
-from aetasip.plugins import chosen, namedPlugins
+from aetasip.options import Options
 from aetasip.records.outbox import OutboxService, makeOutbox
 from aetasip.records.quarterly import QuarterlyLogService
 from aetasip.records.settings import recordServer
-from aetasip.registrar import Registrar
 from aetasip.routing import Directory
-from aetasip.routing.chain import makeRoutingChain
-from aetasip.sip.digest import DigestAuthenticator
-from aetasip.sipservice import SIPService
+from aetasip.sipelement import callParts, dialogKey, makeSIPService
 from aetasip.store import StoreService
 from aetasip.stun import STUNService
 from aetasip.testline.service import LinesDirectory, TestLineService
 from aetasip.testline.settings import lineSettings
-from aetasip.web.api import AdminAPI
-from aetasip.web.control import ControlApp, ControlSocketService
-from aetasip.web.health import healthReport
-from aetasip.web.metrics import CallCounters, RegistrationCounters, ServiceCollector, makeRegistry
-from aetasip.web.portal import Portal
-from aetasip.web.portalsettings import PortalSettings
-from aetasip.web.service import AdminListenService, WebApp, WebService
-from aetasip.web.settings import WebSettings
+from aetasip.web.metrics import CallCounters, RegistrationCounters
 from aetasip.web.tokens import StoreTokens
+from aetasip.webservices import makeAdminListenService, makeControlService, makeOperations, makeWebService
 
 log = Logger()
-
-
-class Options(usage.Options):
-    """
-    C{twistd aetasip} options. Every value also has a configuration key;
-    the command line wins over the file.
-    """
-
-    synopsis = "[--config FILE] [--listen ADDRESS]... [--domain NAME]... [--store URL]"
-    longdesc = (
-        "Runs the aetasip SIP service. With no option it runs on its embedded defaults: "
-        "SIP on UDP and TCP ports 5060 and 5070 of every address, STUN on 3478, the store "
-        "in ./aetasip.db. See tap-config.py for every configuration key."
-    )
-    optParameters = [
-        ["config", "c", None, "Python configuration file (see tap-config.py)."],
-        ["store", None, None, "Store URL (store.url): sqlite:///PATH or postgresql://…"],
-        ["realm", None, None, "Digest realm (sip.realm)."],
-    ]
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.overrides: dict[str, Any] = {}
-        self["listen"] = []
-        self["domain"] = []
-        self["sip-port"] = []
-
-    def opt_listen(self, address: str) -> None:
-        """Listen on this address (sip.listen); repeat for several."""
-        self["listen"].append(address)
-
-    def opt_domain(self, name: str) -> None:
-        """Also answer for this domain name or address (sip.domains); repeat for several."""
-        self["domain"].append(name)
-
-    def opt_sip_port(self, port: str) -> None:
-        """SIP port for UDP and TCP (sip.udp_ports and sip.tcp_ports); repeat for several."""
-        try:
-            self["sip-port"].append(int(port))
-        except ValueError:
-            raise usage.UsageError(f"--sip-port {port!r}: expected a port number") from None
-
-    def postOptions(self) -> None:
-        overrides: dict[str, Any] = {}
-        if self["listen"]:
-            overrides["sip.listen"] = self["listen"]
-        if self["sip-port"]:
-            overrides["sip.udp_ports"] = overrides["sip.tcp_ports"] = self["sip-port"]
-        if self["store"] is not None:
-            overrides["store.url"] = self["store"]
-        if self["realm"] is not None:
-            overrides["sip.realm"] = self["realm"]
-        self.overrides = overrides
-
-    def loadConfig(self) -> config.Config:
-        """
-        The configuration: defaults, then the file, then the command line.
-
-        @raise config.ConfigError: for a bad file, key or value.
-        """
-        loaded = config.load(self["config"], {})
-        overrides = dict(self.overrides)
-        if self["domain"]:
-            overrides["sip.domains"] = [*loaded["sip.domains"], *self["domain"]]
-        return loaded.replace(**{k.replace(".", "__"): v for k, v in overrides.items()})
-
-
-def dialogKey(cfg: config.Config, storeService: StoreService) -> bytes:
-    """
-    The key of the dialog tokens: C{calls.dialog_key}, else the store's
-    secret, shared by every server on the same store.
-    """
-    configured = cfg["calls.dialog_key"]
-    if configured is not None:
-        return configured.encode()
-    return storeService.store.store.secret("dialog-token")
 
 
 def twistdLogObserver(options: Options | dict[str, Any]) -> Callable[[], ILogObserver] | None:
@@ -262,215 +164,6 @@ class BackendStopper(service.Service):
         super().stopService()
         stops = [maybeDeferred(b.stop) for b in self.backends if callable(getattr(b, "stop", None))]
         return gatherResults(stops).addCallback(lambda _: log.info("Authentication stopped"))
-
-
-def makeSIPService(
-    cfg: config.Config,
-    auth: Any,
-    store: Any = None,
-    reactor: Any = None,
-    directory: Directory | None = None,
-    observers: CallObservers | None = None,
-    media: Any = None,
-    dialogKey: bytes | None = None,
-) -> SIPService:
-    """
-    The SIP element: transports and transaction layers (L{SIPService}),
-    and the registrar, the shared authentication step and the proxy they
-    feed, built here and attached to it.
-
-    @param dialogKey: the key of the dialog tokens (see
-        L{aetasip.calls.token}); default: C{calls.dialog_key}, else a
-        random one (in-dialog requests then do not survive a restart).
-    """
-    if reactor is None:
-        from twisted.internet import reactor as globalReactor
-
-        reactor = globalReactor
-    serverHeader = f"aetasip/{__version__}"
-    domains = LocalDomains(cfg["sip.domains"], cfg["sip.listen"])
-    digest = DigestAuthenticator(
-        cfg["sip.realm"], cfg["auth.algorithms"], cfg["auth.nonce_lifetime"], now=reactor.seconds
-    )
-    limits = FailureLimits.fromConfig(cfg, reactor.seconds)
-    authentication = Authentication(
-        digest, auth, cfg["sip.realm"], serverHeader, md5OnlyAgents=cfg["auth.md5_only_agents"], limits=limits
-    )
-    location = LocationService(reactor, store)
-    registrar = Registrar(cfg, location, authentication, domains, serverHeader)
-    sip = SIPService(cfg, location, domains, serverHeader, reactor)
-    if dialogKey is None:
-        configured = cfg["calls.dialog_key"]
-        dialogKey = configured.encode() if configured is not None else os.urandom(32)
-    proxy = Proxy(
-        reactor,
-        authentication,
-        location,
-        domains,
-        sip.clients,
-        sip.hopTo,
-        sip.hopToURI,
-        sip.address,
-        serverHeader,
-        sip.isOurs,
-        DialogSigner(dialogKey),
-        makeRoutingChain(cfg),
-        directory,
-        cfg["routing.hunting_ring_time"],
-        observers,
-        MediaHook(media),
-        callSettings(cfg),
-    )
-    flood = FloodControl.fromConfig(cfg, reactor.seconds)
-    core = SIPCore(sip.transactions, registrar, domains, serverHeader, proxy, sip.clients, flood)
-    sip.attach(core, registrar, proxy)
-    return sip
-
-
-def callParts(cfg: config.Config, store: Any) -> tuple[CallObservers, Any]:
-    """
-    The call observers and the media handler factory the configuration
-    names (C{calls.observers}, C{calls.media_handler}).
-
-    @raise config.ConfigError: for a name no plugin has.
-    """
-    factories = chosen("calls.observers", cfg["calls.observers"], namedPlugins(ICallObserverFactory, "call observers"))
-    observers = CallObservers(factory.makeObserver(cfg, store) for factory in factories)
-    mediaFactory = None
-    if cfg["calls.media_handler"] is not None:
-        (mediaFactory,) = chosen(
-            "calls.media_handler", [cfg["calls.media_handler"]], namedPlugins(IMediaHandlerFactory, "media handlers")
-        )
-    return observers, mediaFactory
-
-
-def forgetter(auth: Any) -> Any:
-    """
-    What tells the authentication backends that cache credentials (the
-    C{sql} backend) to drop a number's, once it changed in the store.
-    """
-    backends = [b for b in getattr(auth, "backends", [auth]) if callable(getattr(b, "forget", None))]
-
-    def forget(number: str) -> None:
-        for backend in backends:
-            backend.forget(number)
-
-    return forget
-
-
-def makeOperations(sip: SIPService, testLine: TestLineService | None, reactor: Any) -> Operations:
-    """
-    What the admin API (and through it aetasip-admin) sees and ends in the
-    running service: its calls, registrations, relay nodes and test line.
-    """
-    from aetasip.relay.handler import RelayHandler
-
-    if reactor is None:
-        from twisted.internet import reactor as globalReactor
-
-        reactor = globalReactor
-    handler = sip.proxy.media.handler
-    return Operations(
-        CallControl(sip.proxy),
-        sip.location,
-        handler.nodes if isinstance(handler, RelayHandler) else None,
-        lambda: testLine.agent if testLine is not None and testLine.running else None,
-        reactor.seconds,
-    )
-
-
-def makeWebService(
-    cfg: config.Config,
-    top: service.MultiService,
-    sip: SIPService,
-    store: Any,
-    auth: Any,
-    stun: Any,
-    reactor: Any,
-    outbox: Any = None,
-    notifier: Any = None,
-    callCounters: CallCounters | None = None,
-    registrations: RegistrationCounters | None = None,
-    operations: Operations | None = None,
-    reload: Any = lambda: None,
-    storeTokens: StoreTokens | None = None,
-) -> WebService:
-    """
-    The web service: health and metrics of the running tree C{top} (with
-    the counters the proxy and the location tell, the webhook's queue and
-    the relay nodes of the media handler), the admin API over the store
-    and the running service's C{operations}, and the portal (which mails
-    its password reset links through C{outbox}).
-    """
-    if reactor is None:
-        from twisted.internet import reactor as globalReactor
-
-        reactor = globalReactor
-    settings = WebSettings.fromConfig(cfg)
-    handler = sip.proxy.media.handler
-    collector = ServiceCollector(
-        sip.core,
-        sip.registrar.authentication.limits,
-        sip.location,
-        CallControl(sip.proxy),
-        None if stun is None else stun.counters,
-        transactions=sip.transactions,
-        clients=sip.clients,
-        callCounters=callCounters,
-        registrations=registrations,
-        relays=dict(getattr(handler, "nodes", None) or {}),
-        notifier=notifier,
-        store=store,
-        reactor=reactor,
-    )
-    forget = forgetter(auth)
-    api = AdminAPI(store, cfg["sip.realm"], settings.tokenDigests, forget, operations, reload, storeTokens)
-    portal = Portal(
-        store, cfg["sip.realm"], reactor.seconds, forget, sip.location, PortalSettings.fromConfig(cfg), outbox
-    )
-    app = WebApp(
-        top, sip, api, portal, makeRegistry(collector), reactor, refreshMetrics=collector.refresh,
-        serveAPI=settings.adminListen is None,
-    )  # fmt: skip
-    web = WebService(settings, app, reactor)
-    portal.defaultURL = lambda: web.url + "/portal/"
-    return web
-
-
-def makeControlService(
-    cfg: config.Config, top: service.MultiService, sip: SIPService, store: Any, auth: Any, reactor: Any,
-    operations: Operations, reload: Any,
-) -> ControlSocketService:  # fmt: skip
-    """
-    The control socket (C{web.control_socket}): the admin API, without
-    tokens, for aetasip-admin's commands on the running service, and
-    C{/health}.
-    """
-    if reactor is None:
-        from twisted.internet import reactor as globalReactor
-
-        reactor = globalReactor
-    settings = WebSettings.fromConfig(cfg)
-    assert settings.controlSocket is not None
-    api = AdminAPI(store, cfg["sip.realm"], settings.tokenDigests, forgetter(auth), operations, reload)
-
-    async def health() -> tuple[int, dict[str, Any]]:
-        return await healthReport(top, sip, store, reactor)
-
-    return ControlSocketService(settings.controlSocket, ControlApp(api, health), reactor)
-
-
-def makeAdminListenService(
-    cfg: config.Config, store: Any, auth: Any, reactor: Any, operations: Operations, reload: Any,
-    storeTokens: StoreTokens | None,
-) -> AdminListenService:  # fmt: skip
-    """
-    The admin API on its own address (C{web.admin_listen}), with the bearer
-    tokens it asks on C{web.listen}: the configuration's and the store's.
-    """
-    settings = WebSettings.fromConfig(cfg)
-    api = AdminAPI(store, cfg["sip.realm"], settings.tokenDigests, forgetter(auth), operations, reload, storeTokens)
-    return AdminListenService(settings, ControlApp(api, where="Admin API"), reactor)
 
 
 def makeService(options: Options | dict[str, Any], reactor: Any = None) -> service.MultiService:

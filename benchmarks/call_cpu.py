@@ -42,7 +42,8 @@ from twisted.internet.defer import succeed
 from aetasip import config
 from aetasip.auth import credentialsFromPassword
 from aetasip.sip.transaction import Peer
-from aetasip.tap import makeSIPService, tuneGarbageCollector
+from aetasip.sipelement import makeSIPService
+from aetasip.tap import tuneGarbageCollector
 
 REALM = "aetasip"
 SERVER = ("127.0.0.1", 5060)

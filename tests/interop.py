@@ -93,6 +93,13 @@ class Recorder:
         return found
 
 
+def watchCalls(service: RunningService, event: str = "started") -> list[Any]:
+    """The calls of C{event} (see L{CallEvents}) in C{service} from now on: a list that grows."""
+    observer = CallEvents(event)
+    service.sip.proxy.observers.add(observer)
+    return observer.calls
+
+
 class CallEvents(Recorder):
     """
     A L{Recorder} that also keeps, in C{calls}, every call of one C{event}:
@@ -297,9 +304,7 @@ class InteropTestCase(ExplainsFailures):
 
     def watchCalls(self, event: str = "started") -> list[Any]:
         """The calls of C{event} (see L{CallEvents}) from now on: a list that grows."""
-        observer = CallEvents(event)
-        self.running.sip.proxy.observers.add(observer)
-        return observer.calls
+        return watchCalls(self.running, event)
 
     def socket(self, protocol: DatagramProtocol, host: str = "127.0.0.1") -> int:
         """Listen with C{protocol} on a free UDP port of C{host} until the test ends; return the port."""

@@ -17,7 +17,7 @@ import tempfile
 import time
 from typing import Any
 
-from tests.servers import freePort, freePortBlock, requireTool
+from tests.servers import freePort, freePortBlock, requireTool, stopProcess
 
 PR_SET_PDEATHSIG = 1
 
@@ -129,14 +129,7 @@ class Rtpengine:
     def stop(self) -> None:
         """Stop it (SIGTERM, then SIGKILL after 5 s)."""
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+        stopProcess(process, 5)
 
     def cleanup(self) -> None:
         self.stop()

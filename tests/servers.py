@@ -11,6 +11,7 @@ import os
 import random
 import shutil
 import socket
+import subprocess
 import sys
 import tempfile
 from typing import Any
@@ -155,6 +156,18 @@ class RunningService:
     @property
     def sip(self) -> Any:
         return self.service.getServiceNamed("sip")
+
+
+def stopProcess(process: subprocess.Popen[Any] | None, grace: float) -> None:
+    """Stop C{process}, a server a test started, by its PID: SIGTERM, then SIGKILL after C{grace} s."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(grace)
 
 
 def deferLater(seconds: float) -> Deferred[None]:

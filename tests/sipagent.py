@@ -176,7 +176,7 @@ class Harness:
         clock: Clock | None = None,
         **settings: Any,
     ) -> None:
-        from aetasip.tap import makeSIPService
+        from aetasip.sipelement import makeSIPService
 
         base = {"sip.domains": ["sip.example.net", "sip.example.fr"]}
         base.update({k.replace("__", "."): v for k, v in settings.items()})

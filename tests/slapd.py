@@ -30,7 +30,7 @@ from ldap3 import Connection, Server
 import twisted.plugins
 from aetasip.auth import computeHA1
 from tests.certificates import TestCA
-from tests.servers import freePort, requireTool
+from tests.servers import freePort, requireTool, stopProcess
 
 SUFFIX = "dc=aetasip,dc=test"
 ROOT_DN = f"cn=admin,{SUFFIX}"
@@ -250,14 +250,7 @@ class Slapd:
     def stop(self) -> None:
         """Stop our slapd (by its PID) and wait for it to exit."""
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+        stopProcess(process, 10)
 
     def destroy(self) -> None:
         """Stop and remove the directory's files."""

@@ -901,6 +901,14 @@ class MediaHookTests(CallTestCase):
         self.media = Rewriter()
         self.makeHarness()
 
+    def answeredCall(self) -> str:
+        """A call with SDP both ways, answered by B and ACKed by A: the route of its dialog."""
+        sent, _ = self.call(body=SDP)
+        self.h.send(withSDP(reply(sent, 200, "OK", contact=B_CONTACT), SDP_B), B_SOURCE)
+        route = sent.getAll("record-route")[0]
+        self.fromA("ACK", 2, route)
+        return route
+
     def test_offer_and_answer_of_a_call(self) -> None:
         sent, start = self.call(body=SDP)
         self.assertIn(b"c=IN IP4 relay-offer-caller.10.0.0.7", sent.body)
@@ -1015,10 +1023,7 @@ class MediaHookTests(CallTestCase):
         carry it: ACK to the callee, 500 with a Warning to the caller, BYE
         to both, end cause media failure; the 2xx again is ACKed again.
         """
-        sent, _ = self.call(body=SDP)
-        self.h.send(withSDP(reply(sent, 200, "OK", contact=B_CONTACT), SDP_B), B_SOURCE)
-        route = sent.getAll("record-route")[0]
-        self.fromA("ACK", 2, route)
+        route = self.answeredCall()
         self.media.failAnswers = 1
         start = len(self.h.sent)
         self.fromA("INVITE", 3, route, contact=A_CONTACT, contentType="application/sdp", body=SDP)
@@ -1129,10 +1134,7 @@ class MediaHookTests(CallTestCase):
         carry its answer: the caller gets a 500 with a Warning instead of
         the 200 with the un-relayed SDP, both get a BYE; media failure.
         """
-        sent, _ = self.call(body=SDP)
-        self.h.send(withSDP(reply(sent, 200, "OK", contact=B_CONTACT), SDP_B), B_SOURCE)
-        route = sent.getAll("record-route")[0]
-        self.fromA("ACK", 2, route)
+        route = self.answeredCall()
         self.media.failAnswers = 1
         start = len(self.h.sent)
         self.fromA("UPDATE", 3, route, contact=A_CONTACT, contentType="application/sdp", body=SDP)
@@ -1313,10 +1315,7 @@ class MediaHookTests(CallTestCase):
         self.assertEqual(self.h.service.proxy.calls, {})
 
     def test_a_reinvite_after_a_switch_goes_through_the_handler(self) -> None:
-        sent, _ = self.call(body=SDP)
-        self.h.send(withSDP(reply(sent, 200, "OK", contact=B_CONTACT), SDP_B), B_SOURCE)
-        route = sent.getAll("record-route")[0]
-        self.fromA("ACK", 2, route)
+        route = self.answeredCall()
         self.media = Rewriter()
         self.makeHarness(clock=self.h.clock)
         start = len(self.h.sent)

@@ -15,7 +15,6 @@ import io
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 from typing import Any
@@ -28,7 +27,7 @@ from twisted.trial.unittest import TestCase
 
 from aetasip import admin
 from tests.postgres import PostgreSQLServer, binDirectory, serverAccount
-from tests.servers import deferLater
+from tests.servers import deferLater, stopProcess
 from tests.test_cluster_location import waitFor
 from tests.test_stun_service import insideNamespace, missing
 
@@ -110,17 +109,7 @@ class UserAgent(DatagramProtocol):
             code = int(text.split(" ", 2)[1])
             if code not in (401, 407):
                 return text
-            name = "WWW-Authenticate" if code == 401 else "Proxy-Authenticate"
-            challenge = next(c for c in headers(text, name.lower()) if "MD5" in c or "algorithm" not in c)
-            realm = re.search(r'realm="([^"]*)"', challenge).group(1)  # type: ignore[union-attr]
-            nonce = re.search(r'nonce="([^"]*)"', challenge).group(1)  # type: ignore[union-attr]
-            ha1 = hashlib.md5(f"{self.number}:{realm}:{self.password}".encode()).hexdigest()
-            ha2 = hashlib.md5(f"{method}:{uri}".encode()).hexdigest()
-            reply = hashlib.md5(f"{ha1}:{nonce}:{ha2}".encode()).hexdigest()
-            authorization = (
-                f'{"Authorization" if code == 401 else "Proxy-Authorization"}: Digest username="{self.number}", '
-                f'realm="{realm}", nonce="{nonce}", uri="{uri}", response="{reply}", algorithm=MD5\r\n'
-            )
+            authorization = self.authorization(method, uri, text)
         return text
 
     async def call(self, uri: str) -> dict[str, Any]:
@@ -172,6 +161,7 @@ class UserAgent(DatagramProtocol):
         return answer
 
     def authorization(self, method: str, uri: str, text: str) -> str:
+        """The (Proxy-)Authorization line answering the MD5 challenge of the 401 or 407 C{text}."""
         code = int(text.split(" ", 2)[1])
         name = "WWW-Authenticate" if code == 401 else "Proxy-Authenticate"
         challenge = next(c for c in headers(text, name.lower()) if "MD5" in c or "algorithm" not in c)
@@ -353,17 +343,7 @@ class FailoverTests(TestCase):
             cwd=self.directory,
         )
         self.processes[key] = process
-
-        def stop() -> None:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(15)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
-
-        self.addCleanup(stop)
+        self.addCleanup(stopProcess, process, 15)
         return process
 
     def server(self, key: str, url: str) -> None:
@@ -463,7 +443,12 @@ class FailoverTests(TestCase):
         agent.port = port.getHost().port
         return agent
 
-    async def test_an_agent_stays_reachable_after_kill_9_of_the_active_server(self) -> None:
+    async def cluster(self) -> tuple[str, str, str]:
+        """
+        Both servers on one PostgreSQL store holding the callee's and the
+        caller's accounts, once one of them holds the floating address:
+        the store's URL, the active server's key and the other's.
+        """
         self.network()
         url = self.database()
         with insideNamespace(self.names["db"]):
@@ -476,12 +461,19 @@ class FailoverTests(TestCase):
         await waitFor(lambda: self.holder() is not None, timeout=30)
         first = self.holder()
         assert first is not None
-        survivor = "b" if first == "a" else "a"
+        return url, first, "b" if first == "a" else "a"
 
+    async def agents(self) -> tuple[RingingAgent, RingingAgent]:
+        """The callee, registered through the floating address, and the caller."""
         callee = self.agent("callee", NUMBER, PASSWORD)
         caller = self.agent("caller", CALLER, CALLER_PASSWORD)
         registered = await callee.request("REGISTER", f"sip:{FLOATING}", "Expires: 600\r\n")
         self.assertTrue(registered.startswith("SIP/2.0 200"), registered)
+        return callee, caller
+
+    async def test_an_agent_stays_reachable_after_kill_9_of_the_active_server(self) -> None:
+        url, first, survivor = await self.cluster()
+        callee, caller = await self.agents()
         answered = await caller.request("MESSAGE", f"sip:{NUMBER}@{FLOATING}")
         self.assertTrue(answered.startswith("SIP/2.0 200"), answered)
         self.assertEqual(callee.received[-1][1], (FLOATING, 5060))
@@ -541,23 +533,8 @@ class FailoverTests(TestCase):
         self.assertIn(pings, (2, 3))
 
     async def test_node_drain_moves_the_address_with_no_failed_request(self) -> None:
-        self.network()
-        url = self.database()
-        with insideNamespace(self.names["db"]):
-            for number, password in ((NUMBER, PASSWORD), (CALLER, CALLER_PASSWORD)):
-                self.assertEqual(
-                    admin.main(["--store", url, "account", "add", number, "--password", password], *_quiet()), 0
-                )
-        self.server("a", url)
-        await deferLater(2.0)
-        self.server("b", url)
-        await waitFor(lambda: self.holder() is not None, timeout=30)
-        first = self.holder()
-        other = "b" if first == "a" else "a"
-        callee = self.agent("callee", NUMBER, PASSWORD)
-        caller = self.agent("caller", CALLER, CALLER_PASSWORD)
-        registered = await callee.request("REGISTER", f"sip:{FLOATING}", "Expires: 600\r\n")
-        self.assertTrue(registered.startswith("SIP/2.0 200"), registered)
+        url, first, other = await self.cluster()
+        _callee, caller = await self.agents()
         # A call in progress on the drained server, hung up once the address moved.
         dialog = await caller.call(f"sip:{NUMBER}@{FLOATING}")
         await deferLater(1.5)
@@ -599,24 +576,9 @@ class FailoverTests(TestCase):
         survivor, finding the call in the dead server's records, answers
         200 and 487, and ends the callee's late answer with ACK and BYE.
         """
-        self.network()
-        url = self.database()
-        with insideNamespace(self.names["db"]):
-            for number, password in ((NUMBER, PASSWORD), (CALLER, CALLER_PASSWORD)):
-                self.assertEqual(
-                    admin.main(["--store", url, "account", "add", number, "--password", password], *_quiet()), 0
-                )
-        self.server("a", url)
-        await deferLater(2.0)
-        self.server("b", url)
-        await waitFor(lambda: self.holder() is not None, timeout=30)
-        first = self.holder()
-        survivor = "b" if first == "a" else "a"
-        callee = self.agent("callee", NUMBER, PASSWORD)
-        caller = self.agent("caller", CALLER, CALLER_PASSWORD)
+        url, first, survivor = await self.cluster()
+        callee, caller = await self.agents()
         callee.hold = True
-        registered = await callee.request("REGISTER", f"sip:{FLOATING}", "Expires: 600\r\n")
-        self.assertTrue(registered.startswith("SIP/2.0 200"), registered)
         answeredLater = await caller.ring(f"sip:{NUMBER}@{FLOATING}")
         cancelled = await caller.ring(f"sip:{NUMBER}@{FLOATING}")
         await waitFor(lambda: len(callee.ringing) == 2, timeout=5)

@@ -19,13 +19,12 @@ import os
 import shutil
 import struct
 import subprocess
-from typing import Any
 
 from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
 from aetasip.calls.call import EndCause
-from tests.interop import MediaSocket, mediaOf
+from tests.interop import MediaSocket, mediaOf, watchCalls
 from tests.servers import RunningService, deferLater, requireTool
 from tests.sipp import Sipp, authentication, injectionFile
 from tests.test_stun_service import insideNamespace, missing
@@ -121,12 +120,7 @@ class SymmetricNATTests(TestCase):
         server.addAccounts((CALLER, CALLER_PASSWORD), (CALLEE, CALLEE_PASSWORD))
         await server.start()
         self.addCleanup(server.stop)
-        calls: list[Any] = []
-        observer = type("Observer", (), {})()
-        observer.callStarted = calls.append  # type: ignore[attr-defined]
-        for event in ("callRinging", "callAnswered", "callEnded"):
-            setattr(observer, event, lambda call: None)
-        server.sip.proxy.observers.add(observer)
+        calls = watchCalls(server)
         remote = f"{SERVER}:{server.ports[0]}"
 
         # The callee, on the public side, registers and waits.

@@ -19,6 +19,7 @@ from twisted.trial.unittest import TestCase
 from aetasip.calls.call import EndCause
 from aetasip.testline.programme import LEVEL_DBFS
 from tests.audio import dominantFrequency, levelDBFS
+from tests.interop import watchCalls
 from tests.servers import RunningService, deferLater, freePort, requireTool
 from tests.softphones import Softphone
 
@@ -122,12 +123,7 @@ class BaresipCallsTestLineTests(TestCase):
 
     async def test_baresip_hears_the_programme_in_each_codec(self) -> None:
         server = await self.serve()
-        calls: list[Any] = []
-        observer = type("Observer", (), {})()
-        observer.callStarted = calls.append  # type: ignore[attr-defined]
-        for event in ("callRinging", "callAnswered", "callEnded"):
-            setattr(observer, event, lambda call: None)
-        server.sip.proxy.observers.add(observer)
+        calls = watchCalls(server)
 
         # baresip's names (its G.722 runs at 16 kHz inside), and the rate of what it decodes.
         codecs = {

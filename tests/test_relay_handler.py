@@ -126,6 +126,20 @@ class HandlerTests(SynchronousTestCase):
     def answer(self, call: Call, body: bytes, sender: str = "callee") -> bytes:
         return self.successResultOf(self.handler.answer(call, "1", sender, body))
 
+    def startHandler(self, timeout: float) -> None:
+        """A running handler (its media checks on the clock) with a media timeout of C{timeout} s."""
+        self.handler = self.makeHandler(timeout=timeout)
+        self.handler.startService()
+        self.addCleanup(self.handler.stopService)
+
+    def answeredCall(self, offer: bytes = sdp("10.1.1.1"), answer: bytes = sdp(PUBLIC_B[0])) -> Call:
+        """A call offered (the caller behind NAT, by default) and answered by its first target."""
+        call = self.call()
+        self.offer(call, offer)
+        self.answer(call, answer)
+        call.answered(call.targets[0], "tagB")
+        return call
+
     def test_provides_the_interfaces(self) -> None:
         verifyObject(IMediaHandler, self.handler)
         from twisted.plugins.aetasip_relay import relay
@@ -241,13 +255,8 @@ class HandlerTests(SynchronousTestCase):
         self.assertEqual(call.media["relay"]["stats"].caller.received.packets, 10)
 
     def test_media_timeout_releases_an_answered_call(self) -> None:
-        self.handler = self.makeHandler(timeout=20)
-        self.handler.startService()
-        self.addCleanup(self.handler.stopService)
-        call = self.call()
-        self.offer(call, sdp("10.1.1.1"))
-        self.answer(call, sdp(PUBLIC_B[0]))
-        call.answered(call.targets[0], "tagB")
+        self.startHandler(timeout=20)
+        call = self.answeredCall()
         node = self.nodes["local"]
         # Media flows both ways for a while: nothing happens.
         for _ in range(10):
@@ -268,9 +277,7 @@ class HandlerTests(SynchronousTestCase):
         self.assertEqual((cause, detail), (EndCause.MEDIA_TIMEOUT, "no media for 25 s"))
 
     def test_a_call_without_any_media_times_out_from_its_answer(self) -> None:
-        self.handler = self.makeHandler(timeout=10)
-        self.handler.startService()
-        self.addCleanup(self.handler.stopService)
+        self.startHandler(timeout=10)
         call = self.call()
         self.offer(call, sdp("10.1.1.1"))
         self.clock.advance(100)  # ringing for long: no timeout before the answer
@@ -281,13 +288,8 @@ class HandlerTests(SynchronousTestCase):
 
     def test_a_call_whose_node_lost_its_session_is_released(self) -> None:
         """rtpengine deleted it (its own timeout) or restarted: the media is gone, the call ends."""
-        self.handler = self.makeHandler(timeout=20)
-        self.handler.startService()
-        self.addCleanup(self.handler.stopService)
-        call = self.call()
-        self.offer(call, sdp("10.1.1.1"))
-        self.answer(call, sdp(PUBLIC_B[0]))
-        call.answered(call.targets[0], "tagB")
+        self.startHandler(timeout=20)
+        call = self.answeredCall()
         self.nodes["local"].stats = None  # type: ignore[assignment]
         self.clock.advance(5)
         self.assertEqual(
@@ -299,13 +301,8 @@ class HandlerTests(SynchronousTestCase):
         kept: list[tuple[str, str, float | None]] = []
         node = self.nodes["local"]
         node.keepAlive = lambda callID, fromTag, last: kept.append((callID, fromTag, last))  # type: ignore[attr-defined]
-        self.handler = self.makeHandler(timeout=20)
-        self.handler.startService()
-        self.addCleanup(self.handler.stopService)
-        call = self.call()
-        self.offer(call, directed("10.1.1.1", 4000, "inactive"))
-        self.answer(call, directed(PUBLIC_B[0], 5000, "inactive"))
-        call.answered(call.targets[0], "tagB")
+        self.startHandler(timeout=20)
+        self.answeredCall(directed("10.1.1.1", 4000, "inactive"), directed(PUBLIC_B[0], 5000, "inactive"))
         node.stats = RelayStats("local", LegStats(received=StreamStats(1, lastPacketAt=990.0)))
         self.clock.advance(5)
         self.clock.advance(5)
@@ -327,9 +324,7 @@ class HandlerTests(SynchronousTestCase):
 
     def test_forks_another_branch_answered_give_their_ports_back(self) -> None:
         """Once the call is answered, the other forks' ports go back (within the media check's period)."""
-        self.handler = self.makeHandler(timeout=20)
-        self.handler.startService()
-        self.addCleanup(self.handler.stopService)
+        self.startHandler(timeout=20)
         node = self.nodes["local"]
         dropped: list[tuple[str, str, str]] = []
         node.deleteBranch = lambda *args: dropped.append(args)  # type: ignore[attr-defined]
@@ -351,9 +346,7 @@ class HandlerTests(SynchronousTestCase):
         answered: the call's media never passes the node, so neither its
         silence there nor the node's loss of the session ends the call.
         """
-        self.handler = self.makeHandler(timeout=20)
-        self.handler.startService()
-        self.addCleanup(self.handler.stopService)
+        self.startHandler(timeout=20)
         call = self.call(calleeContact="sip:45675002@10.0.0.3:5060")
         second = call.addTarget("45675002", Leg(PUBLIC_B, "udp", ("0", 1), None, "sip:45675002@203.0.113.9:5060"))
         self.offer(call, sdp(PUBLIC_A[0]))
@@ -423,10 +416,11 @@ class HoldTests(SynchronousTestCase):
         self.handler.startService()
         self.addCleanup(self.handler.stopService)
 
-    def answeredCall(self) -> Call:
+    def answeredCall(self, offered: str = "sendrecv", answered: str = "sendrecv") -> Call:
+        """A call offered by the caller with direction C{offered}, answered with C{answered}."""
         call = Call(self.clock.seconds, "cid", "tagA", "45675001", "premium", "d", Leg(PUBLIC_A, "udp", ("0", 1)), "2")
         call.addTarget("45675002", Leg(PUBLIC_B, "udp", ("0", 1), None, "sip:45675002@203.0.113.9:5060"))
-        self.exchange(call, "caller", "sendrecv", "sendrecv")
+        self.exchange(call, "caller", offered, answered)
         call.answered(call.targets[0], "tagB")
         return call
 
@@ -517,10 +511,7 @@ class HoldTests(SynchronousTestCase):
 
     def test_a_one_way_call_ends_when_its_sender_stops(self) -> None:
         """A codec sending to a receiver (sendonly/recvonly from the start): the receiver's silence is right."""
-        call = Call(self.clock.seconds, "cid", "tagA", "45675001", "premium", "d", Leg(PUBLIC_A, "udp", ("0", 1)), "2")
-        call.addTarget("45675002", Leg(PUBLIC_B, "udp", ("0", 1), None, "sip:45675002@203.0.113.9:5060"))
-        self.exchange(call, "caller", "sendonly", "recvonly")
-        call.answered(call.targets[0], "tagB")
+        self.answeredCall("sendonly", "recvonly")
         for _ in range(60):
             self.sends("caller")
             self.clock.advance(5)

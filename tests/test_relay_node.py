@@ -295,7 +295,7 @@ class RelayNodeTests(TestCase):
 
 class FileLimitTests(TestCase):
     def test_the_soft_limit_is_raised_for_the_port_range(self) -> None:
-        from aetasip.relay import builtin
+        from aetasip.relay import ports
 
         limits = {"now": (1024, 4096)}
         fake = type(
@@ -308,10 +308,10 @@ class FileLimitTests(TestCase):
                 "setrlimit": staticmethod(lambda which, value: limits.update(now=value)),
             },
         )
-        self.patch(builtin, "resource", fake)
-        builtin.raiseFileLimit(2500, "local")
+        self.patch(ports, "resource", fake)
+        ports.raiseFileLimit(2500, "local")
         self.assertEqual(limits["now"], (2500, 4096))
-        builtin.raiseFileLimit(9000, "local")
+        ports.raiseFileLimit(9000, "local")
         self.assertEqual(limits["now"], (4096, 4096))
         self.assertEqual(len(self.flushLoggedErrors()), 0)
 

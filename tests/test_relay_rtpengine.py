@@ -15,7 +15,7 @@ import re
 import socket
 import struct
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
@@ -86,6 +86,17 @@ class MediaPeer(DatagramProtocol):
         self.received.append((datagram, (address[0], address[1])))
 
 
+class Fork(NamedTuple):
+    """A call forked to branches b1 and b2, answered by b2: the parties' sockets and the relay's ports."""
+
+    caller: MediaPeer
+    first: MediaPeer
+    second: MediaPeer
+    toFirst: tuple[str, int]
+    toSecond: tuple[str, int]
+    toCaller: tuple[str, int]
+
+
 class RtpengineCalls(TestCase):
     """A real rtpengine, a node on it, and calls between loopback media sockets."""
 
@@ -139,6 +150,28 @@ class RtpengineCalls(TestCase):
             "toCallee": mediaAddress(offered),
             "toCaller": mediaAddress(answered),
         }
+
+    async def offerThrough(self, node: RtpengineNode, sender: str, port: int, callID: str = CALL) -> bytes:
+        """C{sender}'s offer of branch 1 through C{node}: its media on C{port} of 127.0.0.1."""
+        return await node.offer(callID, CALLER_TAG, "1", sender, sdp("127.0.0.1", port), SIGNALLING, False)
+
+    async def answerThrough(self, node: RtpengineNode, sender: str, port: int, callID: str = CALL) -> bytes:
+        """C{sender}'s answer of branch 1 (no ICE) through C{node}: its media on C{port} of 127.0.0.1."""
+        answer = sdp("127.0.0.1", port, ice=False)
+        return await node.answer(callID, CALLER_TAG, CALLEE_TAG, "1", sender, answer, SIGNALLING, False)
+
+    async def forkedCall(self) -> Fork:
+        """The caller's offer to two branches, b1 and b2, and b2's answer, through the node."""
+        caller, callerPort = self.peer()
+        first, _ = self.peer()
+        second, secondPort = self.peer()
+        offer = sdp("127.0.0.1", callerPort)
+        toFirst = mediaAddress(await self.node.offer(CALL, CALLER_TAG, "b1", "caller", offer, SIGNALLING, False))
+        toSecond = mediaAddress(await self.node.offer(CALL, CALLER_TAG, "b2", "caller", offer, SIGNALLING, False))
+        answered = await self.node.answer(
+            CALL, CALLER_TAG, "second-tag", "b2", "callee", sdp("127.0.0.1", secondPort, ice=False), SIGNALLING, False
+        )
+        return Fork(caller, first, second, toFirst, toSecond, mediaAddress(answered))
 
     async def exchange(self, call: dict[str, Any], count: int = 10) -> None:
         """
@@ -331,20 +364,11 @@ class RtpengineNodeTests(RtpengineCalls):
         self.assertEqual((stats.caller.dropped, stats.callee.dropped), (5, 5))
 
     async def test_a_fork_that_lost_gives_its_ports_back(self) -> None:
-        caller, callerPort = self.peer()
-        first, _ = self.peer()
-        second, secondPort = self.peer()
-        offer = sdp("127.0.0.1", callerPort)
-        toFirst = mediaAddress(await self.node.offer(CALL, CALLER_TAG, "b1", "caller", offer, SIGNALLING, False))
-        toSecond = mediaAddress(await self.node.offer(CALL, CALLER_TAG, "b2", "caller", offer, SIGNALLING, False))
-        answered = await self.node.answer(
-            CALL, CALLER_TAG, "second-tag", "b2", "callee", sdp("127.0.0.1", secondPort, ice=False), SIGNALLING, False
-        )
+        caller, first, second, toFirst, toSecond, toCaller = await self.forkedCall()
         await self.node.deleteBranch(CALL, CALLER_TAG, "b1")
         # rtpengine closed the first fork's port: it can be bound again.
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.bind(toFirst)
-        toCaller = mediaAddress(answered)
         for sequence in range(5):
             caller.transport.write(rtp(sequence, 0x1111), toCaller)  # type: ignore[union-attr]
             second.transport.write(rtp(sequence, 0x2222), toSecond)  # type: ignore[union-attr]
@@ -441,17 +465,8 @@ class RtpengineNodeTests(RtpengineCalls):
         self.assertIn(rtp(4, 0x3333), [d for d, _ in call["caller"].received])
 
     async def test_forked_call_answered_by_one_branch(self) -> None:
-        caller, callerPort = self.peer()
-        first, _ = self.peer()
-        second, secondPort = self.peer()
-        offer = sdp("127.0.0.1", callerPort)
-        toFirst = mediaAddress(await self.node.offer(CALL, CALLER_TAG, "b1", "caller", offer, SIGNALLING, False))
-        toSecond = mediaAddress(await self.node.offer(CALL, CALLER_TAG, "b2", "caller", offer, SIGNALLING, False))
+        caller, first, second, toFirst, toSecond, toCaller = await self.forkedCall()
         self.assertNotEqual(toFirst, toSecond)
-        answered = await self.node.answer(
-            CALL, CALLER_TAG, "second-tag", "b2", "callee", sdp("127.0.0.1", secondPort, ice=False), SIGNALLING, False
-        )
-        toCaller = mediaAddress(answered)
         for sequence in range(5):
             caller.transport.write(rtp(sequence, 0x1111), toCaller)  # type: ignore[union-attr]
             second.transport.write(rtp(sequence, 0x2222), toSecond)  # type: ignore[union-attr]
@@ -505,13 +520,9 @@ class SwitchoverTests(RtpengineCalls):
     async def survivorCall(self) -> tuple[RtpengineNode, dict[str, Any]]:
         caller, callerPort = self.peer()
         callee, calleePort = self.peer()
-        offered = await self.node.offer(
-            CALL, CALLER_TAG, "1", "caller", sdp("127.0.0.1", callerPort), SIGNALLING, False
-        )
+        offered = await self.offerThrough(self.node, "caller", callerPort)
         survivor = self.makeNode([self.engine.ngAddress])
-        answered = await survivor.answer(
-            CALL, CALLER_TAG, CALLEE_TAG, "1", "callee", sdp("127.0.0.1", calleePort, ice=False), SIGNALLING, False
-        )
+        answered = await self.answerThrough(survivor, "callee", calleePort)
         return survivor, {
             "caller": caller,
             "callerPort": callerPort,
@@ -537,16 +548,7 @@ class SwitchoverTests(RtpengineCalls):
         assert stats is not None
         self.assertEqual((stats.caller.received.packets, stats.callee.received.packets), (10, 10))
         # The answer repeated (a retransmitted 2xx) keeps the same ports.
-        again = await survivor.answer(
-            CALL,
-            CALLER_TAG,
-            CALLEE_TAG,
-            "1",
-            "callee",
-            sdp("127.0.0.1", call["calleePort"], ice=False),
-            SIGNALLING,
-            False,
-        )
+        again = await self.answerThrough(survivor, "callee", call["calleePort"])
         self.assertEqual(mediaAddress(again), call["toCaller"])
 
     async def test_reinvites_and_hangup_through_the_survivor(self) -> None:
@@ -554,17 +556,8 @@ class SwitchoverTests(RtpengineCalls):
         await self.exchange(call, count=3)
         # The caller re-INVITEs (a new socket); the same relay ports.
         moved, movedPort = self.peer()
-        offered = await survivor.offer(CALL, CALLER_TAG, "1", "caller", sdp("127.0.0.1", movedPort), SIGNALLING, False)
-        answered = await survivor.answer(
-            CALL,
-            CALLER_TAG,
-            CALLEE_TAG,
-            "1",
-            "callee",
-            sdp("127.0.0.1", call["calleePort"], ice=False),
-            SIGNALLING,
-            False,
-        )
+        offered = await self.offerThrough(survivor, "caller", movedPort)
+        answered = await self.answerThrough(survivor, "callee", call["calleePort"])
         self.assertEqual(mediaAddress(offered), call["toCallee"])
         self.assertEqual(mediaAddress(answered), call["toCaller"])
         call["caller"] = moved
@@ -586,17 +579,8 @@ class SwitchoverTests(RtpengineCalls):
         # A third server (another switch): its first message of the call is the callee's re-INVITE.
         third = self.makeNode([self.engine.ngAddress])
         moved, movedPort = self.peer()
-        offered = await third.offer(CALL, CALLER_TAG, "1", "callee", sdp("127.0.0.1", movedPort), SIGNALLING, False)
-        answered = await third.answer(
-            CALL,
-            CALLER_TAG,
-            CALLEE_TAG,
-            "1",
-            "caller",
-            sdp("127.0.0.1", call["callerPort"], ice=False),
-            SIGNALLING,
-            False,
-        )
+        offered = await self.offerThrough(third, "callee", movedPort)
+        answered = await self.answerThrough(third, "caller", call["callerPort"])
         # rtpengine knew the callee by its tag: the caller keeps its port, the callee's new socket gets media.
         self.assertEqual(mediaAddress(offered), call["toCaller"])
         call["callee"], call["toCallee"] = moved, mediaAddress(answered)
@@ -795,13 +779,9 @@ class AdoptedHeldCallTests(RtpengineCalls):
     async def test_the_answer_alone_keeps_the_session(self) -> None:
         caller, callerPort = self.peer()
         callee, calleePort = self.peer()
-        offered = await self.node.offer(
-            CALL, CALLER_TAG, "1", "caller", sdp("127.0.0.1", callerPort), SIGNALLING, False
-        )
+        offered = await self.offerThrough(self.node, "caller", callerPort)
         survivor = self.makeNode([self.engine.ngAddress], keepalive=1.0)
-        answered = await survivor.answer(
-            CALL, CALLER_TAG, CALLEE_TAG, "1", "callee", sdp("127.0.0.1", calleePort, ice=False), SIGNALLING, False
-        )
+        answered = await self.answerThrough(survivor, "callee", calleePort)
         media = {
             "caller": caller,
             "callee": callee,
@@ -820,10 +800,8 @@ class AdoptedHeldCallTests(RtpengineCalls):
         self.assertEqual(len(callee.received), 8)
         # Without the keep-alive rtpengine would have dropped it: the same wait, another call.
         other = self.makeNode([self.engine.ngAddress], keepalive=0)
-        await self.node.offer("call-2", CALLER_TAG, "1", "caller", sdp("127.0.0.1", callerPort), SIGNALLING, False)
-        await other.answer(
-            "call-2", CALLER_TAG, CALLEE_TAG, "1", "callee", sdp("127.0.0.1", calleePort, ice=False), SIGNALLING, False
-        )
+        await self.offerThrough(self.node, "caller", callerPort, "call-2")
+        await self.answerThrough(other, "callee", calleePort, "call-2")
         await deferLater(7.5)
         self.assertIsNone(await other.query("call-2", CALLER_TAG))
 

@@ -22,6 +22,7 @@ from twisted.trial.unittest import TestCase
 
 from aetasip.calls.call import EndCause
 from tests.audio import dominantFrequency
+from tests.interop import watchCalls
 from tests.servers import RunningService, deferLater, freePortBlock, requireTool
 from tests.softphones import Baresip, Linphonec, Softphone
 from tests.test_interop_calls import within
@@ -69,12 +70,7 @@ class SoftphoneTests(TestCase):
 
         handler.offer = keeping("offer", handler.offer)
         handler.answer = keeping("answer", handler.answer)
-        calls: list[Any] = []
-        observer = type("Observer", (), {})()
-        observer.callStarted = calls.append  # type: ignore[attr-defined]
-        for event in ("callRinging", "callAnswered", "callEnded"):
-            setattr(observer, event, lambda call: None)
-        server.sip.proxy.observers.add(observer)
+        calls = watchCalls(server)
 
         address = ("127.0.0.1", server.ports[0])
         linphone = Linphonec(

@@ -339,18 +339,29 @@ class MigrationTests(SQLiteURLs, SynchronousTestCase):
             [f"from schema version 2 to {SCHEMA_VERSION}", f"at schema version {SCHEMA_VERSION}"],
         )
 
-    def test_migration_adds_the_relay_modes(self) -> None:
-        """Accounts and groups get a relay mode, NULL (inherited) for those already there."""
+    def migratedStore(self, version: int) -> tuple[str, Store]:
+        """
+        A database an older aetasip left at schema C{version}, holding
+        account 45675001 (Studio 1, password 'secret'), then opened (so
+        migrated) by a store closed when the test ends: its URL, the store.
+        """
         url = self.newStoreURL()
-        makeVersion(url, 2)
+        makeVersion(url, version)
         execute(
             url,
             "INSERT INTO accounts (number, kind, display_name, email, realm, ha1_md5, ha1_sha256, created_at, "
-            f"updated_at) VALUES ('45675001', 'premium', '', '', '{REALM}', 'x', 'y', 1.0, 1.0)",
+            f"updated_at) VALUES ('45675001', 'premium', 'Studio 1', '', '{REALM}', "
+            f"'{computeHA1('MD5', '45675001', REALM, 'secret')}', "
+            f"'{computeHA1('SHA-256', '45675001', REALM, 'secret')}', 1.0, 1.0)",
         )
         store = Store(url)
         store.open()
         self.addCleanup(store.close)
+        return url, store
+
+    def test_migration_adds_the_relay_modes(self) -> None:
+        """Accounts and groups get a relay mode, NULL (inherited) for those already there."""
+        url, store = self.migratedStore(2)
         self.assertEqual(columnNames(url)["accounts"] - VERSION_2_COLUMNS["accounts"], {"relay"})
         self.assertIn("relay", columnNames(url)["groups"])
         account = store.getAccount("45675001")
@@ -368,19 +379,7 @@ class MigrationTests(SQLiteURLs, SynchronousTestCase):
         and quarterly_logs to a database of the steps before it, whose data
         stays.
         """
-        step = schema.MIGRATIONS.index(schema._migrationCallRecords)
-        url = self.newStoreURL()
-        makeVersion(url, step)
-        execute(
-            url,
-            "INSERT INTO accounts (number, kind, display_name, email, realm, ha1_md5, ha1_sha256, created_at, "
-            f"updated_at) VALUES ('45675001', 'premium', 'Studio 1', '', '{REALM}', "
-            f"'{computeHA1('MD5', '45675001', REALM, 'secret')}', "
-            f"'{computeHA1('SHA-256', '45675001', REALM, 'secret')}', 1.0, 1.0)",
-        )
-        store = Store(url)
-        store.open()
-        self.addCleanup(store.close)
+        url, store = self.migratedStore(schema.MIGRATIONS.index(schema._migrationCallRecords))
         self.assertEqual(store.schemaVersion(), SCHEMA_VERSION)
         columns = columnNames(url)
         for table in ("call_records", "record_servers", "mail_outbox", "quarterly_logs"):
@@ -391,18 +390,7 @@ class MigrationTests(SQLiteURLs, SynchronousTestCase):
         self.assertEqual(store.callRecords(), [])
 
     def test_version_2_data_survives_the_migration(self) -> None:
-        url = self.newStoreURL()
-        makeVersion(url, 2)
-        execute(
-            url,
-            "INSERT INTO accounts (number, kind, display_name, email, realm, ha1_md5, ha1_sha256, created_at, "
-            f"updated_at) VALUES ('45675001', 'premium', 'Studio 1', '', '{REALM}', "
-            f"'{computeHA1('MD5', '45675001', REALM, 'secret')}', "
-            f"'{computeHA1('SHA-256', '45675001', REALM, 'secret')}', 1.0, 1.0)",
-        )
-        store = Store(url)
-        store.open()
-        self.addCleanup(store.close)
+        _url, store = self.migratedStore(2)
         self.assertEqual(store.credentials("45675001"), credentialsFromPassword("45675001", "premium", REALM, "secret"))
 
     def test_concurrent_opens_migrate_once(self) -> None:

@@ -76,19 +76,50 @@ class WebTestCase(TestCase):
     def web(self) -> Any:
         return self.server.service.getServiceNamed("web")
 
-    async def request(self, method: str, path: str, body: object = None, headers: dict[str, str] | None = None) -> Any:
+    async def request(
+        self, method: str, path: str, body: object = None, headers: dict[str, str] | None = None, base: str = ""
+    ) -> Any:
+        """C{method} C{path} on the web service (or on the service at URL C{base}), with a JSON C{body}."""
         sent = dict(headers or {})
         data = None
         if body is not None:
             data = body if isinstance(body, bytes) else json.dumps(body).encode()
             sent.setdefault("Content-Type", "application/json")
-        return await treq.request(method, self.web.url + path, data=data, headers=sent, pool=self.pool)
+        return await treq.request(method, (base or self.web.url) + path, data=data, headers=sent, pool=self.pool)
 
-    async def json(self, method: str, path: str, body: object = None, headers: dict[str, str] | None = None) -> Any:
-        response = await self.request(method, path, body, headers)
+    async def json(
+        self, method: str, path: str, body: object = None, headers: dict[str, str] | None = None, base: str = ""
+    ) -> Any:
+        """The status code and the JSON of the answer to L{request}, which must say it is JSON."""
+        response = await self.request(method, path, body, headers, base)
         content = await response.content()
         self.assertEqual(response.headers.getRawHeaders("content-type"), ["application/json"], content)
         return response.code, json.loads(content)
+
+    def serveHTTPS(self) -> None:
+        """
+        Serve HTTPS with a certificate for localhost from a test CA
+        (C{self.ca}); call it in C{setUp} before L{WebTestCase.setUp}.
+        """
+        self.ca = TestCA(os.path.join(self.mktemp(), "ca"))
+        cert, key = self.ca.issue("localhost")
+        self.settings = {**self.settings, "web.tls_certificate": cert, "web.tls_key": key}
+
+    def verifyingClient(self) -> HTTPClient:
+        """An HTTP client that trusts the test CA of L{serveHTTPS} alone."""
+        policy = BrowserLikePolicyForHTTPS(trustRoot=ssl.Certificate.loadPEM(self.ca.caPEM))
+        return HTTPClient(Agent(reactor, contextFactory=policy, pool=self.pool))
+
+    def assertDescribesExactly(self, document: Any, routes: list[tuple[str, str]]) -> None:
+        """C{document} is the API's OpenAPI description, and it describes C{routes}, no more, no fewer."""
+        self.assertEqual(document, json.loads(json.dumps(openAPIDocument())))
+        described = sorted(
+            (method.upper(), path)
+            for path, item in document["paths"].items()
+            for method in item
+            if method in ("get", "post", "put", "patch", "delete")
+        )
+        self.assertEqual(described, routes)
 
 
 class HealthTests(WebTestCase):
@@ -200,14 +231,7 @@ class AdminAPITests(WebTestCase):
     async def test_openapi_describes_exactly_the_routes(self) -> None:
         code, document = await self.json("GET", "/api/v1/openapi.json")
         self.assertEqual(code, 200)
-        self.assertEqual(document, json.loads(json.dumps(openAPIDocument())))
-        described = sorted(
-            (method.upper(), path)
-            for path, item in document["paths"].items()
-            for method in item
-            if method in ("get", "post", "put", "patch", "delete")
-        )
-        self.assertEqual(described, self._routes())
+        self.assertDescribesExactly(document, self._routes())
         from aetasip.web.api import AdminAPI
 
         for path in ("/records", "/records.csv"):
@@ -315,16 +339,12 @@ class PortalPasswordAPITests(WebTestCase):
 
 class HTTPSTests(WebTestCase):
     def setUp(self):  # type: ignore[no-untyped-def]
-        self.ca = TestCA(os.path.join(self.mktemp(), "ca"))
-        cert, key = self.ca.issue("localhost")
-        self.settings = {"web.tls_certificate": cert, "web.tls_key": key}
+        self.serveHTTPS()
         return super().setUp()
 
     async def test_health_over_https_with_a_verified_certificate(self) -> None:
         self.assertTrue(self.web.url.startswith("https://127.0.0.1:"))
-        policy = BrowserLikePolicyForHTTPS(trustRoot=ssl.Certificate.loadPEM(self.ca.caPEM))
-        client = HTTPClient(Agent(reactor, contextFactory=policy, pool=self.pool))
-        response = await client.get(self.web.url + "/health")
+        response = await self.verifyingClient().get(self.web.url + "/health")
         self.assertEqual(response.code, 200)
         self.assertEqual(json.loads(await response.content())["status"], "ok")
 

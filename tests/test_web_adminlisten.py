@@ -8,19 +8,13 @@ and /metrics; HTTPS with the web certificate.
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 import treq
-from treq.client import HTTPClient
-from twisted.internet import reactor, ssl
 from twisted.trial.unittest import SynchronousTestCase
-from twisted.web.client import Agent, BrowserLikePolicyForHTTPS
 
 from aetasip import config
-from aetasip.web.openapi import openAPIDocument
 from aetasip.web.settings import ListenAddress, WebSettings
-from tests.certificates import TestCA
 from tests.test_web import AUTH, WebTestCase
 
 
@@ -51,10 +45,7 @@ class AdminListenTests(WebTestCase):
         return self.server.service.getServiceNamed("admin")
 
     async def adminJSON(self, method: str, path: str, headers: dict[str, str] | None = None) -> Any:
-        response = await treq.request(method, self.admin.url + path, headers=headers or {}, pool=self.pool)
-        content = await response.content()
-        self.assertEqual(response.headers.getRawHeaders("content-type"), ["application/json"], content)
-        return response.code, json.loads(content)
+        return await self.json(method, path, headers=headers, base=self.admin.url)
 
     async def test_api_on_its_own_address_with_a_token(self) -> None:
         self.assertTrue(self.admin.url.startswith("http://127.0.0.1:"))
@@ -78,14 +69,7 @@ class AdminListenTests(WebTestCase):
     async def test_openapi_there_matches_the_routes(self) -> None:
         code, document = await self.adminJSON("GET", "/api/v1/openapi.json")
         self.assertEqual(code, 200)
-        self.assertEqual(document, json.loads(json.dumps(openAPIDocument())))
-        described = sorted(
-            (method.upper(), path)
-            for path, item in document["paths"].items()
-            for method in item
-            if method in ("get", "post", "put", "patch", "delete")
-        )
-        self.assertEqual(described, self.admin.app.api.routes())
+        self.assertDescribesExactly(document, self.admin.app.api.routes())
 
     async def test_not_on_web_listen_any_more(self) -> None:
         for path in ("/api/v1/accounts", "/api/v1/openapi.json", "/api/v1/", "/api/v1/groups/4567"):
@@ -132,16 +116,12 @@ class AdminListenHTTPSTests(WebTestCase):
     settings = {"web.admin_listen": "127.0.0.1:0"}
 
     def setUp(self):  # type: ignore[no-untyped-def]
-        self.ca = TestCA(os.path.join(self.mktemp(), "ca"))
-        cert, key = self.ca.issue("localhost")
-        self.settings = {**self.settings, "web.tls_certificate": cert, "web.tls_key": key}
+        self.serveHTTPS()
         return super().setUp()
 
     async def test_api_over_https_with_a_verified_certificate(self) -> None:
         admin = self.server.service.getServiceNamed("admin")
         self.assertTrue(admin.url.startswith("https://127.0.0.1:"))
-        policy = BrowserLikePolicyForHTTPS(trustRoot=ssl.Certificate.loadPEM(self.ca.caPEM))
-        client = HTTPClient(Agent(reactor, contextFactory=policy, pool=self.pool))
-        response = await client.get(admin.url + "/api/v1/accounts", headers=AUTH)
+        response = await self.verifyingClient().get(admin.url + "/api/v1/accounts", headers=AUTH)
         self.assertEqual(response.code, 200)
         self.assertEqual(json.loads(await response.content()), {"accounts": []})

@@ -50,9 +50,9 @@ from aetasip.calls.call import ANSWERED, Call, EndCause
 from aetasip.calls.media import MediaRefused
 from aetasip.interfaces import IMediaHandler
 from aetasip.relay import sdp as sdplib
-from aetasip.relay.builtin import NoPortsLeft
 from aetasip.relay.decision import LegDecision, decideLeg, modeOf, natEvidence
 from aetasip.relay.errors import UnknownSession
+from aetasip.relay.ports import NoPortsLeft
 from aetasip.relay.stats import RelayStats
 from aetasip.routing import Directory, EmptyDirectory
 
