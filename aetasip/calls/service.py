@@ -12,8 +12,11 @@ from typing import Any
 
 from twisted.application import service
 from twisted.internet.defer import Deferred
+from twisted.logger import Logger
 
 from aetasip.calls.proxy import Proxy
+
+log = Logger()
 
 
 class CallService(service.MultiService):
@@ -32,8 +35,17 @@ class CallService(service.MultiService):
             if service.IService.providedBy(part):
                 part.setServiceParent(self)
 
+    def startService(self) -> None:
+        log.info(
+            "Calls: at most {dialogs} dialogs; parts: {parts}",
+            dialogs=self.proxy.settings.maxDialogs,
+            parts=", ".join(str(child.name) for child in self) or "none",
+        )
+        super().startService()
+
     def stopService(self) -> Deferred[None]:
         # The observers hear every call end (the media handler released
         # their media first) before any part stops.
         d = self.proxy.stop()
-        return d.addCallback(lambda _: super(CallService, self).stopService())
+        d.addCallback(lambda _: super(CallService, self).stopService())
+        return d.addCallback(lambda _: log.info("Calls stopped"))

@@ -121,12 +121,21 @@ class BuiltinRelay(service.Service):
     def startService(self) -> None:
         super().startService()
         raiseFileLimit(2 * self.ports.pairs * 2 + 512, self.name)
+        log.info(
+            "Relay node {node}: built-in, on {address} ports {low}-{high}, advertised as {advertise}",
+            node=self.name,
+            address=self.address,
+            low=self.ports.low,
+            high=self.ports.high,
+            advertise=self.advertise,
+        )
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
         for key in list(self._sessions):
             self._release(key)
         self.poller.close()
+        log.info("Relay node {node} stopped", node=self.name)
         return succeed(None)
 
     # -- IRelay

@@ -180,6 +180,13 @@ class RelayHandler(service.MultiService):
         self._watch.clock = clock
 
     def startService(self) -> None:
+        log.info(
+            "Relay: mode {mode}, nodes {nodes} (default {default}), media timeout {timeout:g} s",
+            mode=self.mode,
+            nodes=", ".join(sorted(self.nodes)),
+            default=self.defaultNode,
+            timeout=self.mediaTimeout,
+        )
         super().startService()
         if self.mediaTimeout > 0:
             self._watch.start(max(0.5, min(5.0, self.mediaTimeout / 4)), now=False)
@@ -187,7 +194,8 @@ class RelayHandler(service.MultiService):
     def stopService(self) -> Deferred[None]:
         if self._watch.running:
             self._watch.stop()
-        return super().stopService()  # type: ignore[no-any-return]
+        d: Deferred[None] = super().stopService()
+        return d.addCallback(lambda _: log.info("Relay stopped"))
 
     # -- IMediaHandler
 

@@ -156,6 +156,11 @@ class RtpengineNode(Service):
                 if client.transport is None:
                     interface = _interface(addresses, ":" in addresses[0][0])
                     self._ports.append(self.reactor.listenUDP(0, client, interface=interface))
+        log.info(
+            "Relay node {node}: rtpengine at {daemons}",
+            node=self.name,
+            daemons=", ".join(backend.name for backend in self.pool.backends),
+        )
         # Learn at once which daemons answer, rather than on the first call.
         self.pool.ping()
 
@@ -163,7 +168,8 @@ class RtpengineNode(Service):
         super().stopService()
         self.pool.stop()
         ports, self._ports = self._ports, []
-        return gatherResults([p.stopListening() or succeed(None) for p in ports]).addCallback(lambda _: None)
+        d = gatherResults([p.stopListening() or succeed(None) for p in ports])
+        return d.addCallback(lambda _: log.info("Relay node {node} stopped", node=self.name))
 
     # -- offer and answer ------------------------------------------------------
 
