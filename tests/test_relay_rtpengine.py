@@ -366,9 +366,18 @@ class RtpengineNodeTests(RtpengineCalls):
     async def test_a_fork_that_lost_gives_its_ports_back(self) -> None:
         caller, first, second, toFirst, toSecond, toCaller = await self.forkedCall()
         await self.node.deleteBranch(CALL, CALLER_TAG, "b1")
-        # rtpengine closed the first fork's port: it can be bound again.
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.bind(toFirst)
+        # rtpengine closed the first fork's port: it can be bound again
+        # (its media thread may close it just after the reply: a second at most).
+        for attempt in range(20):
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                try:
+                    s.bind(toFirst)
+                except OSError:
+                    if attempt == 19:
+                        raise
+                    await deferLater(0.1)
+                else:
+                    break
         for sequence in range(5):
             caller.transport.write(rtp(sequence, 0x1111), toCaller)  # type: ignore[union-attr]
             second.transport.write(rtp(sequence, 0x2222), toSecond)  # type: ignore[union-attr]
