@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import attrs
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.logger import Logger
 
 log = Logger()
@@ -292,9 +292,8 @@ class Call:
         if releasing:
             self._reported = DeferredList(releasing, consumeErrors=True).addCallback(lambda _: self._tellEnded())
         else:
+            # Reported at once: endReported needs no Deferred of its own.
             self._tellEnded()
-            self._reported = Deferred()
-            self._reported.callback(None)
         return True
 
     def _tellEnded(self) -> None:
@@ -314,7 +313,9 @@ class Call:
 
     def endReported(self) -> Deferred[None]:
         """Fires once the observers heard that the call ended (it must have ended)."""
-        assert self._reported is not None, "the call has not ended"
+        assert self.state == ENDED, "the call has not ended"
+        if self._reported is None:
+            return succeed(None)
         done: Deferred[None] = Deferred()
 
         def fired(result: None) -> None:
