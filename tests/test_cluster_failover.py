@@ -199,6 +199,8 @@ class RingingAgent(UserAgent):
         self.ringing: list[tuple[str, Any]] = []
         self.finals: dict[tuple[str, str], Deferred[str]] = {}
         self.responses: list[str] = []
+        # The Call-IDs of the INVITEs a matching CANCEL ended.
+        self.terminated: list[str] = []
 
     def datagramReceived(self, data: bytes, addr: Any) -> None:
         text = data.decode("utf-8", "replace")
@@ -214,7 +216,29 @@ class RingingAgent(UserAgent):
             self.ringing.append((text, addr))
             self.transport.write(self.response(text, 180, "Ringing"), addr)  # type: ignore[union-attr]
             return
+        elif self.hold and text.startswith("CANCEL "):
+            self.received.append((text, addr))
+            self.transport.write(self.cancelled(text), addr)  # type: ignore[union-attr]
+            return
         super().datagramReceived(data, addr)
+
+    def cancelled(self, text: str) -> bytes:
+        """
+        The answer to a CANCEL, as RFC 3261 9.2 and 17.2.3 say: 200 and a
+        487 for the INVITE whose transaction it matches (the same top Via:
+        branch and sent-by; Call-ID and CSeq number), else 481.
+        """
+        via, callID, number = header(text, "via"), header(text, "call-id"), header(text, "cseq").split()[0]
+        for invite, addr in self.ringing:
+            if (header(invite, "via"), header(invite, "call-id"), header(invite, "cseq").split()[0]) == (
+                via,
+                callID,
+                number,
+            ):
+                self.terminated.append(callID)
+                self.transport.write(self.response(invite, 487, "Request Terminated"), addr)  # type: ignore[union-attr]
+                return self.response(text, 200, "OK")
+        return self.response(text, 481, "Call/Transaction Does Not Exist")
 
     def response(self, text: str, code: int, reason: str) -> bytes:
         vias = "".join(f"Via: {v}\r\n" for v in headers(text, "via"))
@@ -236,6 +260,17 @@ class RingingAgent(UserAgent):
             if any(t.startswith("ACK ") and header(t, "call-id") == callID for t, _ in self.received):
                 return
         raise AssertionError(f"no ACK for the 200 of {callID}")
+
+    async def refuse(self, index: int, code: int, reason: str) -> None:
+        """Refuse the ringing INVITE C{index} with C{code}, sent again until its ACK comes (RFC 3261 17.2.1)."""
+        text, addr = self.ringing[index]
+        callID = header(text, "call-id")
+        for _ in range(10):
+            self.transport.write(self.response(text, code, reason), addr)  # type: ignore[union-attr]
+            await deferLater(0.5)
+            if any(t.startswith("ACK ") and header(t, "call-id") == callID for t, _ in self.received):
+                return
+        raise AssertionError(f"no ACK for the {code} of {callID}")
 
     async def ring(self, uri: str) -> dict[str, Any]:
         """
@@ -593,11 +628,14 @@ class FailoverTests(TestCase):
 
     async def test_calls_ringing_at_kill_9(self) -> None:
         """
-        Two calls ring on the active server when it is killed: the callee
-        answers one, whose 200 the survivor passes to the caller (then
-        ACK and BYE go through it); the caller cancels the other, and the
-        survivor, finding the call in the dead server's records, answers
-        200 and 487, and ends the callee's late answer with ACK and BYE.
+        Three calls ring on the active server when it is killed: the
+        callee answers one, whose 200 the survivor passes to the caller
+        (then ACK and BYE go through it); the caller cancels another, and
+        the survivor, finding the call in the dead server's records,
+        answers 200 and 487 and sends the callee a CANCEL that its INVITE
+        transaction matches (the branch is derived, not random), whose
+        487 it ACKs; the callee refuses the third (486), which the
+        survivor passes to the caller and ACKs.
         """
         self.network()
         url = self.database()
@@ -619,7 +657,8 @@ class FailoverTests(TestCase):
         self.assertTrue(registered.startswith("SIP/2.0 200"), registered)
         answeredLater = await caller.ring(f"sip:{NUMBER}@{FLOATING}")
         cancelled = await caller.ring(f"sip:{NUMBER}@{FLOATING}")
-        await waitFor(lambda: len(callee.ringing) == 2, timeout=5)
+        busy = await caller.ring(f"sip:{NUMBER}@{FLOATING}")
+        await waitFor(lambda: len(callee.ringing) == 3, timeout=5)
         # Their records reach the store (written behind), then the server dies.
         await deferLater(1.5)
         self.processes[f"aetasip-{first}"].kill()
@@ -637,26 +676,50 @@ class FailoverTests(TestCase):
         self.assertTrue(hungUp.startswith("SIP/2.0 200"), hungUp)
         calleeGot = [t.split(" ", 1)[0] for t, _ in callee.received if header(t, "call-id") == answeredLater["callID"]]
         self.assertEqual(calleeGot, ["INVITE", "ACK", "BYE"])
-        # The other: cancelled by its caller through the survivor.
+        # Another: cancelled by its caller through the survivor; the
+        # callee's phone stops ringing, and its 487 is ACKed there.
         cancelling = await caller.cancel(cancelled)
         self.assertTrue(cancelling.startswith("SIP/2.0 200"), cancelling)
         terminated = await cancelled["final"]
         self.assertTrue(terminated.startswith("SIP/2.0 487"), terminated)
-        await callee.answer(1)
+        await waitFor(lambda: callee.terminated == [cancelled["callID"]], timeout=5)
         await waitFor(
             lambda: (
-                [t.split(" ", 1)[0] for t, _ in callee.received if header(t, "call-id") == cancelled["callID"]]
-                == ["INVITE", "ACK", "BYE"]
+                [t.split(" ", 1)[0] for t, _ in callee.received if header(t, "call-id") == cancelled["callID"]][-1:]
+                == ["ACK"]
             ),
             timeout=5,
         )
+        invite = callee.ringing[1][0]
+        for text, _ in callee.received:
+            if header(text, "call-id") == cancelled["callID"] and not text.startswith("INVITE "):
+                # The CANCEL and the ACK of the 487 have the INVITE's own top Via.
+                self.assertEqual(headers(text, "via"), [header(invite, "via")], text)
         self.assertEqual(
             [r.split("\r\n", 1)[0] for r in caller.responses if header(r, "call-id") == cancelled["callID"]][-2:],
             ["SIP/2.0 200 OK", "SIP/2.0 487 Request Terminated"],
         )
+        # The third: the callee is busy; its 486 reaches the caller through the survivor.
+        refusing = Deferred.fromCoroutine(callee.refuse(2, 486, "Busy Here"))
+        refused = await busy["final"].addTimeout(15, reactor)
+        self.assertTrue(refused.startswith("SIP/2.0 486"), refused)
+        self.assertEqual(len(headers(refused, "via")), 1)
+        busy["to"] = header(refused, "to")
+        caller.write("ACK", busy["uri"], busy, 2, busy["branch"], "")
+        await refusing
+        await deferLater(1.0)
+        got = [t for t, _ in callee.received if header(t, "call-id") == busy["callID"]]
+        self.assertEqual(got[0].split(" ", 1)[0], "INVITE")
+        self.assertGreater(len(got), 1)
+        for text in got[1:]:
+            # ACKs from the survivor, hop by hop: the caller's own ACK stops there.
+            self.assertTrue(text.startswith("ACK "), text)
+            self.assertEqual(headers(text, "via"), [header(got[0], "via")], text)
         # The records the dead server opened end as the calls did.
         await waitFor(lambda: self.recordOf(url, answeredLater["callID"]) == ("caller BYE", f"sip-{first}"), timeout=10)
         await waitFor(lambda: self.recordOf(url, cancelled["callID"]) == ("cancelled", f"sip-{first}"), timeout=10)
+        await waitFor(lambda: self.recordOf(url, busy["callID"]) == ("rejected", f"sip-{first}"), timeout=10)
+        self.assertEqual(self.recordOf(url, busy["callID"], "status"), 486)
 
 
 def _quiet() -> tuple[Any, Any]:

@@ -209,6 +209,8 @@ class CallRecordMethods:
                 end_cause=one.endCause,
                 end_detail=(one.endDetail + "; " if one.endDetail else "") + how,
                 callee_tag=one.calleeTag,
+                # How a call that rang elsewhere ended here (487, 486…); the ringing status otherwise.
+                **({"status": one.status} if one.status >= 200 else {}),
             )
         )
         return True
