@@ -146,6 +146,8 @@ class DialogSigner:
         self._key = key
         # BLAKE2b takes at most 64 bytes of key: a longer one is hashed first.
         self._macKey = key if len(key) <= 64 else hashlib.blake2b(key).digest()
+        # Keyed once: a copy a branch saves hashing the key block each time.
+        self._branchHasher = hashlib.blake2b(key=self._macKey, digest_size=_MAC, person=b"aetasip-branch")
 
     def _mac(self, payload: bytes, callID: str, callerTag: str) -> bytes:
         message = b"\0".join(
@@ -153,14 +155,15 @@ class DialogSigner:
         )
         return hashlib.blake2b(message, key=self._macKey, digest_size=_MAC_BYTES).digest()
 
-    def branchMAC(self, message: bytes, size: int) -> bytes:
+    def branchMAC(self, message: bytes) -> bytes:
         """
-        A MAC of C{size} bytes over C{message}, for the branches of
-        forwarded INVITEs (L{aetasip.calls.takeover.forwardBranch}): the
-        same key as the tokens, another BLAKE2b personalisation, so one
-        never verifies as the other.
+        A 40-bit MAC over C{message}, for the branches of forwarded INVITEs
+        (L{forwardBranch}): the same key as the tokens, another BLAKE2b
+        personalisation, so one never verifies as the other.
         """
-        return hashlib.blake2b(message, key=self._macKey, digest_size=size, person=b"aetasip-branch").digest()
+        mac = self._branchHasher.copy()
+        mac.update(message)
+        return mac.digest()
 
     def sign(
         self,
@@ -234,14 +237,27 @@ def callerHost(via: Via) -> str:
     return host[1:-1] if host.startswith("[") else host
 
 
+# Digests of targets already seen: the same bindings are called again and again.
+_digests: dict[tuple[str, str], bytes] = {}
+_DIGESTS = 4096
+
+
 def _targetDigest(number: str, contact: str) -> bytes:
-    return hashlib.blake2b(f"{number}\0{contact}".encode("utf-8", "surrogateescape"), digest_size=_DIGEST).digest()
+    key = (number, contact)
+    digest = _digests.get(key)
+    if digest is None:
+        digest = hashlib.blake2b(
+            f"{number}\0{contact}".encode("utf-8", "surrogateescape"), digest_size=_DIGEST
+        ).digest()
+        if len(_digests) >= _DIGESTS:
+            _digests.clear()
+        _digests[key] = digest
+    return digest
 
 
-def _branch(signer: DialogSigner, callerVia: Via, callID: str, fromTag: str, cseq: int, digest: bytes) -> str:
-    fields = (callerVia.branch or "", callerHost(callerVia), callID, fromTag, str(cseq))
-    message = "\0".join(fields).encode("utf-8", "surrogateescape") + b"\0" + digest
-    return MAGIC_COOKIE + (signer.branchMAC(message, _MAC) + digest).hex()
+def _branch(signer: DialogSigner, callerVia: Via, callID: str, fromTag: str | None, cseq: int, digest: bytes) -> str:
+    text = f"{callerVia.branch or ''}\0{callerHost(callerVia)}\0{callID}\0{fromTag or ''}\0{cseq}\0"
+    return MAGIC_COOKIE + (signer.branchMAC(text.encode("utf-8", "surrogateescape") + digest) + digest).hex()
 
 
 def forwardBranch(signer: DialogSigner, request: Request, number: str, contact: str, loop: str) -> str:
@@ -251,7 +267,7 @@ def forwardBranch(signer: DialogSigner, request: Request, number: str, contact: 
     C{contact} of C{number}; C{loop} is its loop tag (RFC 3261 16.6 step 8).
     """
     digest = _targetDigest(number, contact)
-    branch = _branch(signer, request.topVia, request.callID, request.fromAddr.tag or "", request.cseq[0], digest)
+    branch = _branch(signer, request.topVia, request.callID, request.fromAddr.tag, request.cseq[0], digest)
     return f"{branch}.{loop}" if loop else branch
 
 
@@ -273,5 +289,5 @@ def verifiedCaller(signer: DialogSigner, response: Response) -> Via | None:
         raw = bytes.fromhex(base[len(MAGIC_COOKIE) :])
     except ValueError:
         return None
-    expected = _branch(signer, vias[1], response.callID, response.fromAddr.tag or "", number, raw[_MAC:])
+    expected = _branch(signer, vias[1], response.callID, response.fromAddr.tag, number, raw[_MAC:])
     return vias[1] if hmac.compare_digest(expected, base) else None
