@@ -157,6 +157,23 @@ class RingingElsewhereTests(CallTestCase):
         call = self.recorder.events[-1][1]
         self.assertEqual((call.recovered, call.endCause), (True, EndCause.CANCELLED))
 
+    def test_a_487_with_the_cancels_via_alone_is_acked(self) -> None:
+        """sipp answers the INVITE 487 with the CANCEL's Via: no caller's Via to verify, but our CANCEL's branch."""
+        sent = self.switched(("45675002",))
+        start = self.cancel()
+        (cancel,) = self.requestsTo(B_SOURCE, start)
+        self.h.send(reply(cancel, 200, "OK"), B_SOURCE)
+        start = len(self.h.sent)
+        self.h.send(reply(cancel, 487, "Request Terminated").replace(b"2 CANCEL", b"2 INVITE"), B_SOURCE)
+        (ack,) = self.requestsTo(B_SOURCE, start)
+        self.assertEqual((ack.method, ack.getAll("via")), ("ACK", [sent.getAll("via")[0]]))
+        self.assertEqual(self.repliesTo(A_SOURCE, start), [])
+        # Not for a branch it did not cancel.
+        start = len(self.h.sent)
+        terminated = reply(cancel, 487, "Request Terminated").replace(b"2 CANCEL", b"2 INVITE")
+        self.h.send(terminated.replace(b"z9hG4bK", b"z9hG4bKx", 1), B_SOURCE)
+        self.assertEqual(self.h.sent[start:], [])
+
     def test_a_store_saying_only_that_it_rang_cancels_the_dialled_number(self) -> None:
         sent = self.switched(True)
         start = self.cancel()

@@ -28,7 +28,8 @@ from twisted.trial.unittest import TestCase
 
 from aetasip import admin
 from tests.postgres import PostgreSQLServer, binDirectory, serverAccount
-from tests.servers import deferLater
+from tests.servers import deferLater, requireTool
+from tests.sipp import Sipp, SippRun, authentication, injectionFile
 from tests.test_cluster_location import waitFor
 from tests.test_stun_service import insideNamespace, missing
 
@@ -37,6 +38,8 @@ FLOATING = f"{NETWORK}.10"
 SERVERS = {"a": f"{NETWORK}.11", "b": f"{NETWORK}.12"}
 DATABASE = f"{NETWORK}.20"
 AGENTS = {"callee": f"{NETWORK}.31", "caller": f"{NETWORK}.32"}
+SECOND = f"{NETWORK}.33"
+BUSY, BUSY_PASSWORD = "45675003", "Busy-secret-3"
 NUMBER, PASSWORD = "45675001", "Callee-secret-1"
 CALLER, CALLER_PASSWORD = "45675002", "Caller-secret-2"
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -401,7 +404,7 @@ class FailoverTests(TestCase):
         self.addCleanup(stop)
         return process
 
-    def server(self, key: str, url: str) -> None:
+    def server(self, key: str, url: str, pingInterval: int = 2) -> None:
         conf = os.path.join(self.directory, f"{key}.conf.py")
         with open(conf, "w") as f:
             f.write(
@@ -413,7 +416,7 @@ class FailoverTests(TestCase):
                 "stun = {'enabled': False}\ntestline = {'enabled': False}\n"
                 # Both servers run in this directory: a control socket each.
                 f"web = {{'listen': '127.0.0.1:8080', 'control_socket': '{key}.sock'}}\n"
-                "registrar = {'conflict': 'replace', 'options_ping_interval': 2}\n"
+                f"registrar = {{'conflict': 'replace', 'options_ping_interval': {pingInterval}}}\n"
             )
         self.spawn(
             f"aetasip-{key}",
@@ -720,6 +723,95 @@ class FailoverTests(TestCase):
         await waitFor(lambda: self.recordOf(url, cancelled["callID"]) == ("cancelled", f"sip-{first}"), timeout=10)
         await waitFor(lambda: self.recordOf(url, busy["callID"]) == ("rejected", f"sip-{first}"), timeout=10)
         self.assertEqual(self.recordOf(url, busy["callID"], "status"), 486)
+
+    def sippAt(self, role: str, label: str, scenarioName: str, port: int, *args: str, inf: str | None = None) -> Any:
+        """A sipp run in the namespace of agent C{role}, on its address and C{port}: (process, its L{SippRun} reader)."""
+        sipp = Sipp(self.sipp, self.directory)
+        host = SECOND if role == "callee2" else AGENTS[role]
+        name, argv, errorFile, messageFile = sipp._command(
+            label, scenarioName, args, None, host, port, "u1", inf, 40, True
+        )
+        process = self.spawn(name, self.names[role], self.sipp, *argv)
+        return process, lambda: SippRun(name, process.returncode or 0, "", "", errorFile, messageFile)
+
+    async def sippCallee(self, role: str, number: str, password: str, scenarioName: str) -> Any:
+        """C{number} registered by sipp from agent C{role}, then a sipp UAS of C{scenarioName} on that port."""
+        port = 5070
+        inf = injectionFile(self.directory, f"register-{number}", [(number, authentication(number, password))])
+        registering, _ = self.sippAt(
+            role, f"register-{number}", "register.xml", port, "-recv_timeout", "5000",
+            f"{FLOATING}:5060", inf=inf,
+        )  # fmt: skip
+        await waitFor(lambda: registering.poll() is not None, timeout=10)
+        self.assertEqual(registering.returncode, 0)
+        callee = self.sippAt(role, f"callee-{number}", scenarioName, port)
+        await deferLater(0.5)
+        return callee
+
+    async def test_sipp_callees_ringing_at_kill_9(self) -> None:
+        """
+        Two sipp callees ring through the active server when it is killed:
+        the caller's CANCEL of one reaches it through the survivor (sipp
+        answers 200 and 487, gets the ACK, and ends well), with the
+        INVITE's own top Via; the other's 486 after the switch reaches the
+        caller, and its ACK the callee.
+        """
+        self.sipp = requireTool(self, "sipp", "sip-tester")
+        self.network()
+        self.namespace("callee2")
+        self.ip("link", "add", "eth0", "netns", self.names["callee2"], "type", "veth", "peer", "name", "p9",
+                "netns", self.names["sw"])  # fmt: skip
+        self.ip("-n", self.names["sw"], "link", "set", "p9", "master", "br0", "up")
+        self.ip("-n", self.names["callee2"], "address", "add", f"{SECOND}/24", "dev", "eth0")
+        self.ip("-n", self.names["callee2"], "link", "set", "eth0", "up")
+        url = self.database()
+        with insideNamespace(self.names["db"]):
+            for number, password in ((NUMBER, PASSWORD), (CALLER, CALLER_PASSWORD), (BUSY, BUSY_PASSWORD)):
+                self.assertEqual(
+                    admin.main(["--store", url, "account", "add", number, "--password", password], *_quiet()), 0
+                )
+        # No keep-alive OPTIONS: a sipp UAS takes one for its one call.
+        self.server("a", url, pingInterval=600)
+        await deferLater(2.0)
+        self.server("b", url, pingInterval=600)
+        await waitFor(lambda: self.holder() is not None, timeout=30)
+        first = self.holder()
+        survivor = "b" if first == "a" else "a"
+        ringing, ringingRun = await self.sippCallee("callee", NUMBER, PASSWORD, "call_uas_ring_cancelled.xml")
+        busy, busyRun = await self.sippCallee("callee2", BUSY, BUSY_PASSWORD, "call_uas_ring_then_busy.xml")
+        caller = self.agent("caller", CALLER, CALLER_PASSWORD)
+        cancelled = await caller.ring(f"sip:{NUMBER}@{FLOATING}")
+        refused = await caller.ring(f"sip:{BUSY}@{FLOATING}")
+        await waitFor(lambda: [r.split("\r\n", 1)[0] for r in caller.responses].count("SIP/2.0 180 Ringing") >= 2,
+                      timeout=5)  # fmt: skip
+        # Their records reach the store (written behind), then the server dies.
+        await deferLater(1.5)
+        self.processes[f"aetasip-{first}"].kill()
+        await waitFor(lambda: self.holder() == survivor, timeout=20)
+        cancelling = await caller.cancel(cancelled)
+        self.assertTrue(cancelling.startswith("SIP/2.0 200"), cancelling)
+        terminated = await cancelled["final"].addTimeout(10, reactor)
+        self.assertTrue(terminated.startswith("SIP/2.0 487"), terminated)
+        # The sipp callee got the CANCEL, answered it and the INVITE 487, and its ACK.
+        await waitFor(lambda: ringing.poll() is not None, timeout=10)
+        run = ringingRun()
+        self.assertEqual(ringing.returncode, 0, run.detail)
+        (invite,) = run.received("INVITE")
+        (cancel,) = run.received("CANCEL")[:1]
+        self.assertEqual(cancel.headers("Via"), invite.headers("Via")[:1])
+        self.assertEqual(cancel.firstLine.split()[1], invite.firstLine.split()[1])
+        # The other callee is busy after the switch: the caller hears it.
+        busyAnswer = await refused["final"].addTimeout(20, reactor)
+        self.assertTrue(busyAnswer.startswith("SIP/2.0 486"), busyAnswer)
+        refused["to"] = header(busyAnswer, "to")
+        caller.write("ACK", refused["uri"], refused, 2, refused["branch"], "")
+        await waitFor(lambda: busy.poll() is not None, timeout=10)
+        run = busyRun()
+        self.assertEqual(busy.returncode, 0, run.detail)
+        (invite,) = run.received("INVITE")
+        for ack in run.received("ACK"):
+            self.assertEqual(ack.headers("Via"), invite.headers("Via")[:1])
+        await waitFor(lambda: self.recordOf(url, cancelled["callID"]) == ("cancelled", f"sip-{first}"), timeout=10)
 
 
 def _quiet() -> tuple[Any, Any]:

@@ -1,9 +1,10 @@
 """
-In-dialog traffic: requests with a To tag, ACKs for 2xx and stray 2xx.
+In-dialog traffic: requests with a To tag and ACKs for 2xx.
 
 Each is routed through a L{Dialog} the proxy set up, found in the table by
 Call-ID and tags, or rebuilt from the signed token of our own Route (a
-restart, a backup server); it goes to the *other* leg of that dialog, at
+restart, a backup server: L{aetasip.calls.takeover}, which also takes the
+responses no transaction took); it goes to the *other* leg of that dialog, at
 the address that leg's signalling comes from, and only when it comes from
 one of the legs. Anything else gets 481 (no such dialog) or 403 (a forged
 token, a stranger) and is sent nowhere: the service is neither a relay nor
@@ -68,10 +69,6 @@ class DialogRouter:
     def __init__(self, proxy: Proxy) -> None:
         self.proxy = proxy
         self.takeover = Takeover(proxy, self)
-
-    def strayResponse(self, response: Response, peer: Peer | None) -> None:
-        """A response no client transaction took (L{Takeover.strayResponse})."""
-        self.takeover.strayResponse(response, peer)
 
     # -- requests ---------------------------------------------------------
 

@@ -313,9 +313,11 @@ class Proxy:
     def strayResponse(self, response: Response, peer: Peer | None = None) -> None:
         """
         A response matching no client transaction: a 2xx retransmission
-        after ours ended. Forwarded to the other leg of its dialog.
+        after ours ended, forwarded to the other leg of its dialog; a
+        response to an INVITE another server of the cluster forwarded
+        (see L{aetasip.calls.takeover}).
         """
-        self.router.strayResponse(response, peer)
+        self.router.takeover.strayResponse(response, peer)
 
     # -- out of dialog ----------------------------------------------------------
 

@@ -119,6 +119,10 @@ class Takeover:
             return
         caller = verifiedCaller(proxy.signer, response)
         if caller is None:
+            if response.code >= 300 and self._cancelledHere(response):
+                # The 487 to an INVITE we cancelled, with the CANCEL's Via
+                # alone (sipp's habit): ACKed all the same.
+                self._ack(response, peer)
             return
         ours = response.vias[0]
         if not proxy.isOurs(URI("sip", None, ours.host, ours.port)):
@@ -151,11 +155,18 @@ class Takeover:
             )
             proxy.dialogs.cancelledHere(callID, fromTag)
             # Any other fork stops ringing, as the caller's transaction is over.
-            self._cancelOthers(response, caller, leg, peer)
+            self._cancelOthers(response, caller, leg)
             cause = EndCause.NO_ANSWER if response.code == 408 else EndCause.REJECTED
             self.amendRecord(response, leg, cause, response.code, response.reason if cause == EndCause.REJECTED else "")
         else:
             self._adopt(branch, response, leg, peer)
+
+    def _cancelledHere(self, response: Response) -> bool:
+        """Is C{response} (to an INVITE) from a transaction whose CANCEL this server sent lately?"""
+        vias = response.vias
+        if len(vias) != 1 or response.cseq[1] != "INVITE":
+            return False
+        return (vias[0].branch, "CANCEL") in self.proxy.clients.transactions
 
     def _ack(self, response: Response, peer: Peer) -> None:
         """The ACK of a final non-2xx, hop by hop to the callee (RFC 3261 17.1.1.3)."""
@@ -240,65 +251,49 @@ class Takeover:
 
     # -- cancelling the callees of another server's call ------------------
 
-    def cancelCallees(self, cancel: Request, numbers: tuple[str, ...] | list[str]) -> None:
+    def cancelCallees(
+        self, cancel: Request, numbers: tuple[str, ...] | list[str], loop: str | None = None, answered: str = ""
+    ) -> None:
         """
         The caller of a call another server forwarded cancelled it here:
         a CANCEL to each binding of C{numbers} (what the call rang), with
         the branch that server gave its INVITE there (L{forwardBranch}),
         so that the callee's INVITE transaction matches it (RFC 3261 9.1).
         A binding the INVITE did not reach answers 481 and rings on as it
-        did.
+        did. (C{loop}: the INVITE's loop tag, when C{cancel} is not the
+        caller's own; C{answered}: a branch that needs no CANCEL.)
         """
         proxy = self.proxy
-        loop = loopTag(cancel)
-        sent = set()
+        loop = loopTag(cancel) if loop is None else loop
         for number in numbers:
             for binding in proxy.location.targets(number):
                 hop = proxy.senderFor(binding)
-                if hop is None:
-                    continue
                 branch = forwardBranch(proxy.signer, cancel, number, binding.contact, loop)
-                sent.add(branch)
+                if hop is None or branch == answered:
+                    continue
                 via = proxy._via(hop[2], hop[3], branch)
                 self._sendCancel(binding.contact, via, branch, cancel, binding.path, (hop[0], hop[1]))
-        adopted = self._ringing.pop(next((b for b in self._ringing if b in sent), ""), None)
-        if adopted is not None and adopted.timer.active():
-            adopted.timer.cancel()
+                adopted = self._ringing.pop(branch, None)
+                if adopted is not None and adopted.timer.active():
+                    adopted.timer.cancel()
 
-    def _cancelOthers(self, response: Response, caller: Via, leg: Leg, peer: Peer) -> None:
+    def _cancelOthers(self, response: Response, caller: Via, leg: Leg) -> None:
         """After a final non-2xx passed up: the call's other forks, if any, are CANCELled (from the records)."""
         lookup = self.proxy.ringingElsewhere
         if lookup is None:
             return
-        callID, fromTag = response.callID, response.fromAddr.tag or ""
+        callID = response.callID
         answered = response.vias[0].branch or ""
-        loop = answered.partition(".")[2]
+        # What the caller's CANCEL would have been.
+        headers = [["via", str(caller)], ["from", response.get("from") or ""], ["to", response.get("to") or ""]]
+        headers += [["call-id", callID], ["cseq", f"{response.cseq[0]} CANCEL"]]
+        cancel = Request("CANCEL", str(response.toAddr.uri), headers)
 
         def looked(numbers: object) -> None:
-            if not isinstance(numbers, (tuple, list)) or not numbers:
-                return
-            cancel = Request(
-                "CANCEL",
-                str(response.toAddr.uri),
-                [
-                    ["via", str(caller)],
-                    ["from", response.get("from") or ""],
-                    ["to", _TAG.sub("", response.get("to") or "")],
-                    ["call-id", callID],
-                    ["cseq", f"{response.cseq[0]} CANCEL"],
-                ],
-            )
-            proxy = self.proxy
-            for number in numbers:
-                for binding in proxy.location.targets(number):
-                    hop = proxy.senderFor(binding)
-                    branch = forwardBranch(proxy.signer, cancel, number, binding.contact, loop)
-                    if hop is None or branch == answered:
-                        continue
-                    via = proxy._via(hop[2], hop[3], branch)
-                    self._sendCancel(binding.contact, via, branch, cancel, binding.path, (hop[0], hop[1]))
+            if isinstance(numbers, (tuple, list)):
+                self.cancelCallees(cancel, numbers, answered.partition(".")[2], answered)
 
-        d = maybeDeferred(lookup, callID, fromTag, leg.source)
+        d = maybeDeferred(lookup, callID, response.fromAddr.tag or "", leg.source)
         d.addCallback(looked)
         d.addErrback(lambda f: log.failure("Cancelling the other forks of {callID} failed", f, callID=callID))
 
