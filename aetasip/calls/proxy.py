@@ -58,12 +58,12 @@ log = Logger()
 
 Sender = Callable[[bytes], None]
 Hop = tuple[Sender, bool, str, tuple[str, int]]
+"""How to reach a next hop: (send, reliable, transport, our local socket)."""
 RingingLookup = Callable[[str, str, tuple[str, int]], "Deferred[tuple[str, ...] | None]"]
 """
 Whether a call (Call-ID, caller tag, caller's address) rang on another
 server: the numbers it rang (else C{None}); see L{Proxy.ringingElsewhere}.
 """
-"""How to reach a next hop: (send, reliable, transport, our local socket)."""
 
 
 @attrs.frozen
