@@ -37,6 +37,12 @@ def incoming(via: str = CALLER_VIA, cseq: int = 2, callID: str = "call-ab@test")
     return request
 
 
+def branchOf(signer: DialogSigner, request: Request, number: str, contact: str, loop: str) -> str:
+    """L{forwardBranch} for the INVITE C{request}."""
+    tag = request.fromAddr.tag or ""
+    return forwardBranch(signer, request.topVia, request.callID, tag, request.cseq[0], number, contact, loop)
+
+
 def responseTo(request: Request, branch: str, code: int = 486) -> Response:
     message = parse(
         (
@@ -54,22 +60,22 @@ class BranchTests(CallTestCase):
 
     def test_same_length_as_a_random_branch_and_deterministic(self) -> None:
         signer = DialogSigner(KEY)
-        branch = forwardBranch(signer, incoming(), "45675002", "sip:b@10.0.0.9", "")
+        branch = branchOf(signer, incoming(), "45675002", "sip:b@10.0.0.9", "")
         self.assertEqual(len(branch), len(newBranch()))
         self.assertTrue(branch.startswith("z9hG4bK"))
-        self.assertEqual(branch, forwardBranch(DialogSigner(KEY), incoming(), "45675002", "sip:b@10.0.0.9", ""))
-        self.assertEqual(forwardBranch(signer, incoming(), "45675002", "sip:b@10.0.0.9", "loop"), f"{branch}.loop")
+        self.assertEqual(branch, branchOf(DialogSigner(KEY), incoming(), "45675002", "sip:b@10.0.0.9", ""))
+        self.assertEqual(branchOf(signer, incoming(), "45675002", "sip:b@10.0.0.9", "loop"), f"{branch}.loop")
 
     def test_each_fork_and_each_transaction_has_its_own(self) -> None:
         signer = DialogSigner(KEY)
-        branch = forwardBranch(signer, incoming(), "45675002", "sip:b@10.0.0.9", "")
+        branch = branchOf(signer, incoming(), "45675002", "sip:b@10.0.0.9", "")
         others = {
-            forwardBranch(signer, incoming(), "45675002", "sip:b@10.0.0.10", ""),
-            forwardBranch(signer, incoming(), "45675003", "sip:b@10.0.0.9", ""),
-            forwardBranch(signer, incoming(cseq=3), "45675002", "sip:b@10.0.0.9", ""),
-            forwardBranch(signer, incoming(callID="other@test"), "45675002", "sip:b@10.0.0.9", ""),
-            forwardBranch(signer, incoming(CALLER_VIA.replace("-a2", "-a3")), "45675002", "sip:b@10.0.0.9", ""),
-            forwardBranch(DialogSigner(b"another key"), incoming(), "45675002", "sip:b@10.0.0.9", ""),
+            branchOf(signer, incoming(), "45675002", "sip:b@10.0.0.10", ""),
+            branchOf(signer, incoming(), "45675003", "sip:b@10.0.0.9", ""),
+            branchOf(signer, incoming(cseq=3), "45675002", "sip:b@10.0.0.9", ""),
+            branchOf(signer, incoming(callID="other@test"), "45675002", "sip:b@10.0.0.9", ""),
+            branchOf(signer, incoming(CALLER_VIA.replace("-a2", "-a3")), "45675002", "sip:b@10.0.0.9", ""),
+            branchOf(DialogSigner(b"another key"), incoming(), "45675002", "sip:b@10.0.0.9", ""),
         }
         self.assertEqual(len(others), 6)
         self.assertNotIn(branch, others)
@@ -77,7 +83,7 @@ class BranchTests(CallTestCase):
     def test_a_response_verifies_and_an_edited_one_does_not(self) -> None:
         signer = DialogSigner(KEY)
         request = incoming()
-        branch = forwardBranch(signer, request, "45675002", "sip:b@10.0.0.9", "0123456789ab")
+        branch = branchOf(signer, request, "45675002", "sip:b@10.0.0.9", "0123456789ab")
         caller = verifiedCaller(signer, responseTo(request, branch))
         self.assertIsNotNone(caller)
         assert caller is not None
@@ -102,7 +108,7 @@ class BranchTests(CallTestCase):
         base, _, loop = (ours.branch or "").partition(".")
         self.assertEqual(len(loop), 12)
         request = incoming()
-        self.assertEqual(base, forwardBranch(DialogSigner(KEY), request, "45675002", B_CONTACT, ""))
+        self.assertEqual(base, branchOf(DialogSigner(KEY), request, "45675002", B_CONTACT, ""))
 
 
 class RingingElsewhereTests(CallTestCase):

@@ -527,7 +527,16 @@ class Proxy:
         target, request = branch.target, context.request
         if target is not None and request is not None and context.isInvite and context.dialog is None:
             # Derived, so another server of the cluster can CANCEL it (aetasip.calls.takeover).
-            branchID = forwardBranch(self.signer, request, target.number, branch.leg.contact or "", context.loopTag)
+            branchID = forwardBranch(
+                self.signer,
+                request.topVia,
+                context.callID,
+                context.fromTag,
+                context.cseq,
+                target.number,
+                branch.leg.contact or "",
+                context.loopTag,
+            )
             if (branchID, "INVITE") in self.clients.transactions:
                 # The same binding again in this call (a hunt ringing a member twice).
                 branchID = f"{newBranch()}.{context.loopTag}"

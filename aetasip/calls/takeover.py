@@ -265,14 +265,15 @@ class Takeover:
         """
         proxy = self.proxy
         loop = loopTag(cancel) if loop is None else loop
+        via, fromTag, cseq = cancel.topVia, cancel.fromAddr.tag or "", cancel.cseq[0]
         for number in numbers:
             for binding in proxy.location.targets(number):
                 hop = proxy.senderFor(binding)
-                branch = forwardBranch(proxy.signer, cancel, number, binding.contact, loop)
+                branch = forwardBranch(proxy.signer, via, cancel.callID, fromTag, cseq, number, binding.contact, loop)
                 if hop is None or branch == answered:
                     continue
-                via = proxy._via(hop[2], hop[3], branch)
-                self._sendCancel(binding.contact, via, branch, cancel, binding.path, (hop[0], hop[1]))
+                ours = proxy._via(hop[2], hop[3], branch)
+                self._sendCancel(binding.contact, ours, branch, cancel, binding.path, (hop[0], hop[1]))
                 adopted = self._ringing.pop(branch, None)
                 if adopted is not None and adopted.timer.active():
                     adopted.timer.cancel()

@@ -34,7 +34,7 @@ import attrs
 
 from aetasip.calls.call import Leg
 from aetasip.sip.headers import Via
-from aetasip.sip.message import Request, Response
+from aetasip.sip.message import Response
 from aetasip.sip.transaction import MAGIC_COOKIE
 
 # 96 bits of MAC: a forger gets one try per request sent to us.
@@ -243,31 +243,32 @@ _DIGESTS = 4096
 
 
 def _targetDigest(number: str, contact: str) -> bytes:
-    key = (number, contact)
-    digest = _digests.get(key)
-    if digest is None:
-        digest = hashlib.blake2b(
-            f"{number}\0{contact}".encode("utf-8", "surrogateescape"), digest_size=_DIGEST
-        ).digest()
-        if len(_digests) >= _DIGESTS:
-            _digests.clear()
-        _digests[key] = digest
+    digest = hashlib.blake2b(f"{number}\0{contact}".encode("utf-8", "surrogateescape"), digest_size=_DIGEST).digest()
+    if len(_digests) >= _DIGESTS:
+        _digests.clear()
+    _digests[(number, contact)] = digest
     return digest
 
 
-def _branch(signer: DialogSigner, callerVia: Via, callID: str, fromTag: str | None, cseq: int, digest: bytes) -> str:
-    text = f"{callerVia.branch or ''}\0{callerHost(callerVia)}\0{callID}\0{fromTag or ''}\0{cseq}\0"
+def _branch(signer: DialogSigner, via: Via, callID: str, fromTag: str | None, cseq: int, digest: bytes) -> str:
+    # The caller's Via as stamped on arrival (received): the same text in
+    # its INVITE, its CANCEL and the responses.
+    params = via.params
+    text = f"{params.get('branch') or ''}\0{params.get('received') or via.host}\0{callID}\0{fromTag or ''}\0{cseq}\0"
     return MAGIC_COOKIE + (signer.branchMAC(text.encode("utf-8", "surrogateescape") + digest) + digest).hex()
 
 
-def forwardBranch(signer: DialogSigner, request: Request, number: str, contact: str, loop: str) -> str:
+def forwardBranch(
+    signer: DialogSigner, via: Via, callID: str, fromTag: str, cseq: int, number: str, contact: str, loop: str
+) -> str:
     """
-    The branch of the copy of the INVITE C{request} (as it reached us, its
-    top Via stamped with where it came from) sent to the binding
-    C{contact} of C{number}; C{loop} is its loop tag (RFC 3261 16.6 step 8).
+    The branch of the copy of an INVITE sent to the binding C{contact} of
+    C{number}: C{via} is the INVITE's top Via as it reached us (stamped
+    with where it came from), C{callID}, C{fromTag} and C{cseq} (number)
+    its own, C{loop} its loop tag (RFC 3261 16.6 step 8).
     """
-    digest = _targetDigest(number, contact)
-    branch = _branch(signer, request.topVia, request.callID, request.fromAddr.tag, request.cseq[0], digest)
+    digest = _digests.get((number, contact)) or _targetDigest(number, contact)
+    branch = _branch(signer, via, callID, fromTag, cseq, digest)
     return f"{branch}.{loop}" if loop else branch
 
 
