@@ -205,11 +205,12 @@ class ICallControl(Interface):
         Answer the caller's CANCEL of a call another server of a cluster
         set up and left ringing (it died, or gave the address away): with
         C{lookup(callID, callerTag, source)} returning a L{Deferred}
-        firing with whether such a call, from the caller's C{source}, was
-        ringing there (its call record says so), a CANCEL matching no
-        INVITE here gets 200 and its caller a 487, and the callee's later
-        2xx is ACKed and ended, not passed on. C{None}: 481, as for any
-        CANCEL of an unknown INVITE.
+        firing with the numbers such a call, from the caller's C{source},
+        was ringing there (its call record says so), or C{None}, a CANCEL
+        matching no INVITE here gets 200 and its caller a 487, the callee's
+        bindings of those numbers get a CANCEL, and the callee's later 2xx
+        is ACKed and ended, not passed on. C{None}: 481, as for any CANCEL
+        of an unknown INVITE.
         """
 
 

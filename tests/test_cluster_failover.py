@@ -27,7 +27,8 @@ from twisted.trial.unittest import TestCase
 
 from aetasip import admin
 from tests.postgres import PostgreSQLServer, binDirectory, serverAccount
-from tests.servers import deferLater, stopProcess
+from tests.servers import deferLater, requireTool, stopProcess
+from tests.sipp import Sipp, SippRun, authentication, injectionFile
 from tests.test_cluster_location import waitFor
 from tests.test_stun_service import insideNamespace, missing
 
@@ -36,6 +37,8 @@ FLOATING = f"{NETWORK}.10"
 SERVERS = {"a": f"{NETWORK}.11", "b": f"{NETWORK}.12"}
 DATABASE = f"{NETWORK}.20"
 AGENTS = {"callee": f"{NETWORK}.31", "caller": f"{NETWORK}.32"}
+SECOND = f"{NETWORK}.33"
+BUSY, BUSY_PASSWORD = "45675003", "Busy-secret-3"
 NUMBER, PASSWORD = "45675001", "Callee-secret-1"
 CALLER, CALLER_PASSWORD = "45675002", "Caller-secret-2"
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -189,6 +192,8 @@ class RingingAgent(UserAgent):
         self.ringing: list[tuple[str, Any]] = []
         self.finals: dict[tuple[str, str], Deferred[str]] = {}
         self.responses: list[str] = []
+        # The Call-IDs of the INVITEs a matching CANCEL ended.
+        self.terminated: list[str] = []
 
     def datagramReceived(self, data: bytes, addr: Any) -> None:
         text = data.decode("utf-8", "replace")
@@ -204,7 +209,29 @@ class RingingAgent(UserAgent):
             self.ringing.append((text, addr))
             self.transport.write(self.response(text, 180, "Ringing"), addr)  # type: ignore[union-attr]
             return
+        elif self.hold and text.startswith("CANCEL "):
+            self.received.append((text, addr))
+            self.transport.write(self.cancelled(text), addr)  # type: ignore[union-attr]
+            return
         super().datagramReceived(data, addr)
+
+    def cancelled(self, text: str) -> bytes:
+        """
+        The answer to a CANCEL, as RFC 3261 9.2 and 17.2.3 say: 200 and a
+        487 for the INVITE whose transaction it matches (the same top Via:
+        branch and sent-by; Call-ID and CSeq number), else 481.
+        """
+        via, callID, number = header(text, "via"), header(text, "call-id"), header(text, "cseq").split()[0]
+        for invite, addr in self.ringing:
+            if (header(invite, "via"), header(invite, "call-id"), header(invite, "cseq").split()[0]) == (
+                via,
+                callID,
+                number,
+            ):
+                self.terminated.append(callID)
+                self.transport.write(self.response(invite, 487, "Request Terminated"), addr)  # type: ignore[union-attr]
+                return self.response(text, 200, "OK")
+        return self.response(text, 481, "Call/Transaction Does Not Exist")
 
     def response(self, text: str, code: int, reason: str) -> bytes:
         vias = "".join(f"Via: {v}\r\n" for v in headers(text, "via"))
@@ -226,6 +253,17 @@ class RingingAgent(UserAgent):
             if any(t.startswith("ACK ") and header(t, "call-id") == callID for t, _ in self.received):
                 return
         raise AssertionError(f"no ACK for the 200 of {callID}")
+
+    async def refuse(self, index: int, code: int, reason: str) -> None:
+        """Refuse the ringing INVITE C{index} with C{code}, sent again until its ACK comes (RFC 3261 17.2.1)."""
+        text, addr = self.ringing[index]
+        callID = header(text, "call-id")
+        for _ in range(10):
+            self.transport.write(self.response(text, code, reason), addr)  # type: ignore[union-attr]
+            await deferLater(0.5)
+            if any(t.startswith("ACK ") and header(t, "call-id") == callID for t, _ in self.received):
+                return
+        raise AssertionError(f"no ACK for the {code} of {callID}")
 
     async def ring(self, uri: str) -> dict[str, Any]:
         """
@@ -346,7 +384,7 @@ class FailoverTests(TestCase):
         self.addCleanup(stopProcess, process, 15)
         return process
 
-    def server(self, key: str, url: str) -> None:
+    def server(self, key: str, url: str, pingInterval: int = 2) -> None:
         conf = os.path.join(self.directory, f"{key}.conf.py")
         with open(conf, "w") as f:
             f.write(
@@ -358,7 +396,7 @@ class FailoverTests(TestCase):
                 "stun = {'enabled': False}\ntestline = {'enabled': False}\n"
                 # Both servers run in this directory: a control socket each.
                 f"web = {{'listen': '127.0.0.1:8080', 'control_socket': '{key}.sock'}}\n"
-                "registrar = {'conflict': 'replace', 'options_ping_interval': 2}\n"
+                f"registrar = {{'conflict': 'replace', 'options_ping_interval': {pingInterval}}}\n"
             )
         self.spawn(
             f"aetasip-{key}",
@@ -570,18 +608,22 @@ class FailoverTests(TestCase):
 
     async def test_calls_ringing_at_kill_9(self) -> None:
         """
-        Two calls ring on the active server when it is killed: the callee
-        answers one, whose 200 the survivor passes to the caller (then
-        ACK and BYE go through it); the caller cancels the other, and the
-        survivor, finding the call in the dead server's records, answers
-        200 and 487, and ends the callee's late answer with ACK and BYE.
+        Three calls ring on the active server when it is killed: the
+        callee answers one, whose 200 the survivor passes to the caller
+        (then ACK and BYE go through it); the caller cancels another, and
+        the survivor, finding the call in the dead server's records,
+        answers 200 and 487 and sends the callee a CANCEL that its INVITE
+        transaction matches (the branch is derived, not random), whose
+        487 it ACKs; the callee refuses the third (486), which the
+        survivor passes to the caller and ACKs.
         """
         url, first, survivor = await self.cluster()
         callee, caller = await self.agents()
         callee.hold = True
         answeredLater = await caller.ring(f"sip:{NUMBER}@{FLOATING}")
         cancelled = await caller.ring(f"sip:{NUMBER}@{FLOATING}")
-        await waitFor(lambda: len(callee.ringing) == 2, timeout=5)
+        busy = await caller.ring(f"sip:{NUMBER}@{FLOATING}")
+        await waitFor(lambda: len(callee.ringing) == 3, timeout=5)
         # Their records reach the store (written behind), then the server dies.
         await deferLater(1.5)
         self.processes[f"aetasip-{first}"].kill()
@@ -599,25 +641,138 @@ class FailoverTests(TestCase):
         self.assertTrue(hungUp.startswith("SIP/2.0 200"), hungUp)
         calleeGot = [t.split(" ", 1)[0] for t, _ in callee.received if header(t, "call-id") == answeredLater["callID"]]
         self.assertEqual(calleeGot, ["INVITE", "ACK", "BYE"])
-        # The other: cancelled by its caller through the survivor.
+        # Another: cancelled by its caller through the survivor; the
+        # callee's phone stops ringing, and its 487 is ACKed there.
         cancelling = await caller.cancel(cancelled)
         self.assertTrue(cancelling.startswith("SIP/2.0 200"), cancelling)
         terminated = await cancelled["final"]
         self.assertTrue(terminated.startswith("SIP/2.0 487"), terminated)
-        await callee.answer(1)
+        await waitFor(lambda: callee.terminated == [cancelled["callID"]], timeout=5)
         await waitFor(
             lambda: (
-                [t.split(" ", 1)[0] for t, _ in callee.received if header(t, "call-id") == cancelled["callID"]]
-                == ["INVITE", "ACK", "BYE"]
+                [t.split(" ", 1)[0] for t, _ in callee.received if header(t, "call-id") == cancelled["callID"]][-1:]
+                == ["ACK"]
             ),
             timeout=5,
         )
+        invite = callee.ringing[1][0]
+        for text, _ in callee.received:
+            if header(text, "call-id") == cancelled["callID"] and not text.startswith("INVITE "):
+                # The CANCEL and the ACK of the 487 have the INVITE's own top Via.
+                self.assertEqual(headers(text, "via"), [header(invite, "via")], text)
         self.assertEqual(
             [r.split("\r\n", 1)[0] for r in caller.responses if header(r, "call-id") == cancelled["callID"]][-2:],
             ["SIP/2.0 200 OK", "SIP/2.0 487 Request Terminated"],
         )
+        # The third: the callee is busy; its 486 reaches the caller through the survivor.
+        refusing = Deferred.fromCoroutine(callee.refuse(2, 486, "Busy Here"))
+        refused = await busy["final"].addTimeout(15, reactor)
+        self.assertTrue(refused.startswith("SIP/2.0 486"), refused)
+        self.assertEqual(len(headers(refused, "via")), 1)
+        busy["to"] = header(refused, "to")
+        caller.write("ACK", busy["uri"], busy, 2, busy["branch"], "")
+        await refusing
+        await deferLater(1.0)
+        got = [t for t, _ in callee.received if header(t, "call-id") == busy["callID"]]
+        self.assertEqual(got[0].split(" ", 1)[0], "INVITE")
+        self.assertGreater(len(got), 1)
+        for text in got[1:]:
+            # ACKs from the survivor, hop by hop: the caller's own ACK stops there.
+            self.assertTrue(text.startswith("ACK "), text)
+            self.assertEqual(headers(text, "via"), [header(got[0], "via")], text)
         # The records the dead server opened end as the calls did.
         await waitFor(lambda: self.recordOf(url, answeredLater["callID"]) == ("caller BYE", f"sip-{first}"), timeout=10)
+        await waitFor(lambda: self.recordOf(url, cancelled["callID"]) == ("cancelled", f"sip-{first}"), timeout=10)
+        await waitFor(lambda: self.recordOf(url, busy["callID"]) == ("rejected", f"sip-{first}"), timeout=10)
+        self.assertEqual(self.recordOf(url, busy["callID"], "status"), 486)
+
+    def sippAt(self, role: str, label: str, scenarioName: str, port: int, *args: str, inf: str | None = None) -> Any:
+        """A sipp run in the namespace of agent C{role}, on its address and C{port}: (process, its L{SippRun} reader)."""
+        sipp = Sipp(self.sipp, self.directory)
+        host = SECOND if role == "callee2" else AGENTS[role]
+        name, argv, errorFile, messageFile = sipp._command(
+            label, scenarioName, args, None, host, port, "u1", inf, 40, True
+        )
+        process = self.spawn(name, self.names[role], self.sipp, *argv)
+        return process, lambda: SippRun(name, process.returncode or 0, "", "", errorFile, messageFile)
+
+    async def sippCallee(self, role: str, number: str, password: str, scenarioName: str) -> Any:
+        """C{number} registered by sipp from agent C{role}, then a sipp UAS of C{scenarioName} on that port."""
+        port = 5070
+        inf = injectionFile(self.directory, f"register-{number}", [(number, authentication(number, password))])
+        registering, _ = self.sippAt(
+            role, f"register-{number}", "register.xml", port, "-recv_timeout", "5000",
+            f"{FLOATING}:5060", inf=inf,
+        )  # fmt: skip
+        await waitFor(lambda: registering.poll() is not None, timeout=10)
+        self.assertEqual(registering.returncode, 0)
+        callee = self.sippAt(role, f"callee-{number}", scenarioName, port)
+        await deferLater(0.5)
+        return callee
+
+    async def test_sipp_callees_ringing_at_kill_9(self) -> None:
+        """
+        Two sipp callees ring through the active server when it is killed:
+        the caller's CANCEL of one reaches it through the survivor (sipp
+        answers 200 and 487, gets the ACK, and ends well), with the
+        INVITE's own top Via; the other's 486 after the switch reaches the
+        caller, and its ACK the callee.
+        """
+        self.sipp = requireTool(self, "sipp", "sip-tester")
+        self.network()
+        self.namespace("callee2")
+        self.ip("link", "add", "eth0", "netns", self.names["callee2"], "type", "veth", "peer", "name", "p9",
+                "netns", self.names["sw"])  # fmt: skip
+        self.ip("-n", self.names["sw"], "link", "set", "p9", "master", "br0", "up")
+        self.ip("-n", self.names["callee2"], "address", "add", f"{SECOND}/24", "dev", "eth0")
+        self.ip("-n", self.names["callee2"], "link", "set", "eth0", "up")
+        url = self.database()
+        with insideNamespace(self.names["db"]):
+            for number, password in ((NUMBER, PASSWORD), (CALLER, CALLER_PASSWORD), (BUSY, BUSY_PASSWORD)):
+                self.assertEqual(
+                    admin.main(["--store", url, "account", "add", number, "--password", password], *_quiet()), 0
+                )
+        # No keep-alive OPTIONS: a sipp UAS takes one for its one call.
+        self.server("a", url, pingInterval=600)
+        await deferLater(2.0)
+        self.server("b", url, pingInterval=600)
+        await waitFor(lambda: self.holder() is not None, timeout=30)
+        first = self.holder()
+        survivor = "b" if first == "a" else "a"
+        ringing, ringingRun = await self.sippCallee("callee", NUMBER, PASSWORD, "call_uas_ring_cancelled.xml")
+        busy, busyRun = await self.sippCallee("callee2", BUSY, BUSY_PASSWORD, "call_uas_ring_then_busy.xml")
+        caller = self.agent("caller", CALLER, CALLER_PASSWORD)
+        cancelled = await caller.ring(f"sip:{NUMBER}@{FLOATING}")
+        refused = await caller.ring(f"sip:{BUSY}@{FLOATING}")
+        await waitFor(lambda: [r.split("\r\n", 1)[0] for r in caller.responses].count("SIP/2.0 180 Ringing") >= 2,
+                      timeout=5)  # fmt: skip
+        # Their records reach the store (written behind), then the server dies.
+        await deferLater(1.5)
+        self.processes[f"aetasip-{first}"].kill()
+        await waitFor(lambda: self.holder() == survivor, timeout=20)
+        cancelling = await caller.cancel(cancelled)
+        self.assertTrue(cancelling.startswith("SIP/2.0 200"), cancelling)
+        terminated = await cancelled["final"].addTimeout(10, reactor)
+        self.assertTrue(terminated.startswith("SIP/2.0 487"), terminated)
+        # The sipp callee got the CANCEL, answered it and the INVITE 487, and its ACK.
+        await waitFor(lambda: ringing.poll() is not None, timeout=10)
+        run = ringingRun()
+        self.assertEqual(ringing.returncode, 0, run.detail)
+        (invite,) = run.received("INVITE")
+        (cancel,) = run.received("CANCEL")[:1]
+        self.assertEqual(cancel.headers("Via"), invite.headers("Via")[:1])
+        self.assertEqual(cancel.firstLine.split()[1], invite.firstLine.split()[1])
+        # The other callee is busy after the switch: the caller hears it.
+        busyAnswer = await refused["final"].addTimeout(20, reactor)
+        self.assertTrue(busyAnswer.startswith("SIP/2.0 486"), busyAnswer)
+        refused["to"] = header(busyAnswer, "to")
+        caller.write("ACK", refused["uri"], refused, 2, refused["branch"], "")
+        await waitFor(lambda: busy.poll() is not None, timeout=10)
+        run = busyRun()
+        self.assertEqual(busy.returncode, 0, run.detail)
+        (invite,) = run.received("INVITE")
+        for ack in run.received("ACK"):
+            self.assertEqual(ack.headers("Via"), invite.headers("Via")[:1])
         await waitFor(lambda: self.recordOf(url, cancelled["callID"]) == ("cancelled", f"sip-{first}"), timeout=10)
 
 

@@ -232,7 +232,10 @@ class TakeoverTests(TestCase):
         survivor = self.server("sip-b", calls=calls)
         lookup = calls.ringingElsewhere
         source = ringing.source
-        self.assertTrue((yield lookup(ringing.callID, ringing.callerTag, source)))
+        # The numbers it rang (its callee's phone gets a CANCEL): none
+        # resolved in its record, the number dialled.
+        self.assertEqual(ringing.resolved, ())
+        self.assertEqual((yield lookup(ringing.callID, ringing.callerTag, source)), (ringing.dialled,))
         # Closed as 'failover' by the takeover: still a call that rang there.
         yield survivor.lookAtPeers()
         self.assertEqual(
@@ -254,9 +257,13 @@ class TakeoverTests(TestCase):
         self.sync.writeCallRecords([cancelled], "sip-b", now)
         found = {r.id: r for r in self.sync.callRecords()}
         self.assertEqual(sorted(found), ["ringing", "talking"])
-        self.assertEqual(found["ringing"].endCause, "cancelled")
+        self.assertEqual((found["ringing"].endCause, found["ringing"].status), ("cancelled", 487))
         self.assertIn("went on at sip-b after rec-a failed", found["ringing"].endDetail)
         self.assertFalse((yield lookup(ringing.callID, ringing.callerTag, source)))
+        # A call resolved to other numbers (a hunt, a short number): those.
+        resolved = aRecord("resolved", now - 20, ringingAt=now - 19, status=180, server="rec-a", resolved=("1", "2"))
+        self.sync.writeCallRecords([resolved], "rec-a", now - 19)
+        self.assertEqual((yield lookup(resolved.callID, resolved.callerTag, resolved.source)), ("1", "2"))
 
     @inlineCallbacks
     def test_a_single_server_restarted_announces_what_lapsed_while_it_was_down(self) -> Any:

@@ -207,6 +207,24 @@ class CDRTests(SynchronousTestCase):
         self.assertIsNone(record.answeredAt)
         self.assertEqual(record.duration, 0.0)
 
+    def test_a_ringing_call_is_written_with_the_numbers_it_rings(self) -> None:
+        """
+        What another server of a cluster needs should this one fail while
+        the call rings (its caller's CANCEL then reaches that server,
+        which CANCELs the numbers the call rang): written when it rings.
+        """
+        call = aCall(self.clock, self.observers)
+        call.start()
+        self.clock.advance(0)
+        (started,) = self.sink.records.values()
+        self.assertEqual(started.resolved, ())
+        call.resolve("45675003")
+        call.ringing()
+        self.clock.advance(0)
+        (ringing,) = self.sink.records.values()
+        self.assertEqual((ringing.id, ringing.resolved, ringing.endCause), (started.id, ("45675003",), None))
+        self.assertIsNotNone(ringing.ringingAt)
+
     def test_a_call_ended_elsewhere_leaves_its_record_to_that_server(self) -> None:
         """
         Its BYE went to another server after a switch, which amends the

@@ -1,9 +1,10 @@
 """
-In-dialog traffic: requests with a To tag, ACKs for 2xx and stray 2xx.
+In-dialog traffic: requests with a To tag and ACKs for 2xx.
 
 Each is routed through a L{Dialog} the proxy set up, found in the table by
 Call-ID and tags, or rebuilt from the signed token of our own Route (a
-restart, a backup server); it goes to the *other* leg of that dialog, at
+restart, a backup server: L{aetasip.calls.takeover}, which also takes the
+responses no transaction took); it goes to the *other* leg of that dialog, at
 the address that leg's signalling comes from, and only when it comes from
 one of the legs. Anything else gets 481 (no such dialog) or 403 (a forged
 token, a stranger) and is sent nowhere: the service is neither a relay nor
@@ -31,10 +32,10 @@ from aetasip.calls.surgery import (
     decrementMaxForwards,
     fixContact,
     fixedURI,
-    normalHost,
+    fromLeg,
     upstream,
 )
-from aetasip.calls.token import DialogToken
+from aetasip.calls.takeover import Takeover
 from aetasip.sip.client import newBranch
 from aetasip.sip.errors import ParseError
 from aetasip.sip.headers import parseNameAddr, splitCommas
@@ -62,20 +63,12 @@ _SUBSCRIPTION_GRACE = 32.0
 _REFER_LIFETIME = 3600.0
 
 
-def _fromLeg(leg: Leg, peer: Peer) -> bool:
-    """
-    Does C{peer} stand for C{leg}: the same address and port? (A host alone
-    would let anyone behind the same NAT, or on the same host, end or
-    take over the call.)
-    """
-    return leg.source[1] == peer.source[1] and normalHost(leg.source[0]) == normalHost(peer.source[0])
-
-
 class DialogRouter:
     """The proxy's in-dialog half (see the module docstring)."""
 
     def __init__(self, proxy: Proxy) -> None:
         self.proxy = proxy
+        self.takeover = Takeover(proxy, self)
 
     # -- requests ---------------------------------------------------------
 
@@ -100,7 +93,7 @@ class DialogRouter:
         if side is None:
             server.respond(proxy._reply(request, 481))
             return
-        if not _fromLeg(dialog.legs[side], peer):
+        if not fromLeg(dialog.legs[side], peer):
             log.info("{method} of a dialog from a stranger {peer}", method=request.method, peer=peer)
             server.respond(proxy._reply(request, 403, "Not a party to this call"))
             return
@@ -214,7 +207,7 @@ class DialogRouter:
             log.debug("Dropped an ACK outside our dialogs from {peer}", peer=peer)
             return
         side = dialog.sideOf(request.fromAddr.tag)
-        if side is None or not _fromLeg(dialog.legs[side], peer):
+        if side is None or not fromLeg(dialog.legs[side], peer):
             return
         hop = proxy.hopToLeg(dialog.legs[Dialog.other(side)])
         if hop is None:
@@ -300,179 +293,6 @@ class DialogRouter:
         if call is not None:
             proxy.earlyAnswerFailed(call, dialog.key, warning, detail)
 
-    def strayResponse(self, response: Response, peer: Peer | None) -> None:
-        """
-        A 2xx no client transaction took (a retransmission): to the leg
-        that asked. A 2xx to an INVITE that another server of the cluster
-        forwarded (it died while the call rang; this one has the address
-        now) makes its dialog from the signed token of its Record-Route
-        and goes to the caller, whose INVITE transaction still waits,
-        once the media handler has taken its SDP (L{_answerTaken}).
-        """
-        if not 200 <= response.code < 300:
-            return
-        rebuilt = False
-        try:
-            if len(response.vias) < 2:
-                return
-            dialog = self.proxy.dialogs.find(response.callID, response.fromAddr.tag, response.toAddr.tag)
-            if dialog is None and not self.proxy.dialogs.ended(
-                response.callID, response.fromAddr.tag, response.toAddr.tag
-            ):
-                dialog = self._answeredElsewhere(response, peer)
-                rebuilt = dialog is not None
-            if dialog is None:
-                return
-        except ParseError:
-            return
-        side = dialog.sideOf(response.fromAddr.tag)
-        if side is None:
-            return
-        if peer is not None and not _fromLeg(dialog.legs[Dialog.other(side)], peer):
-            return
-        hop = self.proxy.hopToLeg(dialog.legs[side])
-        call = dialog.call
-        if hop is None:
-            if rebuilt and call is not None:
-                # The caller cannot be reached (its connection is gone): the callee is not left answered.
-                self._dropAnswer(dialog, call, response, EndCause.DEAD_DIALOG, "caller unreachable after a switch")
-            return
-        send = hop[0]
-        answer = upstream(response)
-        if dialog.answer is not None:
-            # Rebuilt here from its 2xx: that 2xx's Contact fixed as the dead server would have.
-            callee = dialog.legs[CALLEE]
-            fixContact(answer, callee.source, callee.transport)
-        if rebuilt and call is not None:
-            self._answerTaken(dialog, call, response, answer, send)
-        elif dialog.answer is not None and call is not None:
-            # A retransmission of a 2xx rebuilt here: the SDP the caller got
-            # the first time (after the handler's work on it, if pending).
-            def again(message: Request | Response) -> None:
-                if call.ended or dialog.answer is None:
-                    return
-                message.body = dialog.answer
-                send(message.toBytes())
-
-            self.proxy.media.process(call, answer, None, dialog.key, CALLEE, again)
-        else:
-            send(answer.toBytes())
-
-    def _answeredElsewhere(self, response: Response, peer: Peer | None) -> Dialog | None:
-        """
-        The dialog of a 2xx to an INVITE whose signed Record-Route names
-        us, sent by the callee the token names, rebuilt; else C{None}.
-        """
-        if response.cseq[1] != "INVITE" or not response.toAddr.tag:
-            return None
-        contacts = response.contacts
-        if len(contacts) != 1:
-            return None
-        for route in response.recordRoutes:
-            uri = route.uri
-            if not self.proxy.isOurs(uri):
-                continue
-            token = uri.params.get("dlg")
-            if not token:
-                continue
-            verified = self.proxy.signer.verify(token, response.callID, (response.fromAddr.tag, response.toAddr.tag))
-            if verified is None or verified.method != "INVITE" or verified.callerTag != response.fromAddr.tag:
-                return None
-            if peer is not None and not _fromLeg(verified.calleeLeg.leg(), peer):
-                # Only the callee may answer: a copy from anywhere else makes no call.
-                return None
-            if self.proxy.dialogs.cancelled(response.callID, verified.callerTag):
-                self._answerOfCancelled(response, verified, str(contacts[0].uri))
-                return None
-            dialog = self._rebuild(response, verified, str(contacts[0].uri))
-            # Requests in the dialog's name (BYE, probes) follow the 2xx:
-            # past the caller's CSeq, through the other proxies it names.
-            dialog.sent(CALLER, response.cseq[0])
-            self._calleeAnswer(dialog, response)
-            dialog.answer = b""
-            return dialog
-        return None
-
-    def _answerOfCancelled(self, response: Response, token: DialogToken, remote: str) -> None:
-        """
-        The callee answered a call whose caller cancelled it here (after
-        the server that set it up failed): ACK and BYE to the callee, no
-        call.
-        """
-        callerLeg, calleeLeg = token.callerLeg.leg(), token.calleeLeg.leg()
-        calleeTag = response.toAddr.tag or ""
-        dialog = Dialog(
-            "INVITE", response.callID, token.callerTag, calleeTag, callerLeg, calleeLeg, token.key, None, CONFIRMED
-        )
-        dialog.uris = {CALLER: response.fromAddr.uri, CALLEE: response.toAddr.uri}
-        dialog.sent(CALLER, response.cseq[0])
-        self._calleeAnswer(dialog, response)
-        dialog.legs[CALLEE].contact = remote
-        self.proxy.dialogs.endedHere(dialog.callID, dialog.callerTag, dialog.calleeTag)
-        log.info("{callID} answered after its caller cancelled it: ACK and BYE to the callee", callID=dialog.callID)
-        self.ackAnswer(dialog, CALLEE, response.cseq[0], response, False)
-        self.requestInDialog(dialog, CALLEE, "BYE", lambda code: None, reason=EndCause.CANCELLED)
-
-    def _answerTaken(
-        self, dialog: Dialog, call: Call, response: Response, answer: Response, send: Callable[[bytes], None]
-    ) -> None:
-        """
-        The 2xx of a call another server set up goes to the caller once the
-        media handler took its SDP, like any answer: with an rtpengine node
-        the session the dead server's offer made there goes on. The INVITE
-        is taken to have carried the offer (a late offer in the 2xx is
-        rare among codecs; the ACK's SDP then goes to the handler as an
-        answer too). When the handler cannot take it (a built-in relay's
-        session died with the other server; a node that knows no such
-        call), no one-way audio either: the callee gets ACK and BYE, the
-        caller a 500 with a Warning (end cause C{media failure}), and
-        dials again.
-        """
-
-        def taken(message: Request | Response) -> None:
-            if call.ended:
-                return
-            dialog.answer = message.body
-            send(message.toBytes())
-
-        def failed(failure: Failure) -> None:
-            self._answerElsewhereFailed(dialog, call, response, answer, send, failure)
-
-        self.proxy.media.process(call, answer, ANSWER, dialog.key, CALLEE, taken, failed, failed)
-
-    def _answerElsewhereFailed(
-        self,
-        dialog: Dialog,
-        call: Call,
-        response: Response,
-        answer: Response,
-        send: Callable[[bytes], None],
-        failure: Failure,
-    ) -> None:
-        error = failure.getErrorMessage()
-        log.warn("Media failed on the answer of {call}, set up by another server: {error}", call=call, error=error)
-        detail = f"relay failed on the callee's answer after a switch: {error}"
-        refusal = answer.copy()
-        refusal.code, refusal.reason = 500, "Media Relay Failed"
-        for name in ("content-type", "contact", "record-route", "require", "supported", "allow"):
-            refusal.remove(name)
-        refusal.body = b""
-        quoted = detail.replace("\\", "").replace('"', "'")
-        refusal.add("warning", f'399 aetasip "{quoted}"')
-        send(refusal.toBytes())
-        self._dropAnswer(dialog, call, response, EndCause.MEDIA_FAILURE, detail, 500)
-
-    def _dropAnswer(
-        self, dialog: Dialog, call: Call, response: Response, cause: str, detail: str, status: int = 0
-    ) -> None:
-        """End a call whose 2xx (rebuilt here) does not reach its caller: ACK and BYE to the callee."""
-        self.ackAnswer(dialog, CALLEE, response.cseq[0], response, False)
-        self.requestInDialog(dialog, CALLEE, "BYE", lambda code: None, reason=cause)
-        dialog.answer = None
-        self.proxy.dialogs.remove(dialog)
-        self.proxy.liveness.forget(dialog)
-        call.end(cause, status, detail)
-
     # -- finding dialogs ------------------------------------------------------
 
     def _ourRoutes(self, request: Request) -> list[str] | None:
@@ -523,84 +343,7 @@ class DialogRouter:
         verified = proxy.signer.verify(tokens[0], request.callID, (fromTag, toTag))
         if verified is None:
             return FORGED
-        return self._rebuild(request, verified)
-
-    def _rebuild(self, request: Request | Response, token: DialogToken, remote: str | None = None) -> Dialog:
-        """
-        A dialog (and its call) from a verified token: we set it up before
-        a restart. C{request} is an in-dialog request, or (with the
-        callee's C{remote} target) the 2xx that answers the call.
-        """
-        proxy = self.proxy
-        fromTag, toTag = request.fromAddr.tag or "", request.toAddr.tag or ""
-        callerTag = token.callerTag
-        fromCaller = fromTag == callerTag
-        calleeTag = toTag if fromCaller else fromTag
-        callerLeg, calleeLeg = token.callerLeg.leg(), token.calleeLeg.leg()
-        live = proxy.callsByDialogID.get((request.callID, callerTag)) if token.method == "INVITE" else None
-        if live is not None:
-            # A call in progress here: an early dialog of one of its branches
-            # (a PRACK or an UPDATE before the answer).
-            return self._earlyDialog(request, token, live, calleeTag, calleeLeg, fromCaller, remote)
-        call = None
-        if token.method == "INVITE":
-            call = Call(
-                proxy.clock.seconds,
-                request.callID,
-                callerTag,
-                token.caller,
-                "",
-                "",
-                callerLeg,
-                token.callee,
-                proxy.observers,
-            )
-            call.recovered = True
-            call.resolve(token.callee)
-            target = call.addTarget(token.callee, calleeLeg)
-            target.key = token.key
-            target.status = 200
-            proxy.calls[call.id] = call
-            call.whenEnded(proxy._callEnded)
-            call.start()
-            call.answered(target, calleeTag)
-        dialog = Dialog(
-            token.method, request.callID, callerTag, calleeTag, callerLeg, calleeLeg, token.key, call, CONFIRMED
-        )
-        fromURI, toURI = request.fromAddr.uri, request.toAddr.uri
-        dialog.uris = {CALLER: fromURI, CALLEE: toURI} if fromCaller else {CALLER: toURI, CALLEE: fromURI}
-        # The Request-URI is the receiver's remote target.
-        dialog.legs[CALLEE if fromCaller else CALLER].contact = _remoteTarget(request, remote)
-        dialog = proxy.dialogs.add(dialog)
-        if call is not None:
-            call.dialogs.append(dialog)
-            proxy.liveness.watch(dialog, None)
-        log.info("Dialog {dialog} rebuilt from its signed Route", dialog=dialog)
-        return dialog
-
-    def _earlyDialog(
-        self,
-        request: Request | Response,
-        token: DialogToken,
-        call: Call,
-        calleeTag: str,
-        calleeLeg: Leg,
-        fromCaller: bool,
-        remote: str | None = None,
-    ) -> Dialog:
-        target = call.target(token.key)
-        if target is not None:
-            calleeLeg = target.leg
-        state = EARLY if call.answeredBy is None else CONFIRMED
-        dialog = Dialog(
-            "INVITE", call.callID, call.callerTag, calleeTag, call.callerLeg, calleeLeg, token.key, call, state
-        )
-        fromURI, toURI = request.fromAddr.uri, request.toAddr.uri
-        dialog.uris = {CALLER: fromURI, CALLEE: toURI} if fromCaller else {CALLER: toURI, CALLEE: fromURI}
-        dialog.legs[CALLEE if fromCaller else CALLER].contact = _remoteTarget(request, remote)
-        dialog = self.proxy.dialogs.add(dialog)
-        call.dialogs.append(dialog)
-        return dialog
+        return self.takeover.rebuild(request, verified)
 
     def dialogFromResponse(
         self, context: ResponseContext, branch: Branch, response: Response, early: bool
@@ -854,11 +597,3 @@ class DialogRouter:
                 onFinal(response.code)
 
         proxy.clients.send(request, hop[0], hop[1], answered, lambda: onFinal(None), branch)
-
-
-def _remoteTarget(message: Request | Response, remote: str | None) -> str:
-    """The remote target of the receiver of C{message}: C{remote}, else its Request-URI."""
-    if remote is not None:
-        return remote
-    assert isinstance(message, Request)
-    return message.uri

@@ -44,7 +44,7 @@ from aetasip.calls.surgery import (
     loopTag,
     upstream,
 )
-from aetasip.calls.token import DialogSigner
+from aetasip.calls.token import DialogSigner, forwardBranch
 from aetasip.location import Binding, LocationService
 from aetasip.routing import Account, Directory, EmptyDirectory, OverlayDirectory
 from aetasip.routing import Call as RoutedCall
@@ -58,9 +58,12 @@ log = Logger()
 
 Sender = Callable[[bytes], None]
 Hop = tuple[Sender, bool, str, tuple[str, int]]
-RingingLookup = Callable[[str, str, tuple[str, int]], "Deferred[bool]"]
-"""Whether a call (Call-ID, caller tag, caller's address) rang on another server: see L{Proxy.ringingElsewhere}."""
 """How to reach a next hop: (send, reliable, transport, our local socket)."""
+RingingLookup = Callable[[str, str, tuple[str, int]], "Deferred[tuple[str, ...] | None]"]
+"""
+Whether a call (Call-ID, caller tag, caller's address) rang on another
+server: the numbers it rang (else C{None}); see L{Proxy.ringingElsewhere}.
+"""
 
 
 @attrs.frozen
@@ -162,6 +165,7 @@ class Proxy:
         for context in contexts.values():
             context.stop()
         self.liveness.stop()
+        self.router.takeover.stop()
         ending = list(self.calls.values())
         for call in ending:
             call.end(EndCause.SERVER_SHUTDOWN)
@@ -252,21 +256,24 @@ class Proxy:
         the cluster set the call up and it rang there when that server
         died (its record says so, from this caller's address), the caller
         gets 200 and a 487 for its INVITE (it stops waiting), the record
-        ends C{cancelled}, and the callee's answer, should it come, is
-        ACKed and ended here (L{DialogRouter.strayResponse}). The callee's
-        phone rings on until it gives up: the INVITE transaction it
-        answers lived on the dead server, so no CANCEL can match it.
+        ends C{cancelled}, and the callee gets a CANCEL its INVITE
+        transaction matches (the branch was derived: see
+        L{aetasip.calls.takeover}); its 487 is ACKed here, its answer,
+        should it come first, is ACKed and ended.
         """
         peer = server.peer
         callID = request.callID
 
-        def looked(ringing: bool) -> None:
+        def looked(ringing: tuple[str, ...] | bool | None) -> None:
             if not ringing:
                 server.respond(self._reply(request, 481))
                 return
             log.info("CANCEL of {callID}, which rang on a server that failed: 487 to the caller", callID=callID)
             self.dialogs.cancelledHere(callID, callerTag)
             server.respond(self._reply(request, 200))
+            # The callee's phone stops ringing: the numbers the call rang (or the one dialled).
+            numbers = ringing if isinstance(ringing, (tuple, list)) else (request.requestURI.user or "",)
+            self.router.takeover.cancelCallees(request, numbers)
             invite = request.copy()
             invite.set("cseq", f"{request.cseq[0]} INVITE")
             peer.send(self._reply(invite, 487).toBytes())
@@ -306,9 +313,11 @@ class Proxy:
     def strayResponse(self, response: Response, peer: Peer | None = None) -> None:
         """
         A response matching no client transaction: a 2xx retransmission
-        after ours ended. Forwarded to the other leg of its dialog.
+        after ours ended, forwarded to the other leg of its dialog; a
+        response to an INVITE another server of the cluster forwarded
+        (see L{aetasip.calls.takeover}).
         """
-        self.router.strayResponse(response, peer)
+        self.router.takeover.strayResponse(response, peer)
 
     # -- out of dialog ----------------------------------------------------------
 
@@ -515,7 +524,24 @@ class Proxy:
         outgoing = branch.request
         assert outgoing is not None
         branch.request = None
-        branchID = f"{newBranch()}.{context.loopTag}" if context.loopTag else newBranch()
+        target, request = branch.target, context.request
+        if target is not None and request is not None and context.isInvite and context.dialog is None:
+            # Derived, so another server of the cluster can CANCEL it (aetasip.calls.takeover).
+            branchID = forwardBranch(
+                self.signer,
+                request.topVia,
+                context.callID,
+                context.fromTag,
+                context.cseq,
+                target.number,
+                branch.leg.contact or "",
+                context.loopTag,
+            )
+            if (branchID, "INVITE") in self.clients.transactions:
+                # The same binding again in this call (a hunt ringing a member twice).
+                branchID = f"{newBranch()}.{context.loopTag}"
+        else:
+            branchID = f"{newBranch()}.{context.loopTag}" if context.loopTag else newBranch()
         outgoing.addFirst("via", self._via(transport, local, branchID))
         branch.client = self.clients.send(
             outgoing,

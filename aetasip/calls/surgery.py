@@ -6,12 +6,17 @@ as plain functions of messages.
 from __future__ import annotations
 
 import hashlib
+from typing import TYPE_CHECKING
 
 from aetasip.sip.client import newBranch
 from aetasip.sip.errors import ParseError
 from aetasip.sip.headers import NameAddr, parseNameAddr
 from aetasip.sip.message import Message, Request, Response
 from aetasip.sip.uri import URI
+
+if TYPE_CHECKING:
+    from aetasip.calls.call import Leg
+    from aetasip.sip.transaction import Peer
 
 LOOP_TAG_LENGTH = 12
 LOOPED_BRANCH_LENGTH = len(newBranch()) + 1 + LOOP_TAG_LENGTH
@@ -106,3 +111,12 @@ def contactURI(message: Message) -> str | None:
 def normalHost(host: str) -> str:
     """An address as a dictionary key: no IPv6 brackets, lower case."""
     return host[1:-1].lower() if host.startswith("[") else host.lower()
+
+
+def fromLeg(leg: Leg, peer: Peer) -> bool:
+    """
+    Does C{peer} stand for C{leg}: the same address and port? (A host alone
+    would let anyone behind the same NAT, or on the same host, end or
+    take over the call.)
+    """
+    return leg.source[1] == peer.source[1] and normalHost(leg.source[0]) == normalHost(peer.source[0])

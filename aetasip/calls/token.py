@@ -15,6 +15,10 @@ so nobody can make the service send to an address of their choosing.
 It travels in every message of the call's set-up and every in-dialog
 request, so it is packed in binary (about 80 characters for IPv4 legs):
 longer Route headers cost every party of every call.
+
+The same key signs the branch of every INVITE the proxy forwards
+(L{forwardBranch}), so that another server of the cluster can CANCEL it
+and recognise its responses (L{aetasip.calls.takeover}).
 """
 
 from __future__ import annotations
@@ -29,6 +33,9 @@ import struct
 import attrs
 
 from aetasip.calls.call import Leg
+from aetasip.sip.headers import Via
+from aetasip.sip.message import Response
+from aetasip.sip.transaction import MAGIC_COOKIE
 
 # 96 bits of MAC: a forger gets one try per request sent to us.
 _MAC_BYTES = 12
@@ -36,6 +43,12 @@ _VERSION = 1
 _METHODS = ("INVITE", "SUBSCRIBE", "REFER")
 _TRANSPORTS = ("udp", "tcp", "tls")
 _PORT = struct.Struct("!H")
+# A derived branch is as long as a random one (aetasip.sip.client.newBranch):
+# 40 bits of MAC (a forger gets one guess a packet) and 24 bits naming
+# the target among a call's forks.
+_MAC = 5
+_DIGEST = 3
+_BRANCH_LENGTH = len(MAGIC_COOKIE) + 2 * (_MAC + _DIGEST)
 
 
 @attrs.frozen
@@ -133,12 +146,24 @@ class DialogSigner:
         self._key = key
         # BLAKE2b takes at most 64 bytes of key: a longer one is hashed first.
         self._macKey = key if len(key) <= 64 else hashlib.blake2b(key).digest()
+        # Keyed once: a copy a branch saves hashing the key block each time.
+        self._branchHasher = hashlib.blake2b(key=self._macKey, digest_size=_MAC, person=b"aetasip-branch")
 
     def _mac(self, payload: bytes, callID: str, callerTag: str) -> bytes:
         message = b"\0".join(
             (payload, callID.encode("utf-8", "surrogateescape"), callerTag.encode("utf-8", "surrogateescape"))
         )
         return hashlib.blake2b(message, key=self._macKey, digest_size=_MAC_BYTES).digest()
+
+    def branchMAC(self, message: bytes) -> bytes:
+        """
+        A 40-bit MAC over C{message}, for the branches of forwarded INVITEs
+        (L{forwardBranch}): the same key as the tokens, another BLAKE2b
+        personalisation, so one never verifies as the other.
+        """
+        mac = self._branchHasher.copy()
+        mac.update(message)
+        return mac.digest()
 
     def sign(
         self,
@@ -204,3 +229,66 @@ class DialogSigner:
         if reader.at != len(payload):
             return None
         return token_
+
+
+def callerHost(via: Via) -> str:
+    """The address a request with this (stamped) top Via came from."""
+    host = via.params.get("received") or via.host
+    return host[1:-1] if host.startswith("[") else host
+
+
+# Digests of targets already seen: the same bindings are called again and again.
+_digests: dict[tuple[str, str], bytes] = {}
+_DIGESTS = 4096
+
+
+def _targetDigest(number: str, contact: str) -> bytes:
+    digest = hashlib.blake2b(f"{number}\0{contact}".encode("utf-8", "surrogateescape"), digest_size=_DIGEST).digest()
+    if len(_digests) >= _DIGESTS:
+        _digests.clear()
+    _digests[(number, contact)] = digest
+    return digest
+
+
+def _branch(signer: DialogSigner, via: Via, callID: str, fromTag: str | None, cseq: int, digest: bytes) -> str:
+    # The caller's Via as stamped on arrival (received): the same text in
+    # its INVITE, its CANCEL and the responses.
+    params = via.params
+    text = f"{params.get('branch') or ''}\0{params.get('received') or via.host}\0{callID}\0{fromTag or ''}\0{cseq}\0"
+    return MAGIC_COOKIE + (signer.branchMAC(text.encode("utf-8", "surrogateescape") + digest) + digest).hex()
+
+
+def forwardBranch(
+    signer: DialogSigner, via: Via, callID: str, fromTag: str, cseq: int, number: str, contact: str, loop: str
+) -> str:
+    """
+    The branch of the copy of an INVITE sent to the binding C{contact} of
+    C{number}: C{via} is the INVITE's top Via as it reached us (stamped
+    with where it came from), C{callID}, C{fromTag} and C{cseq} (number)
+    its own, C{loop} its loop tag (RFC 3261 16.6 step 8).
+    """
+    digest = _digests.get((number, contact)) or _targetDigest(number, contact)
+    branch = _branch(signer, via, callID, fromTag, cseq, digest)
+    return f"{branch}.{loop}" if loop else branch
+
+
+def verifiedCaller(signer: DialogSigner, response: Response) -> Via | None:
+    """
+    The caller's Via of C{response}, a response to an INVITE a server of
+    the cluster forwarded (its top Via's branch verifies); else C{None}.
+    """
+    vias = response.vias
+    if len(vias) < 2:
+        return None
+    base = (vias[0].branch or "").split(".", 1)[0]
+    if len(base) != _BRANCH_LENGTH or not base.startswith(MAGIC_COOKIE):
+        return None
+    number, method = response.cseq
+    if method != "INVITE":
+        return None
+    try:
+        raw = bytes.fromhex(base[len(MAGIC_COOKIE) :])
+    except ValueError:
+        return None
+    expected = _branch(signer, vias[1], response.callID, response.fromAddr.tag, number, raw[_MAC:])
+    return vias[1] if hmac.compare_digest(expected, base) else None

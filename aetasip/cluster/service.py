@@ -166,8 +166,11 @@ class ClusterService(service.Service):
             return len(calls)
         return sum(1 for call in calls if (call.callID, call.callerTag) not in self.endedElsewhere)
 
-    def _rangElsewhere(self, callID: str, callerTag: str, source: tuple[str, int]) -> Deferred[bool]:
-        """Whether another server's record says this call, from this caller's address, rang there unanswered."""
+    def _rangElsewhere(self, callID: str, callerTag: str, source: tuple[str, int]) -> Deferred[tuple[str, ...] | None]:
+        """
+        Whether another server's record says this call, from this caller's
+        address, rang there unanswered: the numbers it rang, else C{None}.
+        """
         return self.store.ringingElsewhere(callID, callerTag, source, self.recordsServer)  # type: ignore[no-any-return]
 
     def _orphaned(self, binding: Binding) -> bool:

@@ -111,8 +111,13 @@ class CDRService(service.Service):
         self._queue(recordOf(call, recordID, self.server))
 
     def callRinging(self, call: Any) -> None:
-        # Its time goes with the next version of the record.
-        pass
+        # The numbers it rings, for another server of a cluster should this
+        # one fail (its caller's CANCEL reaches it: Store.ringingElsewhere).
+        # Usually the record written at the start is still waiting, and
+        # this one takes its place.
+        recordID = self._recordIDs.get(call.id)
+        if recordID is not None:
+            self._queue(recordOf(call, recordID, self.server))
 
     def callAnswered(self, call: Any) -> None:
         recordID = self._recordIDs.get(call.id)

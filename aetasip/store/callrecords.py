@@ -209,6 +209,8 @@ class CallRecordMethods:
                 end_cause=one.endCause,
                 end_detail=(one.endDetail + "; " if one.endDetail else "") + how,
                 callee_tag=one.calleeTag,
+                # How a call that rang elsewhere ended here (487, 486…); the ringing status otherwise.
+                **({"status": one.status} if one.status >= 200 else {}),
             )
         )
         return True
@@ -319,17 +321,22 @@ class CallRecordMethods:
                 found.update((row.call_id, row.caller_tag) for row in rows if (row.call_id, row.caller_tag) in wanted)
         return found
 
-    def ringingElsewhere(self, callID: str, callerTag: str, source: tuple[str, int], server: str) -> bool:
+    def ringingElsewhere(
+        self, callID: str, callerTag: str, source: tuple[str, int], server: str
+    ) -> tuple[str, ...] | None:
         """
         Was the call C{callID} of C{callerTag}, from the caller's address
         C{source}, set up by another server than C{server} and never
         answered, its record still open or closed by a failover? (Its
         server died, or gave the address away, while the call rang: the
         caller's CANCEL reaches C{server}.)
+
+        @return: the numbers it rang (those it was resolved to, else the
+            one dialled), or C{None}.
         """
         with self._transaction() as connection:
             row = connection.execute(
-                sa.select(callRecords.c.id)
+                sa.select(callRecords.c.resolved, callRecords.c.dialled)
                 .where(
                     callRecords.c.call_id == callID,
                     callRecords.c.caller_tag == callerTag,
@@ -341,7 +348,9 @@ class CallRecordMethods:
                 )
                 .limit(1)
             ).first()
-        return row is not None
+        if row is None:
+            return None
+        return tuple(row.resolved.split(",")) if row.resolved else (row.dialled,)
 
     def recordHeartbeat(self, server: str, now: float) -> None:
         """Note that C{server} (and the calls it has open) was alive at C{now}."""
