@@ -248,7 +248,7 @@ class ResponseContext:
             self.cancelledBy = by
         for branch in self.branches:
             if branch.code < 200:
-                self.proxy._cancelBranch(branch)
+                self.proxy.cancelling.branch(branch)
         # Branches cancelled before any response count as 487 at once.
         if not self.answered and all(b.code >= 200 for b in self.branches):
             if self.best is None:
@@ -262,7 +262,7 @@ class ResponseContext:
     def _cancelOthers(self, winner: Branch) -> None:
         for branch in self.branches:
             if branch is not winner and branch.code < 200:
-                self.proxy._cancelBranch(branch)
+                self.proxy.cancelling.branch(branch)
 
     def _sendBest(self) -> None:
         if self.answered or self.best is None:

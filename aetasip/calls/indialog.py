@@ -291,7 +291,7 @@ class DialogRouter:
         refused.add("warning", warning)
         server.respond(refused)
         if call is not None:
-            proxy.earlyAnswerFailed(call, dialog.key, warning, detail)
+            proxy.mediaFailures.early(call, dialog.key, warning, detail)
 
     # -- finding dialogs ------------------------------------------------------
 

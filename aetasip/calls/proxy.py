@@ -19,8 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import attrs
-from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -28,20 +27,21 @@ from twisted.python.failure import Failure
 from aetasip.auth import Credentials
 from aetasip.auth.step import PROXY, Authenticated, Authentication, Outcome
 from aetasip.calls.call import Call, CallObservers, EndCause, Leg
+from aetasip.calls.cancelling import Cancelling
 from aetasip.calls.context import Branch, ResponseContext
 from aetasip.calls.dialog import CALLEE, CALLER, DialogTable
 from aetasip.calls.hunting import HuntingContext
 from aetasip.calls.indialog import DialogRouter
 from aetasip.calls.liveness import Liveness
-from aetasip.calls.media import OFFER, MediaHook, kindOfResponseSDP, refusal, sdpOf
+from aetasip.calls.media import OFFER, MediaHook, kindOfResponseSDP, sdpOf
+from aetasip.calls.mediafailure import MediaFailures
 from aetasip.calls.sessiontimer import sessionExpires
+from aetasip.calls.settings import CallSettings
 from aetasip.calls.surgery import (
-    LOOP_TAG_LENGTH,
-    LOOPED_BRANCH_LENGTH,
     copyRequest,
     decrementMaxForwards,
     fixContact,
-    loopTag,
+    looped,
     upstream,
 )
 from aetasip.calls.token import DialogSigner, forwardBranch
@@ -49,7 +49,7 @@ from aetasip.location import Binding, LocationService
 from aetasip.routing import Account, Directory, EmptyDirectory, OverlayDirectory
 from aetasip.routing import Call as RoutedCall
 from aetasip.routing.chain import RoutingChain
-from aetasip.sip.client import ClientTransactionLayer, cancelFor, newBranch
+from aetasip.sip.client import ClientTransactionLayer, newBranch
 from aetasip.sip.message import Request, Response, localResponse
 from aetasip.sip.transaction import Peer, ServerTransaction
 from aetasip.sip.uri import URI
@@ -64,25 +64,6 @@ RingingLookup = Callable[[str, str, tuple[str, int]], "Deferred[tuple[str, ...] 
 Whether a call (Call-ID, caller tag, caller's address) rang on another
 server: the numbers it rang (else C{None}); see L{Proxy.ringingElsewhere}.
 """
-
-
-@attrs.frozen
-class CallSettings:
-    """
-    The C{calls} section of the configuration (L{aetasip.calls.settings}).
-
-    @ivar probeInterval: seconds between in-dialog OPTIONS to both legs of
-        an answered call (0: no probes).
-    @ivar maxDuration: seconds after which an answered call is released
-        (0: no limit).
-    @ivar minSessionExpires: the smallest RFC 4028 session interval accepted.
-    @ivar maxDialogs: how many dialogs the table keeps.
-    """
-
-    probeInterval: float = 30.0
-    maxDuration: float = 0.0
-    minSessionExpires: int = 90
-    maxDialogs: int = 100_000
 
 
 class Proxy:
@@ -148,6 +129,8 @@ class Proxy:
         self.dialogs = DialogTable(self.settings.maxDialogs, clock.seconds)
         self.liveness = Liveness(self, clock, self.settings)
         self.router = DialogRouter(self)
+        self.cancelling = Cancelling(self)
+        self.mediaFailures = MediaFailures(self)
         # Set by ICallControl.lookForCallsRingingElsewhere (a cluster).
         self.ringingElsewhere: RingingLookup | None = None
 
@@ -214,7 +197,7 @@ class Proxy:
         if request.toAddr.tag is not None:
             self.router.request(request, peer, server)
             return
-        if self._looped(request):
+        if looped(request, self.isOurs):
             server.respond(self._reply(request, 482))
             return
         uri = request.requestURI
@@ -231,80 +214,8 @@ class Proxy:
             self._authenticated(outcome, request, peer, server)
 
     def cancel(self, request: Request, server: ServerTransaction) -> None:
-        """
-        A CANCEL: answered 200 here (RFC 3261 16.10) and passed on to the
-        branches of the INVITE it cancels, or 481.
-        """
-        via = request.topVia
-        context = self._contexts.get((via.branch, via.host, via.port, "INVITE"))
-        if context is None:
-            callerTag = request.fromAddr.tag
-            lookup = self.ringingElsewhere
-            if lookup is None or not callerTag or (request.callID, callerTag) in self.callsByDialogID:
-                server.respond(self._reply(request, 481))
-            else:
-                self._cancelElsewhere(request, server, callerTag, lookup)
-            return
-        server.respond(self._reply(request, 200))
-        context.callerCancelled()
-
-    def _cancelElsewhere(
-        self, request: Request, server: ServerTransaction, callerTag: str, lookup: RingingLookup
-    ) -> None:
-        """
-        A CANCEL of an INVITE this server never saw: if another server of
-        the cluster set the call up and it rang there when that server
-        died (its record says so, from this caller's address), the caller
-        gets 200 and a 487 for its INVITE (it stops waiting), the record
-        ends C{cancelled}, and the callee gets a CANCEL its INVITE
-        transaction matches (the branch was derived: see
-        L{aetasip.calls.takeover}); its 487 is ACKed here, its answer,
-        should it come first, is ACKed and ended.
-        """
-        peer = server.peer
-        callID = request.callID
-
-        def looked(ringing: tuple[str, ...] | bool | None) -> None:
-            if not ringing:
-                server.respond(self._reply(request, 481))
-                return
-            log.info("CANCEL of {callID}, which rang on a server that failed: 487 to the caller", callID=callID)
-            self.dialogs.cancelledHere(callID, callerTag)
-            server.respond(self._reply(request, 200))
-            # The callee's phone stops ringing: the numbers the call rang (or the one dialled).
-            numbers = ringing if isinstance(ringing, (tuple, list)) else (request.requestURI.user or "",)
-            self.router.takeover.cancelCallees(request, numbers)
-            invite = request.copy()
-            invite.set("cseq", f"{request.cseq[0]} INVITE")
-            peer.send(self._reply(invite, 487).toBytes())
-            uri = request.requestURI
-            call = Call(
-                self.clock.seconds,
-                callID,
-                callerTag,
-                request.fromAddr.uri.user or "",
-                "",
-                uri.host,
-                Leg(peer.source, peer.transport, peer.local, peer.connection),
-                uri.user or "",
-                self.observers,
-            )
-            # Its record amends the one the other server left.
-            call.recovered = True
-            call.start()
-            call.end(EndCause.CANCELLED, 487, "the caller cancelled while the callee rang")
-
-        def failed(failure: Failure) -> None:
-            log.warn(
-                "Cannot tell whether {callID} rang on another server: {error}",
-                callID=callID,
-                error=failure.getErrorMessage(),
-            )
-            server.respond(self._reply(request, 481))
-
-        d = maybeDeferred(lookup, callID, callerTag, peer.source)
-        d.addCallbacks(looked, failed)
-        d.addErrback(lambda f: log.failure("Answering the CANCEL of {callID} failed", f, callID=callID))
+        """A CANCEL (see L{Cancelling.cancel})."""
+        self.cancelling.cancel(request, server)
 
     def statelessAck(self, request: Request, peer: Peer) -> None:
         """An ACK for a 2xx: to the other leg of its dialog, without transaction."""
@@ -503,15 +414,8 @@ class Proxy:
                 branch.target.key,
                 CALLER,
                 lambda _, branch=branch: self._send(context, branch),  # type: ignore[misc]
-                lambda failure, branch=branch: self._mediaRefused(context, branch, failure),  # type: ignore[misc]
+                lambda failure, branch=branch: self.mediaFailures.refused(context, branch, failure),  # type: ignore[misc]
             )
-
-    def _mediaRefused(self, context: ResponseContext, branch: Branch, failure: Failure) -> None:
-        log.warn("Media refused for {call}: {error}", call=context.call, error=failure.getErrorMessage())
-        if context.call is not None:
-            context.call.endDetail = f"media: {failure.getErrorMessage()}"
-        branch.request = None
-        context.refuse(branch, *refusal(failure))
 
     def _send(self, context: ResponseContext, branch: Branch) -> None:
         if branch.code >= 200:
@@ -563,7 +467,7 @@ class Proxy:
         if code < 200 and branch.cancel:
             # A branch given up on: its first 1xx lets its CANCEL go.
             if branch.cancel == "pending":
-                self._sendCancel(branch)
+                self.cancelling.send(branch)
             return
         if 100 < code < 300:
             # Also 1xx (early dialogs, RFC 3262) and the 2xx of SUBSCRIBE and REFER.
@@ -579,9 +483,9 @@ class Proxy:
         sender = context.extra.get("to", CALLEE)
         answerFailed = None
         if context.dialog is None and context.method == "INVITE":
-            answerFailed = lambda failure: self._answerFailed(context, branch, response, kind, failure)  # noqa: E731
+            answerFailed = lambda failure: self.mediaFailures.answer(context, branch, response, kind, failure)  # noqa: E731
         elif context.method == "INVITE":
-            answerFailed = lambda failure: self._reinviteAnswerFailed(context, branch, response, kind, failure)  # noqa: E731
+            answerFailed = lambda failure: self.mediaFailures.reinviteAnswer(context, branch, response, kind, failure)  # noqa: E731
         self.media.process(
             call,
             response,
@@ -592,108 +496,6 @@ class Proxy:
             answerFailed,
             answerFailed,
         )
-
-    def _answerFailed(
-        self, context: ResponseContext, branch: Branch, response: Response, kind: str | None, failure: Failure
-    ) -> None:
-        """
-        The media handler could not take the SDP of a callee's response to
-        the initial INVITE (the relay failed, or the SDP is bad): passing
-        it on unchanged would give one-way audio, so the branch ends. Like
-        a UAC that cannot accept the media of a 2xx (RFC 3261 13.2.2.4),
-        the proxy ACKs a 2xx (declining every stream of a late offer) and
-        sends a BYE to the callee; the caller gets a 500 with a Warning,
-        unless another branch answers. A reliable 18x (RFC 3262) made its
-        SDP the answer: its branch is cancelled the same way. An
-        unreliable 18x only previews the answer (RFC 6337 3.1): it goes
-        on without its SDP, no early media, and the 2xx tries again.
-        """
-        call = context.call
-        error = failure.getErrorMessage()
-        log.warn(
-            "Media failed on the {code} of branch {key} of {call}: {error}",
-            code=response.code,
-            key=branch.target.key if branch.target is not None else "?",
-            call=call,
-            error=error,
-        )
-        code = response.code
-        if code < 200 and "100rel" not in (response.get("require") or "").lower():
-            response.body = b""
-            response.remove("content-type")
-            context.response(branch, response)
-            return
-        detail = f"relay failed on the callee's {'answer' if kind != OFFER else 'offer'}: {error}"
-        quoted = detail.replace("\\", "").replace('"', "'")
-        warning = f'399 aetasip "{quoted}"'
-        if code < 200:
-            branch.code = max(branch.code, code)
-            self._cancelBranch(branch)
-        else:
-            branch.ackAgain = self.router.abandonAnswer(context, branch, response, kind == OFFER, "media failure")
-        context.refuse(branch, 500, "Media Relay Failed", warning, detail)
-
-    def _reinviteAnswerFailed(
-        self, context: ResponseContext, branch: Branch, response: Response, kind: str | None, failure: Failure
-    ) -> None:
-        """
-        The media handler could not take the SDP of a response to a
-        re-INVITE. A 1xx goes on without its SDP (the 2xx repeats it). A
-        2xx ends the call, as for the initial INVITE: the side that sent
-        it has taken the new session (RFC 3261 14.1, "the session
-        parameters remain unchanged", is for a re-INVITE that failed,
-        which this one did not), and the relay cannot carry it, so
-        passing it on would leave one-way or no audio, and answering the
-        offerer with an error would leave the two sides with different
-        sessions. The proxy ACKs the 2xx (declining every stream of an
-        offer in it), the offerer gets a 500 with a Warning, and both get
-        a BYE; end cause C{media failure}.
-        """
-        dialog = context.dialog
-        assert dialog is not None
-        call = dialog.call
-        error = failure.getErrorMessage()
-        log.warn(
-            "Media failed on the {code} to a re-INVITE of {call}: {error}",
-            code=response.code,
-            call=call,
-            error=error,
-        )
-        if response.code < 200 or call is None or call.ended:
-            response.body = b""
-            response.remove("content-type")
-            context.response(branch, response)
-            return
-        answerer = context.extra.get("to", CALLEE)
-        contact = response.get("contact")
-        if contact is not None:
-            dialog.legs[answerer].contact = contact
-        branch.code = response.code
-        branch.ackAgain = self.router.ackAnswer(dialog, answerer, context.cseq, response, kind == OFFER)
-        detail = f"relay failed on the {answerer}'s {'answer' if kind != OFFER else 'offer'} to a re-INVITE: {error}"
-        quoted = detail.replace("\\", "").replace('"', "'")
-        context.refuse(branch, 500, "Media Relay Failed", f'399 aetasip "{quoted}"')
-        self.release(call, EndCause.MEDIA_FAILURE, detail)
-
-    def earlyAnswerFailed(self, call: Call, key: str, warning: str, detail: str) -> None:
-        """
-        The media of the early dialog C{key} of C{call} failed (the answer
-        in a PRACK): its branch is cancelled and ends with a 500 and
-        C{warning}, as in L{_answerFailed} for a reliable 18x; once the
-        call is answered, or without a branch still ringing, the call ends.
-        """
-        if call.ended:
-            return
-        control = call.control
-        # A hunting series rings its members one context at a time.
-        context = getattr(control, "current", control)
-        branches = getattr(context, "branches", None) or []
-        branch = next((b for b in branches if b.target is not None and b.target.key == key and b.code < 200), None)
-        if call.answeredBy is not None or branch is None:
-            self.release(call, EndCause.MEDIA_FAILURE, detail)
-            return
-        self._cancelBranch(branch)
-        context.refuse(branch, 500, "Media Relay Failed", warning, detail)
 
     # -- what the contexts tell ---------------------------------------------------
 
@@ -745,53 +547,6 @@ class Proxy:
         else:
             cause = EndCause.REJECTED
         call.end(cause, best.code, best.reason if cause == EndCause.REJECTED else "")
-
-    # -- cancelling ------------------------------------------------------------
-
-    def _cancelBranch(self, branch: Branch) -> None:
-        if branch.code >= 200 or branch.cancel:
-            return
-        if branch.client is None or branch.code == 0:
-            # RFC 3261 9.1: no CANCEL before a provisional response. The
-            # branch counts as ended; its CANCEL goes when a 1xx comes, or
-            # its Timer B ends it (or it was never sent).
-            branch.code = 487
-            branch.cancel = "pending"
-            return
-        self._sendCancel(branch)
-
-    def _sendCancel(self, branch: Branch) -> None:
-        branch.cancel = "sent"
-        client = branch.client
-        if client is None or client.request is None:
-            return
-        hop = self.senderFor(branch.leg)
-        if hop is None:
-            return
-        self.clients.send(cancelFor(client.request), hop[0], hop[1], lambda r: None, lambda: None, client.key[0])
-        # Without a final response 64*T1 from now, the branch times out.
-        client.cancelled()
-
-    # -- loops -------------------------------------------------------------------
-
-    def _looped(self, request: Request) -> bool:
-        """
-        Has this request been forwarded by us before, unchanged (RFC 3261
-        16.3 step 4, 16.6 step 8)? One of its Vias is ours and its branch
-        ends with the loop tag this very request gives. A request that
-        comes back changed (another Request-URI: a call forwarded back to
-        us) is a spiral, and is routed again.
-        """
-        tag = None
-        for via in request.vias:
-            branch = via.branch
-            if branch is None or len(branch) != LOOPED_BRANCH_LENGTH or branch[-LOOP_TAG_LENGTH - 1] != ".":
-                continue
-            if tag is None:
-                tag = loopTag(request)
-            if branch.endswith(tag) and self.isOurs(URI("sip", None, via.host, via.port)):
-                return True
-        return False
 
     # -- message surgery --------------------------------------------------------
 

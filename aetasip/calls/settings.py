@@ -6,7 +6,7 @@ calls or handle their media.
 
 from __future__ import annotations
 
-from typing import Any
+import attrs
 
 from aetasip.config import Config, Key, declare, integer, listOf, number, optional, text
 
@@ -65,10 +65,27 @@ declare(
 )
 
 
-def callSettings(config: Config) -> Any:
-    """The L{aetasip.calls.proxy.CallSettings} of C{config}."""
-    from aetasip.calls.proxy import CallSettings
+@attrs.frozen
+class CallSettings:
+    """
+    The C{calls} section of the configuration (L{aetasip.calls.settings}).
 
+    @ivar probeInterval: seconds between in-dialog OPTIONS to both legs of
+        an answered call (0: no probes).
+    @ivar maxDuration: seconds after which an answered call is released
+        (0: no limit).
+    @ivar minSessionExpires: the smallest RFC 4028 session interval accepted.
+    @ivar maxDialogs: how many dialogs the table keeps.
+    """
+
+    probeInterval: float = 30.0
+    maxDuration: float = 0.0
+    minSessionExpires: int = 90
+    maxDialogs: int = 100_000
+
+
+def callSettings(config: Config) -> CallSettings:
+    """The L{CallSettings} of C{config}."""
     return CallSettings(
         probeInterval=config["calls.probe_interval"],
         maxDuration=config["calls.max_duration"],

@@ -6,6 +6,7 @@ as plain functions of messages.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from aetasip.sip.client import newBranch
@@ -46,6 +47,26 @@ def loopTag(request: Request) -> str:
     number, _ = request.cseq
     text = f"{request.uri}\0{request.fromAddr.tag}\0{request.toAddr.tag}\0{request.callID}\0{number}"
     return hashlib.md5(text.encode("utf-8", "surrogateescape"), usedforsecurity=False).hexdigest()[:LOOP_TAG_LENGTH]
+
+
+def looped(request: Request, isOurs: Callable[[URI], bool]) -> bool:
+    """
+    Has this request been forwarded by us before, unchanged (RFC 3261
+    16.3 step 4, 16.6 step 8)? One of its Vias is ours (C{isOurs}) and its
+    branch ends with the loop tag this very request gives. A request that
+    comes back changed (another Request-URI: a call forwarded back to us)
+    is a spiral, and is routed again.
+    """
+    tag = None
+    for via in request.vias:
+        branch = via.branch
+        if branch is None or len(branch) != LOOPED_BRANCH_LENGTH or branch[-LOOP_TAG_LENGTH - 1] != ".":
+            continue
+        if tag is None:
+            tag = loopTag(request)
+        if branch.endswith(tag) and isOurs(URI("sip", None, via.host, via.port)):
+            return True
+    return False
 
 
 def better(candidate: Response, best: Response) -> bool:
