@@ -1,0 +1,73 @@
+#!/usr/bin/env python3
+"""
+Server CPU per call of two trees, measured in alternating pairs: the
+before/after figure of issue 8's speed criterion on a machine whose
+speed drifts (the same tree varies by up to 30% from run to run here).
+
+Runs each tree's own benchmarks/call_rate.py for one fixed step (--rate
+calls/s for --duration seconds, call records off where the tree has
+them), before then after, --pairs times, and prints each pair, its ratio,
+and the median of the ratios: a drift slower than a pair cancels out in
+its ratio, which a median of each tree's figures alone does not do.
+
+    git worktree add -f /tmp/before afe7132
+    python3 benchmarks/call_pairs.py --before /tmp/before --pairs 8
+
+--register compares register_rate.py's REGISTER with digest instead.
+Every step is bounded in calls and time, traffic stays on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+
+TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def step(tree: str, script: str, rate: int, duration: int) -> float | None:
+    """Server CPU per call (us) of one clean step of C{tree}'s C{script}, or C{None}."""
+    command = [sys.executable, os.path.join("benchmarks", script)]
+    command += ["--start", str(rate), "--steps", "1", "--duration", str(duration)]
+    helpText = subprocess.run([*command[:2], "--help"], cwd=tree, capture_output=True, text=True).stdout
+    if "--observers" in helpText:
+        command.append("--observers=")
+    result = subprocess.run(command, cwd=tree, capture_output=True, text=True, timeout=duration * 10 + 300)
+    match = re.search(r"(\d+) us/call -> clean", result.stdout)
+    return float(match.group(1)) if match else None
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--before", required=True, help="the reference checkout")
+    parser.add_argument("--after", default=TOP, help="the checkout compared (default: this one)")
+    parser.add_argument("--pairs", type=int, default=6, help="pairs (bounded: 1 to 30)")
+    parser.add_argument("--rate", type=int, default=0, help="calls/s of the step (default: 700, REGISTER 3000)")
+    parser.add_argument("--duration", type=int, default=8, help="seconds of the step (bounded: 4 to 60)")
+    parser.add_argument("--register", action="store_true", help="REGISTER with digest instead of calls")
+    args = parser.parse_args()
+    script = "register_rate.py" if args.register else "call_rate.py"
+    rate = max(10, min(args.rate or (3000 if args.register else 700), 5000))
+    duration = max(4, min(args.duration, 60))
+    ratios = []
+    for pair in range(1, max(1, min(args.pairs, 30)) + 1):
+        before = step(os.path.abspath(args.before), script, rate, duration)
+        after = step(os.path.abspath(args.after), script, rate, duration)
+        if before is None or after is None:
+            print(f"pair {pair}: a step was not clean (before {before}, after {after}); left out", flush=True)
+            continue
+        ratios.append(after / before)
+        print(f"pair {pair}: {before:.0f} -> {after:.0f} us/call ({after / before - 1:+.1%})", flush=True)
+    if not ratios:
+        print("no clean pair")
+        return 1
+    print(f"median of {len(ratios)} ratios: {statistics.median(ratios) - 1:+.1%} ({script}, {rate}/s, {duration} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
