@@ -19,7 +19,7 @@ from twisted.trial.unittest import TestCase
 
 from aetasip import admin
 from aetasip.store import Store
-from aetasip.store.schema import describeURL
+from aetasip.store.engine import describeURL
 from tests.postgres import postgresqlURL
 from tests.servers import deferLater, freePort, requireTool, run, socketPath, twistdArguments, twistdConfig
 from tests.sipp import Sipp

@@ -34,6 +34,7 @@ from aetasip.store import (
     Store,
     StoreError,
     StoreService,
+    engine,
     engineURL,
     hashPortalPassword,
     inThreads,
@@ -461,7 +462,7 @@ class SQLiteFileTests(SynchronousTestCase):
                 if len(attempts) < 3:
                     raise sqlite3.OperationalError("database is locked")
 
-        schema.switchToWAL(Cursor(), 5.0)
+        engine.switchToWAL(Cursor(), 5.0)
         self.assertEqual(attempts, ["PRAGMA journal_mode = WAL"] * 3)
 
     def test_wal_switch_gives_up_after_its_patience(self) -> None:
@@ -469,7 +470,7 @@ class SQLiteFileTests(SynchronousTestCase):
             def execute(self, statement: str) -> None:
                 raise sqlite3.OperationalError("database is locked")
 
-        self.assertRaises(sqlite3.OperationalError, schema.switchToWAL, Cursor(), 0.05)
+        self.assertRaises(sqlite3.OperationalError, engine.switchToWAL, Cursor(), 0.05)
 
     def test_wal_switch_raises_other_errors_at_once(self) -> None:
         calls: list[str] = []
@@ -479,7 +480,7 @@ class SQLiteFileTests(SynchronousTestCase):
                 calls.append(statement)
                 raise sqlite3.OperationalError("disk I/O error")
 
-        self.assertRaises(sqlite3.OperationalError, schema.switchToWAL, Cursor(), 5.0)
+        self.assertRaises(sqlite3.OperationalError, engine.switchToWAL, Cursor(), 5.0)
         self.assertEqual(len(calls), 1)
 
     def test_plain_password_is_never_written_to_the_file(self) -> None:

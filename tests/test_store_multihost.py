@@ -21,7 +21,8 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from aetasip.cluster.listener import NotificationListener
 from aetasip.store import Store
-from aetasip.store.schema import BINDINGS_CHANNEL, describeURL, engineURL, splitHosts
+from aetasip.store.engine import describeURL, engineURL, splitHosts
+from aetasip.store.schema import BINDINGS_CHANNEL
 from tests.postgres import HOST, USER, PostgreSQLServer, binDirectory, serverAccount
 from tests.servers import freePort
 from tests.test_cluster_location import waitFor

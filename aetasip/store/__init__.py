@@ -4,7 +4,8 @@ SQLite or PostgreSQL.
 
     - L{models}: the records (L{Account}, L{Group}), the errors and the
       rules on values, written once for the store, provisioning and the CLI;
-    - L{schema}: the tables, their versioned migrations and the engines;
+    - L{schema}: the tables and their versioned migrations;
+    - L{engine}: the engines for a C{store.url} (SQLite, PostgreSQL);
     - L{sql}: L{Store}, synchronous; its group methods are in L{groups},
       its conversions between rows and records in L{rows};
     - L{facade}: L{AsyncStore}, the store in threads, for the service;
@@ -17,6 +18,7 @@ Everything other modules use is importable from here.
 
 from __future__ import annotations
 
+from aetasip.store.engine import engineURL
 from aetasip.store.facade import AsyncStore, inThreads
 from aetasip.store.models import (
     EIGHT_DIGIT_KINDS,
@@ -66,7 +68,7 @@ from aetasip.store.models import (
     verifyPortalPassword,
 )
 from aetasip.store.provisioning import Allocation, NewAccount, NewPassword, Provisioning
-from aetasip.store.schema import MIGRATIONS, SCHEMA_VERSION, engineURL, metadata
+from aetasip.store.schema import MIGRATIONS, SCHEMA_VERSION, metadata
 from aetasip.store.service import StoreService
 from aetasip.store.sql import SECRET_LENGTH, Store
 

@@ -24,6 +24,7 @@ from aetasip.auth import Credentials
 from aetasip.location import Binding
 from aetasip.store import rows
 from aetasip.store.callrecords import CallRecordMethods
+from aetasip.store.engine import WRITE_OPTION, describeURL, engineURL, makeEngine
 from aetasip.store.groups import GroupMethods, joinGroup, lockGroup
 from aetasip.store.models import (
     Account,
@@ -45,12 +46,8 @@ from aetasip.store.nodes import NodeMethods
 from aetasip.store.outbox import OutboxMethods
 from aetasip.store.schema import (
     ORIGIN_SETTING,
-    WRITE_OPTION,
     accounts,
     bindings,
-    describeURL,
-    engineURL,
-    makeEngine,
     migrate,
     readVersion,
     storedSecrets,
