@@ -20,6 +20,7 @@ Every step is bounded in calls and time, traffic stays on 127.0.0.1.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import re
 import statistics
@@ -29,12 +30,18 @@ import sys
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@functools.cache
+def knowsObservers(tree: str, script: str) -> bool:
+    """Has C{tree}'s C{script} the --observers option (trees with call records)?"""
+    command = [sys.executable, os.path.join("benchmarks", script), "--help"]
+    return "--observers" in subprocess.run(command, cwd=tree, capture_output=True, text=True).stdout
+
+
 def step(tree: str, script: str, rate: int, duration: int) -> float | None:
     """Server CPU per call (us) of one clean step of C{tree}'s C{script}, or C{None}."""
     command = [sys.executable, os.path.join("benchmarks", script)]
     command += ["--start", str(rate), "--steps", "1", "--duration", str(duration)]
-    helpText = subprocess.run([*command[:2], "--help"], cwd=tree, capture_output=True, text=True).stdout
-    if "--observers" in helpText:
+    if knowsObservers(tree, script):
         command.append("--observers=")
     result = subprocess.run(command, cwd=tree, capture_output=True, text=True, timeout=duration * 10 + 300)
     match = re.search(r"(\d+) us/call -> clean", result.stdout)
