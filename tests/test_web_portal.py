@@ -13,7 +13,6 @@ from __future__ import annotations
 import html
 import os
 import re
-import shutil
 from http.cookies import SimpleCookie
 from typing import Any
 from urllib.parse import urlencode
@@ -26,6 +25,7 @@ from twisted.web.client import HTTPConnectionPool
 from aetasip.store import Provisioning, Store
 from aetasip.web.portal import sipPasswordProblem
 from aetasip.web.sessions import LoginThrottle, Sessions
+from tests.browser import Pages, chromium
 from tests.servers import CI, RunningService, requireTool
 from tests.sipp import Sipp
 
@@ -281,23 +281,6 @@ class LocationRecordsTests(PortalTestCase):
         self.assertEqual((code, headers.getRawHeaders("location")), (303, ["/portal/login"]))
 
 
-def _chromium() -> Any:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
-    for argument in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--window-size=800,1000",
-    ):
-        options.add_argument(argument)
-    return webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver") or "/usr/bin/chromedriver"))
-
-
 class ChromiumTests(PortalTestCase):
     """The portal driven end to end in headless Chromium."""
 
@@ -315,27 +298,26 @@ class ChromiumTests(PortalTestCase):
         base = self.server.service.getServiceNamed("web").url
         screenshots = os.path.abspath("screenshots")
         os.makedirs(screenshots, exist_ok=True)
-        driver = await threads.deferToThread(_chromium)
+        driver = await threads.deferToThread(chromium, 800, 1000)
         self.addCleanup(driver.quit)
+        pages = Pages(driver, base, screenshots, "sip-password")
 
         def browse() -> str:
-            from selenium.webdriver.common.by import By
-
             driver.get(base + "/portal/")
-            driver.save_screenshot(os.path.join(screenshots, "login-en.png"))
-            driver.find_element(By.ID, "number").send_keys("45675001")
-            driver.find_element(By.ID, "password").send_keys("portal-secret-1")
-            driver.find_element(By.ID, "login").click()
-            assert driver.find_element(By.ID, "number").text == "45675001", driver.page_source
-            driver.save_screenshot(os.path.join(screenshots, "subscriber-data-en.png"))
-            driver.find_element(By.ID, "sip-password").send_keys("Browser-chosen-2026")
-            driver.find_element(By.ID, "sip-confirm").send_keys("Browser-chosen-2026")
-            driver.find_element(By.ID, "change-sip-password").click()
-            driver.save_screenshot(os.path.join(screenshots, "sip-password-changed-en.png"))
-            done = str(driver.find_element(By.ID, "done").text)
-            driver.find_element(By.LINK_TEXT, "Location records").click()
-            driver.save_screenshot(os.path.join(screenshots, "location-records-en.png"))
-            assert driver.find_element(By.ID, "none"), driver.page_source
+            pages.shot("login")
+            pages.type("number", "45675001")
+            pages.type("password", "portal-secret-1")
+            pages.click("login")
+            assert pages.text("number") == "45675001", pages.page
+            pages.shot("subscriber-data")
+            pages.type("sip-password", "Browser-chosen-2026")
+            pages.type("sip-confirm", "Browser-chosen-2026")
+            pages.click("change-sip-password")
+            pages.shot("sip-password-changed")
+            done = pages.text("done")
+            pages.click("locations-link")
+            pages.shot("location-records")
+            assert 'id="none"' in pages.page, pages.page
             return done
 
         done = await threads.deferToThread(browse)
