@@ -182,7 +182,7 @@ class NodeRequestTests(TestCase):
         self.assertEqual((self.transport.sent[-1][1], self.lastRequest()["command"]), (OTHER, b"delete"))
         self.reply(b"d6:result2:oke")
         self.successResultOf(deleted)
-        self.assertEqual(self.node._sessions, {})
+        self.assertEqual(self.node.placement.sessions, {})
 
     def test_an_answer_no_daemon_knows_is_refused(self) -> None:
         self.pool.backends.append(Backend(OTHER, self.client))
@@ -191,7 +191,7 @@ class NodeRequestTests(TestCase):
         self.reply(UNKNOWN)
         failure = self.failureResultOf(d, UnknownSession)
         self.assertIn("Unknown call-id", failure.getErrorMessage())
-        self.assertEqual(self.node._sessions, {})
+        self.assertEqual(self.node.placement.sessions, {})
 
     def test_keepalive_of_a_call_adopted_from_its_answer(self) -> None:
         node = RtpengineNode("fr", self.pool, self.clock, keepalive=30.0)

@@ -62,11 +62,9 @@ the callee's tag as C{from-tag}.
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-import attrs
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredSemaphore, gatherResults, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -74,38 +72,16 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from aetasip.interfaces import IRelay
-from aetasip.relay.errors import UnknownSession
 from aetasip.relay.ng import Address, NgError, NgProtocolError, Reply
 from aetasip.relay.ngclient import Backend, NgClient, NgPool, NgTimeout, RelayUnavailable
-from aetasip.relay.rtpenginestats import _monologues, _text, guessCaller, relayStats
+from aetasip.relay.rtpengineplacement import Placement, Session, viaBranch
+from aetasip.relay.rtpenginestats import guessCaller, relayStats
 from aetasip.relay.stats import RelayStats
 
 log = Logger()
 
 LIST_LIMIT = 1000
 """Most call-IDs asked of one rtpengine by C{list}: its reply must fit one UDP datagram."""
-
-MAX_SESSIONS = 200_000
-"""Sessions remembered per node; past this the oldest are forgotten (rtpengine times them out)."""
-
-
-@attrs.define(eq=False)
-class _Session:
-    """What the node remembers of one call (C{callID}, C{fromTag})."""
-
-    backend: Backend | None = None
-    creating: list[Deferred[Backend]] | None = None
-    calleeTags: dict[str, str] = attrs.Factory(dict)
-    answered: str | None = None
-    # By branch, the arguments of its last offer; the last offer/answer
-    # pair of the answered branch, and when the daemon last heard of the call.
-    offers: dict[str, dict[str, Any]] = attrs.Factory(dict)
-    negotiated: tuple[dict[str, Any] | None, dict[str, Any]] | None = None
-    signalledAt: float = 0.0
-
-
-def _branchKey(branch: object) -> str:
-    return branch if isinstance(branch, str) else str(branch)
 
 
 @implementer(IRelay)
@@ -144,7 +120,7 @@ class RtpengineNode(Service):
         self.reactor = reactor
         self.keepalive = keepalive
         self._ports: list[Any] = []
-        self._sessions: OrderedDict[tuple[str, str], _Session] = OrderedDict()
+        self.placement = Placement(name, pool)
 
     def startService(self) -> None:
         super().startService()
@@ -172,107 +148,6 @@ class RtpengineNode(Service):
         return d.addCallback(lambda _: log.info("Relay node {node} stopped", node=self.name))
 
     # -- offer and answer ------------------------------------------------------
-
-    async def _backendFor(
-        self,
-        key: tuple[str, str],
-        command: str,
-        arguments: dict[str, Any],
-        located: Callable[[_Session, str | None], None] | None = None,
-    ) -> Reply:
-        """
-        C{command} to the daemon of the call, or (a new call) to the next
-        one up. With C{located}, a call this node does not remember is
-        first looked for on every daemon (L{_locate}); C{located} is then
-        given the session and the callee's tag rtpengine knows, if any,
-        before the request leaves.
-        """
-        session = self._sessions.get(key)
-        if session is not None and session.backend is None and session.creating is not None:
-            # A fork of the same call is being placed: follow it there.
-            waiting: Deferred[Backend] = Deferred()
-            session.creating.append(waiting)
-            await waiting
-        if session is not None and session.backend is not None:
-            return await self.pool.requestTo(session.backend, command, arguments)
-        session = self._remember(key, _Session(creating=[]))
-        try:
-            found = await self._locate(key) if located is not None else None
-            if found is not None:
-                assert located is not None
-                backend, partner = found
-                located(session, partner)
-                reply = await self.pool.requestTo(backend, command, arguments)
-            else:
-                backend, reply = await self.pool.requestNew(command, arguments)
-        except BaseException as e:
-            waiters, session.creating = session.creating or [], None
-            if self._sessions.get(key) is session:
-                del self._sessions[key]
-            for waiter in waiters:
-                waiter.errback(e)
-            raise
-        session.backend = backend
-        waiters, session.creating = session.creating or [], None
-        for waiter in waiters:
-            waiter.callback(backend)
-        return reply
-
-    async def _adopt(self, key: tuple[str, str], command: str, arguments: dict[str, Any]) -> Reply:
-        """
-        C{command} for a call offered through another server (or before a
-        restart): to each daemon up in order until one takes it, which
-        this node then remembers for the call.
-
-        @raise UnknownSession: no daemon has the call.
-        """
-        refusals = []
-        for backend in [b for b in self.pool.backends if b.up]:
-            try:
-                reply = await self.pool.requestTo(backend, command, arguments)
-            except (NgError, NgTimeout) as e:
-                refusals.append(f"{backend.name}: {e}")
-                continue  # "Unknown call-id": not there
-            session = self._sessions.get(key)
-            if session is None or session.backend is None:
-                session = self._remember(key, _Session(backend=backend))
-            log.info(
-                "relay node {node}: call {callID} adopted from rtpengine {backend}",
-                node=self.name,
-                callID=key[0],
-                backend=backend.name,
-            )
-            return reply
-        raise UnknownSession(
-            f"relay node {self.name}: no rtpengine has call {key[0]!r} ({'; '.join(refusals) or 'none is up'})"
-        )
-
-    async def _locate(self, key: tuple[str, str]) -> tuple[Backend, str | None] | None:
-        """
-        The daemon that has a call this node does not remember (a C{query}
-        to each one up, in order) and the tag it knows in dialogue with
-        the caller's; C{None} for a call no daemon has (a new one).
-        """
-        callID, fromTag = key
-        for backend in [b for b in self.pool.backends if b.up]:
-            try:
-                reply = await self.pool.requestTo(backend, "query", {"call-id": callID, "from-tag": fromTag})
-            except (NgError, NgTimeout, NgProtocolError):
-                continue  # "Unknown call-id": not there
-            log.info(
-                "relay node {node}: call {callID} found on rtpengine {backend}",
-                node=self.name,
-                callID=callID,
-                backend=backend.name,
-            )
-            return backend, _partnerOf(reply.body, fromTag)
-        return None
-
-    def _remember(self, key: tuple[str, str], session: _Session) -> _Session:
-        self._sessions[key] = session
-        while len(self._sessions) > MAX_SESSIONS:
-            self._sessions.popitem(last=False)
-        return session
 
     def _media(self, sdp: bytes, source: Address, latchAnySource: bool) -> dict[str, Any]:
         host = source[0]
@@ -324,10 +199,10 @@ class RtpengineNode(Service):
         if sender not in ("caller", "callee"):
             raise ValueError(f"an offer comes from the caller or the callee, not {sender!r}")
         key = (callID, fromTag)
-        branchKey = _branchKey(branch)
+        branchKey = viaBranch(branch)
         arguments = self._media(sdp, source, latchAnySource)
         arguments.update({"call-id": callID, "via-branch": branchKey})
-        session = self._sessions.get(key)
+        session = self.placement.sessions.get(key)
         calleeTag = session.calleeTags.get(branchKey) if session is not None else None
         if sender == "caller":
             arguments["from-tag"] = fromTag
@@ -344,7 +219,7 @@ class RtpengineNode(Service):
             arguments["from-tag"] = calleeTag
             arguments["to-tag"] = fromTag
 
-        def located(found: _Session, partner: str | None) -> None:
+        def located(found: Session, partner: str | None) -> None:
             # A call set up through another server: rtpengine knows its callee by its own tag.
             if partner is not None:
                 found.calleeTags[branchKey] = partner
@@ -354,8 +229,8 @@ class RtpengineNode(Service):
         # call set up elsewhere: from the callee (rtpengine needs its tag),
         # or on a node of several daemons (it must go to the one with the call).
         locate = session is None and (sender != "caller" or len(self.pool.backends) > 1)
-        reply = await self._backendFor(key, "offer", arguments, located if locate else None)
-        session = self._sessions.get(key)
+        reply = await self.placement.backendFor(key, "offer", arguments, located if locate else None)
+        session = self.placement.sessions.get(key)
         if session is not None:
             if sender != "caller":
                 session.calleeTags.setdefault(branchKey, calleeTag)  # type: ignore[arg-type]
@@ -390,8 +265,8 @@ class RtpengineNode(Service):
         if sender not in ("caller", "callee"):
             raise ValueError(f"an answer comes from the caller or the callee, not {sender!r}")
         key = (callID, fromTag)
-        session = self._sessions.get(key)
-        branchKey = _branchKey(branch)
+        session = self.placement.sessions.get(key)
+        branchKey = viaBranch(branch)
         # Without the callee's To tag (an answer without one) the branch gets a tag of its own.
         if session is not None:
             calleeTag = session.calleeTags.setdefault(branchKey, toTag or f"aetasip-branch-{branchKey}")
@@ -405,11 +280,11 @@ class RtpengineNode(Service):
             arguments.update({"from-tag": calleeTag, "to-tag": fromTag})
         if session is None:
             # Offered elsewhere (by another server): the daemon that has it.
-            reply = await self._adopt(key, "answer", arguments)
-            session = self._sessions[key]
+            reply = await self.placement.adopt(key, "answer", arguments)
+            session = self.placement.sessions[key]
             session.calleeTags.setdefault(branchKey, calleeTag)
         else:
-            reply = await self._backendFor(key, "answer", arguments)
+            reply = await self.placement.backendFor(key, "answer", arguments)
         session.answered = branchKey
         offer = session.offers.get(branchKey)
         # Without an offer here (adopted from another server), keep-alives send the answer alone.
@@ -439,7 +314,7 @@ class RtpengineNode(Service):
         return Deferred.fromCoroutine(self._keepAlive(callID, fromTag, lastPacketAt))
 
     async def _keepAlive(self, callID: str, fromTag: str, lastPacketAt: float | None) -> bool:
-        session = self._sessions.get((callID, fromTag))
+        session = self.placement.sessions.get((callID, fromTag))
         if self.keepalive <= 0 or session is None or session.backend is None or session.negotiated is None:
             return False
         offer, answer = session.negotiated
@@ -469,10 +344,10 @@ class RtpengineNode(Service):
         callee's tag when a 18x gave one. Fires (never failing) once
         rtpengine answered.
         """
-        return Deferred.fromCoroutine(self._deleteBranch(callID, fromTag, _branchKey(branch)))
+        return Deferred.fromCoroutine(self._deleteBranch(callID, fromTag, viaBranch(branch)))
 
     async def _deleteBranch(self, callID: str, fromTag: str, branchKey: str) -> None:
-        session = self._sessions.get((callID, fromTag))
+        session = self.placement.sessions.get((callID, fromTag))
         if session is None or session.backend is None or session.answered == branchKey:
             return
         arguments: dict[str, Any] = {"call-id": callID, "from-tag": fromTag, "via-branch": branchKey, "delete delay": 0}
@@ -499,31 +374,16 @@ class RtpengineNode(Service):
 
     # -- delete, query, sessions -------------------------------------------------
 
-    def _backendsFor(self, session: _Session | None) -> list[Backend]:
-        if session is not None and session.backend is not None:
-            return [session.backend]
-        # Unknown here (placed before a restart): whichever daemon has it.
-        return [b for b in self.pool.backends if b.up]
-
-    def _tags(self, key: tuple[str, str], session: _Session | None) -> tuple[str, str | None]:
-        calleeTag = None
-        if session is not None:
-            if session.answered is not None:
-                calleeTag = session.calleeTags.get(session.answered)
-            elif len(session.calleeTags) == 1:
-                calleeTag = next(iter(session.calleeTags.values()))
-        return key[1], calleeTag
-
     def delete(self, callID: str, fromTag: str) -> Deferred[RelayStats | None]:
         return Deferred.fromCoroutine(self._delete(callID, fromTag))
 
     async def _delete(self, callID: str, fromTag: str) -> RelayStats | None:
         key = (callID, fromTag)
-        session = self._sessions.pop(key, None)
-        callerTag, calleeTag = self._tags(key, session)
+        session = self.placement.sessions.pop(key, None)
+        callerTag, calleeTag = self.placement.tags(key, session)
         stats: RelayStats | None = None
         failure: Exception | None = None
-        for backend in self._backendsFor(session):
+        for backend in self.placement.backendsFor(session):
             try:
                 reply = await self.pool.requestTo(
                     backend, "delete", {"call-id": callID, "from-tag": fromTag, "delete delay": 0}
@@ -551,9 +411,9 @@ class RtpengineNode(Service):
 
     async def _query(self, callID: str, fromTag: str) -> RelayStats | None:
         key = (callID, fromTag)
-        session = self._sessions.get(key)
-        callerTag, calleeTag = self._tags(key, session)
-        for backend in self._backendsFor(session):
+        session = self.placement.sessions.get(key)
+        callerTag, calleeTag = self.placement.tags(key, session)
+        for backend in self.placement.backendsFor(session):
             try:
                 reply = await self.pool.requestTo(backend, "query", {"call-id": callID, "from-tag": fromTag})
             except NgError:
@@ -567,7 +427,7 @@ class RtpengineNode(Service):
     async def _allSessions(self) -> list[tuple[str, str, RelayStats]]:
         semaphore = DeferredSemaphore(8)
         found: list[tuple[str, str, RelayStats]] = []
-        known = {(k[0], id(s.backend)): (k, s) for k, s in self._sessions.items()}
+        known = {(k[0], id(s.backend)): (k, s) for k, s in self.placement.sessions.items()}
 
         async def one(backend: Backend, callID: str) -> None:
             try:
@@ -576,7 +436,7 @@ class RtpengineNode(Service):
                 return  # ended meanwhile, or the daemon went away
             session = known.get((callID, id(backend)))
             if session is not None:
-                callerTag, calleeTag = self._tags(*session)
+                callerTag, calleeTag = self.placement.tags(*session)
             else:
                 callerTag, calleeTag = guessCaller(reply.body), None
             stats = self._stats(reply.body, callerTag, calleeTag)
@@ -594,26 +454,6 @@ class RtpengineNode(Service):
             await gatherResults([semaphore.run(one, backend, c) for c in callIDs])
         found.sort(key=lambda item: item[:2])
         return found
-
-
-def _partnerOf(body: Mapping[str, Any], tag: str) -> str | None:
-    """
-    The tag in dialogue with C{tag} in rtpengine's C{query} reply: its
-    C{offer/answer} subscription (rtpengine 10 and later), else its
-    C{in dialogue with} (older daemons); C{None} when there is none.
-    """
-    monologue = None
-    for candidate in _monologues(body):
-        if _text(candidate.get("tag")) == tag:
-            monologue = candidate
-    if monologue is None:
-        return None
-    for subscription in monologue.get("subscriptions") or []:
-        if isinstance(subscription, Mapping) and _text(subscription.get("type")) in (None, "offer/answer"):
-            partner = _text(subscription.get("tag"))
-            if partner:
-                return partner
-    return _text(monologue.get("in dialogue with")) or None
 
 
 _ICE_ATTRIBUTES = (

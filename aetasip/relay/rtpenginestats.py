@@ -149,3 +149,23 @@ def relayStats(node: str, body: Mapping[str, Any], callerTag: str, calleeTag: st
             packets=other.received.packets, bytes=other.received.bytes, lastPacketAt=other.received.lastPacketAt
         )
     return stats
+
+
+def partnerOf(body: Mapping[str, Any], tag: str) -> str | None:
+    """
+    The tag in dialogue with C{tag} in rtpengine's C{query} reply: its
+    C{offer/answer} subscription (rtpengine 10 and later), else its
+    C{in dialogue with} (older daemons); C{None} when there is none.
+    """
+    monologue = None
+    for candidate in _monologues(body):
+        if _text(candidate.get("tag")) == tag:
+            monologue = candidate
+    if monologue is None:
+        return None
+    for subscription in monologue.get("subscriptions") or []:
+        if isinstance(subscription, Mapping) and _text(subscription.get("type")) in (None, "offer/answer"):
+            partner = _text(subscription.get("tag"))
+            if partner:
+                return partner
+    return _text(monologue.get("in dialogue with")) or None
