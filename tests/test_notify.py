@@ -217,7 +217,7 @@ class NotifyTestCase(TestCase):
         self.logged: list[str] = []
 
         def record(e: dict[str, Any]) -> None:
-            if e.get("log_namespace") == "aetasip.notify":
+            if str(e.get("log_namespace")).startswith("aetasip.notify"):  # notify, notifydelivery
                 self.logged.append(formatEvent(e))
 
         observer = cast(ILogObserver, record)
