@@ -108,7 +108,7 @@ _RTPMAP = re.compile(rb"^a=rtpmap:[0-9]+ ([^\r\n]+)", re.MULTILINE)
 
 
 def testLineJSON(session: Any) -> dict[str, Any]:
-    """A test-line session (L{aetasip.testline.agent.Session}) as the API shows it."""
+    """A test-line session (L{aetasip.testline.session.Session}) as the API shows it."""
     media = session.media
     codec = _RTPMAP.search(session.answerSDP)
     answeredAt = session.answeredAt

@@ -19,11 +19,12 @@ from aetasip import config
 from aetasip.relay import sdp
 from aetasip.sip.message import Request, Response, parse
 from aetasip.testline import audiofile, offer, rtp
-from aetasip.testline.agent import ECHO, PROGRAMME, LineAgent, LineSettings
+from aetasip.testline.agent import LineAgent
 from aetasip.testline.audiofile import FileProgramme, ProgrammeFileError
 from aetasip.testline.codecs import G722, L16, MPA, OPUS, OPUS_MONO, PCMA, PCMU, Encoder
 from aetasip.testline.media import MediaSession
 from aetasip.testline.programme import LEVEL_DBFS, TONE_SECONDS, Programme
+from aetasip.testline.session import ECHO, PROGRAMME, LineSettings
 from aetasip.testline.settings import lineSettings
 from tests.audio import decode, dominantFrequency, levelDBFS
 

@@ -23,8 +23,9 @@ from twisted.logger import Logger
 
 from aetasip.location import Binding, LocationService
 from aetasip.routing import Account, Directory, Group
-from aetasip.testline.agent import LineAgent, LineSettings
+from aetasip.testline.agent import LineAgent
 from aetasip.testline.media import Address
+from aetasip.testline.session import LineSettings
 
 log = Logger()
 
@@ -73,7 +74,7 @@ class _Datagrams(DatagramProtocol):
 
 
 class _MediaPort:
-    """One session's RTP port (see L{aetasip.testline.agent.MediaPort})."""
+    """One session's RTP port (see L{aetasip.testline.session.MediaPort})."""
 
     def __init__(self, reactor: Any, address: str, receive: Any) -> None:
         self.protocol = _Datagrams(receive)

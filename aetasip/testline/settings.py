@@ -26,7 +26,7 @@ from aetasip.config import (
     text,
 )
 from aetasip.testline import audiofile
-from aetasip.testline.agent import ECHO, PROGRAMME, LineSettings
+from aetasip.testline.session import ECHO, PROGRAMME, LineSettings
 
 declare(
     Key(
