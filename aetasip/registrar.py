@@ -37,7 +37,8 @@ from aetasip.config import ConfigError, Key, choice, declare, declareCheck, inte
 from aetasip.location import Binding, LocationService
 from aetasip.sip.errors import ParseError
 from aetasip.sip.headers import NameAddr, parseDeltaSeconds
-from aetasip.sip.message import Request, Response, localResponse
+from aetasip.sip.message import Request, Response
+from aetasip.sip.responses import localResponse
 from aetasip.sip.transaction import Peer
 from aetasip.sip.uri import parseURI
 

@@ -25,7 +25,7 @@ from twisted.logger import globalLogPublisher
 from aetasip import config
 from aetasip.auth import credentialsFromPassword
 from aetasip.sip.errors import ParseError
-from aetasip.sip.message import parse
+from aetasip.sip.parser import parse
 from aetasip.sip.transaction import Peer
 from aetasip.stun.server import ALTERNATE_ADDRESS, ALTERNATE_BOTH, ALTERNATE_PORT, PRIMARY, STUNServer
 

@@ -17,7 +17,8 @@ from aetasip.auth import BackendUnavailable, computeHA1
 from aetasip.auth.limits import FailureLimits
 from aetasip.auth.step import BANNED, PROXY, WWW, Authenticated, Authentication, Kind, Outcome
 from aetasip.sip.digest import DigestAuthenticator, computeResponse, parseDigest
-from aetasip.sip.message import Request, Response, parse
+from aetasip.sip.message import Request, Response
+from aetasip.sip.parser import parse
 from aetasip.sip.transaction import Peer
 from tests.sipagent import FakeAuth
 

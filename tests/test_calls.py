@@ -21,7 +21,8 @@ from aetasip.calls.control import CallControl
 from aetasip.calls.media import MediaRefused
 from aetasip.calls.token import DialogSigner
 from aetasip.interfaces import ICallControl
-from aetasip.sip.message import Request, parse
+from aetasip.sip.message import Request
+from aetasip.sip.parser import parse
 from tests.sipagent import Agent, Harness, Reply
 from tests.test_proxy import A_SOURCE, B_SOURCE, invite, proxyAuthorization, reply
 from tests.test_proxy_methods import A_CONTACT, B_CONTACT, B_REAL, dialogReply, request, withHeaders

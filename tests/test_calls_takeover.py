@@ -19,7 +19,8 @@ from aetasip.calls.context import TIMER_C
 from aetasip.calls.control import CallControl
 from aetasip.calls.token import DialogSigner, forwardBranch, verifiedCaller
 from aetasip.sip.client import newBranch
-from aetasip.sip.message import Request, Response, parse
+from aetasip.sip.message import Request, Response
+from aetasip.sip.parser import parse
 from tests.sipagent import Agent
 from tests.test_calls import C_SOURCE, KEY, CallTestCase
 from tests.test_proxy import A_SOURCE, B_SOURCE, invite, reply

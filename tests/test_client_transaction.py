@@ -9,7 +9,8 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from aetasip.sip.client import ClientTransactionLayer, ackFor, cancelFor, newBranch
-from aetasip.sip.message import Request, Response, parse
+from aetasip.sip.message import Request, Response
+from aetasip.sip.parser import parse
 
 
 def invite(method: str = "INVITE", branch: str | None = None) -> Request:

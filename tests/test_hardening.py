@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from aetasip.sip import headers, message
+from aetasip.sip import headers, message, parser, responses
 from aetasip.stun import codec
 from aetasip.stun.server import ALTERNATE_ADDRESS, ALTERNATE_BOTH, ALTERNATE_PORT, PRIMARY, STUNServer
 from tests.sipagent import Agent, Harness
@@ -152,28 +152,28 @@ class AmplificationTests(SynchronousTestCase):
     def test_what_goes_first_when_over_budget(self) -> None:
         """Optional fields, then all challenges but the first; else nothing."""
         data = MINIMAL["tiny INVITE"].encode()
-        request = message.parse(data)
+        request = parser.parse(data)
         assert isinstance(request, message.Request)
         self.assertEqual(request.size, len(data))
-        response = message.localResponse(request, 407, server="aetasip/test")
+        response = responses.localResponse(request, 407, server="aetasip/test")
         response.add("proxy-authenticate", 'Digest realm="a", nonce="' + "n" * 60 + '", algorithm=SHA-256')
         response.add("proxy-authenticate", 'Digest realm="a", nonce="' + "n" * 60 + '", algorithm=MD5')
         self.assertEqual(response.budget, 4 * len(data) - 1)
         full = len(response.toBytes())
         response.budget = full - 1
-        trimmed = message.withinBudget(response)
+        trimmed = responses.withinBudget(response)
         assert trimmed is not None
         self.assertNotIn(b"Server:", trimmed)
         self.assertEqual(trimmed.count(b"Proxy-Authenticate:"), 2)
         response.budget = len(trimmed) - 1
-        trimmed = message.withinBudget(response)
+        trimmed = responses.withinBudget(response)
         assert trimmed is not None
         self.assertEqual(trimmed.count(b"Proxy-Authenticate:"), 1)
         self.assertIn(b"algorithm=SHA-256", trimmed)
         response.budget = 100
-        self.assertIsNone(message.withinBudget(response))
+        self.assertIsNone(responses.withinBudget(response))
         # Over TCP (no spoofing) or once authenticated: no budget.
-        self.assertEqual(message.parse(data, stream=True).size, 0)  # type: ignore[union-attr]
+        self.assertEqual(parser.parse(data, stream=True).size, 0)  # type: ignore[union-attr]
 
     def test_a_final_response_without_provisional_is_not_retransmitted(self) -> None:
         """

@@ -9,7 +9,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from aetasip.keepalive import OptionsPinger
 from aetasip.location import Binding, LocationService
-from aetasip.sip.message import Request, parse
+from aetasip.sip.message import Request
+from aetasip.sip.parser import parse
 
 
 class OptionsPingerTests(SynchronousTestCase):

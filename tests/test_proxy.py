@@ -9,7 +9,8 @@ import hashlib
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from aetasip.sip.message import Request, parse
+from aetasip.sip.message import Request
+from aetasip.sip.parser import parse
 from tests.sipagent import Agent, Harness, Reply
 
 A_SOURCE = ("198.51.100.7", 5060)

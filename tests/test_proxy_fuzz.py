@@ -16,7 +16,8 @@ import random
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from aetasip.sip.message import Request, parse
+from aetasip.sip.message import Request
+from aetasip.sip.parser import parse
 from tests.sipagent import Agent, Harness, Reply
 from tests.test_proxy import A_SOURCE, B_SOURCE, invite, proxyAuthorization, reply
 

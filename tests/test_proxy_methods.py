@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from twisted.trial.unittest import SynchronousTestCase
 
 from aetasip.element.core import ALLOW
-from aetasip.sip.message import Request, parse
+from aetasip.sip.message import Request
+from aetasip.sip.parser import parse
 from tests.sipagent import Agent, Harness, Reply
 from tests.test_proxy import A_SOURCE, B_SOURCE, invite, proxyAuthorization, reply
 

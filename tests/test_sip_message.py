@@ -8,16 +8,10 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from aetasip.calls.surgery import decrementMaxForwards
 from aetasip.sip.errors import ParseError
-from aetasip.sip.message import (
-    LIST_HEADERS,
-    REASONS,
-    BadRequest,
-    Request,
-    Response,
-    canonicalName,
-    makeResponse,
-    parse,
-)
+from aetasip.sip.fieldnames import LIST_HEADERS, canonicalName
+from aetasip.sip.message import REASONS, Request, Response
+from aetasip.sip.parser import BadRequest, parse
+from aetasip.sip.responses import makeResponse
 
 REGISTER = (
     b"REGISTER sip:127.0.0.1:5060 SIP/2.0\r\n"

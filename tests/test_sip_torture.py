@@ -33,7 +33,9 @@ from pathlib import Path
 from twisted.trial.unittest import SynchronousTestCase
 
 from aetasip.sip.errors import ParseError
-from aetasip.sip.message import BadRequest, Message, Request, Response, makeResponse, parse
+from aetasip.sip.message import Message, Request, Response
+from aetasip.sip.parser import BadRequest, parse
+from aetasip.sip.responses import makeResponse
 from aetasip.sip.uri import parseURI, unescape
 
 TORTURE = Path(__file__).parent / "torture"

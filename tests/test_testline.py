@@ -17,7 +17,8 @@ from twisted.trial.unittest import TestCase
 
 from aetasip import config
 from aetasip.relay import sdp
-from aetasip.sip.message import Request, Response, parse
+from aetasip.sip.message import Request, Response
+from aetasip.sip.parser import parse
 from aetasip.testline import audiofile, offer, rtp
 from aetasip.testline.agent import LineAgent
 from aetasip.testline.audiofile import FileProgramme, ProgrammeFileError

@@ -11,7 +11,9 @@ from itertools import pairwise
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from aetasip.sip.message import Request, makeResponse, parse
+from aetasip.sip.message import Request
+from aetasip.sip.parser import parse
+from aetasip.sip.responses import makeResponse
 from aetasip.sip.transaction import T1, T2, T4, Peer, ServerTransaction, ServerTransactionLayer
 
 SOURCE = ("192.0.2.10", 5060)

@@ -20,7 +20,8 @@ from twisted.python.failure import Failure
 from aetasip.auth import BackendUnavailable, Credentials
 from aetasip.auth.limits import FailureLimits
 from aetasip.sip.digest import DigestAuthenticator, Verdict, algorithmOf, parseDigest
-from aetasip.sip.message import Request, Response, localResponse
+from aetasip.sip.message import Request, Response
+from aetasip.sip.responses import localResponse
 from aetasip.sip.transaction import Peer
 
 __all__ = ["BANNED", "PROXY", "RETRY_AFTER_UNAVAILABLE", "WWW", "Authenticated", "Authentication", "Kind", "Outcome"]

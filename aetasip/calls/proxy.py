@@ -50,7 +50,8 @@ from aetasip.routing import Account, Directory, EmptyDirectory, OverlayDirectory
 from aetasip.routing import Call as RoutedCall
 from aetasip.routing.chain import RoutingChain
 from aetasip.sip.client import ClientTransactionLayer, newBranch
-from aetasip.sip.message import Request, Response, localResponse
+from aetasip.sip.message import Request, Response
+from aetasip.sip.responses import localResponse
 from aetasip.sip.transaction import Peer, ServerTransaction
 from aetasip.sip.uri import URI
 

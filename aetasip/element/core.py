@@ -21,7 +21,9 @@ from aetasip.registrar import SUPPORTED, Registrar
 from aetasip.sip.client import ClientTransactionLayer
 from aetasip.sip.errors import ParseError
 from aetasip.sip.headers import splitCommas
-from aetasip.sip.message import BadRequest, Request, Response, localResponse, parse, withinBudget
+from aetasip.sip.message import Request, Response
+from aetasip.sip.parser import BadRequest, parse
+from aetasip.sip.responses import localResponse, withinBudget
 from aetasip.sip.transaction import Peer, ServerTransaction, ServerTransactionLayer
 
 log = Logger()

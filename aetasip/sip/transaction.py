@@ -16,7 +16,8 @@ from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
-from aetasip.sip.message import Request, Response, withinBudget
+from aetasip.sip.message import Request, Response
+from aetasip.sip.responses import withinBudget
 from aetasip.sip.timers import FixedTimers
 
 T1 = 0.5

@@ -24,7 +24,9 @@ from twisted.logger import Logger
 
 from aetasip.relay.sdp import SDPError
 from aetasip.sip.client import newBranch
-from aetasip.sip.message import ParseError, Request, Response, makeResponse, parse
+from aetasip.sip.message import ParseError, Request, Response
+from aetasip.sip.parser import parse
+from aetasip.sip.responses import makeResponse
 from aetasip.testline import offer
 from aetasip.testline.audiofile import FileProgramme, ProgrammeFileError
 from aetasip.testline.codecs import Encoder
