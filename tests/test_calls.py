@@ -28,6 +28,7 @@ from tests.test_proxy import A_SOURCE, B_SOURCE, invite, proxyAuthorization, rep
 from tests.test_proxy_methods import A_CONTACT, B_CONTACT, B_REAL, dialogReply, request, withHeaders
 
 C_SOURCE = ("192.0.2.66", 5060)
+C_CONTACT = "sip:45675003@10.0.0.66"
 STRANGER = ("192.0.2.99", 5060)
 SDP = b"v=0\r\no=a 1 1 IN IP4 10.0.0.7\r\ns=-\r\nc=IN IP4 10.0.0.7\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
 SDP_B = b"v=0\r\no=b 1 1 IN IP4 10.0.0.9\r\ns=-\r\nc=IN IP4 10.0.0.9\r\nt=0 0\r\nm=audio 5000 RTP/AVP 0\r\n"
@@ -322,20 +323,7 @@ class HuntingEventTests(CallTestCase):
 
     def setUp(self) -> None:
         super().setUp()
-        from aetasip.routing import Call as RoutedCall
-
-        class Series:
-            name = "series"
-
-            def apply(self, call: RoutedCall, directory: Any) -> None:
-                if call.dialled == "45676000":
-                    call.series = ["45675003", "45675002"]
-
-        self.h.service.proxy.routing.policies.insert(0, Series())
-        self.assertEqual(
-            self.h.register(Agent("45675003", "secret3", source=C_SOURCE, contact="sip:45675003@10.0.0.66")).code, 200
-        )
-        self.h.auth.accounts["45676000"] = self.h.auth.accounts["45675002"]
+        addHuntingSeries(self)
 
     def test_busy_member_then_answer(self) -> None:
         start = len(self.h.sent)
@@ -1361,6 +1349,102 @@ class MediaHookTests(CallTestCase):
         self.media.releasing[0].callback(None)
         self.successResultOf(stopped)
         self.assertEqual(self.recorder.names()[-1], "ended")
+
+
+def addHuntingSeries(case: CallTestCase) -> None:
+    """45676000 rings C (45675003, registered from C_SOURCE), then B."""
+    from aetasip.routing import Call as RoutedCall
+
+    class Series:
+        name = "series"
+
+        def apply(self, call: RoutedCall, directory: Any) -> None:
+            if call.dialled == "45676000":
+                call.series = ["45675003", "45675002"]
+
+    case.h.service.proxy.routing.policies.insert(0, Series())
+    registered = case.h.register(Agent("45675003", "secret3", source=C_SOURCE, contact=C_CONTACT))
+    case.assertEqual(registered.code, 200)
+    case.h.auth.accounts["45676000"] = case.h.auth.accounts["45675002"]
+
+
+class HuntingMediaFailureTests(CallTestCase):
+    """The media of a hunting series' member fails: the series goes on to the next member."""
+
+    def setUp(self) -> None:
+        self.recorder = Recorder()
+        self.media = Rewriter()
+        self.makeHarness()
+        addHuntingSeries(self)
+
+    def test_an_answer_in_a_prack_that_fails_rings_the_next_member(self) -> None:
+        """
+        C's reliable 183 makes a late offer, the caller's PRACK answers it
+        and the relay cannot take the answer: the PRACK gets a 500 with a
+        Warning, C is cancelled, and the series rings B, whose answer ends
+        the hunt; the caller never gets a 500 for its INVITE.
+        """
+        _, start = self.call("45676000", body=b"")
+        (first,) = [r for r in self.requestsTo(C_SOURCE, start) if r.method == "INVITE"]
+        reliable = reply(first, 183, "Session Progress", contact=C_CONTACT).replace(
+            b"Content-Length: 0", b"Require: 100rel\r\nRSeq: 1\r\nContent-Length: 0"
+        )
+        self.h.send(withSDP(reliable, SDP_B), C_SOURCE)
+        self.assertEqual([r.code for r in self.repliesTo(A_SOURCE, start)], [100, 183])
+        self.media.failAnswers = 1
+        start = len(self.h.sent)
+        prack = request(
+            "PRACK",
+            C_CONTACT,
+            3,
+            receiver="45676000",
+            toTag="b",
+            callID="call-ab@test",
+            headers=[f"Route: {first.getAll('record-route')[0]}", "RAck: 1 2 INVITE"],
+            contentType="application/sdp",
+            body=SDP,
+        )
+        replies = self.h.send(prack, A_SOURCE)
+        self.assertEqual([(r.code, r.get("cseq")) for r in replies], [(500, "3 PRACK")])
+        self.assertIn(b"Warning: 399 aetasip", replies[0].data)
+        self.assertEqual([r.method for r in self.requestsTo(C_SOURCE, start)], ["CANCEL"])
+        (second,) = [r for r in self.requestsTo(B_SOURCE, start) if r.method == "INVITE"]
+        self.assertEqual([r.code for r in self.repliesTo(A_SOURCE, start)], [500])  # the PRACK's alone
+        start = len(self.h.sent)
+        self.h.send(withSDP(reply(second, 200, "OK", contact=B_CONTACT), SDP_B), B_SOURCE)
+        toA = self.repliesTo(A_SOURCE, start)
+        self.assertEqual([r.code for r in toA], [200])
+        self.assertIn(b"relay-offer-callee", toA[0].data)
+        call = self.recorder.events[-1][1]
+        self.assertEqual(self.recorder.names()[-1], "answered")
+        self.assertEqual(call.callee, "45675002")
+        self.assertEqual([(t.number, t.status) for t in call.targets], [("45675003", 500), ("45675002", 200)])
+
+    def test_the_last_member_whose_prack_answer_fails_ends_the_call(self) -> None:
+        """
+        C is busy, B's PRACK answer fails: B is cancelled, and with no member
+        left the caller's INVITE gets the series' best answer, C's 486.
+        """
+        start = len(self.h.sent)
+        self.call("45676000", body=b"")
+        (first,) = [r for r in self.requestsTo(C_SOURCE, start) if r.method == "INVITE"]
+        self.h.send(reply(first, 486, "Busy Here"), C_SOURCE)
+        (second,) = [r for r in self.requestsTo(B_SOURCE, start) if r.method == "INVITE"]
+        reliable = reply(second, 183, "Session Progress", contact=B_CONTACT).replace(
+            b"Content-Length: 0", b"Require: 100rel\r\nRSeq: 1\r\nContent-Length: 0"
+        )
+        self.h.send(withSDP(reliable, SDP_B), B_SOURCE)
+        self.media.failAnswers = 1
+        start = len(self.h.sent)
+        route = second.getAll("record-route")[0]
+        replies = self.fromA("PRACK", 3, route, headers=["RAck: 1 2 INVITE"], contentType="application/sdp", body=SDP)
+        self.assertEqual([(r.code, r.get("cseq")) for r in replies], [(500, "3 PRACK"), (486, "2 INVITE")])
+        self.assertEqual([r.method for r in self.requestsTo(B_SOURCE, start)], ["CANCEL"])
+        call = self.recorder.events[-1][1]
+        self.assertEqual(self.recorder.names()[-1], "ended")
+        # The caller got the best answer of the series (RFC 3261 16.7: 4xx before 5xx), its record says so.
+        self.assertEqual((call.endCause, call.status), (EndCause.REJECTED, 486))
+        self.assertEqual([(t.number, t.status) for t in call.targets], [("45675003", 486), ("45675002", 500)])
 
 
 def withSDP(data: bytes, sdp: bytes) -> bytes:
