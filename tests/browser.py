@@ -29,7 +29,12 @@ def chromium(width: int, height: int) -> Any:
 
 
 class Pages:
-    """One browser window on the portal, saving a full-page screenshot of each page it shows."""
+    """
+    One browser window on the portal, saving a full-page screenshot of
+    each page it shows, as C{directory/PAGE-LANGUAGE-WIDTH.png}.
+
+    @param width: the window's name in those file names (C{narrow}, C{wide}).
+    """
 
     def __init__(self, driver: Any, base: str, directory: str, width: str) -> None:
         self.driver = driver
