@@ -18,7 +18,9 @@ node (and, for reference, the same load socket to socket). Printed per
 step: the calls sipp completed and failed, the CPU of the whole process
 (service and relay) per relayed packet, the one-way latency through the
 relay (median, p90, p99, p99.9) with the direct figures, the latency the
-relay added at the median and p99, and the loss.
+relay added at the median and p99, the loss, and the garbage collector's
+pauses in this process during the step (collections by generation and
+the longest), the usual cause of the tail.
 
     python3 benchmarks/relay_busy.py                         # 10,000 pkt/s; SIP at 0, 100, 200, 300 calls/s
     python3 benchmarks/relay_busy.py --sip-rates 0,250 --packets 5000 --seconds 8
@@ -29,11 +31,13 @@ Loopback only; every sipp run and every step is bounded in calls and time.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from typing import Any
 
 from twisted.internet import defer, task, threads
@@ -48,6 +52,30 @@ from sipprate import step as sippStep  # noqa: E402
 from benchmarks.relay_nodes import makeBuiltin  # noqa: E402
 from benchmarks.relay_rate import Generator, added, line  # noqa: E402
 from benchmarks.relay_rate import step as relayStep  # noqa: E402
+
+
+class Pauses:
+    """The garbage collector's pauses in this process, by generation, while recording."""
+
+    def __init__(self) -> None:
+        self.started = 0.0
+        self.byGeneration: dict[int, list[float]] = {}
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self.started = time.perf_counter()
+        else:
+            self.byGeneration.setdefault(info["generation"], []).append(time.perf_counter() - self.started)
+
+    def take(self) -> str:
+        """What was recorded since the last call, in a few words; then forget it."""
+        text = ", ".join(
+            f"gen{generation} {len(pauses)}x up to {1000 * max(pauses):.1f} ms"
+            for generation, pauses in sorted(self.byGeneration.items())
+        )
+        self.byGeneration = {}
+        return text or "none"
+
 
 REFERENCE_SECONDS = 3.5
 """How long relay_rate.step sends the direct reference before the relayed load (3 s after 0.5 s)."""
@@ -95,6 +123,8 @@ async def measure(reactor: Any, options: argparse.Namespace) -> list[tuple[int, 
     reactor.spawnProcess(generator, argv[0], argv, env=dict(os.environ))
     callers = call_rate.sippArgs(workdir, port, freePort())
     results = []
+    pauses = Pauses()
+    gc.callbacks.append(pauses)
     try:
         for rate in options.sip_rates:
             sipp: defer.Deferred[tuple[int, int, float]] = defer.succeed((0, 0, 0.0))
@@ -103,16 +133,19 @@ async def measure(reactor: Any, options: argparse.Namespace) -> list[tuple[int, 
                 duration = REFERENCE_SECONDS + options.warmup + options.seconds + 2.0
                 errors = os.path.join(workdir, f"errors-{rate}.log")
                 sipp = threads.deferToThread(sippStep, callers, rate, duration, str(otherCore), errors)
+            pauses.take()
             result = await relayStep(generator, node, cpu, options.packets // 100, options.seconds, options.warmup)
+            collections = pauses.take()
             ok, failed, _elapsed = await sipp
             results.append((rate, result, (ok, failed)))
             medianAdded, p99Added = added(result)
             print(
                 f"SIP {rate:4d} calls/s ({ok} ok, {failed} failed): {line(result)}; "
-                f"added median {medianAdded:+,.0f} us, p99 {p99Added:+,.0f} us",
+                f"added median {medianAdded:+,.0f} us, p99 {p99Added:+,.0f} us; GC {collections}",
                 flush=True,
             )
     finally:
+        gc.callbacks.remove(pauses)
         generator.transport.closeStdin()  # type: ignore[union-attr]
         await generator.ended
         await stopNode()
