@@ -24,6 +24,9 @@ CRLF = b"\r\n"
 PING = b"\r\n\r\n"
 STUN_MAGIC_COOKIE = b"\x21\x12\xa4\x42"
 
+PEERS_KEPT = 4096
+"""Source addresses a UDP socket keeps a L{Peer} for; past this it forgets them all and starts again."""
+
 
 class SIPDatagramProtocol(DatagramProtocol):
     """
@@ -49,6 +52,10 @@ class SIPDatagramProtocol(DatagramProtocol):
         self.maxSize = maxSize
         self.stun = stun
         self._stunEndpoint: Any = None
+        # One Peer per source address, shared by its messages' transactions
+        # (immutable): fewer objects for the garbage collector to scan
+        # while transactions linger (32 s), none to build per datagram.
+        self._peers: dict[Any, Peer] = {}
 
     def datagramReceived(self, data: bytes, addr: Any) -> None:
         if len(data) > self.maxSize:
@@ -63,7 +70,12 @@ class SIPDatagramProtocol(DatagramProtocol):
             if data.startswith(PING):
                 self.transport.write(CRLF, addr)
             return
-        peer = Peer("udp", (addr[0], addr[1]), self.local, DatagramSender(self, addr))
+        peer = self._peers.get(addr)
+        if peer is None:
+            if len(self._peers) >= PEERS_KEPT:
+                # A flood of sources: start again rather than track each.
+                self._peers.clear()
+            peer = self._peers[addr] = Peer("udp", (addr[0], addr[1]), self.local, DatagramSender(self, addr))
         self.core.receive(data, peer)
 
     def sendTo(self, data: bytes, addr: Any) -> None:

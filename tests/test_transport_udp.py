@@ -175,3 +175,37 @@ class BufferWarningTests(TestCase):
             self.assertEqual(warnings[0]["granted"], granted[0])
         else:
             self.assertEqual(warnings, [])
+
+
+class PeerTableTests(SynchronousTestCase):
+    """One Peer per source address, shared by its messages; the table stays bounded."""
+
+    def setUp(self) -> None:
+        from aetasip.transport import SIPDatagramProtocol
+
+        self.peers: list[object] = []
+
+        class Core:
+            def receive(core, data: bytes, peer: object) -> None:
+                self.peers.append(peer)
+
+        self.protocol = SIPDatagramProtocol(Core(), ("127.0.0.1", 5060))
+
+    def test_messages_from_one_source_share_their_peer(self) -> None:
+        for source in [("127.0.0.2", 5062), ("127.0.0.2", 5062), ("127.0.0.3", 5062)]:
+            self.protocol.datagramReceived(b"OPTIONS sip:x SIP/2.0\r\n\r\n", source)
+        first, again, other = self.peers
+        self.assertIs(first, again)
+        self.assertIsNot(first, other)
+        self.assertEqual(
+            (first.source, first.local, first.transport), (("127.0.0.2", 5062), ("127.0.0.1", 5060), "udp")
+        )  # type: ignore[attr-defined]
+        self.assertEqual(other.source, ("127.0.0.3", 5062))  # type: ignore[attr-defined]
+
+    def test_a_flood_of_sources_keeps_the_table_bounded(self) -> None:
+        from aetasip.transport import PEERS_KEPT
+
+        for i in range(PEERS_KEPT + 10):
+            self.protocol.datagramReceived(b"OPTIONS sip:x SIP/2.0\r\n\r\n", ("127.0.0.2", 1024 + i))
+        self.assertLessEqual(len(self.protocol._peers), PEERS_KEPT)
+        self.assertEqual([p.source[1] for p in self.peers], [1024 + i for i in range(PEERS_KEPT + 10)])  # type: ignore[attr-defined]
