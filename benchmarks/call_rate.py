@@ -14,6 +14,7 @@ clean (see sipprate.py). Both sipp run on the other core.
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -39,16 +40,14 @@ def provision(workdir: str) -> None:
     store.close()
 
 
-def startCallee(workdir: str, port: int) -> subprocess.Popen[bytes]:
-    """The callee: registers, then answers every call for up to an hour."""
+def startCallee(workdir: str, port: int, core: str = "1") -> subprocess.Popen[bytes]:
+    """The callee, on C{core}: registers, then answers every call for up to an hour."""
     command = [
         "sipp", "-sf", os.path.join(HERE, "register_and_wait.xml"), "-oocsf", os.path.join(HERE, "call_uas_answer.xml"),
         "-inf", os.path.join(workdir, "callee.csv"), "-m", "1", "-d", "3600000", "-i", "127.0.0.1",
         "-p", str(freePort()), "-buff_size", str(SIPP_BUFFER), "-nostdin", f"127.0.0.1:{port}",
     ]  # fmt: skip
-    return subprocess.Popen(
-        pinned(args.sipp_core, command), cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    return subprocess.Popen(pinned(core, command), cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def sippArgs(workdir: str, port: int, sippPort: int) -> list[str]:
@@ -58,4 +57,5 @@ def sippArgs(workdir: str, port: int, sippPort: int) -> list[str]:
 
 if __name__ == "__main__":
     args = arguments(__doc__ or "", start=200, maxRate=5000)
-    sys.exit(raiseRate(args, "authenticated call", provision, sippArgs, startCallee))
+    helper = functools.partial(startCallee, core=args.sipp_core)
+    sys.exit(raiseRate(args, "authenticated call", provision, sippArgs, helper))

@@ -34,7 +34,6 @@ import argparse
 import gc
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -46,11 +45,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 import call_rate  # noqa: E402
-from sipprate import SIPP_BUFFER, freePort, pinned, writeConfig  # noqa: E402
+from sipprate import freePort, writeConfig  # noqa: E402
 from sipprate import step as sippStep  # noqa: E402
 
-from benchmarks.relay_nodes import makeBuiltin  # noqa: E402
-from benchmarks.relay_rate import Generator, added, line  # noqa: E402
+from benchmarks.relay_rate import added, line  # noqa: E402
+from benchmarks.relay_rate import start as startRelay  # noqa: E402
 from benchmarks.relay_rate import step as relayStep  # noqa: E402
 
 
@@ -96,31 +95,15 @@ def startService(reactor: Any, workdir: str, port: int) -> Any:
     return service
 
 
-def startCallee(workdir: str, port: int, core: str) -> subprocess.Popen[bytes]:
-    """The callee: registers, then answers every call for up to an hour."""
-    command = [
-        "sipp", "-sf", os.path.join(HERE, "register_and_wait.xml"),
-        "-oocsf", os.path.join(HERE, "call_uas_answer.xml"),
-        "-inf", os.path.join(workdir, "callee.csv"), "-m", "1", "-d", "3600000", "-i", "127.0.0.1",
-        "-p", str(freePort()), "-buff_size", str(SIPP_BUFFER), "-nostdin", f"127.0.0.1:{port}",
-    ]  # fmt: skip
-    return subprocess.Popen(pinned(core, command), cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
 async def measure(reactor: Any, options: argparse.Namespace) -> list[tuple[int, dict[str, Any], tuple[int, int]]]:
-    relayCore, otherCore = options.cores
+    otherCore = options.cores[1]
     workdir = tempfile.mkdtemp(prefix="aetasip-busy-")
     call_rate.provision(workdir)
     port = freePort()
     service = startService(reactor, workdir, port)
-    callee = startCallee(workdir, port, str(otherCore))
+    callee = call_rate.startCallee(workdir, port, str(otherCore))
     await task.deferLater(reactor, 2.0, lambda: None)
-    node, stopNode, cpu = makeBuiltin(reactor, tuple(options.ports), relayCore)
-    generator = Generator()
-    argv = [sys.executable, os.path.join(HERE, "rtp_load.py")]
-    if shutil.which("taskset") and (os.cpu_count() or 1) >= 2:
-        argv = [shutil.which("taskset") or "taskset", "-c", str(otherCore), *argv]
-    reactor.spawnProcess(generator, argv[0], argv, env=dict(os.environ))
+    node, stopNode, cpu, generator = startRelay(reactor, "builtin", options)
     callers = call_rate.sippArgs(workdir, port, freePort())
     results = []
     pauses = Pauses()
