@@ -15,6 +15,11 @@ that tree's own call_cpu.py (a before/after of two trees):
     python3 benchmarks/call_instructions.py --tree /tmp/before
     python3 benchmarks/call_instructions.py
 
+--cache also simulates the caches, with a last level the size of one
+core's L2 (512 KiB), and prints the misses per call: two trees can run
+the same instructions at different speeds when one touches more memory
+(code objects, objects) per call than the L2 holds.
+
 --keep DIR keeps the callgrind files (callgrind_annotate DIR/large.out
 shows where the instructions go). Needs valgrind; about 2 minutes for the
 default on the development VM.
@@ -32,12 +37,19 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def count(tree: str, calls: int, options: list[str], out: str) -> int:
-    """Instructions a call_cpu.py run of C{calls} calls executes, in a process of its own."""
+# The simulated caches of --cache: valgrind's first level (the host's), and
+# a last level the size of one core's L2 (512 KiB, 8-way, on the development
+# VM's AMD EPYC) rather than the shared L3 valgrind would take.
+CACHE_OPTIONS = ["--cache-sim=yes", "--LL=524288,8,64"]
+
+
+def count(tree: str, calls: int, options: list[str], out: str, cache: bool = False) -> dict[str, int]:
+    """The events (see L{countsOf}) of a call_cpu.py run of C{calls} calls, in a process of its own."""
     command = [
         "valgrind",
         "--tool=callgrind",
         f"--callgrind-out-file={out}",
+        *(CACHE_OPTIONS if cache else []),
         sys.executable,
         __file__,
         "--tree",
@@ -51,12 +63,7 @@ def count(tree: str, calls: int, options: list[str], out: str) -> int:
     # add their spinning to the count.
     environment = dict(os.environ, PYTHONHASHSEED="0", OPENBLAS_NUM_THREADS="1")
     subprocess.run(command, check=True, capture_output=True, env=environment)
-    return totalOf(out)
-
-
-def totalOf(out: str) -> int:
-    """The instructions counted in the callgrind file C{out}."""
-    return countsOf(out)["Ir"]
+    return countsOf(out)
 
 
 def countsOf(out: str) -> dict[str, int]:
@@ -103,6 +110,11 @@ def main() -> int:
     parser.add_argument("--register", action="store_true", help="REGISTER with digest instead of a call")
     parser.add_argument("--records", action="store_true", help="with the call records observer (trees that have it)")
     parser.add_argument("--keep", metavar="DIR", help="keep the callgrind files in DIR")
+    parser.add_argument(
+        "--cache",
+        action="store_true",
+        help="also simulate the caches, the last level sized as one core's L2, and print the misses per call",
+    )
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     tree = os.path.abspath(args.tree)
@@ -113,15 +125,23 @@ def main() -> int:
     calls = max(50, min(args.calls, 5000))
     directory = args.keep or tempfile.mkdtemp(prefix="aetasip-callgrind-")
     os.makedirs(directory, exist_ok=True)
-    small = count(tree, calls, options, os.path.join(directory, "small.out"))
-    large = count(tree, 3 * calls, options, os.path.join(directory, "large.out"))
+    small = count(tree, calls, options, os.path.join(directory, "small.out"), args.cache)
+    large = count(tree, 3 * calls, options, os.path.join(directory, "large.out"), args.cache)
     if not args.keep:
         for name in ("small.out", "large.out"):
             os.unlink(os.path.join(directory, name))
         os.rmdir(directory)
     extra = ran(3 * calls) - ran(calls)
     what = "registration" if args.register else "call"
-    print(f"{(large - small) / extra:,.0f} instructions per {what} ({tree}; {calls} and {3 * calls} {what}s)")
+    perCall = {name: (large[name] - small[name]) / extra for name in large}
+    print(f"{perCall['Ir']:,.0f} instructions per {what} ({tree}; {calls} and {3 * calls} {what}s)")
+    if args.cache:
+        first = sum(perCall[name] for name in ("I1mr", "D1mr", "D1mw"))
+        code = perCall["ILmr"]
+        data = perCall["DLmr"] + perCall["DLmw"]
+        print(
+            f"  simulated misses per {what}: first level {first:,.0f}; L2-sized level {code + data:,.0f} ({code:,.0f} code, {data:,.0f} data)"
+        )
     return 0
 
 
