@@ -5,6 +5,8 @@ one reactor call, fired at their exact deadlines, in order.
 
 from __future__ import annotations
 
+import gc
+
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -79,3 +81,16 @@ class FixedTimersTests(SynchronousTestCase):
         self.clock.advance(10)
         self.assertEqual(self.fired, [])
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_a_timer_is_no_object_for_the_garbage_collector(self) -> None:
+        # Thousands of timers linger 32 s: each would be scanned by every
+        # young collection if it were an object of its own (a tuple).
+        owners = [self.owner(str(i)) for i in range(100)]
+        for owner in owners:
+            self.timers.after(32, owner, "ring")
+        kept = [item for queue in self.timers._queues.values() for item in queue]
+        tracked = [item for item in kept if gc.is_tracked(item)]
+        self.assertEqual(len(tracked), len(owners))
+        self.assertTrue(all(any(item is owner for owner in owners) for item in tracked))
+        self.clock.advance(32)
+        self.assertEqual(len(self.fired), 100)
