@@ -127,6 +127,29 @@ class CallTests(SynchronousTestCase):
         request = parse(forwarded)
         self.assertEqual(request.getAll("proxy-authorization"), [theirs.split(": ", 1)[1]])
 
+    def test_a_100_stops_retransmissions_and_goes_no_further(self) -> None:
+        """
+        The callee's 100 ends Timer A; no more is read of it than its Via
+        and CSeq: a From the parser would refuse does not matter.
+        """
+        request, start = self.call()
+        trying = reply(request, 100, "Trying").replace(b"From: <", b'From: "broken <')
+        self.h.send(trying, B_SOURCE)
+        self.h.clock.advance(4)
+        self.assertEqual(self.sentTo(B_SOURCE, start), [])
+        self.assertEqual(self.sentTo(A_SOURCE, start), [])
+
+    def test_without_its_100_the_invite_is_sent_again(self) -> None:
+        """What the test above shows is Timer A's work: without a 100 (or one
+        for another transaction) the INVITE goes again."""
+        request, start = self.call()
+        stranger = reply(request, 100, "Trying").replace(request.topVia.branch.encode(), b"z9hG4bK-unknown")
+        self.h.send(stranger, B_SOURCE)
+        self.h.clock.advance(0.6)
+        (again,) = self.sentTo(B_SOURCE, start)
+        self.assertEqual(parse(again).topVia.branch, request.topVia.branch)
+        self.assertEqual(self.sentTo(A_SOURCE, start), [])
+
     def test_answer_is_relayed_and_the_dialog_goes_through_the_proxy(self) -> None:
         request, start = self.call()
         self.h.send(reply(request, 180, "Ringing"), B_SOURCE)

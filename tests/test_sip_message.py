@@ -10,7 +10,7 @@ from aetasip.calls.surgery import decrementMaxForwards
 from aetasip.sip.errors import ParseError
 from aetasip.sip.fieldnames import LIST_HEADERS, canonicalName
 from aetasip.sip.message import REASONS, Request, Response
-from aetasip.sip.parser import BadRequest, parse
+from aetasip.sip.parser import BadRequest, parse, parseTrying
 from aetasip.sip.responses import makeResponse
 
 REGISTER = (
@@ -307,6 +307,63 @@ class ParseResponseTests(SynchronousTestCase):
         ]:
             error = self.assertRaises(ParseError, parse, RESPONSE.replace(old, new))
             self.assertFalse(isinstance(error, BadRequest), new)
+
+
+TRYING = (
+    b"SIP/2.0 100 Trying\r\n"
+    b"Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-ours.1\r\n"
+    b"Via: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-1-0;rport=5061;received=127.0.0.1\r\n"
+    b"From: <sip:45675001@127.0.0.1>;tag=1\r\n"
+    b"To: <sip:30000000@127.0.0.1>\r\n"
+    b"Call-ID: 1-123@127.0.0.1\r\n"
+    b"CSeq: 2 INVITE\r\n"
+    b"Content-Length: 0\r\n"
+    b"\r\n"
+)
+
+
+class ParseTryingTests(SynchronousTestCase):
+    """
+    L{parseTrying}: a 100 to an INVITE read only as far as its client
+    transaction reads it; anything else is left to L{parse}.
+    """
+
+    def test_trying(self) -> None:
+        response = parseTrying(TRYING)
+        assert response is not None
+        self.assertEqual((response.code, response.reason), (100, "Trying"))
+        self.assertEqual(response.topVia.branch, "z9hG4bK-ours.1")
+        self.assertEqual(response.cseq, (2, "INVITE"))
+        # The same message as parse makes of it, field for field.
+        full = parse(TRYING)
+        self.assertEqual(response.headers, full.headers)
+        self.assertEqual(response.toBytes(), full.toBytes())
+
+    def test_other_fields_are_not_read(self) -> None:
+        """A From that parse refuses does not matter: a 100 goes no further."""
+        broken = TRYING.replace(b"From: <sip:45675001@127.0.0.1>;tag=1", b'From: "x <sip:a@b>')
+        self.assertRaises(ParseError, parse, broken)
+        response = parseTrying(broken)
+        assert response is not None
+        self.assertEqual(response.topVia.branch, "z9hG4bK-ours.1")
+
+    def test_anything_else_is_left_to_parse(self) -> None:
+        for old, new in [
+            (b"SIP/2.0 100 Trying", b"SIP/2.0 180 Ringing"),
+            (b"SIP/2.0 100 Trying", b"SIP/2.0 100"),
+            (b"SIP/2.0 100 Trying", b"SIP/3.0 100 Trying"),
+            (b"CSeq: 2 INVITE", b"CSeq: 2 BYE"),
+            (b"CSeq: 2 INVITE", b"CSeq: two INVITE"),
+            (b"CSeq: 2 INVITE\r\n", b""),
+            (b"Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-ours.1", b"Via: nonsense"),
+            (TRYING[TRYING.index(b"Via") : TRYING.index(b"From")], b""),
+            (b"Content-Length: 0", b"Content-Length: 0\r\nbroken line"),
+            (b"To: <sip:30000000@127.0.0.1>", "To: <sip:\udcff@127.0.0.1>".encode("utf-8", "surrogateescape")),
+        ]:
+            self.assertIsNone(parseTrying(TRYING.replace(old, new)), new)
+
+    def test_too_many_fields(self) -> None:
+        self.assertIsNone(parseTrying(TRYING.replace(b"\r\n\r\n", b"\r\n" + b"X-A: 1\r\n" * 300 + b"\r\n")))
 
 
 class SerialisationTests(SynchronousTestCase):
