@@ -14,6 +14,14 @@ its ratio, which a median of each tree's figures alone does not do.
     git worktree add -f /tmp/before afe7132
     python3 benchmarks/call_pairs.py --before /tmp/before --pairs 8
 
+--together runs the two trees' steps at the same time instead, each
+server pinned to a core of its own (swapped in every other pair) and the
+four sipp free to run on either: both then see the same machine, second
+for second, and the drift that a pair taken one after the other still
+catches (on a shared VM it moves single pairs by +-15%) weighs on both.
+Its rate is per tree (default 400 calls/s, so both fit on two cores with
+their sipp).
+
 --register compares register_rate.py's REGISTER with digest instead.
 Every step is bounded in calls and time, traffic stays on 127.0.0.1.
 """
@@ -38,15 +46,52 @@ def knowsObservers(tree: str, script: str) -> bool:
     return "--observers" in subprocess.run(command, cwd=tree, capture_output=True, text=True).stdout
 
 
-def step(tree: str, script: str, rate: int, duration: int) -> float | None:
-    """Server CPU per call (us) of one clean step of C{tree}'s C{script}, or C{None}."""
+def command(tree: str, script: str, rate: int, duration: int, cores: tuple[str, str] | None) -> list[str]:
+    """The command of one step of C{tree}'s C{script}; C{cores}: its server's and its sipp's."""
     command = [sys.executable, os.path.join("benchmarks", script)]
     command += ["--start", str(rate), "--steps", "1", "--duration", str(duration)]
+    if cores is not None:
+        command += ["--server-core", cores[0], "--sipp-core", cores[1]]
     if knowsObservers(tree, script):
         command.append("--observers=")
-    result = subprocess.run(command, cwd=tree, capture_output=True, text=True, timeout=duration * 10 + 300)
-    match = re.search(r"(\d+) us/call -> clean", result.stdout)
+    return command
+
+
+def usPerCall(output: str) -> float | None:
+    """Server CPU per call (us) of a clean step, from its output; else C{None}."""
+    match = re.search(r"(\d+) us/call -> clean", output)
     return float(match.group(1)) if match else None
+
+
+def step(tree: str, script: str, rate: int, duration: int) -> float | None:
+    """Server CPU per call (us) of one clean step of C{tree}'s C{script}, or C{None}."""
+    run = command(tree, script, rate, duration, None)
+    result = subprocess.run(run, cwd=tree, capture_output=True, text=True, timeout=duration * 10 + 300)
+    return usPerCall(result.stdout)
+
+
+def together(trees: list[str], script: str, rate: int, duration: int, pair: int) -> list[float | None]:
+    """
+    One step of each tree at the same time: the first tree's server on core
+    0 in odd pairs (1 in even ones), the other's on the other core, every
+    sipp on both cores.
+    """
+    cores = [("0", "0,1"), ("1", "0,1")] if pair % 2 else [("1", "0,1"), ("0", "0,1")]
+    running = [
+        subprocess.Popen(
+            command(tree, script, rate, duration, core), cwd=tree, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+        )
+        for tree, core in zip(trees, cores, strict=True)
+    ]
+    figures = []
+    for process in running:
+        try:
+            output, _ = process.communicate(timeout=duration * 10 + 300)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            output, _ = process.communicate()
+        figures.append(usPerCall(output.decode(errors="replace")))
+    return figures
 
 
 def main() -> int:
@@ -57,9 +102,11 @@ def main() -> int:
     parser.add_argument("--rate", type=int, default=0, help="calls/s of the step (default: 700, REGISTER 3000)")
     parser.add_argument("--duration", type=int, default=8, help="seconds of the step (bounded: 4 to 60)")
     parser.add_argument("--register", action="store_true", help="REGISTER with digest instead of calls")
+    parser.add_argument("--together", action="store_true", help="both trees' steps at the same time (see above)")
     args = parser.parse_args()
     script = "register_rate.py" if args.register else "call_rate.py"
-    rate = max(10, min(args.rate or (3000 if args.register else 700), 5000))
+    default = (1500 if args.register else 400) if args.together else (3000 if args.register else 700)
+    rate = max(10, min(args.rate or default, 5000))
     duration = max(4, min(args.duration, 60))
     ratios = []
     for pair in range(1, max(1, min(args.pairs, 30)) + 1):
@@ -67,8 +114,11 @@ def main() -> int:
         # coming second (the same tree against itself gave +7.5% once) weighs
         # on both alike.
         trees = [os.path.abspath(args.before), os.path.abspath(args.after)]
-        figures = [step(tree, script, rate, duration) for tree in (trees if pair % 2 else trees[::-1])]
-        before, after = figures if pair % 2 else figures[::-1]
+        if args.together:
+            before, after = together(trees, script, rate, duration, pair)
+        else:
+            figures = [step(tree, script, rate, duration) for tree in (trees if pair % 2 else trees[::-1])]
+            before, after = figures if pair % 2 else figures[::-1]
         if before is None or after is None:
             print(f"pair {pair}: a step was not clean (before {before}, after {after}); left out", flush=True)
             continue
@@ -77,7 +127,10 @@ def main() -> int:
     if not ratios:
         print("no clean pair")
         return 1
-    print(f"median of {len(ratios)} ratios: {statistics.median(ratios) - 1:+.1%} ({script}, {rate}/s, {duration} s)")
+    mode = ", together" if args.together else ""
+    print(
+        f"median of {len(ratios)} ratios: {statistics.median(ratios) - 1:+.1%} ({script}, {rate}/s, {duration} s{mode})"
+    )
     return 0
 
 
