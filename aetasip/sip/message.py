@@ -160,10 +160,9 @@ class Message:
 
     def _copyInto(self, copy: Message) -> None:
         # The parsed values are shared, never changed in place (see
-        # aetasip.sip.headers); the index and header lists are the copy's own.
-        index = self._index
-        if index is not None:
-            copy._index = {name: list(values) for name, values in index.items()}
+        # aetasip.sip.headers); the header list is the copy's own, and so is
+        # its index, built when first read: most copies are changed and
+        # written out without a lookup.
         copy._vias = self._vias
         copy._from = self._from
         copy._to = self._to
