@@ -127,6 +127,28 @@ class CallTests(SynchronousTestCase):
         request = parse(forwarded)
         self.assertEqual(request.getAll("proxy-authorization"), [theirs.split(": ", 1)[1]])
 
+    def test_the_ack_of_the_challenge_confirms_it(self) -> None:
+        """
+        The ACK of the 407 ends its transaction: a copy of the INVITE is
+        absorbed in silence rather than challenged again. Nothing but its
+        top Via is read: a From the parser would refuse does not matter.
+        """
+        challenge = self.h.sendOne(invite(), A_SOURCE)
+        self.assertEqual(challenge.code, 407)
+        toTag = challenge.get("to")
+        ackOf407 = (
+            "ACK sip:45675002@sip.example.net SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.7:5060;branch=z9hG4bK-a1;rport\r\n"
+            f'Max-Forwards: 70\r\nFrom: "broken <sip:45675001@sip.example.net>;tag=a\r\nTo: {toTag}\r\n'
+            "Call-ID: call-ab@test\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
+        ).encode()
+        start = len(self.h.sent)
+        self.h.send(invite(), A_SOURCE)
+        self.assertEqual([Reply(d).code for d in self.sentTo(A_SOURCE, start)], [407])
+        self.h.send(ackOf407, A_SOURCE)
+        start = len(self.h.sent)
+        self.h.send(invite(), A_SOURCE)
+        self.assertEqual(self.h.sent[start:], [])
+
     def test_a_100_stops_retransmissions_and_goes_no_further(self) -> None:
         """
         The callee's 100 ends Timer A; no more is read of it than its Via

@@ -10,7 +10,7 @@ from aetasip.calls.surgery import decrementMaxForwards
 from aetasip.sip.errors import ParseError
 from aetasip.sip.fieldnames import LIST_HEADERS, canonicalName
 from aetasip.sip.message import REASONS, Request, Response
-from aetasip.sip.parser import BadRequest, parse, parseTrying
+from aetasip.sip.parser import BadRequest, ackTopVia, parse, parseTrying
 from aetasip.sip.responses import makeResponse
 
 REGISTER = (
@@ -364,6 +364,52 @@ class ParseTryingTests(SynchronousTestCase):
 
     def test_too_many_fields(self) -> None:
         self.assertIsNone(parseTrying(TRYING.replace(b"\r\n\r\n", b"\r\n" + b"X-A: 1\r\n" * 300 + b"\r\n")))
+
+
+ACK = (
+    b"ACK sip:30000000@127.0.0.1 SIP/2.0\r\n"
+    b"Max-Forwards: 70\r\n"
+    b"Via: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-1-0;rport, SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK-x\r\n"
+    b"Via: SIP/2.0/UDP 10.0.0.2;branch=z9hG4bK-y\r\n"
+    b"From: <sip:45675001@127.0.0.1>;tag=1\r\n"
+    b"To: <sip:30000000@127.0.0.1>;tag=2\r\n"
+    b"Call-ID: 1-123@127.0.0.1\r\n"
+    b"CSeq: 1 ACK\r\n"
+    b"Content-Length: 0\r\n"
+    b"\r\n"
+)
+
+
+class AckTopViaTests(SynchronousTestCase):
+    """L{ackTopVia}: the top Via of an ACK, from its bytes alone, as parse reads it."""
+
+    def test_top_via(self) -> None:
+        via = ackTopVia(ACK)
+        assert via is not None
+        self.assertEqual(via, parse(ACK).topVia)
+        self.assertEqual((via.host, via.port, via.branch), ("127.0.0.1", 5061, "z9hG4bK-1-0"))
+
+    def test_names_and_spaces(self) -> None:
+        top = b"Via: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-1-0;rport,"
+        for written in [
+            b"v: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-1-0;rport,",
+            b"VIA  :  SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-1-0;rport ,",
+            b"via:SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-1-0;rport,",
+        ]:
+            via = ackTopVia(ACK.replace(top, written))
+            assert via is not None, written
+            self.assertEqual((via.host, via.port, via.branch), ("127.0.0.1", 5061, "z9hG4bK-1-0"))
+
+    def test_none_when_nothing_parses(self) -> None:
+        vias = ACK[ACK.index(b"Via") : ACK.index(b"From")]
+        for data in [
+            ACK.replace(vias, b""),
+            ACK.replace(vias, b"") + b"Via: SIP/2.0/UDP 10.0.0.3;branch=z9hG4bK-in-the-body\r\n",
+            ACK.replace(b"SIP/2.0/UDP 127.0.0.1:5061;", b"nonsense;"),
+            ACK.replace(b"127.0.0.1:5061", b"127.0.0.1:99999"),
+            ACK.replace(b"127.0.0.1:5061", "h\udcff:5061".encode("utf-8", "surrogateescape")),
+        ]:
+            self.assertIsNone(ackTopVia(data), data)
 
 
 class SerialisationTests(SynchronousTestCase):

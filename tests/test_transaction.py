@@ -506,6 +506,48 @@ class MatchingTests(TransactionTestCase):
         self.assertEqual(self.out.codes, [180, 180])
 
 
+class AbsorbAckTests(TransactionTestCase):
+    """
+    L{ServerTransactionLayer.absorbAck}: the ACK of a final non-2xx
+    response, known by its top Via alone, confirms its INVITE transaction;
+    anything else is left to L{ServerTransactionLayer.receive}.
+    """
+
+    def test_the_ack_of_a_non_2xx_confirms(self) -> None:
+        invite = self.start(request("INVITE"))
+        self.respond(invite, 100)
+        self.respond(invite, 486)
+        self.assertTrue(self.layer.absorbAck(ack(self.original(invite)).topVia))
+        self.assertEqual(invite.state, "confirmed")
+        # Timer G stopped: no 486 again.
+        self.clock.pump([T1] * 20)
+        self.assertEqual(self.out.codes, [100, 486])
+
+    def test_anything_else_is_left_to_receive(self) -> None:
+        answered = self.start(request("INVITE", branch="z9hG4bK-ok"))
+        self.respond(answered, 200)
+        proceeding = self.start(request("INVITE", branch="z9hG4bK-ringing"))
+        self.respond(proceeding, 180)
+        refused = self.start(request("INVITE", branch="z9hG4bK-no"))
+        self.respond(refused, 486)
+        old = self.start(request("INVITE", branch="1"))
+        self.respond(old, 486)
+        for via in [
+            ack(self.original(answered), branch="z9hG4bK-ok").topVia,  # Accepted: the ACK goes end to end
+            ack(self.original(proceeding), branch="z9hG4bK-ringing").topVia,  # no final response yet
+            request("ACK", branch="z9hG4bK-no", sentBy="192.0.2.10:5062").topVia,  # another sent-by
+            request("ACK", branch="z9hG4bK-unknown").topVia,
+            request("ACK", branch="1").topVia,  # RFC 2543: matched on the dialog by receive
+            request("ACK", branch=None).topVia,
+            request("ACK", branch="z9hG4bK").topVia,  # a bare magic cookie
+        ]:
+            self.assertFalse(self.layer.absorbAck(via), via)
+        self.assertEqual(
+            [t.state for t in (answered, proceeding, refused, old)],
+            ["accepted", "proceeding", "completed", "completed"],
+        )
+
+
 class StopTests(TransactionTestCase):
     def test_stop_cancels_every_timer(self) -> None:
         completed = self.start(request("REGISTER", branch="z9hG4bK-reg"))

@@ -22,7 +22,7 @@ from aetasip.sip.client import ClientTransactionLayer
 from aetasip.sip.errors import ParseError
 from aetasip.sip.headers import splitCommas
 from aetasip.sip.message import Request, Response
-from aetasip.sip.parser import BadRequest, parse, parseTrying
+from aetasip.sip.parser import BadRequest, ackTopVia, parse, parseTrying
 from aetasip.sip.responses import localResponse, withinBudget
 from aetasip.sip.transaction import Peer, ServerTransaction, ServerTransactionLayer
 
@@ -89,6 +89,12 @@ class SIPCore:
         if flood is not None and not flood.allow(peer.source[0]):
             # A banned source: dropped unparsed and unanswered.
             return
+        if data[:4] == b"ACK ":
+            via = ackTopVia(data)
+            if via is not None and self.transactions.absorbAck(via):
+                # The ACK of our challenge or refusal: it ends here, unparsed.
+                self.counters["requests"] += 1
+                return
         if data[:12] == b"SIP/2.0 100 " and self.clients is not None:
             trying = parseTrying(data)
             if trying is not None:

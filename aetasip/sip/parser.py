@@ -22,7 +22,7 @@ import re
 
 from aetasip.sip.errors import ParseError
 from aetasip.sip.fieldnames import STORED_NAMES, canonicalName, fieldName
-from aetasip.sip.headers import isToken, parseCSeq, parseHeaderParams, parseNameAddr, parseVia, splitCommas
+from aetasip.sip.headers import Via, isToken, parseCSeq, parseHeaderParams, parseNameAddr, parseVia, splitCommas
 from aetasip.sip.message import Message, Request, Response
 from aetasip.sip.uri import parseURI
 
@@ -139,6 +139,29 @@ def parseTrying(data: bytes) -> Response | None:
     except ParseError:
         return None
     return response
+
+
+# The first Via field's first value, in a header section's bytes.
+_FIRST_VIA = re.compile(rb"\n(?:[Vv][Ii][Aa]|[Vv])[ \t]*:[ \t]*([^\r\n,]+)")
+
+
+def ackTopVia(data: bytes) -> Via | None:
+    """
+    The top Via of the request C{data} (an ACK), read from its bytes alone:
+    what L{ServerTransactionLayer.absorbAck
+    <aetasip.sip.transaction.ServerTransactionLayer.absorbAck>} needs to
+    take the ACK of a final non-2xx response, whose Via is that of the
+    INVITE (RFC 3261 17.1.1.3), so already parsed and cached. C{None}
+    when there is none that parses.
+    """
+    end = data.find(b"\r\n\r\n")
+    match = _FIRST_VIA.search(data, 0, end if end >= 0 else len(data))
+    if match is None:
+        return None
+    try:
+        return parseVia(match.group(1).rstrip(b" \t").decode("utf-8"))
+    except (UnicodeDecodeError, ParseError):
+        return None
 
 
 def _splitMessage(data: bytes) -> tuple[bytes, bytes]:

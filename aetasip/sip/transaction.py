@@ -16,6 +16,7 @@ from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
+from aetasip.sip.headers import Via
 from aetasip.sip.message import Request, Response
 from aetasip.sip.responses import withinBudget
 from aetasip.sip.timers import FixedTimers
@@ -233,17 +234,21 @@ class ServerTransaction:
 
     def _retransmission(self, request: Request) -> None:
         if request.method == "ACK":
-            if self.state == "completed":
-                self.state = "confirmed"
-                self._cancelTimers()
-                if self.peer.reliable:
-                    self._terminate()
-                else:
-                    # Timer I.
-                    self._layer.timers.after(T4, self, "_expire")
+            self._acknowledged()
             return
         if self.state in ("proceeding", "completed") and self._lastResponse is not None:
             self.peer.send(self._lastResponse)
+
+    def _acknowledged(self) -> None:
+        """The ACK of our final non-2xx response came (RFC 3261 17.2.1)."""
+        if self.state == "completed":
+            self.state = "confirmed"
+            self._cancelTimers()
+            if self.peer.reliable:
+                self._terminate()
+            else:
+                # Timer I.
+                self._layer.timers.after(T4, self, "_expire")
 
     def _cancelTimers(self) -> None:
         if self._timerG is not None and self._timerG.active():
@@ -297,6 +302,25 @@ class ServerTransactionLayer:
         transaction = ServerTransaction(self, key, request, peer)
         self.transactions[key] = transaction
         return transaction
+
+    def absorbAck(self, via: Via) -> bool:
+        """
+        Take an ACK whose top Via is C{via} (parsed from the raw message
+        alone) if it acknowledges a final non-2xx response of ours: an
+        INVITE server transaction of that branch and sent-by in the
+        Completed state. Such an ACK ends there (RFC 3261 17.2.1), so
+        nothing else of it is read; a request taken so is not parsed
+        at all. Anything else (an ACK for a 2xx, which goes end to end,
+        or an RFC 2543 branch) is left to L{receive}.
+        """
+        branch = via.branch
+        if not branch or not branch.startswith(MAGIC_COOKIE) or len(branch) <= len(MAGIC_COOKIE):
+            return False
+        existing = self.transactions.get((branch, via.host, via.port, "INVITE"))
+        if existing is None or existing.state != "completed":
+            return False
+        existing._acknowledged()
+        return True
 
     def isStrayAck(self, request: Request) -> bool:
         """
