@@ -107,6 +107,12 @@ class TransactionTestCase(SynchronousTestCase):
         assert request is not None
         return request
 
+    def answered(self, method: str, branch: str, code: int) -> ServerTransaction:
+        """A new transaction of C{method} and C{branch}, answered C{code}."""
+        transaction = self.start(request(method, branch=branch))
+        self.respond(transaction, code)
+        return transaction
+
     def respond(self, transaction: ServerTransaction, code: int) -> None:
         # A completed UDP transaction has released its request: answer with
         # the first response's headers then (only the status matters here).
@@ -524,14 +530,10 @@ class AbsorbAckTests(TransactionTestCase):
         self.assertEqual(self.out.codes, [100, 486])
 
     def test_anything_else_is_left_to_receive(self) -> None:
-        answered = self.start(request("INVITE", branch="z9hG4bK-ok"))
-        self.respond(answered, 200)
-        proceeding = self.start(request("INVITE", branch="z9hG4bK-ringing"))
-        self.respond(proceeding, 180)
-        refused = self.start(request("INVITE", branch="z9hG4bK-no"))
-        self.respond(refused, 486)
-        old = self.start(request("INVITE", branch="1"))
-        self.respond(old, 486)
+        answered = self.answered("INVITE", "z9hG4bK-ok", 200)
+        proceeding = self.answered("INVITE", "z9hG4bK-ringing", 180)
+        refused = self.answered("INVITE", "z9hG4bK-no", 486)
+        old = self.answered("INVITE", "1", 486)
         for via in [
             ack(self.original(answered), branch="z9hG4bK-ok").topVia,  # Accepted: the ACK goes end to end
             ack(self.original(proceeding), branch="z9hG4bK-ringing").topVia,  # no final response yet
@@ -550,14 +552,11 @@ class AbsorbAckTests(TransactionTestCase):
 
 class StopTests(TransactionTestCase):
     def test_stop_cancels_every_timer(self) -> None:
-        completed = self.start(request("REGISTER", branch="z9hG4bK-reg"))
-        self.respond(completed, 200)
-        rejected = self.start(request("INVITE", branch="z9hG4bK-486"))
-        self.respond(rejected, 486)
-        accepted = self.start(request("INVITE", branch="z9hG4bK-200"))
-        self.respond(accepted, 200)
-        confirmed = self.start(request("INVITE", branch="z9hG4bK-ack"))
-        self.respond(confirmed, 603)
+        # Completed, rejected (Completed, Timer G), Accepted and Confirmed transactions.
+        self.answered("REGISTER", "z9hG4bK-reg", 200)
+        self.answered("INVITE", "z9hG4bK-486", 486)
+        self.answered("INVITE", "z9hG4bK-200", 200)
+        confirmed = self.answered("INVITE", "z9hG4bK-ack", 603)
         self.receive(ack(self.original(confirmed), branch="z9hG4bK-ack"))
         self.assertNotEqual(self.clock.getDelayedCalls(), [])
         self.layer.stop()
