@@ -69,6 +69,18 @@ class Peer:
         return f"<Peer {self.transport} {self.source[0]}:{self.source[1]}>"
 
 
+def branchKey(via: Via, method: str) -> tuple[Any, ...] | None:
+    """
+    The key of the transaction of C{method} whose top Via is C{via}, when
+    its branch is an RFC 3261 one (17.2.3); else C{None}.
+    """
+    branch = via.branch
+    # A bare magic cookie is no unique branch (RFC 4475 badbranch).
+    if branch and branch.startswith(MAGIC_COOKIE) and len(branch) > len(MAGIC_COOKIE):
+        return (branch, via.host, via.port, method)
+    return None
+
+
 def transactionKey(request: Request) -> tuple[Any, ...]:
     """
     The key matching a request to its server transaction (17.2.3). An ACK
@@ -76,10 +88,9 @@ def transactionKey(request: Request) -> tuple[Any, ...]:
     """
     via = request.topVia
     method = "INVITE" if request.method == "ACK" else request.method
-    branch = via.branch
-    # A bare magic cookie is no unique branch (RFC 4475 badbranch).
-    if branch and branch.startswith(MAGIC_COOKIE) and len(branch) > len(MAGIC_COOKIE):
-        return (branch, via.host, via.port, method)
+    key = branchKey(via, method)
+    if key is not None:
+        return key
     # RFC 2543 peers: no unique branch; match on the dialog identifiers.
     number, _ = request.cseq
     return (request.callID, number, request.fromAddr.tag, request.toAddr.tag, str(via), method)
@@ -313,10 +324,8 @@ class ServerTransactionLayer:
         at all. Anything else (an ACK for a 2xx, which goes end to end,
         or an RFC 2543 branch) is left to L{receive}.
         """
-        branch = via.branch
-        if not branch or not branch.startswith(MAGIC_COOKIE) or len(branch) <= len(MAGIC_COOKIE):
-            return False
-        existing = self.transactions.get((branch, via.host, via.port, "INVITE"))
+        key = branchKey(via, "INVITE")
+        existing = None if key is None else self.transactions.get(key)
         if existing is None or existing.state != "completed":
             return False
         existing._acknowledged()
