@@ -14,9 +14,11 @@ import os
 import re
 from typing import Any
 
+from twisted.internet import defer
 from twisted.trial.unittest import SynchronousTestCase
 
 from aetasip.store import Store
+from aetasip.store.outbox import QUEUED
 from aetasip.web.reset import ResetTokens
 from tests.certificates import TestCA
 from tests.servers import deferLater, freePort
@@ -148,6 +150,34 @@ class ResetTests(PortalTestCase):
         self.assertEqual(code, 200)
         code, _, _ = await self.browser().request("GET", "/portal/reset?token=forged.token.value")
         self.assertEqual(code, 400)
+
+    async def test_a_reset_asked_as_the_service_stops_is_queued(self) -> None:
+        """The web service stops listening while the link is being made: the mail waits in the outbox, with its link."""
+        web = self.server.service.getServiceNamed("web")
+        base = web.url
+        portal = web.app.portal
+        gate: defer.Deferred[None] = defer.Deferred()
+        getAccount = portal.store.getAccount
+
+        async def slowGetAccount(number: str) -> Any:
+            await gate
+            return await getAccount(number)
+
+        self.patch(portal.store, "getAccount", slowGetAccount)
+        code, _, _ = await self.ask(self.browser(), "45675001")
+        self.assertEqual(code, 200)
+        stopped = web.stopService()
+        self.assertFalse(stopped.called)  # it waits for the link being made
+        gate.callback(None)
+        await stopped
+        self.assertEqual(self.flushLoggedErrors(), [])
+        store = Store(self.server.storeURL)
+        store.open()
+        self.addCleanup(store.close)
+        (queued,) = [mail for mail in store.outbox() if mail.purpose == "portal reset 45675001"]
+        self.assertEqual(queued.state, QUEUED)
+        body = email.message_from_bytes(queued.message, policy=email.policy.default).get_body().get_content()  # type: ignore[union-attr]
+        self.assertIn(base + "/portal/reset?token=", body)
 
 
 class NoMailTests(PortalTestCase):

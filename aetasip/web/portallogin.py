@@ -151,7 +151,9 @@ class LoginRoutes(PortalFrame):
         log.info("Portal: password reset asked for {number} from {source}", number=number[:32], source=source)
         if _NUMBER.fullmatch(number) is not None:
             # In the background: the answer is the same, and as quick, whether the number exists or not.
-            mailing = defer.Deferred.fromCoroutine(self._mailResetLink(number)).addErrback(
+            # The link's base is taken now: the service may stop listening before the mail is queued.
+            base = self.settings.url or self.defaultURL()
+            mailing = defer.Deferred.fromCoroutine(self._mailResetLink(number, base)).addErrback(
                 lambda failure: log.failure("Portal: cannot mail a reset link to {number}", failure, number=number)
             )
             if not mailing.called:
@@ -159,13 +161,12 @@ class LoginRoutes(PortalFrame):
                 mailing.addBoth(lambda _: self._mailing.discard(mailing))
         return self._forgotPage(request, 200, sent=True)
 
-    async def _mailResetLink(self, number: str) -> None:
+    async def _mailResetLink(self, number: str, base: str) -> None:
         account = await self.store.getAccount(number)
         if account is None or not account.email or not await self._mayUse(account):
             return
         tokens = await self._resetTokens()
         token = tokens.make(number, account.portalPasswordHash)
-        base = self.settings.url or self.defaultURL()
         link = f"{base}reset?token={token}"
         values = {"number": number, "minutes": int(self.settings.resetLifetime // 60), "link": link}
         english, french = translations("en"), translations("fr")
