@@ -385,7 +385,7 @@ class InviteTests(TransactionTestCase):
         transaction = self.invite(code=200)
         # An ACK for a 2xx is a transaction of its own: a new branch.
         stray = ack(self.original(transaction), branch="z9hG4bK-ack2xx")
-        self.assertTrue(self.layer.isStrayAck(stray))
+        self.assertTrue(self.layer.receiveAck(stray))
         self.assertIsNone(self.receive(stray))
         self.assertEqual(transaction.state, "accepted")
 
@@ -395,21 +395,22 @@ class InviteTests(TransactionTestCase):
         transaction = self.invite(code=200)
         late = ack(self.original(transaction))
         self.assertIsNone(self.receive(late))
-        self.assertTrue(self.layer.isStrayAck(late))
+        self.assertTrue(self.layer.receiveAck(late))
         self.assertEqual(transaction.state, "accepted")
 
     def test_ack_for_a_non_2xx_is_not_stray(self) -> None:
         transaction = self.invite(code=486)
-        self.assertFalse(self.layer.isStrayAck(ack(self.original(transaction))))
+        self.assertFalse(self.layer.receiveAck(ack(self.original(transaction))))
+        self.assertEqual(transaction.state, "confirmed")
+        # Its retransmission is taken too, and goes no further.
+        self.assertFalse(self.layer.receiveAck(ack(self.original(transaction))))
+        self.assertEqual(transaction.state, "confirmed")
 
     def test_ack_matching_nothing_is_stray_and_starts_nothing(self) -> None:
         orphan = request("ACK", branch="z9hG4bK-orphan", toTag="x")
-        self.assertTrue(self.layer.isStrayAck(orphan))
+        self.assertTrue(self.layer.receiveAck(orphan))
         self.assertIsNone(self.receive(orphan))
         self.assertEqual(self.layer.transactions, {})
-
-    def test_isStrayAck_is_false_for_other_methods(self) -> None:
-        self.assertFalse(self.layer.isStrayAck(request("OPTIONS")))
 
     def test_respond_after_the_final_response_is_ignored(self) -> None:
         transaction = self.invite(code=486)
@@ -461,7 +462,7 @@ class MatchingTests(TransactionTestCase):
         self.respond(invite, 486)
         other = request("ACK", sentBy="192.0.2.10:5062", toTag="srv")
         self.assertIsNone(self.receive(other))
-        self.assertTrue(self.layer.isStrayAck(other))
+        self.assertTrue(self.layer.receiveAck(other))
         self.assertEqual(invite.state, "completed")
 
     def test_rfc2543_retransmission_matches(self) -> None:
@@ -494,8 +495,7 @@ class MatchingTests(TransactionTestCase):
         invite = self.start(request("INVITE", branch=None))
         self.respond(invite, 486)
         ackRequest = ack(self.original(invite), branch=None, toTag="srv")
-        self.assertFalse(self.layer.isStrayAck(ackRequest))
-        self.assertIsNone(self.receive(ackRequest))
+        self.assertFalse(self.layer.receiveAck(ackRequest))
         self.assertEqual(invite.state, "confirmed")
         self.clock.advance(10)
         self.assertEqual(self.out.codes, [486])
@@ -503,7 +503,8 @@ class MatchingTests(TransactionTestCase):
     def test_rfc2543_ack_for_a_2xx_goes_to_the_transaction_user(self) -> None:
         invite = self.start(request("INVITE", branch=None))
         self.respond(invite, 200)
-        self.assertTrue(self.layer.isStrayAck(ack(self.original(invite), branch=None, toTag="srv")))
+        self.assertTrue(self.layer.receiveAck(ack(self.original(invite), branch=None, toTag="srv")))
+        self.assertEqual(invite.state, "accepted")
 
     def test_rfc2543_reinvite_retransmission_matches(self) -> None:
         invite = self.start(request("INVITE", branch=None, toTag="dialog", cseq=2))

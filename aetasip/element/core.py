@@ -158,10 +158,12 @@ class SIPCore:
 
     def request(self, request: Request, peer: Peer) -> None:
         self._stampVia(request, peer)
+        if request.method == "ACK":
+            if self.transactions.receiveAck(request) and self.proxy is not None:
+                self.proxy.statelessAck(request, peer)
+            return
         transaction = self.transactions.receive(request, peer)
         if transaction is None:
-            if self.proxy is not None and self.transactions.isStrayAck(request):
-                self.proxy.statelessAck(request, peer)
             return
         method = request.method
         if request.requestURI.scheme not in ("sip", "sips", "tel"):

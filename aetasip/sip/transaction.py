@@ -244,9 +244,6 @@ class ServerTransaction:
             self._terminate()
 
     def _retransmission(self, request: Request) -> None:
-        if request.method == "ACK":
-            self._acknowledged()
-            return
         if self.state in ("proceeding", "completed") and self._lastResponse is not None:
             self.peer.send(self._lastResponse)
 
@@ -296,18 +293,16 @@ class ServerTransactionLayer:
 
         @return: a new L{ServerTransaction} for the transaction user to
             answer, or C{None} when the request was a retransmission or an
-            ACK of a non-2xx final response (absorbed here). An ACK for a
-            2xx is not part of any transaction: it comes back as a
-            transaction-less C{None} too, and the caller routes it with
-            L{isStrayAck}; so does an ACK matching a transaction in the
-            Accepted state (RFC 6026 section 8.7: passed to the TU).
+            ACK (taken by L{receiveAck}, which says whether the transaction
+            user routes it).
         """
+        if request.method == "ACK":
+            self.receiveAck(request)
+            return None
         existing = self._match(request)
         if existing is not None:
-            self.retransmissionsAbsorbed += request.method != "ACK"
+            self.retransmissionsAbsorbed += 1
             existing._retransmission(request)
-            return None
-        if request.method == "ACK":
             return None
         key = transactionKey(request)
         transaction = ServerTransaction(self, key, request, peer)
@@ -331,15 +326,22 @@ class ServerTransactionLayer:
         existing._acknowledged()
         return True
 
-    def isStrayAck(self, request: Request) -> bool:
+    def receiveAck(self, request: Request) -> bool:
         """
-        Is C{request} an ACK for the transaction user: one that matches no
-        transaction (ACK for a 2xx), or an Accepted one (RFC 6026 8.7)?
+        Take the ACK C{request}: one that acknowledges a final non-2xx
+        response of ours confirms its INVITE server transaction and ends
+        there (RFC 3261 17.2.1).
+
+        @return: whether the ACK is for the transaction user: one that
+            matches no transaction (the ACK of a 2xx, a transaction of its
+            own) or an Accepted one (RFC 6026 8.7); it is routed by the
+            proxy, statelessly.
         """
-        if request.method != "ACK":
-            return False
         existing = self._match(request)
-        return existing is None or existing.state == "accepted"
+        if existing is None or existing.state == "accepted":
+            return True
+        existing._acknowledged()
+        return False
 
     def _match(self, request: Request) -> ServerTransaction | None:
         key = transactionKey(request)
