@@ -79,6 +79,16 @@ class FloodControlTests(SynchronousTestCase):
         for i in range(1000):
             flood.allow(f"198.51.{i // 250}.{i % 250}")
         self.assertLessEqual(len(flood._sources), 100)
+        # What it remembers of each source's trust is bounded too.
+        for i in range(20_000):
+            flood.allow(f"198.{i // 62500}.{i // 250 % 250}.{i % 250}")
+        self.assertLessEqual(len(flood._trustedHosts), 10_000)
+
+    def test_a_limit_of_0_is_no_flood_control(self) -> None:
+        flood = FloodControl(self.clock.seconds, limit=0, trusted=["10.1.0.0/16"])
+        self.assertNotIn(False, [flood.allow(ATTACKER) for _ in range(1000)])
+        self.assertTrue(flood.allow("10.1.2.3"))
+        self.assertEqual(flood.counters, {"messages": 0, "dropped": 0, "bans": 0})
 
 
 class FloodThroughTheCoreTests(SynchronousTestCase):

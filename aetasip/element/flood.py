@@ -90,7 +90,10 @@ class FloodControl:
 
     def allow(self, host: str) -> bool:
         """May a message from C{host} be parsed and handled? Counts it."""
-        if not self.limit or self._isTrusted(host):
+        trusted = self._trustedHosts.get(host)
+        if trusted is None:
+            trusted = self._isTrusted(host)
+        if trusted or not self.limit:
             return True
         counters = self.counters
         counters["messages"] += 1
@@ -144,18 +147,15 @@ class FloodControl:
         return {source: ban[0] for source, ban in self._bans.items() if ban[0] > now}
 
     def _isTrusted(self, host: str) -> bool:
-        if not self._trusted:
+        """Is C{host} in a trusted network? Remembered in C{_trustedHosts} (the hot path looks there first)."""
+        try:
+            address: Any = ipaddress.ip_address(host.partition("%")[0])
+        except ValueError:
             return False
-        known = self._trustedHosts.get(host)
-        if known is None:
-            try:
-                address: Any = ipaddress.ip_address(host.partition("%")[0])
-            except ValueError:
-                return False
-            if getattr(address, "ipv4_mapped", None) is not None:
-                address = address.ipv4_mapped
-            known = any(address in net for net in self._trusted)
-            if len(self._trustedHosts) >= 10_000:
-                self._trustedHosts.clear()
-            self._trustedHosts[host] = known
+        if getattr(address, "ipv4_mapped", None) is not None:
+            address = address.ipv4_mapped
+        known = any(address in net for net in self._trusted)
+        if len(self._trustedHosts) >= 10_000:
+            self._trustedHosts.clear()
+        self._trustedHosts[host] = known
         return known
