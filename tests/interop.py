@@ -100,6 +100,19 @@ def watchCalls(service: RunningService, event: str = "started") -> list[Any]:
     return observer.calls
 
 
+async def awaitCalls(calls: list[Any], seconds: float = 10.0) -> list[Any]:
+    """
+    C{calls} (from L{watchCalls}) once it holds a call, or as it is after
+    C{seconds}: an event may come a little after what the agents saw (a
+    call ends once the relay has released its media).
+    """
+    for _ in range(int(seconds / 0.05)):
+        if calls:
+            break
+        await deferLater(0.05)
+    return calls
+
+
 class CallEvents(Recorder):
     """
     A L{Recorder} that also keeps, in C{calls}, every call of one C{event}:

@@ -27,7 +27,7 @@ from aetasip.calls.call import EndCause
 from aetasip.records.record import CallRecord
 from aetasip.store import Store
 from aetasip.store.callrecords import RecordQuery
-from tests.interop import InteropTestCase, MediaSocket
+from tests.interop import InteropTestCase, MediaSocket, awaitCalls
 from tests.rtpengine import Rtpengine, startedRtpengine
 from tests.servers import RunningService, deferLater, freePortBlock
 from tests.sipp import SippProcess
@@ -234,11 +234,7 @@ class RelayCalls(RelayFixture):
         _, calleePort = self.socket()
         callee = await self.callee("relay_uas_hold.xml", calleePort)
         caller = self.caller("relay_uac_hold.xml", ("127.0.0.5", 7078), "-d", "5000")
-        for _ in range(400):
-            if ended:
-                break
-            await deferLater(0.05)
-        (call,) = ended
+        (call,) = await awaitCalls(ended, 20)
         self.assertEqual(call.endCause, EndCause.MEDIA_TIMEOUT)
         # Held for 5 s (past the 2 s timeout), then 2 s to 2.5 s of silence (the check's period).
         self.assertGreater(call.endedAt - call.answeredAt, 7.0)
@@ -272,7 +268,7 @@ class RelayCalls(RelayFixture):
         self.assertEqual(finishedCallee.code, 0, finishedCallee.detail)
         (bye,) = finishedCallee.received("BYE")
         self.assertIn("media failure", bye.text)
-        (call,) = ended
+        (call,) = await awaitCalls(ended)
         self.assertEqual((call.endCause, call.status), (EndCause.MEDIA_FAILURE, 500))
 
 
@@ -307,11 +303,7 @@ class RelayInteropTests(RelayCalls, InteropTestCase):
         caller = self.caller("relay_uac.xml", ("127.0.0.1", 7078), "-d", "30000")
         await self.mediaOf("caller")
         ended = self.watchCalls("ended")
-        for _ in range(200):
-            if ended:
-                break
-            await deferLater(0.05)
-        (call,) = ended
+        (call,) = await awaitCalls(ended)
         self.assertEqual(call.endCause, EndCause.MEDIA_TIMEOUT)
         self.assertIn("no media for", call.endDetail)
         # Both agents got a BYE from the proxy: the callee's scenario ends with it.
