@@ -265,6 +265,29 @@ class CallRecordStoreTests(SQLiteURLs, SynchronousTestCase):
         (found,) = self.store.callRecords()
         self.assertEqual((found.endCause, found.endedAt), ("caller BYE", 1400.0))
 
+    def test_a_call_another_server_ended_first_is_recorded_once(self) -> None:
+        """
+        During a drain, the drained server's Timer C ends a ringing call
+        ("no answer", the caller got its 408) before the callee's refusal
+        reaches the survivor, which rebuilt the call: the call keeps its
+        one record, as the server that ended it first closed it.
+        """
+        ringing = aRecord("ringing", 1000.0, ringingAt=1000.5, status=180, server="sip-a")
+        self.store.writeCallRecords([ringing], "sip-a", 1001.0)
+        timedOut = attrs.evolve(ringing, endedAt=1181.0, status=408, endCause="no answer")
+        self.store.writeCallRecords([timedOut], "sip-a", 1181.0)
+        refused = aRecord(
+            "refused", 1182.0, callID=ringing.callID, callerTag=ringing.callerTag, recovered=True, server="sip-b",
+            endedAt=1182.0, status=486, endCause="rejected",
+        )  # fmt: skip
+        self.store.writeCallRecords([refused], "sip-b", 1182.0)
+        (found,) = self.store.callRecords()
+        self.assertEqual((found.id, found.endCause, found.status, found.endedAt), ("ringing", "no answer", 408, 1181.0))
+        # Another call rebuilt there, whose record no server closed, is recorded as before.
+        other = attrs.evolve(refused, id="other", callID="c-other")
+        self.store.writeCallRecords([other], "sip-b", 1183.0)
+        self.assertEqual({r.id for r in self.store.callRecords()}, {"ringing", "other"})
+
     def test_a_rebuilt_call_with_no_earlier_record_is_recorded(self) -> None:
         rebuilt = answered("rebuilt", 1105.0, 1105.0, 1200.0, recovered=True)
         self.store.writeCallRecords([rebuilt], "main", 1200.0)

@@ -151,7 +151,10 @@ class CallRecordMethods:
         ended amends the record of the same call (Call-ID and caller tag)
         that a shutdown or a crash closed, or that another server left
         open (a backup server took the call over), if there is one: the
-        call went on, and ended now, for this reason.
+        call went on, and ended now, for this reason. When another server
+        has already closed the call's record for good (it ended there
+        first: its Timer C during a drain, a BYE that reached it), the
+        call is recorded: the rebuilt one adds no second record.
         """
         plain = []
         with self._transaction(write=True) as connection:
@@ -159,7 +162,7 @@ class CallRecordMethods:
             for one in records:
                 if not one.recovered:
                     plain.append(recordRow(one))
-                elif not one.open and not self._amend(connection, one):
+                elif not one.open and not self._amend(connection, one) and not self._endedElsewhere(connection, one):
                     plain.append(recordRow(one))
                 # A rebuilt call still open is written when it ends (it may amend an earlier record).
             if plain:
@@ -214,6 +217,24 @@ class CallRecordMethods:
             )
         )
         return True
+
+    @staticmethod
+    def _endedElsewhere(connection: sa.Connection, one: CallRecord) -> bool:
+        """Has another server closed the record of C{one}'s call (not to be amended: see L{_amend})?"""
+        return (
+            connection.execute(
+                sa.select(callRecords.c.id)
+                .where(
+                    callRecords.c.call_id == one.callID,
+                    callRecords.c.caller_tag == one.callerTag,
+                    callRecords.c.server != one.server,
+                    callRecords.c.end_cause.is_not(None),
+                    callRecords.c.id != one.id,
+                )
+                .limit(1)
+            ).first()
+            is not None
+        )
 
     def closeOpenCallRecords(self, server: str, now: float) -> list[CallRecord]:
         """
