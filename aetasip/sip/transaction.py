@@ -317,7 +317,7 @@ class ServerTransactionLayer:
         Completed state. Such an ACK ends there (RFC 3261 17.2.1), so
         nothing else of it is read; a request taken so is not parsed
         at all. Anything else (an ACK for a 2xx, which goes end to end,
-        or an RFC 2543 branch) is left to L{receive}.
+        or an RFC 2543 branch) is left to L{receiveAck}.
         """
         key = branchKey(via, "INVITE")
         existing = None if key is None else self.transactions.get(key)
