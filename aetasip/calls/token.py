@@ -23,7 +23,6 @@ and recognise its responses (L{aetasip.calls.takeover}).
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hashlib
 import hmac
@@ -33,6 +32,7 @@ import struct
 import attrs
 
 from aetasip.calls.call import Leg
+from aetasip.sip import base64url
 from aetasip.sip.headers import Via
 from aetasip.sip.message import Response
 from aetasip.sip.transaction import MAGIC_COOKIE
@@ -192,7 +192,7 @@ class DialogSigner:
             )
         )
         data = payload + self._mac(payload, callID, callerTag)
-        return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+        return base64url.encode(data).rstrip("=")
 
     def verify(self, token: str, callID: str, tags: tuple[str | None, str | None]) -> DialogToken | None:
         """
@@ -203,7 +203,7 @@ class DialogSigner:
         if len(token) > 1024:
             return None
         try:
-            data = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+            data = base64url.decode(token + "=" * (-len(token) % 4))
         except (binascii.Error, ValueError):
             return None
         if len(data) <= _MAC_BYTES:

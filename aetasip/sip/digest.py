@@ -26,7 +26,6 @@ RFC 7616 3.4.6) is left to the caller, which knows the request.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import os
@@ -37,6 +36,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from enum import Enum
 from urllib.parse import unquote
+
+from aetasip.sip import base64url
 
 __all__ = ["DigestAuthenticator", "Verdict", "algorithmOf", "computeResponse", "parseDigest"]
 
@@ -274,7 +275,7 @@ class DigestAuthenticator:
         self._macInner = hashlib.sha256(bytes(b ^ 0x36 for b in nonceKey))
         self._macOuter = hashlib.sha256(bytes(b ^ 0x5C for b in nonceKey))
         opaqueBytes = hmac.digest(secret, b"aetasip opaque\0" + realmBytes, "sha256")[:12]
-        self.opaque = base64.urlsafe_b64encode(opaqueBytes).decode("ascii")
+        self.opaque = base64url.encode(opaqueBytes)
         head = f"Digest realm={_quote(realm)}, nonce="
         tail = f", opaque={_quote(self.opaque)}, algorithm="
         self._templates = [(algorithm, head, f'{tail}{algorithm}, qop="auth"') for algorithm in algorithms]
@@ -295,7 +296,7 @@ class DigestAuthenticator:
 
     def _mintNonce(self) -> str:
         payload = _STAMP.pack(max(0, int(self._now()))) + os.urandom(_RANDOM_SIZE)
-        return base64.urlsafe_b64encode(payload + self._mac(payload)).decode("ascii")
+        return base64url.encode(payload + self._mac(payload))
 
     def _payloadOf(self, nonce: str) -> bytes | None:
         """
@@ -305,7 +306,7 @@ class DigestAuthenticator:
         if len(nonce) != _NONCE_LENGTH:
             return None
         try:
-            raw = base64.urlsafe_b64decode(nonce)
+            raw = base64url.decode(nonce)
         except ValueError:  # binascii.Error, or a non-ASCII string
             return None
         if len(raw) != _PAYLOAD_SIZE + _MAC_SIZE:
