@@ -200,11 +200,12 @@ def _splitHeaders(text: str) -> tuple[str, list[list[str]], str | None]:
     block = block.rstrip("\r\n")
     if not block:
         return start, [], None
-    if "\n " not in block and "\n\t" not in block:
-        fields = _HEADER_LINE.findall(block)
-        if len(fields) == block.count("\n") + 1:
-            names = STORED_NAMES
-            return start, [[names[name], value] for name, value in fields], None
+    # A line _HEADER_LINE does not take (a folded one: it starts with LWS;
+    # or a malformed one) leaves fewer fields than lines.
+    fields = _HEADER_LINE.findall(block)
+    if len(fields) == block.count("\n") + 1:
+        names = STORED_NAMES
+        return start, [[names[name], value] for name, value in fields], None
     headers, error = _splitFolded(block)
     return start, headers, error
 
