@@ -30,8 +30,11 @@ This is the one place that knows the whole tree (DESIGN.md)::
 from __future__ import annotations
 
 import gc
+import signal
+import threading
 from collections.abc import Callable
 from functools import partial
+from types import FrameType
 from typing import Any
 
 from twisted.application import service
@@ -87,6 +90,25 @@ def tuneGarbageCollector() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
+
+
+def quietRepeatedSignals() -> None:
+    """
+    Once the service is stopping, a SIGTERM or SIGINT more is only logged.
+    Twisted's handlers would call C{reactor.stop()} again, which raises
+    C{ReactorNotRunning}, logged with its traceback (Twisted issues 4406
+    and 6600); C{timeout} sends two (to the process and to its group), and
+    an operator may send a second while the last bindings are written.
+    Run by twistd's reactor before it shuts down (see L{makeService}).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return  # signal.signal works in the main thread only
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, _alreadyStopping)
+
+
+def _alreadyStopping(number: int, frame: FrameType | None) -> None:
+    log.info("Received {signal} while stopping; the shutdown goes on", signal=signal.Signals(number).name)
 
 
 def _reactor(reactor: Any) -> Any:
@@ -304,4 +326,7 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> servi
     # be shared with a child either). The store opened above is closed again;
     # StoreService opens it in the process that runs.
     storeService.store.store.close()
+    if isinstance(options, Options):
+        # Run by twistd (a test's dict has no reactor shutdown to quieten).
+        _reactor(reactor).addSystemEventTrigger("before", "shutdown", quietRepeatedSignals)
     return top

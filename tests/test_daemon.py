@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import time
+from collections.abc import Callable
 from io import StringIO
 
+import sqlalchemy as sa
 from twisted.trial.unittest import TestCase
 
 from aetasip import admin
@@ -89,7 +92,8 @@ class DaemonTests(TestCase):
                 self.fail(f"{what} within {seconds:g} s:\n{self.log()}")
             await deferLater(0.1)
 
-    async def test_daemon_keeps_every_write(self) -> None:
+    async def startDaemon(self) -> tuple[int, int]:
+        """The daemon, stopped at cleanup: its pid and SIP port, once SIP is ready."""
         sip = freePort()
         config = twistdConfig(
             self.directory,
@@ -108,7 +112,39 @@ class DaemonTests(TestCase):
             pid = int(f.read())
         self.addCleanup(self.stop, pid)
         await self.waitFor("SIP not ready", lambda: "SIP ready on" in self.log())
+        return pid, sip
 
+    def lockBindings(self) -> Callable[[], None]:
+        """
+        Take the store's bindings for writing from this process, as another
+        writer would: the daemon's writes wait. Returns what lets go (again
+        at cleanup).
+        """
+        if self.storeURL.startswith("sqlite:///"):
+            connection = sqlite3.connect(self.storeURL[len("sqlite:///") :], isolation_level=None)
+            connection.execute("BEGIN IMMEDIATE")
+            engine = None
+        else:
+            engine = sa.create_engine(self.storeURL)
+            connection = engine.connect()
+            connection.exec_driver_sql("LOCK TABLE bindings IN EXCLUSIVE MODE")
+
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                connection.rollback()
+                connection.close()
+                if engine is not None:
+                    engine.dispose()
+
+        self.addCleanup(release)
+        return release
+
+    async def test_daemon_keeps_every_write(self) -> None:
+        pid, sip = await self.startDaemon()
         first = await self.sipp.register("45675001", "secret-one", sip)
         self.assertEqual(first.code, 0, first.detail)
         # Bindings reach the store within a second; reading it here closes this process's connection.
@@ -125,6 +161,36 @@ class DaemonTests(TestCase):
         lines = [line.split("] ", 1)[-1] for line in self.log().splitlines()]
         self.assertIn("Store closed: " + describeURL(self.storeURL), lines)
         self.assertEqual([line for line in lines if PORT_NOISE.search(line) or TWISTED_NOISE.match(line)], [])
+
+    async def test_a_second_sigterm_while_stopping_is_only_logged(self) -> None:
+        """
+        SIGTERM, and another while the daemon stops (here it waits to write
+        its last binding, the store taken by another writer): the second
+        is logged in one line, not as Twisted's ReactorNotRunning
+        traceback, and the shutdown goes on to the end, the binding written.
+        """
+        pid, sip = await self.startDaemon()
+        release = self.lockBindings()
+        registered = await self.sipp.register("45675001", "secret-one", sip)
+        self.assertEqual(registered.code, 0, registered.detail)
+
+        os.kill(pid, signal.SIGTERM)
+        await self.waitFor("the first SIGTERM not logged", lambda: "Received SIGTERM, shutting down." in self.log())
+        self.assertTrue(self.alive(pid), self.log())  # waiting for the store
+        os.kill(pid, signal.SIGTERM)
+        await self.waitFor(
+            "the second SIGTERM not logged",
+            lambda: "Received SIGTERM while stopping; the shutdown goes on" in self.log(),
+        )
+        self.assertTrue(self.alive(pid), self.log())
+        release()
+        await self.waitFor("the daemon still running", lambda: not self.alive(pid), seconds=20)
+
+        self.assertEqual(self.storedBindings(), {"45675001"})
+        log = self.log()
+        self.assertIn("Store closed: " + describeURL(self.storeURL), log)
+        for noise in ("ReactorNotRunning", "Traceback", "Unhandled"):
+            self.assertNotIn(noise, log)
 
 
 class PostgreSQLDaemonTests(DaemonTests):
