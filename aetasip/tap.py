@@ -92,7 +92,7 @@ def tuneGarbageCollector() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
-def quietRepeatedSignals() -> None:
+def _quietRepeatedSignals() -> None:
     """
     Once the service is stopping, a SIGTERM or SIGINT more is only logged.
     Twisted's handlers would call C{reactor.stop()} again, which raises
@@ -328,5 +328,5 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> servi
     storeService.store.store.close()
     if isinstance(options, Options):
         # Run by twistd (a test's dict has no reactor shutdown to quieten).
-        _reactor(reactor).addSystemEventTrigger("before", "shutdown", quietRepeatedSignals)
+        _reactor(reactor).addSystemEventTrigger("before", "shutdown", _quietRepeatedSignals)
     return top
